@@ -1,0 +1,295 @@
+"""The ``radix`` command line.
+
+Every command takes ``--json`` and then prints exactly one JSON object on stdout. Host-only
+dependencies (torch) are imported inside the commands that need them, so the runtime commands
+(``eval``, ``inspect``, ``regs``) work on the board with numpy alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+from . import __version__
+from .console import progress, table
+
+EVAL_BATCH = 256
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as ``radix: error: ...`` with exit status 2."""
+
+
+def main(argv=None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.handler(args)
+    except CliError as exc:
+        return _fail(args, str(exc))
+    except (ValueError, KeyError, OSError) as exc:
+        return _fail(args, str(exc).strip("'\""))
+    if args.json:
+        print(json.dumps(result["json"], indent=2, sort_keys=True, default=_json_default))
+    else:
+        print(result["text"])
+    return result.get("status", 0)
+
+
+def _fail(args, message: str) -> int:
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message}))
+    print(f"radix: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="radix", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"radix {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, handler, help_text):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("check", cmd_check, "list every module of MODEL as supported by the engine or not")
+    _model_args(p)
+    p.add_argument("--input-shape", help="C,H,W of one image (default: the built-in model's, or from --data)")
+    p.add_argument("--data", help="a data set name or .npz whose images give the input shape")
+
+    p = command("calibrate", cmd_calibrate, "choose per-layer fractional lengths and write a program")
+    _model_args(p)
+    p.add_argument("--data", required=True, help="calibration data: mnist5k, digits (training split) or a .npz")
+    p.add_argument("--bits", type=int, choices=(8, 16), default=8, help="engine data width (default 8)")
+    p.add_argument("--activations", choices=("greedy", "maxabs"), default="greedy",
+                   help="activation fl rule: the paper's greedy search (default) or Ristretto's max-abs")
+    p.add_argument("--per-channel", action="store_true", help="one weight fl per output channel")
+    p.add_argument("--static", action="store_true", help="one fl for all weights and one for all activations")
+    p.add_argument("--weight-bits", action="append", default=[], metavar="SELECTOR=BITS",
+                   help="weight bit width for 'fc', 'conv' or a layer/module name, e.g. fc=4 (repeatable)")
+    p.add_argument("--images", type=int, help="use only the first N calibration images")
+    p.add_argument("-o", "--output", required=True, help="program file to write (.radix)")
+
+    p = command("eval", cmd_eval, "accuracy of a program on a data set's test images")
+    p.add_argument("program", help="a .radix program")
+    p.add_argument("--backend", choices=("reference",), default="reference")
+    p.add_argument("--data", required=True, help="mnist5k, digits (test split) or a .npz")
+    p.add_argument("--images", type=int, help="evaluate only the first N images")
+
+    p = command("inspect", cmd_inspect, "show a program's layers, fractional lengths and provenance")
+    p.add_argument("program", help="a .radix program")
+
+    p = command("regs", cmd_regs, "print the engine's register map")
+    p.add_argument("--markdown", action="store_true", help="as the Markdown table of docs/registers.md")
+    return parser
+
+
+def _model_args(p):
+    p.add_argument("model", metavar="MODEL", help="built-in name (lenet5, digitsnet) or path/to/file.py:factory")
+    p.add_argument("--weights", help="state_dict to load (default: the built-in model's)")
+
+
+def _parse_shape(text: str) -> tuple[int, int, int]:
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise CliError(f"--input-shape {text!r}: expected C,H,W") from None
+    if len(shape) != 3 or min(shape) < 1:
+        raise CliError(f"--input-shape {text!r}: expected three positive integers C,H,W")
+    return shape
+
+
+def _input_shape(args, resolved) -> tuple[int, int, int]:
+    from .datasets import load_split
+
+    if getattr(args, "input_shape", None):
+        return _parse_shape(args.input_shape)
+    if resolved.input_shape:
+        return resolved.input_shape
+    if args.data:
+        x, _ = load_split(args.data, "test")
+        return tuple(int(s) for s in x.shape[1:])
+    raise CliError(f"model {args.model}: give --input-shape C,H,W or --data to know the input shape")
+
+
+def cmd_check(args) -> dict:
+    from .ingest import UnsupportedModelError, ingest
+    from .modelspec import resolve
+
+    resolved = resolve(args.model, args.weights)
+    shape = _input_shape(args, resolved)
+    try:
+        layers, findings = ingest(resolved.module, shape)
+        ok = True
+    except UnsupportedModelError as exc:
+        layers, findings, ok = [], exc.findings, False
+    rows = [[f.name, f.type, "yes" if f.supported else "NO", f.reason] for f in findings]
+    text = table(["module", "type", "supported", "reason"], rows)
+    if ok:
+        text += f"\n\n{args.model}: supported: {len(layers)} engine layers"
+    else:
+        bad = sum(not f.supported for f in findings)
+        text += f"\n\n{args.model}: {bad} unsupported"
+    return {
+        "status": 0 if ok else 1,
+        "text": text,
+        "json": {
+            "model": args.model,
+            "supported": ok,
+            "modules": [f.__dict__ for f in findings],
+            "layers": [{"name": l.name, "kind": l.kind, "modules": l.modules, "out_shape": list(l.out_shape)} for l in layers],
+        },
+    }
+
+
+def _weight_bits(entries: list[str]) -> dict:
+    out = {}
+    for entry in entries:
+        selector, sep, bits = entry.partition("=")
+        if not sep or not bits.isdigit():
+            raise CliError(f"--weight-bits {entry!r}: expected SELECTOR=BITS, e.g. fc=4")
+        out[selector] = int(bits)
+    return out
+
+
+def cmd_calibrate(args) -> dict:
+    from .calibrate import CalibrationSettings, calibrate
+    from .datasets import load_split
+    from .ingest import ingest
+    from .modelspec import resolve
+
+    settings = CalibrationSettings(bits=args.bits, activation_rule=args.activations, per_channel=args.per_channel,
+                                   static=args.static, weight_bits=_weight_bits(args.weight_bits))
+    resolved = resolve(args.model, args.weights)
+    x, _ = load_split(args.data, "train")
+    if args.images:
+        x = x[: args.images]
+    layers, _ = ingest(resolved.module, resolved.input_shape or tuple(x.shape[1:]))
+    start = time.perf_counter()
+    bar = progress(range(len(layers)), desc="calibrating", total=len(layers), enabled=not args.json)
+    ticker = iter(bar)
+    program = calibrate(layers, x, settings, progress=lambda _name: next(ticker, None))
+    seconds = time.perf_counter() - start
+    program.source = {
+        **resolved.provenance(),
+        "dataset": args.data,
+        "calibration_images": int(x.shape[0]),
+        "radix_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    program.report["seconds"] = round(seconds, 3)
+    program.save(args.output)
+    text = _report_table(program) + f"\n\nwrote {args.output} ({len(program.layers)} layers, {seconds:.1f} s)"
+    return {"text": text, "json": {"output": args.output, "seconds": seconds, **program.report}}
+
+
+def _fmt_fl(values: list[int]) -> str:
+    return str(values[0]) if len(values) == 1 else f"{min(values)}..{max(values)}"
+
+
+def _report_table(program) -> str:
+    rows = []
+    for layer in program.layers:
+        s = layer.stats
+        rows.append([
+            layer.name, layer.kind, "+".join(layer.modules[1:]) or "-", layer.fl_in, _fmt_fl(layer.fl_w),
+            _fmt_fl(layer.fl_b), layer.fl_out, layer.weight_bits, s.get("weight_sqnr_db"), s.get("act_sqnr_db"),
+            f"{100 * s.get('act_saturated', 0):.3f}%", s.get("bias_saturated"),
+        ])
+    return (f"W={program.width} bits, input fl={program.input_fl}\n" + table(
+        ["layer", "kind", "fused", "fl_in", "fl_w", "fl_b", "fl_out", "w bits", "w SQNR dB", "act SQNR dB",
+         "act sat", "bias sat"], rows))
+
+
+def _load_program(path: str):
+    from .program import Program
+
+    return Program.load(path)
+
+
+def cmd_eval(args) -> dict:
+    from . import network
+    from .datasets import load_split
+
+    program = _load_program(args.program)
+    x, y = load_split(args.data, "test")
+    if args.images:
+        x, y = x[: args.images], y[: args.images]
+    predictions = []
+    batches = range(0, len(x), EVAL_BATCH)
+    for start in progress(batches, desc="eval", total=len(batches), enabled=not args.json):
+        predictions.append(network.predict(network.logits(program, x[start : start + EVAL_BATCH])))
+    accuracy = float(np.mean(np.concatenate(predictions) == y))
+    result = {"program": args.program, "backend": args.backend, "data": args.data, "images": int(len(x)),
+              "accuracy": accuracy}
+    float_acc = _float_accuracy(program, x, y)
+    if float_acc is not None:
+        result["float_accuracy"] = float_acc
+    text = f"{len(x)} images from {args.data}: fixed point ({program.width}-bit) top-1 {100 * accuracy:.2f}%"
+    if float_acc is not None:
+        text += f", float {100 * float_acc:.2f}%"
+    return {"text": text, "json": result}
+
+
+def _float_accuracy(program, x, y) -> float | None:
+    """Float top-1 of the program's source model on the same images, when it loads here."""
+    source = program.source
+    try:
+        import torch
+
+        from .modelspec import resolve
+
+        resolved = resolve(source["model"], source.get("weights"))
+    except Exception:  # no torch on the board, or the source model is not on this machine
+        return None
+    if source.get("weights_sha256") and resolved.weights_sha256 != source["weights_sha256"]:
+        return None
+    with torch.no_grad():
+        predictions = resolved.module(torch.from_numpy(x)).argmax(dim=1).numpy()
+    return float(np.mean(predictions == y))
+
+
+def cmd_inspect(args) -> dict:
+    program = _load_program(args.program)
+    rows = [[l.name, l.kind, "x".join(map(str, l.in_shape)), "x".join(map(str, l.out_shape)),
+             f"{l.kernel}/{l.stride}/{l.pad}" if l.kind == "conv" else "-", "relu" if l.relu else "",
+             "pool" if l.pool else "", l.fl_in, _fmt_fl(l.fl_w), l.fl_out, _fmt_fl(l.shift.tolist()), l.macs]
+            for l in program.layers]
+    text = table(["layer", "kind", "in", "out", "k/s/p", "relu", "pool", "fl_in", "fl_w", "fl_out", "shift", "MACs"], rows)
+    text += "\n\nsource: " + ", ".join(f"{k}={v}" for k, v in program.source.items())
+    layers = []
+    for l in program.layers:
+        entry = {k: v for k, v in l.__dict__.items() if k not in ("weights", "bias")}
+        entry.update(shift=l.shift.tolist(), fl_b=l.fl_b, macs=l.macs)
+        layers.append(entry)
+    return {"text": text, "json": {"program": args.program, "width": program.width, "input_shape": program.input_shape,
+                                   "input_fl": program.input_fl, "source": program.source, "layers": layers}}
+
+
+def cmd_regs(args) -> dict:
+    from .engine_spec import REGISTERS, markdown_table
+
+    text = markdown_table() if args.markdown else table(
+        ["offset", "name", "access", "description"],
+        [[f"0x{r.offset:03X}", r.name, r.access, r.doc] for r in REGISTERS])
+    return {"text": text.rstrip(), "json": {"registers": [
+        {"name": r.name, "offset": r.offset, "access": r.access, "doc": r.doc,
+         "fields": [f.__dict__ for f in r.fields]} for r in REGISTERS]}}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""The engine's build parameters and register map: the single source of truth.
+
+The gateware (``radix_hw``) builds its AXI4-Lite register file from ``REGISTERS``, the driver
+addresses registers through the same table, and ``docs/registers.md`` is generated from it
+(``radix regs --markdown``; a test keeps the file in step). This module needs nothing beyond the
+standard library, so the on-board runtime imports it as it is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+ENGINE_ID = 0x52445831  # ASCII "RDX1"
+ENGINE_VERSION = 1  # bump when the register map or the stream format changes
+STREAM_BITS = 64  # AXI4-Stream data width in both directions
+
+
+class EngineConfigError(ValueError):
+    """An engine build parameter is out of range."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Build parameters of one engine (keyword-only, validated).
+
+    Parameters
+    ----------
+    rows:
+        Input-channel lanes of the systolic array (its height).
+    cols:
+        Output-channel lanes of the systolic array (its width); ``rows * cols`` multipliers.
+    width:
+        Data width W of activations and weights, 8 or 16 (docs/arithmetic.md §1).
+    in_depth:
+        Input buffer depth in pixel groups (one pixel of ``rows`` channels each).
+    wt_depth:
+        Weight buffer depth per bank in rows of ``cols`` weights.
+    acc_depth:
+        Accumulator buffer depth per bank: output pixels (before pooling) per tile.
+    """
+
+    rows: int = field(default=16, kw_only=True)
+    cols: int = field(default=11, kw_only=True)
+    width: int = field(default=8, kw_only=True)
+    in_depth: int = field(default=4096, kw_only=True)
+    wt_depth: int = field(default=4608, kw_only=True)
+    acc_depth: int = field(default=1024, kw_only=True)
+
+    def __post_init__(self):
+        for name, lo, hi in (
+            ("rows", 1, 64),
+            ("cols", 1, 64),
+            ("in_depth", 1, 1 << 20),
+            ("wt_depth", 1, 1 << 20),
+            ("acc_depth", 1, 1 << 20),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not lo <= value <= hi:
+                raise EngineConfigError(f"engine parameter {name}={value!r} outside {lo}..{hi}")
+        if self.width not in (8, 16):
+            raise EngineConfigError(f"engine parameter width={self.width!r}: choose 8 or 16")
+
+    @property
+    def acc_width(self) -> int:
+        """Accumulator width ``A = 2W + 16`` (docs/arithmetic.md §3)."""
+        return 2 * self.width + 16
+
+    @property
+    def in_words(self) -> int:
+        """64-bit stream words per input pixel group (``rows`` lanes of W bits)."""
+        return math.ceil(self.rows * self.width / STREAM_BITS)
+
+    @property
+    def wt_words(self) -> int:
+        """64-bit stream words per weight row, and per output pixel (``cols`` lanes of W bits)."""
+        return math.ceil(self.cols * self.width / STREAM_BITS)
+
+    @property
+    def min_pass(self) -> int:
+        """Shortest pass in cycles: the shadow weights of the next pass load behind the swap wave."""
+        return 2 * self.rows + self.cols - 1
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+DEFAULT_CONFIG = EngineConfig()
+
+
+@dataclass(frozen=True)
+class Field:
+    """A bit field of a register."""
+
+    name: str
+    offset: int
+    width: int
+    doc: str
+
+
+@dataclass(frozen=True)
+class Register:
+    """One 32-bit AXI4-Lite register.
+
+    ``access`` is ``"ro"`` (read-only), ``"rw"`` (read/write) or ``"ctrl"`` (CTRL: START is a
+    write-1 pulse, IRQ_EN holds) or ``"status"`` (DONE is sticky, write 1 to clear).
+    ``build`` names the :class:`EngineConfig` attribute a read-only build register reports.
+    """
+
+    name: str
+    offset: int
+    access: str
+    doc: str
+    fields: tuple[Field, ...] = ()
+    build: str | None = None
+    value: int | None = None
+
+
+REGISTERS: tuple[Register, ...] = (
+    Register("ID", 0x000, "ro", "Engine identifier, ASCII 'RDX1'", value=ENGINE_ID),
+    Register("VERSION", 0x004, "ro", "Register map and stream format version", value=ENGINE_VERSION),
+    Register("ROWS", 0x008, "ro", "Array rows (input-channel lanes)", build="rows"),
+    Register("COLS", 0x00C, "ro", "Array columns (output-channel lanes)", build="cols"),
+    Register("DATA_WIDTH", 0x010, "ro", "Data width W in bits", build="width"),
+    Register("ACC_WIDTH", 0x014, "ro", "Accumulator width A in bits", build="acc_width"),
+    Register("IN_DEPTH", 0x018, "ro", "Input buffer depth in pixel groups", build="in_depth"),
+    Register("WT_DEPTH", 0x01C, "ro", "Weight buffer depth per bank in rows", build="wt_depth"),
+    Register("ACC_DEPTH", 0x020, "ro", "Accumulator depth per bank in output pixels", build="acc_depth"),
+    Register(
+        "CTRL",
+        0x040,
+        "ctrl",
+        "Control",
+        fields=(
+            Field("START", 0, 1, "Write 1 to start a job with the layer registers below"),
+            Field("IRQ_EN", 1, 1, "Raise `interrupt` while STATUS.DONE is set"),
+        ),
+    ),
+    Register(
+        "STATUS",
+        0x044,
+        "status",
+        "Status",
+        fields=(
+            Field("BUSY", 0, 1, "A job is running"),
+            Field("DONE", 1, 1, "The last job finished (sticky; write 1 to clear)"),
+        ),
+    ),
+    Register("CYCLES", 0x048, "ro", "Clock cycles from START to the job's last output word"),
+    Register("SATURATED", 0x04C, "ro", "Outputs saturated in the last job (docs/arithmetic.md §5)"),
+    Register("IN_CH", 0x080, "rw", "Input channels C_in"),
+    Register("IN_H", 0x084, "rw", "Input height of the tile as sent"),
+    Register("IN_W", 0x088, "rw", "Input width of the tile as sent"),
+    Register("OUT_CH", 0x08C, "rw", "Output channels C_out"),
+    Register("OUT_H", 0x090, "rw", "Convolution output height (before pooling)"),
+    Register("OUT_W", 0x094, "rw", "Convolution output width (before pooling)"),
+    Register("KERNEL", 0x098, "rw", "Kernel size k (1..7)"),
+    Register("STRIDE", 0x09C, "rw", "Stride S (1..4)"),
+    Register("PAD_TOP", 0x0A0, "rw", "Zero rows above the tile (0..k-1)"),
+    Register("PAD_LEFT", 0x0A4, "rw", "Zero columns left of the tile (0..k-1)"),
+    Register(
+        "FLAGS",
+        0x0A8,
+        "rw",
+        "Layer options",
+        fields=(
+            Field("RELU", 0, 1, "Fused ReLU"),
+            Field("POOL", 1, 1, "2x2 stride-2 max pooling"),
+        ),
+    ),
+)
+
+REGISTER_BY_NAME = {reg.name: reg for reg in REGISTERS}
+LAYER_REGISTERS = tuple(reg.name for reg in REGISTERS if reg.access == "rw")
+
+
+def register(name: str) -> Register:
+    """Look a register up by name, with an error naming the unknown register."""
+    try:
+        return REGISTER_BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"no engine register {name!r}; known: {', '.join(REGISTER_BY_NAME)}") from None
+
+
+def field_mask(register_name: str, field_name: str) -> int:
+    """The bit mask of a field, e.g. ``field_mask("STATUS", "DONE")``."""
+    for fld in register(register_name).fields:
+        if fld.name == field_name:
+            return ((1 << fld.width) - 1) << fld.offset
+    raise KeyError(f"register {register_name} has no field {field_name!r}")
+
+
+def build_value(reg: Register, config: EngineConfig) -> int | None:
+    """The constant a read-only register reports for ``config`` (None for live registers)."""
+    if reg.value is not None:
+        return reg.value
+    if reg.build is not None:
+        return int(getattr(config, reg.build))
+    return None
+
+
+def markdown_table() -> str:
+    """The register table of docs/registers.md."""
+    lines = [
+        "| offset | name | access | description |",
+        "| --- | --- | --- | --- |",
+    ]
+    for reg in REGISTERS:
+        doc = reg.doc
+        if reg.fields:
+            doc += ": " + "; ".join(f"bit {f.offset} `{f.name}` {f.doc}" for f in reg.fields)
+        lines.append(f"| 0x{reg.offset:03X} | `{reg.name}` | {reg.access} | {doc} |")
+    return "\n".join(lines) + "\n"

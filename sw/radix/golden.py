@@ -1,0 +1,188 @@
+"""Golden model: a numpy integer implementation of every engine operation.
+
+It follows ``docs/arithmetic.md`` (the arithmetic contract) bit for bit; section numbers in the
+comments refer to that page. Everything here is exact integer arithmetic on ``int64`` (the widest
+intermediate value is an ``A``-bit accumulator shifted left by at most ``W`` bits, 64 bits for
+W = 16) and imports numpy alone, so it runs on the board.
+
+Tensors are batched: feature maps are ``(N, C, H, W)`` and vectors ``(N, F)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SUPPORTED_WIDTHS = (8, 16)
+MAX_REDUCTION = 2**16 - 1  # §3: largest K = C_in * k * k the accumulator holds exactly
+KERNEL_RANGE = (1, 7)
+STRIDE_RANGE = (1, 4)
+
+
+class ContractError(ValueError):
+    """A value or layer lies outside what the arithmetic contract defines."""
+
+
+def acc_width(width: int) -> int:
+    """Accumulator width ``A = 2W + 16`` for data width ``width`` (§3)."""
+    check_width(width)
+    return 2 * width + 16
+
+
+def check_width(width: int) -> None:
+    if width not in SUPPORTED_WIDTHS:
+        raise ContractError(f"data width {width} is not supported (choose one of {SUPPORTED_WIDTHS})")
+
+
+def int_range(bits: int) -> tuple[int, int]:
+    """The signed two's-complement range of ``bits`` bits."""
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def saturate(values, bits: int) -> np.ndarray:
+    """Clamp integers to the signed ``bits``-bit range (§2)."""
+    lo, hi = int_range(bits)
+    return np.clip(np.asarray(values, dtype=np.int64), lo, hi)
+
+
+def quantize(x, fl: int, bits: int) -> np.ndarray:
+    """Float to ``bits``-bit integers with fractional length ``fl``: round half up, saturate (§2).
+
+    ``fl`` may be a scalar or an array broadcasting against ``x`` (per-channel weights).
+    """
+    scaled = np.asarray(x, dtype=np.float64) * np.ldexp(1.0, np.asarray(fl, dtype=np.int32))
+    return saturate(np.floor(scaled + 0.5), bits)
+
+
+def quantize_bias(bias, fl_b, width: int) -> np.ndarray:
+    """Bias at the accumulator's alignment ``fl_b`` held in ``A - 1`` bits (§4).
+
+    ``fl_b`` may be a scalar or one value per output channel.
+    """
+    bias = np.asarray(bias, dtype=np.float64)
+    scaled = bias * np.ldexp(1.0, np.asarray(fl_b, dtype=np.int32))
+    return saturate(np.floor(scaled + 0.5), acc_width(width) - 1)
+
+
+def shift_range(width: int) -> tuple[int, int]:
+    """The data shifts the engine executes, ``[-W, A]`` (§5)."""
+    return -width, acc_width(width)
+
+
+def clamp_shift(shift, width: int) -> np.ndarray:
+    """Clamp data shifts into ``[-W, A]``; §5 shows this changes no result."""
+    lo, hi = shift_range(width)
+    return np.clip(np.asarray(shift, dtype=np.int64), lo, hi)
+
+
+def round_shift(acc, shift) -> np.ndarray:
+    """``acc`` brought down by ``shift`` bits with round half up, or up by ``-shift`` (§5).
+
+    ``shift`` broadcasts against ``acc`` (per-channel shifts are allowed).
+    """
+    acc = np.asarray(acc, dtype=np.int64)
+    shift = np.broadcast_to(np.asarray(shift, dtype=np.int64), acc.shape)
+    right = np.maximum(shift, 0)
+    half = np.where(right > 0, np.left_shift(np.int64(1), np.maximum(right - 1, 0)), 0)
+    down = np.right_shift(acc + half, right)
+    up = np.left_shift(acc, np.maximum(-shift, 0))
+    return np.where(shift >= 0, down, up)
+
+
+@dataclass(frozen=True)
+class Requantized:
+    """Output of the output unit: W-bit values and the number of saturated elements (§5)."""
+
+    values: np.ndarray
+    saturated: int
+
+
+def requantize(acc, shift, *, relu: bool, width: int) -> Requantized:
+    """Data shift, optional ReLU and saturation to ``width`` bits (§5)."""
+    r = round_shift(acc, clamp_shift(shift, width))
+    if relu:
+        r = np.maximum(r, 0)
+    lo, hi = int_range(width)
+    saturated = int(np.count_nonzero((r < lo) | (r > hi)))
+    return Requantized(np.clip(r, lo, hi), saturated)
+
+
+def maxpool2x2(y: np.ndarray) -> np.ndarray:
+    """2x2 stride-2 max pooling of ``(N, C, H, W)`` integers, odd edges dropped (§6)."""
+    n, c, h, w = y.shape
+    h2, w2 = h // 2, w // 2
+    if h2 == 0 or w2 == 0:
+        raise ContractError(f"max pooling needs at least a 2x2 map, got {h}x{w}")
+    tiles = y[:, :, : 2 * h2, : 2 * w2].reshape(n, c, h2, 2, w2, 2)
+    return tiles.max(axis=(3, 5))
+
+
+def conv_output_size(size: int, kernel: int, stride: int, pad: int) -> int:
+    """``floor((size + 2 pad - kernel) / stride) + 1`` (§7)."""
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+def check_conv_geometry(*, c_in: int, height: int, width_px: int, kernel: int, stride: int, pad: int) -> None:
+    """Refuse a convolution outside the contract's limits (§3, §7), naming the limit."""
+    if not KERNEL_RANGE[0] <= kernel <= KERNEL_RANGE[1]:
+        raise ContractError(f"kernel {kernel}x{kernel} outside the supported {KERNEL_RANGE[0]}..{KERNEL_RANGE[1]}")
+    if not STRIDE_RANGE[0] <= stride <= STRIDE_RANGE[1]:
+        raise ContractError(f"stride {stride} outside the supported {STRIDE_RANGE[0]}..{STRIDE_RANGE[1]}")
+    if not 0 <= pad < kernel:
+        raise ContractError(f"padding {pad} outside the supported 0..{kernel - 1} for a {kernel}x{kernel} kernel")
+    check_reduction(c_in * kernel * kernel)
+    if conv_output_size(height, kernel, stride, pad) < 1 or conv_output_size(width_px, kernel, stride, pad) < 1:
+        raise ContractError(f"a {kernel}x{kernel} kernel with padding {pad} does not fit a {height}x{width_px} map")
+
+
+def check_reduction(k: int) -> None:
+    if k > MAX_REDUCTION:
+        raise ContractError(
+            f"reduction length {k} exceeds the accumulator limit {MAX_REDUCTION} (K = C_in*k*k or in_features)"
+        )
+
+
+def conv_accumulate(x, w, b, *, stride: int, pad: int) -> np.ndarray:
+    """Exact accumulators of a convolution (§7): ``(N, C_in, H, W)`` -> ``(N, C_out, H_out, W_out)``."""
+    x = np.asarray(x, dtype=np.int64)
+    w = np.asarray(w, dtype=np.int64)
+    n, c_in, h, wd = x.shape
+    c_out, _, k, _ = w.shape
+    h_out = conv_output_size(h, k, stride, pad)
+    w_out = conv_output_size(wd, k, stride, pad)
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    acc = np.zeros((n, c_out, h_out, w_out), dtype=np.int64)
+    for u in range(k):
+        for v in range(k):
+            window = xp[:, :, u : u + stride * (h_out - 1) + 1 : stride, v : v + stride * (w_out - 1) + 1 : stride]
+            acc += np.einsum("nchw,oc->nohw", window, w[:, :, u, v])
+    return acc + np.asarray(b, dtype=np.int64).reshape(1, c_out, 1, 1)
+
+
+def conv2d(x, w, b, *, stride: int, pad: int, shift, relu: bool, pool: bool, width: int) -> Requantized:
+    """A whole engine convolution: accumulate, requantize, ReLU, saturate, optional 2x2 pool."""
+    x = np.asarray(x, dtype=np.int64)
+    w = np.asarray(w, dtype=np.int64)
+    check_conv_geometry(c_in=x.shape[1], height=x.shape[2], width_px=x.shape[3], kernel=w.shape[2], stride=stride, pad=pad)
+    acc = conv_accumulate(x, w, b, stride=stride, pad=pad)
+    out = requantize(acc, _per_channel(shift, acc.ndim), relu=relu, width=width)
+    values = maxpool2x2(out.values) if pool else out.values
+    return Requantized(values, out.saturated)
+
+
+def linear(x, w, b, *, shift, relu: bool, width: int) -> Requantized:
+    """A fully connected layer (§7): ``(N, F_in)`` -> ``(N, F_out)``."""
+    x = np.asarray(x, dtype=np.int64)
+    w = np.asarray(w, dtype=np.int64)
+    check_reduction(x.shape[1])
+    acc = x @ w.T + np.asarray(b, dtype=np.int64).reshape(1, -1)
+    return requantize(acc, _per_channel(shift, acc.ndim), relu=relu, width=width)
+
+
+def _per_channel(shift, ndim: int) -> np.ndarray:
+    """Shape a scalar or per-output-channel shift to broadcast over axis 1."""
+    shift = np.asarray(shift, dtype=np.int64)
+    if shift.ndim == 0:
+        return shift
+    return shift.reshape((1, -1) + (1,) * (ndim - 2))

@@ -1,0 +1,94 @@
+"""Resolve a MODEL argument to a torch module (host only).
+
+MODEL is a built-in name (``lenet5``, ``digitsnet``) or ``path/to/file.py:factory``, a function
+returning the module; weights come from ``--weights`` (a state_dict) or, for built-ins, from the
+committed file. The resolved model records where it came from, for the program's provenance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ModelSpecError(ValueError):
+    """The MODEL or --weights argument cannot be resolved; the message says which and why."""
+
+
+@dataclass
+class ResolvedModel:
+    module: object  # torch.nn.Module
+    spec: str
+    weights: str | None
+    weights_sha256: str | None
+    input_shape: tuple[int, int, int] | None
+    dataset: str | None
+
+    def provenance(self) -> dict:
+        return {"model": self.spec, "weights": self.weights, "weights_sha256": self.weights_sha256}
+
+
+def sha256_of(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def resolve(spec: str, weights: str | None = None) -> ResolvedModel:
+    """Build the module named by ``spec`` and load its weights."""
+    import torch
+
+    from radix_models import BUILTIN_MODELS
+
+    if spec in BUILTIN_MODELS:
+        entry = BUILTIN_MODELS[spec]
+        module = entry.factory()
+        weights_path = Path(weights) if weights else entry.weights
+        input_shape, dataset = tuple(entry.input_shape), entry.dataset
+    elif ":" in spec and spec.rsplit(":", 1)[0].endswith(".py"):
+        module = _from_file(spec)
+        weights_path = Path(weights) if weights else None
+        input_shape, dataset = None, None
+    else:
+        raise ModelSpecError(
+            f"model {spec!r}: not a built-in ({', '.join(BUILTIN_MODELS)}) nor path/to/file.py:factory"
+        )
+    if weights_path is not None:
+        try:
+            state = torch.load(weights_path, map_location="cpu", weights_only=True)
+            module.load_state_dict(state)
+        except FileNotFoundError:
+            raise ModelSpecError(f"weights {weights_path}: no such file") from None
+        except Exception as exc:  # torch raises many types for a bad checkpoint
+            raise ModelSpecError(f"weights {weights_path}: cannot be loaded into {spec} ({exc})") from None
+    module.eval()
+    return ResolvedModel(
+        module=module,
+        spec=spec,
+        weights=str(weights_path) if weights_path else None,
+        weights_sha256=sha256_of(weights_path) if weights_path else None,
+        input_shape=input_shape,
+        dataset=dataset,
+    )
+
+
+def _from_file(spec: str):
+    import torch
+
+    path_text, factory_name = spec.rsplit(":", 1)
+    path = Path(path_text)
+    if not path.is_file():
+        raise ModelSpecError(f"model {spec!r}: no such file {path}")
+    module_spec = importlib.util.spec_from_file_location(f"radix_user_model_{path.stem}", path)
+    user_module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(user_module)
+    except Exception as exc:  # the user's file may raise anything
+        raise ModelSpecError(f"model {spec!r}: importing {path} failed ({exc!r})") from None
+    factory = getattr(user_module, factory_name, None)
+    if not callable(factory):
+        raise ModelSpecError(f"model {spec!r}: {path} has no function {factory_name!r}")
+    module = factory()
+    if not isinstance(module, torch.nn.Module):
+        raise ModelSpecError(f"model {spec!r}: {factory_name}() returned {type(module).__name__}, not a torch.nn.Module")
+    return module

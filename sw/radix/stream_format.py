@@ -1,0 +1,125 @@
+"""The engine's AXI4-Stream formats, shared by the driver, the golden checks and the testbenches.
+
+One job (one layer, or one spatial tile of one) is a single input stream of 64-bit words:
+
+1. the input feature map: for each input-channel tile ``t`` (``rows`` channels, the last one
+   zero-filled), for each pixel in raster order, one *pixel group* of ``rows`` lanes;
+2. for each output-channel tile (``cols`` channels): ``cols`` *bias words*, then the weights:
+   for each input-channel tile, for each kernel tap ``(u, v)`` in raster order, for each array row
+   ``r``, one *weight row* of ``cols`` lanes (weight ``w[co, t*rows + r, u, v]`` in lane
+   ``co - tile*cols``; lanes beyond the layer's channels are zero).
+
+The output stream carries, for each output-channel tile, for each output pixel (after pooling)
+in raster order, one group of ``cols`` lanes; TLAST marks the job's last word.
+
+A group of lanes is packed little-endian: lane 0 in the lowest W bits of the first word, lane
+``64/W`` in the lowest bits of the second word, unused high bits zero. A bias word holds the bias
+(docs/arithmetic.md §4) as 48-bit two's complement in bits 0..47 and the channel's data shift
+(§5) as 8-bit two's complement in bits 48..55.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .engine_spec import STREAM_BITS, EngineConfig
+
+BIAS_BITS = 48
+SHIFT_BITS = 8
+
+
+def tiles(count: int, size: int) -> int:
+    """Number of ``size``-wide tiles covering ``count`` channels."""
+    return math.ceil(count / size)
+
+
+def pack_lanes(values, *, width: int) -> np.ndarray:
+    """Pack ``(groups, lanes)`` signed integers into 64-bit words, ``ceil(lanes*W/64)`` per group."""
+    values = np.asarray(values, dtype=np.int64)
+    groups, lanes = values.shape
+    per_word = STREAM_BITS // width
+    words_per_group = math.ceil(lanes / per_word)
+    padded = np.zeros((groups, words_per_group * per_word), dtype=np.uint64)
+    padded[:, :lanes] = values.astype(np.uint64) & np.uint64((1 << width) - 1)
+    padded = padded.reshape(groups, words_per_group, per_word)
+    shifts = (np.arange(per_word, dtype=np.uint64) * np.uint64(width)).reshape(1, 1, per_word)
+    return np.bitwise_or.reduce(padded << shifts, axis=2).reshape(-1)
+
+
+def unpack_lanes(words, *, lanes: int, width: int) -> np.ndarray:
+    """Inverse of :func:`pack_lanes`: 64-bit words to ``(groups, lanes)`` signed integers."""
+    words = np.asarray(words, dtype=np.uint64)
+    per_word = STREAM_BITS // width
+    words_per_group = math.ceil(lanes / per_word)
+    if words.size % words_per_group:
+        raise ValueError(f"{words.size} words do not make whole groups of {words_per_group}")
+    shifts = (np.arange(per_word, dtype=np.uint64) * np.uint64(width)).reshape(1, 1, per_word)
+    raw = (words.reshape(-1, words_per_group, 1) >> shifts) & np.uint64((1 << width) - 1)
+    raw = raw.reshape(words.size // words_per_group, -1)[:, :lanes].astype(np.int64)
+    return np.where(raw >= 1 << (width - 1), raw - (1 << width), raw)
+
+
+def input_words(x, config: EngineConfig) -> np.ndarray:
+    """Stream words of one input feature map ``(C_in, H, W)`` (part 1 of a job)."""
+    x = np.asarray(x, dtype=np.int64)
+    c_in, h, w = x.shape
+    n_tiles = tiles(c_in, config.rows)
+    lanes = np.zeros((n_tiles * config.rows, h, w), dtype=np.int64)
+    lanes[:c_in] = x
+    groups = lanes.reshape(n_tiles, config.rows, h * w).transpose(0, 2, 1).reshape(-1, config.rows)
+    return pack_lanes(groups, width=config.width)
+
+
+def bias_words(bias, shift) -> np.ndarray:
+    """Bias words of one output-channel tile (already zero-filled to ``cols`` lanes)."""
+    bias = np.asarray(bias, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    low = bias.astype(np.uint64) & np.uint64((1 << BIAS_BITS) - 1)
+    high = (shift.astype(np.uint64) & np.uint64((1 << SHIFT_BITS) - 1)) << np.uint64(BIAS_BITS)
+    return low | high
+
+
+def cotile_words(weights, bias, shift, tile: int, config: EngineConfig) -> np.ndarray:
+    """Stream words of output-channel tile ``tile``: bias words then weight rows (part 2)."""
+    weights = np.asarray(weights, dtype=np.int64)
+    c_out, c_in, k, _ = weights.shape
+    lo, hi = tile * config.cols, min((tile + 1) * config.cols, c_out)
+    n_in_tiles = tiles(c_in, config.rows)
+    w = np.zeros((config.cols, n_in_tiles * config.rows, k, k), dtype=np.int64)
+    w[: hi - lo, :c_in] = weights[lo:hi]
+    # (cols, t, r, u, v) -> (t, u, v, r, cols): one row of cols lanes per (t, u, v, r)
+    rows = w.reshape(config.cols, n_in_tiles, config.rows, k, k).transpose(1, 3, 4, 2, 0)
+    b = np.zeros(config.cols, dtype=np.int64)
+    s = np.zeros(config.cols, dtype=np.int64)
+    b[: hi - lo] = np.asarray(bias, dtype=np.int64)[lo:hi]
+    s[: hi - lo] = np.broadcast_to(np.asarray(shift, dtype=np.int64), (c_out,))[lo:hi]
+    return np.concatenate(
+        [bias_words(b, s), pack_lanes(rows.reshape(-1, config.cols), width=config.width)]
+    )
+
+
+def job_words(x, weights, bias, shift, config: EngineConfig) -> np.ndarray:
+    """The whole input stream of one job."""
+    c_out = np.asarray(weights).shape[0]
+    parts = [input_words(x, config)]
+    parts += [cotile_words(weights, bias, shift, t, config) for t in range(tiles(c_out, config.cols))]
+    return np.concatenate(parts)
+
+
+def output_word_count(c_out: int, out_h: int, out_w: int, config: EngineConfig) -> int:
+    """Words the engine sends for ``c_out`` channels of an ``out_h x out_w`` (after pooling) map."""
+    return tiles(c_out, config.cols) * out_h * out_w * config.wt_words
+
+
+def decode_output(words, c_out: int, out_h: int, out_w: int, config: EngineConfig) -> np.ndarray:
+    """Output stream words to a ``(C_out, H, W)`` map (``out_h x out_w`` after pooling)."""
+    expected = output_word_count(c_out, out_h, out_w, config)
+    words = np.asarray(words, dtype=np.uint64)
+    if words.size != expected:
+        raise ValueError(f"output stream has {words.size} words, expected {expected}")
+    lanes = unpack_lanes(words, lanes=config.cols, width=config.width)
+    n_tiles = tiles(c_out, config.cols)
+    maps = lanes.reshape(n_tiles, out_h, out_w, config.cols).transpose(0, 3, 1, 2)
+    return maps.reshape(n_tiles * config.cols, out_h, out_w)[:c_out]
