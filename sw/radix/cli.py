@@ -1,4 +1,4 @@
-"""The ``radix`` command line.
+"""radix: calibrate PyTorch CNNs to per-layer dynamic fixed point and run them on the Radix engine.
 
 Every command takes ``--json`` and then prints exactly one JSON object on stdout. Host-only
 dependencies (torch) are imported inside the commands that need them, so the runtime commands

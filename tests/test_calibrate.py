@@ -1,0 +1,62 @@
+"""Calibration: the paper's objectives, and accuracy of the calibrated LeNet-5."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from radix import network
+from radix.calibrate import CalibrationError, CalibrationSettings, best_weight_fl, calibrate, l1_error
+from radix.datasets import load_split
+from radix.ingest import float_forward, ingest
+from radix_models import load_builtin
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.floats(1e-4, 1e4), st.sampled_from([4, 8, 16]))
+def test_weight_fl_minimises_l1_over_a_wide_window(seed, scale, bits):
+    values = np.random.default_rng(seed).standard_normal(200) * scale
+    chosen = best_weight_fl(values, bits)
+    best = l1_error(values, chosen, bits)
+    assert all(best <= l1_error(values, fl, bits) for fl in range(chosen - 3 * bits, chosen + 3 * bits))
+
+
+def test_settings_are_validated():
+    with pytest.raises(ValueError, match="width 12"):
+        CalibrationSettings(bits=12)
+    with pytest.raises(CalibrationError, match="weight bits 9 for 'fc'"):
+        CalibrationSettings(bits=8, weight_bits={"fc": 9})
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    x_train, _ = load_split("mnist5k", "train")
+    x_test, y_test = load_split("mnist5k", "test")
+    layers, _ = ingest(load_builtin("lenet5"), (1, 28, 28))
+    float_pred = np.argmax(float_forward(layers, x_test)[-1], axis=1)
+    return layers, x_train, x_test, y_test, float(np.mean(float_pred == y_test))
+
+
+def accuracy(program, x, y):
+    return float(np.mean(network.predict(network.logits(program, x)) == y))
+
+
+@pytest.mark.parametrize("bits, budget", [(8, 0.005), (16, 0.001)])
+def test_lenet5_dynamic_fixed_point_accuracy(lenet, bits, budget):
+    layers, x_train, x_test, y_test, float_acc = lenet
+    program = calibrate(layers, x_train, CalibrationSettings(bits=bits))
+    assert accuracy(program, x_test, y_test) >= float_acc - budget
+
+
+def test_per_channel_and_fc4_and_static_run(lenet):
+    layers, x_train, x_test, y_test, float_acc = lenet
+    sub = x_train[:500]
+    per_channel = calibrate(layers, sub, CalibrationSettings(bits=8, per_channel=True))
+    assert len(per_channel.layers[0].fl_w) == 6
+    fc4 = calibrate(layers, sub, CalibrationSettings(bits=8, weight_bits={"fc": 4}))
+    assert [l.weight_bits for l in fc4.layers] == [8, 8, 4, 4, 4]
+    assert max(int(np.abs(l.weights).max()) for l in fc4.layers[2:]) <= 8
+    static = calibrate(layers, sub, CalibrationSettings(bits=8, static=True))
+    assert len({l.fl_out for l in static.layers}) == 1 and len({l.fl_w[0] for l in static.layers}) == 1
+    for program in (per_channel, fc4):
+        assert accuracy(program, x_test, y_test) >= float_acc - 0.02

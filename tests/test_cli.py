@@ -1,0 +1,82 @@
+"""The radix command line, end to end through its entry point."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from radix.cli import main
+
+
+def run(capsys, *argv):
+    status = main(list(argv))
+    out = capsys.readouterr()
+    return status, out.out, out.err
+
+
+def test_help_lists_subcommands():
+    result = subprocess.run([sys.executable, "-m", "radix.cli", "--help"], capture_output=True, text=True, check=True)
+    for name in ("check", "calibrate", "eval", "inspect"):
+        assert name in result.stdout
+
+
+def test_check_refuses_unsupported_model(tmp_path, capsys):
+    model_file = tmp_path / "net.py"
+    model_file.write_text(textwrap.dedent("""
+        from torch import nn
+        def build():
+            m = nn.Sequential()
+            m.features = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.AvgPool2d(2))
+            return m
+    """))
+    status, out, _ = run(capsys, "check", f"{model_file}:build", "--input-shape", "1,12,12")
+    assert status == 1
+    assert "features.3" in out and "AvgPool2d" in out and "not supported by the engine" in out
+    status, out, _ = run(capsys, "check", f"{model_file}:build", "--input-shape", "1,12,12", "--json")
+    report = json.loads(out)
+    assert status == 1 and report["supported"] is False
+    assert {"name": "features.3", "type": "AvgPool2d", "supported": False,
+            "reason": "not supported by the engine"} in report["modules"]
+
+
+def test_calibrate_eval_inspect_json(tmp_path, capsys):
+    program = tmp_path / "d.radix"
+    status, out, _ = run(capsys, "calibrate", "digitsnet", "--data", "digits", "--bits", "8", "-o", str(program), "--json")
+    assert status == 0
+    report = json.loads(out)
+    assert [l["name"] for l in report["layers"]] == ["features.0", "features.4", "classifier.1"]
+    for key in ("fl_w", "fl_b", "fl_out", "act_sqnr_db", "act_saturated", "weight_sqnr_db"):
+        assert key in report["layers"][0]
+    status, out, _ = run(capsys, "eval", str(program), "--data", "digits", "--json")
+    result = json.loads(out)
+    assert status == 0 and result["images"] == 360
+    assert result["accuracy"] >= result["float_accuracy"] - 0.02 and result["float_accuracy"] > 0.9
+    status, out, _ = run(capsys, "inspect", str(program), "--json")
+    info = json.loads(out)
+    assert info["source"]["model"] == "digitsnet" and info["layers"][0]["modules"] == ["features.0", "features.1", "features.2", "features.3"]
+
+
+def test_eval_on_npz_and_bad_program(tmp_path, capsys):
+    program = tmp_path / "d.radix"
+    assert run(capsys, "calibrate", "digitsnet", "--data", "digits", "--images", "200", "-o", str(program))[0] == 0
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "few.npz"
+    np.savez(npz, x=rng.random((7, 1, 8, 8), dtype=np.float32), y=rng.integers(0, 10, 7))
+    status, out, _ = run(capsys, "eval", str(program), "--data", str(npz), "--json")
+    assert status == 0 and json.loads(out)["images"] == 7
+    program.write_bytes(program.read_bytes()[:100])
+    status, out, err = run(capsys, "eval", str(program), "--data", "digits")
+    assert status == 2 and "d.radix: truncated" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["calibrate", "nosuch", "--data", "digits", "-o", "x.radix"], "model 'nosuch'"),
+    (["calibrate", "digitsnet", "--data", "cifar", "-o", "x.radix"], "cifar"),
+    (["calibrate", "digitsnet", "--data", "digits", "--weight-bits", "fc", "-o", "x.radix"], "SELECTOR=BITS"),
+])
+def test_bad_arguments_named(capsys, argv, message):
+    status, _, err = run(capsys, *argv)
+    assert status == 2 and message in err
