@@ -27,6 +27,8 @@ def reference_layer(x, w, b, *, fl_in, fl_w, fl_out, width, relu, pool=False, st
     else:
         real = torch.nn.functional.linear(xf, wf, bf)
     r = torch.floor(real * 2.0**fl_out + 0.5)
+    if pool:  # §6: an odd last row/column is never computed nor counted
+        r = r[..., : r.shape[-2] // 2 * 2, : r.shape[-1] // 2 * 2]
     if relu:
         r = torch.clamp(r, min=0)
     lo, hi = -(2 ** (width - 1)), 2 ** (width - 1) - 1

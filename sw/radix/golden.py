@@ -118,6 +118,12 @@ def maxpool2x2(y: np.ndarray) -> np.ndarray:
     return tiles.max(axis=(3, 5))
 
 
+def even_crop(y: np.ndarray) -> np.ndarray:
+    """Drop an odd last row and column, which 2x2/2 pooling never reads (§6)."""
+    h, w = y.shape[-2:]
+    return y[..., : h - h % 2, : w - w % 2]
+
+
 def conv_output_size(size: int, kernel: int, stride: int, pad: int) -> int:
     """``floor((size + 2 pad - kernel) / stride) + 1`` (§7)."""
     return (size + 2 * pad - kernel) // stride + 1
@@ -166,6 +172,8 @@ def conv2d(x, w, b, *, stride: int, pad: int, shift, relu: bool, pool: bool, wid
     w = np.asarray(w, dtype=np.int64)
     check_conv_geometry(c_in=x.shape[1], height=x.shape[2], width_px=x.shape[3], kernel=w.shape[2], stride=stride, pad=pad)
     acc = conv_accumulate(x, w, b, stride=stride, pad=pad)
+    if pool:
+        acc = even_crop(acc)
     out = requantize(acc, _per_channel(shift, acc.ndim), relu=relu, width=width)
     values = maxpool2x2(out.values) if pool else out.values
     return Requantized(values, out.saturated)
@@ -186,3 +194,25 @@ def _per_channel(shift, ndim: int) -> np.ndarray:
     if shift.ndim == 0:
         return shift
     return shift.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def conv_job(x_tile, w, b, *, stride: int, pad_top: int, pad_left: int, out_h: int, out_w: int, shift, relu: bool,
+             pool: bool, width: int) -> Requantized:
+    """One engine job: a convolution over a spatial tile, exactly as the engine computes it.
+
+    Output pixel ``(i, j)`` of the ``out_h x out_w`` map reads input pixel
+    ``(i*stride + u - pad_top, j*stride + v - pad_left)`` of the ``(N, C_in, IN_H, IN_W)`` tile,
+    zero outside it (docs/engine.md); then §5 and, if ``pool``, §6. The saturated count covers the
+    ``out_h x out_w`` pre-pool elements. A whole layer is the job with the whole map as its tile.
+    """
+    x_tile = np.asarray(x_tile, dtype=np.int64)
+    k = np.asarray(w).shape[2]
+    n, c, h, wd = x_tile.shape
+    need_h = (out_h - 1) * stride + k
+    need_w = (out_w - 1) * stride + k
+    padded = np.zeros((n, c, max(need_h, pad_top + h), max(need_w, pad_left + wd)), dtype=np.int64)
+    padded[:, :, pad_top : pad_top + h, pad_left : pad_left + wd] = x_tile
+    acc = conv_accumulate(padded[:, :, :need_h, :need_w], w, b, stride=stride, pad=0)
+    out = requantize(acc, _per_channel(shift, acc.ndim), relu=relu, width=width)
+    values = maxpool2x2(out.values) if pool else out.values
+    return Requantized(values, out.saturated)

@@ -1,0 +1,35 @@
+"""Analytic cycle model of one engine job (an estimate; bench/ compares it with the RTL).
+
+Phases (docs/engine.md): the input map streams in (``in_words`` per pixel group); the first
+output tile's bias and weights stream in; then every output tile runs ``T_in * k * k`` passes of
+``max(P, min_pass)`` cycles, overlapped with loading the next tile's weights and draining the
+previous tile's outputs, whichever is longest; the last tile's outputs drain at the end; plus the
+array's pipeline latency.
+"""
+
+from __future__ import annotations
+
+from .engine_spec import EngineConfig
+from .stream_format import tiles
+
+
+def job_cycles(config: EngineConfig, layer: dict) -> int:
+    """Cycles from START to the last output word for the layer registers ``layer`` (by name)."""
+    t_in = tiles(layer["IN_CH"], config.rows)
+    t_out = tiles(layer["OUT_CH"], config.cols)
+    k = layer["KERNEL"]
+    p = layer["OUT_H"] * layer["OUT_W"]
+    pooled = (layer["OUT_H"] // 2) * (layer["OUT_W"] // 2) if layer["FLAGS"] & 2 else p
+    load_input = t_in * layer["IN_H"] * layer["IN_W"] * config.in_words
+    tile_weights = config.cols + t_in * k * k * config.rows * config.wt_words
+    tile_compute = t_in * k * k * max(p, config.min_pass)
+    tile_drain = pooled * config.wt_words
+    steady = max(tile_compute, tile_weights, tile_drain)
+    latency = config.rows + config.cols + 8
+    return load_input + tile_weights + (t_out - 1) * steady + tile_compute + tile_drain + latency
+
+
+def ideal_cycles(config: EngineConfig, layer: dict) -> int:
+    """MACs of the job divided by the number of PEs: the utilisation denominator."""
+    macs = layer["IN_CH"] * layer["OUT_CH"] * layer["KERNEL"] ** 2 * layer["OUT_H"] * layer["OUT_W"]
+    return -(-macs // (config.rows * config.cols))

@@ -1,0 +1,162 @@
+"""The small interface between the driver and an engine, and the reference engine behind it.
+
+A transport moves registers and stream words; it knows nothing of layers. The driver runs the
+same code over every transport: ``reference`` (this module: the golden model behind the engine's
+registers and stream formats), ``sim`` (the RTL in cocotb, ``radix_sim``) and ``pynq`` (the board,
+``radix.pynq_transport``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import golden, stream_format
+from .cycle_model import job_cycles
+from .engine_spec import (
+    DEFAULT_CONFIG,
+    REGISTERS,
+    EngineConfig,
+    build_value,
+    field_mask,
+    register,
+)
+
+
+@dataclass
+class Received:
+    """Words read from the engine's output stream; ``last`` tells whether the final one had TLAST."""
+
+    words: np.ndarray
+    last: bool
+
+
+class Transport:
+    """What the driver needs from an engine.
+
+    Every wait is bounded by ``cycles``, a budget in engine clock cycles that each transport turns
+    into its own bound (simulated cycles, or wall-clock time at the overlay's clock).
+    """
+
+    name = "abstract"
+
+    def read(self, offset: int) -> int:
+        raise NotImplementedError
+
+    def write(self, offset: int, value: int) -> None:
+        raise NotImplementedError
+
+    def send(self, words: np.ndarray) -> None:
+        """Queue ``words`` on the input stream (returns before they are all accepted)."""
+        raise NotImplementedError
+
+    def receive(self, count: int, cycles: int) -> Received:
+        """Collect up to ``count`` output words, stopping early at TLAST or when the budget runs out."""
+        raise NotImplementedError
+
+    def wait_done(self, cycles: int) -> bool:
+        """Wait until STATUS.DONE is set; False when the budget runs out."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the engine."""
+
+
+class ReferenceTransport(Transport):
+    """An engine made of the golden model: registers, stream formats and job semantics.
+
+    It decodes each job's input stream exactly as docs/engine.md lays it out, computes it with
+    :func:`radix.golden.conv_job` and encodes the output stream, so the driver's packing and
+    tiling are checked against the golden model without hardware. ``CYCLES`` reports the analytic
+    cycle model (an estimate, not a measurement).
+    """
+
+    name = "reference"
+
+    def __init__(self, config: EngineConfig = DEFAULT_CONFIG):
+        self.config = config
+        self.regs = {reg.offset: build_value(reg, config) or 0 for reg in REGISTERS}
+        self._input: list[np.ndarray] = []
+        self._output = np.zeros(0, dtype=np.uint64)
+        self._armed = False
+
+    def read(self, offset: int) -> int:
+        return self.regs.get(offset, 0)
+
+    def write(self, offset: int, value: int) -> None:
+        reg = next((r for r in REGISTERS if r.offset == offset), None)
+        if reg is None or reg.access == "ro":
+            return
+        if reg.name == "CTRL":
+            self.regs[offset] = value & field_mask("CTRL", "IRQ_EN")
+            if value & field_mask("CTRL", "START"):
+                self._armed = True
+                self._set_status(busy=True, done=False)
+        elif reg.name == "STATUS":
+            if value & field_mask("STATUS", "DONE"):
+                self.regs[offset] &= ~field_mask("STATUS", "DONE")
+        else:
+            self.regs[offset] = value & 0xFFFFFFFF
+
+    def send(self, words: np.ndarray) -> None:
+        self._input.append(np.asarray(words, dtype=np.uint64))
+        self._try_run()
+
+    def receive(self, count: int, cycles: int) -> Received:
+        take = self._output[:count]
+        self._output = self._output[count:]
+        return Received(take, last=self._armed is False and take.size > 0 and self._output.size == 0)
+
+    def wait_done(self, cycles: int) -> bool:
+        return bool(self.regs[register("STATUS").offset] & field_mask("STATUS", "DONE"))
+
+    def _set_status(self, *, busy: bool, done: bool) -> None:
+        self.regs[register("STATUS").offset] = (field_mask("STATUS", "BUSY") if busy else 0) | (
+            field_mask("STATUS", "DONE") if done else 0)
+
+    def _layer(self) -> dict:
+        return {reg.name: self.regs[reg.offset] for reg in REGISTERS if reg.access == "rw"}
+
+    def _try_run(self) -> None:
+        if not self._armed:
+            return
+        cfg, layer = self.config, self._layer()
+        c_in, c_out, k = layer["IN_CH"], layer["OUT_CH"], layer["KERNEL"]
+        t_in, t_out = stream_format.tiles(c_in, cfg.rows), stream_format.tiles(c_out, cfg.cols)
+        n_input = t_in * layer["IN_H"] * layer["IN_W"] * cfg.in_words
+        n_tile = cfg.cols + t_in * k * k * cfg.rows * cfg.wt_words
+        words = np.concatenate(self._input) if self._input else np.zeros(0, dtype=np.uint64)
+        if words.size < n_input + t_out * n_tile:
+            return  # the engine would wait for the rest of the stream
+        self._input = [words[n_input + t_out * n_tile :]]
+        groups = stream_format.unpack_lanes(words[:n_input], lanes=cfg.rows, width=cfg.width)
+        x = groups.reshape(t_in, layer["IN_H"] * layer["IN_W"], cfg.rows).transpose(0, 2, 1)
+        x = x.reshape(t_in * cfg.rows, layer["IN_H"], layer["IN_W"])[:c_in]
+        weights, bias, shift = [], [], []
+        for t in range(t_out):
+            part = words[n_input + t * n_tile : n_input + (t + 1) * n_tile]
+            raw_bias = part[: cfg.cols].astype(np.uint64)
+            low = (raw_bias & np.uint64((1 << 48) - 1)).astype(np.int64)
+            bias.append(np.where(low >= 1 << 47, low - (1 << 48), low))
+            sh = ((raw_bias >> np.uint64(48)) & np.uint64(0xFF)).astype(np.int64)
+            shift.append(np.where(sh >= 128, sh - 256, sh))
+            rows = stream_format.unpack_lanes(part[cfg.cols :], lanes=cfg.cols, width=cfg.width)
+            w = rows.reshape(t_in, k, k, cfg.rows, cfg.cols).transpose(4, 0, 3, 1, 2)
+            weights.append(w.reshape(cfg.cols, t_in * cfg.rows, k, k)[:, :c_in])
+        w_all = np.concatenate(weights)[:c_out]
+        out = golden.conv_job(
+            x[None], w_all, np.concatenate(bias)[:c_out], stride=layer["STRIDE"], pad_top=layer["PAD_TOP"],
+            pad_left=layer["PAD_LEFT"], out_h=layer["OUT_H"], out_w=layer["OUT_W"],
+            shift=np.concatenate(shift)[:c_out], relu=bool(layer["FLAGS"] & field_mask("FLAGS", "RELU")),
+            pool=bool(layer["FLAGS"] & field_mask("FLAGS", "POOL")), width=cfg.width,
+        )
+        values = out.values[0]
+        padded = np.zeros((t_out * cfg.cols,) + values.shape[1:], dtype=np.int64)
+        padded[:c_out] = values
+        groups_out = padded.reshape(t_out, cfg.cols, -1).transpose(0, 2, 1).reshape(-1, cfg.cols)
+        self._output = np.concatenate([self._output, stream_format.pack_lanes(groups_out, width=cfg.width)])
+        self.regs[register("CYCLES").offset] = job_cycles(cfg, layer)
+        self.regs[register("SATURATED").offset] = out.saturated
+        self._armed = False
+        self._set_status(busy=False, done=True)

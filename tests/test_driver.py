@@ -1,0 +1,124 @@
+"""The driver over the reference transport: tiling, limits and faults, against the golden model."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from radix import golden, network
+from radix.driver import Driver, EngineMismatch, EngineTimeout, StreamLengthError
+from radix.engine_spec import EngineConfig, register
+from radix.program import Layer, Program
+from radix.transport import Received, ReferenceTransport
+
+
+def random_program(rng, *, width, c_in, h, k, stride, pad, pool, c_mid, fc_out):
+    lo, hi = -(2 ** (width - 1)), 2 ** (width - 1)
+    conv_h = (h + 2 * pad - k) // stride + 1
+    out_h = conv_h // 2 if pool else conv_h
+    conv = Layer(name="conv", kind="conv", modules=["conv"], in_shape=(c_in, h, h), out_shape=(c_mid, out_h, out_h),
+                 kernel=k, stride=stride, pad=pad, relu=bool(rng.integers(2)), pool=pool, fl_in=6,
+                 fl_w=[int(v) for v in rng.integers(4, 9, c_mid)], fl_out=int(rng.integers(2, 12)), weight_bits=width,
+                 weights=rng.integers(lo, hi, (c_mid, c_in, k, k)), bias=rng.integers(-5000, 5000, c_mid))
+    fc = Layer(name="fc", kind="fc", modules=["fc"], in_shape=(c_mid, out_h, out_h), out_shape=(fc_out,), kernel=1,
+               stride=1, pad=0, relu=False, pool=False, fl_in=conv.fl_out, fl_w=[7], fl_out=int(rng.integers(0, 8)),
+               weight_bits=width, weights=rng.integers(lo, hi, (fc_out, c_mid * out_h * out_h)),
+               bias=rng.integers(-5000, 5000, fc_out))
+    return Program(width=width, input_shape=(c_in, h, h), input_fl=6, layers=[conv, fc])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([8, 16]), st.integers(1, 4), st.integers(1, 5), st.integers(1, 7),
+       st.integers(1, 3), st.booleans(), st.integers(1, 7), st.integers(1, 6), st.integers(1, 5))
+def test_driver_matches_golden_with_banding(seed, width, rows, cols, k, stride, pool, c_in, c_mid, fc_out):
+    rng = np.random.default_rng(seed)
+    pad = int(rng.integers(0, k))
+    h = int(rng.integers(max(k - 2 * pad, 2 * stride + k), 14))
+    program = random_program(rng, width=width, c_in=c_in, h=h, k=k, stride=stride, pad=pad, pool=pool, c_mid=c_mid,
+                             fc_out=fc_out)
+    t_in = -(-c_in // rows)
+    fc_groups = -(-program.layers[1].weights.shape[1] // rows)
+    # buffers just big enough for a couple of output rows, so layers split into many bands
+    config = EngineConfig(rows=rows, cols=cols, width=width, in_depth=max(t_in * h * (2 * stride + k), fc_groups),
+                          wt_depth=max(t_in * k * k, fc_groups) * rows, acc_depth=2 * (h + 2 * pad) + 2)
+    driver = Driver(ReferenceTransport(config))
+    driver.check(program)
+    x = rng.integers(-(2 ** (width - 1)), 2 ** (width - 1), (2, c_in, h, h))
+    expected = network.run(program, x)
+    for i in range(2):
+        run = driver.run_image(program, x[i])
+        for got, want in zip(run.layers, expected):
+            np.testing.assert_array_equal(got.values, want.values[i])
+        assert run.layers[-1].jobs == 1
+
+
+def test_saturation_counts_add_up_across_bands():
+    rng = np.random.default_rng(3)
+    program = random_program(rng, width=8, c_in=3, h=13, k=3, stride=1, pad=1, pool=True, c_mid=4, fc_out=3)
+    program.layers[0].fl_out = 14  # forces saturation
+    config = EngineConfig(rows=2, cols=3, width=8, in_depth=2 * 13 * 4, wt_depth=600, acc_depth=40)
+    x = rng.integers(-128, 128, (1, 3, 13, 13))
+    run = Driver(ReferenceTransport(config)).run_image(program, x[0])
+    expected = network.run(program, x)
+    assert run.layers[0].jobs > 1
+    assert run.layers[0].saturated == expected[0].saturated > 0
+
+
+def test_refuses_program_of_other_width():
+    program = random_program(np.random.default_rng(0), width=16, c_in=2, h=8, k=3, stride=1, pad=1, pool=False,
+                             c_mid=2, fc_out=2)
+    with pytest.raises(EngineMismatch, match="program is 16-bit, the engine's DATA_WIDTH is 8"):
+        Driver(ReferenceTransport(EngineConfig(width=8))).check(program)
+
+
+def test_refuses_layer_over_weight_buffer():
+    program = random_program(np.random.default_rng(0), width=8, c_in=40, h=8, k=7, stride=1, pad=3, pool=False,
+                             c_mid=2, fc_out=2)
+    with pytest.raises(EngineMismatch, match="layer conv: 1960 weight rows per output tile exceed the engine's WT_DEPTH 1000"):
+        Driver(ReferenceTransport(EngineConfig(rows=4, cols=2, wt_depth=1000))).check(program)
+
+
+def test_refuses_foreign_engine():
+    transport = ReferenceTransport()
+    transport.regs[register("ID").offset] = 0xDEADBEEF
+    with pytest.raises(EngineMismatch, match="register ID reads 0xDEADBEEF"):
+        Driver(transport)
+    transport = ReferenceTransport()
+    transport.regs[register("VERSION").offset] = 99
+    with pytest.raises(EngineMismatch, match="engine VERSION 99"):
+        Driver(transport)
+
+
+class NeverFinishes(ReferenceTransport):
+    def send(self, words):
+        pass  # the engine swallows the stream and never answers
+
+
+class ShortStream(ReferenceTransport):
+    def receive(self, count, cycles):
+        got = super().receive(count, cycles)
+        return Received(got.words[:-1], last=True)
+
+
+class LongStream(ReferenceTransport):
+    def receive(self, count, cycles):
+        got = super().receive(count, cycles)
+        return Received(got.words, last=False)
+
+
+def one_layer_program():
+    return random_program(np.random.default_rng(1), width=8, c_in=2, h=6, k=3, stride=1, pad=1, pool=False, c_mid=3,
+                          fc_out=2)
+
+
+def test_timeout_reports_registers():
+    program = one_layer_program()
+    driver = Driver(NeverFinishes())
+    with pytest.raises(EngineTimeout, match=r"(?s)layer conv job 1/1: 0 of \d+ output words after \d+ cycles.*STATUS=0x1,"):
+        driver.run_image(program, np.zeros((2, 6, 6), dtype=np.int64))
+
+
+@pytest.mark.parametrize("transport, message", [(ShortStream, "ended \\(TLAST\\) after"), (LongStream, "longer than")])
+def test_stream_length_faults_name_the_layer(transport, message):
+    with pytest.raises(StreamLengthError, match=f"layer conv job 1/1: output stream {message}"):
+        Driver(transport()).run_image(one_layer_program(), np.zeros((2, 6, 6), dtype=np.int64))
