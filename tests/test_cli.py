@@ -80,3 +80,18 @@ def test_eval_on_npz_and_bad_program(tmp_path, capsys):
 def test_bad_arguments_named(capsys, argv, message):
     status, _, err = run(capsys, *argv)
     assert status == 2 and message in err
+
+
+def test_run_and_selftest_on_reference(tmp_path, capsys):
+    program = tmp_path / "d.radix"
+    assert run(capsys, "calibrate", "digitsnet", "--data", "digits", "-o", str(program))[0] == 0
+    status, out, _ = run(capsys, "run", str(program), "--backend", "reference", "--data", "digits", "--images", "40",
+                         "--json")
+    result = json.loads(out)
+    assert status == 0 and result["bit_exact"] is True and result["images"] == 40
+    assert result["accuracy"] == result["reference_accuracy"]
+    assert set(result["cycles"]["per_layer_mean"]) == {"features.0", "features.4", "classifier.1"}
+    assert "estimate" in result["estimate"]["note"]
+    status, out, _ = run(capsys, "selftest", "--backend", "reference", "--seed", "3", "--count", "30", "--json")
+    result = json.loads(out)
+    assert status == 0 and result["layers"] == 30 and result["mismatches"] == 0

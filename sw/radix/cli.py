@@ -90,12 +90,53 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="mnist5k, digits (test split) or a .npz")
     p.add_argument("--images", type=int, help="evaluate only the first N images")
 
+    p = command("run", cmd_run, "run a program image by image on an engine backend, checked against the reference")
+    p.add_argument("program", help="a .radix program")
+    _backend_args(p)
+    p.add_argument("--data", required=True, help="mnist5k, digits (test split) or a .npz")
+    p.add_argument("--images", type=int, default=100, help="number of images (default 100)")
+    p.add_argument("--clock-mhz", type=float, default=100.0, help="clock for the images/s estimate (default 100)")
+
+    p = command("selftest", cmd_selftest, "random layers on an engine backend, compared word for word with the golden model")
+    _backend_args(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--count", type=int, default=20, help="number of random layers (default 20)")
+    p.add_argument("--width", type=int, choices=(8, 16), default=8, help="data width of a reference/sim engine")
+
+    p = command("verilog", cmd_verilog, "write the engine's Verilog (module radix_engine)")
+    _engine_args(p)
+    p.add_argument("-o", "--output", required=True, help="Verilog file to write")
+
+    p = command("resources", cmd_resources, "synthesise the engine for the xc7z020 with Yosys and report resources")
+    _engine_args(p)
+
     p = command("inspect", cmd_inspect, "show a program's layers, fractional lengths and provenance")
     p.add_argument("program", help="a .radix program")
 
     p = command("regs", cmd_regs, "print the engine's register map")
     p.add_argument("--markdown", action="store_true", help="as the Markdown table of docs/registers.md")
     return parser
+
+
+def _backend_args(p):
+    p.add_argument("--backend", choices=("reference", "sim", "pynq"), default="reference",
+                   help="reference: golden model; sim: the RTL in Verilator through cocotb; pynq: the board")
+    p.add_argument("--overlay", default="radix.bit", help="pynq backend: the overlay's .bit (its .hwh beside it)")
+
+
+def _engine_args(p):
+    from .engine_spec import DEFAULT_CONFIG
+
+    p.add_argument("--rows", type=int, default=DEFAULT_CONFIG.rows, help=f"array rows (default {DEFAULT_CONFIG.rows})")
+    p.add_argument("--cols", type=int, default=DEFAULT_CONFIG.cols, help=f"array columns (default {DEFAULT_CONFIG.cols})")
+    p.add_argument("--width", type=int, choices=(8, 16), default=DEFAULT_CONFIG.width,
+                   help=f"data width (default {DEFAULT_CONFIG.width})")
+
+
+def _engine_config(args):
+    from .engine_spec import EngineConfig
+
+    return EngineConfig(rows=args.rows, cols=args.cols, width=args.width)
 
 
 def _model_args(p):
@@ -261,6 +302,87 @@ def _float_accuracy(program, x, y) -> float | None:
     with torch.no_grad():
         predictions = resolved.module(torch.from_numpy(x)).argmax(dim=1).numpy()
     return float(np.mean(predictions == y))
+
+
+def _on_backend(args, function: str, kwargs: dict, width: int, *, total: int, desc: str) -> dict:
+    """Call ``radix.runner.<function>(transport, **kwargs)`` on the chosen backend."""
+    from . import runner
+    from .engine_spec import EngineConfig
+
+    if args.backend == "sim":
+        try:
+            from radix_sim.hostrun import run_host
+        except ImportError as exc:
+            raise CliError(f"the sim backend needs the host tools (cocotb, amaranth): {exc}") from None
+        if not args.json:
+            print(f"{desc}: simulating the RTL (Verilator; the first build of a configuration takes a minute)...",
+                  file=sys.stderr)
+        return run_host(f"radix.runner:{function}", kwargs, EngineConfig(width=width))
+    if args.backend == "pynq":
+        from .pynq_transport import PynqTransport
+
+        transport = PynqTransport(args.overlay)
+    else:
+        from .transport import ReferenceTransport
+
+        transport = ReferenceTransport(EngineConfig(width=width))
+    bar = progress(range(total), desc=desc, total=total, enabled=not args.json)
+    ticker = iter(bar)
+    try:
+        return getattr(runner, function)(transport, **kwargs, tick=lambda: next(ticker, None))
+    finally:
+        transport.close()
+
+
+def cmd_run(args) -> dict:
+    program = _load_program(args.program)
+    kwargs = {"program": args.program, "data": args.data, "images": args.images, "clock_mhz": args.clock_mhz}
+    result = _on_backend(args, "run_files", kwargs, program.width, total=args.images, desc="run")
+    cycles = result["cycles"]
+    rows = [[name, f"{value:.0f}", result["saturated_per_layer"][name]] for name, value in cycles["per_layer_mean"].items()]
+    verdict = "bit-exact with the reference on every image" if result["bit_exact"] else (
+        f"NOT bit-exact: {result['mismatched_images']} image(s) differ; first: {result['first_mismatch']}")
+    estimate = result["estimate"]
+    fps = estimate["images_per_s"]
+    text = "\n".join([
+        table(["layer", f"cycles/image ({cycles['source']})", "saturated"], rows),
+        "",
+        f"{result['images']} images on the {result['backend']} backend: top-1 {100 * result['accuracy']:.2f}% "
+        f"(reference {100 * result['reference_accuracy']:.2f}%)",
+        f"{verdict}",
+        f"{cycles['per_image_mean']:.0f} cycles/image ({cycles['source']}); "
+        f"{fps:.0f} images/s at {estimate['clock_mhz']:g} MHz (estimate)"
+        if fps else "no cycles measured",
+    ])
+    return {"text": text, "json": result, "status": 0 if result["bit_exact"] else 1}
+
+
+def cmd_selftest(args) -> dict:
+    kwargs = {"seed": args.seed, "count": args.count}
+    result = _on_backend(args, "selftest", kwargs, args.width, total=args.count, desc="selftest")
+    lines = [f"mismatch: layer {m['layer']} {m.get('description', '')} tensor {m['tensor']} index {m['index']}: "
+             f"expected {m['expected']}, got {m['got']}" for m in result["details"]]
+    lines.append(f"{result['layers']} random layers on the {result['backend']} backend (seed {result['seed']}): "
+                 f"{result['mismatches']} mismatches")
+    return {"text": "\n".join(lines), "json": result, "status": 0 if result["mismatches"] == 0 else 1}
+
+
+def cmd_verilog(args) -> dict:
+    from pathlib import Path
+
+    from radix_hw.verilog import generate
+
+    config = _engine_config(args)
+    Path(args.output).write_text(generate(config))
+    return {"text": f"wrote {args.output} (radix_engine, {config.rows}x{config.cols}, W={config.width})",
+            "json": {"output": args.output, "config": config.as_dict()}}
+
+
+def cmd_resources(args) -> dict:
+    from radix_hw.resources import format_report, synthesize
+
+    report = synthesize(_engine_config(args))
+    return {"text": format_report(report), "json": report}
 
 
 def cmd_inspect(args) -> dict:

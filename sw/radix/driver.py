@@ -191,7 +191,7 @@ class Driver:
             if got.words.size and got.last:
                 raise StreamLengthError(f"{where}: output stream ended (TLAST) after {got.words.size} words, expected {expected}")
             raise EngineTimeout(f"{where}: {got.words.size} of {expected} output words after {budget} cycles\n{self.dump()}")
-        if not got.last:
+        if got.words.size > expected or not got.last:
             raise StreamLengthError(f"{where}: output stream longer than the expected {expected} words (no TLAST on the last one)")
         if not t.wait_done(budget):
             raise EngineTimeout(f"{where}: STATUS.DONE not set after {budget} cycles\n{self.dump()}")

@@ -1,0 +1,38 @@
+"""cocotb entry point of ``radix_sim.hostrun``: runs one host function through the bridge."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+
+import cocotb
+from cocotb.task import bridge
+
+from .tb import EngineTB
+from .transport import SimTransport
+
+
+@cocotb.test()
+async def host(dut):
+    """Call the job's function with a SimTransport; write its result (or its error) as JSON."""
+    job = json.loads(Path(os.environ["RADIX_HOST_JOB"]).read_text())
+    tb = EngineTB(dut, seed=job["seed"], idle=job["idle"], backpressure=job["backpressure"])
+    await tb.start()
+    module_name, _, attribute = job["function"].partition(":")
+    function = getattr(importlib.import_module(module_name), attribute)
+    try:
+        value = await bridge(function)(SimTransport(tb), **job["kwargs"])
+        outcome = {"value": value}
+    except Exception as exc:  # reported to the host process, which raises it with this message
+        outcome = {"error": f"{type(exc).__name__}: {exc}"}
+    Path(job["result"]).write_text(json.dumps(outcome, default=_plain))
+
+
+def _plain(value):
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

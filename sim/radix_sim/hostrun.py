@@ -1,0 +1,44 @@
+"""Run a blocking host function (driver code) against the RTL simulation of one engine build.
+
+``run_host("radix.runner:selftest", {...}, config)`` builds (or reuses) the simulation model of
+``config``, starts the simulator with the cocotb module ``radix_sim.host_test``, which calls the
+function with a :class:`radix_sim.transport.SimTransport` as its first argument, and returns the
+function's JSON result. The function must be importable and its arguments and result JSON data.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from radix.engine_spec import EngineConfig
+
+from .build import build_engine, run_tests
+
+HOST_TEST_MODULE = "radix_sim.host_test"
+
+
+class SimulationError(RuntimeError):
+    """The simulation did not produce a result; the message carries the end of its log."""
+
+
+def run_host(function: str, kwargs: dict, config: EngineConfig, *, idle: float = 0.0,
+             backpressure: float = 0.0, seed: int = 1) -> dict:
+    """Call ``function(transport, **kwargs)`` inside a simulation of ``config``; return its result."""
+    build = build_engine(config)
+    with tempfile.TemporaryDirectory(prefix="radix-host-") as tmp:
+        job = Path(tmp) / "job.json"
+        result = Path(tmp) / "result.json"
+        job.write_text(json.dumps({"function": function, "kwargs": kwargs, "result": str(result), "idle": idle,
+                                   "backpressure": backpressure, "seed": seed}))
+        try:
+            run_tests(build, test_module=HOST_TEST_MODULE, testcase="host", extra_env={"RADIX_HOST_JOB": str(job)})
+        except AssertionError as failure:
+            raise SimulationError(str(failure)) from None
+        if not result.is_file():
+            raise SimulationError(f"the simulation of {function} ended without a result")
+        outcome = json.loads(result.read_text())
+    if "error" in outcome:
+        raise SimulationError(outcome["error"])
+    return outcome["value"]

@@ -1,0 +1,176 @@
+"""What ``radix run`` and ``radix selftest`` do, given any transport (numpy only).
+
+Both run through :class:`radix.driver.Driver` and compare every result with the golden model,
+reporting the first divergence (layer, tensor, index, expected, got). They are plain blocking
+functions of a transport, so the RTL simulation runs them unchanged inside the simulator
+(``radix_sim.hostrun``) and the board runs them over PYNQ.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from . import golden, network
+from .driver import Driver, EngineMismatch
+from .engine_spec import EngineConfig
+from .program import Layer, Program
+
+ESTIMATE_NOTE = "estimate: measured cycles at an assumed clock, not a timed measurement"
+
+
+def first_difference(expected: np.ndarray, got: np.ndarray) -> dict | None:
+    """The first index where two integer tensors differ, or None."""
+    expected, got = np.asarray(expected), np.asarray(got)
+    if expected.shape != got.shape:
+        return {"index": None, "expected": list(expected.shape), "got": list(got.shape), "what": "shape"}
+    wrong = np.argwhere(expected != got)
+    if wrong.size == 0:
+        return None
+    index = tuple(int(i) for i in wrong[0])
+    return {"index": list(index), "expected": int(expected[index]), "got": int(got[index]),
+            "count": int(len(wrong))}
+
+
+def run_images(transport, program: Program, x, y, *, clock_mhz: float = 100.0,
+               tick: Callable[[], None] | None = None) -> dict:
+    """Run float images ``x`` (labels ``y``) through the engine and check every layer bit for bit."""
+    driver = Driver(transport)
+    driver.check(program)
+    x_q = network.quantize_input(program, x)
+    reference = network.run(program, x_q)
+    correct = 0
+    layer_cycles = np.zeros(len(program.layers), dtype=np.int64)
+    layer_saturated = np.zeros(len(program.layers), dtype=np.int64)
+    per_image = []
+    mismatches = []
+    for i in range(len(x_q)):
+        run = driver.run_image(program, x_q[i])
+        for j, (got, want) in enumerate(zip(run.layers, reference)):
+            diff = first_difference(want.values[i], got.values)
+            if diff:
+                mismatches.append({"image": i, "layer": got.name, "tensor": "output", **diff})
+                break
+        correct += int(network.predict(run.logits[None])[0] == y[i])
+        layer_cycles += [layer.cycles for layer in run.layers]
+        layer_saturated += [layer.saturated for layer in run.layers]
+        per_image.append(run.cycles)
+        if tick:
+            tick()
+    n = len(x_q)
+    mean_cycles = float(np.mean(per_image)) if per_image else 0.0
+    return {
+        "backend": transport.name,
+        "images": n,
+        "accuracy": correct / n if n else 0.0,
+        "reference_accuracy": float(np.mean(network.predict(reference[-1].values) == y)) if n else 0.0,
+        "bit_exact": not mismatches,
+        "mismatched_images": len(mismatches),
+        "first_mismatch": mismatches[0] if mismatches else None,
+        "cycles": {
+            # the reference backend reports the analytic cycle model; sim and pynq read CYCLES
+            "source": "analytic model" if transport.name == "reference" else "measured",
+            "per_image_mean": mean_cycles,
+            "per_layer_mean": {layer.name: float(c) / n for layer, c in zip(program.layers, layer_cycles)},
+        },
+        "saturated_per_layer": {layer.name: int(s) for layer, s in zip(program.layers, layer_saturated)},
+        "estimate": {
+            "clock_mhz": clock_mhz,
+            "images_per_s": clock_mhz * 1e6 / mean_cycles if mean_cycles else None,
+            "note": ESTIMATE_NOTE,
+        },
+    }
+
+
+def random_layer(rng: np.random.Generator, config: EngineConfig, index: int) -> tuple[Layer, np.ndarray]:
+    """A random layer within the engine's limits, with a random integer input image.
+
+    Channel counts and sizes are chosen not to be multiples of the array; fl combinations range
+    from left-shifting (negative data shift) to saturating ones.
+    """
+    width = config.width
+    lo, hi = golden.int_range(width)
+    fc = rng.random() < 0.2
+    c_in = int(rng.integers(1, 3 * config.rows + 2))
+    c_out = int(rng.integers(1, 3 * config.cols + 2))
+    if fc:
+        k = stride = 1
+        pad, h, pool = 0, 1, False
+        features = int(rng.integers(1, 4 * config.rows + 3))
+        in_shape, weights = (features,), rng.integers(lo, hi + 1, (c_out, features))
+    else:
+        k = int(rng.integers(1, 8))
+        stride = int(rng.integers(1, 5))
+        pad = int(rng.integers(0, k))
+        h = int(rng.integers(max(1, k - 2 * pad), k + 3 * stride + 6))
+        pool = bool(rng.random() < 0.4) and golden.conv_output_size(h, k, stride, pad) >= 2
+        in_shape, weights = (c_in, h, h), rng.integers(lo, hi + 1, (c_out, c_in, k, k))
+    reduction = int(np.prod(weights.shape[1:]))
+    natural = width - 2 + int(math.log2(reduction)) // 2  # keeps most outputs in range
+    shift = int(rng.choice([natural - 3, natural, natural + 2, -int(rng.integers(1, width + 1)), natural - width]))
+    fl_in, fl_w = int(rng.integers(-2, width + 3)), int(rng.integers(-2, width + 3))
+    acc_bits = config.acc_width
+    bias = rng.integers(-(2 ** (acc_bits - 2)), 2 ** (acc_bits - 2), c_out) >> int(rng.integers(acc_bits // 2, acc_bits - 2))
+    x = rng.integers(lo, hi + 1, in_shape)
+    if fc:
+        out_shape: tuple = (c_out,)
+    else:
+        size = golden.conv_output_size(h, k, stride, pad)
+        out_shape = (c_out, size // 2, size // 2) if pool else (c_out, size, size)
+    layer = Layer(name=f"random{index}", kind="fc" if fc else "conv", modules=[], in_shape=in_shape,
+                  out_shape=out_shape, kernel=k, stride=stride, pad=pad, relu=bool(rng.random() < 0.5), pool=pool,
+                  fl_in=fl_in, fl_w=[fl_w], fl_out=fl_in + fl_w - shift, weight_bits=width, weights=weights, bias=bias)
+    return layer, x
+
+
+def _fitting_layer(driver: Driver, rng: np.random.Generator, index: int, attempts: int = 1000):
+    """Draw random layers until one fits the engine's buffers (small builds refuse large layers)."""
+    for _ in range(attempts):
+        layer, x = random_layer(rng, driver.config, index)
+        program = Program(width=driver.config.width, input_shape=layer.in_shape, input_fl=layer.fl_in, layers=[layer])
+        try:
+            driver.check(program)
+        except EngineMismatch:
+            continue
+        return layer, x, program
+    raise EngineMismatch(f"no random layer fits this engine after {attempts} draws: {driver.config.as_dict()}")
+
+
+def selftest(transport, *, seed: int, count: int, tick: Callable[[], None] | None = None) -> dict:
+    """``count`` random layers on the engine, each compared word for word with the golden model."""
+    driver = Driver(transport)
+    rng = np.random.default_rng(seed)
+    mismatches = []
+    cycles = 0
+    for index in range(count):
+        layer, x, program = _fitting_layer(driver, rng, index)
+        expected = network.run(program, x[None])[0]
+        got = driver.run_layer(layer, x)
+        cycles += got.cycles
+        diff = first_difference(expected.values[0], got.values)
+        if diff:
+            geometry = f"{layer.kind} in {layer.in_shape} k={layer.kernel} S={layer.stride} P={layer.pad} pool={layer.pool} shift={int(layer.shift[0])}"
+            mismatches.append({"layer": index, "description": geometry, "tensor": "output", **diff})
+        elif got.saturated != expected.saturated:
+            mismatches.append({"layer": index, "tensor": "SATURATED", "index": None,
+                               "expected": expected.saturated, "got": got.saturated})
+        if tick:
+            tick()
+    return {"backend": transport.name, "seed": seed, "layers": count, "mismatches": len(mismatches),
+            "details": mismatches, "cycles": cycles, "engine": driver.config.as_dict()}
+
+
+def run_files(transport, *, program: str, data: str, images: int | None = None, clock_mhz: float = 100.0,
+              tick: Callable[[], None] | None = None) -> dict:
+    """:func:`run_images` on a program file and the evaluation images of a data set (JSON-friendly)."""
+    from .datasets import load_split
+
+    loaded = Program.load(program)
+    x, y = load_split(data, "test")
+    if images:
+        x, y = x[:images], y[:images]
+    result = run_images(transport, loaded, x, y, clock_mhz=clock_mhz, tick=tick)
+    result.update(program=program, data=data)
+    return result
