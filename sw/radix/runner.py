@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from . import golden, network
+from .cycle_model import job_cycles
 from .driver import Driver, EngineMismatch
 from .engine_spec import EngineConfig
 from .program import Layer, Program
@@ -174,3 +175,43 @@ def run_files(transport, *, program: str, data: str, images: int | None = None, 
     result = run_images(transport, loaded, x, y, clock_mhz=clock_mhz, tick=tick)
     result.update(program=program, data=data)
     return result
+
+
+def measure_layers(transport, *, layers: list[dict], seed: int = 0) -> list[dict]:
+    """Run layers of the given geometry with random data; report cycles and bit-exactness.
+
+    Each entry of ``layers`` has ``name``, ``kind`` ("conv"/"fc"), ``c_in``, ``c_out`` and, for
+    convolutions, ``size`` (input height = width), ``kernel``, ``stride``, ``pad``, ``pool``.
+    """
+    driver = Driver(transport)
+    width = driver.config.width
+    lo, hi = golden.int_range(width)
+    rng = np.random.default_rng(seed)
+    results = []
+    for spec in layers:
+        conv = spec["kind"] == "conv"
+        k = spec.get("kernel", 1)
+        if conv:
+            in_shape = (spec["c_in"], spec["size"], spec["size"])
+            weights = rng.integers(lo, hi + 1, (spec["c_out"], spec["c_in"], k, k))
+            size = golden.conv_output_size(spec["size"], k, spec["stride"], spec["pad"])
+            out_shape = (spec["c_out"], size // 2, size // 2) if spec["pool"] else (spec["c_out"], size, size)
+        else:
+            in_shape, weights, out_shape = (spec["c_in"],), rng.integers(lo, hi + 1, (spec["c_out"], spec["c_in"])), (spec["c_out"],)
+        shift = width - 2 + int(math.log2(int(np.prod(weights.shape[1:])))) // 2
+        layer = Layer(name=spec["name"], kind=spec["kind"], modules=[], in_shape=in_shape, out_shape=out_shape,
+                      kernel=k, stride=spec.get("stride", 1), pad=spec.get("pad", 0), relu=True,
+                      pool=spec.get("pool", False), fl_in=0, fl_w=[shift], fl_out=0, weight_bits=width,
+                      weights=weights, bias=rng.integers(-1000, 1000, spec["c_out"]))
+        x = rng.integers(lo, hi + 1, in_shape)
+        program = Program(width=width, input_shape=in_shape, input_fl=0, layers=[layer])
+        driver.check(program)
+        expected = network.run(program, x[None])[0]
+        got = driver.run_layer(layer, x)
+        jobs = driver.plan(layer, x)
+        results.append({
+            "name": spec["name"], "macs": layer.macs, "cycles": got.cycles, "jobs": got.jobs,
+            "model_cycles": sum(job_cycles(driver.config, job.registers) for job in jobs),
+            "bit_exact": first_difference(expected.values[0], got.values) is None,
+        })
+    return results
