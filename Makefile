@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.radix-installed
 BUILD := build
 DEMO_IMAGES ?= 300
+CLOCK_MHZ ?= 100
 
 .PHONY: demo test venv verilog resources bench bench-quant bench-perf bitstream clean
 
@@ -39,6 +40,9 @@ bench: bench-quant
 bench-quant: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/quantization.py
+
+bitstream: $(STAMP)
+	CLOCK_MHZ=$(CLOCK_MHZ) BUILD=$(BUILD) RADIX=$(BIN)/radix boards/pynq_z2/bitstream.sh
 
 clean:
 	rm -rf $(BUILD) sim/build

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import __version__
 from .console import progress, table
+from .driver import DriverError
 
 EVAL_BATCH = 256
 
@@ -29,7 +30,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         result = args.handler(args)
-    except CliError as exc:
+    except (CliError, DriverError) as exc:
         return _fail(args, str(exc))
     except (ValueError, KeyError, OSError) as exc:
         return _fail(args, str(exc).strip("'\""))
@@ -95,7 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     _backend_args(p)
     p.add_argument("--data", required=True, help="mnist5k, digits (test split) or a .npz")
     p.add_argument("--images", type=int, default=100, help="number of images (default 100)")
-    p.add_argument("--clock-mhz", type=float, default=100.0, help="clock for the images/s estimate (default 100)")
+    p.add_argument("--clock-mhz", type=float,
+                   help="clock for the images/s estimate (default: the overlay's on pynq, else 100)")
 
     p = command("selftest", cmd_selftest, "random layers on an engine backend, compared word for word with the golden model")
     _backend_args(p)
@@ -319,9 +321,13 @@ def _on_backend(args, function: str, kwargs: dict, width: int, *, total: int, de
                   file=sys.stderr)
         return run_host(f"radix.runner:{function}", kwargs, EngineConfig(width=width))
     if args.backend == "pynq":
-        from .pynq_transport import PynqTransport
-
+        try:
+            from .pynq_transport import PynqTransport
+        except ImportError as exc:
+            raise CliError(str(exc)) from None
         transport = PynqTransport(args.overlay)
+        if "clock_mhz" in kwargs and kwargs["clock_mhz"] is None:
+            kwargs["clock_mhz"] = transport.clock_mhz
     else:
         from .transport import ReferenceTransport
 
@@ -336,7 +342,8 @@ def _on_backend(args, function: str, kwargs: dict, width: int, *, total: int, de
 
 def cmd_run(args) -> dict:
     program = _load_program(args.program)
-    kwargs = {"program": args.program, "data": args.data, "images": args.images, "clock_mhz": args.clock_mhz}
+    clock = args.clock_mhz if args.clock_mhz or args.backend == "pynq" else 100.0
+    kwargs = {"program": args.program, "data": args.data, "images": args.images, "clock_mhz": clock}
     result = _on_backend(args, "run_files", kwargs, program.width, total=args.images, desc="run")
     cycles = result["cycles"]
     rows = [[name, f"{value:.0f}", result["saturated_per_layer"][name]] for name, value in cycles["per_layer_mean"].items()]

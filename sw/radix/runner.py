@@ -9,6 +9,7 @@ functions of a transport, so the RTL simulation runs them unchanged inside the s
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -47,6 +48,7 @@ def run_images(transport, program: Program, x, y, *, clock_mhz: float = 100.0,
     layer_saturated = np.zeros(len(program.layers), dtype=np.int64)
     per_image = []
     mismatches = []
+    started = time.perf_counter()
     for i in range(len(x_q)):
         run = driver.run_image(program, x_q[i])
         for j, (got, want) in enumerate(zip(run.layers, reference)):
@@ -60,6 +62,7 @@ def run_images(transport, program: Program, x, y, *, clock_mhz: float = 100.0,
         per_image.append(run.cycles)
         if tick:
             tick()
+    wall = time.perf_counter() - started
     n = len(x_q)
     mean_cycles = float(np.mean(per_image)) if per_image else 0.0
     return {
@@ -77,6 +80,8 @@ def run_images(transport, program: Program, x, y, *, clock_mhz: float = 100.0,
             "per_layer_mean": {layer.name: float(c) / n for layer, c in zip(program.layers, layer_cycles)},
         },
         "saturated_per_layer": {layer.name: int(s) for layer, s in zip(program.layers, layer_saturated)},
+        # host wall-clock time, driver included: real on the board, simulation time on sim
+        "wall_seconds": round(wall, 3),
         "estimate": {
             "clock_mhz": clock_mhz,
             "images_per_s": clock_mhz * 1e6 / mean_cycles if mean_cycles else None,

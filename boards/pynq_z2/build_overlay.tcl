@@ -1,0 +1,338 @@
+# Radix PYNQ-Z2 overlay: the engine behind an AXI4-Lite register port and an AXI DMA.
+#
+#   vivado -mode batch -source boards/pynq_z2/build_overlay.tcl \
+#          -tclargs ENGINE_V OUT_DIR [CLOCK_MHZ] [BUILD_DIR] [JOBS]
+#
+#   ENGINE_V   the engine's Verilog (module radix_engine), e.g. build/engine.v from `radix verilog`
+#   OUT_DIR    where radix.bit, radix.hwh and the timing/utilisation reports are written
+#   CLOCK_MHZ  FCLK_CLK0, the engine's clock (default 100)
+#   BUILD_DIR  the Vivado project (default OUT_DIR/vivado)
+#   JOBS       parallel synthesis/implementation jobs (default 4)
+#
+# Vivado 2022.1 or later with Zynq-7000 device support. boards/pynq_z2/bitstream.sh (`make
+# bitstream`) generates the Verilog and calls this script.
+#
+# Block design `radix` (cell names are what PYNQ's ip_dict shows; radix/pynq_transport.py looks
+# them up as ENGINE_CELL and DMA_CELL, tests/test_board_tcl.py keeps the two in step):
+#
+#   ps7 M_AXI_GP0 -> periph_ic -> engine/s_axi         (AXI4-Lite, 4 KiB at 0x43C0_0000)
+#                              -> axi_dma/S_AXI_LITE   (64 KiB at 0x4040_0000)
+#   axi_dma M_AXI_MM2S, M_AXI_S2MM -> mem_ic -> ps7 S_AXI_HP0 (64-bit, DDR)
+#   axi_dma M_AXIS_MM2S -> engine/s_axis ; engine/m_axis -> axi_dma S_AXIS_S2MM (64-bit)
+#   FCLK_CLK0 clocks everything; rst_fclk0 (proc_sys_reset) resets it; engine/rst is active high
+#   engine/interrupt, axi_dma/mm2s_introut, s2mm_introut -> irq_concat -> ps7 IRQ_F2P[2:0]
+#
+# The DMA is in simple (direct register) mode with a 23-bit buffer length register: up to
+# 8,388,607 bytes per transfer. The PYNQ transport polls; the interrupts are wired for other
+# software (PYNQ 3.x only services interrupts through an AXI interrupt controller).
+
+set part xc7z020clg400-1
+set project_name radix_overlay
+set bd_name radix
+set min_vivado 2022.1
+set engine_module radix_engine
+set dma_length_width 23
+set stream_bits 64
+set engine_base 0x43C00000
+set engine_range 4K
+set dma_base 0x40400000
+set dma_range 64K
+
+proc fail {message} {
+    puts stderr "build_overlay.tcl: error: $message"
+    exit 1
+}
+
+proc note {message} {
+    puts "build_overlay.tcl: $message"
+}
+
+# ---- arguments -----------------------------------------------------------------------------
+
+if {$argc < 2 || $argc > 5} {
+    fail "usage: vivado -mode batch -source build_overlay.tcl -tclargs ENGINE_V OUT_DIR \[CLOCK_MHZ\] \[BUILD_DIR\] \[JOBS\] (got $argc arguments: $argv)"
+}
+set engine_v [file normalize [lindex $argv 0]]
+set out_dir [file normalize [lindex $argv 1]]
+set clock_mhz 100
+if {$argc >= 3} {
+    set clock_mhz [lindex $argv 2]
+}
+set build_dir [file join $out_dir vivado]
+if {$argc >= 4} {
+    set build_dir [file normalize [lindex $argv 3]]
+}
+set jobs 4
+if {$argc >= 5} {
+    set jobs [lindex $argv 4]
+}
+
+if {![string is double -strict $clock_mhz] || $clock_mhz < 10 || $clock_mhz > 250} {
+    fail "CLOCK_MHZ '$clock_mhz' must be a number of MHz in 10..250 (FCLK_CLK0 of the Zynq-7000 PS)"
+}
+if {![string is integer -strict $jobs] || $jobs < 1} {
+    fail "JOBS '$jobs' must be a positive integer"
+}
+if {![file isfile $engine_v]} {
+    fail "engine Verilog $engine_v not found: generate it with `radix verilog -o $engine_v`"
+}
+set handle [open $engine_v r]
+set engine_text [read $handle]
+close $handle
+if {![regexp "module\\s+$engine_module\\s*\\(" $engine_text]} {
+    fail "$engine_v has no module $engine_module: is it the output of `radix verilog`?"
+}
+
+# ---- tool checks ---------------------------------------------------------------------------
+
+set vivado_version [version -short]
+if {[package vcompare $vivado_version $min_vivado] < 0} {
+    fail "Vivado $vivado_version is too old: the PYNQ v3 images take overlays from Vivado $min_vivado or later"
+}
+if {[llength [get_parts -quiet $part]] == 0} {
+    fail "this Vivado has no device $part: install Zynq-7000 device support (Vivado installer, 'Devices > SoCs > Zynq-7000')"
+}
+
+# The newest version of a Xilinx IP in this Vivado's catalogue.
+proc ipdef {name} {
+    set defs [get_ipdefs -filter "NAME == $name && VENDOR == xilinx.com && LIBRARY == ip"]
+    if {[llength $defs] == 0} {
+        fail "IP $name is not in this Vivado's IP catalogue"
+    }
+    return [lindex [lsort -dictionary $defs] end]
+}
+
+# ---- project -------------------------------------------------------------------------------
+
+note "Vivado $vivado_version, $part, FCLK_CLK0 $clock_mhz MHz, project in $build_dir"
+create_project -force $project_name $build_dir -part $part
+set board_part [lindex [lsort -dictionary [get_board_parts -quiet -latest_file_version {*pynq-z2*}]] end]
+if {$board_part ne ""} {
+    note "board part $board_part"
+    set_property board_part $board_part [current_project]
+} else {
+    note "no PYNQ-Z2 board files in this Vivado: using the part and the PS7 settings written below"
+}
+set_property target_language Verilog [current_project]
+add_files -norecurse $engine_v
+update_compile_order -fileset sources_1
+create_bd_design $bd_name
+
+# ---- processing system ---------------------------------------------------------------------
+
+# The PYNQ-Z2's PS7 settings (DDR3 part and board delays, MIO banks and peripherals) for a
+# Vivado without the board files. PYNQ boots the PS itself; these make the design validate and
+# the .hwh describe the board.
+set pynq_z2_ps7 [list \
+    CONFIG.PCW_CRYSTAL_PERIPHERAL_FREQMHZ {50} \
+    CONFIG.PCW_APU_PERIPHERAL_FREQMHZ {650} \
+    CONFIG.PCW_PRESET_BANK0_VOLTAGE {LVCMOS 3.3V} \
+    CONFIG.PCW_PRESET_BANK1_VOLTAGE {LVCMOS 1.8V} \
+    CONFIG.PCW_UIPARAM_DDR_PARTNO {MT41J256M16 RE-125} \
+    CONFIG.PCW_UIPARAM_DDR_BUS_WIDTH {16 Bit} \
+    CONFIG.PCW_UIPARAM_DDR_FREQ_MHZ {525} \
+    CONFIG.PCW_UIPARAM_DDR_BOARD_DELAY0 {0.223} \
+    CONFIG.PCW_UIPARAM_DDR_BOARD_DELAY1 {0.212} \
+    CONFIG.PCW_UIPARAM_DDR_BOARD_DELAY2 {0.085} \
+    CONFIG.PCW_UIPARAM_DDR_BOARD_DELAY3 {0.092} \
+    CONFIG.PCW_UIPARAM_DDR_DQS_TO_CLK_DELAY_0 {0.040} \
+    CONFIG.PCW_UIPARAM_DDR_DQS_TO_CLK_DELAY_1 {0.058} \
+    CONFIG.PCW_UIPARAM_DDR_DQS_TO_CLK_DELAY_2 {-0.009} \
+    CONFIG.PCW_UIPARAM_DDR_DQS_TO_CLK_DELAY_3 {-0.033} \
+    CONFIG.PCW_QSPI_PERIPHERAL_ENABLE {1} \
+    CONFIG.PCW_QSPI_GRP_SINGLE_SS_ENABLE {1} \
+    CONFIG.PCW_QSPI_GRP_FBCLK_ENABLE {1} \
+    CONFIG.PCW_ENET0_PERIPHERAL_ENABLE {1} \
+    CONFIG.PCW_ENET0_ENET0_IO {MIO 16 .. 27} \
+    CONFIG.PCW_ENET0_GRP_MDIO_ENABLE {1} \
+    CONFIG.PCW_ENET0_GRP_MDIO_IO {MIO 52 .. 53} \
+    CONFIG.PCW_ENET0_RESET_ENABLE {1} \
+    CONFIG.PCW_ENET0_RESET_IO {MIO 9} \
+    CONFIG.PCW_SD0_PERIPHERAL_ENABLE {1} \
+    CONFIG.PCW_SD0_SD0_IO {MIO 40 .. 45} \
+    CONFIG.PCW_SD0_GRP_CD_ENABLE {1} \
+    CONFIG.PCW_SD0_GRP_CD_IO {MIO 47} \
+    CONFIG.PCW_UART0_PERIPHERAL_ENABLE {1} \
+    CONFIG.PCW_UART0_UART0_IO {MIO 14 .. 15} \
+    CONFIG.PCW_USB0_PERIPHERAL_ENABLE {1} \
+    CONFIG.PCW_USB0_USB0_IO {MIO 28 .. 39} \
+    CONFIG.PCW_USB0_RESET_ENABLE {1} \
+    CONFIG.PCW_USB0_RESET_IO {MIO 46} \
+    CONFIG.PCW_GPIO_MIO_GPIO_ENABLE {1} \
+]
+
+set ps [create_bd_cell -type ip -vlnv [ipdef processing_system7] ps7]
+if {$board_part ne ""} {
+    apply_bd_automation -rule xilinx.com:bd_rule:processing_system7 \
+        -config {make_external "FIXED_IO, DDR" apply_board_preset "1" Master "Disable" Slave "Disable"} $ps
+} else {
+    set_property -dict $pynq_z2_ps7 $ps
+    create_bd_intf_port -mode Master -vlnv xilinx.com:interface:ddrx_rtl:1.0 DDR
+    create_bd_intf_port -mode Master -vlnv xilinx.com:display_processing_system7:fixedio_rtl:1.0 FIXED_IO
+    connect_bd_intf_net [get_bd_intf_ports DDR] [get_bd_intf_pins ps7/DDR]
+    connect_bd_intf_net [get_bd_intf_ports FIXED_IO] [get_bd_intf_pins ps7/FIXED_IO]
+}
+set_property -dict [list \
+    CONFIG.PCW_USE_M_AXI_GP0 {1} \
+    CONFIG.PCW_USE_S_AXI_HP0 {1} \
+    CONFIG.PCW_S_AXI_HP0_DATA_WIDTH {64} \
+    CONFIG.PCW_EN_CLK0_PORT {1} \
+    CONFIG.PCW_EN_RST0_PORT {1} \
+    CONFIG.PCW_FPGA0_PERIPHERAL_FREQMHZ $clock_mhz \
+    CONFIG.PCW_USE_FABRIC_INTERRUPT {1} \
+    CONFIG.PCW_IRQ_F2P_INTR {1} \
+] $ps
+set actual_mhz [get_property CONFIG.PCW_ACT_FPGA0_PERIPHERAL_FREQMHZ $ps]
+note "FCLK_CLK0: asked $clock_mhz MHz, the PS clock dividers give $actual_mhz MHz"
+if {abs($actual_mhz - $clock_mhz) > 0.01 * $clock_mhz} {
+    note "warning: FCLK_CLK0 is $actual_mhz MHz, more than 1% from $clock_mhz MHz (PYNQ sets the clock the .hwh records)"
+}
+
+# ---- engine, DMA, interconnects, reset, interrupts -----------------------------------------
+
+create_bd_cell -type module -reference $engine_module engine
+foreach intf {s_axi s_axis m_axis} {
+    if {[llength [get_bd_intf_pins -quiet engine/$intf]] == 0} {
+        fail "Vivado inferred no interface $intf from the ports of $engine_module in $engine_v (expected ${intf}_* AXI ports)"
+    }
+}
+set clk_busif [split [get_property CONFIG.ASSOCIATED_BUSIF [get_bd_pins engine/clk]] :]
+foreach intf {s_axi s_axis m_axis} {
+    if {[lsearch -exact $clk_busif $intf] < 0} {
+        note "associating engine/clk with s_axi, s_axis and m_axis (inferred: '[join $clk_busif :]')"
+        if {[catch {set_property CONFIG.ASSOCIATED_BUSIF {s_axi:s_axis:m_axis} [get_bd_pins engine/clk]} error]} {
+            fail "engine/clk is not associated with $intf and Vivado refused to set it: $error"
+        }
+        break
+    }
+}
+if {[get_property CONFIG.POLARITY [get_bd_pins engine/rst]] ne "ACTIVE_HIGH"} {
+    if {[catch {set_property CONFIG.POLARITY ACTIVE_HIGH [get_bd_pins engine/rst]} error]} {
+        fail "engine/rst must be an active-high reset and Vivado refused to mark it so: $error"
+    }
+}
+
+set dma [create_bd_cell -type ip -vlnv [ipdef axi_dma] axi_dma]
+set_property -dict [list \
+    CONFIG.c_include_sg {0} \
+    CONFIG.c_sg_length_width $dma_length_width \
+    CONFIG.c_include_mm2s {1} \
+    CONFIG.c_include_s2mm {1} \
+    CONFIG.c_m_axi_mm2s_data_width {64} \
+    CONFIG.c_m_axis_mm2s_tdata_width $stream_bits \
+    CONFIG.c_m_axi_s2mm_data_width {64} \
+    CONFIG.c_s_axis_s2mm_tdata_width $stream_bits \
+    CONFIG.c_mm2s_burst_size {16} \
+    CONFIG.c_s2mm_burst_size {16} \
+    CONFIG.c_addr_width {32} \
+] $dma
+
+set periph_ic [create_bd_cell -type ip -vlnv [ipdef axi_interconnect] periph_ic]
+set_property -dict [list CONFIG.NUM_SI {1} CONFIG.NUM_MI {2}] $periph_ic
+set mem_ic [create_bd_cell -type ip -vlnv [ipdef axi_interconnect] mem_ic]
+set_property -dict [list CONFIG.NUM_SI {2} CONFIG.NUM_MI {1}] $mem_ic
+create_bd_cell -type ip -vlnv [ipdef proc_sys_reset] rst_fclk0
+set irq [create_bd_cell -type ip -vlnv [ipdef xlconcat] irq_concat]
+set_property -dict [list CONFIG.NUM_PORTS {3}] $irq
+
+# control: PS -> engine registers and DMA registers
+connect_bd_intf_net [get_bd_intf_pins ps7/M_AXI_GP0] [get_bd_intf_pins periph_ic/S00_AXI]
+connect_bd_intf_net [get_bd_intf_pins periph_ic/M00_AXI] [get_bd_intf_pins engine/s_axi]
+connect_bd_intf_net [get_bd_intf_pins periph_ic/M01_AXI] [get_bd_intf_pins axi_dma/S_AXI_LITE]
+# data: DDR <-> DMA <-> engine streams
+connect_bd_intf_net [get_bd_intf_pins axi_dma/M_AXI_MM2S] [get_bd_intf_pins mem_ic/S00_AXI]
+connect_bd_intf_net [get_bd_intf_pins axi_dma/M_AXI_S2MM] [get_bd_intf_pins mem_ic/S01_AXI]
+connect_bd_intf_net [get_bd_intf_pins mem_ic/M00_AXI] [get_bd_intf_pins ps7/S_AXI_HP0]
+connect_bd_intf_net [get_bd_intf_pins axi_dma/M_AXIS_MM2S] [get_bd_intf_pins engine/s_axis]
+connect_bd_intf_net [get_bd_intf_pins engine/m_axis] [get_bd_intf_pins axi_dma/S_AXIS_S2MM]
+
+# one clock: FCLK_CLK0
+connect_bd_net [get_bd_pins ps7/FCLK_CLK0] \
+    [get_bd_pins ps7/M_AXI_GP0_ACLK] [get_bd_pins ps7/S_AXI_HP0_ACLK] \
+    [get_bd_pins rst_fclk0/slowest_sync_clk] \
+    [get_bd_pins periph_ic/ACLK] [get_bd_pins periph_ic/S00_ACLK] \
+    [get_bd_pins periph_ic/M00_ACLK] [get_bd_pins periph_ic/M01_ACLK] \
+    [get_bd_pins mem_ic/ACLK] [get_bd_pins mem_ic/S00_ACLK] [get_bd_pins mem_ic/S01_ACLK] \
+    [get_bd_pins mem_ic/M00_ACLK] \
+    [get_bd_pins axi_dma/s_axi_lite_aclk] [get_bd_pins axi_dma/m_axi_mm2s_aclk] \
+    [get_bd_pins axi_dma/m_axi_s2mm_aclk] \
+    [get_bd_pins engine/clk]
+
+# resets: the PS's FCLK_RESET0_N through proc_sys_reset, synchronous to FCLK_CLK0
+connect_bd_net [get_bd_pins ps7/FCLK_RESET0_N] [get_bd_pins rst_fclk0/ext_reset_in]
+connect_bd_net [get_bd_pins rst_fclk0/interconnect_aresetn] \
+    [get_bd_pins periph_ic/ARESETN] [get_bd_pins mem_ic/ARESETN]
+connect_bd_net [get_bd_pins rst_fclk0/peripheral_aresetn] \
+    [get_bd_pins periph_ic/S00_ARESETN] [get_bd_pins periph_ic/M00_ARESETN] \
+    [get_bd_pins periph_ic/M01_ARESETN] \
+    [get_bd_pins mem_ic/S00_ARESETN] [get_bd_pins mem_ic/S01_ARESETN] [get_bd_pins mem_ic/M00_ARESETN] \
+    [get_bd_pins axi_dma/axi_resetn]
+connect_bd_net [get_bd_pins rst_fclk0/peripheral_reset] [get_bd_pins engine/rst]
+
+# interrupts: IRQ_F2P[0] engine, [1] MM2S, [2] S2MM
+connect_bd_net [get_bd_pins engine/interrupt] [get_bd_pins irq_concat/In0]
+connect_bd_net [get_bd_pins axi_dma/mm2s_introut] [get_bd_pins irq_concat/In1]
+connect_bd_net [get_bd_pins axi_dma/s2mm_introut] [get_bd_pins irq_concat/In2]
+connect_bd_net [get_bd_pins irq_concat/dout] [get_bd_pins ps7/IRQ_F2P]
+
+# ---- addresses -----------------------------------------------------------------------------
+
+set engine_seg [get_bd_addr_segs -quiet engine/s_axi/*]
+if {[llength $engine_seg] != 1} {
+    fail "engine/s_axi has [llength $engine_seg] address segments, expected one (an AXI4-Lite slave)"
+}
+assign_bd_address -offset $engine_base -range $engine_range \
+    -target_address_space [get_bd_addr_spaces ps7/Data] $engine_seg -force
+assign_bd_address -offset $dma_base -range $dma_range \
+    -target_address_space [get_bd_addr_spaces ps7/Data] [get_bd_addr_segs axi_dma/S_AXI_LITE/Reg] -force
+assign_bd_address -offset 0x00000000 -range 512M \
+    -target_address_space [get_bd_addr_spaces axi_dma/Data_MM2S] [get_bd_addr_segs ps7/S_AXI_HP0/HP0_DDR_LOWOCM] -force
+assign_bd_address -offset 0x00000000 -range 512M \
+    -target_address_space [get_bd_addr_spaces axi_dma/Data_S2MM] [get_bd_addr_segs ps7/S_AXI_HP0/HP0_DDR_LOWOCM] -force
+
+# ---- validate, wrapper, bitstream ----------------------------------------------------------
+
+validate_bd_design
+save_bd_design
+set bd_file [get_files $bd_name.bd]
+generate_target all $bd_file
+add_files -norecurse [make_wrapper -files $bd_file -top]
+set_property top ${bd_name}_wrapper [current_fileset]
+update_compile_order -fileset sources_1
+
+launch_runs impl_1 -to_step write_bitstream -jobs $jobs
+wait_on_run impl_1
+foreach run {synth_1 impl_1} {
+    if {[get_property PROGRESS [get_runs $run]] ne "100%"} {
+        fail "$run failed ([get_property STATUS [get_runs $run]]): see [get_property DIRECTORY [get_runs $run]]/runme.log"
+    }
+}
+
+file mkdir $out_dir
+open_run impl_1
+report_timing_summary -file [file join $out_dir timing.txt]
+report_utilization -file [file join $out_dir utilization.txt]
+set wns [get_property SLACK [get_timing_paths -delay_type max -max_paths 1 -nworst 1]]
+set whs [get_property SLACK [get_timing_paths -delay_type min -max_paths 1 -nworst 1]]
+if {$wns < 0 || $whs < 0} {
+    fail "timing not met at $actual_mhz MHz (setup WNS $wns ns, hold WHS $whs ns; $out_dir/timing.txt): rebuild at a lower clock, e.g. `make bitstream CLOCK_MHZ=75`"
+}
+
+set impl_dir [get_property DIRECTORY [get_runs impl_1]]
+set bit [file join $impl_dir [get_property TOP [current_fileset]].bit]
+if {![file isfile $bit]} {
+    fail "no bitstream at $bit after write_bitstream"
+}
+# the hardware handoff: <project>.gen/... since Vivado 2020.2 (<project>.srcs/... before); newest wins
+set hwh ""
+foreach candidate [glob -nocomplain [file join $build_dir * sources_1 bd $bd_name hw_handoff $bd_name.hwh]] {
+    if {$hwh eq "" || [file mtime $candidate] > [file mtime $hwh]} {
+        set hwh $candidate
+    }
+}
+if {$hwh eq ""} {
+    fail "no $bd_name.hwh under $build_dir/*/sources_1/bd/$bd_name/hw_handoff after generate_target"
+}
+file copy -force $bit [file join $out_dir radix.bit]
+file copy -force $hwh [file join $out_dir radix.hwh]
+note "wrote [file join $out_dir radix.bit] and radix.hwh (FCLK_CLK0 $actual_mhz MHz, setup WNS $wns ns)"
