@@ -78,8 +78,9 @@ class EngineConfig:
 
     @property
     def min_pass(self) -> int:
-        """Shortest pass in cycles: the shadow weights of the next pass load behind the swap wave."""
-        return 2 * self.rows + self.cols - 1
+        """Shortest pass in cycles: the shadow weights of the next pass load behind the swap wave,
+        and the accumulator's read-modify-write needs 3 cycles between passes (a 1x1 array)."""
+        return max(3, 2 * self.rows + self.cols - 1)
 
     def as_dict(self) -> dict:
         return asdict(self)

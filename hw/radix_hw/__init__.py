@@ -1,0 +1,1 @@
+"""Radix gateware: the Amaranth systolic convolution engine (docs/engine.md)."""

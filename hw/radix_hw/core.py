@@ -1,0 +1,112 @@
+"""ConvCore: the convolution engine behind the shell's register file and DMA streams."""
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from radix.engine_spec import STREAM_BITS, EngineConfig
+
+from .accumulator import Accumulator
+from .array import SystolicArray
+from .helpers import delay
+from .layout import OUTPUT_WORD_LAYOUT, LayerConfigLayout
+from .loader import Loader
+from .output_unit import OutputUnit
+from .sequencer import Sequencer
+
+
+class ConvCore(wiring.Component):
+    """One convolution job (docs/engine.md): input stream in, output stream out.
+
+    ``start`` (a one-cycle pulse, ignored while ``busy``) begins a job with the layer in
+    ``layer``, which must stay stable until ``done``. The job's words arrive on ``s_in``
+    (radix.stream_format: input map, then per output-channel tile its bias words and weight
+    rows; TLAST ignored) and its output words leave on ``m_out`` with ``last`` on the final
+    word; ``done`` pulses once that word has been accepted and ``busy`` falls with it.
+    ``saturated`` counts saturated outputs of the current or last job (docs/arithmetic.md §5).
+
+    Datapath: :class:`Loader` -> input buffer and double-buffered weight banks (block RAM)
+    -> :class:`Sequencer` (pass loops, shadow-weight loads, pixel addresses with on-chip
+    padding) -> :class:`SystolicArray` -> :class:`Accumulator` (two banks, read-modify-write)
+    -> :class:`OutputUnit` (shift, ReLU, saturation, pooling, packing). The pixel metadata is
+    delayed alongside the array so it meets the column sums at the accumulator.
+
+    The layer must be one the driver accepts: nonzero sizes, ``1 <= kernel <= 7``,
+    ``1 <= stride <= 4``, padding below the kernel, ``T_in*IN_H*IN_W <= in_depth``,
+    ``T_in*k*k*rows <= wt_depth``, ``OUT_H*OUT_W <= acc_depth`` and, with pooling, an output of
+    at least 2x2.
+    """
+
+    def __init__(self, *, config: EngineConfig):
+        if not isinstance(config, EngineConfig):
+            raise TypeError(f"config must be an EngineConfig, not {type(config).__name__}")
+        self.config = config
+        super().__init__({
+            "layer": In(LayerConfigLayout),
+            "start": In(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "saturated": Out(32),
+            "s_in": In(stream.Signature(STREAM_BITS)),
+            "m_out": Out(stream.Signature(OUTPUT_WORD_LAYOUT)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        m.submodules.loader = loader = Loader(config=cfg)
+        m.submodules.sequencer = sequencer = Sequencer(config=cfg)
+        m.submodules.array = array = SystolicArray(rows=cfg.rows, cols=cfg.cols, width=cfg.width)
+        m.submodules.accumulator = accumulator = Accumulator(config=cfg)
+        m.submodules.output = output = OutputUnit(config=cfg)
+        m.submodules.input_buffer = input_buffer = Memory(
+            shape=cfg.rows * cfg.width, depth=cfg.in_depth, init=[])
+        m.submodules.weight_banks = weight_banks = Memory(
+            shape=cfg.cols * cfg.width, depth=2 * cfg.wt_depth, init=[])
+
+        job_start = Signal()
+        m.d.comb += job_start.eq(self.start & ~self.busy)
+        with m.If(job_start):
+            m.d.sync += self.busy.eq(1)
+        with m.Elif(output.finished):
+            m.d.sync += self.busy.eq(0)
+        m.d.comb += self.done.eq(output.finished)
+
+        for unit in (loader, sequencer, accumulator, output):
+            m.d.comb += unit.start.eq(job_start)
+        for unit in (loader, sequencer, output):
+            m.d.comb += unit.layer.eq(self.layer)
+
+        wiring.connect(m, wiring.flipped(self.s_in), loader.s_in)
+        wiring.connect(m, loader.in_wr, input_buffer.write_port())
+        wiring.connect(m, loader.wt_wr, weight_banks.write_port())
+        wiring.connect(m, sequencer.in_rd, input_buffer.read_port())
+        wiring.connect(m, sequencer.wt_rd, weight_banks.read_port())
+        wiring.connect(m, output.acc, accumulator.drain)
+        wiring.connect(m, output.m_out, wiring.flipped(self.m_out))
+
+        m.d.comb += [
+            sequencer.hw.eq(loader.hw),
+            sequencer.wt_avail.eq(loader.wt_avail),
+            loader.wt_release.eq(sequencer.wt_release),
+            sequencer.acc_full.eq(accumulator.drain.full),
+            accumulator.acquire.eq(sequencer.acquire),
+            accumulator.acquire_bank.eq(sequencer.acquire_bank),
+            accumulator.bias.eq(loader.bias[sequencer.acquire_bank]),
+            accumulator.shifts.eq(loader.shifts[sequencer.acquire_bank]),
+            array.x_in.eq(sequencer.x),
+            array.swap_in.eq(sequencer.swap),
+            array.w_in.eq(sequencer.w_row),
+            array.w_shift.eq(sequencer.w_shift),
+            accumulator.sums.eq(array.sums),
+            self.saturated.eq(output.saturated),
+        ]
+
+        # The metadata of an issue cycle meets its column sums META_LEAD cycles early. Only the
+        # valid bit is reset, so a reset never leaves stale slots that would write a bank.
+        meta_delay = sequencer.X_LATENCY + array.latency - Accumulator.META_LEAD
+        meta = delay(m, sequencer.meta, meta_delay, name="meta")
+        valid = delay(m, sequencer.meta.valid, meta_delay, name="meta_valid", reset_less=False)
+        m.d.comb += [accumulator.meta.eq(meta), accumulator.meta.valid.eq(valid)]
+        return m

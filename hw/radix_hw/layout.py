@@ -1,0 +1,43 @@
+"""Data layouts shared between the gateware modules and the shell.
+
+``LayerConfigLayout`` is the layer description the shell holds stable from ``start`` to ``done``
+(field order and widths are part of the shell interface). ``pixel_meta_layout`` describes the
+bookkeeping that travels with every pixel slot from the sequencer to the accumulator, and
+``OUTPUT_WORD_LAYOUT`` is the payload of the output stream.
+"""
+
+from amaranth.lib import data
+from amaranth.utils import ceil_log2
+
+LayerConfigLayout = data.StructLayout({
+    "in_ch": 16,
+    "in_h": 16,
+    "in_w": 16,
+    "out_ch": 16,
+    "out_h": 16,
+    "out_w": 16,
+    "kernel": 3,
+    "stride": 3,
+    "pad_top": 3,
+    "pad_left": 3,
+    "relu": 1,
+    "pool": 1,
+})
+
+OUTPUT_WORD_LAYOUT = data.StructLayout({"data": 64, "last": 1})
+
+
+def pixel_meta_layout(acc_depth: int) -> data.StructLayout:
+    """Metadata of one pixel slot of a pass.
+
+    ``valid`` marks a real pixel (bubbles have it clear), ``addr`` is its accumulator address,
+    ``first`` marks the first pass of an output-channel tile (write bias + sum), ``last`` the
+    tile's final pixel (its bank is complete once written), ``bank`` the accumulator bank.
+    """
+    return data.StructLayout({
+        "valid": 1,
+        "addr": max(1, ceil_log2(acc_depth)),
+        "first": 1,
+        "last": 1,
+        "bank": 1,
+    })

@@ -1,0 +1,167 @@
+"""The input-stream loader: input buffer first, then the weight banks tile by tile."""
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import WritePort
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from radix.engine_spec import STREAM_BITS, EngineConfig
+from radix.stream_format import BIAS_BITS, SHIFT_BITS
+
+from .layout import LayerConfigLayout
+
+
+def weight_rows_bits(config: EngineConfig) -> int:
+    """Width of a count of weight rows in one bank (0 .. wt_depth)."""
+    return max(1, ceil_log2(config.wt_depth + 1))
+
+
+class Loader(wiring.Component):
+    """Consumes one job's input stream (radix.stream_format) and fills the on-chip buffers.
+
+    1. The input feature map: ``in_words`` words per pixel group, written to the input buffer
+       at consecutive addresses (``t*IN_H*IN_W + y*IN_W + x``). ``hw`` is set to
+       ``IN_H*IN_W`` once the first input-channel tile is in (no multiplier needed).
+    2. Per output-channel tile ``j``, into weight bank ``j % 2`` once that bank is free: the
+       ``cols`` bias words (bias and data shift shift into per-bank lane registers ``bias`` and
+       ``shifts``, lane 0 first), then the weight rows, ``wt_words`` words each, written to
+       ``bank*wt_depth + row``. ``wt_avail[b]`` counts the rows written so far, so compute may
+       start on a bank before it is complete; ``wt_release`` (one bit per bank) returns a bank,
+       clearing its count.
+
+    ``s_in`` is ready only while a word can be stored: never before ``start``, while waiting
+    for a bank, or after the job's last word. TLAST is ignored. ``start`` is honoured only
+    while idle or finished.
+    """
+
+    def __init__(self, *, config: EngineConfig):
+        if not isinstance(config, EngineConfig):
+            raise TypeError(f"config must be an EngineConfig, not {type(config).__name__}")
+        self.config = config
+        cols, rows, width = config.cols, config.rows, config.width
+        self.in_addr_bits = ceil_log2(config.in_depth)
+        self.wt_addr_bits = max(1, ceil_log2(2 * config.wt_depth))
+        super().__init__({
+            "start": In(1),
+            "layer": In(LayerConfigLayout),
+            "s_in": In(stream.Signature(STREAM_BITS)),
+            "in_wr": In(WritePort.Signature(addr_width=self.in_addr_bits, shape=rows * width)),
+            "wt_wr": In(WritePort.Signature(addr_width=self.wt_addr_bits, shape=cols * width)),
+            "hw": Out(self.in_addr_bits),
+            "wt_avail": Out(data.ArrayLayout(weight_rows_bits(config), 2)),
+            "wt_release": In(2),
+            "bias": Out(data.ArrayLayout(cols * config.acc_width, 2)),
+            "shifts": Out(data.ArrayLayout(cols * SHIFT_BITS, 2)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        rows, cols, width, acc_w = cfg.rows, cfg.cols, cfg.width, cfg.acc_width
+        layer = self.layer
+        word = self.s_in.payload
+        take = self.s_in.valid & self.s_in.ready
+
+        # Words of a multi-word group collect here; the group is stored with its last word.
+        group_words = max(cfg.in_words, cfg.wt_words)
+        gather = Signal(max(1, (group_words - 1) * STREAM_BITS), reset_less=True)
+        word_index = Signal(range(max(group_words, 2)))
+
+        def group(words: int, bits: int):
+            return Cat(gather[:(words - 1) * STREAM_BITS], word)[:bits]
+
+        def group_done(words: int):
+            return word_index == words - 1
+
+        def next_word(words: int):
+            m.d.sync += word_index.eq(Mux(group_done(words), 0, word_index + 1))
+            if words > 1:
+                with m.If(~group_done(words)):
+                    m.d.sync += gather.word_select(word_index, STREAM_BITS).eq(word)
+
+        x, y = Signal(16), Signal(16)
+        u, v = Signal(3), Signal(3)
+        r = Signal(range(rows))
+        ch, co = Signal(17), Signal(17)  # first channel of the input / output tile
+        in_addr = Signal(self.in_addr_bits)
+        lane_count = Signal(range(cols))
+        bank = Signal()
+        free = Signal(2, init=0b11)
+        last_ch_tile = ch + rows >= layer.in_ch
+
+        m.d.comb += [
+            self.in_wr.addr.eq(in_addr),
+            self.in_wr.data.eq(group(cfg.in_words, rows * width)),
+            self.wt_wr.addr.eq(Mux(bank, cfg.wt_depth, 0) + self.wt_avail[bank]),
+            self.wt_wr.data.eq(group(cfg.wt_words, cols * width)),
+        ]
+
+        for b in range(2):
+            with m.If(self.wt_release[b]):
+                m.d.sync += [self.wt_avail[b].eq(0), free[b].eq(1)]
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [x.eq(0), y.eq(0), ch.eq(0), co.eq(0), in_addr.eq(0),
+                                 word_index.eq(0), bank.eq(0), free.eq(0b11),
+                                 self.wt_avail[0].eq(0), self.wt_avail[1].eq(0)]
+                    m.next = "INPUT"
+
+            with m.State("INPUT"):
+                m.d.comb += self.s_in.ready.eq(1)
+                with m.If(take):
+                    next_word(cfg.in_words)
+                    with m.If(group_done(cfg.in_words)):
+                        m.d.comb += self.in_wr.en.eq(1)
+                        m.d.sync += [in_addr.eq(in_addr + 1), x.eq(x + 1)]
+                        with m.If(x == layer.in_w - 1):
+                            m.d.sync += [x.eq(0), y.eq(y + 1)]
+                            with m.If(y == layer.in_h - 1):
+                                m.d.sync += [y.eq(0), ch.eq(ch + rows)]
+                                with m.If(ch == 0):
+                                    m.d.sync += self.hw.eq(in_addr + 1)
+                                with m.If(last_ch_tile):
+                                    m.d.sync += ch.eq(0)
+                                    m.next = "WAIT_BANK"
+
+            with m.State("WAIT_BANK"):
+                with m.If(free.bit_select(bank, 1)):
+                    m.d.sync += [free.bit_select(bank, 1).eq(0), lane_count.eq(0)]
+                    m.next = "BIAS"
+
+            with m.State("BIAS"):
+                m.d.comb += self.s_in.ready.eq(1)
+                with m.If(take):
+                    # Lane 0 arrives first: shift down from the top lane.
+                    m.d.sync += [
+                        self.bias[bank].eq(Cat(self.bias[bank][acc_w:], word[:acc_w])),
+                        self.shifts[bank].eq(Cat(self.shifts[bank][SHIFT_BITS:],
+                                                 word[BIAS_BITS:BIAS_BITS + SHIFT_BITS])),
+                        lane_count.eq(lane_count + 1),
+                    ]
+                    with m.If(lane_count == cols - 1):
+                        m.d.sync += [r.eq(0), u.eq(0), v.eq(0), ch.eq(0)]
+                        m.next = "WEIGHTS"
+
+            with m.State("WEIGHTS"):
+                m.d.comb += self.s_in.ready.eq(1)
+                with m.If(take):
+                    next_word(cfg.wt_words)
+                    with m.If(group_done(cfg.wt_words)):
+                        m.d.comb += self.wt_wr.en.eq(1)
+                        m.d.sync += [self.wt_avail[bank].eq(self.wt_avail[bank] + 1), r.eq(r + 1)]
+                        with m.If(r == rows - 1):
+                            m.d.sync += [r.eq(0), v.eq(v + 1)]
+                            with m.If(v == layer.kernel - 1):
+                                m.d.sync += [v.eq(0), u.eq(u + 1)]
+                                with m.If(u == layer.kernel - 1):
+                                    m.d.sync += [u.eq(0), ch.eq(ch + rows)]
+                                    with m.If(last_ch_tile):
+                                        m.d.sync += [ch.eq(0), co.eq(co + cols), bank.eq(~bank)]
+                                        with m.If(co + cols >= layer.out_ch):
+                                            m.next = "IDLE"
+                                        with m.Else():
+                                            m.next = "WAIT_BANK"
+        return m

@@ -1,0 +1,199 @@
+"""The output unit: data shift, ReLU, saturation, 2x2 max pooling and output packing."""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from radix.engine_spec import STREAM_BITS, EngineConfig
+
+from .accumulator import SHIFT_BITS, acc_drain_signature
+from .helpers import computed_size, lane, popcount
+from .layout import OUTPUT_WORD_LAYOUT, LayerConfigLayout
+
+FIFO_DEPTH = 4
+STAGES = 6
+# What travels with a pixel through the pipeline besides its lanes.
+TAG_LAYOUT = data.StructLayout({"valid": 1, "i": 16, "j": 16, "last": 1})
+
+
+class OutputUnit(wiring.Component):
+    """Drains finished accumulator banks into the output stream (docs/arithmetic.md §5, §6).
+
+    Per output-channel tile it waits for the bank in turn (``acc.full``), takes the tile's
+    clamped data shifts, reads the computed map in raster order, one pixel of ``cols`` lanes
+    per cycle, and pushes the pixels through a pipeline that stalls as a whole (one enable,
+    ``ce``) whenever the packer cannot hand its pixel on:
+
+    ``S0`` address -> ``S1`` bank data -> ``S2`` registered -> ``S3`` shifted
+    (``acc >> (s-1)`` or ``acc << -s``) -> ``S4`` rounded half up -> ``S5`` ReLU and
+    saturation to W bits (counted) -> ``S6`` pooled or plain pixel -> packer:
+    ``ceil(cols*W/64)`` words per pixel into a small FIFO feeding ``m_out``.
+
+    Pooling (2x2, stride 2) keeps the left pixel of a pair in a register and the horizontal
+    maximum of an even row in a line buffer (block RAM, ``acc_depth/2`` pixels); an odd row's
+    pair maximum is combined with it and emitted. With pooling the bank holds (and the unit
+    reads and counts) only the even-cropped map: an odd last row or column of ``OUT_H x OUT_W``
+    is never computed (docs/arithmetic.md §6).
+
+    A tile ends once its last pixel has left ``S2``: no later stage needs the bank or the
+    shifts, so the bank is released and the next tile may start while the pipeline drains.
+    ``saturated`` counts saturated elements since ``start``; ``finished`` pulses once the job's
+    last tile has drained and its last word was accepted. ``start`` is honoured while idle.
+    """
+
+    def __init__(self, *, config: EngineConfig):
+        if not isinstance(config, EngineConfig):
+            raise TypeError(f"config must be an EngineConfig, not {type(config).__name__}")
+        self.config = config
+        super().__init__({
+            "start": In(1),
+            "layer": In(LayerConfigLayout),
+            "acc": Out(acc_drain_signature(config)),
+            "m_out": Out(stream.Signature(OUTPUT_WORD_LAYOUT)),
+            "saturated": Out(32),
+            "finished": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        cols, width, acc_w = cfg.cols, cfg.width, cfg.acc_width
+        words = cfg.wt_words
+        layer = self.layer
+        y_max, y_min = (1 << (width - 1)) - 1, -(1 << (width - 1))
+
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=STREAM_BITS + 1, depth=FIFO_DEPTH)
+        m.d.comb += [
+            self.m_out.valid.eq(fifo.r_rdy),
+            self.m_out.payload.eq(fifo.r_data),
+            fifo.r_en.eq(self.m_out.ready),
+        ]
+
+        def lanes(name, shape):
+            return [Signal(shape, name=f"{name}_{c}", reset_less=True) for c in range(cols)]
+
+        tag = [Signal(TAG_LAYOUT, name=f"tag{k}") for k in range(STAGES + 1)]
+        acc2 = Signal(cols * acc_w, reset_less=True)
+        t3, pos3 = lanes("t3", signed(acc_w + width)), lanes("pos3", 1)
+        r4 = lanes("r4", signed(acc_w + width + 1))
+        y5, sat5 = lanes("y5", signed(width)), Signal(cols, reset_less=True)
+        y6 = Signal(cols * width, reset_less=True)
+        hold = lanes("hold", signed(width))
+        word_index = Signal(range(max(words, 2)))
+
+        shifts = Signal(cols * SHIFT_BITS, reset_less=True)
+        bank = Signal()
+        co = Signal(17)  # first output channel of the tile being read
+        saturated = Signal(32)
+        m.d.comb += self.saturated.eq(saturated)
+
+        last_word = word_index == words - 1
+        ce = ~tag[6].valid | (fifo.w_rdy & last_word)
+
+        # Packer: one 64-bit word of the S6 pixel per cycle.
+        padded = Cat(y6, Const(0, words * STREAM_BITS - cols * width))
+        m.d.comb += [
+            fifo.w_data.eq(Cat(padded.word_select(word_index, STREAM_BITS),
+                               tag[6].last & last_word)),
+            fifo.w_en.eq(tag[6].valid),
+        ]
+        with m.If(tag[6].valid & fifo.w_rdy):
+            m.d.sync += word_index.eq(Mux(last_word, 0, word_index + 1))
+
+        # S0: the next pixel; its valid/i/j are the tile sequencing's registers, its last flag
+        # is derived here.
+        out_h = computed_size(layer.out_h, layer.pool)
+        out_w = computed_size(layer.out_w, layer.pool)
+        last_i, last_j = (out_h - 1)[:16], (out_w - 1)[:16]
+        last_tile = co + cols >= layer.out_ch
+        pixel = Signal(len(self.acc.addr))
+        m.d.comb += [
+            self.acc.bank.eq(bank), self.acc.addr.eq(pixel), self.acc.en.eq(ce),
+            tag[0].last.eq(last_tile & (tag[0].i == last_i) & (tag[0].j == last_j)),
+        ]
+
+        emit = Mux(layer.pool, tag[5].i[0] & tag[5].j[0], 1)
+        with m.If(ce):
+            m.d.sync += [tag[k].eq(tag[k - 1]) for k in range(1, STAGES)]
+            m.d.sync += [tag[6].eq(tag[5]), tag[6].valid.eq(tag[5].valid & emit)]
+
+        with m.If(ce):
+            m.d.sync += acc2.eq(self.acc.data)
+            for c in range(cols):
+                # S3: right shift by s-1 (rounding finishes in S4) or exact left shift by -s.
+                acc = lane(acc2, c, acc_w)
+                s = lane(shifts, c, SHIFT_BITS)
+                right = acc >> (s - 1)[:ceil_log2(acc_w)]
+                left = (acc << (-s)[:ceil_log2(width + 1)])[:acc_w + width].as_signed()
+                m.d.sync += [t3[c].eq(Mux(s > 0, right, left)), pos3[c].eq(s > 0)]
+                # S4: round half up, ((acc >> (s-1)) + 1) >> 1 = floor(acc/2^s + 1/2).
+                m.d.sync += r4[c].eq(Mux(pos3[c], (t3[c] + 1) >> 1, t3[c]))
+                # S5: ReLU, saturation and its flag.
+                r = Mux(layer.relu & (r4[c] < 0), 0, r4[c])
+                high, low = r > y_max, r < y_min
+                m.d.sync += [y5[c].eq(Mux(high, y_max, Mux(low, y_min, r[:width]))),
+                             sat5[c].eq(high | low)]
+
+        # S6: pooling through the pair register and the line buffer; saturation count.
+        line_depth = max(1, cfg.acc_depth // 2)
+        m.submodules.line = line = Memory(shape=cols * width, depth=line_depth, init=[])
+        line_rd = line.read_port()
+        line_wr = line.write_port()
+        line_bits = ceil_log2(line_depth)
+        pair_max = [Mux(hold[c] > y5[c], hold[c], y5[c]) for c in range(cols)]
+        pooled = []
+        for c in range(cols):
+            above = lane(line_rd.data, c, width)
+            pooled.append(Mux(above > pair_max[c], above, pair_max[c]))
+        m.d.comb += [
+            line_rd.addr.eq(tag[4].j[1:1 + line_bits]),
+            line_rd.en.eq(ce),
+            line_wr.addr.eq(tag[5].j[1:1 + line_bits]),
+            line_wr.data.eq(Cat(*pair_max)),
+            line_wr.en.eq(ce & tag[5].valid & layer.pool & tag[5].j[0] & ~tag[5].i[0]),
+        ]
+        with m.If(ce):
+            m.d.sync += y6.eq(Mux(layer.pool, Cat(*pooled), Cat(*y5)))
+            with m.If(tag[5].valid):
+                m.d.sync += saturated.eq(saturated + popcount(sat5))
+                with m.If(~tag[5].j[0]):
+                    m.d.sync += [hold[c].eq(y5[c]) for c in range(cols)]
+
+        # Tile sequencing (S0).
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [bank.eq(0), co.eq(0), saturated.eq(0)]
+                    m.next = "WAIT"
+            with m.State("WAIT"):
+                with m.If(self.acc.full.bit_select(bank, 1)):
+                    m.d.sync += [shifts.eq(self.acc.shifts), tag[0].valid.eq(1),
+                                 pixel.eq(0), tag[0].i.eq(0), tag[0].j.eq(0)]
+                    m.next = "READ"
+            with m.State("READ"):
+                with m.If(ce):
+                    m.d.sync += pixel.eq(pixel + 1)
+                    with m.If(tag[0].j == last_j):
+                        m.d.sync += [tag[0].j.eq(0), tag[0].i.eq(tag[0].i + 1)]
+                        with m.If(tag[0].i == last_i):
+                            m.d.sync += tag[0].valid.eq(0)
+                            m.next = "DRAIN"
+                    with m.Else():
+                        m.d.sync += tag[0].j.eq(tag[0].j + 1)
+            with m.State("DRAIN"):
+                with m.If(~tag[1].valid & ~tag[2].valid):
+                    m.d.comb += self.acc.release.eq(1)
+                    m.d.sync += [bank.eq(~bank), co.eq(co + cols)]
+                    with m.If(last_tile):
+                        m.next = "FINISH"
+                    with m.Else():
+                        m.next = "WAIT"
+            with m.State("FINISH"):
+                busy = [tag[k].valid for k in range(1, STAGES + 1)]
+                with m.If(~Cat(*busy).any() & (fifo.level == 0)):
+                    m.d.comb += self.finished.eq(1)
+                    m.next = "IDLE"
+        return m

@@ -1,0 +1,226 @@
+"""The compute sequencer: pass order, shadow-weight loading and pixel issue."""
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import ReadPort
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from radix.engine_spec import EngineConfig
+
+from .helpers import computed_size, small_product
+from .layout import LayerConfigLayout, pixel_meta_layout
+from .loader import weight_rows_bits
+
+COORD = signed(21)  # an input coordinate i*S + u - PAD: |value| < 2^19 for 16-bit sizes
+
+
+class Sequencer(wiring.Component):
+    """Runs a job's passes back to back through the array.
+
+    Pass order: for each output-channel tile (weight/accumulator bank ``j % 2``), for each
+    input-channel tile ``t``, for each tap ``(u, v)``: one pass streams the ``OUT_H x OUT_W``
+    output pixels in raster order (with pooling, an odd last row or column is not computed),
+    pixel ``(i, j)`` reading input ``(i*S + u - PAD_TOP, j*S + v - PAD_LEFT)`` of tile ``t``
+    (zero outside the tile: padding and edges are formed here). Addresses are built
+    incrementally modulo the buffer size; the only products, ``PAD_TOP*IN_W`` and
+    ``STRIDE*IN_W``, are 3-bit shift-and-add.
+
+    Two cooperating parts:
+
+    * the **pass generator** walks the pass loops. For the next pass it reads that pass's
+      ``rows`` weight rows from the weight bank, last row first, into the array's shadow chain
+      (``w_row``/``w_shift``, :attr:`W_LATENCY` cycles after the read), then publishes the
+      pass in a one-entry descriptor. It starts only when the rows are in the bank
+      (``wt_avail``), with its first shift ``rows + cols`` cycles after the running pass's
+      first pixel was issued, when that pass's swap wave has passed every PE;
+    * the **pixel issuer** takes the descriptor as its running pass issues its last pixel,
+      once a tile's first pass finds its accumulator bank free (``acc_full``; then it pulses
+      ``acquire``) and at least 3 cycles after the previous pass began (accumulator
+      read-modify-write distance). Taking a tile's last pass releases its weight bank.
+
+    With data ready, passes follow each other without gaps and last ``max(P, 2*rows + cols - 1,
+    3)`` cycles (``P`` output pixels): ``rows + cols - 2`` cycles of swap wave, ``rows`` shifts
+    and the descriptor hand-over; this needs ``X_LATENCY == W_LATENCY``. Each issue cycle reads
+    the input buffer; ``x``/``swap`` reach the array :attr:`X_LATENCY` cycles after the issue
+    cycle, while ``meta`` describes the slot in the issue cycle itself. ``start`` is honoured
+    while idle.
+    """
+
+    X_LATENCY = 2
+    W_LATENCY = 2
+    MIN_PASS = 3
+
+    def __init__(self, *, config: EngineConfig):
+        if not isinstance(config, EngineConfig):
+            raise TypeError(f"config must be an EngineConfig, not {type(config).__name__}")
+        self.config = config
+        rows, cols, width = config.rows, config.cols, config.width
+        self.in_addr_bits = ceil_log2(config.in_depth)
+        self.wt_addr_bits = max(1, ceil_log2(2 * config.wt_depth))
+        super().__init__({
+            "start": In(1),
+            "layer": In(LayerConfigLayout),
+            "hw": In(self.in_addr_bits),
+            "wt_avail": In(data.ArrayLayout(weight_rows_bits(config), 2)),
+            "wt_release": Out(2),
+            "wt_rd": In(ReadPort.Signature(addr_width=self.wt_addr_bits, shape=cols * width)),
+            "in_rd": In(ReadPort.Signature(addr_width=self.in_addr_bits, shape=rows * width)),
+            "acc_full": In(2),
+            "acquire": Out(1),
+            "acquire_bank": Out(1),
+            "x": Out(rows * width),
+            "swap": Out(1),
+            "w_row": Out(cols * width),
+            "w_shift": Out(1),
+            "meta": Out(pixel_meta_layout(config.acc_depth)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        rows, cols = cfg.rows, cfg.cols
+        layer = self.layer
+        addr_bits = self.in_addr_bits
+
+        # Cycles from a pass's first pixel until the next pass's rows may enter the shadow chain.
+        gap = rows + cols - 2 + self.X_LATENCY - self.W_LATENCY
+        since_max = max(gap, self.MIN_PASS - 1)
+        since = Signal(range(since_max + 1), init=since_max)
+
+        pad_row_offset = Signal(addr_bits)  # PAD_TOP * IN_W
+        stride_row = Signal(addr_bits)      # STRIDE * IN_W
+
+        # Pass generator state: the pass whose weights load next.
+        co, ch = Signal(17), Signal(17)
+        u, v = Signal(3), Signal(3)
+        wbank = Signal()
+        row = Signal(weight_rows_bits(cfg))
+        row_step = Signal(range(rows))
+        tile_base = Signal(addr_bits)  # t*IN_H*IN_W - PAD_TOP*IN_W
+        tap_base = Signal(addr_bits)   # tile_base + u*IN_W: row address of input row u - PAD_TOP
+
+        # The one-entry pass descriptor.
+        d_valid = Signal()
+        d_bank, d_first, d_last = Signal(), Signal(), Signal()
+        d_base = Signal(addr_bits)
+        d_y0, d_x0 = Signal(signed(5)), Signal(signed(5))
+
+        last_v = v == layer.kernel - 1
+        last_u = u == layer.kernel - 1
+        last_t = ch + rows >= layer.in_ch
+
+        loading = Signal()
+        m.d.comb += [
+            self.wt_rd.addr.eq(Mux(wbank, cfg.wt_depth, 0) + row + row_step),
+            self.wt_rd.en.eq(loading),
+        ]
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    offset = small_product(layer.pad_top, layer.in_w)[:addr_bits]
+                    m.d.sync += [
+                        co.eq(0), ch.eq(0), u.eq(0), v.eq(0), wbank.eq(0), row.eq(0),
+                        pad_row_offset.eq(offset),
+                        stride_row.eq(small_product(layer.stride, layer.in_w)[:addr_bits]),
+                        tile_base.eq(-offset), tap_base.eq(-offset),
+                    ]
+                    m.next = "WAIT"
+            with m.State("WAIT"):
+                rows_ready = self.wt_avail[wbank] >= row + rows
+                # The first read follows one cycle after leaving WAIT.
+                with m.If(~d_valid & (since >= max(gap - 1, 0)) & rows_ready):
+                    m.d.sync += row_step.eq(rows - 1)
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                m.d.comb += loading.eq(1)
+                m.d.sync += row_step.eq(row_step - 1)
+                with m.If(row_step == 0):
+                    m.d.sync += [
+                        d_valid.eq(1), d_bank.eq(wbank), d_base.eq(tap_base),
+                        d_y0.eq(u - layer.pad_top), d_x0.eq(v - layer.pad_left),
+                        d_first.eq((ch == 0) & (u == 0) & (v == 0)),
+                        d_last.eq(last_t & last_u & last_v),
+                        row.eq(row + rows), v.eq(v + 1),
+                    ]
+                    m.next = "WAIT"
+                    with m.If(last_v):
+                        m.d.sync += [v.eq(0), u.eq(u + 1), tap_base.eq(tap_base + layer.in_w)]
+                        with m.If(last_u):
+                            m.d.sync += [u.eq(0), ch.eq(ch + rows),
+                                         tile_base.eq(tile_base + self.hw),
+                                         tap_base.eq(tile_base + self.hw)]
+                            with m.If(last_t):
+                                m.d.sync += [ch.eq(0), row.eq(0), wbank.eq(~wbank),
+                                             co.eq(co + cols),
+                                             tile_base.eq(-pad_row_offset),
+                                             tap_base.eq(-pad_row_offset)]
+                                with m.If(co + cols >= layer.out_ch):
+                                    m.next = "IDLE"
+
+        # Weight rows reach the shadow chain W_LATENCY cycles after the read.
+        read_en = Signal()
+        m.d.sync += [read_en.eq(loading), self.w_shift.eq(read_en),
+                     self.w_row.eq(self.wt_rd.data)]
+
+        # Pixel issuer state: the running pass.
+        active = Signal()
+        i, j = Signal(16), Signal(16)
+        y, x = Signal(COORD), Signal(COORD)
+        x0 = Signal(signed(5))
+        row_base = Signal(addr_bits)  # address of input row y (modulo the buffer size)
+        pixel = Signal(len(self.meta.addr))
+        first_pixel = Signal()
+        p_bank, p_first, p_last = Signal(), Signal(), Signal()
+
+        out_h = computed_size(layer.out_h, layer.pool)
+        out_w = computed_size(layer.out_w, layer.pool)
+        last_pixel = (j == out_w - 1) & (i == out_h - 1)
+        bank_free = ~self.acc_full.bit_select(d_bank, 1)
+        take = (d_valid & (~active | last_pixel) & (since >= self.MIN_PASS - 1)
+                & (~d_first | bank_free))
+
+        with m.If(self.start):
+            m.d.sync += [active.eq(0), d_valid.eq(0), since.eq(since_max)]
+        with m.Elif(take):
+            m.d.sync += [
+                d_valid.eq(0), since.eq(0), active.eq(1), first_pixel.eq(1),
+                i.eq(0), j.eq(0), y.eq(d_y0), x.eq(d_x0), x0.eq(d_x0), row_base.eq(d_base),
+                pixel.eq(0), p_bank.eq(d_bank), p_first.eq(d_first), p_last.eq(d_last),
+            ]
+            m.d.comb += [
+                self.acquire.eq(d_first),
+                self.acquire_bank.eq(d_bank),
+                self.wt_release.eq(Mux(d_last, 1 << d_bank, 0)),
+            ]
+        with m.Else():
+            with m.If(since != since_max):
+                m.d.sync += since.eq(since + 1)
+            with m.If(active):
+                m.d.sync += [pixel.eq(pixel + 1), first_pixel.eq(0)]
+                with m.If(j == out_w - 1):
+                    m.d.sync += [j.eq(0), i.eq(i + 1), x.eq(x0), y.eq(y + layer.stride),
+                                 row_base.eq(row_base + stride_row)]
+                    with m.If(i == out_h - 1):
+                        m.d.sync += active.eq(0)
+                with m.Else():
+                    m.d.sync += [j.eq(j + 1), x.eq(x + layer.stride)]
+
+        inside = active & (y >= 0) & (y < layer.in_h) & (x >= 0) & (x < layer.in_w)
+        inside_d = Signal()
+        swap_d = Signal()
+        m.d.comb += [
+            self.in_rd.addr.eq((row_base + x)[:addr_bits]),
+            self.meta.valid.eq(active),
+            self.meta.addr.eq(pixel),
+            self.meta.first.eq(p_first),
+            self.meta.last.eq(p_last & last_pixel),
+            self.meta.bank.eq(p_bank),
+        ]
+        m.d.sync += [
+            inside_d.eq(inside),
+            swap_d.eq(active & first_pixel),
+            self.x.eq(Mux(inside_d, self.in_rd.data, 0)),
+            self.swap.eq(swap_d),
+        ]
+        return m

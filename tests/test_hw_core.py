@@ -1,0 +1,257 @@
+# amaranth: UnusedElaboratable=no
+"""ConvCore end to end: job streams in, output stream out, bit for bit against radix.golden."""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from amaranth.hdl import ClockDomain, Module
+from amaranth.sim import Simulator
+
+from radix import golden
+from radix.engine_spec import EngineConfig
+from radix.stream_format import decode_output, job_words, output_word_count
+from radix_hw.core import ConvCore
+
+
+@dataclass(frozen=True)
+class Layer:
+    c_in: int
+    c_out: int
+    h: int
+    w: int
+    k: int
+    stride: int = 1
+    pad: int = 0
+    relu: bool = False
+    pool: bool = False
+
+
+@dataclass
+class Job:
+    layer: Layer
+    words: list
+    expected: golden.Requantized
+    out_h: int
+    out_w: int
+
+    @property
+    def registers(self) -> dict:
+        lay = self.layer
+        return {"in_ch": lay.c_in, "in_h": lay.h, "in_w": lay.w, "out_ch": lay.c_out,
+                "out_h": self.out_h, "out_w": self.out_w, "kernel": lay.k, "stride": lay.stride,
+                "pad_top": lay.pad, "pad_left": lay.pad, "relu": int(lay.relu),
+                "pool": int(lay.pool)}
+
+
+def make_job(layer: Layer, config: EngineConfig, rng) -> Job:
+    """Random data, weights, biases and per-channel shifts (some saturating, some out of range)."""
+    width = config.width
+    lo, hi = golden.int_range(width)
+    x = rng.integers(lo, hi + 1, (layer.c_in, layer.h, layer.w))
+    weights = rng.integers(lo, hi + 1, (layer.c_out, layer.c_in, layer.k, layer.k))
+    x.flat[0], weights.flat[0] = lo, lo
+    bias = rng.integers(-(1 << (2 * width + 2)), 1 << (2 * width + 2), layer.c_out)
+    bias[0] = golden.int_range(config.acc_width - 1)[0]
+    # Shifts near the accumulators' size keep most outputs in range; a few are extreme.
+    typical = 2 * width - 2 + math.ceil(math.log2(layer.c_in * layer.k * layer.k)) // 2
+    shift = typical - width + 1 + rng.integers(-3, 3, layer.c_out)
+    extremes = [-width, config.acc_width, 0, -2, 60, -100]
+    for c in range(min(layer.c_out - 1, len(extremes))):
+        shift[c + 1] = extremes[c]
+    out_h = golden.conv_output_size(layer.h, layer.k, layer.stride, layer.pad)
+    out_w = golden.conv_output_size(layer.w, layer.k, layer.stride, layer.pad)
+    expected = golden.conv2d(x[None], weights, bias, stride=layer.stride, pad=layer.pad,
+                             shift=golden.clamp_shift(shift, width), relu=layer.relu,
+                             pool=layer.pool, width=width)
+    words = [int(w) for w in job_words(x, weights, bias, shift, config)]
+    return Job(layer, words, expected, out_h, out_w)
+
+
+def run_jobs(config: EngineConfig, jobs: list[Job], *, seed: int, ready_prob=1.0, valid_prob=1.0,
+             reset_after: int | None = None):
+    """Run jobs one after another on one core; returns (words, saturated, cycles) per job.
+
+    With ``reset_after``, a two-cycle reset cuts the first job off that many cycles after its
+    start; that job returns no result.
+    """
+    dut = ConvCore(config=config)
+    top = Module()
+    top.domains.sync = sync = ClockDomain("sync")
+    top.submodules.core = dut
+    rng = np.random.default_rng(seed)
+    results = []
+    state = {"job": None, "epoch": 0, "received": []}
+
+    async def control(ctx):
+        for n, job in enumerate(jobs):
+            received = []
+            state.update(job=job, epoch=state["epoch"] + 1, received=received)
+            ctx.set(dut.layer, job.registers)
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            if n == 0 and reset_after is not None:
+                await ctx.tick().repeat(reset_after)
+                state.update(job=None, epoch=state["epoch"] + 1)
+                ctx.set(sync.rst, 1)
+                for _ in range(2):  # plain ticks: repeat() would raise DomainReset
+                    await ctx.tick()
+                ctx.set(sync.rst, 0)
+                await ctx.tick()
+                continue
+            cycles = 1
+            limit = 50 * len(job.words) + 20_000 + 4 * _ideal_cycles(config, job)
+            while True:
+                _, _, done, busy = await ctx.tick().sample(dut.done, dut.busy)
+                cycles += 1
+                if done:
+                    break
+                assert busy and cycles < limit, "core hung"
+            assert not ctx.get(dut.busy)
+            results.append((received, ctx.get(dut.saturated), cycles))
+            await ctx.tick().repeat(3)
+
+    async def source(ctx):
+        while True:
+            job, epoch, index = state["job"], state["epoch"], 0
+            while job is not None and index < len(job.words) and state["epoch"] == epoch:
+                valid = rng.random() < valid_prob
+                ctx.set(dut.s_in.valid, int(valid))
+                ctx.set(dut.s_in.payload, job.words[index])
+                _, _, ready = await ctx.tick().sample(dut.s_in.ready)
+                if valid and ready:
+                    index += 1
+            ctx.set(dut.s_in.valid, 0)
+            while state["epoch"] == epoch:
+                await ctx.tick()
+
+    async def sink(ctx):
+        while True:
+            ctx.set(dut.m_out.ready, int(rng.random() < ready_prob))
+            _, _, valid, ready, data, last = await ctx.tick().sample(
+                dut.m_out.valid, dut.m_out.ready, dut.m_out.payload.data, dut.m_out.payload.last)
+            if valid and ready:
+                state["received"].append((data, last))
+
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(control)
+    sim.add_testbench(source, background=True)
+    sim.add_testbench(sink, background=True)
+    sim.run()
+    return results
+
+
+def _ideal_cycles(config: EngineConfig, job: Job) -> int:
+    lay = job.layer
+    passes = math.ceil(lay.c_in / config.rows) * lay.k * lay.k * math.ceil(lay.c_out / config.cols)
+    return passes * max(job.out_h * job.out_w, config.min_pass)
+
+
+def check(config: EngineConfig, job: Job, received, saturated):
+    values = job.expected.values[0]
+    _, exp_h, exp_w = values.shape
+    words = [w for w, _ in received]
+    assert len(words) == output_word_count(job.layer.c_out, exp_h, exp_w, config)
+    got = decode_output(words, job.layer.c_out, exp_h, exp_w, config)
+    np.testing.assert_array_equal(got, values)
+    assert [last for _, last in received] == [0] * (len(received) - 1) + [1]
+    assert saturated == job.expected.saturated
+
+
+def small_config(rows, cols, width) -> EngineConfig:
+    return EngineConfig(rows=rows, cols=cols, width=width, in_depth=1024, wt_depth=512,
+                        acc_depth=256)
+
+
+CASES = [
+    # (rows, cols, width), layer, ready_prob, valid_prob
+    ((3, 2, 8), Layer(5, 3, 6, 7, 3, stride=1, pad=1, relu=True), 1.0, 1.0),
+    ((3, 2, 8), Layer(4, 5, 11, 10, 7, stride=3, pad=3), 0.5, 0.7),
+    ((4, 5, 16), Layer(6, 7, 9, 8, 5, stride=2, pad=2, pool=True), 0.6, 0.8),
+    ((4, 5, 8), Layer(9, 11, 9, 9, 1, stride=4), 0.7, 0.5),
+    ((1, 1, 8), Layer(2, 3, 5, 6, 2, relu=True, pool=True), 0.5, 0.6),
+    ((1, 1, 16), Layer(3, 2, 4, 4, 3, stride=2, pad=2), 1.0, 1.0),
+    ((2, 3, 16), Layer(3, 4, 7, 7, 4, stride=2, pad=3, relu=True, pool=True), 0.4, 0.9),
+    ((4, 5, 8), Layer(5, 6, 2, 2, 2, stride=1, pad=1, relu=True), 0.8, 0.8),  # P < min_pass
+    ((3, 2, 16), Layer(4, 3, 5, 4, 6, stride=2, pad=5, pool=True), 0.9, 1.0),
+    ((5, 3, 16), Layer(11, 4, 6, 6, 3, stride=1, pad=1, relu=True), 0.7, 0.7),  # 2-word groups
+]
+
+
+@pytest.mark.parametrize("shape,layer,ready_prob,valid_prob", CASES)
+def test_core_matches_golden(shape, layer, ready_prob, valid_prob):
+    config = small_config(*shape)
+    seed = hash((shape, layer)) % 2**32
+    job = make_job(layer, config, np.random.default_rng(seed))
+    [(received, saturated, _)] = run_jobs(config, [job], seed=seed, ready_prob=ready_prob,
+                                          valid_prob=valid_prob)
+    check(config, job, received, saturated)
+
+
+def test_core_with_buffers_exactly_full():
+    """Non-power-of-two buffers filled to the last entry: input map, weight bank, accumulators."""
+    layer = Layer(5, 5, 5, 6, 3, pad=1, relu=True)
+    config = EngineConfig(rows=3, cols=2, width=8, in_depth=2 * 5 * 6, wt_depth=2 * 9 * 3,
+                          acc_depth=5 * 6)
+    job = make_job(layer, config, np.random.default_rng(13))
+    [(received, saturated, _)] = run_jobs(config, [job], seed=13, ready_prob=0.5, valid_prob=0.8)
+    check(config, job, received, saturated)
+
+
+@pytest.mark.parametrize("reset_after", [40, 400, 800])
+def test_core_recovers_from_reset_mid_job(reset_after):
+    """A reset while loading, computing or draining leaves the core clean for the next job."""
+    config = small_config(3, 2, 8)
+    rng = np.random.default_rng(reset_after)
+    jobs = [make_job(Layer(5, 5, 6, 6, 3, pad=1), config, rng),
+            make_job(Layer(4, 3, 5, 5, 3, pad=1, relu=True), config, rng)]
+    [(received, saturated, _)] = run_jobs(config, jobs, seed=reset_after, ready_prob=0.3,
+                                          reset_after=reset_after)
+    check(config, jobs[1], received, saturated)
+
+
+def test_core_fully_connected_and_back_to_back_jobs():
+    """A fully connected layer (1x1 conv of a 1x1 map) followed by a conv on the same core."""
+    config = small_config(3, 2, 8)
+    rng = np.random.default_rng(7)
+    jobs = [make_job(Layer(20, 7, 1, 1, 1, relu=True), config, rng),
+            make_job(Layer(4, 3, 5, 5, 3, pad=1, pool=True), config, rng)]
+    results = run_jobs(config, jobs, seed=7, ready_prob=0.7, valid_prob=0.8)
+    for job, (received, saturated, _) in zip(jobs, results):
+        check(config, job, received, saturated)
+
+
+@pytest.mark.parametrize("out_size", [3, 5])
+def test_core_passes_run_back_to_back(out_size):
+    """With data always ready, one more output-channel tile costs exactly its passes, each
+    max(P, min_pass) cycles: no bubbles between passes, whether P is below min_pass or not."""
+    config = small_config(4, 5, 8)
+    rng = np.random.default_rng(out_size)
+    cycles = []
+    for c_out in (5, 10):
+        job = make_job(Layer(8, c_out, out_size, out_size, 3, pad=1), config, rng)
+        [(received, saturated, taken)] = run_jobs(config, [job], seed=out_size)
+        check(config, job, received, saturated)
+        cycles.append(taken)
+    passes = 2 * 3 * 3
+    assert cycles[1] - cycles[0] == passes * max(out_size * out_size, config.min_pass)
+
+
+def test_core_rejects_bad_config():
+    with pytest.raises(TypeError):
+        ConvCore(config={"rows": 4})
+    with pytest.raises(TypeError):
+        ConvCore(EngineConfig())  # keyword-only
+
+
+def test_core_on_default_config():
+    """A multi-tile layer on the default build (bench/performance.py measures the large ones)."""
+    layer = Layer(16, 22, 8, 8, 3, pad=1, relu=True)
+    config = EngineConfig()
+    job = make_job(layer, config, np.random.default_rng(11))
+    [(received, saturated, cycles)] = run_jobs(config, [job], seed=11)
+    check(config, job, received, saturated)
+    assert cycles >= _ideal_cycles(config, job)
