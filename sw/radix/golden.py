@@ -202,8 +202,8 @@ def conv_job(x_tile, w, b, *, stride: int, pad_top: int, pad_left: int, out_h: i
 
     Output pixel ``(i, j)`` of the ``out_h x out_w`` map reads input pixel
     ``(i*stride + u - pad_top, j*stride + v - pad_left)`` of the ``(N, C_in, IN_H, IN_W)`` tile,
-    zero outside it (docs/engine.md); then §5 and, if ``pool``, §6. The saturated count covers the
-    ``out_h x out_w`` pre-pool elements. A whole layer is the job with the whole map as its tile.
+    zero outside it (docs/engine.md); then §5 and, if ``pool``, §6 (an odd last row/column is
+    neither computed nor counted). A whole layer is the job with the whole map as its tile.
     """
     x_tile = np.asarray(x_tile, dtype=np.int64)
     k = np.asarray(w).shape[2]
@@ -213,6 +213,8 @@ def conv_job(x_tile, w, b, *, stride: int, pad_top: int, pad_left: int, out_h: i
     padded = np.zeros((n, c, max(need_h, pad_top + h), max(need_w, pad_left + wd)), dtype=np.int64)
     padded[:, :, pad_top : pad_top + h, pad_left : pad_left + wd] = x_tile
     acc = conv_accumulate(padded[:, :, :need_h, :need_w], w, b, stride=stride, pad=0)
+    if pool:
+        acc = even_crop(acc)
     out = requantize(acc, _per_channel(shift, acc.ndim), relu=relu, width=width)
     values = maxpool2x2(out.values) if pool else out.values
     return Requantized(values, out.saturated)

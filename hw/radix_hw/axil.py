@@ -1,0 +1,236 @@
+"""AXI4-Lite slave register file, generated from ``radix.engine_spec.REGISTERS``.
+
+Every offset, access type and bit field comes from the table; nothing here names an address.
+
+Behaviour beyond the table (also stated in ``docs/registers.md``):
+
+* Addresses are word addresses: the two low address bits are ignored. An unmapped address reads
+  0 and a write to it is ignored; both answer ``OKAY`` (the register file never returns an error
+  response). ``AxPROT`` is ignored.
+* ``WSTRB`` selects the bytes a write changes: in the ``rw`` registers, and a CTRL or STATUS bit
+  acts only when its byte is strobed.
+* A ``rw`` register holds only the bits of its ``LayerConfigLayout`` field(s); other bits read 0.
+* Writing ``CTRL.START = 1`` while ``STATUS.BUSY`` is set is ignored. An accepted START clears
+  ``STATUS.DONE`` and copies the layer registers to the ``layer`` output, which then stays stable
+  for the whole job (the driver may program the next layer while a job runs).
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Shape, Signal, Value
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+from radix.engine_spec import REGISTERS, EngineConfig, Register, build_value, field_mask
+
+from .layout import LayerConfigLayout
+
+ADDR_WIDTH = 12
+DATA_WIDTH = 32
+STRB_WIDTH = DATA_WIDTH // 8
+RESP_OKAY = 0b00
+LIVE_REGISTERS = ("CYCLES", "SATURATED")  # "ro" registers without a build value: live inputs
+
+
+def axi_lite_members(*, addr_width: int = ADDR_WIDTH) -> dict:
+    """Signature members of an AXI4-Lite slave port, flat and named as Vivado infers them."""
+    return {
+        "s_axi_awaddr": In(addr_width),
+        "s_axi_awprot": In(3),
+        "s_axi_awvalid": In(1),
+        "s_axi_awready": Out(1),
+        "s_axi_wdata": In(DATA_WIDTH),
+        "s_axi_wstrb": In(STRB_WIDTH),
+        "s_axi_wvalid": In(1),
+        "s_axi_wready": Out(1),
+        "s_axi_bresp": Out(2),
+        "s_axi_bvalid": Out(1),
+        "s_axi_bready": In(1),
+        "s_axi_araddr": In(addr_width),
+        "s_axi_arprot": In(3),
+        "s_axi_arvalid": In(1),
+        "s_axi_arready": Out(1),
+        "s_axi_rdata": Out(DATA_WIDTH),
+        "s_axi_rresp": Out(2),
+        "s_axi_rvalid": Out(1),
+        "s_axi_rready": In(1),
+    }
+
+
+def layer_fields(reg: Register) -> tuple[tuple[str, int, int], ...]:
+    """``(layout field, bit offset, width)`` of each ``LayerConfigLayout`` field a ``rw`` register holds.
+
+    A register without bit fields holds the layout field of its own (lower-cased) name; a register
+    with bit fields (FLAGS) holds one layout field per bit field.
+    """
+    layout_fields = dict(LayerConfigLayout)
+    if reg.fields:
+        wanted = tuple((f.name.lower(), f.offset, f.width) for f in reg.fields)
+    else:
+        name = reg.name.lower()
+        if name not in layout_fields:
+            raise ValueError(f"register {reg.name} has no LayerConfigLayout field {name!r}")
+        wanted = ((name, 0, Shape.cast(layout_fields[name].shape).width),)
+    for name, offset, width in wanted:
+        if name not in layout_fields:
+            raise ValueError(f"register {reg.name} field {name!r} has no LayerConfigLayout field")
+        layout_width = Shape.cast(layout_fields[name].shape).width
+        if layout_width != width or offset + width > DATA_WIDTH:
+            raise ValueError(
+                f"register {reg.name} field {name!r} is {width} bits at bit {offset}, "
+                f"LayerConfigLayout has {layout_width} bits"
+            )
+    return wanted
+
+
+def _check_register_map(config: EngineConfig) -> None:
+    """Refuse a register table this file cannot implement, naming the register."""
+    seen: dict[int, str] = {}
+    covered: set[str] = set()
+    for reg in REGISTERS:
+        if reg.offset % STRB_WIDTH or not 0 <= reg.offset < 1 << ADDR_WIDTH:
+            raise ValueError(f"register {reg.name} offset 0x{reg.offset:X} is not a word address below 0x{1 << ADDR_WIDTH:X}")
+        if reg.offset in seen:
+            raise ValueError(f"registers {seen[reg.offset]} and {reg.name} share offset 0x{reg.offset:X}")
+        seen[reg.offset] = reg.name
+        if reg.access == "ro":
+            value = build_value(reg, config)
+            if value is None and reg.name not in LIVE_REGISTERS:
+                raise ValueError(f"read-only register {reg.name} has neither a build value nor a live input")
+            if value is not None and not 0 <= value < 1 << DATA_WIDTH:
+                raise ValueError(f"register {reg.name} value {value} does not fit {DATA_WIDTH} bits")
+        elif reg.access == "rw":
+            covered.update(name for name, _, _ in layer_fields(reg))
+        elif reg.access not in ("ctrl", "status"):
+            raise ValueError(f"register {reg.name} has unknown access {reg.access!r}")
+    missing = set(dict(LayerConfigLayout)) - covered
+    if missing:
+        raise ValueError(f"LayerConfigLayout fields without a register: {', '.join(sorted(missing))}")
+
+
+def _single(reg_access: str) -> Register:
+    matches = [reg for reg in REGISTERS if reg.access == reg_access]
+    if len(matches) != 1:
+        raise ValueError(f"the register table needs exactly one {reg_access!r} register, has {len(matches)}")
+    return matches[0]
+
+
+def _bit(reg: Register, field: str) -> int:
+    return field_mask(reg.name, field).bit_length() - 1
+
+
+class RegisterFile(wiring.Component):
+    """The engine's AXI4-Lite register file for one :class:`EngineConfig`.
+
+    Ports: the ``s_axi_*`` slave (:func:`axi_lite_members`); ``layer`` (the layer registers as
+    copied at the last accepted START), ``start`` (one-cycle pulse), ``irq_en`` (CTRL.IRQ_EN),
+    ``done`` (sticky STATUS.DONE); inputs ``busy`` (STATUS.BUSY), ``job_done`` (a pulse that sets
+    STATUS.DONE), ``cycles`` and ``saturated`` (read live as CYCLES and SATURATED).
+
+    Each channel has a one-entry holding register: AW and W are accepted independently and in any
+    order, a write takes effect when both are held and B is free, B and R wait for their ready.
+    """
+
+    def __init__(self, *, config: EngineConfig):
+        if not isinstance(config, EngineConfig):
+            raise TypeError(f"config must be an EngineConfig, not {type(config).__name__}")
+        _check_register_map(config)
+        self._config = config
+        self._ctrl = _single("ctrl")
+        self._status = _single("status")
+        super().__init__(
+            {
+                **axi_lite_members(),
+                "layer": Out(LayerConfigLayout),
+                "start": Out(1),
+                "irq_en": Out(1),
+                "done": Out(1),
+                "busy": In(1),
+                "job_done": In(1),
+                "cycles": In(32),
+                "saturated": In(32),
+            }
+        )
+
+    @property
+    def config(self) -> EngineConfig:
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        programmed = Signal(LayerConfigLayout)
+        ctrl, status = self._ctrl, self._status
+        start_bit, irq_bit = _bit(ctrl, "START"), _bit(ctrl, "IRQ_EN")
+        busy_bit, done_bit = _bit(status, "BUSY"), _bit(status, "DONE")
+
+        # Write channel: AW and W each land in a holding register, the write fires when both are full.
+        aw_full, aw_addr = Signal(), Signal(ADDR_WIDTH)
+        w_full, w_data, w_strb = Signal(), Signal(DATA_WIDTH), Signal(STRB_WIDTH)
+        m.d.comb += [
+            self.s_axi_awready.eq(~aw_full),
+            self.s_axi_wready.eq(~w_full),
+            self.s_axi_bresp.eq(RESP_OKAY),
+        ]
+        with m.If(self.s_axi_awvalid & ~aw_full):
+            m.d.sync += [aw_full.eq(1), aw_addr.eq(self.s_axi_awaddr)]
+        with m.If(self.s_axi_wvalid & ~w_full):
+            m.d.sync += [w_full.eq(1), w_data.eq(self.s_axi_wdata), w_strb.eq(self.s_axi_wstrb)]
+        with m.If(self.s_axi_bvalid & self.s_axi_bready):
+            m.d.sync += self.s_axi_bvalid.eq(0)
+
+        write = Signal()
+        m.d.comb += write.eq(aw_full & w_full & ~self.s_axi_bvalid)
+        m.d.sync += self.start.eq(0)
+        with m.If(write):
+            m.d.sync += [aw_full.eq(0), w_full.eq(0), self.s_axi_bvalid.eq(1)]
+            with m.Switch(aw_addr[2:]):
+                for reg in REGISTERS:
+                    with m.Case(reg.offset >> 2):
+                        self._write(m, reg, programmed, w_data, w_strb, start_bit, irq_bit, done_bit)
+
+        with m.If(self.job_done):
+            m.d.sync += self.done.eq(1)
+
+        # Read channel: AR is taken only while R is empty, so R holds one response at a time.
+        m.d.comb += [self.s_axi_arready.eq(~self.s_axi_rvalid), self.s_axi_rresp.eq(RESP_OKAY)]
+        with m.If(self.s_axi_arvalid & ~self.s_axi_rvalid):
+            m.d.sync += [self.s_axi_rvalid.eq(1), self.s_axi_rdata.eq(0)]
+            with m.Switch(self.s_axi_araddr[2:]):
+                for reg in REGISTERS:
+                    with m.Case(reg.offset >> 2):
+                        m.d.sync += self.s_axi_rdata.eq(
+                            self._read_value(reg, programmed, busy_bit, done_bit, irq_bit)
+                        )
+        with m.Elif(self.s_axi_rready):
+            m.d.sync += self.s_axi_rvalid.eq(0)
+        return m
+
+    def _write(self, m, reg, programmed, data, strb, start_bit, irq_bit, done_bit):
+        if reg.access == "rw":
+            bit_enable = Cat(*(strb[bit // 8] for bit in range(DATA_WIDTH)))
+            for name, offset, width in layer_fields(reg):
+                held = Value.cast(programmed[name])
+                enable = bit_enable[offset : offset + width]
+                m.d.sync += held.eq((held & ~enable) | (data[offset : offset + width] & enable))
+        elif reg.access == "ctrl":
+            with m.If(strb[irq_bit // 8]):
+                m.d.sync += self.irq_en.eq(data[irq_bit])
+            with m.If(strb[start_bit // 8] & data[start_bit] & ~self.busy):
+                m.d.sync += [self.start.eq(1), self.done.eq(0), self.layer.eq(programmed)]
+        elif reg.access == "status":
+            with m.If(strb[done_bit // 8] & data[done_bit]):
+                m.d.sync += self.done.eq(0)
+
+    def _read_value(self, reg, programmed, busy_bit, done_bit, irq_bit):
+        if reg.access == "rw":
+            value = Const(0, DATA_WIDTH)
+            for name, offset, width in layer_fields(reg):
+                value = value | (Value.cast(programmed[name]) << offset)
+            return value
+        if reg.access == "ctrl":
+            return self.irq_en << irq_bit  # START is a pulse and reads 0
+        if reg.access == "status":
+            return (self.busy << busy_bit) | (self.done << done_bit)
+        constant = build_value(reg, self._config)
+        if constant is not None:
+            return Const(constant, DATA_WIDTH)
+        return getattr(self, reg.name.lower())

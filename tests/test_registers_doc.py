@@ -1,0 +1,27 @@
+"""docs/registers.md is generated from radix.engine_spec.REGISTERS and must stay in step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from radix.engine_spec import markdown_table
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "registers.md"
+REGENERATE = (
+    "regenerate with: python -c 'from radix_hw.verilog import registers_markdown; "
+    "open(\"docs/registers.md\", \"w\").write(registers_markdown())'"
+)
+
+
+def _table(text: str) -> str:
+    return "".join(line + "\n" for line in text.splitlines() if line.startswith("|"))
+
+
+def test_table_matches_register_map():
+    assert _table(DOC.read_text()) == markdown_table(), f"docs/registers.md is stale; {REGENERATE}"
+
+
+def test_whole_page_is_generated():
+    verilog = pytest.importorskip("radix_hw.verilog")
+    assert DOC.read_text() == verilog.registers_markdown(), f"docs/registers.md was edited by hand; {REGENERATE}"
