@@ -1,0 +1,40 @@
+"""Whole networks and random layers through the host driver and the RTL simulation (sim backend)."""
+
+import pytest
+
+from radix.calibrate import CalibrationSettings, calibrate
+from radix.datasets import load_split
+from radix.engine_spec import EngineConfig
+from radix.ingest import ingest
+from radix_models import load_builtin
+from radix_sim.hostrun import SimulationError, run_host
+
+
+@pytest.fixture(scope="module")
+def digits_program(tmp_path_factory):
+    x, _ = load_split("digits", "train")
+    layers, _ = ingest(load_builtin("digitsnet"), (1, 8, 8))
+    path = tmp_path_factory.mktemp("prog") / "digitsnet.radix"
+    calibrate(layers, x, CalibrationSettings(bits=8)).save(path)
+    return path
+
+
+def test_digitsnet_through_driver_and_rtl_is_bit_exact(digits_program):
+    result = run_host("radix.runner:run_files",
+                      {"program": str(digits_program), "data": "digits", "images": 12}, EngineConfig(),
+                      idle=0.2, backpressure=0.3, seed=5)
+    assert result["bit_exact"] is True and result["first_mismatch"] is None
+    assert result["images"] == 12 and result["accuracy"] == result["reference_accuracy"]
+    assert all(cycles > 0 for cycles in result["cycles"]["per_layer_mean"].values())
+
+
+def test_selftest_on_rtl_has_no_mismatch():
+    result = run_host("radix.runner:selftest", {"seed": 7, "count": 25}, EngineConfig(), idle=0.1,
+                      backpressure=0.2, seed=7)
+    assert result["layers"] == 25 and result["mismatches"] == 0, result["details"]
+
+
+def test_program_for_other_width_refused_inside_simulation(digits_program):
+    with pytest.raises(SimulationError, match="program is 8-bit, the engine's DATA_WIDTH is 16"):
+        run_host("radix.runner:run_files", {"program": str(digits_program), "data": "digits", "images": 1},
+                 EngineConfig(width=16))
