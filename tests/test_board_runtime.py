@@ -26,7 +26,7 @@ from radix.datasets import load_split
 REPO = Path(__file__).resolve().parents[1]
 PYTHON310 = Path("/root/.pyenv/versions/3.10.13/bin/python3.10")
 BOARD_NUMPY = "numpy==1.21.6"  # what the PYNQ-Z2 v3.0.1 image has
-PACKAGE_FILES = ("pyproject.toml", "README.md", "sw", "hw", "models")
+PACKAGE_FILES = ("pyproject.toml", "README.md", "sw", "hw", "sim", "models")
 TIMEOUT = 300
 
 # A stand-in for the pynq package, enough for radix.pynq_transport: MMIO over the reference
@@ -115,7 +115,7 @@ def _checked(argv, **kwargs) -> subprocess.CompletedProcess:
 def board_env(tmp_path_factory) -> Path:
     """A Python 3.10 venv with numpy 1.21.6 and the radix wheel (``--no-deps``): the board's runtime."""
     if not PYTHON310.exists():
-        pytest.skip(f"{PYTHON310} is not installed (the board runtime is Python 3.10)")
+        pytest.fail(f"{PYTHON310} is not installed: the board runtime check needs Python 3.10 (pyenv)")
     root = tmp_path_factory.mktemp("board")
     # build the wheel from a copy of the package sources, so the repo gets no build/ or egg-info
     source = root / "src"
@@ -123,7 +123,7 @@ def board_env(tmp_path_factory) -> Path:
     for name in PACKAGE_FILES:
         path = REPO / name
         if path.is_dir():
-            shutil.copytree(path, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(path, source / name, ignore=shutil.ignore_patterns("__pycache__", "build"))
         else:
             shutil.copy2(path, source / name)
     _checked([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", root / "dist",
