@@ -95,3 +95,19 @@ def test_run_and_selftest_on_reference(tmp_path, capsys):
     status, out, _ = run(capsys, "selftest", "--backend", "reference", "--seed", "3", "--count", "30", "--json")
     result = json.loads(out)
     assert status == 0 and result["layers"] == 30 and result["mismatches"] == 0
+
+
+def test_deploy_dry_run_and_missing_files(tmp_path, capsys):
+    bit, hwh, prog, npz = (tmp_path / n for n in ("radix.bit", "radix.hwh", "p.radix", "t.npz"))
+    for f in (bit, prog, npz):
+        f.write_bytes(b"x")
+    status, _, err = run(capsys, "deploy", "board", "--overlay", str(bit), "--program", str(prog), "--data", str(npz),
+                         "--dry-run")
+    assert status == 2 and "missing" in err and "radix.hwh" in err
+    hwh.write_bytes(b"x")
+    status, out, _ = run(capsys, "deploy", "board", "--overlay", str(bit), "--program", str(prog), "--data", str(npz),
+                         "--dry-run", "--json")
+    commands = json.loads(out)["commands"]
+    assert status == 0 and commands[0] == "ssh xilinx@board mkdir -p radix"
+    assert commands[1].startswith("scp ") and str(hwh) in commands[1] and commands[1].endswith("xilinx@board:radix/")
+    assert "pip3 install --no-deps /home/xilinx/radix/" in commands[2]

@@ -22,8 +22,13 @@ async def host(dut):
     await tb.start()
     module_name, _, attribute = job["function"].partition(":")
     function = getattr(importlib.import_module(module_name), attribute)
+    kwargs = dict(job["kwargs"])
+    if job["ticks"]:
+        ticks = Path(job["ticks"])
+        # one byte per unit of work: the host process reads the file's size as the count
+        kwargs["tick"] = lambda: ticks.open("ab").write(b".")
     try:
-        value = await bridge(function)(SimTransport(tb), **job["kwargs"])
+        value = await bridge(function)(SimTransport(tb), **kwargs)
         outcome = {"value": value}
     except Exception as exc:  # reported to the host process, which raises it with this message
         outcome = {"error": f"{type(exc).__name__}: {exc}"}

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from radix.engine_spec import EngineConfig
@@ -17,6 +19,7 @@ from radix.engine_spec import EngineConfig
 from .build import build_engine, run_tests
 
 HOST_TEST_MODULE = "radix_sim.host_test"
+PROGRESS_POLL_S = 0.5
 
 
 class SimulationError(RuntimeError):
@@ -24,18 +27,36 @@ class SimulationError(RuntimeError):
 
 
 def run_host(function: str, kwargs: dict, config: EngineConfig, *, idle: float = 0.0,
-             backpressure: float = 0.0, seed: int = 1) -> dict:
-    """Call ``function(transport, **kwargs)`` inside a simulation of ``config``; return its result."""
+             backpressure: float = 0.0, seed: int = 1, progress: Callable[[int], None] | None = None) -> dict:
+    """Call ``function(transport, **kwargs)`` inside a simulation of ``config``; return its result.
+
+    With ``progress``, the function also gets a ``tick`` keyword (called once per unit of work
+    inside the simulation), and ``progress`` is called with the running count while it runs.
+    """
     build = build_engine(config)
     with tempfile.TemporaryDirectory(prefix="radix-host-") as tmp:
         job = Path(tmp) / "job.json"
         result = Path(tmp) / "result.json"
+        ticks = Path(tmp) / "ticks"
         job.write_text(json.dumps({"function": function, "kwargs": kwargs, "result": str(result), "idle": idle,
-                                   "backpressure": backpressure, "seed": seed}))
-        try:
-            run_tests(build, test_module=HOST_TEST_MODULE, testcase="host", extra_env={"RADIX_HOST_JOB": str(job)})
-        except AssertionError as failure:
-            raise SimulationError(str(failure)) from None
+                                   "backpressure": backpressure, "seed": seed,
+                                   "ticks": str(ticks) if progress else None}))
+        failures: list[AssertionError] = []
+
+        def simulate():
+            try:
+                run_tests(build, test_module=HOST_TEST_MODULE, testcase="host", extra_env={"RADIX_HOST_JOB": str(job)})
+            except AssertionError as failure:
+                failures.append(failure)
+
+        worker = threading.Thread(target=simulate, daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(PROGRESS_POLL_S)
+            if progress and ticks.is_file():
+                progress(ticks.stat().st_size)
+        if failures:
+            raise SimulationError(str(failures[0])) from None
         if not result.is_file():
             raise SimulationError(f"the simulation of {function} ended without a result")
         outcome = json.loads(result.read_text())

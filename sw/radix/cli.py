@@ -112,6 +112,15 @@ def _parser() -> argparse.ArgumentParser:
     p = command("resources", cmd_resources, "synthesise the engine for the xc7z020 with Yosys and report resources")
     _engine_args(p)
 
+    p = command("deploy", cmd_deploy, "copy overlay, program, images and the radix wheel to a PYNQ-Z2 and install")
+    p.add_argument("host", help="the board's host name or address")
+    p.add_argument("--overlay", required=True, help="the overlay's .bit (its .hwh beside it)")
+    p.add_argument("--program", required=True, help="a .radix program")
+    p.add_argument("--data", required=True, help="an .npz of test images")
+    p.add_argument("--user", default="xilinx", help="login on the board (default xilinx)")
+    p.add_argument("--dir", default="radix", help="directory in the user's home (default radix)")
+    p.add_argument("--dry-run", action="store_true", help="print the commands without running them")
+
     p = command("inspect", cmd_inspect, "show a program's layers, fractional lengths and provenance")
     p.add_argument("program", help="a .radix program")
 
@@ -317,9 +326,19 @@ def _on_backend(args, function: str, kwargs: dict, width: int, *, total: int, de
         except ImportError as exc:
             raise CliError(f"the sim backend needs the host tools (cocotb, amaranth): {exc}") from None
         if not args.json:
-            print(f"{desc}: simulating the RTL (Verilator; the first build of a configuration takes a minute)...",
-                  file=sys.stderr)
-        return run_host(f"radix.runner:{function}", kwargs, EngineConfig(width=width))
+            print(f"{desc}: building (first time per configuration, about a minute) and simulating the RTL "
+                  "with Verilator", file=sys.stderr)
+        bar = progress(None, desc=desc, total=total, enabled=not args.json)
+
+        def show(count: int) -> None:
+            if hasattr(bar, "update"):
+                bar.update(count - bar.n)
+
+        try:
+            return run_host(f"radix.runner:{function}", kwargs, EngineConfig(width=width), progress=show)
+        finally:
+            if hasattr(bar, "close"):
+                bar.close()
     if args.backend == "pynq":
         try:
             from .pynq_transport import PynqTransport
@@ -390,6 +409,19 @@ def cmd_resources(args) -> dict:
 
     report = synthesize(_engine_config(args))
     return {"text": format_report(report), "json": report}
+
+
+def cmd_deploy(args) -> dict:
+    from .deploy import DeployError, deploy
+
+    try:
+        commands = deploy(args.host, overlay=args.overlay, program=args.program, data=args.data, user=args.user,
+                          directory=args.dir, dry_run=args.dry_run)
+    except DeployError as exc:
+        raise CliError(str(exc)) from None
+    verb = "would run" if args.dry_run else "ran"
+    return {"text": f"{verb}:\n" + "\n".join(commands), "json": {"host": args.host, "dry_run": args.dry_run,
+                                                                  "commands": commands}}
 
 
 def cmd_inspect(args) -> dict:
