@@ -82,7 +82,11 @@ def round_shift(acc, shift) -> np.ndarray:
     ``shift`` broadcasts against ``acc`` (per-channel shifts are allowed).
     """
     acc = np.asarray(acc, dtype=np.int64)
-    shift = np.broadcast_to(np.asarray(shift, dtype=np.int64), acc.shape)
+    shift = np.asarray(shift, dtype=np.int64)
+    if shift.size == 1:  # one shift for the whole tensor: the common case, without masks
+        s = int(shift.reshape(-1)[0])
+        return np.right_shift(acc + (1 << (s - 1)), s) if s > 0 else np.left_shift(acc, -s)
+    shift = np.broadcast_to(shift, acc.shape)
     right = np.maximum(shift, 0)
     half = np.where(right > 0, np.left_shift(np.int64(1), np.maximum(right - 1, 0)), 0)
     down = np.right_shift(acc + half, right)
