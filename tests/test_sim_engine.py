@@ -7,13 +7,14 @@ a W=16 one whose pixel groups take two stream words. Each is built once per sess
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from radix.engine_spec import EngineConfig
+from radix_sim.build import build_engine, run_tests
 
-pytest.importorskip("cocotb_tools.runner")
-pytest.importorskip("radix_hw.core", reason="the convolution core (hw/radix_hw/core.py) is not there yet")
-from radix_sim.build import build_engine, run_tests  # noqa: E402
+# Verilator always; Icarus too where iverilog is installed (it is optional on these machines)
+SIMULATORS = ["verilator"] + (["icarus"] if shutil.which("iverilog") else [])
 
 CONFIGS = {
     "w8_3x5": (EngineConfig(rows=3, cols=5, width=8, in_depth=256, wt_depth=256, acc_depth=128), 40),
@@ -22,10 +23,12 @@ CONFIGS = {
 SEEDS = {"w8_3x5": 11, "w16_5x4": 23}
 
 
-@pytest.fixture(scope="module", params=sorted(CONFIGS))
+@pytest.fixture(scope="module", params=[(c, s) for c in sorted(CONFIGS) for s in SIMULATORS],
+                ids=lambda p: f"{p[0]}-{p[1]}")
 def engine(request):
-    config, jobs = CONFIGS[request.param]
-    return request.param, config, jobs, build_engine(config)
+    name, simulator = request.param
+    config, jobs = CONFIGS[name]
+    return name, config, jobs, build_engine(config, simulator=simulator)
 
 
 @pytest.mark.parametrize("testcase", ["test_random_jobs", "test_start_done_irq"])

@@ -16,9 +16,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from radix.engine_spec import EngineConfig
 
-pytest.importorskip("cocotb_tools.runner")
-from radix_hw.layout import LayerConfigLayout  # noqa: E402
-from radix_sim.build import build_engine, run_tests  # noqa: E402
+from radix_hw.layout import LayerConfigLayout
+from radix_sim.build import build_engine, run_tests
 
 CONFIG = EngineConfig(rows=3, cols=5, width=8, in_depth=256, wt_depth=256, acc_depth=128)
 COUNT_BITS = 48
