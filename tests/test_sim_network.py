@@ -1,8 +1,11 @@
 """Whole networks and random layers through the host driver and the RTL simulation (sim backend)."""
 
+import json
+
 import pytest
 
 from radix.calibrate import CalibrationSettings, calibrate
+from radix.cli import main
 from radix.datasets import load_split
 from radix.engine_spec import EngineConfig
 from radix.ingest import ingest
@@ -35,6 +38,13 @@ def test_selftest_on_rtl_has_no_mismatch():
 
 
 def test_program_for_other_width_refused_inside_simulation(digits_program):
+    # the W=16 build of tests/test_sim_engine.py (same configuration: one cached build)
+    w16 = EngineConfig(rows=5, cols=4, width=16, in_depth=256, wt_depth=512, acc_depth=128)
     with pytest.raises(SimulationError, match="program is 8-bit, the engine's DATA_WIDTH is 16"):
-        run_host("radix.runner:run_files", {"program": str(digits_program), "data": "digits", "images": 1},
-                 EngineConfig(width=16))
+        run_host("radix.runner:run_files", {"program": str(digits_program), "data": "digits", "images": 1}, w16)
+
+
+def test_cli_run_on_sim_with_a_relative_program_path(digits_program, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(digits_program.parent)
+    assert main(["run", digits_program.name, "--backend", "sim", "--data", "digits", "--images", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["bit_exact"] is True

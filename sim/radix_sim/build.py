@@ -92,43 +92,55 @@ def build_engine(
     build_root: Path = BUILD_ROOT,
 ) -> Build:
     """Generate and compile the engine for ``config`` unless an identical build exists."""
-    from cocotb_tools.runner import get_runner
     from radix_hw.verilog import generate
 
     if not isinstance(config, EngineConfig):
         raise TypeError(f"config must be an EngineConfig, not {type(config).__name__}")
+    return compile_verilog(generate(config, core_factory=core_factory), toplevel=TOPLEVEL,
+                           identity=config.as_dict(), simulator=simulator, build_root=build_root)
+
+
+def compile_verilog(text: str, *, toplevel: str, identity: dict, simulator: str | None = None,
+                    build_root: Path = BUILD_ROOT) -> Build:
+    """Compile Verilog ``text`` (top module ``toplevel``) unless an identical build exists.
+
+    The build directory is keyed by the simulator, its arguments, ``identity`` (JSON) and the
+    text; its Verilog file is ``<toplevel>.v``, which is how :func:`run_tests` finds the top.
+    """
+    from cocotb_tools.runner import get_runner
+
     simulator = simulator or default_simulator()
     if simulator not in SIMULATORS:
         raise ValueError(f"simulator {simulator!r}: choose one of {', '.join(SIMULATORS)}")
     if simulator == "verilator":
         setup_verilator_env()
-    text = generate(config, core_factory=core_factory)
     digest = hashlib.sha256()
-    identity = {
+    key_data = {
         "simulator": simulator,
         "args": VERILATOR_ARGS,
         "make": os.environ.get("MAKEFLAGS", ""),
         "timescale": TIMESCALE,
-        **config.as_dict(),
+        "toplevel": toplevel,
+        **identity,
     }
-    digest.update(json.dumps(identity, sort_keys=True).encode())
+    digest.update(json.dumps(key_data, sort_keys=True).encode())
     digest.update(text.encode())
     key = digest.hexdigest()[:16]
-    build_dir = Path(build_root) / f"{simulator}-{key}"
+    prefix = simulator if toplevel == TOPLEVEL else f"{simulator}-{toplevel}"
+    build_dir = Path(build_root) / f"{prefix}-{key}"
     build_dir.mkdir(parents=True, exist_ok=True)
-    verilog = build_dir / f"{TOPLEVEL}.v"
+    verilog = build_dir / f"{toplevel}.v"
     stamp = build_dir / "built.stamp"
     # A lock per build directory: parallel pytest workers wait for one compile instead of racing.
     with open(build_dir / "build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not stamp.is_file() or stamp.read_text() != key:
             verilog.write_text(text)
-            runner = get_runner(simulator)
             log = build_dir / "build.log"
             try:
-                runner.build(
+                get_runner(simulator).build(
                     sources=[verilog],
-                    hdl_toplevel=TOPLEVEL,
+                    hdl_toplevel=toplevel,
                     build_dir=build_dir,
                     build_args=list(VERILATOR_ARGS) if simulator == "verilator" else [],
                     timescale=TIMESCALE,
@@ -137,38 +149,46 @@ def build_engine(
                 )
             except (SystemExit, subprocess.CalledProcessError) as failure:
                 tail = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:] if log.is_file() else []
-                raise RuntimeError(f"{simulator} build failed ({failure}); end of {log}:\n" + "\n".join(tail)) from None
+                raise RuntimeError(f"{simulator} build of {toplevel} failed ({failure}); end of {log}:\n"
+                                   + "\n".join(tail)) from None
             stamp.write_text(key)
     return Build(simulator=simulator, build_dir=build_dir, verilog=verilog, key=key)
 
 
-def run_tests(build: Build, *, test_module: str, testcase: str | None = None, extra_env: dict | None = None) -> None:
+def run_tests(build: Build, *, test_module: str, testcase: str | None = None, run_name: str | None = None,
+              extra_env: dict | None = None) -> None:
     """Run cocotb tests of ``test_module`` against ``build``.
 
-    A failing simulation raises AssertionError with the end of the simulation log, so pytest
-    shows why (the whole log lies in ``<build_dir>/runs/<testcase>/sim.log``).
+    A failing simulation, or one that ran no test at all (a testcase name that matches nothing),
+    raises AssertionError with the error lines and the end of the log (the whole log lies in
+    ``<build_dir>/runs/<run_name or testcase>/sim.log``). Concurrent runs on one build need
+    distinct ``run_name``s.
     """
+    from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
 
     if build.simulator == "verilator":
         setup_verilator_env()
-    runner = get_runner(build.simulator)
-    test_dir = build.build_dir / "runs" / (testcase or test_module)
+    test_dir = build.build_dir / "runs" / (run_name or testcase or test_module)
     log = test_dir / "sim.log"
     try:
-        runner.test(
+        results = get_runner(build.simulator).test(
             test_module=test_module,
-            hdl_toplevel=TOPLEVEL,
+            hdl_toplevel=build.verilog.stem,
             hdl_toplevel_lang="verilog",
             testcase=testcase,
             build_dir=build.build_dir,
             test_dir=test_dir,
-            extra_env=dict(extra_env or {}),
+            extra_env={k: str(v) for k, v in (extra_env or {}).items()},
             timescale=TIMESCALE,
             log_file=log,
         )
     except SystemExit as failure:
         raise AssertionError(f"simulation failed ({failure.code}); from {log}:\n{_log_excerpt(log)}") from None
+    ran, failed = get_results(results)
+    if ran < 1 or failed:
+        raise AssertionError(f"{testcase or test_module}: {ran} tests ran, {failed} failed; from {log}:\n"
+                             f"{_log_excerpt(log)}")
 
 
 def _log_excerpt(log: Path) -> str:

@@ -9,6 +9,7 @@ function's JSON result. The function must be importable and its arguments and re
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable
@@ -45,7 +46,8 @@ def run_host(function: str, kwargs: dict, config: EngineConfig, *, idle: float =
 
         def simulate():
             try:
-                run_tests(build, test_module=HOST_TEST_MODULE, testcase="host", extra_env={"RADIX_HOST_JOB": str(job)})
+                run_tests(build, test_module=HOST_TEST_MODULE, testcase="host", run_name=Path(tmp).name,
+                          extra_env={"RADIX_HOST_JOB": str(job)})
             except AssertionError as failure:
                 failures.append(failure)
 
@@ -57,6 +59,8 @@ def run_host(function: str, kwargs: dict, config: EngineConfig, *, idle: float =
                 progress(ticks.stat().st_size)
         if failures:
             raise SimulationError(str(failures[0])) from None
+        # a successful run leaves nothing behind (a failed one keeps its log for the message)
+        shutil.rmtree(build.build_dir / "runs" / Path(tmp).name, ignore_errors=True)
         if not result.is_file():
             raise SimulationError(f"the simulation of {function} ended without a result")
         outcome = json.loads(result.read_text())

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -322,7 +323,7 @@ def _on_backend(args, function: str, kwargs: dict, width: int, *, total: int, de
 
     if args.backend == "sim":
         try:
-            from radix_sim.hostrun import run_host
+            from radix_sim.hostrun import SimulationError, run_host
         except ImportError as exc:
             raise CliError(f"the sim backend needs the host tools (cocotb, amaranth): {exc}") from None
         if not args.json:
@@ -336,6 +337,8 @@ def _on_backend(args, function: str, kwargs: dict, width: int, *, total: int, de
 
         try:
             return run_host(f"radix.runner:{function}", kwargs, EngineConfig(width=width), progress=show)
+        except SimulationError as exc:
+            raise CliError(f"simulation: {exc}") from None
         finally:
             if hasattr(bar, "close"):
                 bar.close()
@@ -362,7 +365,10 @@ def _on_backend(args, function: str, kwargs: dict, width: int, *, total: int, de
 def cmd_run(args) -> dict:
     program = _load_program(args.program)
     clock = args.clock_mhz if args.clock_mhz or args.backend == "pynq" else 100.0
-    kwargs = {"program": args.program, "data": args.data, "images": args.images, "clock_mhz": clock}
+    # absolute paths: the sim backend runs the driver inside the simulator, in another directory
+    data = str(Path(args.data).resolve()) if Path(args.data).is_file() else args.data
+    kwargs = {"program": str(Path(args.program).resolve()), "data": data, "images": args.images,
+              "clock_mhz": clock}
     result = _on_backend(args, "run_files", kwargs, program.width, total=args.images, desc="run")
     cycles = result["cycles"]
     rows = [[name, f"{value:.0f}", result["saturated_per_layer"][name]] for name, value in cycles["per_layer_mean"].items()]
@@ -394,8 +400,6 @@ def cmd_selftest(args) -> dict:
 
 
 def cmd_verilog(args) -> dict:
-    from pathlib import Path
-
     from radix_hw.verilog import generate
 
     config = _engine_config(args)
