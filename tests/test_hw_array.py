@@ -5,22 +5,8 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
+from radix.stream_format import pack_int, unpack_int
 from radix_hw.array import SystolicArray
-
-
-def pack(values, bits: int) -> int:
-    word = 0
-    for i, v in enumerate(values):
-        word |= (int(v) & ((1 << bits) - 1)) << (i * bits)
-    return word
-
-
-def unpack(word: int, count: int, bits: int) -> list[int]:
-    out = []
-    for i in range(count):
-        v = (word >> (i * bits)) & ((1 << bits) - 1)
-        out.append(v - (1 << bits) if v >> (bits - 1) else v)
-    return out
 
 
 def schedule(rows: int, cols: int, pixels: list[int]):
@@ -61,17 +47,17 @@ def test_array_matches_matrix_products(rows, cols, width):
         for t in range(total):
             if t in x_at:
                 n, i = x_at[t]
-                ctx.set(dut.x_in, pack(inputs[n][i], width))
+                ctx.set(dut.x_in, pack_int(inputs[n][i], width))
                 ctx.set(dut.swap_in, int(i == 0))
             else:  # bubbles carry garbage that must not matter
-                ctx.set(dut.x_in, pack(rng.integers(lo, hi, rows), width))
+                ctx.set(dut.x_in, pack_int(rng.integers(lo, hi, rows), width))
                 ctx.set(dut.swap_in, 0)
             if t in shift_at:
                 n, j = shift_at[t]
-                ctx.set(dut.w_in, pack(weights[n][:, rows - 1 - j], width))  # bottom row first
+                ctx.set(dut.w_in, pack_int(weights[n][:, rows - 1 - j], width))  # bottom row first
                 ctx.set(dut.w_shift, 1)
             else:
-                ctx.set(dut.w_in, pack(rng.integers(lo, hi, cols), width))
+                ctx.set(dut.w_in, pack_int(rng.integers(lo, hi, cols), width))
                 ctx.set(dut.w_shift, 0)
             seen[t] = ctx.get(dut.sums)
             await ctx.tick()
@@ -83,7 +69,7 @@ def test_array_matches_matrix_products(rows, cols, width):
 
     for t, (n, i) in x_at.items():
         expected = weights[n].astype(np.int64) @ inputs[n][i].astype(np.int64)
-        got = unpack(seen[t + dut.latency], cols, acc_width)
+        got = unpack_int(seen[t + dut.latency], cols, acc_width)
         assert got == expected.tolist(), f"pass {n} pixel {i}"
 
 

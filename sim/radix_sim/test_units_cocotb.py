@@ -34,7 +34,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
 from radix import golden
 from radix.engine_spec import STREAM_BITS, EngineConfig
-from radix.stream_format import SHIFT_BITS, pack_lanes, tiles
+from radix.stream_format import SHIFT_BITS, pack_int, pack_lanes, tiles, unpack_int
 from radix_hw.layout import LayerConfigLayout
 
 CLOCK_NS = 10
@@ -51,23 +51,6 @@ def _env_int(name: str, default: int) -> int:
 
 def _rng() -> np.random.Generator:
     return np.random.default_rng(_env_int("RADIX_SEED", 1))
-
-
-def pack(values, bits: int) -> int:
-    """Lane ``i`` of ``values`` (signed) into bits ``i*bits`` of one unsigned integer."""
-    word = 0
-    for i, v in enumerate(values):
-        word |= (int(v) & ((1 << bits) - 1)) << (i * bits)
-    return word
-
-
-def unpack(word: int, count: int, bits: int) -> list[int]:
-    """Inverse of :func:`pack`: signed lanes."""
-    out = []
-    for i in range(count):
-        v = (word >> (i * bits)) & ((1 << bits) - 1)
-        out.append(v - (1 << bits) if v >> (bits - 1) else v)
-    return out
 
 
 def _set(signal, value: int) -> None:
@@ -247,22 +230,22 @@ async def test_array(dut):
             await FallingEdge(dut.clk)
         if t in x_at:
             n, i = x_at[t]
-            _set(dut.x_in, pack(inputs[n][i], width))
+            _set(dut.x_in, pack_int(inputs[n][i], width))
             _set(dut.swap_in, i == 0)
         else:  # bubbles carry garbage that must not matter
-            _set(dut.x_in, pack(rng.integers(lo, hi + 1, rows), width))
+            _set(dut.x_in, pack_int(rng.integers(lo, hi + 1, rows), width))
             _set(dut.swap_in, 0)
         if t in shift_at:
             n, j = shift_at[t]
-            _set(dut.w_in, pack(weights[n][:, rows - 1 - j], width))
+            _set(dut.w_in, pack_int(weights[n][:, rows - 1 - j], width))
             _set(dut.w_shift, 1)
         else:
-            _set(dut.w_in, pack(rng.integers(lo, hi + 1, cols), width))
+            _set(dut.w_in, pack_int(rng.integers(lo, hi + 1, cols), width))
             _set(dut.w_shift, 0)
         await ReadOnly()
         if t in expected_at:
             n, i, want = expected_at[t]
-            got = unpack(int(dut.sums.value), cols, acc_width)
+            got = unpack_int(int(dut.sums.value), cols, acc_width)
             assert got == want, f"cycle {t}: pass {n} pixel {i}: sums {got}, expected {want}"
     dut._log.info("array %dx%d W=%d: %d passes, %d pixels checked in %d cycles",
                   rows, cols, width, len(pixels), len(expected_at), total)
@@ -344,11 +327,11 @@ def random_job(rng, config: EngineConfig, index: int) -> dict:
         pixels_out = values[lanes].reshape(cols, -1).T
         words.extend(int(v) for v in pack_lanes(pixels_out, width=width))
         pixels_in = acc_pad[lanes].reshape(cols, -1).T
-        contents = [pack(p, config.acc_width) for p in pixels_in]
+        contents = [pack_int(p, config.acc_width) for p in pixels_in]
         # Bank entries past the computed map hold garbage that must never reach the output.
         garbage = rng.integers(0, 1 << 62, (config.acc_depth - len(contents), cols))
-        contents += [pack(g, config.acc_width) for g in garbage]
-        banks.append((contents, pack(shift_pad[lanes], SHIFT_BITS)))
+        contents += [pack_int(g, config.acc_width) for g in garbage]
+        banks.append((contents, pack_int(shift_pad[lanes], SHIFT_BITS)))
     layer = _layer_word({"in_ch": 1, "in_h": 1, "in_w": 1, "out_ch": c_out, "out_h": out_h,
                          "out_w": out_w, "kernel": 1, "stride": 1, "relu": int(relu), "pool": int(pool)})
     return {

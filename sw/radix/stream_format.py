@@ -123,3 +123,21 @@ def decode_output(words, c_out: int, out_h: int, out_w: int, config: EngineConfi
     n_tiles = tiles(c_out, config.cols)
     maps = lanes.reshape(n_tiles, out_h, out_w, config.cols).transpose(0, 3, 1, 2)
     return maps.reshape(n_tiles * config.cols, out_h, out_w)[:c_out]
+
+
+def pack_int(values, bits: int) -> int:
+    """Signed lanes of any width into one unsigned Python integer, lane ``i`` at bit ``i*bits``
+    (the layout of the gateware's wide lane signals)."""
+    word = 0
+    for i, v in enumerate(values):
+        word |= (int(v) & ((1 << bits) - 1)) << (i * bits)
+    return word
+
+
+def unpack_int(word: int, count: int, bits: int) -> list[int]:
+    """Inverse of :func:`pack_int`: ``count`` signed lanes."""
+    lanes = []
+    for i in range(count):
+        v = (word >> (i * bits)) & ((1 << bits) - 1)
+        lanes.append(v - (1 << bits) if v >> (bits - 1) else v)
+    return lanes
