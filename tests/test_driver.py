@@ -122,3 +122,26 @@ def test_timeout_reports_registers():
 def test_stream_length_faults_name_the_layer(transport, message):
     with pytest.raises(StreamLengthError, match=f"layer conv job 1/1: output stream {message}"):
         Driver(transport()).run_image(one_layer_program(), np.zeros((2, 6, 6), dtype=np.int64))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([8, 16]), st.integers(1, 5), st.integers(1, 5), st.integers(1, 9),
+       st.integers(1, 9), st.integers(1, 5))
+def test_stream_formats_round_trip(seed, width, rows, cols, c_in, c_out, k):
+    from radix import stream_format as sf
+
+    config = EngineConfig(rows=rows, cols=cols, width=width)
+    rng = np.random.default_rng(seed)
+    lo, hi = golden.int_range(width)
+    x = rng.integers(lo, hi + 1, (c_in, 3, 4))
+    np.testing.assert_array_equal(sf.decode_input_words(sf.input_words(x, config), c_in, 3, 4, config), x)
+    w = rng.integers(lo, hi + 1, (c_out, c_in, k, k))
+    bias = rng.integers(-(2**47), 2**47, c_out)
+    shift = rng.integers(-128, 128, c_out)
+    got_w, got_b, got_s = sf.decode_cotile_words(sf.cotile_words(w, bias, shift, 0, config), c_in, k, config)
+    n = min(cols, c_out)
+    np.testing.assert_array_equal(got_w[:n], w[:n])
+    np.testing.assert_array_equal(got_b[:n], bias[:n])
+    np.testing.assert_array_equal(got_s[:n], shift[:n])
+    maps = rng.integers(lo, hi + 1, (c_out, 2, 3))
+    np.testing.assert_array_equal(sf.decode_output(sf.output_words(maps, config), c_out, 2, 3, config), maps)

@@ -294,11 +294,6 @@ def random_job(rng: np.random.Generator, config: EngineConfig, *, max_channels: 
     else:
         result = golden.conv_job(x[None], w, bias, stride=g.stride, pad_top=g.pad_top, pad_left=g.pad_left,
                                  out_h=g.out_h, out_w=g.out_w, shift=shift, relu=relu, pool=g.pool, width=width)
-    maps = result.values[0]
-    n_tiles = stream_format.tiles(g.c_out, config.cols)
-    lanes = np.zeros((n_tiles * config.cols,) + maps.shape[1:], dtype=np.int64)
-    lanes[: g.c_out] = maps
-    groups = lanes.reshape(n_tiles, config.cols, -1).transpose(0, 2, 1).reshape(-1, config.cols)
     layer = {
         "IN_CH": g.c_in, "IN_H": g.height, "IN_W": g.width, "OUT_CH": g.c_out, "OUT_H": g.out_h,
         "OUT_W": g.out_w, "KERNEL": g.kernel, "STRIDE": g.stride, "PAD_TOP": g.pad_top, "PAD_LEFT": g.pad_left,
@@ -312,7 +307,7 @@ def random_job(rng: np.random.Generator, config: EngineConfig, *, max_channels: 
     return Job(
         layer=layer,
         words=stream_format.job_words(x, w, bias, shift, config),
-        expected=stream_format.pack_lanes(groups, width=width),
+        expected=stream_format.output_words(result.values[0], config),
         saturated=result.saturated,
         description=description,
     )

@@ -57,8 +57,7 @@ def unpack_lanes(words, *, lanes: int, width: int) -> np.ndarray:
         raise ValueError(f"{words.size} words do not make whole groups of {words_per_group}")
     shifts = (np.arange(per_word, dtype=np.uint64) * np.uint64(width)).reshape(1, 1, per_word)
     raw = (words.reshape(-1, words_per_group, 1) >> shifts) & np.uint64((1 << width) - 1)
-    raw = raw.reshape(words.size // words_per_group, -1)[:, :lanes].astype(np.int64)
-    return np.where(raw >= 1 << (width - 1), raw - (1 << width), raw)
+    return _signed(raw.reshape(words.size // words_per_group, -1)[:, :lanes], width)
 
 
 def input_words(x, config: EngineConfig) -> np.ndarray:
@@ -106,6 +105,46 @@ def job_words(x, weights, bias, shift, config: EngineConfig) -> np.ndarray:
     parts = [input_words(x, config)]
     parts += [cotile_words(weights, bias, shift, t, config) for t in range(tiles(c_out, config.cols))]
     return np.concatenate(parts)
+
+
+def decode_bias_words(words) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`bias_words`: ``(bias, shift)`` signed integers."""
+    words = np.asarray(words, dtype=np.uint64)
+    bias = _signed(words & np.uint64((1 << BIAS_BITS) - 1), BIAS_BITS)
+    shift = _signed((words >> np.uint64(BIAS_BITS)) & np.uint64((1 << SHIFT_BITS) - 1), SHIFT_BITS)
+    return bias, shift
+
+
+def decode_input_words(words, c_in: int, height: int, width_px: int, config: EngineConfig) -> np.ndarray:
+    """Inverse of :func:`input_words`: a ``(C_in, H, W)`` map."""
+    n_tiles = tiles(c_in, config.rows)
+    groups = unpack_lanes(words, lanes=config.rows, width=config.width)
+    x = groups.reshape(n_tiles, height * width_px, config.rows).transpose(0, 2, 1)
+    return x.reshape(n_tiles * config.rows, height, width_px)[:c_in]
+
+
+def decode_cotile_words(words, c_in: int, kernel: int, config: EngineConfig):
+    """Inverse of :func:`cotile_words`: ``(weights (cols, C_in, k, k), bias, shift)`` of one tile."""
+    n_tiles = tiles(c_in, config.rows)
+    bias, shift = decode_bias_words(np.asarray(words)[: config.cols])
+    rows = unpack_lanes(np.asarray(words)[config.cols :], lanes=config.cols, width=config.width)
+    w = rows.reshape(n_tiles, kernel, kernel, config.rows, config.cols).transpose(4, 0, 3, 1, 2)
+    return w.reshape(config.cols, n_tiles * config.rows, kernel, kernel)[:, :c_in], bias, shift
+
+
+def output_words(maps, config: EngineConfig) -> np.ndarray:
+    """The output stream of a ``(C_out, H, W)`` map (after pooling); inverse of :func:`decode_output`."""
+    maps = np.asarray(maps, dtype=np.int64)
+    n_tiles = tiles(maps.shape[0], config.cols)
+    lanes = np.zeros((n_tiles * config.cols,) + maps.shape[1:], dtype=np.int64)
+    lanes[: maps.shape[0]] = maps
+    groups = lanes.reshape(n_tiles, config.cols, -1).transpose(0, 2, 1).reshape(-1, config.cols)
+    return pack_lanes(groups, width=config.width)
+
+
+def _signed(raw, bits: int) -> np.ndarray:
+    raw = np.asarray(raw).astype(np.int64)
+    return np.where(raw >= 1 << (bits - 1), raw - (1 << bits), raw)
 
 
 def output_word_count(c_out: int, out_h: int, out_w: int, config: EngineConfig) -> int:

@@ -130,32 +130,17 @@ class ReferenceTransport(Transport):
         if words.size < n_input + t_out * n_tile:
             return  # the engine would wait for the rest of the stream
         self._input = [words[n_input + t_out * n_tile :]]
-        groups = stream_format.unpack_lanes(words[:n_input], lanes=cfg.rows, width=cfg.width)
-        x = groups.reshape(t_in, layer["IN_H"] * layer["IN_W"], cfg.rows).transpose(0, 2, 1)
-        x = x.reshape(t_in * cfg.rows, layer["IN_H"], layer["IN_W"])[:c_in]
-        weights, bias, shift = [], [], []
-        for t in range(t_out):
-            part = words[n_input + t * n_tile : n_input + (t + 1) * n_tile]
-            raw_bias = part[: cfg.cols].astype(np.uint64)
-            low = (raw_bias & np.uint64((1 << 48) - 1)).astype(np.int64)
-            bias.append(np.where(low >= 1 << 47, low - (1 << 48), low))
-            sh = ((raw_bias >> np.uint64(48)) & np.uint64(0xFF)).astype(np.int64)
-            shift.append(np.where(sh >= 128, sh - 256, sh))
-            rows = stream_format.unpack_lanes(part[cfg.cols :], lanes=cfg.cols, width=cfg.width)
-            w = rows.reshape(t_in, k, k, cfg.rows, cfg.cols).transpose(4, 0, 3, 1, 2)
-            weights.append(w.reshape(cfg.cols, t_in * cfg.rows, k, k)[:, :c_in])
-        w_all = np.concatenate(weights)[:c_out]
+        x = stream_format.decode_input_words(words[:n_input], c_in, layer["IN_H"], layer["IN_W"], cfg)
+        cotiles = [stream_format.decode_cotile_words(words[n_input + t * n_tile : n_input + (t + 1) * n_tile], c_in, k, cfg)
+                 for t in range(t_out)]
+        weights, bias, shift = (np.concatenate(part)[:c_out] for part in zip(*cotiles))
         out = golden.conv_job(
-            x[None], w_all, np.concatenate(bias)[:c_out], stride=layer["STRIDE"], pad_top=layer["PAD_TOP"],
+            x[None], weights, bias, stride=layer["STRIDE"], pad_top=layer["PAD_TOP"],
             pad_left=layer["PAD_LEFT"], out_h=layer["OUT_H"], out_w=layer["OUT_W"],
-            shift=np.concatenate(shift)[:c_out], relu=bool(layer["FLAGS"] & field_mask("FLAGS", "RELU")),
+            shift=shift, relu=bool(layer["FLAGS"] & field_mask("FLAGS", "RELU")),
             pool=bool(layer["FLAGS"] & field_mask("FLAGS", "POOL")), width=cfg.width,
         )
-        values = out.values[0]
-        padded = np.zeros((t_out * cfg.cols,) + values.shape[1:], dtype=np.int64)
-        padded[:c_out] = values
-        groups_out = padded.reshape(t_out, cfg.cols, -1).transpose(0, 2, 1).reshape(-1, cfg.cols)
-        self._output = np.concatenate([self._output, stream_format.pack_lanes(groups_out, width=cfg.width)])
+        self._output = np.concatenate([self._output, stream_format.output_words(out.values[0], cfg)])
         self.regs[register("CYCLES").offset] = job_cycles(cfg, layer)
         self.regs[register("SATURATED").offset] = out.saturated
         self._armed = False
