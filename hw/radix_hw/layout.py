@@ -41,3 +41,14 @@ def pixel_meta_layout(acc_depth: int) -> data.StructLayout:
         "last": 1,
         "bank": 1,
     })
+
+
+def input_address_bits(config) -> int:
+    """Address width of the input buffer (``in_depth`` pixel groups), written by the loader and
+    read by the sequencer: both take it from here so their ports agree."""
+    return ceil_log2(config.in_depth)
+
+
+def weight_address_bits(config) -> int:
+    """Address width of the two weight banks, one memory of ``2 * wt_depth`` rows."""
+    return max(1, ceil_log2(2 * config.wt_depth))

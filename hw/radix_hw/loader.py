@@ -9,7 +9,7 @@ from amaranth.utils import ceil_log2
 from radix.engine_spec import STREAM_BITS, EngineConfig
 from radix.stream_format import BIAS_BITS, SHIFT_BITS
 
-from .layout import LayerConfigLayout
+from .layout import LayerConfigLayout, input_address_bits, weight_address_bits
 
 
 def weight_rows_bits(config: EngineConfig) -> int:
@@ -40,8 +40,8 @@ class Loader(wiring.Component):
             raise TypeError(f"config must be an EngineConfig, not {type(config).__name__}")
         self.config = config
         cols, rows, width = config.cols, config.rows, config.width
-        self.in_addr_bits = ceil_log2(config.in_depth)
-        self.wt_addr_bits = max(1, ceil_log2(2 * config.wt_depth))
+        self.in_addr_bits = input_address_bits(config)
+        self.wt_addr_bits = weight_address_bits(config)
         super().__init__({
             "start": In(1),
             "layer": In(LayerConfigLayout),

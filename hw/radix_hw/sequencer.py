@@ -4,12 +4,11 @@ from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2
 
 from radix.engine_spec import EngineConfig
 
 from .helpers import computed_size, small_product
-from .layout import LayerConfigLayout, pixel_meta_layout
+from .layout import LayerConfigLayout, input_address_bits, pixel_meta_layout, weight_address_bits
 from .loader import weight_rows_bits
 
 COORD = signed(21)  # an input coordinate i*S + u - PAD: |value| < 2^19 for 16-bit sizes
@@ -56,8 +55,8 @@ class Sequencer(wiring.Component):
             raise TypeError(f"config must be an EngineConfig, not {type(config).__name__}")
         self.config = config
         rows, cols, width = config.rows, config.cols, config.width
-        self.in_addr_bits = ceil_log2(config.in_depth)
-        self.wt_addr_bits = max(1, ceil_log2(2 * config.wt_depth))
+        self.in_addr_bits = input_address_bits(config)
+        self.wt_addr_bits = weight_address_bits(config)
         super().__init__({
             "start": In(1),
             "layer": In(LayerConfigLayout),
