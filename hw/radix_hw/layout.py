@@ -22,6 +22,7 @@ LayerConfigLayout = data.StructLayout({
     "pad_left": 3,
     "relu": 1,
     "pool": 1,
+    "add": 1,
 })
 
 OUTPUT_WORD_LAYOUT = data.StructLayout({"data": 64, "last": 1})

@@ -1,7 +1,7 @@
 """Analytic cycle model of one engine job (an estimate; bench/ compares it with the RTL).
 
 Phases (docs/engine.md): the input map streams in (``in_words`` per pixel group); the first
-output tile's bias and weights stream in; then every output tile runs ``T_in * k * k`` passes of
+output tile's bias words, skip pixels (residual add) and weights stream in; then every output tile runs ``T_in * k * k`` passes of
 ``max(P, min_pass)`` cycles, overlapped with loading the next tile's weights and draining the
 previous tile's outputs, whichever is longest; the last tile's outputs drain at the end; plus the
 array's pipeline latency.
@@ -9,8 +9,8 @@ array's pipeline latency.
 
 from __future__ import annotations
 
-from .engine_spec import EngineConfig
-from .stream_format import tiles
+from .engine_spec import EngineConfig, computed_map, field_mask
+from .stream_format import cotile_word_count, input_word_count, tiles
 
 
 def job_cycles(config: EngineConfig, layer: dict) -> int:
@@ -18,10 +18,13 @@ def job_cycles(config: EngineConfig, layer: dict) -> int:
     t_in = tiles(layer["IN_CH"], config.rows)
     t_out = tiles(layer["OUT_CH"], config.cols)
     k = layer["KERNEL"]
-    p = layer["OUT_H"] * layer["OUT_W"]
-    pooled = (layer["OUT_H"] // 2) * (layer["OUT_W"] // 2) if layer["FLAGS"] & 2 else p
-    load_input = t_in * layer["IN_H"] * layer["IN_W"] * config.in_words
-    tile_weights = config.cols + t_in * k * k * config.rows * config.wt_words
+    pool = bool(layer["FLAGS"] & field_mask("FLAGS", "POOL"))
+    h, w = computed_map(layer["OUT_H"], layer["OUT_W"], pool)
+    p = h * w
+    pooled = (h // 2) * (w // 2) if pool else p
+    skip = p if layer["FLAGS"] & field_mask("FLAGS", "ADD") else 0
+    load_input = input_word_count(layer["IN_CH"], layer["IN_H"], layer["IN_W"], config)
+    tile_weights = cotile_word_count(layer["IN_CH"], k, config, skip_pixels=skip)
     tile_compute = t_in * k * k * max(p, config.min_pass)
     tile_drain = pooled * config.wt_words
     steady = max(tile_compute, tile_weights, tile_drain)

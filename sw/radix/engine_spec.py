@@ -12,7 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 ENGINE_ID = 0x52445831  # ASCII "RDX1"
-ENGINE_VERSION = 1  # bump when the register map or the stream format changes
+ENGINE_VERSION = 2  # bump when the register map or the stream format changes
 STREAM_BITS = 64  # AXI4-Stream data width in both directions
 
 
@@ -135,6 +135,7 @@ REGISTERS: tuple[Register, ...] = (
         fields=(
             Field("START", 0, 1, "Write 1 to start a job with the layer registers below"),
             Field("IRQ_EN", 1, 1, "Raise `interrupt` while STATUS.DONE is set"),
+            Field("RESET", 2, 1, "Write 1 to abort any job and return the engine to idle (layer registers keep their values)"),
         ),
     ),
     Register(
@@ -167,6 +168,7 @@ REGISTERS: tuple[Register, ...] = (
         fields=(
             Field("RELU", 0, 1, "Fused ReLU"),
             Field("POOL", 1, 1, "2x2 stride-2 max pooling"),
+            Field("ADD", 2, 1, "Residual add: a skip tensor streamed per output tile joins the accumulator (docs/arithmetic.md §9)"),
         ),
     ),
 )
@@ -198,6 +200,14 @@ def build_value(reg: Register, config: EngineConfig) -> int | None:
     if reg.build is not None:
         return int(getattr(config, reg.build))
     return None
+
+
+def computed_map(out_h: int, out_w: int, pool: bool) -> tuple[int, int]:
+    """The convolution output a job computes: with 2x2 pooling an odd last row/column is never
+    computed (docs/arithmetic.md §6). Skip pixels and accumulator addresses cover this map."""
+    if pool:
+        return out_h - out_h % 2, out_w - out_w % 2
+    return out_h, out_w
 
 
 def markdown_table() -> str:

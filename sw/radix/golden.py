@@ -16,6 +16,7 @@ import numpy as np
 
 SUPPORTED_WIDTHS = (8, 16)
 MAX_REDUCTION = 2**16 - 1  # §3: largest K = C_in * k * k the accumulator holds exactly
+MAX_REDUCTION_WITH_ADD = 2**15 - 1  # §9: a residual add needs one more bit of headroom
 KERNEL_RANGE = (1, 7)
 STRIDE_RANGE = (1, 4)
 
@@ -128,68 +129,123 @@ def even_crop(y: np.ndarray) -> np.ndarray:
     return y[..., : h - h % 2, : w - w % 2]
 
 
-def conv_output_size(size: int, kernel: int, stride: int, pad: int) -> int:
-    """``floor((size + 2 pad - kernel) / stride) + 1`` (§7)."""
-    return (size + 2 * pad - kernel) // stride + 1
+def conv_output_size(size: int, kernel: int, stride: int, pad_before: int, pad_after: int | None = None) -> int:
+    """``floor((size + pad_before + pad_after - kernel) / stride) + 1`` (§7; symmetric by default)."""
+    pad_after = pad_before if pad_after is None else pad_after
+    return (size + pad_before + pad_after - kernel) // stride + 1
 
 
-def check_conv_geometry(*, c_in: int, height: int, width_px: int, kernel: int, stride: int, pad: int) -> None:
-    """Refuse a convolution outside the contract's limits (§3, §7), naming the limit."""
+def padding4(pad) -> tuple[int, int, int, int]:
+    """``(top, left, bottom, right)`` zero padding from one int or a 4-sequence (§7)."""
+    if isinstance(pad, (int, np.integer)):
+        return (int(pad),) * 4
+    values = tuple(int(p) for p in pad)
+    if len(values) != 4:
+        raise ContractError(f"padding {pad!r}: give one value or (top, left, bottom, right)")
+    return values
+
+
+def check_conv_geometry(*, c_in: int, height: int, width_px: int, kernel: int, stride: int, pad, add: bool = False) -> None:
+    """Refuse a convolution outside the contract's limits (§3, §7, §9), naming the limit."""
     if not KERNEL_RANGE[0] <= kernel <= KERNEL_RANGE[1]:
         raise ContractError(f"kernel {kernel}x{kernel} outside the supported {KERNEL_RANGE[0]}..{KERNEL_RANGE[1]}")
     if not STRIDE_RANGE[0] <= stride <= STRIDE_RANGE[1]:
         raise ContractError(f"stride {stride} outside the supported {STRIDE_RANGE[0]}..{STRIDE_RANGE[1]}")
-    if not 0 <= pad < kernel:
-        raise ContractError(f"padding {pad} outside the supported 0..{kernel - 1} for a {kernel}x{kernel} kernel")
-    check_reduction(c_in * kernel * kernel)
-    if conv_output_size(height, kernel, stride, pad) < 1 or conv_output_size(width_px, kernel, stride, pad) < 1:
-        raise ContractError(f"a {kernel}x{kernel} kernel with padding {pad} does not fit a {height}x{width_px} map")
+    top, left, bottom, right = padding4(pad)
+    if not all(0 <= p < kernel for p in (top, left, bottom, right)):
+        raise ContractError(f"padding {(top, left, bottom, right)} outside the supported 0..{kernel - 1} per side "
+                            f"for a {kernel}x{kernel} kernel")
+    check_reduction(c_in * kernel * kernel, add=add)
+    if (conv_output_size(height, kernel, stride, top, bottom) < 1
+            or conv_output_size(width_px, kernel, stride, left, right) < 1):
+        raise ContractError(f"a {kernel}x{kernel} kernel with padding {(top, left, bottom, right)} does not fit "
+                            f"a {height}x{width_px} map")
 
 
-def check_reduction(k: int) -> None:
-    if k > MAX_REDUCTION:
-        raise ContractError(
-            f"reduction length {k} exceeds the accumulator limit {MAX_REDUCTION} (K = C_in*k*k or in_features)"
-        )
+def check_reduction(k: int, *, add: bool = False) -> None:
+    limit = MAX_REDUCTION_WITH_ADD if add else MAX_REDUCTION
+    if k > limit:
+        what = "with a residual add (§9)" if add else "(K = C_in*k*k or in_features)"
+        raise ContractError(f"reduction length {k} exceeds the accumulator limit {limit} {what}")
 
 
-def conv_accumulate(x, w, b, *, stride: int, pad: int) -> np.ndarray:
-    """Exact accumulators of a convolution (§7): ``(N, C_in, H, W)`` -> ``(N, C_out, H_out, W_out)``."""
+def skip_shift_range(width: int) -> tuple[int, int]:
+    """The skip shifts the engine executes, ``[-(A - W - 2), W]`` (§9)."""
+    return -(acc_width(width) - width - 2), width
+
+
+def align_skip(skip, skip_shift, width: int) -> np.ndarray:
+    """The skip tensor at the accumulator's alignment: ``round_shift(b, t)`` (§9).
+
+    ``skip_shift`` broadcasts against ``skip``; a shift above ``W`` is clamped (no change in the
+    result), one below ``-(A - W - 2)`` is refused.
+    """
+    lo, hi = skip_shift_range(width)
+    t = np.asarray(skip_shift, dtype=np.int64)
+    if np.any(t < lo):
+        raise ContractError(f"skip shift {int(t.min())} below the supported {lo} (§9): the skip tensor's fl is "
+                            f"too coarse for the accumulator")
+    return round_shift(skip, np.minimum(t, hi))
+
+
+def conv_accumulate(x, w, b, *, stride: int, pad, skip=None, skip_shift=None, width: int | None = None) -> np.ndarray:
+    """Exact accumulators of a convolution (§7): ``(N, C_in, H, W)`` -> ``(N, C_out, H_out, W_out)``.
+
+    With ``skip`` (the output's shape, before any pooling crop), the aligned skip tensor is added
+    (§9); then
+    ``skip_shift`` (per output channel or one value) and ``width`` are required.
+    """
     x = np.asarray(x, dtype=np.int64)
     w = np.asarray(w, dtype=np.int64)
+    top, left, bottom, right = padding4(pad)
     n, c_in, h, wd = x.shape
     c_out, _, k, _ = w.shape
-    h_out = conv_output_size(h, k, stride, pad)
-    w_out = conv_output_size(wd, k, stride, pad)
-    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    h_out = conv_output_size(h, k, stride, top, bottom)
+    w_out = conv_output_size(wd, k, stride, left, right)
+    xp = np.pad(x, ((0, 0), (0, 0), (top, max(bottom, 0)), (left, max(right, 0))))
     acc = np.zeros((n, c_out, h_out, w_out), dtype=np.int64)
     for u in range(k):
         for v in range(k):
             window = xp[:, :, u : u + stride * (h_out - 1) + 1 : stride, v : v + stride * (w_out - 1) + 1 : stride]
             acc += np.einsum("nchw,oc->nohw", window, w[:, :, u, v])
-    return acc + np.asarray(b, dtype=np.int64).reshape(1, c_out, 1, 1)
+    acc += np.asarray(b, dtype=np.int64).reshape(1, c_out, 1, 1)
+    if skip is not None:
+        acc += align_skip(skip, _per_channel(skip_shift, 4), width)
+    return acc
 
 
-def conv2d(x, w, b, *, stride: int, pad: int, shift, relu: bool, pool: bool, width: int) -> Requantized:
-    """A whole engine convolution: accumulate, requantize, ReLU, saturate, optional 2x2 pool."""
+def conv2d(x, w, b, *, stride: int, pad, shift, relu: bool, pool: bool, width: int, skip=None,
+           skip_shift=None) -> Requantized:
+    """A whole engine convolution: accumulate (with the residual add, if ``skip``), requantize,
+    ReLU, saturate, optional 2x2 pool."""
     x = np.asarray(x, dtype=np.int64)
     w = np.asarray(w, dtype=np.int64)
-    check_conv_geometry(c_in=x.shape[1], height=x.shape[2], width_px=x.shape[3], kernel=w.shape[2], stride=stride, pad=pad)
-    acc = conv_accumulate(x, w, b, stride=stride, pad=pad)
+    check_conv_geometry(c_in=x.shape[1], height=x.shape[2], width_px=x.shape[3], kernel=w.shape[2], stride=stride,
+                        pad=pad, add=skip is not None)
+    acc = conv_accumulate(x, w, b, stride=stride, pad=pad, skip=skip, skip_shift=skip_shift, width=width)
+    return output_stage(acc, shift, relu=relu, pool=pool, width=width)
+
+
+def linear(x, w, b, *, shift, relu: bool, width: int, skip=None, skip_shift=None) -> Requantized:
+    """A fully connected layer (§7): ``(N, F_in)`` -> ``(N, F_out)``, with the residual add (§9)
+    of a ``(N, F_out)`` skip tensor if given."""
+    x = np.asarray(x, dtype=np.int64)
+    w = np.asarray(w, dtype=np.int64)
+    check_reduction(x.shape[1], add=skip is not None)
+    acc = x @ w.T + np.asarray(b, dtype=np.int64).reshape(1, -1)
+    if skip is not None:
+        acc = acc + align_skip(skip, _per_channel(skip_shift, 2), width)
+    return requantize(acc, _per_channel(shift, acc.ndim), relu=relu, width=width)
+
+
+def output_stage(acc, shift, *, relu: bool, pool: bool, width: int) -> Requantized:
+    """§5 and §6 on a batch of accumulators ``(N, C, H, W)`` (or ``(N, F)`` without pooling);
+    ``shift`` is one value or one per channel."""
     if pool:
         acc = even_crop(acc)
     out = requantize(acc, _per_channel(shift, acc.ndim), relu=relu, width=width)
     values = maxpool2x2(out.values) if pool else out.values
     return Requantized(values, out.saturated)
-
-
-def linear(x, w, b, *, shift, relu: bool, width: int) -> Requantized:
-    """A fully connected layer (§7): ``(N, F_in)`` -> ``(N, F_out)``."""
-    x = np.asarray(x, dtype=np.int64)
-    w = np.asarray(w, dtype=np.int64)
-    check_reduction(x.shape[1])
-    acc = x @ w.T + np.asarray(b, dtype=np.int64).reshape(1, -1)
-    return requantize(acc, _per_channel(shift, acc.ndim), relu=relu, width=width)
 
 
 def _per_channel(shift, ndim: int) -> np.ndarray:
@@ -201,13 +257,15 @@ def _per_channel(shift, ndim: int) -> np.ndarray:
 
 
 def conv_job(x_tile, w, b, *, stride: int, pad_top: int, pad_left: int, out_h: int, out_w: int, shift, relu: bool,
-             pool: bool, width: int) -> Requantized:
+             pool: bool, width: int, skip=None, skip_shift=None) -> Requantized:
     """One engine job: a convolution over a spatial tile, exactly as the engine computes it.
 
     Output pixel ``(i, j)`` of the ``out_h x out_w`` map reads input pixel
     ``(i*stride + u - pad_top, j*stride + v - pad_left)`` of the ``(N, C_in, IN_H, IN_W)`` tile,
-    zero outside it (docs/engine.md); then §5 and, if ``pool``, §6 (an odd last row/column is
-    neither computed nor counted). A whole layer is the job with the whole map as its tile.
+    zero outside it (docs/engine.md); with ``skip`` (``(N, C_out, h, w)``, the computed map: with
+    pooling even-cropped) the residual add (§9); then §5 and, if ``pool``, §6 (an odd last
+    row/column is neither computed nor counted). A whole layer is the job with the whole map as
+    its tile.
     """
     x_tile = np.asarray(x_tile, dtype=np.int64)
     k = np.asarray(w).shape[2]
@@ -219,6 +277,6 @@ def conv_job(x_tile, w, b, *, stride: int, pad_top: int, pad_left: int, out_h: i
     acc = conv_accumulate(padded[:, :, :need_h, :need_w], w, b, stride=stride, pad=0)
     if pool:
         acc = even_crop(acc)
-    out = requantize(acc, _per_channel(shift, acc.ndim), relu=relu, width=width)
-    values = maxpool2x2(out.values) if pool else out.values
-    return Requantized(values, out.saturated)
+    if skip is not None:
+        acc = acc + align_skip(skip, _per_channel(skip_shift, 4), width)
+    return output_stage(acc, shift, relu=relu, pool=pool, width=width)

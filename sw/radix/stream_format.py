@@ -4,9 +4,12 @@ One job (one layer, or one spatial tile of one) is a single input stream of 64-b
 
 1. the input feature map: for each input-channel tile ``t`` (``rows`` channels, the last one
    zero-filled), for each pixel in raster order, one *pixel group* of ``rows`` lanes;
-2. for each output-channel tile (``cols`` channels): ``cols`` *bias words*, then the weights:
-   for each input-channel tile, for each kernel tap ``(u, v)`` in raster order, for each array row
-   ``r``, one *weight row* of ``cols`` lanes (weight ``w[co, t*rows + r, u, v]`` in lane
+2. for each output-channel tile (``cols`` channels): ``cols`` *bias words*; then, for a job with
+   a residual add (FLAGS.ADD), the tile's *skip pixels*: for each computed output pixel (before
+   pooling; with pooling the even-cropped map, docs/arithmetic.md §6) in raster order, one group
+   of ``cols`` lanes (skip ``b[co, i, j]`` in lane ``co - tile*cols``); then the weights: for each
+   input-channel tile, for each kernel tap ``(u, v)`` in raster order, for each array row ``r``,
+   one *weight row* of ``cols`` lanes (weight ``w[co, t*rows + r, u, v]`` in lane
    ``co - tile*cols``; lanes beyond the layer's channels are zero).
 
 The output stream carries, for each output-channel tile, for each output pixel (after pooling)
@@ -14,8 +17,9 @@ in raster order, one group of ``cols`` lanes; TLAST marks the job's last word.
 
 A group of lanes is packed little-endian: lane 0 in the lowest W bits of the first word, lane
 ``64/W`` in the lowest bits of the second word, unused high bits zero. A bias word holds the bias
-(docs/arithmetic.md §4) as 48-bit two's complement in bits 0..47 and the channel's data shift
-(§5) as 8-bit two's complement in bits 48..55.
+(docs/arithmetic.md §4) as 48-bit two's complement in bits 0..47, the channel's data shift
+(§5) as 8-bit two's complement in bits 48..55 and its skip shift (§9, zero without an add) as
+8-bit two's complement in bits 56..63.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ import numpy as np
 from .engine_spec import STREAM_BITS, EngineConfig
 
 BIAS_BITS = 48
-SHIFT_BITS = 8
+SHIFT_BITS = 8  # the data shift and the skip shift fields of a bias word
+SKIP_SHIFT_OFFSET = BIAS_BITS + SHIFT_BITS
 
 
 def tiles(count: int, size: int) -> int:
@@ -57,7 +62,7 @@ def unpack_lanes(words, *, lanes: int, width: int) -> np.ndarray:
         raise ValueError(f"{words.size} words do not make whole groups of {words_per_group}")
     shifts = (np.arange(per_word, dtype=np.uint64) * np.uint64(width)).reshape(1, 1, per_word)
     raw = (words.reshape(-1, words_per_group, 1) >> shifts) & np.uint64((1 << width) - 1)
-    return _signed(raw.reshape(words.size // words_per_group, -1)[:, :lanes], width)
+    return _signed(raw.reshape(words.size // words_per_group, words_per_group * per_word)[:, :lanes], width)
 
 
 def input_words(x, config: EngineConfig) -> np.ndarray:
@@ -71,48 +76,82 @@ def input_words(x, config: EngineConfig) -> np.ndarray:
     return pack_lanes(groups, width=config.width)
 
 
-def bias_words(bias, shift) -> np.ndarray:
+def bias_words(bias, shift, skip_shift=0) -> np.ndarray:
     """Bias words of one output-channel tile (already zero-filled to ``cols`` lanes)."""
     bias = np.asarray(bias, dtype=np.int64)
-    shift = np.asarray(shift, dtype=np.int64)
     low = bias.astype(np.uint64) & np.uint64((1 << BIAS_BITS) - 1)
-    high = (shift.astype(np.uint64) & np.uint64((1 << SHIFT_BITS) - 1)) << np.uint64(BIAS_BITS)
-    return low | high
+    mask = np.uint64((1 << SHIFT_BITS) - 1)
+    shift_field = (np.asarray(shift, dtype=np.int64).astype(np.uint64) & mask) << np.uint64(BIAS_BITS)
+    skip_field = (np.asarray(skip_shift, dtype=np.int64).astype(np.uint64) & mask) << np.uint64(SKIP_SHIFT_OFFSET)
+    return low | shift_field | skip_field
 
 
-def cotile_words(weights, bias, shift, tile: int, config: EngineConfig) -> np.ndarray:
-    """Stream words of output-channel tile ``tile``: bias words then weight rows (part 2)."""
+def _tile_lanes(values, tile: int, cols: int) -> np.ndarray:
+    """Channels ``tile*cols ..`` of per-channel ``values`` (broadcast to ``(C,) + rest``), zero-filled
+    to ``cols`` lanes."""
+    values = np.asarray(values, dtype=np.int64)
+    lo, hi = tile * cols, min((tile + 1) * cols, values.shape[0])
+    out = np.zeros((cols,) + values.shape[1:], dtype=np.int64)
+    out[: hi - lo] = values[lo:hi]
+    return out
+
+
+def skip_words(skip, tile: int, config: EngineConfig) -> np.ndarray:
+    """The skip pixels of output-channel tile ``tile`` of a ``(C_out, h, w)`` skip map."""
+    lanes = _tile_lanes(skip, tile, config.cols)
+    return pack_lanes(lanes.reshape(config.cols, -1).T, width=config.width)
+
+
+def cotile_words(weights, bias, shift, tile: int, config: EngineConfig, *, skip=None, skip_shift=None) -> np.ndarray:
+    """Stream words of output-channel tile ``tile``: bias words, skip pixels (with ``skip``, the
+    ``(C_out, h, w)`` computed-size skip map, and its per-channel ``skip_shift``), weight rows."""
     weights = np.asarray(weights, dtype=np.int64)
     c_out, c_in, k, _ = weights.shape
-    lo, hi = tile * config.cols, min((tile + 1) * config.cols, c_out)
     n_in_tiles = tiles(c_in, config.rows)
     w = np.zeros((config.cols, n_in_tiles * config.rows, k, k), dtype=np.int64)
-    w[: hi - lo, :c_in] = weights[lo:hi]
+    w[:, :c_in] = _tile_lanes(weights, tile, config.cols)
     # (cols, t, r, u, v) -> (t, u, v, r, cols): one row of cols lanes per (t, u, v, r)
     rows = w.reshape(config.cols, n_in_tiles, config.rows, k, k).transpose(1, 3, 4, 2, 0)
-    b = np.zeros(config.cols, dtype=np.int64)
-    s = np.zeros(config.cols, dtype=np.int64)
-    b[: hi - lo] = np.asarray(bias, dtype=np.int64)[lo:hi]
-    s[: hi - lo] = np.broadcast_to(np.asarray(shift, dtype=np.int64), (c_out,))[lo:hi]
-    return np.concatenate(
-        [bias_words(b, s), pack_lanes(rows.reshape(-1, config.cols), width=config.width)]
-    )
-
-
-def job_words(x, weights, bias, shift, config: EngineConfig) -> np.ndarray:
-    """The whole input stream of one job."""
-    c_out = np.asarray(weights).shape[0]
-    parts = [input_words(x, config)]
-    parts += [cotile_words(weights, bias, shift, t, config) for t in range(tiles(c_out, config.cols))]
+    per_channel = (c_out,)
+    b = _tile_lanes(np.broadcast_to(np.asarray(bias, dtype=np.int64), per_channel), tile, config.cols)
+    s = _tile_lanes(np.broadcast_to(np.asarray(shift, dtype=np.int64), per_channel), tile, config.cols)
+    parts = []
+    if skip is None:
+        parts.append(bias_words(b, s))
+    else:
+        t = _tile_lanes(np.broadcast_to(np.asarray(skip_shift, dtype=np.int64), per_channel), tile, config.cols)
+        parts += [bias_words(b, s, t), skip_words(skip, tile, config)]
+    parts.append(pack_lanes(rows.reshape(-1, config.cols), width=config.width))
     return np.concatenate(parts)
 
 
-def decode_bias_words(words) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of :func:`bias_words`: ``(bias, shift)`` signed integers."""
+def cotile_word_count(c_in: int, kernel: int, config: EngineConfig, *, skip_pixels: int = 0) -> int:
+    """Words of one output-channel tile: bias words, ``skip_pixels`` skip groups, weight rows."""
+    return config.cols + (skip_pixels + tiles(c_in, config.rows) * kernel * kernel * config.rows) * config.wt_words
+
+
+def input_word_count(c_in: int, height: int, width_px: int, config: EngineConfig) -> int:
+    """Words of a job's input map (part 1)."""
+    return tiles(c_in, config.rows) * height * width_px * config.in_words
+
+
+def job_words(x, weights, bias, shift, config: EngineConfig, *, skip=None, skip_shift=None) -> np.ndarray:
+    """The whole input stream of one job."""
+    c_out = np.asarray(weights).shape[0]
+    parts = [input_words(x, config)]
+    parts += [cotile_words(weights, bias, shift, t, config, skip=skip, skip_shift=skip_shift)
+              for t in range(tiles(c_out, config.cols))]
+    return np.concatenate(parts)
+
+
+def decode_bias_words(words) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inverse of :func:`bias_words`: ``(bias, shift, skip_shift)`` signed integers."""
     words = np.asarray(words, dtype=np.uint64)
+    mask = np.uint64((1 << SHIFT_BITS) - 1)
     bias = _signed(words & np.uint64((1 << BIAS_BITS) - 1), BIAS_BITS)
-    shift = _signed((words >> np.uint64(BIAS_BITS)) & np.uint64((1 << SHIFT_BITS) - 1), SHIFT_BITS)
-    return bias, shift
+    shift = _signed((words >> np.uint64(BIAS_BITS)) & mask, SHIFT_BITS)
+    skip_shift = _signed((words >> np.uint64(SKIP_SHIFT_OFFSET)) & mask, SHIFT_BITS)
+    return bias, shift, skip_shift
 
 
 def decode_input_words(words, c_in: int, height: int, width_px: int, config: EngineConfig) -> np.ndarray:
@@ -123,13 +162,18 @@ def decode_input_words(words, c_in: int, height: int, width_px: int, config: Eng
     return x.reshape(n_tiles * config.rows, height, width_px)[:c_in]
 
 
-def decode_cotile_words(words, c_in: int, kernel: int, config: EngineConfig):
-    """Inverse of :func:`cotile_words`: ``(weights (cols, C_in, k, k), bias, shift)`` of one tile."""
+def decode_cotile_words(words, c_in: int, kernel: int, config: EngineConfig, *, skip_pixels: int = 0) -> dict:
+    """Inverse of :func:`cotile_words` for one tile: ``weights`` (cols, C_in, k, k), ``bias``,
+    ``shift``, ``skip_shift`` (cols,) and ``skip`` (cols, skip_pixels)."""
+    words = np.asarray(words, dtype=np.uint64)
     n_tiles = tiles(c_in, config.rows)
-    bias, shift = decode_bias_words(np.asarray(words)[: config.cols])
-    rows = unpack_lanes(np.asarray(words)[config.cols :], lanes=config.cols, width=config.width)
+    bias, shift, skip_shift = decode_bias_words(words[: config.cols])
+    skip_end = config.cols + skip_pixels * config.wt_words
+    skip = unpack_lanes(words[config.cols : skip_end], lanes=config.cols, width=config.width).T
+    rows = unpack_lanes(words[skip_end:], lanes=config.cols, width=config.width)
     w = rows.reshape(n_tiles, kernel, kernel, config.rows, config.cols).transpose(4, 0, 3, 1, 2)
-    return w.reshape(config.cols, n_tiles * config.rows, kernel, kernel)[:, :c_in], bias, shift
+    weights = w.reshape(config.cols, n_tiles * config.rows, kernel, kernel)[:, :c_in]
+    return {"weights": weights, "bias": bias, "shift": shift, "skip_shift": skip_shift, "skip": skip}
 
 
 def output_words(maps, config: EngineConfig) -> np.ndarray:

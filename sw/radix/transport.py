@@ -19,6 +19,7 @@ from .engine_spec import (
     REGISTERS,
     EngineConfig,
     build_value,
+    computed_map,
     field_mask,
     register,
 )
@@ -47,6 +48,10 @@ class Transport:
     def write(self, offset: int, value: int) -> None:
         raise NotImplementedError
 
+    def expect(self, count: int) -> None:
+        """Arm the output stream for a job of ``count`` words; the driver calls it before
+        :meth:`send` (a DMA's receive channel must be armed before the send starts)."""
+
     def send(self, words: np.ndarray) -> None:
         """Queue ``words`` on the input stream (returns before they are all accepted)."""
         raise NotImplementedError
@@ -58,6 +63,15 @@ class Transport:
     def wait_done(self, cycles: int) -> bool:
         """Wait until STATUS.DONE is set; False when the budget runs out."""
         raise NotImplementedError
+
+    def reset(self) -> None:
+        """Abort whatever the engine is doing and leave it idle (CTRL.RESET); a transport with a
+        DMA resets its channels too. The driver calls it at start-up and after a timeout."""
+        self.write(register("CTRL").offset, field_mask("CTRL", "RESET"))
+
+    def diagnostics(self) -> str:
+        """State beyond the engine's registers for error reports (e.g. DMA status), or ''."""
+        return ""
 
     def close(self) -> None:
         """Release the engine."""
@@ -90,7 +104,9 @@ class ReferenceTransport(Transport):
             return
         if reg.name == "CTRL":
             self.regs[offset] = value & field_mask("CTRL", "IRQ_EN")
-            if value & field_mask("CTRL", "START"):
+            if value & field_mask("CTRL", "RESET"):
+                self._abort()
+            elif value & field_mask("CTRL", "START") and not self._armed:
                 self._armed = True
                 self._set_status(busy=True, done=False)
         elif reg.name == "STATUS":
@@ -98,6 +114,11 @@ class ReferenceTransport(Transport):
                 self.regs[offset] &= ~field_mask("STATUS", "DONE")
         else:
             self.regs[offset] = value & 0xFFFFFFFF
+
+    def _abort(self) -> None:
+        """CTRL.RESET: drop the running job, its pending input and its unread output."""
+        self._input, self._output, self._armed = [], np.zeros(0, dtype=np.uint64), False
+        self._set_status(busy=False, done=False)
 
     def send(self, words: np.ndarray) -> None:
         self._input.append(np.asarray(words, dtype=np.uint64))
@@ -123,22 +144,28 @@ class ReferenceTransport(Transport):
             return
         cfg, layer = self.config, self._layer()
         c_in, c_out, k = layer["IN_CH"], layer["OUT_CH"], layer["KERNEL"]
-        t_in, t_out = stream_format.tiles(c_in, cfg.rows), stream_format.tiles(c_out, cfg.cols)
-        n_input = t_in * layer["IN_H"] * layer["IN_W"] * cfg.in_words
-        n_tile = cfg.cols + t_in * k * k * cfg.rows * cfg.wt_words
+        flags = layer["FLAGS"]
+        pool, add = bool(flags & field_mask("FLAGS", "POOL")), bool(flags & field_mask("FLAGS", "ADD"))
+        comp_h, comp_w = computed_map(layer["OUT_H"], layer["OUT_W"], pool)
+        t_out = stream_format.tiles(c_out, cfg.cols)
+        n_input = stream_format.input_word_count(c_in, layer["IN_H"], layer["IN_W"], cfg)
+        skip_pixels = comp_h * comp_w if add else 0
+        n_tile = stream_format.cotile_word_count(c_in, k, cfg, skip_pixels=skip_pixels)
         words = np.concatenate(self._input) if self._input else np.zeros(0, dtype=np.uint64)
         if words.size < n_input + t_out * n_tile:
             return  # the engine would wait for the rest of the stream
         self._input = [words[n_input + t_out * n_tile :]]
         x = stream_format.decode_input_words(words[:n_input], c_in, layer["IN_H"], layer["IN_W"], cfg)
-        cotiles = [stream_format.decode_cotile_words(words[n_input + t * n_tile : n_input + (t + 1) * n_tile], c_in, k, cfg)
+        tiles = [stream_format.decode_cotile_words(words[n_input + t * n_tile : n_input + (t + 1) * n_tile], c_in, k,
+                                                   cfg, skip_pixels=skip_pixels)
                  for t in range(t_out)]
-        weights, bias, shift = (np.concatenate(part)[:c_out] for part in zip(*cotiles))
+        part = {key: np.concatenate([tile[key] for tile in tiles])[:c_out] for key in tiles[0]}
+        skip = part["skip"].reshape(1, c_out, comp_h, comp_w) if add else None
         out = golden.conv_job(
-            x[None], weights, bias, stride=layer["STRIDE"], pad_top=layer["PAD_TOP"],
+            x[None], part["weights"], part["bias"], stride=layer["STRIDE"], pad_top=layer["PAD_TOP"],
             pad_left=layer["PAD_LEFT"], out_h=layer["OUT_H"], out_w=layer["OUT_W"],
-            shift=shift, relu=bool(layer["FLAGS"] & field_mask("FLAGS", "RELU")),
-            pool=bool(layer["FLAGS"] & field_mask("FLAGS", "POOL")), width=cfg.width,
+            shift=part["shift"], relu=bool(flags & field_mask("FLAGS", "RELU")), pool=pool, width=cfg.width,
+            skip=skip, skip_shift=part["skip_shift"],
         )
         self._output = np.concatenate([self._output, stream_format.output_words(out.values[0], cfg)])
         self.regs[register("CYCLES").offset] = job_cycles(cfg, layer)
