@@ -1,6 +1,7 @@
 """Calibration: the paper's objectives, and accuracy of the calibrated LeNet-5."""
 
 import numpy as np
+import torch
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -8,7 +9,7 @@ from hypothesis import strategies as st
 from radix import network
 from radix.calibrate import CalibrationError, CalibrationSettings, best_weight_fl, calibrate, l1_error
 from radix.datasets import load_split
-from radix.ingest import float_forward, ingest
+from radix.ingest import ingest
 from radix_models import load_builtin
 
 
@@ -32,9 +33,9 @@ def test_settings_are_validated():
 def lenet():
     x_train, _ = load_split("mnist5k", "train")
     x_test, y_test = load_split("mnist5k", "test")
-    layers, _ = ingest(load_builtin("lenet5"), (1, 28, 28))
-    float_pred = np.argmax(float_forward(layers, x_test)[-1], axis=1)
-    return layers, x_train, x_test, y_test, float(np.mean(float_pred == y_test))
+    graph, _ = ingest(load_builtin("lenet5"), (1, 28, 28))
+    float_pred = np.argmax(graph.forward(x_test)[graph.output], axis=1)
+    return graph, x_train, x_test, y_test, float(np.mean(float_pred == y_test))
 
 
 def accuracy(program, x, y):
@@ -60,3 +61,51 @@ def test_per_channel_and_fc4_and_static_run(lenet):
     assert len({l.fl_out for l in static.layers}) == 1 and len({l.fl_w[0] for l in static.layers}) == 1
     for program in (per_channel, fc4):
         assert accuracy(program, x_test, y_test) >= float_acc - 0.02
+
+
+def test_unknown_weight_bits_selector_is_refused(lenet):
+    graph, x_train, *_ = lenet
+    with pytest.raises(CalibrationError, match="'FC' match no layer"):
+        calibrate(graph, x_train[:10], CalibrationSettings(bits=8, weight_bits={"FC": 4}))
+    by_name = calibrate(graph, x_train[:50], CalibrationSettings(bits=8, weight_bits={"classifier.3": 4}))
+    assert [l.weight_bits for l in by_name.layers] == [8, 8, 8, 4, 8]
+
+
+class _Residual(torch.nn.Module):
+    """conv -> (add the input) -> relu, a concatenation and a pooled head: every graph rule."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(2, 2, 3, padding=1)
+        self.b = torch.nn.Conv2d(2, 3, 1)
+        self.c = torch.nn.Conv2d(5, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = torch.relu(self.a(x) + x)
+        z = torch.cat([y, self.b(x)], dim=1)
+        return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(self.c(z), 1), 1))
+
+
+@pytest.mark.parametrize("rule", ["greedy", "maxabs"])
+@pytest.mark.parametrize("bits", [8, 16])
+def test_graph_calibration_rules(rule, bits):
+    torch.manual_seed(3)
+    model = _Residual().eval()
+    graph, _ = ingest(model, (2, 6, 6))
+    x = np.random.default_rng(0).uniform(-1, 1, (64, 2, 6, 6)).astype(np.float32)
+    program = calibrate(graph, x, CalibrationSettings(bits=bits, activation_rule=rule))
+    fls = program.tensor_fls()
+    by_name = {layer.name: layer for layer in program.layers}
+    # the add's skip is the network input, read with its one fl
+    assert by_name["a"].skip == "input" and by_name["a"].fl_skip == program.input_fl
+    # every tensor joined by the concatenation has the concatenation's fl
+    concat = next(layer for layer in program.layers if layer.kind == "concat")
+    assert {fls[name] for name in concat.inputs} == {concat.fl_out}
+    # the program computes close to the float model (its own SQNR well above noise)
+    with torch.no_grad():
+        reference = model(torch.from_numpy(x)).numpy()
+    got = network.logits(program, x) * 2.0 ** -program.output_fl
+    noise = np.mean((got - reference) ** 2) / np.mean(reference**2)
+    assert noise < (1e-2 if bits == 8 else 1e-6)
+    assert all(entry["name"] in fls for entry in program.report["layers"])

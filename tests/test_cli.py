@@ -29,16 +29,16 @@ def test_check_refuses_unsupported_model(tmp_path, capsys):
         from torch import nn
         def build():
             m = nn.Sequential()
-            m.features = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.AvgPool2d(2))
+            m.features = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Hardswish())
             return m
     """))
     status, out, _ = run(capsys, "check", f"{model_file}:build", "--input-shape", "1,12,12")
     assert status == 1
-    assert "features.3" in out and "AvgPool2d" in out and "not supported by the engine" in out
+    assert "features.3" in out and "Hardswish" in out and "not supported by the engine" in out
     status, out, _ = run(capsys, "check", f"{model_file}:build", "--input-shape", "1,12,12", "--json")
     report = json.loads(out)
     assert status == 1 and report["supported"] is False
-    assert {"name": "features.3", "type": "AvgPool2d", "supported": False,
+    assert {"name": "features.3", "type": "Hardswish", "supported": False,
             "reason": "not supported by the engine"} in report["modules"]
 
 

@@ -17,13 +17,15 @@ def random_program(rng, *, width, c_in, h, k, stride, pad, pool, c_mid, fc_out):
     conv_h = (h + 2 * pad - k) // stride + 1
     out_h = conv_h // 2 if pool else conv_h
     conv = Layer(name="conv", kind="conv", modules=["conv"], in_shape=(c_in, h, h), out_shape=(c_mid, out_h, out_h),
-                 kernel=k, stride=stride, pad=pad, relu=bool(rng.integers(2)), pool=pool, fl_in=6,
+                 kernel=k, stride=stride, padding=(pad,) * 4, relu=bool(rng.integers(2)), pool=pool, fl_in=6,
                  fl_w=[int(v) for v in rng.integers(4, 9, c_mid)], fl_out=int(rng.integers(2, 12)), weight_bits=width,
-                 weights=rng.integers(lo, hi, (c_mid, c_in, k, k)), bias=rng.integers(-5000, 5000, c_mid))
+                 weights=rng.integers(lo, hi, (c_mid, c_in, k, k)), bias=rng.integers(-5000, 5000, c_mid),
+                 inputs=["input"])
     fc = Layer(name="fc", kind="fc", modules=["fc"], in_shape=(c_mid, out_h, out_h), out_shape=(fc_out,), kernel=1,
-               stride=1, pad=0, relu=False, pool=False, fl_in=conv.fl_out, fl_w=[7], fl_out=int(rng.integers(0, 8)),
-               weight_bits=width, weights=rng.integers(lo, hi, (fc_out, c_mid * out_h * out_h)),
-               bias=rng.integers(-5000, 5000, fc_out))
+               stride=1, padding=(0, 0, 0, 0), relu=False, pool=False, fl_in=conv.fl_out, fl_w=[7],
+               fl_out=int(rng.integers(0, 8)), weight_bits=width,
+               weights=rng.integers(lo, hi, (fc_out, c_mid * out_h * out_h)), bias=rng.integers(-5000, 5000, fc_out),
+               inputs=["conv"])
     return Program(width=width, input_shape=(c_in, h, h), input_fl=6, layers=[conv, fc])
 
 
@@ -138,10 +140,19 @@ def test_stream_formats_round_trip(seed, width, rows, cols, c_in, c_out, k):
     w = rng.integers(lo, hi + 1, (c_out, c_in, k, k))
     bias = rng.integers(-(2**47), 2**47, c_out)
     shift = rng.integers(-128, 128, c_out)
-    got_w, got_b, got_s = sf.decode_cotile_words(sf.cotile_words(w, bias, shift, 0, config), c_in, k, config)
     n = min(cols, c_out)
-    np.testing.assert_array_equal(got_w[:n], w[:n])
-    np.testing.assert_array_equal(got_b[:n], bias[:n])
-    np.testing.assert_array_equal(got_s[:n], shift[:n])
+    plain = sf.decode_cotile_words(sf.cotile_words(w, bias, shift, 0, config), c_in, k, config)
+    np.testing.assert_array_equal(plain["weights"][:n], w[:n])
+    np.testing.assert_array_equal(plain["bias"][:n], bias[:n])
+    np.testing.assert_array_equal(plain["shift"][:n], shift[:n])
+    assert not plain["skip_shift"].any() and plain["skip"].size == 0
+    skip = rng.integers(lo, hi + 1, (c_out, 2, 3))
+    skip_shift = rng.integers(-128, 128, c_out)
+    words = sf.cotile_words(w, bias, shift, 0, config, skip=skip, skip_shift=skip_shift)
+    assert words.size == sf.cotile_word_count(c_in, k, config, skip_pixels=6)
+    added = sf.decode_cotile_words(words, c_in, k, config, skip_pixels=6)
+    np.testing.assert_array_equal(added["weights"][:n], w[:n])
+    np.testing.assert_array_equal(added["skip_shift"][:n], skip_shift[:n])
+    np.testing.assert_array_equal(added["skip"][:n], skip[:n].reshape(n, 6))
     maps = rng.integers(lo, hi + 1, (c_out, 2, 3))
     np.testing.assert_array_equal(sf.decode_output(sf.output_words(maps, config), c_out, 2, 3, config), maps)

@@ -1,45 +1,214 @@
-"""Model ingestion: supported chains map to engine layers, everything else is named and refused."""
+"""Model ingestion: graphs of supported operations map to engine layers, the rest is named and refused."""
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from radix.ingest import UnsupportedModelError, float_forward, ingest
+from radix.engine_spec import EngineConfig
+from radix.ingest import INPUT, UnsupportedModelError, ingest
 from radix_models import load_builtin
 
 
-class Residual(nn.Module):
-    def __init__(self):
+def refused(model, shape, **kwargs):
+    with pytest.raises(UnsupportedModelError) as info:
+        ingest(model, shape, **kwargs)
+    return str(info.value)
+
+
+def randomise_batchnorms(model: nn.Module, seed: int = 0) -> nn.Module:
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            n = module.num_features
+            module.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
+            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.rand(n, generator=generator) - 0.5)
+    return model.eval()
+
+
+def assert_float_graph_matches(model, shape, *, batch=3, seed=0):
+    """The float engine graph computes what the model computes (BN folded, pools folded...)."""
+    graph, findings = ingest(model, shape)
+    assert all(f.supported for f in findings)
+    x = torch.randn((batch,) + tuple(shape), dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        expected = model.double()(x).numpy()
+    got = graph.forward(x.numpy())[graph.output]
+    np.testing.assert_allclose(got.reshape(expected.shape), expected, rtol=1e-9, atol=1e-9)
+    return graph
+
+
+class Block(nn.Module):
+    """A ResNet basic block; stride 2 uses Keras-style 'same' padding and a 1x1 projection."""
+
+    def __init__(self, c_in, c_out, stride):
         super().__init__()
-        self.conv = nn.Conv2d(2, 2, 3, padding=1)
+        self.pad = nn.ZeroPad2d((0, 1, 0, 1)) if stride == 2 else nn.Identity()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 0 if stride == 2 else 1)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.proj = nn.Conv2d(c_in, c_out, 1, stride) if stride != 1 or c_in != c_out else None
 
     def forward(self, x):
-        return x + self.conv(x)
+        y = F.relu(self.bn1(self.conv1(self.pad(x))))
+        y = self.bn2(self.conv2(y))
+        shortcut = x if self.proj is None else self.proj(x)
+        return torch.relu(y + shortcut)
 
 
-def refused(model, shape):
-    with pytest.raises(UnsupportedModelError) as info:
-        ingest(model, shape)
-    return str(info.value)
+class SmallResNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.blocks = nn.Sequential(Block(8, 8, 1), Block(8, 16, 2))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
 
 
 def test_unsupported_layer_named():
     model = nn.Sequential()
-    model.features = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.AvgPool2d(2))
-    assert "features.3 (AvgPool2d): not supported by the engine" in refused(model, (1, 12, 12))
+    model.features = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Tanh())
+    assert "features.3 (Tanh): not supported by the engine" in refused(model, (1, 12, 12))
 
 
 def test_every_problem_listed():
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, dilation=2), nn.Sigmoid(), nn.MaxPool2d(3))
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Sigmoid(), nn.Conv2d(4, 4, 3, dilation=2), nn.ReLU(), nn.MaxPool2d(3))
     message = refused(model, (1, 16, 16))
-    assert "0 (Conv2d): dilation" in message
     assert "1 (Sigmoid): not supported" in message
-    assert "2 (MaxPool2d): kernel 3" in message
+    assert "2 (Conv2d): dilation" in message
+    assert "4 (MaxPool2d): kernel 3" in message
 
 
-def test_residual_refused():
-    assert "branches, residual" in refused(Residual(), (2, 8, 8))
+def test_only_the_root_cause_is_reported():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, dilation=2), nn.ReLU(), nn.MaxPool2d(2))
+    with pytest.raises(UnsupportedModelError) as info:
+        ingest(model, (1, 16, 16))
+    bad = [f for f in info.value.findings if not f.supported]
+    assert [f.name for f in bad] == ["0"]
+
+
+def test_residual_network_graph_matches_torch():
+    model = randomise_batchnorms(SmallResNet())
+    graph = assert_float_graph_matches(model, (3, 12, 12))
+    by_name = {layer.name: layer for layer in graph.layers}
+    # identity shortcut fused into the block's second conv, projection shortcut into the 1x1 conv
+    assert by_name["blocks.0.conv2"].inputs == ["blocks.0.conv1", "stem.0"] and by_name["blocks.0.conv2"].relu
+    assert by_name["blocks.1.proj"].skip == "blocks.1.conv2" and by_name["blocks.1.proj"].relu
+    # Keras 'same' padding of the stride-2 conv fused as (top, left, bottom, right)
+    assert by_name["blocks.1.conv1"].padding == (0, 0, 1, 1)
+    # global average pooling folded into the Linear
+    assert graph.layers[-1].kind == "fc" and graph.layers[-1].modules == ["pool", "fc"]
+    assert graph.layers[-1].in_shape == (16 * 6 * 6,)
+
+
+def test_layers_are_in_an_order_that_computes_every_input_first():
+    graph, _ = ingest(randomise_batchnorms(SmallResNet()), (3, 12, 12))
+    known = {INPUT}
+    for layer in graph.layers:
+        assert set(layer.inputs) <= known
+        known.add(layer.name)
+
+
+class AddOfRectified(nn.Module):
+    """Neither operand of the add can absorb it: an identity layer carries it."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(2, 3, 3, padding=1)
+        self.b = nn.Conv2d(2, 3, 1)
+
+    def forward(self, x):
+        return F.relu(self.a(x)) + F.relu(self.b(x))
+
+
+def test_add_of_rectified_tensors_becomes_an_identity_layer():
+    graph = assert_float_graph_matches(AddOfRectified(), (2, 5, 5))
+    assert graph.layers[-1].role == "identity" and len(graph.layers[-1].inputs) == 2
+
+
+class Concat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(2, 3, 3, padding=1)
+        self.b = nn.Conv2d(2, 4, 1)
+        self.c = nn.Conv2d(7, 2, 3)
+
+    def forward(self, x):
+        return self.c(torch.cat([F.relu(self.a(x)), self.b(x)], dim=1))
+
+
+def test_concatenation():
+    graph = assert_float_graph_matches(Concat(), (2, 6, 6))
+    concat = next(layer for layer in graph.layers if layer.kind == "concat")
+    assert concat.inputs == ["a", "b"] and concat.out_shape == (7, 6, 6)
+
+
+class Idioms(nn.Module):
+    def __init__(self, flatten: str):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding="same")
+        self.fc = nn.Linear(4 * 4 * 4, 3)
+        self.flatten = flatten
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv(F.pad(x, (0, 0, 0, 0)))), 2)
+        if self.flatten == "view":
+            x = x.view(x.size(0), -1)
+        elif self.flatten == "reshape":
+            x = x.reshape(x.shape[0], -1)
+        else:
+            x = torch.flatten(x, 1)
+        return F.log_softmax(self.fc(x), dim=1)
+
+
+@pytest.mark.parametrize("flatten", ["view", "reshape", "flatten"])
+def test_pytorch_idioms(flatten):
+    model = Idioms(flatten)
+    graph, findings = ingest(model, (1, 8, 8))
+    assert [layer.kind for layer in graph.layers] == ["conv", "fc"]
+    assert graph.layers[0].relu and graph.layers[0].pool and graph.layers[0].padding == (1, 1, 1, 1)
+    assert any("dropped" in f.reason for f in findings if f.type == "F.log_softmax")
+
+
+def test_average_pooling_as_a_layer_and_folded():
+    pooled = nn.Sequential(nn.Conv2d(2, 3, 3), nn.AvgPool2d(2), nn.ReLU(), nn.Conv2d(3, 2, 1))
+    graph = assert_float_graph_matches(pooled, (2, 9, 9))
+    assert [layer.role for layer in graph.layers] == ["", "avgpool", ""]
+    mean = nn.Sequential(nn.Conv2d(2, 3, 3), nn.AvgPool2d(3), nn.Flatten(), nn.Linear(12, 4))
+    graph = assert_float_graph_matches(mean, (2, 8, 8))  # 6x6 -> 2x2 folded into the Linear
+    assert [layer.kind for layer in graph.layers] == ["conv", "fc"]
+
+
+class GlobalMean(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3)
+
+    def forward(self, x):
+        return self.conv(x).mean((2, 3))
+
+
+def test_global_mean_of_a_large_map_becomes_a_layer():
+    graph = assert_float_graph_matches(GlobalMean(), (2, 11, 11))
+    assert graph.layers[-1].role == "avgpool" and graph.layers[-1].kind == "fc"
+
+
+def test_batchnorm_without_running_statistics_is_named():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, track_running_stats=False))
+    assert "1 (BatchNorm2d): BatchNorm without running statistics" in refused(model, (1, 6, 6))
+
+
+def test_batchnorm_after_relu_becomes_a_scale_layer():
+    model = randomise_batchnorms(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.BatchNorm2d(2)))
+    graph = assert_float_graph_matches(model, (1, 6, 6))
+    assert graph.layers[-1].role == "identity"
 
 
 @pytest.mark.parametrize(
@@ -54,30 +223,28 @@ def test_conv_limits(layer, reason):
 
 def test_reduction_limit_names_layer():
     model = nn.Sequential(nn.Flatten(), nn.Linear(70000, 2))
-    assert "1 (fc): reduction length 70000 exceeds" in refused(model, (70000, 1, 1))
+    assert "1 (Linear): reduction length 70000 exceeds" in refused(model, (70000, 1, 1))
+
+
+def test_layer_that_does_not_fit_the_engine_is_refused_with_the_driver_message():
+    small = EngineConfig(rows=4, cols=4, wt_depth=64)
+    message = refused(nn.Sequential(nn.Conv2d(20, 2, 3)), (20, 8, 8), config=small)
+    assert "0 (conv): does not fit the engine: 180 weight rows per output tile exceed the engine's WT_DEPTH 64" in message
 
 
 def test_fusion_and_bn_folding_match_torch():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.BatchNorm2d(5), nn.MaxPool2d(2), nn.ReLU(),
-                          nn.Dropout(), nn.Flatten(), nn.Linear(5 * 4 * 4, 6), nn.BatchNorm1d(6), nn.Identity())
-    for bn in (model[1], model[7]):
-        bn.running_mean.uniform_(-1, 1)
-        bn.running_var.uniform_(0.5, 2)
-        bn.weight.data.uniform_(0.5, 2)
-    model.eval()
-    layers, findings = ingest(model, (3, 8, 8))
-    assert [l.kind for l in layers] == ["conv", "fc"]
-    assert layers[0].relu and layers[0].pool and layers[0].modules == ["0", "1", "2", "3"]
-    assert all(f.supported for f in findings)
-    x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
-    with torch.no_grad():
-        expected = model.double()(x).numpy()
-    np.testing.assert_allclose(float_forward(layers, x.numpy())[-1], expected, rtol=1e-10, atol=1e-10)
+    model = randomise_batchnorms(
+        nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.BatchNorm2d(5), nn.MaxPool2d(2), nn.ReLU(), nn.Dropout(),
+                      nn.Flatten(), nn.Linear(5 * 4 * 4, 6), nn.BatchNorm1d(6), nn.Identity()))
+    graph = assert_float_graph_matches(model, (3, 8, 8), batch=4)
+    assert [l.kind for l in graph.layers] == ["conv", "fc"]
+    assert graph.layers[0].relu and graph.layers[0].pool and graph.layers[0].modules == ["0", "1", "2", "3"]
 
 
 def test_lenet5_layers():
-    layers, _ = ingest(load_builtin("lenet5"), (1, 28, 28))
-    assert [(l.name, l.out_shape) for l in layers] == [
+    graph, _ = ingest(load_builtin("lenet5"), (1, 28, 28))
+    assert [(l.name, l.out_shape) for l in graph.layers] == [
         ("features.0", (6, 14, 14)), ("features.3", (16, 5, 5)), ("classifier.1", (120,)),
         ("classifier.3", (84,)), ("classifier.5", (10,))]
+    assert [l.inputs for l in graph.layers] == [["input"], ["features.0"], ["features.3"], ["classifier.1"],
+                                                ["classifier.3"]]

@@ -11,11 +11,12 @@ from radix.program import FORMAT_VERSION, Layer, Program, ProgramError
 def small_program() -> Program:
     rng = np.random.default_rng(1)
     conv = Layer(name="c", kind="conv", modules=["c", "r"], in_shape=(1, 6, 6), out_shape=(2, 3, 3), kernel=3,
-                 stride=1, pad=1, relu=True, pool=True, fl_in=7, fl_w=[6, 5], fl_out=4, weight_bits=8,
-                 weights=rng.integers(-128, 128, (2, 1, 3, 3)), bias=np.array([2**40, -5]), stats={"x": 1.5})
-    fc = Layer(name="f", kind="fc", modules=["f"], in_shape=(2, 3, 3), out_shape=(4,), kernel=1, stride=1, pad=0,
-               relu=False, pool=False, fl_in=4, fl_w=[7], fl_out=3, weight_bits=4,
-               weights=rng.integers(-8, 8, (4, 18)), bias=np.arange(4))
+                 stride=1, padding=(1, 1, 1, 1), relu=True, pool=True, fl_in=7, fl_w=[6, 5], fl_out=4, weight_bits=8,
+                 weights=rng.integers(-128, 128, (2, 1, 3, 3)), bias=np.array([2**40, -5]), inputs=["input"],
+                 stats={"x": 1.5})
+    fc = Layer(name="f", kind="fc", modules=["f"], in_shape=(2, 3, 3), out_shape=(4,), kernel=1, stride=1,
+               padding=(0, 0, 0, 0), relu=False, pool=False, fl_in=4, fl_w=[7], fl_out=3, weight_bits=4,
+               weights=rng.integers(-8, 8, (4, 18)), bias=np.arange(4), inputs=["c"])
     return Program(width=8, input_shape=(1, 6, 6), input_fl=7, layers=[conv, fc], source={"model": "t"},
                    report={"ok": True})
 

@@ -15,7 +15,10 @@ The method of Qiu et al., "Going Deeper with Embedded FPGA Platform for CNN" (FP
 - **static**: one fl for all weights and one for all activations (a baseline showing what
   dynamic precision buys).
 
-The network input's fl is chosen by the same activation rule.
+The network input's fl is chosen by the same activation rule. On a graph (docs/arithmetic.md §7)
+layers are calibrated in the program's order: a tensor read by several layers has its one fl, a
+residual add's output is the fl_out of the layer it is fused into (§9), and the tensors joined by a
+concatenation share one fl chosen by the max-abs rule over all of them (§11).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import golden
-from .ingest import FloatLayer, float_forward
+from .ingest import INPUT, FloatGraph, FloatLayer
 from .program import Layer, Program
 
 ACTIVATION_RULES = ("greedy", "maxabs")
@@ -62,10 +65,23 @@ class CalibrationSettings:
             raise CalibrationError("static calibration uses one fl for the whole network: per-channel does not apply")
 
     def bits_for(self, layer: FloatLayer) -> int:
-        for selector in (layer.name, *layer.modules, layer.kind):
+        """The weight width of ``layer``: by name or module first, then by kind (``conv``/``fc``);
+        kinds select only the model's own layers, not average pooling or identity layers."""
+        selectors = (layer.name, *layer.modules) + (() if layer.role else (layer.kind,))
+        for selector in selectors:
             if selector in self.weight_bits:
                 return self.weight_bits[selector]
         return self.bits
+
+    def check_selectors(self, graph: FloatGraph) -> None:
+        """Refuse a ``weight_bits`` selector that names no layer, module or kind of ``graph``."""
+        known = {"conv", "fc"}
+        for layer in graph.engine_layers():
+            known.update((layer.name, *layer.modules))
+        unknown = sorted(set(self.weight_bits) - known)
+        if unknown:
+            raise CalibrationError(f"--weight-bits selector(s) {', '.join(map(repr, unknown))} match no layer: use "
+                                   f"'conv', 'fc' or a layer/module name ({', '.join(sorted(known - {'conv', 'fc'}))})")
 
 
 def max_abs_fl(values, bits: int) -> int:
@@ -101,74 +117,152 @@ def sqnr_db(reference, approx) -> float:
     return 10.0 * math.log10(signal / noise) if signal > 0 else -math.inf
 
 
-def calibrate(layers: list[FloatLayer], x_calib, settings: CalibrationSettings, *, progress=None) -> Program:
+def calibrate(graph: FloatGraph, x_calib, settings: CalibrationSettings, *, progress=None) -> Program:
     """Choose every fl and quantize the network; ``x_calib`` are float images ``(N, C, H, W)``.
 
     ``progress``, if given, is called with a description after each layer.
     """
     x_calib = np.asarray(x_calib, dtype=np.float64)
-    if x_calib.ndim != 4 or tuple(x_calib.shape[1:]) != tuple(layers[0].in_shape):
+    if x_calib.ndim != 4 or tuple(x_calib.shape[1:]) != tuple(graph.input_shape):
         raise CalibrationError(
-            f"calibration images have shape {x_calib.shape[1:]}, the model's input is {layers[0].in_shape}"
+            f"calibration images have shape {x_calib.shape[1:]}, the model's input is {graph.input_shape}"
         )
+    settings.check_selectors(graph)
     width = settings.bits
-    float_acts = float_forward(layers, x_calib)
+    floats = graph.forward(x_calib)
+    fixed = _fixed_fls(graph, floats, settings, width)
+    static_weight_fl = None
     if settings.static:
-        fl_w_static = best_weight_fl(np.concatenate([l.weight.ravel() for l in layers]), width)
-        fl_act_static = best_weight_fl(np.concatenate([x_calib.ravel()] + [a.ravel() for a in float_acts]), width)
-        input_fl = fl_act_static
+        static_weight_fl = best_weight_fl(np.concatenate([l.weight.ravel() for l in graph.engine_layers()]), width)
+    if INPUT in fixed:
+        input_fl = fixed[INPUT]
     else:
         input_fl = _activation_fl(x_calib, None, settings.activation_rule, width)
-    x_q = golden.quantize(x_calib, input_fl, width)
+    fls = {INPUT: int(input_fl)}
+    quantized = {INPUT: golden.quantize(x_calib, input_fl, width)}
+    remaining = graph.consumers()
+    remaining = {name: len(readers) for name, readers in remaining.items()}
     report_layers = []
     program_layers = []
-    fl_in = input_fl
-    for layer, float_out in zip(layers, float_acts):
-        wbits = settings.bits_for(layer)
-        if settings.static:
-            fl_w = [fl_w_static]
-        elif settings.per_channel:
-            fl_w = [best_weight_fl(w, wbits) for w in layer.weight]
+    for layer in graph.layers:
+        inputs = [quantized[name] for name in layer.inputs]
+        if layer.kind == "concat":
+            fl_out = fls[layer.inputs[0]]
+            values = np.concatenate([np.reshape(v, (len(x_calib),) + shape) for v, shape in
+                                     zip(inputs, layer.input_shapes)], axis=1)
+            program_layers.append(_concat_layer(layer, fl_out))
+            report_layers.append({"name": layer.name, "kind": "concat", "inputs": list(layer.inputs),
+                                  "fl_in": int(fl_out), "fl_out": int(fl_out)})
         else:
-            fl_w = [best_weight_fl(layer.weight, wbits)]
-        fl_w_col = np.asarray(fl_w).reshape((-1,) + (1,) * (layer.weight.ndim - 1))
-        w_q = golden.quantize(layer.weight, fl_w_col, wbits)
-        fl_b = fl_in + np.asarray(fl_w)
-        b_q = golden.quantize_bias(layer.bias, fl_b, width)
-        acc = _accumulate(layer, x_q, w_q, b_q)
-        if settings.static:
-            fl_out = fl_act_static
-        else:
-            fl_out = _activation_fl(float_out, (layer, acc, fl_in, fl_w), settings.activation_rule, width)
-        out = _requantize(layer, acc, fl_in, fl_w, fl_out, width)
-        w_deq = np.ldexp(w_q.astype(np.float64), -fl_w_col)
-        unsat_bias = np.floor(layer.bias * np.ldexp(1.0, fl_b) + 0.5)
-        stats = {
-            "weight_sqnr_db": _finite(sqnr_db(layer.weight, w_deq)),
-            "weight_saturated": _saturated_share(layer.weight * np.ldexp(1.0, fl_w_col), wbits),
-            "bias_saturated": int(np.count_nonzero(unsat_bias != b_q)),
-            "act_sqnr_db": _finite(sqnr_db(float_out, np.ldexp(out.values.astype(np.float64), -fl_out))),
-            "act_saturated": out.saturated / acc.size,
-        }
-        program_layers.append(
-            Layer(
-                name=layer.name, kind=layer.kind, modules=list(layer.modules),
-                in_shape=tuple(layer.in_shape), out_shape=tuple(layer.out_shape),
-                kernel=layer.kernel, stride=layer.stride, pad=layer.pad, relu=layer.relu, pool=layer.pool,
-                fl_in=int(fl_in), fl_w=[int(f) for f in fl_w], fl_out=int(fl_out), weight_bits=wbits,
-                weights=w_q, bias=b_q, stats=stats,
-            )
-        )
-        report_layers.append({"name": layer.name, "fl_in": int(fl_in), "fl_w": [int(f) for f in fl_w],
-                              "fl_b": [int(f) for f in fl_b], "fl_out": int(fl_out), "weight_bits": wbits, **stats})
-        x_q = out.values
-        fl_in = fl_out
+            program_layer, values = _calibrate_layer(layer, inputs, fls, floats[layer.name], fixed.get(layer.name),
+                                                     settings, width, static_weight_fl)
+            program_layers.append(program_layer)
+            report_layers.append(_report_entry(program_layer))
+            fl_out = program_layer.fl_out
+        fls[layer.name] = int(fl_out)
+        quantized[layer.name] = values
+        floats.pop(layer.name, None)  # only this layer's choice needed the float activation
+        for name in layer.inputs:
+            remaining[name] -= 1
+            if remaining[name] == 0:
+                quantized.pop(name, None)
         if progress:
             progress(layer.name)
     report = {"settings": {**asdict(settings)}, "input_fl": int(input_fl), "images": int(x_calib.shape[0]),
               "layers": report_layers}
-    return Program(width=width, input_shape=tuple(layers[0].in_shape), input_fl=int(input_fl),
+    return Program(width=width, input_shape=tuple(graph.input_shape), input_fl=int(input_fl),
                    layers=program_layers, report=report)
+
+
+def _fixed_fls(graph: FloatGraph, floats: dict, settings: CalibrationSettings, width: int) -> dict[str, int]:
+    """Tensors whose fl is fixed before the layer-by-layer search: all of them under ``static``
+    (one fl for all activations), else the members of concatenation groups (§11)."""
+    if settings.static:
+        fl = best_weight_fl(np.concatenate([v.ravel() for v in floats.values()]), width)
+        return {name: fl for name in floats}
+    parent: dict[str, str] = {}
+
+    def find(name: str) -> str:
+        while parent.setdefault(name, name) != name:
+            name = parent[name]
+        return name
+
+    for layer in graph.layers:
+        if layer.kind == "concat":
+            for name in layer.inputs:
+                parent[find(name)] = find(layer.name)
+    groups: dict[str, list[str]] = {}
+    for name in list(parent):
+        groups.setdefault(find(name), []).append(name)
+    fixed = {}
+    for members in groups.values():
+        peak = max(float(np.max(np.abs(floats[name]))) if floats[name].size else 0.0 for name in members)
+        fl = max_abs_fl(np.asarray([peak]), width)
+        fixed.update({name: fl for name in members})
+    return fixed
+
+
+def _calibrate_layer(layer: FloatLayer, inputs, fls: dict, float_out, fixed_fl, settings: CalibrationSettings,
+                     width: int, static_weight_fl: int | None) -> tuple[Layer, np.ndarray]:
+    """One conv/fc layer: weight and bias fls, accumulators, output fl, statistics."""
+    x_q = inputs[0]
+    fl_in = fls[layer.inputs[0]]
+    wbits = settings.bits_for(layer)
+    if static_weight_fl is not None:
+        fl_w = [static_weight_fl]
+    elif settings.per_channel:
+        fl_w = [best_weight_fl(w, wbits) for w in layer.weight]
+    else:
+        fl_w = [best_weight_fl(layer.weight, wbits)]
+    fl_w_col = np.asarray(fl_w).reshape((-1,) + (1,) * (layer.weight.ndim - 1))
+    w_q = golden.quantize(layer.weight, fl_w_col, wbits)
+    fl_b = fl_in + np.asarray(fl_w)
+    b_q = golden.quantize_bias(layer.bias, fl_b, width)
+    fl_skip = fls[layer.skip] if layer.skip is not None else None
+    skip = (inputs[1], fl_skip - fl_b) if layer.skip is not None else None
+    try:
+        acc = _accumulate(layer, x_q, w_q, b_q, skip, width)
+    except golden.ContractError as exc:
+        raise CalibrationError(f"layer {layer.name}: {exc} (skip fl {fl_skip}, accumulator fl {fl_b.tolist()})") from None
+    if fixed_fl is not None:
+        fl_out = fixed_fl
+    else:
+        fl_out = _activation_fl(float_out, (layer, acc, fl_in, fl_w), settings.activation_rule, width)
+    out = _requantize(layer, acc, fl_in, fl_w, fl_out, width)
+    w_deq = np.ldexp(w_q.astype(np.float64), -fl_w_col)
+    unsat_bias = np.floor(layer.bias * np.ldexp(1.0, fl_b) + 0.5)
+    stats = {
+        "weight_sqnr_db": _finite(sqnr_db(layer.weight, w_deq)),
+        "weight_saturated": _saturated_share(layer.weight * np.ldexp(1.0, fl_w_col), wbits),
+        "bias_saturated": int(np.count_nonzero(unsat_bias != b_q)),
+        "act_sqnr_db": _finite(sqnr_db(float_out, np.ldexp(out.values.astype(np.float64), -fl_out))),
+        "act_saturated": out.saturated / acc.size,
+    }
+    program_layer = Layer(
+        name=layer.name, kind=layer.kind, modules=list(layer.modules), inputs=list(layer.inputs),
+        in_shape=tuple(layer.in_shape), out_shape=tuple(layer.out_shape), kernel=layer.kernel, stride=layer.stride,
+        padding=tuple(layer.padding), relu=layer.relu, pool=layer.pool, fl_in=int(fl_in),
+        fl_w=[int(f) for f in fl_w], fl_out=int(fl_out), fl_skip=None if fl_skip is None else int(fl_skip),
+        weight_bits=wbits, weights=w_q, bias=b_q, role=layer.role, stats=stats,
+    )
+    return program_layer, out.values
+
+
+def _concat_layer(layer: FloatLayer, fl: int) -> Layer:
+    return Layer(name=layer.name, kind="concat", modules=list(layer.modules), inputs=list(layer.inputs),
+                 in_shape=tuple(layer.in_shape), out_shape=tuple(layer.out_shape), kernel=1, stride=1,
+                 padding=(0, 0, 0, 0), relu=False, pool=False, fl_in=int(fl), fl_w=[0], fl_out=int(fl), weight_bits=0,
+                 weights=np.zeros(0, dtype=np.int64), bias=np.zeros(0, dtype=np.int64),
+                 input_shapes=[tuple(s) for s in layer.input_shapes])
+
+
+def _report_entry(layer: Layer) -> dict:
+    entry = {"name": layer.name, "kind": layer.kind, "role": layer.role, "inputs": list(layer.inputs),
+             "modules": list(layer.modules), "fl_in": layer.fl_in, "fl_w": list(layer.fl_w), "fl_b": layer.fl_b,
+             "fl_out": layer.fl_out, "weight_bits": layer.weight_bits, **layer.stats}
+    if layer.skip is not None:
+        entry["fl_skip"] = layer.fl_skip
+    return entry
 
 
 def _finite(value: float):
@@ -182,18 +276,28 @@ def _saturated_share(scaled, bits: int) -> float:
     return float(np.count_nonzero((rounded < lo) | (rounded > hi)) / rounded.size)
 
 
-def _accumulate(layer: FloatLayer, x_q, w_q, b_q) -> np.ndarray:
+def _accumulate(layer: FloatLayer, x_q, w_q, b_q, skip, width: int) -> np.ndarray:
+    """Exact accumulators, with the aligned skip tensor of a residual add (§9) when ``skip`` is
+    ``(values, per-channel skip shift)``."""
     if layer.kind == "fc":
-        return x_q.reshape(x_q.shape[0], -1) @ w_q.T + b_q.reshape(1, -1)
-    return golden.conv_accumulate(x_q, w_q, b_q, stride=layer.stride, pad=layer.pad)
+        acc = x_q.reshape(x_q.shape[0], -1) @ w_q.T + b_q.reshape(1, -1)
+        if skip is not None:
+            acc = acc + golden.align_skip(skip[0].reshape(acc.shape), skip[1].reshape(1, -1), width)
+        return acc
+    skip_args = {}
+    if skip is not None:
+        top, left, bottom, right = layer.padding
+        _, h, w = layer.in_shape
+        out = (w_q.shape[0], golden.conv_output_size(h, layer.kernel, layer.stride, top, bottom),
+               golden.conv_output_size(w, layer.kernel, layer.stride, left, right))
+        skip_args = {"skip": skip[0].reshape((x_q.shape[0],) + out), "skip_shift": skip[1], "width": width}
+    return golden.conv_accumulate(x_q, w_q, b_q, stride=layer.stride, pad=layer.padding, **skip_args)
 
 
 def _requantize(layer: FloatLayer, acc, fl_in: int, fl_w, fl_out: int, width: int) -> golden.Requantized:
-    shift = (fl_in + np.asarray(fl_w) - fl_out).reshape((1, -1) + (1,) * (acc.ndim - 2))
-    out = golden.requantize(acc, shift, relu=layer.relu, width=width)
-    if layer.pool:
-        return golden.Requantized(golden.maxpool2x2(out.values), out.saturated)
-    return out
+    shift = fl_in + np.asarray(fl_w) - fl_out
+    return golden.output_stage(acc, shift if shift.size > 1 else shift[0], relu=layer.relu, pool=layer.pool,
+                               width=width)
 
 
 def _activation_fl(float_values, layer_state, rule: str, width: int) -> int:

@@ -186,14 +186,17 @@ def cmd_check(args) -> dict:
     resolved = resolve(args.model, args.weights)
     shape = _input_shape(args, resolved)
     try:
-        layers, findings = ingest(resolved.module, shape)
-        ok = True
+        graph, findings = ingest(resolved.module, shape)
+        layers, ok = graph.layers, True
     except UnsupportedModelError as exc:
         layers, findings, ok = [], exc.findings, False
     rows = [[f.name, f.type, "yes" if f.supported else "NO", f.reason] for f in findings]
     text = table(["module", "type", "supported", "reason"], rows)
     if ok:
-        text += f"\n\n{args.model}: supported: {len(layers)} engine layers"
+        text += "\n\n" + table(["layer", "kind", "reads", "fused", "out"], [
+            [l.name, l.role or l.kind, ", ".join(l.inputs), "+".join(l.modules[1:]) or "-",
+             "x".join(map(str, l.out_shape))] for l in layers])
+        text += f"\n\n{args.model}: supported: {len(layers)} layers"
     else:
         bad = sum(not f.supported for f in findings)
         text += f"\n\n{args.model}: {bad} unsupported"
@@ -204,7 +207,8 @@ def cmd_check(args) -> dict:
             "model": args.model,
             "supported": ok,
             "modules": [f.__dict__ for f in findings],
-            "layers": [{"name": l.name, "kind": l.kind, "modules": l.modules, "out_shape": list(l.out_shape)} for l in layers],
+            "layers": [{"name": l.name, "kind": l.kind, "role": l.role, "inputs": l.inputs, "modules": l.modules,
+                        "out_shape": list(l.out_shape)} for l in layers],
         },
     }
 
@@ -231,11 +235,11 @@ def cmd_calibrate(args) -> dict:
     x, _ = load_split(args.data, "train")
     if args.images:
         x = x[: args.images]
-    layers, _ = ingest(resolved.module, resolved.input_shape or tuple(x.shape[1:]))
+    graph, _ = ingest(resolved.module, resolved.input_shape or tuple(x.shape[1:]))
     start = time.perf_counter()
-    bar = progress(range(len(layers)), desc="calibrating", total=len(layers), enabled=not args.json)
+    bar = progress(range(len(graph.layers)), desc="calibrating", total=len(graph.layers), enabled=not args.json)
     ticker = iter(bar)
-    program = calibrate(layers, x, settings, progress=lambda _name: next(ticker, None))
+    program = calibrate(graph, x, settings, progress=lambda _name: next(ticker, None))
     seconds = time.perf_counter() - start
     program.source = {
         **resolved.provenance(),
@@ -251,21 +255,30 @@ def cmd_calibrate(args) -> dict:
 
 
 def _fmt_fl(values: list[int]) -> str:
-    return str(values[0]) if len(values) == 1 else f"{min(values)}..{max(values)}"
+    return str(values[0]) if len(set(values)) == 1 else f"{min(values)}..{max(values)}"
+
+
+def _fmt_padding(padding) -> str:
+    """One number when every side has the same padding, else top,left,bottom,right."""
+    return str(padding[0]) if len(set(padding)) == 1 else ",".join(map(str, padding))
 
 
 def _report_table(program) -> str:
     rows = []
     for layer in program.layers:
         s = layer.stats
+        if layer.kind == "concat":
+            rows.append([layer.name, "concat", "-", layer.fl_in, "-", "-", "-", layer.fl_out] + ["-"] * 5)
+            continue
         rows.append([
-            layer.name, layer.kind, "+".join(layer.modules[1:]) or "-", layer.fl_in, _fmt_fl(layer.fl_w),
-            _fmt_fl(layer.fl_b), layer.fl_out, layer.weight_bits, s.get("weight_sqnr_db"), s.get("act_sqnr_db"),
+            layer.name, layer.role or layer.kind, "+".join(layer.modules[1:]) or "-", layer.fl_in,
+            "-" if layer.fl_skip is None else layer.fl_skip, _fmt_fl(layer.fl_w), _fmt_fl(layer.fl_b), layer.fl_out,
+            layer.weight_bits, s.get("weight_sqnr_db"), s.get("act_sqnr_db"),
             f"{100 * s.get('act_saturated', 0):.3f}%", s.get("bias_saturated"),
         ])
     return (f"W={program.width} bits, input fl={program.input_fl}\n" + table(
-        ["layer", "kind", "fused", "fl_in", "fl_w", "fl_b", "fl_out", "w bits", "w SQNR dB", "act SQNR dB",
-         "act sat", "bias sat"], rows))
+        ["layer", "kind", "fused", "fl_in", "fl_skip", "fl_w", "fl_b", "fl_out", "w bits", "w SQNR dB",
+         "act SQNR dB", "act sat", "bias sat"], rows))
 
 
 def _load_program(path: str):
@@ -430,16 +443,24 @@ def cmd_deploy(args) -> dict:
 
 def cmd_inspect(args) -> dict:
     program = _load_program(args.program)
-    rows = [[l.name, l.kind, "x".join(map(str, l.in_shape)), "x".join(map(str, l.out_shape)),
-             f"{l.kernel}/{l.stride}/{l.pad}" if l.kind == "conv" else "-", "relu" if l.relu else "",
-             "pool" if l.pool else "", l.fl_in, _fmt_fl(l.fl_w), l.fl_out, _fmt_fl(l.shift.tolist()), l.macs]
+    rows = [[l.name, l.role or l.kind, ", ".join(l.inputs), "x".join(map(str, l.in_shape)),
+             "x".join(map(str, l.out_shape)),
+             f"{l.kernel}/{l.stride}/{_fmt_padding(l.padding)}" if l.kind == "conv" else "-",
+             "+".join(flag for flag, on in (("add", l.skip), ("relu", l.relu), ("pool", l.pool)) if on) or "-",
+             l.fl_in, "-" if l.fl_skip is None else l.fl_skip, _fmt_fl(l.fl_w) if l.kind != "concat" else "-",
+             l.fl_out, _fmt_fl(l.shift.tolist()) if l.kind != "concat" else "-", l.macs]
             for l in program.layers]
-    text = table(["layer", "kind", "in", "out", "k/s/p", "relu", "pool", "fl_in", "fl_w", "fl_out", "shift", "MACs"], rows)
+    text = table(["layer", "kind", "reads", "in", "out", "k/s/pad", "fused", "fl_in", "fl_skip", "fl_w", "fl_out",
+                  "shift", "MACs"], rows)
     text += "\n\nsource: " + ", ".join(f"{k}={v}" for k, v in program.source.items())
     layers = []
     for l in program.layers:
         entry = {k: v for k, v in l.__dict__.items() if k not in ("weights", "bias")}
-        entry.update(shift=l.shift.tolist(), fl_b=l.fl_b, macs=l.macs)
+        if l.kind != "concat":
+            entry.update(shift=l.shift.tolist(), fl_b=l.fl_b)
+        if l.skip is not None:
+            entry.update(skip_shift=l.skip_shift.tolist())
+        entry["macs"] = l.macs
         layers.append(entry)
     return {"text": text, "json": {"program": args.program, "width": program.width, "input_shape": program.input_shape,
                                    "input_fl": program.input_fl, "source": program.source, "layers": layers}}

@@ -1,24 +1,35 @@
-"""Model ingestion: a ``torch.nn.Module`` to a list of float engine layers (host only).
+"""Model ingestion: a ``torch.nn.Module`` to a graph of float engine layers (host only).
 
-The model is traced with ``torch.fx``; it must be a single chain (no branches) of supported
-operations. Conv2d and Linear start an engine layer; BatchNorm directly after one is folded into
-it (docs/arithmetic.md §8); ReLU and a 2x2/2 MaxPool2d after a conv fuse into it; Flatten,
-Dropout and Identity are free. Everything else is refused, naming the module, its type and why,
-before any calibration work starts.
+The model is traced with ``torch.fx``; its graph may be any DAG of supported operations.
+Conv2d and Linear start an engine layer; what follows one folds or fuses into it while nothing
+else reads its output: BatchNorm (folded, docs/arithmetic.md §8), a residual add of a second
+tensor (§9), ReLU, 2x2/2 max pooling. Zero padding (``nn.ZeroPad2d``, ``F.pad``) fuses into the
+next convolution; average pooling (§10) folds into a following Linear or becomes a layer of its
+own; channel concatenation (§11) is data movement. An operation that cannot fuse (a ReLU of the
+network input, an add whose operands are both read elsewhere, a BatchNorm after a ReLU) becomes an
+*identity layer*, a 1x1 convolution with diagonal weights that carries it. Flatten/view/reshape to
+``(N, -1)``, Dropout, Identity and a final Softmax/LogSoftmax (dropped: the argmax is the same) are
+free. Everything else is refused, naming the module or function, its type and the root cause,
+before any calibration work starts; a layer that does not fit the engine is refused with the
+driver's own message (:mod:`radix.jobs`).
 """
 
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 
-from . import golden
+from . import golden, jobs
+from .engine_spec import DEFAULT_CONFIG, EngineConfig
 
-FREE_MODULES = (nn.Dropout, nn.Dropout2d, nn.Identity, nn.Flatten)
+INPUT = "input"  # the network input's tensor name
+FREE_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
+SOFTMAX_MODULES = (nn.Softmax, nn.LogSoftmax)
 
 
 class UnsupportedModelError(ValueError):
@@ -42,38 +53,596 @@ class Finding:
 
 @dataclass
 class FloatLayer:
-    """An engine layer in float: weights ``(C_out, C_in, k, k)`` or ``(F_out, F_in)``, BN folded."""
+    """A node of the float engine graph, BN folded.
+
+    ``kind`` is ``"conv"`` (weights ``(C_out, C_in, k, k)``), ``"fc"`` (``(F_out, F_in)``) or
+    ``"concat"`` (no weights). ``inputs`` names the tensors read: the main input first and, for a
+    conv/fc layer with a residual add, the skip tensor second; a concatenation's inputs in order.
+    A layer's output tensor is named by the layer. ``padding`` is ``(top, left, bottom, right)``.
+    ``role`` says what the layer stands for when it is not a Conv2d/Linear of the model
+    (``"avgpool"``, ``"identity"``).
+    """
 
     name: str
     kind: str
     modules: list[str]
-    weight: np.ndarray
-    bias: np.ndarray
+    inputs: list[str]
+    weight: np.ndarray | None = None
+    bias: np.ndarray | None = None
     kernel: int = 1
     stride: int = 1
-    pad: int = 0
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0)
     relu: bool = False
     pool: bool = False
     in_shape: tuple[int, ...] = ()
     out_shape: tuple[int, ...] = ()
+    role: str = ""
+    input_shapes: list[tuple[int, ...]] = field(default_factory=list)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The layer in float64, with the same fused ReLU/pool order as the engine."""
+    @property
+    def skip(self) -> str | None:
+        """The residual add's skip tensor, or None."""
+        return self.inputs[1] if self.kind != "concat" and len(self.inputs) > 1 else None
+
+    def forward(self, tensors: dict) -> torch.Tensor:
+        """The layer in float64 on the float tensors it reads, in the engine's order of operations."""
+        if self.kind == "concat":
+            parts = [tensors[name].reshape((-1,) + shape) for name, shape in zip(self.inputs, self.input_shapes)]
+            return torch.cat(parts, dim=1)
+        x = tensors[self.inputs[0]]
         w = torch.from_numpy(self.weight)
         b = torch.from_numpy(self.bias)
         if self.kind == "fc":
-            y = torch.nn.functional.linear(x.reshape(x.shape[0], -1), w, b)
+            y = F.linear(x.reshape(x.shape[0], -1), w, b)
         else:
-            y = torch.nn.functional.conv2d(x, w, b, stride=self.stride, padding=self.pad)
+            top, left, bottom, right = self.padding
+            y = F.conv2d(F.pad(x, (left, right, top, bottom)), w, b, stride=self.stride)
+        if self.skip is not None:
+            y = y + tensors[self.skip].reshape(y.shape)
         if self.relu:
             y = torch.relu(y)
         if self.pool:
-            y = torch.nn.functional.max_pool2d(y, 2)
+            y = F.max_pool2d(y, 2)
         return y
 
+    def geometry(self) -> jobs.Geometry:
+        """The layer as :func:`radix.jobs.band_rows` sees it."""
+        return jobs.geometry_of(kind=self.kind, in_shape=self.in_shape, c_out=self.weight.shape[0],
+                                kernel=self.kernel, stride=self.stride, padding=self.padding, pool=self.pool)
 
-def _type_name(obj) -> str:
-    return type(obj).__name__
+
+@dataclass
+class FloatGraph:
+    """The engine graph of a model: layers in a topological order, the last one the output."""
+
+    input_shape: tuple[int, ...]
+    layers: list[FloatLayer]
+
+    @property
+    def output(self) -> str:
+        return self.layers[-1].name
+
+    def engine_layers(self) -> list[FloatLayer]:
+        return [layer for layer in self.layers if layer.kind != "concat"]
+
+    def forward(self, x) -> dict[str, np.ndarray]:
+        """Every tensor's float64 value for float images ``x`` (the calibration reference)."""
+        tensors = {INPUT: torch.as_tensor(np.asarray(x), dtype=torch.float64)}
+        with torch.no_grad():
+            for layer in self.layers:
+                tensors[layer.name] = layer.forward(tensors)
+        return {name: value.numpy() for name, value in tensors.items()}
+
+    def consumers(self) -> dict[str, list[str]]:
+        """For every tensor, the layers that read it."""
+        readers: dict[str, list[str]] = {INPUT: []}
+        for layer in self.layers:
+            readers.setdefault(layer.name, [])
+            for name in layer.inputs:
+                readers.setdefault(name, []).append(layer.name)
+        return readers
+
+
+# -- values flowing through the fx graph ---------------------------------------------------------
+
+@dataclass
+class _Tensor:
+    """A tensor of the engine graph, viewed with ``shape`` (per image; flattened or not).
+    ``exclusive`` says the fx value is the producing layer's output read by nobody else so far."""
+
+    name: str
+    shape: tuple[int, ...]
+    exclusive: bool = False
+
+
+@dataclass
+class _Padded:
+    """Zero padding ``(top, left, bottom, right)`` waiting for the convolution that absorbs it."""
+
+    source: _Tensor
+    padding: tuple[int, int, int, int]
+    module: str
+
+
+@dataclass
+class _AvgPooled:
+    """Average pooling of ``source`` over ``window`` = ``(kh, kw)`` windows with stride ``window``
+    (global pooling: the whole map), waiting to fold into a Linear or to become a layer; ``flat``
+    once flattened."""
+
+    source: _Tensor
+    window: tuple[int, int]
+    module: str
+    flat: bool = False
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.source.shape
+        return (c, h // self.window[0], w // self.window[1])
+
+    @property
+    def is_global(self) -> bool:
+        return self.window == tuple(self.source.shape[1:])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (int(np.prod(self.out_shape)),) if self.flat else self.out_shape
+
+
+class _Refused(Exception):
+    """One operation is refused; the message is the reason."""
+
+
+_BLOCKED = object()  # the value of an operation whose input was refused (not reported again)
+
+
+class _Walker:
+    """Walks an fx graph in order, building the float engine graph."""
+
+    def __init__(self, graph: fx.GraphModule, input_shape: tuple[int, int, int]):
+        self.graph = graph
+        self.modules = dict(graph.named_modules())
+        self.layers: list[FloatLayer] = []
+        self.by_name: dict[str, FloatLayer] = {}
+        self.findings: list[Finding] = []
+        self.values: dict[fx.Node, object] = {}
+        self.input_shape = input_shape
+        self.output: object = None
+
+    # -- helpers ------------------------------------------------------------------------------
+    def new_layer(self, layer: FloatLayer) -> _Tensor:
+        base, n = layer.name, 1
+        while layer.name in self.by_name or layer.name == INPUT:
+            n += 1
+            layer.name = f"{base}_{n}"
+        self.layers.append(layer)
+        self.by_name[layer.name] = layer
+        return _Tensor(layer.name, layer.out_shape, exclusive=True)
+
+    def settle(self, value, node: fx.Node, name: str):
+        """Pending average pooling becomes its layer before an elementwise operation, which may
+        then fuse into it."""
+        if isinstance(value, _AvgPooled):
+            tensor = self.materialise(value, name)
+            return _Tensor(tensor.name, value.shape, len(_users(node.all_input_nodes[0])) == 1)
+        return value
+
+    def open_layer(self, value, node: fx.Node, *, kinds=("conv", "fc")) -> FloatLayer | None:
+        """The layer that may absorb an operation on ``value``: its output, read by ``node`` alone."""
+        if not isinstance(value, _Tensor) or not value.exclusive or value.name == INPUT:
+            return None
+        source = node.all_input_nodes[0] if node.all_input_nodes else None
+        if source is None or len(_users(source)) != 1:
+            return None
+        layer = self.by_name[value.name]
+        return layer if layer.kind in kinds else None
+
+    def materialise(self, value, name: str) -> _Tensor:
+        """A tensor for ``value``: pending average pooling becomes a layer; padding must not linger."""
+        if isinstance(value, _Tensor):
+            return value
+        if isinstance(value, _AvgPooled):
+            tensor = self.avgpool_layer(value, name)
+            if value.flat:
+                return _Tensor(tensor.name, (int(np.prod(tensor.shape)),), tensor.exclusive)
+            return tensor
+        if isinstance(value, _Padded):
+            raise _Refused(f"zero padding ({value.module}) must be followed by a Conv2d, which absorbs it")
+        raise _Refused("its input is not a tensor the engine computes")
+
+    def identity_layer(self, source: _Tensor, name: str, module: str, *, skip: _Tensor | None = None) -> FloatLayer:
+        """A 1x1 convolution (or, for vectors, a fully connected layer) with identity weights."""
+        shape = source.shape
+        channels = shape[0]
+        weight = np.eye(channels)
+        kind = "fc" if len(shape) == 1 else "conv"
+        if kind == "conv":
+            weight = weight.reshape(channels, channels, 1, 1)
+        inputs = [source.name] + ([skip.name] if skip is not None else [])
+        layer = FloatLayer(name, kind, [module], inputs, weight, np.zeros(channels), in_shape=shape, out_shape=shape,
+                           role="identity")
+        self.new_layer(layer)
+        return layer
+
+    def avgpool_layer(self, pooled: _AvgPooled, name: str) -> _Tensor:
+        """Average pooling as an engine layer with diagonal weights ``1/k^2`` (§10)."""
+        source = pooled.source
+        c, h, w = source.shape
+        kh, kw = pooled.window
+        out_shape = pooled.out_shape
+        if pooled.is_global and (h != w or h > golden.KERNEL_RANGE[1]):
+            weight = np.zeros((c, c, h * w))
+            for ch in range(c):
+                weight[ch, ch, :] = 1.0 / (h * w)
+            layer = FloatLayer(name, "fc", [pooled.module], [source.name], weight.reshape(c, c * h * w), np.zeros(c),
+                               in_shape=(c * h * w,), out_shape=out_shape, role="avgpool")
+            return self.new_layer(layer)
+        if kh != kw:
+            raise _Refused(f"{kh}x{kw} average pooling: only square windows, or global pooling")
+        if not pooled.is_global and kh > golden.STRIDE_RANGE[1]:
+            raise _Refused(f"{kh}x{kh} average pooling with stride {kh}: the engine's stride limit is "
+                           f"{golden.STRIDE_RANGE[1]} unless the pooling is global or folds into a following Linear")
+        stride = 1 if pooled.is_global else kh
+        weight = np.zeros((c, c, kh, kh))
+        for ch in range(c):
+            weight[ch, ch] = 1.0 / (kh * kh)
+        layer = FloatLayer(name, "conv", [pooled.module], [source.name], weight, np.zeros(c), kernel=kh,
+                           stride=stride, in_shape=source.shape, out_shape=out_shape, role="avgpool")
+        return self.new_layer(layer)
+
+    # -- the walk -----------------------------------------------------------------------------
+    def walk(self) -> None:
+        for node in self.graph.graph.nodes:
+            if node.op == "placeholder":
+                if self.values:
+                    raise _RefusedModel("the model takes more than one input")
+                self.values[node] = _Tensor(INPUT, tuple(self.input_shape))
+                continue
+            if node.op == "get_attr":
+                self.values[node] = _BLOCKED
+                self.refuse(node, node.target, "get_attr", "uses a parameter or buffer as a tensor")
+                continue
+            if node.op == "output":
+                self.finish(node)
+                continue
+            if _is_shape_query(node):
+                self.values[node] = ("shape", node)
+                continue
+            name, kind = _describe(node, self.modules)
+            inputs = [self.values.get(arg) for arg in node.all_input_nodes]
+            if any(value is _BLOCKED for value in inputs):
+                # the root cause is reported where it happened; only a fault of this operation's
+                # own parameters is reported here too
+                problem = self.intrinsic_problem(node)
+                if problem:
+                    self.refuse(node, name, kind, problem)
+                self.values[node] = _BLOCKED
+                continue
+            try:
+                value, note = self.step(node, name)
+            except _Refused as refusal:
+                self.refuse(node, name, kind, str(refusal))
+                continue
+            except golden.ContractError as refusal:
+                self.refuse(node, name, kind, str(refusal))
+                continue
+            self.values[node] = value
+            self.findings.append(Finding(name, kind, True, note))
+
+    def intrinsic_problem(self, node: fx.Node) -> str | None:
+        """What is wrong with an operation whatever its input: a conv or pooling's parameters,
+        an operation the engine does not have."""
+        module = self.modules.get(node.target) if node.op == "call_module" else None
+        if isinstance(module, nn.Conv2d):
+            return _conv_problem(module)
+        if isinstance(module, nn.MaxPool2d):
+            return _pool_problem(*_maxpool_module_params(module))
+        if module is not None and not isinstance(module, _KNOWN_MODULES):
+            return "not supported by the engine"
+        return None
+
+    def refuse(self, node, name, kind, reason) -> None:
+        self.values[node] = _BLOCKED
+        self.findings.append(Finding(name, kind, False, reason))
+
+    def finish(self, node: fx.Node) -> None:
+        result = node.args[0]
+        if not isinstance(result, fx.Node):
+            self.findings.append(Finding("<output>", "output", False, "the model must return one tensor"))
+            return
+        value = self.values.get(result)
+        if value is _BLOCKED:
+            return
+        try:
+            tensor = self.materialise(value, result.name)
+        except _Refused as refusal:
+            self.findings.append(Finding("<output>", "output", False, str(refusal)))
+            return
+        if tensor.name == INPUT:
+            self.findings.append(Finding("<output>", "output", False, "the model computes nothing on the engine"))
+            return
+        self.output = tensor
+
+    def step(self, node: fx.Node, name: str):
+        """Apply one operation; returns its value and a note for ``check``."""
+        op, target = node.op, node.target
+        module = self.modules.get(target) if op == "call_module" else None
+        x = self.values.get(node.all_input_nodes[0]) if node.all_input_nodes else None
+        if isinstance(module, nn.Conv2d):
+            return self.conv(node, module, name, x), ""
+        if isinstance(module, nn.Linear):
+            return self.linear(node, module, name, x)
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            return self.batchnorm(node, module, name, x)
+        if isinstance(module, nn.ReLU) or _is_call(node, (F.relu, torch.relu), "relu"):
+            return self.relu(node, name, x)
+        if isinstance(module, nn.MaxPool2d):
+            return self.maxpool(node, name, x, _maxpool_module_params(module))
+        if _is_call(node, (F.max_pool2d, torch.max_pool2d), None):
+            return self.maxpool(node, name, x, _maxpool_call_params(node))
+        if isinstance(module, (nn.ZeroPad2d, nn.ConstantPad2d)):
+            if isinstance(module, nn.ConstantPad2d) and module.value != 0:
+                raise _Refused(f"constant padding with {module.value}: only zero padding")
+            left, right, top, bottom = module.padding
+            return self.pad(x, (top, left, bottom, right), name)
+        if _is_call(node, (F.pad,), None):
+            return self.pad(x, _pad_call_params(node), name)
+        if isinstance(module, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)) or _is_call(
+                node, (F.avg_pool2d, F.adaptive_avg_pool2d, torch.mean), "mean"):
+            return self.avgpool(node, module, name, x)
+        if isinstance(module, nn.Flatten) or _is_call(node, (torch.flatten,), "flatten"):
+            _flatten_params(node, module)
+            return self.flatten(x, node), ""
+        if _is_call(node, (), ("view", "reshape")):
+            _check_view(node, x)
+            return self.flatten(x, node), ""
+        if isinstance(module, FREE_MODULES) or _is_call(node, (F.dropout,), "contiguous"):
+            return _alias(x, node), "free at inference"
+        if _is_call(node, (operator.add, operator.iadd, torch.add), "add"):
+            return self.add(node, name)
+        if _is_call(node, (torch.cat, torch.concat), None):
+            return self.concat(node, name)
+        if isinstance(module, SOFTMAX_MODULES) or _is_call(
+                node, (F.softmax, F.log_softmax, torch.softmax, torch.log_softmax), ("softmax", "log_softmax")):
+            return self.softmax(node, x)
+        raise _Refused("not supported by the engine")
+
+    # -- operations ---------------------------------------------------------------------------
+    def conv(self, node, conv: nn.Conv2d, name: str, x):
+        problem = _conv_problem(conv)
+        if problem:
+            raise _Refused(problem)
+        extra = (0, 0, 0, 0)
+        if isinstance(x, _Padded):
+            extra, x = x.padding, x.source
+        source = self.materialise(x, name)
+        if len(source.shape) != 3 or source.shape[0] != conv.in_channels:
+            raise _Refused(f"expects {conv.in_channels} input channels, gets shape {source.shape}")
+        k = conv.kernel_size[0]
+        own = _conv_padding(conv)
+        padding = tuple(a + b for a, b in zip(own, extra))
+        c, h, w = source.shape
+        golden.check_conv_geometry(c_in=c, height=h, width_px=w, kernel=k, stride=conv.stride[0], pad=padding)
+        top, left, bottom, right = padding
+        out = (conv.out_channels, golden.conv_output_size(h, k, conv.stride[0], top, bottom),
+               golden.conv_output_size(w, k, conv.stride[0], left, right))
+        weight = conv.weight.detach().double().numpy().copy()
+        layer = FloatLayer(name, "conv", [name], [source.name], weight, _bias_of(conv, weight.shape[0]), kernel=k,
+                           stride=conv.stride[0], padding=padding, in_shape=source.shape, out_shape=out)
+        return self.new_layer(layer)
+
+    def linear(self, node, linear: nn.Linear, name: str, x):
+        note = ""
+        if isinstance(x, _AvgPooled) and x.flat:
+            weight, source, note = _fold_avgpool(linear, x), x.source, f"average pooling {x.module} folded in (§10)"
+            modules = [x.module, name]
+            in_shape = (int(np.prod(source.shape)),)
+        else:
+            source = self.materialise(x, name)
+            if len(source.shape) != 1:
+                raise _Refused(f"Linear on a {'x'.join(map(str, source.shape))} map acts on its last dimension only: "
+                               "flatten the map first (torch.flatten(x, 1) or x.view(x.size(0), -1))")
+            weight, modules, in_shape = linear.weight.detach().double().numpy().copy(), [name], source.shape
+        if weight.shape[1] != in_shape[0]:
+            raise _Refused(f"expects {weight.shape[1]} inputs, gets {in_shape[0]}")
+        golden.check_reduction(in_shape[0])
+        layer = FloatLayer(name, "fc", modules, [source.name], weight, _bias_of(linear, weight.shape[0]),
+                           in_shape=in_shape, out_shape=(weight.shape[0],))
+        return self.new_layer(layer), note
+
+    def batchnorm(self, node, bn, name: str, x):
+        x = self.settle(x, node, name)
+        if not bn.track_running_stats or bn.running_mean is None:
+            raise _Refused("BatchNorm without running statistics (track_running_stats=False) normalises each batch "
+                           "by its own statistics: there is no inference form to fold")
+        layer = self.open_layer(x, node)
+        if layer is not None and not (layer.relu or layer.pool or layer.skip) and bn.num_features == layer.weight.shape[0]:
+            _fold_batchnorm(layer, bn)
+            layer.modules.append(name)
+            return _Tensor(layer.name, x.shape, True), f"folded into {layer.name}"
+        source = self.materialise(x, name)
+        if source.shape[0] != bn.num_features:
+            raise _Refused(f"BatchNorm of {bn.num_features} features on a tensor of shape {source.shape}")
+        identity = self.identity_layer(source, name, name)
+        _fold_batchnorm(identity, bn)
+        return _Tensor(identity.name, source.shape, True), "a per-channel scale layer (it follows no Conv2d/Linear)"
+
+    def relu(self, node, name: str, x):
+        x = self.settle(x, node, name)
+        layer = self.open_layer(x, node)
+        if layer is not None:
+            layer.relu = True
+            layer.modules.append(name)
+            return _Tensor(layer.name, x.shape, True), f"fused into {layer.name}"
+        source = self.materialise(x, name)
+        if source.name != INPUT and self.by_name[source.name].relu:
+            return _alias(source, node), "no-op: the input is already rectified"
+        identity = self.identity_layer(source, name, name)
+        identity.relu = True
+        return _Tensor(identity.name, source.shape, True), "an identity layer with ReLU"
+
+    def maxpool(self, node, name: str, x, params):
+        x = self.settle(x, node, name)
+        problem = _pool_problem(*params)
+        if problem:
+            raise _Refused(problem)
+        layer = self.open_layer(x, node, kinds=("conv",))
+        if layer is None or layer.pool or len(x.shape) != 3:
+            source = self.materialise(x, name)
+            if len(source.shape) != 3:
+                raise _Refused("max pooling needs a feature map")
+            layer = self.identity_layer(source, name, name)
+        else:
+            layer.modules.append(name)
+        c, h, w = layer.out_shape
+        if h < 2 or w < 2:
+            raise _Refused(f"max pooling needs a 2x2 map, the layer gives {h}x{w}")
+        layer.pool = True
+        layer.out_shape = (c, h // 2, w // 2)
+        return _Tensor(layer.name, layer.out_shape, True), f"fused into {layer.name}"
+
+    def pad(self, x, padding, name: str):
+        if isinstance(x, _Padded):
+            padding = tuple(a + b for a, b in zip(padding, x.padding))
+            x = x.source
+        source = self.materialise(x, name)
+        if len(source.shape) != 3:
+            raise _Refused("zero padding needs a feature map")
+        if min(padding) < 0:
+            raise _Refused(f"negative padding {padding} (cropping) is not supported")
+        return _Padded(source, tuple(int(p) for p in padding), name), "fused into the next Conv2d"
+
+    def avgpool(self, node, module, name: str, x):
+        source = self.materialise(x, name)
+        if len(source.shape) != 3:
+            raise _Refused("average pooling needs a feature map")
+        _, h, w = source.shape
+        window, flat = _avgpool_window(node, module, h, w)
+        window = window or (h, w)
+        if window[0] > h or window[1] > w:
+            raise _Refused(f"{window[0]}x{window[1]} average pooling of a {h}x{w} map")
+        return _AvgPooled(source, window, name, flat=flat), "folded into the next Linear, else a layer (§10)"
+
+    def flatten(self, x, node: fx.Node):
+        if isinstance(x, _AvgPooled):
+            return _AvgPooled(x.source, x.window, x.module, flat=True)
+        if isinstance(x, _Tensor):
+            alias = _alias(x, node)
+            return _Tensor(x.name, (int(np.prod(x.shape)),), alias.exclusive)
+        raise _Refused("flattening of padding is not supported")
+
+    def add(self, node, name: str):
+        if node.kwargs.get("alpha", 1) != 1 or len(node.args) > 2:
+            raise _Refused("add with alpha: only a plain sum of two tensors")
+        operands = list(node.args[:2])
+        if not all(isinstance(a, fx.Node) for a in operands) or len(operands) != 2:
+            raise _Refused("add of a tensor and a constant: only the sum of two tensors (a residual add)")
+        values = [self.values[a] for a in operands]
+        candidates = []
+        for operand, value in zip(operands, values):
+            if isinstance(value, _Tensor) and value.exclusive and value.name != INPUT and len(_users(operand)) == 1 \
+                    and operands[0] is not operands[1]:
+                layer = self.by_name[value.name]
+                if layer.kind in ("conv", "fc") and not (layer.relu or layer.pool or layer.skip):
+                    candidates.append((self.layers.index(layer), layer, value))
+        tensors = [self.materialise(v, name) if not isinstance(v, _Tensor) else v for v in values]
+        if tensors[0].shape != tensors[1].shape and int(np.prod(tensors[0].shape)) != int(np.prod(tensors[1].shape)):
+            raise _Refused(f"add of tensors of shapes {tensors[0].shape} and {tensors[1].shape}: they must be equal")
+        if tensors[0].shape != tensors[1].shape:
+            raise _Refused(f"add of tensors of shapes {tensors[0].shape} and {tensors[1].shape} (broadcasting is not "
+                           "supported)")
+        if candidates:
+            _, layer, value = max(candidates, key=lambda entry: entry[0])
+            skip = tensors[1] if value is values[0] else tensors[0]
+            layer.inputs.append(skip.name)
+            layer.modules.append(name)
+            # the layer now reads the skip: it runs after the skip's producer
+            self.layers.remove(layer)
+            self.layers.append(layer)
+            golden.check_reduction(int(np.prod(layer.weight.shape[1:])), add=True)
+            return _Tensor(layer.name, value.shape, True), f"fused into {layer.name} (§9)"
+        identity = self.identity_layer(tensors[0], name, name, skip=tensors[1])
+        return _Tensor(identity.name, tensors[0].shape, True), "an identity layer carrying the add (§9)"
+
+    def concat(self, node, name: str):
+        dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+        parts = node.args[0]
+        if not isinstance(parts, (list, tuple)) or not all(isinstance(p, fx.Node) for p in parts):
+            raise _Refused("concatenation of something other than a list of tensors")
+        tensors = [self.materialise(self.values[p], name) for p in parts]
+        ndim = len(tensors[0].shape) + 1
+        if dim not in (1, 1 - ndim) or any(len(t.shape) != ndim - 1 for t in tensors):
+            raise _Refused(f"concatenation along dim {dim}: only channels (dim=1) of tensors of one rank")
+        if len({t.shape[1:] for t in tensors}) != 1:
+            raise _Refused(f"concatenation of shapes {[t.shape for t in tensors]}: spatial sizes must be equal")
+        shape = (sum(t.shape[0] for t in tensors),) + tensors[0].shape[1:]
+        layer = FloatLayer(name, "concat", [name], [t.name for t in tensors], in_shape=shape, out_shape=shape,
+                           input_shapes=[t.shape for t in tensors])
+        return self.new_layer(layer), "data movement: its inputs share one fl (§11)"
+
+    def softmax(self, node, x):
+        if len(node.users) != 1 or next(iter(node.users)).op != "output":
+            raise _Refused("Softmax/LogSoftmax is supported only as the model's last operation")
+        return _alias(x, node), "dropped: monotonic, the argmax of the logits is the same"
+
+
+_KNOWN_MODULES = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.ZeroPad2d,
+                  nn.ConstantPad2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten) + FREE_MODULES + SOFTMAX_MODULES
+
+
+class _RefusedModel(Exception):
+    """The model as a whole cannot be ingested."""
+
+
+def _alias(value, node: fx.Node):
+    """The same value through a free operation; a tensor stays exclusive only if read once."""
+    if isinstance(value, _Tensor):
+        return _Tensor(value.name, value.shape, value.exclusive and len(_users(node.all_input_nodes[0])) == 1)
+    return value
+
+
+def _users(node: fx.Node) -> list[fx.Node]:
+    """The operations that read a node's tensor (shape queries such as ``x.size(0)`` do not)."""
+    return [user for user in node.users if not _is_shape_query(user)]
+
+
+def _is_shape_query(node: fx.Node) -> bool:
+    if node.op == "call_method" and node.target in ("size", "dim"):
+        return True
+    if node.op == "call_function" and node.target is getattr and node.args[1] in ("shape",):
+        return True
+    if node.op == "call_function" and node.target is operator.getitem:
+        source = node.args[0]
+        return isinstance(source, fx.Node) and _is_shape_query(source)
+    return False
+
+
+def _is_call(node: fx.Node, functions: tuple, methods) -> bool:
+    if node.op == "call_function" and node.target in functions:
+        return True
+    if node.op == "call_method" and methods is not None:
+        names = (methods,) if isinstance(methods, str) else methods
+        return node.target in names
+    return False
+
+
+def _describe(node: fx.Node, modules: dict) -> tuple[str, str]:
+    if node.op == "call_module":
+        return str(node.target), type(modules[node.target]).__name__
+    if node.op == "call_method":
+        return node.name, f"Tensor.{node.target}"
+    target = node.target
+    if target in (operator.add, operator.iadd, torch.add):
+        return node.name, "add"
+    module = getattr(target, "__module__", "") or ""
+    prefix = "F." if module.startswith("torch.nn.functional") else ("torch." if module.startswith("torch") else "")
+    return node.name, prefix + getattr(target, "__name__", str(target))
+
+
+def _arg(node: fx.Node, index: int, name: str, default=None):
+    if len(node.args) > index:
+        return node.args[index]
+    return node.kwargs.get(name, default)
 
 
 def _conv_problem(conv: nn.Conv2d) -> str | None:
@@ -81,154 +650,128 @@ def _conv_problem(conv: nn.Conv2d) -> str | None:
     if kh != kw:
         return f"kernel {kh}x{kw}: only square kernels"
     if not golden.KERNEL_RANGE[0] <= kh <= golden.KERNEL_RANGE[1]:
-        return f"kernel {kh}x{kw} outside 1..7"
-    if conv.stride[0] != conv.stride[1] or not 1 <= conv.stride[0] <= 4:
-        return f"stride {conv.stride}: only equal strides 1..4"
-    if isinstance(conv.padding, str) or conv.padding[0] != conv.padding[1] or not 0 <= conv.padding[0] < kh:
-        return f"padding {conv.padding}: only equal zero padding 0..{kh - 1}"
+        return f"kernel {kh}x{kw} outside {golden.KERNEL_RANGE[0]}..{golden.KERNEL_RANGE[1]}"
+    if conv.stride[0] != conv.stride[1] or not golden.STRIDE_RANGE[0] <= conv.stride[0] <= golden.STRIDE_RANGE[1]:
+        return f"stride {conv.stride}: only equal strides {golden.STRIDE_RANGE[0]}..{golden.STRIDE_RANGE[1]}"
     if conv.padding_mode != "zeros":
         return f"padding mode {conv.padding_mode!r}: only zeros"
     if conv.dilation != (1, 1):
         return f"dilation {conv.dilation}: only 1"
     if conv.groups != 1:
         return f"groups={conv.groups}: grouped/depthwise convolution is not supported"
+    if conv.padding == "same" and kh % 2 == 0:
+        return f"padding='same' with an even kernel {kh}x{kw} pads unevenly in PyTorch: give the padding explicitly"
     return None
 
 
-def _pool_problem(pool: nn.MaxPool2d) -> str | None:
-    def pair(v):
-        return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+def _conv_padding(conv: nn.Conv2d) -> tuple[int, int, int, int]:
+    if conv.padding == "valid":
+        return (0, 0, 0, 0)
+    if conv.padding == "same":
+        p = (conv.kernel_size[0] - 1) // 2
+        return (p, p, p, p)
+    ph, pw = conv.padding
+    return (ph, pw, ph, pw)
 
-    if pair(pool.kernel_size) != (2, 2) or pair(pool.stride or pool.kernel_size) != (2, 2):
-        return f"kernel {pool.kernel_size} stride {pool.stride}: only 2x2 stride 2 pooling"
-    if pair(pool.padding) != (0, 0) or pair(pool.dilation) != (1, 1) or pool.ceil_mode or pool.return_indices:
+
+def _maxpool_module_params(pool: nn.MaxPool2d):
+    return pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode, pool.return_indices
+
+
+def _maxpool_call_params(node: fx.Node):
+    kernel = _arg(node, 1, "kernel_size")
+    return (kernel, _arg(node, 2, "stride"), _arg(node, 3, "padding", 0), _arg(node, 4, "dilation", 1),
+            _arg(node, 5, "ceil_mode", False), _arg(node, 6, "return_indices", False))
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def _pool_problem(kernel, stride, padding, dilation, ceil_mode, return_indices) -> str | None:
+    stride = stride if stride not in (None, (), []) else kernel
+    if _pair(kernel) != (2, 2) or _pair(stride) != (2, 2):
+        return f"kernel {kernel} stride {stride}: only 2x2 stride 2 max pooling"
+    if _pair(padding) != (0, 0) or _pair(dilation) != (1, 1) or ceil_mode or return_indices:
         return "only padding 0, dilation 1, floor mode"
     return None
 
 
-_RELU_FUNCTIONS = (torch.relu, torch.nn.functional.relu)
-_FLATTEN_FUNCTIONS = (torch.flatten,)
+def _pad_call_params(node: fx.Node) -> tuple[int, int, int, int]:
+    pads = _arg(node, 1, "pad")
+    mode = _arg(node, 2, "mode", "constant")
+    value = _arg(node, 3, "value", None)
+    if mode != "constant" or value not in (None, 0, 0.0):
+        raise _Refused(f"F.pad mode={mode!r} value={value!r}: only constant zero padding")
+    pads = tuple(pads)
+    if len(pads) == 2:
+        pads = pads + (0, 0)
+    if len(pads) != 4 or not all(isinstance(p, int) for p in pads):
+        raise _Refused(f"F.pad {pads}: give (left, right, top, bottom) as integers")
+    left, right, top, bottom = pads
+    return (top, left, bottom, right)
 
 
-def _trace(model: nn.Module) -> fx.GraphModule:
-    try:
-        return fx.symbolic_trace(model)
-    except Exception as exc:  # fx raises many exception types for untraceable code
-        raise UnsupportedModelError(
-            [Finding("<model>", _type_name(model), False, f"cannot be traced with torch.fx ({exc})")]
-        ) from None
+def _avgpool_window(node: fx.Node, module, h: int, w: int) -> tuple[tuple[int, int] | None, bool]:
+    """``(window, flattened)``: the pooling window (None for global pooling) and whether the
+    result is already flat (``x.mean((2, 3))`` without keepdim)."""
+    if isinstance(module, nn.AvgPool2d):
+        kernel, stride = _pair(module.kernel_size), _pair(module.stride or module.kernel_size)
+        if stride != kernel or _pair(module.padding) != (0, 0) or module.ceil_mode or module.divisor_override:
+            raise _Refused("only k x k average pooling with stride k, padding 0, floor mode, no divisor override")
+        return kernel, False
+    if isinstance(module, nn.AdaptiveAvgPool2d):
+        return _adaptive_window(module.output_size, h, w), False
+    if node.op == "call_function" and node.target is F.avg_pool2d:
+        kernel = _pair(_arg(node, 1, "kernel_size"))
+        stride = _arg(node, 2, "stride", None)
+        stride = kernel if stride in (None, (), []) else _pair(stride)
+        if stride != kernel or _pair(_arg(node, 3, "padding", 0)) != (0, 0) or _arg(node, 4, "ceil_mode", False) \
+                or _arg(node, 6, "divisor_override", None):
+            raise _Refused("only k x k average pooling with stride k, padding 0, floor mode, no divisor override")
+        return kernel, False
+    if node.op == "call_function" and node.target is F.adaptive_avg_pool2d:
+        return _adaptive_window(_arg(node, 1, "output_size"), h, w), False
+    dims = _arg(node, 1, "dim")
+    keepdim = _arg(node, 2, "keepdim", False)
+    dims = tuple(dims) if isinstance(dims, (list, tuple)) else (dims,)
+    if sorted(d % 4 for d in dims) != [2, 3]:
+        raise _Refused(f"mean over dims {dims}: only the spatial mean (2, 3), i.e. global average pooling")
+    return None, not keepdim
 
 
-def ingest(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple[list[FloatLayer], list[Finding]]:
-    """Map ``model`` to float engine layers; raise :class:`UnsupportedModelError` listing every problem.
-
-    ``input_shape`` is one image's ``(C, H, W)``; shapes are propagated through the layers and
-    each layer is checked against the engine's limits (docs/arithmetic.md §3, §7).
-    """
-    model = model.eval()
-    graph = _trace(model)
-    modules = dict(graph.named_modules())
-    findings: list[Finding] = []
-    layers: list[FloatLayer] = []
-    chain_input = None
-
-    def fail(name, kind, reason):
-        findings.append(Finding(name, kind, False, reason))
-
-    for node in graph.graph.nodes:
-        if node.op == "placeholder":
-            chain_input = node
-            continue
-        if node.op == "output":
-            continue
-        name = node.target if node.op == "call_module" else node.name
-        kind = _type_name(modules[node.target]) if node.op == "call_module" else _function_name(node)
-        inputs = [a for a in node.all_input_nodes]
-        if len(inputs) != 1 or inputs[0] is not chain_input:
-            fail(name, kind, "branches, residual additions and concatenations are not supported (the network must be a chain)")
-            chain_input = node
-            continue
-        chain_input = node
-        last = layers[-1] if layers else None
-        if node.op == "call_module":
-            module = modules[node.target]
-            problem = _module_step(module, name, last, layers)
-        elif node.op == "call_function" and node.target in _RELU_FUNCTIONS:
-            problem = _relu_step(last)
-        elif (node.op == "call_function" and node.target in _FLATTEN_FUNCTIONS) or (
-            node.op == "call_method" and node.target in ("flatten", "view", "reshape")
-        ):
-            problem = None
-        elif node.op == "call_method" and node.target == "relu":
-            problem = _relu_step(last)
-        else:
-            problem = "not supported by the engine"
-        if problem:
-            fail(name, kind, problem)
-        else:
-            findings.append(Finding(name, kind, True))
-    if any(not f.supported for f in findings):
-        raise UnsupportedModelError(findings)
-    if not layers:
-        raise UnsupportedModelError([Finding("<model>", _type_name(model), False, "has no Conv2d or Linear layer")])
-    _propagate_shapes(layers, input_shape, findings)
-    return layers, findings
-
-
-def _function_name(node: fx.Node) -> str:
-    target = node.target
-    if node.op == "call_method":
-        return f"Tensor.{target}"
-    if target in (operator.add, operator.iadd, torch.add):
-        return "add"
-    return getattr(target, "__name__", str(target))
-
-
-def _module_step(module: nn.Module, name: str, last: FloatLayer | None, layers: list[FloatLayer]) -> str | None:
-    """Apply one module to the layer list; return why it is refused, or None."""
-    if isinstance(module, nn.Conv2d):
-        problem = _conv_problem(module)
-        if problem:
-            return problem
-        weight = module.weight.detach().double().numpy().copy()
-        bias = _bias_of(module, weight.shape[0])
-        layers.append(FloatLayer(name, "conv", [name], weight, bias, kernel=module.kernel_size[0],
-                                 stride=module.stride[0], pad=module.padding[0]))
+def _adaptive_window(output_size, h: int, w: int) -> tuple[int, int] | None:
+    out = _pair(output_size)
+    if out == (1, 1):
         return None
-    if isinstance(module, nn.Linear):
-        weight = module.weight.detach().double().numpy().copy()
-        layers.append(FloatLayer(name, "fc", [name], weight, _bias_of(module, weight.shape[0])))
-        return None
-    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        if last is None or last.relu or last.pool:
-            return "BatchNorm must follow a Conv2d or Linear directly (before its ReLU/pooling) to be folded"
-        _fold_batchnorm(last, module)
-        last.modules.append(name)
-        return None
-    if isinstance(module, nn.ReLU):
-        problem = _relu_step(last)
-        if not problem:
-            last.modules.append(name)
-        return problem
-    if isinstance(module, nn.MaxPool2d):
-        problem = _pool_problem(module)
-        if problem:
-            return problem
-        if last is None or last.kind != "conv" or last.pool:
-            return "max pooling must follow a Conv2d (optionally with its ReLU)"
-        last.pool = True
-        last.modules.append(name)
-        return None
-    if isinstance(module, FREE_MODULES):
-        return None
-    return "not supported by the engine"
+    if None in out or h % out[0] or w % out[1]:
+        raise _Refused(f"adaptive average pooling to {output_size} of a {h}x{w} map: windows must divide the map")
+    return (h // out[0], w // out[1])
 
 
-def _relu_step(last: FloatLayer | None) -> str | None:
-    if last is None:
-        return "ReLU must follow a Conv2d or Linear (it is fused into the layer)"
-    last.relu = True
-    return None
+def _flatten_params(node: fx.Node, module) -> None:
+    start = module.start_dim if module is not None else _arg(node, 1, "start_dim", 0 if node.op == "call_function" else 0)
+    end = module.end_dim if module is not None else _arg(node, 2, "end_dim", -1)
+    if node.op == "call_function" and start == 0 and len(node.args) < 2 and "start_dim" not in node.kwargs:
+        raise _Refused("torch.flatten(x) also flattens the batch dimension: use torch.flatten(x, 1)")
+    if start not in (1, -3) or end != -1:
+        raise _Refused(f"flatten from dim {start} to {end}: only flatten(1) to (N, features)")
+
+
+def _check_view(node: fx.Node, x) -> None:
+    sizes = node.args[1:]
+    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+        sizes = tuple(sizes[0])
+    shape = getattr(x, "shape", None)
+    features = int(np.prod(shape)) if shape else None
+
+    def batch(arg) -> bool:
+        return (isinstance(arg, fx.Node) and _is_shape_query(arg)) or arg == -1
+
+    if len(sizes) == 2 and batch(sizes[0]) and (sizes[1] == -1 or sizes[1] == features) and not (
+            sizes[0] == -1 and sizes[1] == -1):
+        return
+    raise _Refused(f"{node.target} to {tuple(str(s) for s in sizes)}: only to (N, -1), e.g. x.view(x.size(0), -1)")
 
 
 def _bias_of(module: nn.Module, count: int) -> np.ndarray:
@@ -239,8 +782,6 @@ def _bias_of(module: nn.Module, count: int) -> np.ndarray:
 
 def _fold_batchnorm(layer: FloatLayer, bn) -> None:
     """Fold inference BatchNorm into the layer's weights and bias (docs/arithmetic.md §8)."""
-    if bn.num_features != layer.weight.shape[0]:
-        raise ValueError(f"BatchNorm with {bn.num_features} features after a layer with {layer.weight.shape[0]} outputs")
     scale = bn.weight.detach().double().numpy() if bn.affine else np.ones(bn.num_features)
     shift = bn.bias.detach().double().numpy() if bn.affine else np.zeros(bn.num_features)
     mean = bn.running_mean.detach().double().numpy()
@@ -250,43 +791,74 @@ def _fold_batchnorm(layer: FloatLayer, bn) -> None:
     layer.bias = (layer.bias - mean) * factor + shift
 
 
-def _propagate_shapes(layers: list[FloatLayer], input_shape, findings: list[Finding]) -> None:
-    shape = tuple(int(s) for s in input_shape)
+def _fold_avgpool(linear: nn.Linear, pooled: _AvgPooled) -> np.ndarray:
+    """The Linear's weights on the unpooled map (§10): ``w[o, c, h div kh, v div kw] / (kh kw)``."""
+    c, h, w = pooled.source.shape
+    _, out_h, out_w = pooled.out_shape
+    kh, kw = pooled.window
+    weight = linear.weight.detach().double().numpy()
+    if weight.shape[1] != c * out_h * out_w:
+        raise _Refused(f"expects {weight.shape[1]} inputs, the pooled map has {c * out_h * out_w}")
+    pooled_w = weight.reshape(-1, c, out_h, out_w) / (kh * kw)
+    full = np.zeros((weight.shape[0], c, h, w))
+    full[:, :, : out_h * kh, : out_w * kw] = np.repeat(np.repeat(pooled_w, kh, axis=2), kw, axis=3)
+    return full.reshape(weight.shape[0], -1)
+
+
+def _trace(model: nn.Module) -> fx.GraphModule:
+    try:
+        return fx.symbolic_trace(model)
+    except Exception as exc:  # fx raises many exception types for untraceable code
+        raise UnsupportedModelError(
+            [Finding("<model>", type(model).__name__, False, f"cannot be traced with torch.fx ({exc})")]
+        ) from None
+
+
+def _reachable(layers: list[FloatLayer], output: str) -> list[FloatLayer]:
+    """The layers the output depends on, in order (an unused branch is not computed)."""
+    by_name = {layer.name: layer for layer in layers}
+    needed, stack = set(), [output]
+    while stack:
+        name = stack.pop()
+        if name in needed or name not in by_name:
+            continue
+        needed.add(name)
+        stack.extend(by_name[name].inputs)
+    kept = [layer for layer in layers if layer.name in needed]
+    # the output's producer goes last: everything else it needs is before it already
+    kept.remove(by_name[output])
+    return kept + [by_name[output]]
+
+
+def ingest(model: nn.Module, input_shape: tuple[int, int, int], *,
+           config: EngineConfig = DEFAULT_CONFIG) -> tuple[FloatGraph, list[Finding]]:
+    """Map ``model`` to a float engine graph; raise :class:`UnsupportedModelError` listing every problem.
+
+    ``input_shape`` is one image's ``(C, H, W)``. Every layer is checked against the
+    contract's limits (docs/arithmetic.md) and against ``config`` with the driver's own fit rule,
+    so a model that passes runs on such an engine.
+    """
+    model = model.eval()
+    graph = _trace(model)
+    walker = _Walker(graph, tuple(int(s) for s in input_shape))
+    try:
+        walker.walk()
+    except _RefusedModel as refusal:
+        raise UnsupportedModelError([Finding("<model>", type(model).__name__, False, str(refusal))]) from None
+    findings = walker.findings
+    if any(not f.supported for f in findings) or walker.output is None:
+        if walker.output is None and all(f.supported for f in findings):
+            findings.append(Finding("<model>", type(model).__name__, False, "has no Conv2d or Linear layer"))
+        raise UnsupportedModelError(findings)
+    layers = _reachable(walker.layers, walker.output.name)
     problems = []
     for layer in layers:
-        layer.in_shape = shape
+        if layer.kind == "concat":
+            continue
         try:
-            if layer.kind == "conv":
-                if len(shape) != 3 or shape[0] != layer.weight.shape[1]:
-                    raise golden.ContractError(f"expects {layer.weight.shape[1]} input channels, gets shape {shape}")
-                golden.check_conv_geometry(c_in=shape[0], height=shape[1], width_px=shape[2],
-                                           kernel=layer.kernel, stride=layer.stride, pad=layer.pad)
-                h = golden.conv_output_size(shape[1], layer.kernel, layer.stride, layer.pad)
-                w = golden.conv_output_size(shape[2], layer.kernel, layer.stride, layer.pad)
-                if layer.pool:
-                    if h < 2 or w < 2:
-                        raise golden.ContractError(f"max pooling needs a 2x2 map, the convolution gives {h}x{w}")
-                    h, w = h // 2, w // 2
-                shape = (layer.weight.shape[0], h, w)
-            else:
-                features = int(np.prod(shape))
-                if features != layer.weight.shape[1]:
-                    raise golden.ContractError(f"expects {layer.weight.shape[1]} inputs, gets {features} (shape {shape})")
-                golden.check_reduction(features)
-                shape = (layer.weight.shape[0],)
-        except golden.ContractError as exc:
-            problems.append(Finding(layer.name, layer.kind, False, str(exc)))
-        layer.out_shape = shape
+            jobs.band_rows(layer.geometry(), config)
+        except jobs.LayerFitError as exc:
+            problems.append(Finding(layer.name, layer.kind, False, f"does not fit the engine: {exc}"))
     if problems:
         raise UnsupportedModelError(findings + problems)
-
-
-def float_forward(layers: list[FloatLayer], x) -> list[np.ndarray]:
-    """Every layer's float64 output for float images ``x`` (the calibration reference)."""
-    current = torch.as_tensor(np.asarray(x), dtype=torch.float64)
-    outputs = []
-    with torch.no_grad():
-        for layer in layers:
-            current = layer.forward(current)
-            outputs.append(current.numpy())
-    return outputs
+    return FloatGraph(tuple(int(s) for s in input_shape), layers), findings

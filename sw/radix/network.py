@@ -1,6 +1,7 @@
 """Run a whole program on the golden model: the reference backend's arithmetic.
 
-Numpy only (runs on the board). Each layer applies ``radix.golden`` exactly as the engine does.
+Numpy only (runs on the board). Each layer applies ``radix.golden`` exactly as the engine does;
+a concatenation places its inputs side by side (docs/arithmetic.md §11).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import golden
-from .program import Layer, Program
+from .program import INPUT, Layer, Program
 
 
 @dataclass
@@ -30,32 +31,56 @@ def quantize_input(program: Program, x) -> np.ndarray:
     return golden.quantize(x, program.input_fl, program.width)
 
 
-def run_layer(layer: Layer, x, *, width: int) -> golden.Requantized:
-    """One engine layer on integer inputs (a batch)."""
+def concatenate(layer: Layer, parts: list[np.ndarray]) -> np.ndarray:
+    """A concatenation's output: its batched inputs, each in its recorded shape, along channels."""
+    batch = parts[0].shape[0]
+    return np.concatenate([np.reshape(p, (batch,) + tuple(s)) for p, s in zip(parts, layer.input_shapes)], axis=1)
+
+
+def skip_of(layer: Layer, skip: np.ndarray) -> np.ndarray:
+    """The skip tensor in the shape of the layer's output before pooling (§9)."""
+    batch = skip.shape[0]
     if layer.kind == "fc":
-        return golden.linear(np.reshape(x, (x.shape[0], -1)), layer.weights, layer.bias, shift=layer.shift, relu=layer.relu, width=width)
+        return np.reshape(skip, (batch, -1))
+    return np.reshape(skip, (batch, layer.weights.shape[0]) + layer.conv_shape)
+
+
+def run_layer(layer: Layer, x, *, width: int, skip=None) -> golden.Requantized:
+    """One engine layer on a batch of integer inputs (and its skip tensor, with an add)."""
+    skip_args = {}
+    if layer.skip is not None:
+        skip_args = {"skip": skip_of(layer, skip), "skip_shift": layer.skip_shift}
+    if layer.kind == "fc":
+        return golden.linear(np.reshape(x, (x.shape[0], -1)), layer.weights, layer.bias, shift=layer.shift,
+                             relu=layer.relu, width=width, **skip_args)
     return golden.conv2d(
-        x, layer.weights, layer.bias, stride=layer.stride, pad=layer.pad, shift=layer.shift,
-        relu=layer.relu, pool=layer.pool, width=width,
+        x, layer.weights, layer.bias, stride=layer.stride, pad=layer.padding, shift=layer.shift,
+        relu=layer.relu, pool=layer.pool, width=width, **skip_args,
     )
 
 
 def run(program: Program, x_q) -> list[LayerResult]:
-    """All layers on quantized inputs; returns every layer's result (the last are the logits)."""
+    """All layers on quantized inputs; returns every layer's result in program order (the last
+    are the logits)."""
+    tensors = {INPUT: np.asarray(x_q, dtype=np.int64)}
     results = []
-    current = np.asarray(x_q, dtype=np.int64)
     for layer in program.layers:
-        out = run_layer(layer, current, width=program.width)
+        inputs = [tensors[name] for name in layer.inputs]
+        if layer.kind == "concat":
+            out = golden.Requantized(concatenate(layer, inputs), 0)
+        else:
+            out = run_layer(layer, inputs[0], width=program.width, skip=inputs[1] if len(inputs) > 1 else None)
+        tensors[layer.name] = out.values
         results.append(LayerResult(layer.name, out.values, out.saturated))
-        current = out.values
     return results
 
 
 def logits(program: Program, x) -> np.ndarray:
     """Integer logits of float images."""
-    return run(program, quantize_input(program, x))[-1].values
+    return np.reshape(run(program, quantize_input(program, x))[-1].values, (len(x), -1))
 
 
 def predict(logits_int) -> np.ndarray:
     """Class = index of the largest logit, the first on ties (§7)."""
-    return np.argmax(np.asarray(logits_int), axis=1)
+    logits_int = np.asarray(logits_int)
+    return np.argmax(np.reshape(logits_int, (logits_int.shape[0], -1)), axis=1)

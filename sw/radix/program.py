@@ -1,8 +1,11 @@
 """The program artifact (``.radix``): a calibrated network ready for the engine.
 
-A program holds, per engine layer, the layer descriptor, its integer weights and biases and every
-fractional length and data shift, plus a record of what it was made from. It is loadable with
-numpy alone (the board has no torch).
+A program holds a graph of layers in execution order (each names the tensors it reads: the main
+input, a residual add's skip, a concatenation's parts; ``"input"`` is the network input, any
+other tensor is named by the layer that produces it, and the last layer's output is the
+network's), per engine layer its descriptor, integer weights and biases and every fractional
+length and data shift, plus a record of what it was made from. It is loadable with numpy alone
+(the board has no torch).
 
 File layout (all integers little-endian)::
 
@@ -15,7 +18,8 @@ File layout (all integers little-endian)::
                          and for every array its dtype, shape and payload offset)
     offset 56+H L bytes  payload: the arrays' raw bytes, back to back
 
-Loading checks each of these in turn and names the file and what is wrong.
+Loading checks each of these in turn and names the file and what is wrong. Version 1 files (single
+chains, one symmetric padding per layer) still load: each layer reads the one before it.
 """
 
 from __future__ import annotations
@@ -28,8 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
+from . import jobs
+
 MAGIC = b"RADIXPRG"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+INPUT = "input"  # the network input's tensor name
+KINDS = ("conv", "fc", "concat")
 _PREAMBLE = struct.Struct("<8sIIQ32s")
 
 
@@ -39,20 +48,24 @@ class ProgramError(ValueError):
 
 @dataclass
 class Layer:
-    """One engine layer: a convolution or fully connected layer with its fused ReLU and pooling.
+    """One layer of the program: a convolution or fully connected layer with its fused residual
+    add, ReLU and pooling, or a concatenation (``kind="concat"``: no weights, docs/arithmetic.md §11).
 
-    ``fl_w`` has one entry per output channel when weights were calibrated per channel, else
-    one entry. ``shift`` has one entry per output channel (docs/arithmetic.md §5).
+    ``inputs`` names the tensors read (main input first, then a residual add's skip); ``padding``
+    is ``(top, left, bottom, right)``. ``fl_w`` has one entry per output channel when weights were
+    calibrated per channel, else one entry; ``fl_skip`` is the skip tensor's fl (None without an
+    add). ``shift`` and ``skip_shift`` have one entry per output channel (§5, §9). ``role`` says
+    what a layer that is not a Conv2d/Linear of the model stands for (``avgpool``, ``identity``).
     """
 
     name: str
-    kind: str  # "conv" or "fc"
+    kind: str  # "conv", "fc" or "concat"
     modules: list[str]
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
     kernel: int
     stride: int
-    pad: int
+    padding: tuple[int, int, int, int]
     relu: bool
     pool: bool
     fl_in: int
@@ -61,7 +74,24 @@ class Layer:
     weight_bits: int
     weights: np.ndarray
     bias: np.ndarray
+    inputs: list[str]
+    fl_skip: int | None = None
+    role: str = ""
+    input_shapes: list[tuple[int, ...]] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
+
+    @property
+    def skip(self) -> str | None:
+        """The residual add's skip tensor, or None."""
+        return self.inputs[1] if self.kind != "concat" and len(self.inputs) > 1 else None
+
+    @property
+    def skip_shift(self) -> np.ndarray | None:
+        """Per-output-channel skip shift ``fl_skip - (fl_in + fl_w)`` (§9, unclamped), or None."""
+        if self.skip is None:
+            return None
+        return self.fl_skip - (self.fl_in + np.broadcast_to(np.asarray(self.fl_w, dtype=np.int64),
+                                                            (self.weights.shape[0],)))
 
     @property
     def fl_b(self) -> list[int]:
@@ -74,14 +104,27 @@ class Layer:
         fl_w = np.broadcast_to(np.asarray(self.fl_w, dtype=np.int64), (self.weights.shape[0],))
         return self.fl_in + fl_w - self.fl_out
 
+    def geometry(self) -> jobs.Geometry:
+        """The layer as the engine's fit rule sees it (:mod:`radix.jobs`)."""
+        return jobs.geometry_of(kind=self.kind, in_shape=self.in_shape, c_out=self.weights.shape[0],
+                                kernel=self.kernel, stride=self.stride, padding=self.padding, pool=self.pool)
+
+    @property
+    def conv_shape(self) -> tuple[int, int]:
+        """The convolution's output height and width before pooling (1x1 for fully connected)."""
+        if self.kind != "conv":
+            return 1, 1
+        top, left, bottom, right = self.padding
+        return ((self.in_shape[1] + top + bottom - self.kernel) // self.stride + 1,
+                (self.in_shape[2] + left + right - self.kernel) // self.stride + 1)
+
     @property
     def macs(self) -> int:
         """Multiply-accumulates per image."""
+        if self.kind == "concat":
+            return 0
         reduction = int(np.prod(self.weights.shape[1:]))
-        if self.kind == "fc":
-            return reduction * self.weights.shape[0]
-        conv_h = (self.in_shape[1] + 2 * self.pad - self.kernel) // self.stride + 1
-        conv_w = (self.in_shape[2] + 2 * self.pad - self.kernel) // self.stride + 1
+        conv_h, conv_w = self.conv_shape
         return reduction * self.weights.shape[0] * conv_h * conv_w
 
 
@@ -100,6 +143,10 @@ class Program:
     def output_fl(self) -> int:
         return self.layers[-1].fl_out
 
+    def tensor_fls(self) -> dict[str, int]:
+        """The fl of every tensor: the network input's and each layer's output."""
+        return {INPUT: self.input_fl, **{layer.name: layer.fl_out for layer in self.layers}}
+
     def save(self, path) -> None:
         """Write the program to ``path`` (see the module docstring for the layout)."""
         arrays: list[np.ndarray] = []
@@ -108,6 +155,8 @@ class Program:
             entry = {k: v for k, v in layer.__dict__.items() if k not in ("weights", "bias")}
             entry["in_shape"] = list(layer.in_shape)
             entry["out_shape"] = list(layer.out_shape)
+            entry["padding"] = list(layer.padding)
+            entry["input_shapes"] = [list(s) for s in layer.input_shapes]
             entry["weights"] = _array_ref(arrays, layer.weights, np.int32)
             entry["bias"] = _array_ref(arrays, layer.bias, np.int64)
             layers.append(entry)
@@ -137,13 +186,17 @@ class Program:
             data = path.read_bytes()
         except OSError as exc:
             raise ProgramError(f"{path}: cannot read the program ({exc.strerror})") from None
-        if len(data) < _PREAMBLE.size or not data.startswith(MAGIC):
+        if not data or data[: len(MAGIC)] != MAGIC[: len(data)]:
             raise ProgramError(f"{path}: not a Radix program (no RADIXPRG signature)")
+        if len(data) < _PREAMBLE.size:
+            raise ProgramError(f"{path}: truncated: {len(data)} bytes, shorter than the {_PREAMBLE.size}-byte preamble")
         _, version, header_len, payload_len, digest = _PREAMBLE.unpack_from(data)
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
+            newer = version > FORMAT_VERSION
             raise ProgramError(
-                f"{path}: program format version {version}, this radix reads version {FORMAT_VERSION}; "
-                "recalibrate with this radix"
+                f"{path}: program format version {version}, this radix reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}; "
+                + ("upgrade radix to read it" if newer else "recalibrate with this radix")
             )
         expected = _PREAMBLE.size + header_len + payload_len
         if len(data) != expected:
@@ -154,7 +207,9 @@ class Program:
         try:
             header = json.loads(body[:header_len])
             payload = body[header_len:]
-            layers = [_layer_from(entry, payload) for entry in header["layers"]]
+            layers = [_layer_from(entry, payload, version) for entry in header["layers"]]
+            if version == 1:
+                _chain_inputs(layers)
             program = cls(
                 width=int(header["width"]),
                 input_shape=tuple(header["input_shape"]),
@@ -167,6 +222,7 @@ class Program:
             raise ProgramError(f"{path}: malformed header ({exc!r})") from None
         if not program.layers:
             raise ProgramError(f"{path}: the program has no layers")
+        _check_graph(program, path)
         return program
 
 
@@ -192,12 +248,38 @@ def _read_array(ref: dict, payload: bytes) -> np.ndarray:
     return np.frombuffer(payload[start:end], dtype=dtype).reshape(ref["shape"]).astype(np.int64)
 
 
-def _layer_from(entry: dict, payload: bytes) -> Layer:
+def _layer_from(entry: dict, payload: bytes, version: int) -> Layer:
     fields = dict(entry)
     fields["weights"] = _read_array(entry["weights"], payload)
     fields["bias"] = _read_array(entry["bias"], payload)
     fields["in_shape"] = tuple(entry["in_shape"])
     fields["out_shape"] = tuple(entry["out_shape"])
-    if fields["kind"] not in ("conv", "fc"):
+    if version == 1:
+        fields["padding"] = (int(fields.pop("pad")),) * 4
+    else:
+        fields["padding"] = tuple(int(p) for p in entry["padding"])
+        fields["input_shapes"] = [tuple(s) for s in entry.get("input_shapes", [])]
+    if fields["kind"] not in KINDS:
         raise ValueError(f"layer {fields['name']!r} has unknown kind {fields['kind']!r}")
     return Layer(**fields)
+
+
+def _chain_inputs(layers: list[Layer]) -> None:
+    """A version 1 program is a chain: each layer reads the one before it."""
+    previous = INPUT
+    for layer in layers:
+        layer.inputs = [previous]
+        previous = layer.name
+
+
+def _check_graph(program: Program, path) -> None:
+    """Every layer reads tensors produced before it; names are unique."""
+    known = {INPUT}
+    for layer in program.layers:
+        missing = [name for name in layer.inputs if name not in known]
+        if missing or not layer.inputs:
+            raise ProgramError(f"{path}: layer {layer.name} reads {', '.join(missing) or 'nothing'}, "
+                               "which no earlier layer produces")
+        if layer.name in known:
+            raise ProgramError(f"{path}: two tensors are named {layer.name!r}")
+        known.add(layer.name)

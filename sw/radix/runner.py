@@ -18,7 +18,7 @@ from . import golden, network
 from .cycle_model import job_cycles
 from .driver import Driver, EngineMismatch
 from .engine_spec import EngineConfig
-from .program import Layer, Program
+from .program import INPUT, Layer, Program
 
 ESTIMATE_NOTE = "estimate: measured cycles at an assumed clock, not a timed measurement"
 
@@ -90,57 +90,87 @@ def run_images(transport, program: Program, x, y, *, clock_mhz: float = 100.0,
     }
 
 
-def random_layer(rng: np.random.Generator, config: EngineConfig, index: int) -> tuple[Layer, np.ndarray]:
-    """A random layer within the engine's limits, with a random integer input image.
+def random_layer(rng: np.random.Generator, config: EngineConfig, index: int) -> tuple[Layer, np.ndarray, np.ndarray | None]:
+    """A random layer within the engine's limits, with a random integer input image and, for a
+    residual add, a random skip tensor (else None).
 
-    Channel counts and sizes are chosen not to be multiples of the array; fl combinations range
-    from left-shifting (negative data shift) to saturating ones.
+    Channel counts and sizes are chosen not to be multiples of the array; padding differs per
+    side; fl combinations range from left-shifting (negative data shift) to saturating ones; about
+    a third of the layers add a skip tensor with skip shifts from the leftmost the engine executes
+    to right shifts past ``W``, and some are average pools (diagonal weights, docs/arithmetic.md §10).
     """
     width = config.width
     lo, hi = golden.int_range(width)
     fc = rng.random() < 0.2
+    avgpool = not fc and rng.random() < 0.15
     c_in = int(rng.integers(1, 3 * config.rows + 2))
-    c_out = int(rng.integers(1, 3 * config.cols + 2))
+    c_out = c_in if avgpool else int(rng.integers(1, 3 * config.cols + 2))
+    padding = (0, 0, 0, 0)
     if fc:
         k = stride = 1
-        pad, h, pool = 0, 1, False
+        pool = False
         features = int(rng.integers(1, 4 * config.rows + 3))
         in_shape, weights = (features,), rng.integers(lo, hi + 1, (c_out, features))
     else:
-        k = int(rng.integers(1, 8))
-        stride = int(rng.integers(1, 5))
-        pad = int(rng.integers(0, k))
-        h = int(rng.integers(max(1, k - 2 * pad), k + 3 * stride + 6))
-        pool = bool(rng.random() < 0.4) and golden.conv_output_size(h, k, stride, pad) >= 2
-        in_shape, weights = (c_in, h, h), rng.integers(lo, hi + 1, (c_out, c_in, k, k))
+        k = int(rng.integers(2, 5)) if avgpool else int(rng.integers(1, 8))
+        stride = k if avgpool and k <= golden.STRIDE_RANGE[1] else int(rng.integers(1, 5))
+        if not avgpool:
+            padding = tuple(int(p) for p in rng.integers(0, k, size=4))
+        h = int(rng.integers(max(1, k - padding[0] - padding[2]), k + 3 * stride + 6))
+        w = int(rng.integers(max(1, k - padding[1] - padding[3]), k + 3 * stride + 6))
+        conv_h = golden.conv_output_size(h, k, stride, padding[0], padding[2])
+        conv_w = golden.conv_output_size(w, k, stride, padding[1], padding[3])
+        pool = not avgpool and bool(rng.random() < 0.4) and min(conv_h, conv_w) >= 2
+        in_shape = (c_in, h, w)
+        if avgpool:
+            weights = np.zeros((c_out, c_in, k, k), dtype=np.int64)
+            weights[np.arange(c_out), np.arange(c_in)] = int(rng.integers(1, hi + 1))
+        else:
+            weights = rng.integers(lo, hi + 1, (c_out, c_in, k, k))
+    add = not avgpool and rng.random() < 0.35
     reduction = int(np.prod(weights.shape[1:]))
+    if add and reduction > golden.MAX_REDUCTION_WITH_ADD:
+        add = False
     natural = width - 2 + int(math.log2(reduction)) // 2  # keeps most outputs in range
     shift = int(rng.choice([natural - 3, natural, natural + 2, -int(rng.integers(1, width + 1)), natural - width]))
     fl_in, fl_w = int(rng.integers(-2, width + 3)), int(rng.integers(-2, width + 3))
     acc_bits = config.acc_width
     bias = rng.integers(-(2 ** (acc_bits - 2)), 2 ** (acc_bits - 2), c_out) >> int(rng.integers(acc_bits // 2, acc_bits - 2))
+    if avgpool:
+        bias = np.zeros(c_out, dtype=np.int64)
     x = rng.integers(lo, hi + 1, in_shape)
     if fc:
         out_shape: tuple = (c_out,)
+        skip_shape: tuple = (c_out,)
     else:
-        size = golden.conv_output_size(h, k, stride, pad)
-        out_shape = (c_out, size // 2, size // 2) if pool else (c_out, size, size)
+        out_shape = (c_out, conv_h // 2, conv_w // 2) if pool else (c_out, conv_h, conv_w)
+        skip_shape = (c_out, conv_h, conv_w)
+    fl_skip, skip = None, None
+    if add:
+        skip_lo, skip_hi = golden.skip_shift_range(width)
+        skip_shift = int(rng.choice([skip_lo, int(rng.integers(skip_lo, 1)), 0, int(rng.integers(1, skip_hi + 3)),
+                                     natural - width]))
+        skip_shift = max(skip_shift, skip_lo)
+        fl_skip = fl_in + fl_w + skip_shift
+        skip = rng.integers(lo, hi + 1, skip_shape)
     layer = Layer(name=f"random{index}", kind="fc" if fc else "conv", modules=[], in_shape=in_shape,
-                  out_shape=out_shape, kernel=k, stride=stride, pad=pad, relu=bool(rng.random() < 0.5), pool=pool,
-                  fl_in=fl_in, fl_w=[fl_w], fl_out=fl_in + fl_w - shift, weight_bits=width, weights=weights, bias=bias)
-    return layer, x
+                  out_shape=out_shape, kernel=k, stride=stride, padding=padding, relu=bool(rng.random() < 0.5),
+                  pool=pool, fl_in=fl_in, fl_w=[fl_w], fl_out=fl_in + fl_w - shift, weight_bits=width,
+                  weights=weights, bias=bias, inputs=[INPUT, "skip"] if add else [INPUT], fl_skip=fl_skip,
+                  role="avgpool" if avgpool else "")
+    return layer, x, skip
 
 
 def _fitting_layer(driver: Driver, rng: np.random.Generator, index: int, attempts: int = 1000):
     """Draw random layers until one fits the engine's buffers (small builds refuse large layers)."""
     for _ in range(attempts):
-        layer, x = random_layer(rng, driver.config, index)
+        layer, x, skip = random_layer(rng, driver.config, index)
         program = Program(width=driver.config.width, input_shape=layer.in_shape, input_fl=layer.fl_in, layers=[layer])
         try:
             driver.check(program)
         except EngineMismatch:
             continue
-        return layer, x, program
+        return layer, x, skip
     raise EngineMismatch(f"no random layer fits this engine after {attempts} draws: {driver.config.as_dict()}")
 
 
@@ -151,13 +181,16 @@ def selftest(transport, *, seed: int, count: int, tick: Callable[[], None] | Non
     mismatches = []
     cycles = 0
     for index in range(count):
-        layer, x, program = _fitting_layer(driver, rng, index)
-        expected = network.run(program, x[None])[0]
-        got = driver.run_layer(layer, x)
+        layer, x, skip = _fitting_layer(driver, rng, index)
+        expected = network.run_layer(layer, x[None], width=driver.config.width,
+                                     skip=None if skip is None else skip[None])
+        got = driver.run_layer(layer, x, skip)
         cycles += got.cycles
         diff = first_difference(expected.values[0], got.values)
         if diff:
-            geometry = f"{layer.kind} in {layer.in_shape} k={layer.kernel} S={layer.stride} P={layer.pad} pool={layer.pool} shift={int(layer.shift[0])}"
+            geometry = (f"{layer.role or layer.kind} in {layer.in_shape} k={layer.kernel} S={layer.stride} "
+                        f"padding={layer.padding} pool={layer.pool} shift={int(layer.shift[0])}"
+                        + ("" if skip is None else f" add skip_shift={int(layer.skip_shift[0])}"))
             mismatches.append({"layer": index, "description": geometry, "tensor": "output", **diff})
         elif got.saturated != expected.saturated:
             mismatches.append({"layer": index, "tensor": "SATURATED", "index": None,
@@ -205,9 +238,9 @@ def measure_layers(transport, *, layers: list[dict], seed: int = 0) -> list[dict
             in_shape, weights, out_shape = (spec["c_in"],), rng.integers(lo, hi + 1, (spec["c_out"], spec["c_in"])), (spec["c_out"],)
         shift = width - 2 + int(math.log2(int(np.prod(weights.shape[1:])))) // 2
         layer = Layer(name=spec["name"], kind=spec["kind"], modules=[], in_shape=in_shape, out_shape=out_shape,
-                      kernel=k, stride=spec.get("stride", 1), pad=spec.get("pad", 0), relu=True,
+                      kernel=k, stride=spec.get("stride", 1), padding=golden.padding4(spec.get("pad", 0)), relu=True,
                       pool=spec.get("pool", False), fl_in=0, fl_w=[shift], fl_out=0, weight_bits=width,
-                      weights=weights, bias=rng.integers(-1000, 1000, spec["c_out"]))
+                      weights=weights, bias=rng.integers(-1000, 1000, spec["c_out"]), inputs=[INPUT])
         x = rng.integers(lo, hi + 1, in_shape)
         program = Program(width=width, input_shape=in_shape, input_fl=0, layers=[layer])
         driver.check(program)
