@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from radix.backends import BackendError
 from radix.engine_spec import EngineConfig
 
 from .build import build_engine, run_tests
@@ -23,7 +24,7 @@ HOST_TEST_MODULE = "radix_sim.host_test"
 PROGRESS_POLL_S = 0.5
 
 
-class SimulationError(RuntimeError):
+class SimulationError(BackendError):
     """The simulation did not produce a result; the message carries the end of its log."""
 
 

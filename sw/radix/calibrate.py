@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import golden
+from .errors import InputError
 from .ingest import INPUT, FloatGraph, FloatLayer
 from .program import Layer, Program
 
@@ -36,7 +37,7 @@ ACTIVATION_RULES = ("greedy", "maxabs")
 ACTIVATION_WINDOW = 3
 
 
-class CalibrationError(ValueError):
+class CalibrationError(InputError):
     """Calibration cannot proceed; the message names the layer or setting at fault."""
 
 

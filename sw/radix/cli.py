@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -19,34 +21,95 @@ from . import __version__
 from .console import progress, table
 from .driver import DriverError
 
-EVAL_BATCH = 256
+# exit codes (README "Exit codes")
+EXIT_OK, EXIT_CHECK, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
 
 class CliError(Exception):
-    """A user-facing failure: printed as ``radix: error: ...`` with exit status 2."""
+    """A user-facing failure of the command line itself (arguments): exit status 2."""
+
+
+class _UsageError(Exception):
+    """argparse's complaint, raised instead of its own exit so that --json still prints JSON."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise _UsageError(f"{self.prog}: {message}")
+
+
+def _error_kind(exc: BaseException) -> tuple[str, int]:
+    """``(kind, exit status)`` of a failure: the documented exit codes."""
+    from .backends import BackendError
+    from .driver import EngineMismatch
+    from .errors import InputError
+
+    if isinstance(exc, _UsageError) or isinstance(exc, CliError):
+        return "usage", EXIT_INPUT
+    if isinstance(exc, EngineMismatch):
+        return "engine", EXIT_INPUT
+    if isinstance(exc, (DriverError, BackendError)):
+        return "engine", EXIT_CHECK
+    if type(exc).__name__ == "UnsupportedModelError":
+        return "unsupported", EXIT_CHECK
+    if isinstance(exc, (InputError, OSError)):
+        return "input", EXIT_INPUT
+    return "internal", EXIT_INTERNAL
 
 
 def main(argv=None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    wants_json = "--json" in argv
     try:
+        args = _parser().parse_args(argv)
         result = args.handler(args)
-    except (CliError, DriverError) as exc:
-        return _fail(args, str(exc))
-    except (ValueError, KeyError, OSError) as exc:
-        return _fail(args, str(exc).strip("'\""))
-    if args.json:
-        print(json.dumps(result["json"], indent=2, sort_keys=True, default=_json_default))
-    else:
-        print(result["text"])
-    return result.get("status", 0)
+    except SystemExit as exit_request:  # --help and --version
+        return int(exit_request.code or 0)
+    except KeyboardInterrupt:
+        return _fail(wants_json, "interrupted", "interrupted", EXIT_INTERNAL)
+    except Exception as exc:  # the one error boundary: every failure becomes one named line
+        kind, status = _error_kind(exc)
+        message = exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], str) else str(exc)
+        if kind == "internal":
+            message = (f"internal error: {type(exc).__name__}: {message} -- please report it with the command "
+                       "line (set RADIX_DEBUG=1 for the traceback)")
+            if os.environ.get("RADIX_DEBUG"):
+                traceback.print_exc()
+        return _fail(wants_json, message, kind, status)
+    for warning in result.get("warnings", []):
+        print(f"radix: warning: {warning}", file=sys.stderr)
+    try:
+        if args.json:
+            payload = dict(result["json"])
+            if result.get("warnings"):
+                payload["warnings"] = result["warnings"]
+            print(json.dumps(payload, indent=2, sort_keys=True, default=_json_default))
+        else:
+            print(result["text"])
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. `radix regs | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return result.get("status", EXIT_OK)
 
 
-def _fail(args, message: str) -> int:
-    if getattr(args, "json", False):
-        print(json.dumps({"error": message}))
+def _fail(wants_json: bool, message: str, kind: str, status: int) -> int:
+    if wants_json:
+        try:
+            print(json.dumps({"error": message, "kind": kind, "exit_status": status}))
+        except BrokenPipeError:
+            pass
     print(f"radix: error: {message}", file=sys.stderr)
-    return 2
+    return status
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive count")
+    return value
 
 
 def _json_default(value):
@@ -58,7 +121,7 @@ def _json_default(value):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="radix", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="radix", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"radix {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -83,27 +146,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--static", action="store_true", help="one fl for all weights and one for all activations")
     p.add_argument("--weight-bits", action="append", default=[], metavar="SELECTOR=BITS",
                    help="weight bit width for 'fc', 'conv' or a layer/module name, e.g. fc=4 (repeatable)")
-    p.add_argument("--images", type=int, help="use only the first N calibration images")
+    p.add_argument("--images", type=_positive_int, help="use only the first N calibration images")
     p.add_argument("-o", "--output", required=True, help="program file to write (.radix)")
 
     p = command("eval", cmd_eval, "accuracy of a program on a data set's test images")
     p.add_argument("program", help="a .radix program")
     p.add_argument("--backend", choices=("reference",), default="reference")
     p.add_argument("--data", required=True, help="mnist5k, digits (test split) or a .npz")
-    p.add_argument("--images", type=int, help="evaluate only the first N images")
+    p.add_argument("--images", type=_positive_int, help="evaluate only the first N images")
 
     p = command("run", cmd_run, "run a program image by image on an engine backend, checked against the reference")
     p.add_argument("program", help="a .radix program")
     _backend_args(p)
     p.add_argument("--data", required=True, help="mnist5k, digits (test split) or a .npz")
-    p.add_argument("--images", type=int, default=100, help="number of images (default 100)")
+    p.add_argument("--images", type=_positive_int, default=100, help="number of images (default 100)")
     p.add_argument("--clock-mhz", type=float,
                    help="clock for the images/s estimate (default: the overlay's on pynq, else 100)")
 
     p = command("selftest", cmd_selftest, "random layers on an engine backend, compared word for word with the golden model")
     _backend_args(p)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--count", type=int, default=20, help="number of random layers (default 20)")
+    p.add_argument("--count", type=_positive_int, default=20, help="number of random layers (default 20)")
     p.add_argument("--width", type=int, choices=(8, 16), default=8, help="data width of a reference/sim engine")
 
     p = command("verilog", cmd_verilog, "write the engine's Verilog (module radix_engine)")
@@ -131,7 +194,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _backend_args(p):
-    p.add_argument("--backend", choices=("reference", "sim", "pynq"), default="reference",
+    from .backends import available
+
+    p.add_argument("--backend", choices=available(), default="reference",
                    help="reference: golden model; sim: the RTL in Verilator through cocotb; pynq: the board")
     p.add_argument("--overlay", default="radix.bit", help="pynq backend: the overlay's .bit (its .hwh beside it)")
 
@@ -201,7 +266,8 @@ def cmd_check(args) -> dict:
         bad = sum(not f.supported for f in findings)
         text += f"\n\n{args.model}: {bad} unsupported"
     return {
-        "status": 0 if ok else 1,
+        "status": EXIT_OK if ok else EXIT_CHECK,
+        "warnings": resolved.warnings,
         "text": text,
         "json": {
             "model": args.model,
@@ -225,33 +291,38 @@ def _weight_bits(entries: list[str]) -> dict:
 
 def cmd_calibrate(args) -> dict:
     from .calibrate import CalibrationSettings, calibrate
-    from .datasets import load_split
+    from .evaluate import float_accuracy, load_checked
     from .ingest import ingest
     from .modelspec import resolve
+    from .program import check_writable
 
     settings = CalibrationSettings(bits=args.bits, activation_rule=args.activations, per_channel=args.per_channel,
                                    static=args.static, weight_bits=_weight_bits(args.weight_bits))
+    check_writable(args.output)  # before the long work, not after it
     resolved = resolve(args.model, args.weights)
-    x, _ = load_split(args.data, "train")
-    if args.images:
-        x = x[: args.images]
+    x, _, warnings = load_checked(args.data, "train", images=args.images)
     graph, _ = ingest(resolved.module, resolved.input_shape or tuple(x.shape[1:]))
     start = time.perf_counter()
     bar = progress(range(len(graph.layers)), desc="calibrating", total=len(graph.layers), enabled=not args.json)
     ticker = iter(bar)
     program = calibrate(graph, x, settings, progress=lambda _name: next(ticker, None))
     seconds = time.perf_counter() - start
+    x_test, y_test, test_warnings = load_checked(args.data, "test", classes=int(np.prod(graph.layers[-1].out_shape)))
     program.source = {
         **resolved.provenance(),
         "dataset": args.data,
         "calibration_images": int(x.shape[0]),
+        # the float model's accuracy, measured once here so that eval compares against a fixed number
+        "float_accuracy": {"data": args.data, "images": int(len(x_test)),
+                           "top1": float_accuracy(resolved.module, x_test, y_test)},
         "radix_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     program.report["seconds"] = round(seconds, 3)
     program.save(args.output)
     text = _report_table(program) + f"\n\nwrote {args.output} ({len(program.layers)} layers, {seconds:.1f} s)"
-    return {"text": text, "json": {"output": args.output, "seconds": seconds, **program.report}}
+    return {"text": text, "json": {"output": args.output, "seconds": seconds, **program.report},
+            "warnings": resolved.warnings + warnings + [w for w in test_warnings if w not in warnings]}
 
 
 def _fmt_fl(values: list[int]) -> str:
@@ -288,95 +359,53 @@ def _load_program(path: str):
 
 
 def cmd_eval(args) -> dict:
-    from . import network
-    from .datasets import load_split
+    from .evaluate import load_checked, output_classes, program_accuracy, source_float_accuracy
 
     program = _load_program(args.program)
-    x, y = load_split(args.data, "test")
-    if args.images:
-        x, y = x[: args.images], y[: args.images]
-    predictions = []
-    batches = range(0, len(x), EVAL_BATCH)
-    for start in progress(batches, desc="eval", total=len(batches), enabled=not args.json):
-        predictions.append(network.predict(network.logits(program, x[start : start + EVAL_BATCH])))
-    accuracy = float(np.mean(np.concatenate(predictions) == y))
+    x, y, warnings = load_checked(args.data, "test", images=args.images, classes=output_classes(program))
+
+    def bar(items):
+        return progress(items, desc="eval", total=len(items), enabled=not args.json)
+
+    accuracy, saturated = program_accuracy(program, x, y, progress=bar)
+    float_acc, float_source = source_float_accuracy(program, args.data, x, y)
     result = {"program": args.program, "backend": args.backend, "data": args.data, "images": int(len(x)),
-              "accuracy": accuracy}
-    float_acc = _float_accuracy(program, x, y)
-    if float_acc is not None:
-        result["float_accuracy"] = float_acc
+              "accuracy": accuracy, "float_accuracy": float_acc, "float_accuracy_source": float_source,
+              "input_saturated": saturated, "input_elements": int(x.size)}
     text = f"{len(x)} images from {args.data}: fixed point ({program.width}-bit) top-1 {100 * accuracy:.2f}%"
-    if float_acc is not None:
-        text += f", float {100 * float_acc:.2f}%"
-    return {"text": text, "json": result}
-
-
-def _float_accuracy(program, x, y) -> float | None:
-    """Float top-1 of the program's source model on the same images, when it loads here."""
-    source = program.source
-    try:
-        import torch
-
-        from .modelspec import resolve
-
-        resolved = resolve(source["model"], source.get("weights"))
-    except Exception:  # no torch on the board, or the source model is not on this machine
-        return None
-    if source.get("weights_sha256") and resolved.weights_sha256 != source["weights_sha256"]:
-        return None
-    with torch.no_grad():
-        predictions = resolved.module(torch.from_numpy(x)).argmax(dim=1).numpy()
-    return float(np.mean(predictions == y))
+    text += f", float {100 * float_acc:.2f}% ({float_source})" if float_acc is not None else f" (no float: {float_source})"
+    if saturated:
+        warnings.append(f"{saturated} of {x.size} input values saturated at the input fl {program.input_fl}")
+    return {"text": text, "json": result, "warnings": warnings}
 
 
 def _on_backend(args, function: str, kwargs: dict, width: int, *, total: int, desc: str) -> dict:
     """Call ``radix.runner.<function>(transport, **kwargs)`` on the chosen backend."""
-    from . import runner
+    from . import backends
     from .engine_spec import EngineConfig
 
-    if args.backend == "sim":
-        try:
-            from radix_sim.hostrun import SimulationError, run_host
-        except ImportError as exc:
-            raise CliError(f"the sim backend needs the host tools (cocotb, amaranth): {exc}") from None
-        if not args.json:
-            print(f"{desc}: building (first time per configuration, about a minute) and simulating the RTL "
-                  "with Verilator", file=sys.stderr)
-        bar = progress(None, desc=desc, total=total, enabled=not args.json)
+    if args.backend == "sim" and not args.json:
+        print(f"{desc}: building (first time per configuration, about a minute) and simulating the RTL "
+              "with Verilator", file=sys.stderr)
+    bar = progress(None, desc=desc, total=total, enabled=not args.json)
 
-        def show(count: int) -> None:
-            if hasattr(bar, "update"):
-                bar.update(count - bar.n)
+    def show(count: int) -> None:
+        if hasattr(bar, "update"):
+            bar.update(count - bar.n)
 
-        try:
-            return run_host(f"radix.runner:{function}", kwargs, EngineConfig(width=width), progress=show)
-        except SimulationError as exc:
-            raise CliError(f"simulation: {exc}") from None
-        finally:
-            if hasattr(bar, "close"):
-                bar.close()
-    if args.backend == "pynq":
-        try:
-            from .pynq_transport import PynqTransport
-        except ImportError as exc:
-            raise CliError(str(exc)) from None
-        transport = PynqTransport(args.overlay)
-        if "clock_mhz" in kwargs and kwargs["clock_mhz"] is None:
-            kwargs["clock_mhz"] = transport.clock_mhz
-    else:
-        from .transport import ReferenceTransport
-
-        transport = ReferenceTransport(EngineConfig(width=width))
-    bar = progress(range(total), desc=desc, total=total, enabled=not args.json)
-    ticker = iter(bar)
     try:
-        return getattr(runner, function)(transport, **kwargs, tick=lambda: next(ticker, None))
+        return backends.run(args.backend, f"radix.runner:{function}", kwargs, EngineConfig(width=width),
+                            progress=show, options={"overlay": args.overlay})
     finally:
-        transport.close()
+        if hasattr(bar, "close"):
+            bar.close()
 
 
 def cmd_run(args) -> dict:
+    from .evaluate import load_checked, output_classes
+
     program = _load_program(args.program)
+    _, _, warnings = load_checked(args.data, "test", images=args.images, classes=output_classes(program))
     clock = args.clock_mhz if args.clock_mhz or args.backend == "pynq" else 100.0
     # absolute paths: the sim backend runs the driver inside the simulator, in another directory
     data = str(Path(args.data).resolve()) if Path(args.data).is_file() else args.data
@@ -384,13 +413,14 @@ def cmd_run(args) -> dict:
               "clock_mhz": clock}
     result = _on_backend(args, "run_files", kwargs, program.width, total=args.images, desc="run")
     cycles = result["cycles"]
-    rows = [[name, f"{value:.0f}", result["saturated_per_layer"][name]] for name, value in cycles["per_layer_mean"].items()]
+    rows = [[name, f"{value:.0f}", f"{result['saturated_per_layer'][name]:g}"]
+            for name, value in cycles["per_layer_mean"].items()]
     verdict = "bit-exact with the reference on every image" if result["bit_exact"] else (
         f"NOT bit-exact: {result['mismatched_images']} image(s) differ; first: {result['first_mismatch']}")
     estimate = result["estimate"]
     fps = estimate["images_per_s"]
     text = "\n".join([
-        table(["layer", f"cycles/image ({cycles['source']})", "saturated"], rows),
+        table(["layer", f"cycles/image ({cycles['source']})", "saturated/image"], rows),
         "",
         f"{result['images']} images on the {result['backend']} backend: top-1 {100 * result['accuracy']:.2f}% "
         f"(reference {100 * result['reference_accuracy']:.2f}%)",
@@ -399,7 +429,8 @@ def cmd_run(args) -> dict:
         f"{fps:.0f} images/s at {estimate['clock_mhz']:g} MHz (estimate)"
         if fps else "no cycles measured",
     ])
-    return {"text": text, "json": result, "status": 0 if result["bit_exact"] else 1}
+    return {"text": text, "json": result, "status": EXIT_OK if result["bit_exact"] else EXIT_CHECK,
+            "warnings": warnings}
 
 
 def cmd_selftest(args) -> dict:
@@ -409,23 +440,24 @@ def cmd_selftest(args) -> dict:
              f"expected {m['expected']}, got {m['got']}" for m in result["details"]]
     lines.append(f"{result['layers']} random layers on the {result['backend']} backend (seed {result['seed']}): "
                  f"{result['mismatches']} mismatches")
-    return {"text": "\n".join(lines), "json": result, "status": 0 if result["mismatches"] == 0 else 1}
+    return {"text": "\n".join(lines), "json": result, "status": EXIT_OK if result["mismatches"] == 0 else EXIT_CHECK}
 
 
 def cmd_verilog(args) -> dict:
-    from radix_hw.verilog import generate
+    from .plugins import gateware
 
     config = _engine_config(args)
-    Path(args.output).write_text(generate(config))
+    Path(args.output).write_text(gateware("verilog").generate(config))
     return {"text": f"wrote {args.output} (radix_engine, {config.rows}x{config.cols}, W={config.width})",
             "json": {"output": args.output, "config": config.as_dict()}}
 
 
 def cmd_resources(args) -> dict:
-    from radix_hw.resources import format_report, synthesize
+    from .plugins import gateware
 
-    report = synthesize(_engine_config(args))
-    return {"text": format_report(report), "json": report}
+    resources = gateware("resources")
+    report = resources.synthesize(_engine_config(args))
+    return {"text": resources.format_report(report), "json": report}
 
 
 def cmd_deploy(args) -> dict:
@@ -469,9 +501,12 @@ def cmd_inspect(args) -> dict:
 def cmd_regs(args) -> dict:
     from .engine_spec import REGISTERS, markdown_table
 
-    text = markdown_table() if args.markdown else table(
-        ["offset", "name", "access", "description"],
-        [[f"0x{r.offset:03X}", r.name, r.access, r.doc] for r in REGISTERS])
+    rows = []
+    for r in REGISTERS:
+        rows.append([f"0x{r.offset:03X}", r.name, r.access, "", r.doc])
+        rows += [["", "", "", f"bit {f.offset}" if f.width == 1 else f"bits {f.offset + f.width - 1}:{f.offset}",
+                  f"{f.name}: {f.doc}"] for f in r.fields]
+    text = markdown_table() if args.markdown else table(["offset", "name", "access", "bits", "description"], rows)
     return {"text": text.rstrip(), "json": {"registers": [
         {"name": r.name, "offset": r.offset, "access": r.access, "doc": r.doc,
          "fields": [f.__dict__ for f in r.fields]} for r in REGISTERS]}}

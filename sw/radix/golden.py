@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import InputError
+
 SUPPORTED_WIDTHS = (8, 16)
 MAX_REDUCTION = 2**16 - 1  # §3: largest K = C_in * k * k the accumulator holds exactly
 MAX_REDUCTION_WITH_ADD = 2**15 - 1  # §9: a residual add needs one more bit of headroom
@@ -21,7 +23,7 @@ KERNEL_RANGE = (1, 7)
 STRIDE_RANGE = (1, 4)
 
 
-class ContractError(ValueError):
+class ContractError(InputError):
     """A value or layer lies outside what the arithmetic contract defines."""
 
 

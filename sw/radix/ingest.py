@@ -412,9 +412,9 @@ class _Walker:
         problem = _conv_problem(conv)
         if problem:
             raise _Refused(problem)
-        extra = (0, 0, 0, 0)
+        extra, fused = (0, 0, 0, 0), []
         if isinstance(x, _Padded):
-            extra, x = x.padding, x.source
+            extra, x, fused = x.padding, x.source, [x.module]
         source = self.materialise(x, name)
         if len(source.shape) != 3 or source.shape[0] != conv.in_channels:
             raise _Refused(f"expects {conv.in_channels} input channels, gets shape {source.shape}")
@@ -427,7 +427,7 @@ class _Walker:
         out = (conv.out_channels, golden.conv_output_size(h, k, conv.stride[0], top, bottom),
                golden.conv_output_size(w, k, conv.stride[0], left, right))
         weight = conv.weight.detach().double().numpy().copy()
-        layer = FloatLayer(name, "conv", [name], [source.name], weight, _bias_of(conv, weight.shape[0]), kernel=k,
+        layer = FloatLayer(name, "conv", [name] + fused, [source.name], weight, _bias_of(conv, weight.shape[0]), kernel=k,
                            stride=conv.stride[0], padding=padding, in_shape=source.shape, out_shape=out)
         return self.new_layer(layer)
 

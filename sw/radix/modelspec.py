@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import InputError
 
-class ModelSpecError(ValueError):
+
+class ModelSpecError(InputError):
     """The MODEL or --weights argument cannot be resolved; the message says which and why."""
 
 
@@ -25,6 +27,7 @@ class ResolvedModel:
     weights_sha256: str | None
     input_shape: tuple[int, int, int] | None
     dataset: str | None
+    warnings: list[str] = field(default_factory=list)
 
     def provenance(self) -> dict:
         return {"model": self.spec, "weights": self.weights, "weights_sha256": self.weights_sha256}
@@ -40,15 +43,21 @@ def resolve(spec: str, weights: str | None = None) -> ResolvedModel:
 
     from radix_models import BUILTIN_MODELS
 
+    warnings: list[str] = []
     if spec in BUILTIN_MODELS:
         entry = BUILTIN_MODELS[spec]
         module = entry.factory()
         weights_path = Path(weights) if weights else entry.weights
         input_shape, dataset = tuple(entry.input_shape), entry.dataset
     elif ":" in spec and spec.rsplit(":", 1)[0].endswith(".py"):
+        path_text, factory_name = spec.rsplit(":", 1)
+        spec = f"{Path(path_text).resolve()}:{factory_name}"  # stored absolute: the program outlives the cwd
         module = _from_file(spec)
         weights_path = Path(weights) if weights else None
         input_shape, dataset = None, None
+        if weights_path is None:
+            warnings.append(f"model {spec}: no --weights given, so its weights are the factory's own "
+                            "(random unless the factory loads trained ones)")
     else:
         raise ModelSpecError(
             f"model {spec!r}: not a built-in ({', '.join(BUILTIN_MODELS)}) nor path/to/file.py:factory"
@@ -65,10 +74,11 @@ def resolve(spec: str, weights: str | None = None) -> ResolvedModel:
     return ResolvedModel(
         module=module,
         spec=spec,
-        weights=str(weights_path) if weights_path else None,
+        weights=str(weights_path.resolve()) if weights_path else None,
         weights_sha256=sha256_of(weights_path) if weights_path else None,
         input_shape=input_shape,
         dataset=dataset,
+        warnings=warnings,
     )
 
 
@@ -88,7 +98,13 @@ def _from_file(spec: str):
     factory = getattr(user_module, factory_name, None)
     if not callable(factory):
         raise ModelSpecError(f"model {spec!r}: {path} has no function {factory_name!r}")
-    module = factory()
+    try:
+        module = factory()
+    except TypeError as exc:
+        raise ModelSpecError(f"model {spec!r}: calling {factory_name}() failed ({exc}); the factory must take no "
+                             "arguments") from None
+    except Exception as exc:  # the user's factory may raise anything
+        raise ModelSpecError(f"model {spec!r}: {factory_name}() raised {type(exc).__name__}: {exc}") from None
     if not isinstance(module, torch.nn.Module):
         raise ModelSpecError(f"model {spec!r}: {factory_name}() returned {type(module).__name__}, not a torch.nn.Module")
     return module

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import golden
+from .datasets import DatasetError
 from .program import INPUT, Layer, Program
 
 
@@ -27,8 +28,15 @@ def quantize_input(program: Program, x) -> np.ndarray:
     """Quantize float images ``(N, C, H, W)`` to the program's input format (§2, §7)."""
     x = np.asarray(x)
     if tuple(x.shape[1:]) != tuple(program.input_shape):
-        raise ValueError(f"images of shape {tuple(x.shape[1:])} do not fit the program's input {program.input_shape}")
+        raise DatasetError(f"images of shape {tuple(x.shape[1:])} do not fit the program's input {program.input_shape}")
     return golden.quantize(x, program.input_fl, program.width)
+
+
+def input_saturation(program: Program, x) -> int:
+    """How many input elements the quantization of ``x`` saturates (§2): clipped, not lost silently."""
+    scaled = np.floor(np.asarray(x, dtype=np.float64) * np.ldexp(1.0, program.input_fl) + 0.5)
+    lo, hi = golden.int_range(program.width)
+    return int(np.count_nonzero((scaled < lo) | (scaled > hi)))
 
 
 def concatenate(layer: Layer, parts: list[np.ndarray]) -> np.ndarray:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from . import jobs
+from .errors import InputError
 
 MAGIC = b"RADIXPRG"
 FORMAT_VERSION = 2
@@ -42,7 +44,7 @@ KINDS = ("conv", "fc", "concat")
 _PREAMBLE = struct.Struct("<8sIIQ32s")
 
 
-class ProgramError(ValueError):
+class ProgramError(InputError):
     """A program file or program object is unusable; the message names the file and the fault."""
 
 
@@ -176,7 +178,7 @@ class Program:
         payload = b"".join(arr.tobytes() for arr in arrays)
         digest = hashlib.sha256(header_bytes + payload).digest()
         preamble = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header_bytes), len(payload), digest)
-        Path(path).write_bytes(preamble + header_bytes + payload)
+        write_atomically(Path(path), preamble + header_bytes + payload)
 
     @classmethod
     def load(cls, path) -> "Program":
@@ -224,6 +226,33 @@ class Program:
             raise ProgramError(f"{path}: the program has no layers")
         _check_graph(program, path)
         return program
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``path`` through a temporary file beside it and a rename: a failed write (a full disk)
+    leaves any earlier file untouched and no partial one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def check_writable(path) -> None:
+    """Refuse, before long work, an output path that cannot be written (names the path and why)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ProgramError(f"{path}: is a directory, not a program file")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ProgramError(f"{path}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ProgramError(f"{path}: not writable")
 
 
 def _array_ref(arrays: list, values: np.ndarray, dtype) -> dict:

@@ -79,7 +79,8 @@ def run_images(transport, program: Program, x, y, *, clock_mhz: float = 100.0,
             "per_image_mean": mean_cycles,
             "per_layer_mean": {layer.name: float(c) / n for layer, c in zip(program.layers, layer_cycles)},
         },
-        "saturated_per_layer": {layer.name: int(s) for layer, s in zip(program.layers, layer_saturated)},
+        # saturated outputs per image (docs/arithmetic.md §5), the mean over the images run
+        "saturated_per_layer": {layer.name: float(s) / n if n else 0.0 for layer, s in zip(program.layers, layer_saturated)},
         # host wall-clock time, driver included: real on the board, simulation time on sim
         "wall_seconds": round(wall, 3),
         "estimate": {
