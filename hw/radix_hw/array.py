@@ -4,6 +4,8 @@ from amaranth.hdl import Cat, Const, Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from radix.engine_spec import SUPPORTED_WIDTHS, accumulator_width
+
 from .helpers import delay, lane
 from .pe import ProcessingElement
 
@@ -30,12 +32,12 @@ class SystolicArray(wiring.Component):
         for name, value in (("rows", rows), ("cols", cols)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"array {name} must be a positive integer, not {value!r}")
-        if width not in (8, 16):
-            raise ValueError(f"array width must be 8 or 16, not {width!r}")
+        if width not in SUPPORTED_WIDTHS:
+            raise ValueError(f"array width must be one of {SUPPORTED_WIDTHS}, not {width!r}")
         self.rows = rows
         self.cols = cols
         self.width = width
-        self.acc_width = 2 * width + 16
+        self.acc_width = accumulator_width(width)
         self.latency = rows + cols + 1
         super().__init__({
             "x_in": In(rows * width),

@@ -9,21 +9,9 @@ bookkeeping that travels with every pixel slot from the sequencer to the accumul
 from amaranth.lib import data
 from amaranth.utils import ceil_log2
 
-LayerConfigLayout = data.StructLayout({
-    "in_ch": 16,
-    "in_h": 16,
-    "in_w": 16,
-    "out_ch": 16,
-    "out_h": 16,
-    "out_w": 16,
-    "kernel": 3,
-    "stride": 3,
-    "pad_top": 3,
-    "pad_left": 3,
-    "relu": 1,
-    "pool": 1,
-    "add": 1,
-})
+from radix.engine_spec import layer_fields
+
+LayerConfigLayout = data.StructLayout(layer_fields())  # made from the register table, its one definition
 
 OUTPUT_WORD_LAYOUT = data.StructLayout({"data": 64, "last": 1})
 

@@ -18,6 +18,15 @@ ENGINE_VERSION = 2  # bump when the register map or the stream format changes
 STREAM_BITS = 64  # AXI4-Stream data width in both directions
 
 
+SUPPORTED_WIDTHS = (8, 16)  # data widths W (docs/arithmetic.md §1)
+ACC_HEADROOM_BITS = 16  # A = 2W + 16: exact sums of up to 2^16 - 1 products (docs/arithmetic.md §3)
+
+
+def accumulator_width(width: int) -> int:
+    """Accumulator width ``A = 2W + 16`` for data width ``width`` (docs/arithmetic.md §3)."""
+    return 2 * width + ACC_HEADROOM_BITS
+
+
 class EngineConfigError(InputError):
     """An engine build parameter is out of range."""
 
@@ -60,13 +69,13 @@ class EngineConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or not lo <= value <= hi:
                 raise EngineConfigError(f"engine parameter {name}={value!r} outside {lo}..{hi}")
-        if self.width not in (8, 16):
-            raise EngineConfigError(f"engine parameter width={self.width!r}: choose 8 or 16")
+        if self.width not in SUPPORTED_WIDTHS:
+            raise EngineConfigError(f"engine parameter width={self.width!r}: choose one of {SUPPORTED_WIDTHS}")
 
     @property
     def acc_width(self) -> int:
         """Accumulator width ``A = 2W + 16`` (docs/arithmetic.md §3)."""
-        return 2 * self.width + 16
+        return accumulator_width(self.width)
 
     @property
     def in_words(self) -> int:
@@ -108,6 +117,8 @@ class Register:
     ``access`` is ``"ro"`` (read-only), ``"rw"`` (read/write) or ``"ctrl"`` (CTRL: START is a
     write-1 pulse, IRQ_EN holds) or ``"status"`` (DONE is sticky, write 1 to clear).
     ``build`` names the :class:`EngineConfig` attribute a read-only build register reports.
+    ``bits`` is how many low bits a ``rw`` register without fields holds (the gateware's layer
+    descriptor, ``radix_hw.layout.LayerConfigLayout``, is made from these widths and the fields).
     """
 
     name: str
@@ -117,6 +128,7 @@ class Register:
     fields: tuple[Field, ...] = ()
     build: str | None = None
     value: int | None = None
+    bits: int | None = None
 
 
 REGISTERS: tuple[Register, ...] = (
@@ -152,16 +164,16 @@ REGISTERS: tuple[Register, ...] = (
     ),
     Register("CYCLES", 0x048, "ro", "Clock cycles from START to the job's last output word"),
     Register("SATURATED", 0x04C, "ro", "Outputs saturated in the last job (docs/arithmetic.md §5)"),
-    Register("IN_CH", 0x080, "rw", "Input channels C_in"),
-    Register("IN_H", 0x084, "rw", "Input height of the tile as sent"),
-    Register("IN_W", 0x088, "rw", "Input width of the tile as sent"),
-    Register("OUT_CH", 0x08C, "rw", "Output channels C_out"),
-    Register("OUT_H", 0x090, "rw", "Convolution output height (before pooling)"),
-    Register("OUT_W", 0x094, "rw", "Convolution output width (before pooling)"),
-    Register("KERNEL", 0x098, "rw", "Kernel size k (1..7)"),
-    Register("STRIDE", 0x09C, "rw", "Stride S (1..4)"),
-    Register("PAD_TOP", 0x0A0, "rw", "Zero rows above the tile (0..k-1)"),
-    Register("PAD_LEFT", 0x0A4, "rw", "Zero columns left of the tile (0..k-1)"),
+    Register("IN_CH", 0x080, "rw", "Input channels C_in", bits=16),
+    Register("IN_H", 0x084, "rw", "Input height of the tile as sent", bits=16),
+    Register("IN_W", 0x088, "rw", "Input width of the tile as sent", bits=16),
+    Register("OUT_CH", 0x08C, "rw", "Output channels C_out", bits=16),
+    Register("OUT_H", 0x090, "rw", "Convolution output height (before pooling)", bits=16),
+    Register("OUT_W", 0x094, "rw", "Convolution output width (before pooling)", bits=16),
+    Register("KERNEL", 0x098, "rw", "Kernel size k (1..7)", bits=3),
+    Register("STRIDE", 0x09C, "rw", "Stride S (1..4)", bits=3),
+    Register("PAD_TOP", 0x0A0, "rw", "Zero rows above the tile (0..k-1)", bits=3),
+    Register("PAD_LEFT", 0x0A4, "rw", "Zero columns left of the tile (0..k-1)", bits=3),
     Register(
         "FLAGS",
         0x0A8,
@@ -177,6 +189,25 @@ REGISTERS: tuple[Register, ...] = (
 
 REGISTER_BY_NAME = {reg.name: reg for reg in REGISTERS}
 LAYER_REGISTERS = tuple(reg.name for reg in REGISTERS if reg.access == "rw")
+
+
+def layer_fields() -> dict[str, int]:
+    """The layer descriptor's fields and widths, in register order: a ``rw`` register without
+    fields is one field named after it (lower case), FLAGS contributes one field per bit."""
+    out = {}
+    for reg in REGISTERS:
+        if reg.access != "rw":
+            continue
+        if reg.fields:
+            out.update({f.name.lower(): f.width for f in reg.fields})
+        else:
+            out[reg.name.lower()] = reg.bits
+    return out
+
+
+def register_max(name: str) -> int:
+    """The largest value a ``rw`` register without fields holds."""
+    return (1 << register(name).bits) - 1
 
 
 def register(name: str) -> Register:
@@ -222,5 +253,7 @@ def markdown_table() -> str:
         doc = reg.doc
         if reg.fields:
             doc += ": " + "; ".join(f"bit {f.offset} `{f.name}` {f.doc}" for f in reg.fields)
+        if reg.bits is not None:
+            doc += f" ({reg.bits} bits)"
         lines.append(f"| 0x{reg.offset:03X} | `{reg.name}` | {reg.access} | {doc} |")
     return "\n".join(lines) + "\n"

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .engine_spec import ACC_HEADROOM_BITS, SUPPORTED_WIDTHS, accumulator_width
 from .errors import InputError
 
-SUPPORTED_WIDTHS = (8, 16)
-MAX_REDUCTION = 2**16 - 1  # §3: largest K = C_in * k * k the accumulator holds exactly
+MAX_REDUCTION = 2**ACC_HEADROOM_BITS - 1  # §3: largest K = C_in * k * k the accumulator holds exactly
 MAX_REDUCTION_WITH_ADD = 2**15 - 1  # §9: a residual add needs one more bit of headroom
 KERNEL_RANGE = (1, 7)
 STRIDE_RANGE = (1, 4)
@@ -30,7 +30,7 @@ class ContractError(InputError):
 def acc_width(width: int) -> int:
     """Accumulator width ``A = 2W + 16`` for data width ``width`` (§3)."""
     check_width(width)
-    return 2 * width + 16
+    return accumulator_width(width)
 
 
 def check_width(width: int) -> None:

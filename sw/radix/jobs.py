@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .engine_spec import EngineConfig, computed_map
+from .engine_spec import EngineConfig, computed_map, register_max
 
-REGISTER_FIELD_MAX = 0xFFFF  # the layer size registers (IN_CH, IN_H, ... OUT_W) are 16 bits wide
+REGISTER_FIELD_MAX = min(register_max(name) for name in ("IN_CH", "IN_H", "IN_W", "OUT_CH", "OUT_H", "OUT_W"))
 
 
 class LayerFitError(ValueError):
