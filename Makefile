@@ -7,9 +7,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.radix-installed
 BUILD := build
 DEMO_IMAGES ?= 200
+DEMO_RESNET_IMAGES ?= 10
 CLOCK_MHZ ?= 100
 
-.PHONY: demo test venv verilog resources bench bench-quant bench-perf bitstream clean
+.PHONY: demo test venv verilog resources bench bench-quant bench-perf bench-resnet8-accuracy bitstream clean
 
 venv: $(STAMP)
 
@@ -19,8 +20,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The main job: check and calibrate the committed LeNet-5, evaluate it on the reference backend,
-# then run it image by image through the driver on the RTL simulation, checked bit for bit.
+# The main job: check and calibrate the committed LeNet-5 and ResNet-8, evaluate them on the
+# reference backend, then run them image by image through the driver on the RTL simulation,
+# checked bit for bit.
 demo: $(STAMP)
 	mkdir -p $(BUILD)
 	$(BIN)/radix check lenet5
@@ -28,6 +30,10 @@ demo: $(STAMP)
 	$(BIN)/radix eval $(BUILD)/lenet5-8.radix --backend reference --data mnist5k
 	$(BIN)/radix run $(BUILD)/lenet5-8.radix --backend reference --data mnist5k --images $(DEMO_IMAGES)
 	$(BIN)/radix run $(BUILD)/lenet5-8.radix --backend sim --data mnist5k --images $(DEMO_IMAGES)
+	$(BIN)/radix check resnet8
+	$(BIN)/radix calibrate resnet8 --data mnist32rgb --bits 8 --images 1000 -o $(BUILD)/resnet8-8.radix
+	$(BIN)/radix eval $(BUILD)/resnet8-8.radix --data mnist32rgb
+	$(BIN)/radix run $(BUILD)/resnet8-8.radix --backend sim --data mnist32rgb --images $(DEMO_RESNET_IMAGES)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
@@ -44,6 +50,10 @@ bench: bench-quant bench-perf
 bench-quant: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/quantization.py
+
+bench-resnet8-accuracy: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/resnet8_accuracy.py
 
 bitstream: $(STAMP)
 	CLOCK_MHZ=$(CLOCK_MHZ) BUILD=$(BUILD) RADIX=$(BIN)/radix boards/pynq_z2/bitstream.sh

@@ -248,3 +248,13 @@ def test_lenet5_layers():
         ("classifier.3", (84,)), ("classifier.5", (10,))]
     assert [l.inputs for l in graph.layers] == [["input"], ["features.0"], ["features.3"], ["classifier.1"],
                                                 ["classifier.3"]]
+
+
+def test_readme_lists_the_supported_operations():
+    from pathlib import Path
+
+    from radix.ingest import supported_operations_markdown
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    begin, end = "<!-- supported operations: begin -->\n", "<!-- supported operations: end -->"
+    assert readme[readme.index(begin) + len(begin) : readme.index(end)] == supported_operations_markdown()

@@ -32,6 +32,37 @@ FREE_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
 SOFTMAX_MODULES = (nn.Softmax, nn.LogSoftmax)
 
 
+# What ingestion accepts and what becomes of it: the README's table is generated from this
+# (supported_operations_markdown(); tests/test_ingest.py keeps the README in step).
+SUPPORTED_OPERATIONS = (
+    ("`nn.Conv2d`", "an engine layer: square kernel 1..7, stride 1..4, zero padding per side below the kernel "
+                    "(`padding=\"same\"` for odd kernels), no groups or dilation"),
+    ("`nn.Linear`", "an engine layer (a 1x1 convolution of a 1x1 map); its input flattened first"),
+    ("`nn.BatchNorm1d/2d` (running statistics)", "folded into the Conv2d/Linear before it; elsewhere a per-channel "
+                                                  "scale layer"),
+    ("`nn.ReLU`, `F.relu`, `torch.relu`, `x.relu()`", "fused into the layer before it; elsewhere an identity layer"),
+    ("`nn.MaxPool2d(2)`, `F.max_pool2d(x, 2)`", "2x2 stride 2, fused into the convolution before it"),
+    ("`x + y`, `torch.add`, `operator.add`", "residual add of two tensors of one shape, fused into the layer that "
+                                             "produces one of them (docs/arithmetic.md §9), else an identity layer"),
+    ("`nn.ZeroPad2d`, `nn.ConstantPad2d(p, 0)`, `F.pad` (constant 0)", "fused into the next convolution's "
+                                                                      "padding, any four sides"),
+    ("`nn.AvgPool2d(k)`, `nn.AdaptiveAvgPool2d`, `F.avg_pool2d`, `x.mean((2, 3))`",
+     "k x k / k or global: folded into a following Linear, else a layer with diagonal weights (§10)"),
+    ("`torch.cat(dim=1)`", "channel concatenation: data movement, its inputs share one fl (§11)"),
+    ("`nn.Flatten`, `torch.flatten(x, 1)`, `x.view(x.size(0), -1)`, `x.reshape(x.shape[0], -1)`", "free"),
+    ("`nn.Dropout`, `nn.Identity`, `F.dropout`", "free at inference"),
+    ("`nn.Softmax`, `nn.LogSoftmax`, `F.softmax`, `F.log_softmax` (last operation only)",
+     "dropped: monotonic, the argmax of the logits is the same"),
+)
+
+
+def supported_operations_markdown() -> str:
+    """The README's table of supported operations."""
+    lines = ["| operation | on the engine |", "| --- | --- |"]
+    lines += [f"| {operation} | {how} |" for operation, how in SUPPORTED_OPERATIONS]
+    return "\n".join(lines) + "\n"
+
+
 class UnsupportedModelError(ValueError):
     """The model has operations the engine cannot run; ``findings`` lists every one."""
 
