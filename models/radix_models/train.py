@@ -1,15 +1,19 @@
 """Train a built-in model on its data set's train split and write its committed weights.
 
-    python -m radix_models.train lenet5|digitsnet [--epochs N] [--seed S]
+    python -m radix_models.train lenet5|digitsnet|resnet8 [--epochs N] [--seed S]
 
 Deterministic for a given seed (one CPU thread, seeded shuffling and initialisation):
-Adam with a cosine learning-rate decay, cross-entropy, mini-batches of 64; LeNet-5's
-images get a light random affine augmentation. Prints the loss of every epoch and the final
-accuracy on the test split, then saves the state_dict to ``weights/NAME.pt`` in this package.
+Adam with a cosine learning-rate decay, cross-entropy, mini-batches of 64. Each model's
+:data:`RECIPES` entry gives its epochs, learning rate and augmentation: LeNet-5's images get
+a light random affine transform, ResNet-8's a random recolouring. Prints the loss of every
+epoch and the final accuracy on the test split, then saves the state_dict to
+``weights/NAME.pt`` in this package.
 """
 
 import argparse
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -19,14 +23,10 @@ from radix.datasets import load_split
 
 from . import BUILTIN_MODELS, ModelSpec
 
-DEFAULT_EPOCHS = {"lenet5": 60, "digitsnet": 40}
-# Light augmentation, for LeNet-5 only (its 4,000 training images overfit without it).
-AUGMENT = {"lenet5": True, "digitsnet": False}
 MAX_ROTATION_DEG = 12.0
 MAX_SCALE_CHANGE = 0.1
 MAX_SHIFT_PX = 2.0
 BATCH_SIZE = 64
-LEARNING_RATE = 1e-3
 
 
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
@@ -59,13 +59,50 @@ def random_affine(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return nn.functional.grid_sample(x, grid, align_corners=False)
 
 
+def random_recolour(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Permute the channels of each image of ``x`` (N, C, H, W) and invert each at random.
+
+    Every image gets a random channel order, then each channel is replaced by ``1 - x``
+    with probability 1/2. For ``mnist32rgb``, whose per-channel colours are independent,
+    uniform and symmetric under ``1 - x``, this maps the training distribution onto itself
+    and shows each digit in 48 colourings.
+    """
+    n, c = x.shape[:2]
+    order = torch.argsort(torch.rand(n, c, generator=generator), dim=1)
+    x = torch.gather(x, 1, order[:, :, None, None].expand_as(x))
+    invert = torch.rand(n, c, 1, 1, generator=generator) < 0.5
+    return torch.where(invert, 1 - x, x)
+
+
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a built-in model is trained: default epochs, Adam's learning rate, augmentation."""
+
+    epochs: int
+    learning_rate: float = 1e-3
+    augment: Augment | None = None
+
+
+RECIPES: dict[str, Recipe] = {
+    # LeNet-5's 4,000 training images overfit without the affine augmentation.
+    "lenet5": Recipe(epochs=60, augment=random_affine),
+    "digitsnet": Recipe(epochs=40),
+    # Without recolouring ResNet-8 fits its training split and stays near 93% on test.
+    "resnet8": Recipe(epochs=40, learning_rate=2e-3, augment=random_recolour),
+}
+
+
 def train(spec: ModelSpec, epochs: int, seed: int) -> nn.Module:
     """Train ``spec``'s model from scratch on its train split, printing each epoch's loss."""
+    recipe = RECIPES[spec.name]
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     x, y = (torch.from_numpy(a) for a in load_split(spec.dataset, "train"))
     model = spec.factory()
-    optimiser = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+    optimiser = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=epochs)
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(1, epochs + 1):
@@ -73,7 +110,7 @@ def train(spec: ModelSpec, epochs: int, seed: int) -> nn.Module:
         total = 0.0
         for batch in torch.randperm(len(y), generator=generator).split(BATCH_SIZE):
             optimiser.zero_grad()
-            images = random_affine(x[batch], generator) if AUGMENT[spec.name] else x[batch]
+            images = x[batch] if recipe.augment is None else recipe.augment(x[batch], generator)
             loss = loss_fn(model(images), y[batch])
             loss.backward()
             optimiser.step()
@@ -89,14 +126,14 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m radix_models.train", description=__doc__.split("\n", 1)[0]
     )
     parser.add_argument("model", choices=sorted(BUILTIN_MODELS))
-    defaults = ", ".join(f"{n} for {m}" for m, n in DEFAULT_EPOCHS.items())
+    defaults = ", ".join(f"{r.epochs} for {m}" for m, r in RECIPES.items())
     parser.add_argument("--epochs", type=int, help=f"epochs to train (default: {defaults})")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     spec = BUILTIN_MODELS[args.model]
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
-    epochs = DEFAULT_EPOCHS[spec.name] if args.epochs is None else args.epochs
+    epochs = RECIPES[spec.name].epochs if args.epochs is None else args.epochs
     model = train(spec, epochs, args.seed)
     x, y = load_split(spec.dataset, "test")
     correct = round(accuracy(model, x, y) * len(y))

