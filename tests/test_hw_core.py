@@ -10,7 +10,7 @@ from amaranth.hdl import ClockDomain, Module
 from amaranth.sim import Simulator
 
 from radix import golden
-from radix.engine_spec import EngineConfig
+from radix.engine_spec import EngineConfig, computed_map
 from radix.stream_format import decode_output, job_words, output_word_count
 from radix_hw.core import ConvCore
 
@@ -26,6 +26,7 @@ class Layer:
     pad: int = 0
     relu: bool = False
     pool: bool = False
+    add: bool = False
 
 
 @dataclass
@@ -42,11 +43,41 @@ class Job:
         return {"in_ch": lay.c_in, "in_h": lay.h, "in_w": lay.w, "out_ch": lay.c_out,
                 "out_h": self.out_h, "out_w": self.out_w, "kernel": lay.k, "stride": lay.stride,
                 "pad_top": lay.pad, "pad_left": lay.pad, "relu": int(lay.relu),
-                "pool": int(lay.pool)}
+                "pool": int(lay.pool), "add": int(lay.add)}
+
+
+def random_skip(layer: Layer, out_shape, weights, bias, shift, config: EngineConfig, rng):
+    """A skip map of ``(C_out,) + out_shape`` and per-channel skip shifts (§9); updates
+    ``weights``, ``bias`` and ``shift`` of the channels that show the skip.
+
+    Most channels take the skip shift that puts the skip at the output's scale (``-shift``
+    plus a little), so it competes with large accumulators. Every third channel, and the last,
+    *shows the skip*: zero weights, a tiny bias and a data shift of about ``-t``, so
+    ``round_shift(skip, t)`` reaches the output bit for bit (its rounding too); these take the
+    ends of the range first (the largest left shift, the largest right shift, zero, +-1, one
+    beyond the top, which the engine clamps without changing a result), then random shifts.
+    """
+    width = config.width
+    lo, hi = golden.int_range(width)
+    skip = rng.integers(lo, hi + 1, (layer.c_out,) + tuple(out_shape))
+    skip.flat[:2] = lo, hi
+    t_lo, t_hi = golden.skip_shift_range(width)
+    s_lo, s_hi = golden.shift_range(width)
+    skip_shift = np.clip(-golden.clamp_shift(shift, width) + rng.integers(-2, 3, layer.c_out), t_lo, t_hi)
+    extremes = [t_lo, t_hi, 0, 1, -1, t_hi + 3, t_lo + 1, t_hi - 1, 2]
+    shown = [c for c in range(layer.c_out) if c % 3 == 2 or c == layer.c_out - 1]
+    for n, c in enumerate(shown):
+        t = extremes[n] if n < len(extremes) else int(rng.integers(t_lo, t_hi + 1))
+        skip_shift[c] = t
+        weights[c] = 0
+        bias[c] = rng.integers(-3, 4)
+        shift[c] = np.clip(-t + rng.integers(0, 3), s_lo, s_hi)
+    return skip, skip_shift
 
 
 def make_job(layer: Layer, config: EngineConfig, rng) -> Job:
-    """Random data, weights, biases and per-channel shifts (some saturating, some out of range)."""
+    """Random data, weights, biases and per-channel shifts (some saturating, some out of range);
+    with ``layer.add`` a random skip map and skip shifts as well."""
     width = config.width
     lo, hi = golden.int_range(width)
     x = rng.integers(lo, hi + 1, (layer.c_in, layer.h, layer.w))
@@ -62,10 +93,17 @@ def make_job(layer: Layer, config: EngineConfig, rng) -> Job:
         shift[c + 1] = extremes[c]
     out_h = golden.conv_output_size(layer.h, layer.k, layer.stride, layer.pad)
     out_w = golden.conv_output_size(layer.w, layer.k, layer.stride, layer.pad)
+    skip = skip_shift = stream_skip = None
+    if layer.add:
+        skip, skip_shift = random_skip(layer, (out_h, out_w), weights, bias, shift, config, rng)
+        comp_h, comp_w = computed_map(out_h, out_w, layer.pool)
+        stream_skip = skip[:, :comp_h, :comp_w]  # the stream carries the computed map only
     expected = golden.conv2d(x[None], weights, bias, stride=layer.stride, pad=layer.pad,
                              shift=golden.clamp_shift(shift, width), relu=layer.relu,
-                             pool=layer.pool, width=width)
-    words = [int(w) for w in job_words(x, weights, bias, shift, config)]
+                             pool=layer.pool, width=width,
+                             skip=None if skip is None else skip[None], skip_shift=skip_shift)
+    words = [int(w) for w in job_words(x, weights, bias, shift, config, skip=stream_skip,
+                                       skip_shift=skip_shift)]
     return Job(layer, words, expected, out_h, out_w)
 
 
@@ -178,6 +216,16 @@ CASES = [
     ((4, 5, 8), Layer(5, 6, 2, 2, 2, stride=1, pad=1, relu=True), 0.8, 0.8),  # P < min_pass
     ((3, 2, 16), Layer(4, 3, 5, 4, 6, stride=2, pad=5, pool=True), 0.9, 1.0),
     ((5, 3, 16), Layer(11, 4, 6, 6, 3, stride=1, pad=1, relu=True), 0.7, 0.7),  # 2-word groups
+    # Residual add (FLAGS.ADD): skip pixels per output tile, docs/arithmetic.md §9.
+    ((3, 5, 8), Layer(4, 7, 5, 6, 3, pad=1, relu=True, add=True), 0.6, 0.8),  # 2 tiles, part filled
+    ((3, 5, 8), Layer(5, 16, 1, 1, 1, add=True), 0.7, 0.6),  # 1-pixel map (fully connected), 4 tiles
+    ((3, 5, 8), Layer(2, 15, 1, 1, 1, relu=True, add=True), 1.0, 1.0),  # 1 pixel, single-pass tiles
+    ((2, 3, 16), Layer(3, 10, 7, 7, 3, pad=0, pool=True, add=True), 0.5, 0.9),  # odd map cropped
+    ((4, 5, 8), Layer(6, 15, 2, 2, 2, pad=1, relu=True, add=True), 0.8, 0.8),  # P < min_pass
+    ((3, 2, 8), Layer(3, 11, 4, 5, 1, add=True), 1.0, 1.0),  # single-pass tiles back to back
+    ((2, 5, 16), Layer(3, 9, 3, 4, 3, pad=1, relu=True, add=True), 0.7, 0.7),  # 2-word skip groups
+    ((1, 1, 8), Layer(2, 3, 5, 6, 2, relu=True, pool=True, add=True), 0.5, 0.6),
+    ((4, 3, 16), Layer(5, 3, 6, 5, 5, stride=2, pad=2, add=True), 0.9, 1.0),  # T_out = 1
 ]
 
 
@@ -201,13 +249,58 @@ def test_core_with_buffers_exactly_full():
     check(config, job, received, saturated)
 
 
+def test_core_skip_bank_waits_for_its_last_reader():
+    """Single-pass tiles under heavy output backpressure: the accumulator banks wait on the
+    drain, so the loader runs ahead. A tile's only pass frees its weight bank as it starts and
+    reads its skip pixels as it runs, so without the accumulator's skip release the loader
+    would refill the skip bank of the tile two before while that tile is still reading it."""
+    config = small_config(3, 2, 8)
+    job = make_job(Layer(3, 12, 8, 8, 1, add=True), config, np.random.default_rng(5))
+    [(received, saturated, _)] = run_jobs(config, [job], seed=5, ready_prob=0.15)
+    check(config, job, received, saturated)
+
+
+def random_layer(rng, config: EngineConfig, *, add: bool) -> Layer:
+    """A random layer whose whole map fits ``config`` (sizes down to 1x1, several tiles)."""
+    while True:
+        k = int(rng.choice([1, 1, 2, 3, 3, 5]))
+        stride = int(rng.choice([1, 1, 2, 3]))
+        pad = int(rng.integers(0, k))
+        h, w = (int(v) for v in rng.integers(1, 8, 2))
+        c_in, c_out = (int(v) for v in rng.integers(1, 3 * max(config.rows, config.cols) + 1, 2))
+        out_h = golden.conv_output_size(h, k, stride, pad)
+        out_w = golden.conv_output_size(w, k, stride, pad)
+        if out_h < 1 or out_w < 1:
+            continue
+        pool = bool(rng.random() < 0.3) and out_h >= 2 and out_w >= 2
+        t_in = math.ceil(c_in / config.rows)
+        comp_h, comp_w = computed_map(out_h, out_w, pool)
+        if (t_in * h * w <= config.in_depth and t_in * k * k * config.rows <= config.wt_depth
+                and comp_h * comp_w <= config.acc_depth):
+            return Layer(c_in, c_out, h, w, k, stride=stride, pad=pad, relu=bool(rng.random() < 0.5),
+                         pool=pool, add=add)
+
+
+@pytest.mark.parametrize("shape,seed", [((3, 5, 8), 21), ((2, 3, 16), 22), ((1, 2, 8), 23)])
+def test_core_random_jobs_with_and_without_add(shape, seed):
+    """Random layers back to back on one core, residual adds mixed with plain ones, under
+    random stream stalls on both sides."""
+    config = small_config(*shape)
+    rng = np.random.default_rng(seed)
+    jobs = [make_job(random_layer(rng, config, add=add), config, rng)
+            for add in (True, False, True, True, False, True)]
+    results = run_jobs(config, jobs, seed=seed, ready_prob=0.6, valid_prob=0.8)
+    for job, (received, saturated, _) in zip(jobs, results):
+        check(config, job, received, saturated)
+
+
 @pytest.mark.parametrize("reset_after", [40, 400, 800])
 def test_core_recovers_from_reset_mid_job(reset_after):
     """A reset while loading, computing or draining leaves the core clean for the next job."""
     config = small_config(3, 2, 8)
     rng = np.random.default_rng(reset_after)
-    jobs = [make_job(Layer(5, 5, 6, 6, 3, pad=1), config, rng),
-            make_job(Layer(4, 3, 5, 5, 3, pad=1, relu=True), config, rng)]
+    jobs = [make_job(Layer(5, 5, 6, 6, 3, pad=1, add=True), config, rng),
+            make_job(Layer(4, 3, 5, 5, 3, pad=1, relu=True, add=True), config, rng)]
     [(received, saturated, _)] = run_jobs(config, jobs, seed=reset_after, ready_prob=0.3,
                                           reset_after=reset_after)
     check(config, jobs[1], received, saturated)

@@ -9,17 +9,37 @@ from radix.cli import main
 from radix.datasets import load_split
 from radix.engine_spec import EngineConfig
 from radix.ingest import ingest
-from radix_models import load_builtin
+from radix_models import get_spec, load_builtin
 from radix_sim.hostrun import SimulationError, run_host
 
 
 @pytest.fixture(scope="module")
 def digits_program(tmp_path_factory):
     x, _ = load_split("digits", "train")
-    layers, _ = ingest(load_builtin("digitsnet"), (1, 8, 8))
+    graph, _ = ingest(load_builtin("digitsnet"), (1, 8, 8))
     path = tmp_path_factory.mktemp("prog") / "digitsnet.radix"
-    calibrate(layers, x, CalibrationSettings(bits=8)).save(path)
+    calibrate(graph, x, CalibrationSettings(bits=8)).save(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def resnet8_program(tmp_path_factory):
+    spec = get_spec("resnet8")
+    x, _ = load_split(spec.dataset, "train")
+    graph, _ = ingest(load_builtin("resnet8"), spec.input_shape)
+    path = tmp_path_factory.mktemp("prog") / "resnet8.radix"
+    calibrate(graph, x[:200], CalibrationSettings(bits=8)).save(path)
+    return path
+
+
+def test_resnet8_through_driver_and_rtl_is_bit_exact(resnet8_program):
+    """Identity and projection shortcuts, per-side padding and the folded average pool on the RTL."""
+    result = run_host("radix.runner:run_files",
+                      {"program": str(resnet8_program), "data": "mnist32rgb", "images": 2}, EngineConfig(),
+                      idle=0.2, backpressure=0.3, seed=9)
+    assert result["bit_exact"] is True and result["first_mismatch"] is None, result["first_mismatch"]
+    assert result["images"] == 2
+    assert all(cycles > 0 for cycles in result["cycles"]["per_layer_mean"].values())
 
 
 def test_digitsnet_through_driver_and_rtl_is_bit_exact(digits_program):

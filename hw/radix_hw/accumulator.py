@@ -1,8 +1,9 @@
-"""The two accumulator banks with their read-modify-write pipeline and the drain port."""
+"""The two accumulator banks with their read-modify-write pipeline, the residual-add skip path
+and the drain port."""
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, wiring
-from amaranth.lib.memory import Memory
+from amaranth.lib.memory import Memory, ReadPort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
@@ -11,7 +12,18 @@ from radix.engine_spec import EngineConfig
 from .helpers import lane
 from .layout import pixel_meta_layout
 
-SHIFT_BITS = 8  # a data shift as carried by a bias word (radix.stream_format.SHIFT_BITS)
+SHIFT_BITS = 8  # a data or skip shift as carried by a bias word (radix.stream_format.SHIFT_BITS)
+
+
+def skip_address_bits(config: EngineConfig) -> int:
+    """Address width of the skip buffer, two banks of ``acc_depth`` pixels (``cols`` lanes of W
+    bits) at ``bank*acc_depth + pixel``: written by the loader, read by the accumulator."""
+    return max(1, ceil_log2(2 * config.acc_depth))
+
+
+def skip_shift_range(config: EngineConfig) -> tuple[int, int]:
+    """The skip shifts the engine executes, ``[-(A - W - 2), W]`` (docs/arithmetic.md §9)."""
+    return -(config.acc_width - config.width - 2), config.width
 
 
 def acc_drain_signature(config: EngineConfig) -> wiring.Signature:
@@ -34,7 +46,8 @@ def acc_drain_signature(config: EngineConfig) -> wiring.Signature:
 
 
 class Accumulator(wiring.Component):
-    """Accumulator banks: ``bias + sum`` on a tile's first pass, ``acc + sum`` on later passes.
+    """Accumulator banks: ``bias + sum`` (with ``add``: ``bias + aligned skip + sum``) on a
+    tile's first pass, ``acc + sum`` on later passes.
 
     Two banks of ``acc_depth x cols`` A-bit words (inferred block RAM). The compute side owns a
     bank from the tile's first pass until its last pixel is written (``full`` set), the output
@@ -42,14 +55,31 @@ class Accumulator(wiring.Component):
     owner.
 
     ``meta`` describes the pixel slot whose column sums arrive on ``sums`` exactly
-    :attr:`META_LEAD` cycles later: the bank is read at the meta cycle, the read data is
-    registered, and ``bias``/``acc`` + ``sums`` is written in the sums cycle. A later pass may
-    read a pixel 3 or more cycles after the earlier pass read it (sequencer guarantee).
+    :attr:`META_LEAD` cycles later. Three stages:
 
-    ``acquire`` (with ``acquire_bank``) marks a tile's first pass starting: the tile's biases
-    and data shifts (``bias``/``shifts``, one A-bit / 8-bit lane per column) are copied into
-    per-bank registers, the shifts clamped to ``[-W, A]`` (docs/arithmetic.md §5), so the
-    weight bank they came from can be reloaded while the tile is still computing or draining.
+    * meta cycle: a later pass reads the pixel's accumulator word; a first pass of a job with
+      ``add`` reads the pixel's skip lanes (``skip_rd``, skip bank = accumulator bank, address
+      = accumulator address, W bits per lane);
+    * next cycle: the base of the write is formed and registered, either the accumulator word
+      read or, on a first pass, ``bias + round_shift(skip, t)`` per lane (docs/arithmetic.md
+      §9; without ``add`` just ``bias``). Both directions of the alignment are one right shift
+      of the skip placed at the top of an (A-2)-bit word, rounded half up as
+      ``floor(x / 2^u) + bit u-1 of x``, so alignment and bias take one shifter and one adder;
+    * sums cycle: ``base + sums`` is written, one A-bit adder per lane as without the add.
+
+    A later pass may read a pixel 3 or more cycles after the earlier pass read it (sequencer
+    guarantee). ``skip_release`` pulses for a bank when its tile's last pixel is written (the
+    bank becomes ``full``): the tile's first pass, the only one that reads skip data, is then
+    over, so the loader may refill that skip bank.
+
+    ``acquire`` (with ``acquire_bank``) marks a tile's first pass starting: the tile's biases,
+    data shifts and skip shifts (``bias``/``shifts``/``skip_shifts``, one A-bit / 8-bit / 8-bit
+    lane per column) are copied into per-bank registers, the data shifts clamped to ``[-W, A]``
+    (docs/arithmetic.md §5) and the skip shifts to ``[-(A-W-2), W]`` (§9: the driver sends
+    them in range; the clamp keeps a stray value from wrapping the accumulator) and held as
+    right-shift amounts ``t + A-W-2``, so the weight bank they came from can be reloaded while
+    the tile is still computing or draining.
+    ``add`` (the layer's FLAGS.ADD) must stay stable during a job.
     """
 
     META_LEAD = 2
@@ -67,6 +97,11 @@ class Accumulator(wiring.Component):
             "acquire_bank": In(1),
             "bias": In(cols * acc_w),
             "shifts": In(cols * SHIFT_BITS),
+            "add": In(1),
+            "skip_shifts": In(cols * SHIFT_BITS),
+            "skip_rd": In(ReadPort.Signature(addr_width=skip_address_bits(config),
+                                             shape=cols * config.width)),
+            "skip_release": Out(2),
             "drain": In(acc_drain_signature(config)),
         })
 
@@ -76,18 +111,30 @@ class Accumulator(wiring.Component):
         cols, width, acc_w = cfg.cols, cfg.width, cfg.acc_width
         meta_layout = pixel_meta_layout(cfg.acc_depth)
 
+        # A skip lane b placed at the top of an (A-2)-bit word, b << (A-W-2), is aligned by one
+        # right shift of u = t + (A-W-2) in [0, A-2] bits: u <= A-W-2 drops only zeros (the
+        # exact left shift by -t), a larger u is b >> t. The registers hold u.
+        skip_lo, skip_hi = skip_shift_range(cfg)
+        skip_top = -skip_lo
+        amount_bits = ceil_log2(skip_hi - skip_lo + 1)
+
         bias = Signal(data.ArrayLayout(cols * acc_w, 2), reset_less=True)
         shifts = Signal(data.ArrayLayout(cols * SHIFT_BITS, 2), reset_less=True)
+        skip_amounts = Signal(data.ArrayLayout(cols * amount_bits, 2), reset_less=True)
         full = Signal(2)
 
+        def clamp(value, lo, hi):
+            return Mux(value < lo, lo, Mux(value > hi, hi, value))
+
+        data_shifts = [clamp(lane(self.shifts, c, SHIFT_BITS), -width, acc_w)[:SHIFT_BITS]
+                       for c in range(cols)]
+        amounts = [(clamp(lane(self.skip_shifts, c, SHIFT_BITS), skip_lo, skip_hi) + skip_top)[:amount_bits]
+                   for c in range(cols)]
         with m.If(self.acquire):
-            clamped = []
-            for c in range(cols):
-                s = lane(self.shifts, c, SHIFT_BITS)
-                clamped.append(Mux(s < -width, -width, Mux(s > acc_w, acc_w, s))[:SHIFT_BITS])
             m.d.sync += [
                 bias[self.acquire_bank].eq(self.bias),
-                shifts[self.acquire_bank].eq(Cat(*clamped)),
+                shifts[self.acquire_bank].eq(Cat(*data_shifts)),
+                skip_amounts[self.acquire_bank].eq(Cat(*amounts)),
             ]
 
         meta1 = Signal(meta_layout)
@@ -109,11 +156,24 @@ class Accumulator(wiring.Component):
             read_data.append(rd.data)
             write_ports.append(wr)
 
-        # Read data of the pixel in meta1, registered so it lines up with meta2 and the sums.
-        previous = Signal(cols * acc_w, reset_less=True)
-        m.d.sync += previous.eq(Mux(meta1.bank, read_data[1], read_data[0]))
+        m.d.comb += [
+            self.skip_rd.addr.eq(Mux(self.meta.bank, cfg.acc_depth, 0) + self.meta.addr),
+            self.skip_rd.en.eq(self.meta.valid & self.meta.first & self.add),
+        ]
 
-        base = Mux(meta2.first, bias[meta2.bank], previous)
+        # The base of the pixel in meta1: the accumulator word read, or on a first pass the bias
+        # plus the aligned skip; registered so it lines up with meta2 and the sums.
+        first_base = []
+        for c in range(cols):
+            placed = Cat(Const(0, skip_top), lane(self.skip_rd.data, c, width)).as_signed()
+            u = lane(skip_amounts[meta1.bank], c, amount_bits, signed=False)
+            # floor(x / 2^u) + bit u-1 of x = (x + 2^(u-1)) >> u: round half up (zero for u = 0).
+            rounding = Cat(Const(0, 1), placed).bit_select(u, 1)
+            aligned = Mux(self.add, (placed >> u) + rounding, 0)
+            first_base.append((lane(bias[meta1.bank], c, acc_w) + aligned)[:acc_w])
+        base = Signal(cols * acc_w, reset_less=True)
+        m.d.sync += base.eq(Mux(meta1.first, Cat(*first_base), Mux(meta1.bank, read_data[1], read_data[0])))
+
         updated = Cat(*[(lane(base, c, acc_w) + lane(self.sums, c, acc_w))[:acc_w]
                         for c in range(cols)])
         for b, wr in enumerate(write_ports):
@@ -123,15 +183,17 @@ class Accumulator(wiring.Component):
                 wr.en.eq(meta2.valid & (meta2.bank == b)),
             ]
 
+        tile_done = meta2.valid & meta2.last
         m.d.comb += [
             self.drain.data.eq(Mux(self.drain.bank, read_data[1], read_data[0])),
             self.drain.shifts.eq(shifts[self.drain.bank]),
             self.drain.full.eq(full),
+            self.skip_release.eq(Mux(tile_done, 1 << meta2.bank, 0)),
         ]
         with m.If(self.start):
             m.d.sync += full.eq(0)
         with m.Else():
-            with m.If(meta2.valid & meta2.last):
+            with m.If(tile_done):
                 m.d.sync += full.bit_select(meta2.bank, 1).eq(1)
             with m.If(self.drain.release):
                 m.d.sync += full.bit_select(self.drain.bank, 1).eq(0)

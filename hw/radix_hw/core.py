@@ -21,21 +21,28 @@ class ConvCore(wiring.Component):
 
     ``start`` (a one-cycle pulse, ignored while ``busy``) begins a job with the layer in
     ``layer``, which must stay stable until ``done``. The job's words arrive on ``s_in``
-    (radix.stream_format: input map, then per output-channel tile its bias words and weight
-    rows; TLAST ignored) and its output words leave on ``m_out`` with ``last`` on the final
-    word; ``done`` pulses once that word has been accepted and ``busy`` falls with it.
-    ``saturated`` counts saturated outputs of the current or last job (docs/arithmetic.md §5).
+    (radix.stream_format: input map, then per output-channel tile its bias words, with
+    ``layer.add`` its skip pixels, and its weight rows; TLAST ignored) and its output words
+    leave on ``m_out`` with ``last`` on the final word; ``done`` pulses once that word has been
+    accepted and ``busy`` falls with it. ``saturated`` counts saturated outputs of the current
+    or last job (docs/arithmetic.md §5).
 
-    Datapath: :class:`Loader` -> input buffer and double-buffered weight banks (block RAM)
-    -> :class:`Sequencer` (pass loops, shadow-weight loads, pixel addresses with on-chip
-    padding) -> :class:`SystolicArray` -> :class:`Accumulator` (two banks, read-modify-write)
-    -> :class:`OutputUnit` (shift, ReLU, saturation, pooling, packing). The pixel metadata is
-    delayed alongside the array so it meets the column sums at the accumulator.
+    Datapath: :class:`Loader` -> input buffer, double-buffered weight banks and double-buffered
+    skip banks (block RAM) -> :class:`Sequencer` (pass loops, shadow-weight loads, pixel
+    addresses with on-chip padding) -> :class:`SystolicArray` -> :class:`Accumulator` (two
+    banks, read-modify-write; a first pass adds bias and, with ``layer.add``, the aligned skip
+    pixel, docs/arithmetic.md §9) -> :class:`OutputUnit` (shift, ReLU, saturation, pooling,
+    packing). The pixel metadata is delayed alongside the array so it meets the column sums at
+    the accumulator. The skip buffer holds ``2 * acc_depth`` pixels of ``cols`` W-bit lanes, one
+    bank per accumulator bank; the accumulator hands a skip bank back to the loader once the
+    tile that read it has its last pixel written.
 
     The layer must be one the driver accepts: nonzero sizes, ``1 <= kernel <= 7``,
     ``1 <= stride <= 4``, padding below the kernel, ``T_in*IN_H*IN_W <= in_depth``,
-    ``T_in*k*k*rows <= wt_depth``, ``OUT_H*OUT_W <= acc_depth`` and, with pooling, an output of
-    at least 2x2.
+    ``T_in*k*k*rows <= wt_depth``, a computed map (``OUT_H x OUT_W``, with pooling cropped to
+    even sizes) of at most ``acc_depth`` pixels (with ``layer.add`` the skip pixels of one tile
+    fill at most one skip bank), with pooling an output of at least 2x2, and with ``layer.add``
+    skip shifts in ``[-(A-W-2), W]`` (larger ones are clamped, which changes nothing).
     """
 
     def __init__(self, *, config: EngineConfig):
@@ -64,6 +71,8 @@ class ConvCore(wiring.Component):
             shape=cfg.rows * cfg.width, depth=cfg.in_depth, init=[])
         m.submodules.weight_banks = weight_banks = Memory(
             shape=cfg.cols * cfg.width, depth=2 * cfg.wt_depth, init=[])
+        m.submodules.skip_banks = skip_banks = Memory(
+            shape=cfg.cols * cfg.width, depth=2 * cfg.acc_depth, init=[])
 
         job_start = Signal()
         m.d.comb += job_start.eq(self.start & ~self.busy)
@@ -77,10 +86,13 @@ class ConvCore(wiring.Component):
             m.d.comb += unit.start.eq(job_start)
         for unit in (loader, sequencer, output):
             m.d.comb += unit.layer.eq(self.layer)
+        m.d.comb += accumulator.add.eq(self.layer.add)
 
         wiring.connect(m, wiring.flipped(self.s_in), loader.s_in)
         wiring.connect(m, loader.in_wr, input_buffer.write_port())
         wiring.connect(m, loader.wt_wr, weight_banks.write_port())
+        wiring.connect(m, loader.skip_wr, skip_banks.write_port())
+        wiring.connect(m, accumulator.skip_rd, skip_banks.read_port())
         wiring.connect(m, sequencer.in_rd, input_buffer.read_port())
         wiring.connect(m, sequencer.wt_rd, weight_banks.read_port())
         wiring.connect(m, output.acc, accumulator.drain)
@@ -95,6 +107,8 @@ class ConvCore(wiring.Component):
             accumulator.acquire_bank.eq(sequencer.acquire_bank),
             accumulator.bias.eq(loader.bias[sequencer.acquire_bank]),
             accumulator.shifts.eq(loader.shifts[sequencer.acquire_bank]),
+            accumulator.skip_shifts.eq(loader.skip_shifts[sequencer.acquire_bank]),
+            loader.skip_release.eq(accumulator.skip_release),
             array.x_in.eq(sequencer.x),
             array.swap_in.eq(sequencer.swap),
             array.w_in.eq(sequencer.w_row),

@@ -1,4 +1,4 @@
-"""The input-stream loader: input buffer first, then the weight banks tile by tile."""
+"""The input-stream loader: input buffer first, then the weight (and skip) banks tile by tile."""
 
 from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
@@ -7,8 +7,10 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from radix.engine_spec import STREAM_BITS, EngineConfig
-from radix.stream_format import BIAS_BITS, SHIFT_BITS
+from radix.stream_format import BIAS_BITS, SHIFT_BITS, SKIP_SHIFT_OFFSET
 
+from .accumulator import skip_address_bits
+from .helpers import computed_size
 from .layout import LayerConfigLayout, input_address_bits, weight_address_bits
 
 
@@ -24,11 +26,23 @@ class Loader(wiring.Component):
        at consecutive addresses (``t*IN_H*IN_W + y*IN_W + x``). ``hw`` is set to
        ``IN_H*IN_W`` once the first input-channel tile is in (no multiplier needed).
     2. Per output-channel tile ``j``, into weight bank ``j % 2`` once that bank is free: the
-       ``cols`` bias words (bias and data shift shift into per-bank lane registers ``bias`` and
-       ``shifts``, lane 0 first), then the weight rows, ``wt_words`` words each, written to
+       ``cols`` bias words (bias, data shift and skip shift shift into per-bank lane registers
+       ``bias``, ``shifts`` and ``skip_shifts``, lane 0 first); with ``layer.add``, the tile's
+       skip pixels, ``wt_words`` words per computed output pixel, written to skip bank
+       ``j % 2`` at ``bank*acc_depth + pixel`` (the accumulator address of the pixel) once that
+       skip bank is free; then the weight rows, ``wt_words`` words each, written to
        ``bank*wt_depth + row``. ``wt_avail[b]`` counts the rows written so far, so compute may
        start on a bank before it is complete; ``wt_release`` (one bit per bank) returns a bank,
-       clearing its count.
+       clearing its count. Since the skip pixels precede the weight rows, a tile's skip data is
+       complete before its first pass can start.
+
+    A skip bank is free at ``start`` and again once ``skip_release`` pulses for it: the
+    accumulator pulses it when the tile that used the bank has its last pixel written, so its
+    first pass, the only one that reads skip data, is over. The pulse is remembered, so a
+    release that comes while the loader is still busy with the other bank is not lost. The
+    loader waits for it only after the weight bank was freed, i.e. once that tile's last pass
+    has started, so the wait is at most one pass plus the array latency, whatever the output
+    stream does.
 
     ``s_in`` is ready only while a word can be stored: never before ``start``, while waiting
     for a bank, or after the job's last word. TLAST is ignored. ``start`` is honoured only
@@ -42,17 +56,21 @@ class Loader(wiring.Component):
         cols, rows, width = config.cols, config.rows, config.width
         self.in_addr_bits = input_address_bits(config)
         self.wt_addr_bits = weight_address_bits(config)
+        self.skip_addr_bits = skip_address_bits(config)
         super().__init__({
             "start": In(1),
             "layer": In(LayerConfigLayout),
             "s_in": In(stream.Signature(STREAM_BITS)),
             "in_wr": In(WritePort.Signature(addr_width=self.in_addr_bits, shape=rows * width)),
             "wt_wr": In(WritePort.Signature(addr_width=self.wt_addr_bits, shape=cols * width)),
+            "skip_wr": In(WritePort.Signature(addr_width=self.skip_addr_bits, shape=cols * width)),
             "hw": Out(self.in_addr_bits),
             "wt_avail": Out(data.ArrayLayout(weight_rows_bits(config), 2)),
             "wt_release": In(2),
             "bias": Out(data.ArrayLayout(cols * config.acc_width, 2)),
             "shifts": Out(data.ArrayLayout(cols * SHIFT_BITS, 2)),
+            "skip_shifts": Out(data.ArrayLayout(cols * SHIFT_BITS, 2)),
+            "skip_release": In(2),
         })
 
     def elaborate(self, platform):
@@ -88,24 +106,32 @@ class Loader(wiring.Component):
         lane_count = Signal(range(cols))
         bank = Signal()
         free = Signal(2, init=0b11)
+        skip_free = Signal(2, init=0b11)
+        skip_addr = Signal(self.skip_addr_bits)
         last_ch_tile = ch + rows >= layer.in_ch
+        last_skip_x = x == computed_size(layer.out_w, layer.pool) - 1
+        last_skip_y = y == computed_size(layer.out_h, layer.pool) - 1
 
         m.d.comb += [
             self.in_wr.addr.eq(in_addr),
             self.in_wr.data.eq(group(cfg.in_words, rows * width)),
             self.wt_wr.addr.eq(Mux(bank, cfg.wt_depth, 0) + self.wt_avail[bank]),
             self.wt_wr.data.eq(group(cfg.wt_words, cols * width)),
+            self.skip_wr.addr.eq(skip_addr),
+            self.skip_wr.data.eq(group(cfg.wt_words, cols * width)),
         ]
 
         for b in range(2):
             with m.If(self.wt_release[b]):
                 m.d.sync += [self.wt_avail[b].eq(0), free[b].eq(1)]
+            with m.If(self.skip_release[b]):
+                m.d.sync += skip_free[b].eq(1)
 
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [x.eq(0), y.eq(0), ch.eq(0), co.eq(0), in_addr.eq(0),
-                                 word_index.eq(0), bank.eq(0), free.eq(0b11),
+                                 word_index.eq(0), bank.eq(0), free.eq(0b11), skip_free.eq(0b11),
                                  self.wt_avail[0].eq(0), self.wt_avail[1].eq(0)]
                     m.next = "INPUT"
 
@@ -134,16 +160,36 @@ class Loader(wiring.Component):
             with m.State("BIAS"):
                 m.d.comb += self.s_in.ready.eq(1)
                 with m.If(take):
+                    skip_shift = word[SKIP_SHIFT_OFFSET:SKIP_SHIFT_OFFSET + SHIFT_BITS]
                     # Lane 0 arrives first: shift down from the top lane.
                     m.d.sync += [
                         self.bias[bank].eq(Cat(self.bias[bank][acc_w:], word[:acc_w])),
                         self.shifts[bank].eq(Cat(self.shifts[bank][SHIFT_BITS:],
                                                  word[BIAS_BITS:BIAS_BITS + SHIFT_BITS])),
+                        self.skip_shifts[bank].eq(Cat(self.skip_shifts[bank][SHIFT_BITS:], skip_shift)),
                         lane_count.eq(lane_count + 1),
                     ]
                     with m.If(lane_count == cols - 1):
-                        m.d.sync += [r.eq(0), u.eq(0), v.eq(0), ch.eq(0)]
-                        m.next = "WEIGHTS"
+                        m.d.sync += [r.eq(0), u.eq(0), v.eq(0), ch.eq(0), x.eq(0), y.eq(0),
+                                     skip_addr.eq(Mux(bank, cfg.acc_depth, 0))]
+                        with m.If(layer.add):
+                            m.next = "SKIP"
+                        with m.Else():
+                            m.next = "WEIGHTS"
+
+            with m.State("SKIP"):
+                # Held off until the tile that last used this skip bank has been accumulated.
+                m.d.comb += self.s_in.ready.eq(skip_free.bit_select(bank, 1))
+                with m.If(take):
+                    next_word(cfg.wt_words)
+                    with m.If(group_done(cfg.wt_words)):
+                        m.d.comb += self.skip_wr.en.eq(1)
+                        m.d.sync += [skip_addr.eq(skip_addr + 1), x.eq(x + 1)]
+                        with m.If(last_skip_x):
+                            m.d.sync += [x.eq(0), y.eq(y + 1)]
+                            with m.If(last_skip_y):
+                                m.d.sync += [y.eq(0), skip_free.bit_select(bank, 1).eq(0)]
+                                m.next = "WEIGHTS"
 
             with m.State("WEIGHTS"):
                 m.d.comb += self.s_in.ready.eq(1)

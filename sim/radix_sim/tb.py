@@ -17,8 +17,8 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, SimTimeoutError, with_timeout
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster, AxiResp, AxiStreamBus, AxiStreamFrame, AxiStreamSink, AxiStreamSource
-from radix import golden, stream_format
-from radix.engine_spec import LAYER_REGISTERS, REGISTERS, EngineConfig, field_mask, register
+from radix import golden, jobs, stream_format
+from radix.engine_spec import LAYER_REGISTERS, REGISTERS, EngineConfig, computed_map, field_mask, register
 
 CLOCK_NS = 10
 RESET_CYCLES = 8
@@ -203,16 +203,6 @@ def _random_values(rng: np.random.Generator, shape, bits: int) -> np.ndarray:
     return rng.integers(lo, hi, size=shape, endpoint=True, dtype=np.int64)
 
 
-def fits(config: EngineConfig, *, c_in: int, height: int, width: int, kernel: int, out_h: int, out_w: int) -> bool:
-    """Whether a job's tile fits the engine's input, weight and accumulator buffers."""
-    t_in = math.ceil(c_in / config.rows)
-    return (
-        t_in * height * width <= config.in_depth
-        and t_in * kernel * kernel * config.rows + config.cols <= config.wt_depth
-        and out_h * out_w <= config.acc_depth
-    )
-
-
 @dataclass(frozen=True)
 class Geometry:
     """The shape of one job: a whole layer (symmetric padding) or a spatial tile of one."""
@@ -240,6 +230,28 @@ class Geometry:
         )
 
 
+def fits(config: EngineConfig, g: Geometry) -> bool:
+    """Whether job ``g`` fits the engine's buffers.
+
+    The driver's rule (:func:`radix.jobs.band_rows`: one output tile's weight rows in a weight
+    bank, the computed map in an accumulator bank, which also bounds a residual add's skip
+    pixels to one skip bank) with the job as one band of its layer, and the whole input map in
+    the input buffer (``T_in*H*W`` pixel groups): the testbench sends every row of its tile,
+    the driver only the rows its band reads.
+    """
+    t_in = math.ceil(g.c_in / config.rows)
+    if t_in * g.height * g.width > config.in_depth:
+        return False
+    geometry = jobs.Geometry(kind="conv", c_in=g.c_in, c_out=g.c_out, height=g.height, width=g.width,
+                             kernel=g.kernel, stride=g.stride, pad_top=g.pad_top, pad_left=g.pad_left,
+                             out_h=g.out_h, out_w=g.out_w, pool=g.pool)
+    try:
+        rows = jobs.band_rows(geometry, config)
+    except jobs.LayerFitError:
+        return False
+    return rows >= computed_map(g.out_h, g.out_w, g.pool)[0]
+
+
 def random_geometry(rng: np.random.Generator, config: EngineConfig, *, max_channels: int, max_size: int,
                     tile_probability: float) -> Geometry:
     """A random job shape that fits ``config``; a tile has its own bottom/right padding."""
@@ -262,20 +274,68 @@ def random_geometry(rng: np.random.Generator, config: EngineConfig, *, max_chann
             height=height, width=width, kernel=kernel, stride=stride, pad_top=top, pad_left=left,
             out_h=out_h, out_w=out_w, pool=bool(rng.random() < 0.4) and out_h >= 2 and out_w >= 2,
         )
-        if fits(config, c_in=geometry.c_in, height=height, width=width, kernel=kernel, out_h=out_h, out_w=out_w):
+        if fits(config, geometry):
             return geometry
 
 
+def random_skip(rng: np.random.Generator, config: EngineConfig, g: Geometry, w, bias, shift):
+    """A residual add's skip map ``(C_out, OUT_H, OUT_W)`` and per-channel skip shifts (§9).
+
+    Most channels take the skip shift that puts the skip at the output's scale (``-shift``
+    plus a little, so it competes with the accumulator and often saturates), some an end of
+    the range (the largest left shift ``-(A-W-2)``, -1, 0, 1, ``W``). About a quarter *show
+    the skip*: their weights become zero, their bias tiny and their data shift about ``-t``, so
+    ``round_shift(skip, t)`` reaches the output bit for bit, rounding included, for shifts
+    drawn over the whole range. ``w``, ``bias`` and ``shift`` of those channels are updated.
+    """
+    width = config.width
+    skip = _random_values(rng, (g.c_out, g.out_h, g.out_w), width)
+    lo_skip, hi_skip = golden.skip_shift_range(width)
+    lo_shift, hi_shift = golden.shift_range(width)
+    skip_shift = -shift + rng.integers(-2, 2, size=g.c_out, endpoint=True)
+    extremes = rng.random(g.c_out) < 0.15
+    skip_shift[extremes] = rng.choice([lo_skip, lo_skip + 1, -1, 0, 1, hi_skip], size=int(extremes.sum()))
+    skip_shift = np.clip(skip_shift, lo_skip, hi_skip)
+    shown = rng.random(g.c_out) < 0.25
+    for c in np.flatnonzero(shown):
+        skip_shift[c] = rng.integers(lo_skip, hi_skip, endpoint=True)
+        w[c] = 0
+        bias[c] = rng.integers(-3, 3, endpoint=True)
+        shift[c] = np.clip(-skip_shift[c] + rng.integers(0, 2, endpoint=True), lo_shift, hi_shift)
+    return skip, skip_shift
+
+
 def random_job(rng: np.random.Generator, config: EngineConfig, *, max_channels: int = 12, max_size: int = 9,
-               tile_probability: float = 0.3) -> Job:
+               tile_probability: float = 0.3, add_probability: float = 0.4) -> Job:
     """A random convolution job that fits ``config``, with its golden output words.
 
     Whole layers are checked with ``golden.conv2d``, spatial tiles (padding that differs per side)
-    with ``golden.conv_job``.
+    with ``golden.conv_job``. A job has a residual add (FLAGS.ADD, :func:`random_skip`) with
+    ``add_probability``.
     """
     g = random_geometry(rng, config, max_channels=max_channels, max_size=max_size, tile_probability=tile_probability)
-    width, acc_bits = config.width, config.acc_width
     relu = bool(rng.random() < 0.5)
+    add = bool(rng.random() < add_probability)
+    return geometry_job(rng, config, g, relu=relu, add=add)
+
+
+def skip_reuse_job(rng: np.random.Generator, config: EngineConfig, *, pool: bool) -> Job:
+    """A residual add whose tiles each take one pass (1x1 kernel, one input-channel tile) over
+    an 8x8 map, with six output-channel tiles: with the output stream stalled, the loader would
+    refill a skip bank while the tile two before is still reading it, unless it waits for the
+    accumulator's skip release."""
+    side = 8
+    g = Geometry(c_in=config.rows, c_out=6 * config.cols, height=side, width=side, kernel=1, stride=1, pad_top=0,
+                 pad_left=0, out_h=side, out_w=side, pool=pool)
+    if not fits(config, g):
+        raise ValueError(f"{config} is too small for an {side}x{side} skip reuse job")
+    return geometry_job(rng, config, g, relu=False, add=True)
+
+
+def geometry_job(rng: np.random.Generator, config: EngineConfig, g: Geometry, *, relu: bool, add: bool) -> Job:
+    """A job of shape ``g`` with random data, weights, biases and shifts (and, with ``add``, a
+    skip map and skip shifts), and its golden output words."""
+    width, acc_bits = config.width, config.acc_width
     x = _random_values(rng, (g.c_in, g.height, g.width), width)
     w = _random_values(rng, (g.c_out, g.c_in, g.kernel, g.kernel), width)
     # Mostly biases and shifts near the products' scale (2W bits), with the extremes now and then.
@@ -287,26 +347,34 @@ def random_job(rng: np.random.Generator, config: EngineConfig, *, max_channels: 
     extremes = rng.random(g.c_out) < 0.1
     shift[extremes] = rng.choice([lo_shift, -1, 0, 1, hi_shift - 1, hi_shift], size=int(extremes.sum()))
     shift = np.clip(shift, lo_shift, hi_shift)
+    skip = skip_shift = stream_skip = None
+    if add:
+        skip, skip_shift = random_skip(rng, config, g, w, bias, shift)
+        comp_h, comp_w = computed_map(g.out_h, g.out_w, g.pool)
+        stream_skip = skip[:, :comp_h, :comp_w]  # the stream and conv_job carry the computed map
 
     if g.is_layer:
         result = golden.conv2d(x[None], w, bias, stride=g.stride, pad=g.pad_top, shift=shift, relu=relu,
-                               pool=g.pool, width=width)
+                               pool=g.pool, width=width, skip=None if skip is None else skip[None],
+                               skip_shift=skip_shift)
     else:
         result = golden.conv_job(x[None], w, bias, stride=g.stride, pad_top=g.pad_top, pad_left=g.pad_left,
-                                 out_h=g.out_h, out_w=g.out_w, shift=shift, relu=relu, pool=g.pool, width=width)
+                                 out_h=g.out_h, out_w=g.out_w, shift=shift, relu=relu, pool=g.pool, width=width,
+                                 skip=None if skip is None else stream_skip[None], skip_shift=skip_shift)
+    flags = {"RELU": relu, "POOL": g.pool, "ADD": add}
     layer = {
         "IN_CH": g.c_in, "IN_H": g.height, "IN_W": g.width, "OUT_CH": g.c_out, "OUT_H": g.out_h,
         "OUT_W": g.out_w, "KERNEL": g.kernel, "STRIDE": g.stride, "PAD_TOP": g.pad_top, "PAD_LEFT": g.pad_left,
-        "FLAGS": (field_mask("FLAGS", "RELU") if relu else 0) | (field_mask("FLAGS", "POOL") if g.pool else 0),
+        "FLAGS": sum(field_mask("FLAGS", name) for name, on in flags.items() if on),
     }
     description = (
         f"{'layer' if g.is_layer else 'tile'} {g.c_in}x{g.height}x{g.width} -> {g.c_out}x{g.out_h}x{g.out_w} "
         f"k={g.kernel} S={g.stride} pad_top={g.pad_top} pad_left={g.pad_left} relu={relu} pool={g.pool} "
-        f"shifts={shift.tolist()}"
+        f"add={add} shifts={shift.tolist()}" + (f" skip_shifts={skip_shift.tolist()}" if add else "")
     )
     return Job(
         layer=layer,
-        words=stream_format.job_words(x, w, bias, shift, config),
+        words=stream_format.job_words(x, w, bias, shift, config, skip=stream_skip, skip_shift=skip_shift),
         expected=stream_format.output_words(result.values[0], config),
         saturated=result.saturated,
         description=description,

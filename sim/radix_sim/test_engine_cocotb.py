@@ -27,7 +27,7 @@ from radix.engine_spec import (
 )
 from radix_hw.axil import layer_fields
 
-from .tb import CLOCK_NS, EngineTB, JobTimeout, compare_words, random_job, words_frame
+from .tb import CLOCK_NS, EngineTB, JobTimeout, compare_words, random_job, skip_reuse_job, words_frame
 
 HANDSHAKE_TIMEOUT_CYCLES = 100
 
@@ -52,9 +52,10 @@ async def _tb(dut, **kwargs) -> EngineTB:
 
 
 def _tiny_job(config: EngineConfig):
-    """A small real job: 1x1 kernel over a 2x2 map."""
+    """A small real job: 1x1 kernel over a 2x2 map, no residual add (the stand-in core of
+    tests/test_sim_regfile.py runs it too)."""
     rng = np.random.default_rng(_seed())
-    return random_job(rng, config, max_channels=2, max_size=2)
+    return random_job(rng, config, max_channels=2, max_size=2, add_probability=0.0)
 
 
 @cocotb.test()
@@ -280,14 +281,24 @@ async def test_axi_handshakes(dut):
 
 @cocotb.test()
 async def test_random_jobs(dut):
-    """Random layers compared word for word with the golden model through the stream format."""
-    tb = await _tb(dut)
+    """Random layers compared word for word with the golden model through the stream format.
+
+    ``RADIX_IDLE`` and ``RADIX_BACKPRESSURE`` set the stream stall probabilities (default 0.2 and
+    0.3); ``RADIX_JOBS`` the number of jobs.
+    """
+    tb = await _tb(dut, idle=float(os.environ.get("RADIX_IDLE", "0.2")),
+                   backpressure=float(os.environ.get("RADIX_BACKPRESSURE", "0.3")))
     config = await tb.read_config()
     assert config == _config()
     check_data = os.environ.get("RADIX_CHECK_DATA", "1") != "0"
+    # The stand-in core of tests/test_sim_regfile.py derives its input length without skip pixels.
+    add_probability = 0.4 if check_data else 0.0
     rng = np.random.default_rng(_seed())
-    for index in range(int(os.environ.get("RADIX_JOBS", "8"))):
-        job = random_job(rng, config)
+    count = int(os.environ.get("RADIX_JOBS", "8"))
+    adds = 0
+    for index in range(count):
+        job = random_job(rng, config, add_probability=add_probability)
+        adds += bool(job.layer["FLAGS"] & field_mask("FLAGS", "ADD"))
         dut._log.info("job %d: %s", index, job.description)
         result = await tb.run_job(job.layer, job.words)
         if check_data:
@@ -300,3 +311,20 @@ async def test_random_jobs(dut):
             assert np.array_equal(result.words, np.arange(job.expected.size, dtype=np.uint64)), "output words lost or repeated"
             assert result.saturated == job.words.size, f"SATURATED {result.saturated}, input words {job.words.size}"
         dut._log.info("job %d: %d cycles, %d saturated", index, result.cycles, result.saturated)
+    if check_data and count >= 8:
+        assert 0 < adds < count, f"{adds} of {count} jobs with a residual add: the mix lacks a kind"
+
+
+@cocotb.test()
+async def test_skip_bank_reuse(dut):
+    """Residual adds of single-pass tiles with the output stream mostly stalled and the input
+    always valid: every skip bank is refilled as soon as the engine allows (tb.skip_reuse_job)."""
+    tb = await _tb(dut, idle=0.0, backpressure=0.85)
+    config = await tb.read_config()
+    rng = np.random.default_rng(_seed())
+    for pool in (False, True):
+        job = skip_reuse_job(rng, config, pool=pool)
+        dut._log.info("%s", job.description)
+        result = await tb.run_job(job.layer, job.words)
+        compare_words(job, result.words, config)
+        assert result.saturated == job.saturated, f"{job.description}: SATURATED {result.saturated}, golden {job.saturated}"
