@@ -1,20 +1,24 @@
-"""The PYNQ-Z2 overlay flow and the pynq transport, checked without Vivado or a board.
+"""The PYNQ-Z2 overlay flow, checked without Vivado.
 
-* The engine's generated Verilog has every port the overlay Tcl connects, with the widths and
-  directions of the interfaces Vivado has to infer (AXI4-Lite ``s_axi``, AXI4-Stream ``s_axis`` /
-  ``m_axis``, ``clk``, ``rst``, ``interrupt``), and nothing left unconnected.
+* The generated Verilog: the top level ``radix_engine`` has every port the overlay Tcl connects,
+  with the widths and directions of its interfaces (AXI4-Lite ``s_axi``, AXI4-Stream ``s_axis`` /
+  ``m_axis``, ``clk``, ``rst``, ``interrupt``), each carrying Vivado's ``X_INTERFACE_INFO`` /
+  ``X_INTERFACE_PARAMETER`` attributes, and passes all of them to ``radix_engine_core``.
 * ``build_overlay.tcl`` runs in a real Tcl interpreter against a mock Vivado that records every
-  command: the block design it builds is checked net by net, in both PS7 set-up paths (board
-  files or the written-out preset), and its refusals are checked.
-* ``bitstream.sh`` fails clearly without Vivado and passes the Tcl its arguments in order.
-* ``radix.pynq_transport`` runs the driver over a fake ``pynq`` (the reference engine behind fake
-  MMIO and a fake AXI DMA): registers only at engine_spec offsets, bit-exact results, and clear
-  errors for short and long streams, timeouts, DMA errors and wrong overlays.
+  command and answers like Vivado does for a module reference: pin properties come from the
+  Verilog's attributes, and only once the pin is connected (unconnected pins report an empty
+  POLARITY and an incomplete association). The block design is checked net by net, in both PS7
+  set-up paths (board files, or PYNQ's base-design preset), with IP versions pinned to the
+  table in ``boards/pynq_z2/ip_versions.json``; its refusals (Vivado version, IP catalogue,
+  clock, Verilog without attributes, ...) are checked.
+* ``bitstream.sh`` refuses a clock the PS cannot make and a missing Vivado before anything else,
+  passes the Tcl its arguments in order, and fails naming both versions on the wrong Vivado.
+
+The pynq transport and the notebook run against PYNQ's own code in tests/test_board_runtime.py.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
@@ -22,23 +26,20 @@ import stat
 import subprocess
 import sys
 import tkinter
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
+from amaranth.back import verilog as amaranth_verilog
 
-from radix import runner
-from radix.driver import Driver, EngineTimeout, StreamLengthError
-from radix.engine_spec import DEFAULT_CONFIG, ENGINE_ID, REGISTERS, STREAM_BITS, register
-from radix.program import Layer, Program
-from radix.transport import ReferenceTransport
+from radix import overlay
+from radix.engine_spec import DEFAULT_CONFIG, REGISTERS, STREAM_BITS
 
 REPO = Path(__file__).resolve().parents[1]
 BOARD = REPO / "boards" / "pynq_z2"
 TCL = BOARD / "build_overlay.tcl"
 BITSTREAM_SH = BOARD / "bitstream.sh"
+IP_VERSIONS = json.loads((BOARD / "ip_versions.json").read_text())
 
 ADDR_BITS = 12  # the engine's AXI4-Lite address width (docs/engine.md)
 AXI_LITE_SLAVE = {
@@ -48,14 +49,37 @@ AXI_LITE_SLAVE = {
     "araddr": ("input", ADDR_BITS), "arprot": ("input", 3), "arvalid": ("input", 1), "arready": ("output", 1),
     "rdata": ("output", 32), "rresp": ("output", 2), "rvalid": ("output", 1), "rready": ("input", 1),
 }
-# bus interfaces Vivado infers from the port prefixes, and the signals each needs
+# bus interfaces, the bus definition each port's X_INTERFACE_INFO names, and their signals
 INTERFACES = {
-    "s_axi": AXI_LITE_SLAVE,
-    "s_axis": {"tdata": ("input", STREAM_BITS), "tvalid": ("input", 1), "tready": ("output", 1), "tlast": ("input", 1)},
-    "m_axis": {"tdata": ("output", STREAM_BITS), "tvalid": ("output", 1), "tready": ("input", 1),
-               "tlast": ("output", 1), "tkeep": ("output", STREAM_BITS // 8)},
+    "s_axi": ("xilinx.com:interface:aximm:1.0", AXI_LITE_SLAVE),
+    "s_axis": ("xilinx.com:interface:axis:1.0",
+               {"tdata": ("input", STREAM_BITS), "tvalid": ("input", 1), "tready": ("output", 1),
+                "tlast": ("input", 1), "tkeep": ("input", STREAM_BITS // 8)}),
+    "m_axis": ("xilinx.com:interface:axis:1.0",
+               {"tdata": ("output", STREAM_BITS), "tvalid": ("output", 1), "tready": ("input", 1),
+                "tlast": ("output", 1), "tkeep": ("output", STREAM_BITS // 8)}),
 }
 PINS = {"clk": ("input", 1), "rst": ("input", 1), "interrupt": ("output", 1)}
+# what Vivado needs to know about the single-signal pins, as UG994 spells the attributes
+PIN_ATTRIBUTES = {
+    "clk": {"X_INTERFACE_INFO": "xilinx.com:signal:clock:1.0 clk CLK",
+            "X_INTERFACE_PARAMETER": "ASSOCIATED_BUSIF s_axi:s_axis:m_axis, ASSOCIATED_RESET rst"},
+    "rst": {"X_INTERFACE_INFO": "xilinx.com:signal:reset:1.0 rst RST", "X_INTERFACE_PARAMETER": "POLARITY ACTIVE_HIGH"},
+    "interrupt": {"X_INTERFACE_INFO": "xilinx.com:signal:interrupt:1.0 interrupt INTERRUPT",
+                  "X_INTERFACE_PARAMETER": "SENSITIVITY LEVEL_HIGH"},
+}
+# PYNQ v3.0.1 boards/Pynq-Z2/base/base.tcl, ps7_0: a sample of the DDR3 and MIO settings
+BASE_DESIGN_PS7 = {
+    "CONFIG.PCW_UIPARAM_DDR_PARTNO": "Custom", "CONFIG.PCW_UIPARAM_DDR_BUS_WIDTH": "16 Bit",
+    "CONFIG.PCW_UIPARAM_DDR_FREQ_MHZ": "525", "CONFIG.PCW_UIPARAM_DDR_SPEED_BIN": "DDR3_1066F",
+    "CONFIG.PCW_UIPARAM_DDR_DEVICE_CAPACITY": "4096 MBits", "CONFIG.PCW_UIPARAM_DDR_CL": "7",
+    "CONFIG.PCW_UIPARAM_DDR_T_RC": "50.625", "CONFIG.PCW_UIPARAM_DDR_BOARD_DELAY0": "0.223",
+    "CONFIG.PCW_UIPARAM_DDR_DQS_TO_CLK_DELAY_2": "0.000", "CONFIG.PCW_UIPARAM_DDR_DQS_TO_CLK_DELAY_3": "0.000",
+    "CONFIG.PCW_UIPARAM_DDR_DQS_0_LENGTH_MM": "15.6", "CONFIG.PCW_UIPARAM_DDR_TRAIN_WRITE_LEVEL": "1",
+    "CONFIG.PCW_ENET0_RESET_ENABLE": "0", "CONFIG.PCW_USB0_RESET_ENABLE": "0", "CONFIG.PCW_GPIO_MIO_GPIO_ENABLE": "0",
+    "CONFIG.PCW_UART0_UART0_IO": "MIO 14 .. 15", "CONFIG.PCW_IOPLL_CTRL_FBDIV": "20",
+    "CONFIG.PCW_FCLK0_PERIPHERAL_CLKSRC": "IO PLL",
+}
 
 
 # ---- the generated Verilog -------------------------------------------------------------------
@@ -70,30 +94,63 @@ def engine_v(tmp_path_factory) -> Path:
     return path
 
 
-def verilog_ports(text: str, module: str = "radix_engine") -> dict:
-    """``{port: (direction, width)}`` of ``module`` in Verilog-2001 text (as Yosys writes it)."""
-    start = re.search(rf"^module {module}\(", text, re.M)
+def module_text(text: str, module: str) -> str:
+    start = re.search(rf"^module {module} ?\(", text, re.M)
     assert start, f"no module {module}"
-    body = text[start.end(): text.index("endmodule", start.end())]
+    return text[start.start(): text.index("endmodule", start.end())]
+
+
+def verilog_ports(text: str, module: str) -> dict:
+    """``{port: (direction, width)}`` of a module in Verilog-2001 text, as Yosys writes it
+    (port list, then declarations) or as the wrapper does (ANSI declarations)."""
     ports = {}
     for direction, msb, lsb, name in re.findall(
-            r"^\s*(input|output|inout)\s+(?:wire\s+|reg\s+)?(?:signed\s+)?(?:\[(\d+):(\d+)\]\s*)?([A-Za-z_][\w$]*)\s*;",
-            body, re.M):
+            r"^\s*(input|output|inout)\s+(?:wire\s+|reg\s+)?(?:signed\s+)?(?:\[(\d+):(\d+)\]\s*)?([A-Za-z_][\w$]*)\s*[;,)]?\s*$",
+            module_text(text, module), re.M):
         ports[name] = (direction, int(msb) - int(lsb) + 1 if msb else 1)
     return ports
 
 
+def port_attributes(text: str, module: str = "radix_engine") -> dict:
+    """``{port: {attribute: value}}`` of the ``(* KEY = "VALUE" *)`` lines before each ANSI port."""
+    attributes, pending = {}, {}
+    for line in module_text(text, module).splitlines():
+        found = re.fullmatch(r'\s*\(\* (\w+) = "([^"]*)" \*\)', line)
+        if found:
+            pending[found[1]] = found[2]
+            continue
+        port = re.fullmatch(r"\s*(?:input|output) wire (?:\[\d+:\d+\] )?(\w+),?", line)
+        if port:
+            attributes[port[1]] = pending
+            pending = {}
+    return attributes
+
+
 def expected_ports() -> dict:
     ports = dict(PINS)
-    for intf, signals in INTERFACES.items():
+    for intf, (_, signals) in INTERFACES.items():
         ports.update({f"{intf}_{signal}": spec for signal, spec in signals.items()})
     return ports
 
 
-def test_engine_ports_are_exactly_the_interfaces_the_overlay_connects(engine_v):
-    ports = verilog_ports(engine_v.read_text())
-    assert ports == expected_ports()
+def test_top_level_ports_are_exactly_the_interfaces_the_overlay_connects(engine_v):
+    text = engine_v.read_text()
+    assert verilog_ports(text, "radix_engine") == expected_ports()
+    # the wrapper passes every port to the Amaranth engine, by name
+    assert verilog_ports(text, "radix_engine_core") == expected_ports()
+    instance = re.search(r"radix_engine_core core \((.*?)\);", module_text(text, "radix_engine"), re.S)
+    assert instance and set(re.findall(r"\.(\w+)\((\w+)\)", instance[1])) == {(p, p) for p in expected_ports()}
     assert max(reg.offset for reg in REGISTERS) + 4 <= 1 << ADDR_BITS
+
+
+def test_top_level_ports_carry_vivado_interface_attributes(engine_v):
+    attributes = port_attributes(engine_v.read_text())
+    assert set(attributes) == set(expected_ports())
+    for pin, wanted in PIN_ATTRIBUTES.items():
+        assert attributes[pin] == wanted, pin
+    for intf, (vlnv, signals) in INTERFACES.items():
+        for signal in signals:
+            assert attributes[f"{intf}_{signal}"] == {"X_INTERFACE_INFO": f"{vlnv} {intf} {signal.upper()}"}
 
 
 # ---- build_overlay.tcl against a mock Vivado -------------------------------------------------
@@ -110,12 +167,37 @@ proc puts {args} {
 set ::calls {}
 set ::out {}
 set ::err {}
+set ::connected {}
+
+# The X_INTERFACE_PARAMETER of a top-level port in the Verilog added to the project, or "".
+proc mock_attribute {port} {
+    if {![info exists ::mock_verilog]} { return "" }
+    set f [open $::mock_verilog r]; set text [read $f]; close $f
+    set pattern [format {\(\* X_INTERFACE_PARAMETER = "([^"]*)" \*\)\s*(?:input|output) wire (?:\[[^]]*\] )?%s\M} $port]
+    if {[regexp $pattern $text -> value]} { return $value }
+    return ""
+}
+
+# A module-reference pin's CONFIG property as Vivado reports it: nothing reliable before the pin
+# is connected (empty POLARITY and SENSITIVITY, the clock associated with s_axi only); once
+# connected, the value of the HDL attribute, or without one what Vivado infers or propagates.
+proc mock_pin_property {pin name} {
+    set key [string range $name [string length CONFIG.] end]
+    set inferred [dict create POLARITY ACTIVE_HIGH ASSOCIATED_BUSIF s_axi ASSOCIATED_RESET "" SENSITIVITY LEVEL_HIGH]
+    if {[lsearch -exact $::connected $pin] < 0} {
+        return [expr {$key eq "ASSOCIATED_BUSIF" ? "s_axi" : ""}]
+    }
+    foreach item [split [mock_attribute [lindex [split $pin /] 1]] ,] {
+        set item [string trim $item]
+        if {[lindex $item 0] eq $key} { return [lindex $item 1] }
+    }
+    return [dict get $inferred $key]
+}
 
 proc mock_property {name object} {
+    if {[string match engine/* $object]} { return [mock_pin_property $object $name] }
     switch -- $name {
         CONFIG.PCW_ACT_FPGA0_PERIPHERAL_FREQMHZ { return $::mock(act_mhz) }
-        CONFIG.ASSOCIATED_BUSIF { return $::mock(busif) }
-        CONFIG.POLARITY { return $::mock(polarity) }
         PROGRESS { return $::mock(progress) }
         STATUS { return "mock status" }
         DIRECTORY { return [file join $::mock(project_dir) $::mock(project).runs $object] }
@@ -133,9 +215,11 @@ proc unknown {args} {
         version { return $::mock(version) }
         get_parts { return [expr {$::mock(has_part) ? $last : ""}] }
         get_board_parts { return $::mock(board_part) }
-        get_ipdefs {
-            regexp {NAME == ([A-Za-z0-9_]+)} $last -> name
-            return "xilinx.com:ip:$name:9.9"
+        get_ipdefs { return [lsearch -all -inline -glob $::mock(catalogue) $last] }
+        add_files { set ::mock_verilog $last; return "" }
+        connect_bd_net - connect_bd_intf_net {
+            foreach pin [lrange $args 1 end] { lappend ::connected $pin }
+            return ""
         }
         create_project {
             set positional {}
@@ -157,8 +241,8 @@ proc unknown {args} {
         get_bd_addr_segs { return [string map {* reg0} $last] }
         get_property { return [mock_property [lindex $args 1] $last] }
         set_property {
-            if {$::mock(refuse) ne "" && [lindex $args 1] eq $::mock(refuse)} {
-                error "\[BD 41-xxx\] parameter [lindex $args 1] is read-only (mock)"
+            if {[string match engine/* $last]} {
+                error "\[BD 41-1273\] parameter [lindex $args 1] of a module reference pin is read-only (mock)"
             }
             return ""
         }
@@ -184,8 +268,7 @@ proc unknown {args} {
 
 MOCK_DEFAULTS = {
     "version": "2022.1", "has_part": "1", "board_part": "tul.com.tw:pynq-z2:part0:1.0", "act_mhz": "100.000000",
-    "busif": "s_axi:s_axis:m_axis", "polarity": "ACTIVE_HIGH", "progress": "100%", "slack": "0.250",
-    "refuse": "", "no_intf": "",
+    "progress": "100%", "slack": "0.250", "no_intf": "", "catalogue": " ".join(IP_VERSIONS["ip"].values()),
 }
 
 
@@ -198,9 +281,13 @@ class TclRun:
     out: list
     err: list
     out_dir: Path
+    tcl: tkinter.Tcl
 
     def commands(self, name: str) -> list:
         return [call for call in self.calls if call[0] == name]
+
+    def index(self, call: tuple) -> int:
+        return self.calls.index(call)
 
     def nets(self) -> list[set]:
         return [set(call[1:]) for call in self.commands("connect_bd_net")]
@@ -227,7 +314,7 @@ class TclRun:
         return props
 
     def cells(self) -> dict:
-        """``{cell name: "module:<name>" or the IP name}`` of every create_bd_cell."""
+        """``{cell name: "module:<name>" or the IP's VLNV}`` of every create_bd_cell."""
         cells = {}
         for call in self.commands("create_bd_cell"):
             args = list(call[1:])
@@ -235,7 +322,7 @@ class TclRun:
             if kind == "module":
                 cells[call[-1]] = "module:" + args[args.index("-reference") + 1]
             else:
-                cells[call[-1]] = args[args.index("-vlnv") + 1].split(":")[2]
+                cells[call[-1]] = args[args.index("-vlnv") + 1]
         return cells
 
 
@@ -257,7 +344,7 @@ def run_overlay_tcl(tmp_path: Path, argv: list[str], **mock) -> TclRun:
     split = tcl.splitlist
     calls = [split(call) for call in split(tcl.eval("set ::calls"))]
     out_dir = Path(argv[1]) if len(argv) > 1 else tmp_path
-    return TclRun(code, calls, list(split(tcl.eval("set ::out"))), list(split(tcl.eval("set ::err"))), out_dir)
+    return TclRun(code, calls, list(split(tcl.eval("set ::out"))), list(split(tcl.eval("set ::err"))), out_dir, tcl)
 
 
 def default_argv(tmp_path: Path, engine_v: Path, clock: str = "100") -> list[str]:
@@ -273,13 +360,13 @@ def overlay_run(engine_v, tmp_path_factory) -> TclRun:
 
 
 def test_tcl_wires_every_engine_port_with_its_interface(overlay_run, engine_v):
-    run, ports = overlay_run, verilog_ports(engine_v.read_text())
+    run, ports = overlay_run, verilog_ports(engine_v.read_text(), "radix_engine")
     assert run.cells()["engine"] == "module:radix_engine"
     used_pins = {call[-1].split("/", 1)[1] for call in run.commands("get_bd_pins") if call[-1].startswith("engine/")}
     used_intfs = {call[-1].split("/", 1)[1] for call in run.commands("get_bd_intf_pins") if call[-1].startswith("engine/")}
     assert used_pins == set(PINS) and used_intfs == set(INTERFACES)
-    covered = set(used_pins) | {f"{intf}_{signal}" for intf in used_intfs for signal in INTERFACES[intf]}
-    assert covered == set(ports), "every Verilog port is part of a connected pin or interface"
+    covered = set(used_pins) | {f"{intf}_{signal}" for intf in used_intfs for signal in INTERFACES[intf][1]}
+    assert covered == set(ports), "every Verilog port (s_axis_tkeep too) is part of a connected pin or interface"
     for pin in used_pins:
         assert ports[pin] == PINS[pin]
     connected = set().union(*run.nets(), *run.intf_nets())
@@ -289,9 +376,10 @@ def test_tcl_wires_every_engine_port_with_its_interface(overlay_run, engine_v):
 def test_tcl_block_design_nets(overlay_run):
     run = overlay_run
     cells = run.cells()
-    assert cells == {"ps7": "processing_system7", "engine": "module:radix_engine", "axi_dma": "axi_dma",
-                     "periph_ic": "axi_interconnect", "mem_ic": "axi_interconnect", "rst_fclk0": "proc_sys_reset",
-                     "irq_concat": "xlconcat"}
+    ip = IP_VERSIONS["ip"]
+    assert cells == {"ps7": ip["processing_system7"], "engine": "module:radix_engine", "axi_dma": ip["axi_dma"],
+                     "periph_ic": ip["axi_interconnect"], "mem_ic": ip["axi_interconnect"],
+                     "rst_fclk0": ip["proc_sys_reset"], "irq_concat": ip["xlconcat"]}
     everything = set().union(*run.nets(), *run.intf_nets())
     assert {pin.split("/")[0] for pin in everything} <= set(cells) | {"DDR", "FIXED_IO"}
     # one clock domain: every clock pin the design uses is on FCLK_CLK0's net
@@ -299,10 +387,9 @@ def test_tcl_block_design_nets(overlay_run):
     assert {pin for pin in everything if re.search(r"(?i)aclk$|/clk$|slowest_sync_clk", pin)} == clock - {"ps7/FCLK_CLK0"}
     # the engine's reset is active high; the AXI IPs' are active low
     assert run.net_of("engine/rst") == {"rst_fclk0/peripheral_reset", "engine/rst"}
-    assert run.properties("engine/rst").get("CONFIG.POLARITY", "ACTIVE_HIGH") == "ACTIVE_HIGH"
     assert "axi_dma/axi_resetn" in run.net_of("rst_fclk0/peripheral_aresetn")
     assert run.net_of("ps7/FCLK_RESET0_N") == {"ps7/FCLK_RESET0_N", "rst_fclk0/ext_reset_in"}
-    # streams: MM2S -> engine -> S2MM; registers: GP0 -> interconnect -> engine and DMA
+    # streams: MM2S -> engine -> S2MM (TKEEP rides on the interface); registers: GP0 -> interconnect
     intf = run.intf_nets()
     for pair in ({"axi_dma/M_AXIS_MM2S", "engine/s_axis"}, {"engine/m_axis", "axi_dma/S_AXIS_S2MM"},
                  {"ps7/M_AXI_GP0", "periph_ic/S00_AXI"}, {"periph_ic/M00_AXI", "engine/s_axi"},
@@ -319,19 +406,62 @@ def test_tcl_block_design_nets(overlay_run):
     assert run.properties("irq_concat") == {"CONFIG.NUM_PORTS": "3"}
 
 
-def test_tcl_dma_ps_and_addresses_match_the_engine_and_transport(overlay_run, fake_pynq):
+def test_tcl_pins_every_ip_to_the_table(overlay_run):
+    """Every IP comes by the VLNV of ip_versions.json (Vivado 2022.1's, from PYNQ's base design),
+    and the Tcl's own table is that file's."""
+    assert IP_VERSIONS["vivado"] == "2022.1"
+    assert IP_VERSIONS["ip"]["axi_dma"] == overlay.DMA_VLNV == "xilinx.com:ip:axi_dma:7.1"
+    assert IP_VERSIONS["ip"]["processing_system7"] == "xilinx.com:ip:processing_system7:5.5"
+    tcl_table = dict(zip(*[iter(overlay_run.tcl.splitlist(overlay_run.tcl.eval("set ip_vlnv")))] * 2))
+    assert tcl_table == IP_VERSIONS["ip"]
+    assert overlay_run.tcl.eval("set pinned_vivado") == IP_VERSIONS["vivado"]
+    used = {vlnv for vlnv in overlay_run.cells().values() if not vlnv.startswith("module:")}
+    assert used == set(IP_VERSIONS["ip"].values())
+    for vlnv in used:
+        name = vlnv.split(":")[2]
+        assert IP_VERSIONS["ip"][name] == vlnv
+        assert ("get_ipdefs", "-all", "-quiet", vlnv) in overlay_run.calls
+
+
+def test_tcl_checks_the_engine_pins_after_connecting_them_and_sets_none(overlay_run):
     run = overlay_run
-    module = fake_pynq(FakeBoard())
-    assert set(run.cells()) >= {module.ENGINE_CELL, module.DMA_CELL}
+    assert not [call for call in run.commands("set_property") if call[-1].startswith("engine/")]
+    checked = {(call[1], call[2]) for call in run.commands("get_property") if call[-1].startswith("engine/")}
+    assert checked == {("CONFIG.ASSOCIATED_BUSIF", "engine/clk"), ("CONFIG.ASSOCIATED_RESET", "engine/clk"),
+                       ("CONFIG.POLARITY", "engine/rst"), ("CONFIG.SENSITIVITY", "engine/interrupt")}
+    for pin in ("engine/clk", "engine/rst", "engine/interrupt"):
+        connect = max(i for i, call in enumerate(run.calls) if call[0] == "connect_bd_net" and pin in call)
+        first_check = min(i for i, call in enumerate(run.calls) if call[0] == "get_property" and call[-1] == pin)
+        assert connect < first_check, f"{pin} is checked before it is connected"
+
+
+def test_tcl_refuses_verilog_without_the_interface_attributes(tmp_path):
+    """The Amaranth engine alone (no wrapper): Vivado's own inference leaves the clock associated
+    with s_axi only, and the flow stops naming the property and the fix."""
+    from radix_hw.engine import Engine
+
+    bare = tmp_path / "bare.v"
+    bare.write_text(amaranth_verilog.convert(Engine(config=DEFAULT_CONFIG), name="radix_engine", emit_src=False))
+    run = run_overlay_tcl(tmp_path, default_argv(tmp_path, bare))
+    assert run.code == 1
+    assert any("engine/clk CONFIG.ASSOCIATED_BUSIF is 's_axi', expected 's_axi:s_axis:m_axis'" in line
+               and "lacks the X_INTERFACE attributes of `radix verilog`" in line for line in run.err), run.err
+    assert not (tmp_path / "out" / "radix.bit").exists()
+
+
+def test_tcl_dma_ps_and_addresses_match_the_engine_and_transport(overlay_run):
+    run = overlay_run
+    assert set(run.cells()) >= {overlay.ENGINE_CELL, overlay.DMA_CELL}
     dma = run.properties("axi_dma")
     assert dma["CONFIG.c_include_sg"] == "0" and dma["CONFIG.c_include_mm2s"] == dma["CONFIG.c_include_s2mm"] == "1"
-    assert int(dma["CONFIG.c_sg_length_width"]) == module.BUFFER_LENGTH_WIDTH
+    assert int(dma["CONFIG.c_sg_length_width"]) == overlay.BUFFER_LENGTH_WIDTH
     assert int(dma["CONFIG.c_m_axis_mm2s_tdata_width"]) == int(dma["CONFIG.c_s_axis_s2mm_tdata_width"]) == STREAM_BITS
     ps = run.properties("ps7")
     assert ps["CONFIG.PCW_USE_M_AXI_GP0"] == ps["CONFIG.PCW_USE_S_AXI_HP0"] == "1"
     assert ps["CONFIG.PCW_S_AXI_HP0_DATA_WIDTH"] == dma["CONFIG.c_m_axi_mm2s_data_width"] == \
         dma["CONFIG.c_m_axi_s2mm_data_width"] == "64"
     assert ps["CONFIG.PCW_FPGA0_PERIPHERAL_FREQMHZ"] == "100"
+    assert ps["CONFIG.PCW_FCLK0_PERIPHERAL_CLKSRC"] == "IO PLL"
     assert ps["CONFIG.PCW_USE_FABRIC_INTERRUPT"] == ps["CONFIG.PCW_IRQ_F2P_INTR"] == "1"
     segments = {call[-2]: call for call in run.commands("assign_bd_address")}
     engine = segments["engine/s_axi/reg0"]
@@ -353,35 +483,54 @@ def test_tcl_uses_board_preset_when_the_board_files_are_installed(overlay_run):
     assert "CONFIG.PCW_UIPARAM_DDR_PARTNO" not in overlay_run.properties("ps7")
 
 
-def test_tcl_writes_out_the_ps7_preset_without_board_files(tmp_path, engine_v):
-    run = run_overlay_tcl(tmp_path, default_argv(tmp_path, engine_v, "142.857"), board_part="", act_mhz="142.857132")
+def test_tcl_writes_out_pynqs_base_design_ps7_without_board_files(tmp_path, engine_v):
+    run = run_overlay_tcl(tmp_path, default_argv(tmp_path, engine_v, "142.86"), board_part="", act_mhz="142.857132")
     assert run.code == 0, run.err
     assert not run.commands("apply_bd_automation")
     ps = run.properties("ps7")
-    assert ps["CONFIG.PCW_UIPARAM_DDR_PARTNO"] == "MT41J256M16 RE-125"
-    assert ps["CONFIG.PCW_UIPARAM_DDR_BUS_WIDTH"] == "16 Bit"
-    assert ps["CONFIG.PCW_UART0_UART0_IO"] == "MIO 14 .. 15"
+    assert {key: ps.get(key) for key in BASE_DESIGN_PS7} == BASE_DESIGN_PS7
+    assert sum(key.startswith("CONFIG.PCW_UIPARAM_DDR_") for key in ps) == 72  # all of base.tcl's
     assert ps["CONFIG.PCW_FPGA0_PERIPHERAL_FREQMHZ"] == "142.857"
     assert {"DDR", "ps7/DDR"} in run.intf_nets() and {"FIXED_IO", "ps7/FIXED_IO"} in run.intf_nets()
     assert any("142.857132 MHz" in line for line in run.out)
 
 
-def test_tcl_associates_the_clock_and_reset_when_vivado_did_not(tmp_path, engine_v):
-    run = run_overlay_tcl(tmp_path, default_argv(tmp_path, engine_v), busif="s_axi", polarity="ACTIVE_LOW")
+def test_tcl_fclk_choices_are_the_runtimes(overlay_run):
+    tcl = overlay_run.tcl
+    choices = [float(f) for f in tcl.splitlist(tcl.eval("fclk_choices"))]
+    assert choices == pytest.approx(list(overlay.fclk_frequencies()), rel=1e-12)
+    assert [overlay.format_mhz(f) for f in choices[:7]] == ["250", "200", "166.667", "142.857", "125", "111.111", "100"]
+
+
+def test_other_vivado_builds_when_allowed(tmp_path, engine_v, monkeypatch):
+    monkeypatch.setenv("RADIX_ALLOW_OTHER_VIVADO", "1")
+    run = run_overlay_tcl(tmp_path, default_argv(tmp_path, engine_v), version="2023.2")
     assert run.code == 0, run.err
-    assert run.properties("engine/clk") == {"CONFIG.ASSOCIATED_BUSIF": "s_axi:s_axis:m_axis"}
-    assert run.properties("engine/rst") == {"CONFIG.POLARITY": "ACTIVE_HIGH"}
+    assert any("warning: Vivado 2023.2, not the pinned Vivado 2022.1" in line for line in run.out)
+
+
+def test_vivado_update_release_is_the_pinned_version(tmp_path, engine_v):
+    run = run_overlay_tcl(tmp_path, default_argv(tmp_path, engine_v), version="2022.1.1")
+    assert run.code == 0, run.err
 
 
 @pytest.mark.parametrize("change, mock, message", [
     (lambda argv: argv[:1], {}, "usage: vivado -mode batch"),
     (lambda argv: [argv[0] + ".missing"] + argv[1:], {}, "not found: generate it with `radix verilog"),
     (lambda argv: argv[:2] + ["fast"] + argv[3:], {}, "CLOCK_MHZ 'fast' must be a number of MHz"),
-    (lambda argv: argv[:2] + ["400"] + argv[3:], {}, "CLOCK_MHZ '400' must be a number of MHz in 10..250"),
-    (lambda argv: argv, {"version": "2021.2"}, "Vivado 2021.2 is too old"),
+    (lambda argv: argv[:2] + ["130"] + argv[3:], {},
+     "CLOCK_MHZ 130 is not a frequency the PS can make (1000 MHz IO PLL / an integer divisor, 10..250 MHz): "
+     "the nearest are 125 and 142.857 MHz"),
+    (lambda argv: argv[:2] + ["400"] + argv[3:], {}, "CLOCK_MHZ 400 is not a frequency the PS can make"),
+    (lambda argv: argv, {"version": "2023.2"},
+     "Vivado 2023.2 is not Vivado 2022.1, the version this flow and its IP versions are pinned to"),
+    (lambda argv: argv, {"version": "2021.2"}, "or set RADIX_ALLOW_OTHER_VIVADO=1 to build with 2021.2 anyway"),
     (lambda argv: argv, {"has_part": "0"}, "install Zynq-7000 device support"),
+    (lambda argv: argv, {"catalogue": " ".join(IP_VERSIONS["ip"].values()).replace("axi_dma:7.1", "axi_dma:7.2")},
+     "IP xilinx.com:ip:axi_dma:7.1 (pinned, boards/pynq_z2/ip_versions.json) is not in this Vivado's IP catalogue "
+     "(it has: xilinx.com:ip:axi_dma:7.2)"),
+    (lambda argv: argv, {"act_mhz": "99.000000"}, "FCLK_CLK0 is '99.000000' MHz, not the 100 MHz asked"),
     (lambda argv: argv, {"no_intf": "engine/s_axis"}, "inferred no interface s_axis"),
-    (lambda argv: argv, {"busif": "", "refuse": "CONFIG.ASSOCIATED_BUSIF"}, "engine/clk is not associated with s_axi"),
     (lambda argv: argv, {"progress": "0%"}, "synth_1 failed (mock status): see"),
     (lambda argv: argv, {"slack": "-0.731"}, "timing not met at 100.000000 MHz (setup WNS -0.731 ns"),
 ])
@@ -408,13 +557,38 @@ def test_tcl_avoids_tcl_86_only_commands():
 
 # ---- bitstream.sh -----------------------------------------------------------------------------
 
+def _bitstream(tmp_path: Path, path: str, **env) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "PATH": path, "BUILD": str(tmp_path / "build"), **env}
+    return subprocess.run(["bash", str(BITSTREAM_SH)], env=environment, capture_output=True, text=True, timeout=120)
+
+
 def test_bitstream_sh_without_vivado_says_what_to_install(tmp_path):
-    env = {**os.environ, "PATH": "/usr/bin:/bin", "BUILD": str(tmp_path / "build")}
-    result = subprocess.run(["bash", str(BITSTREAM_SH)], env=env, capture_output=True, text=True, timeout=60)
+    result = _bitstream(tmp_path, "/usr/bin:/bin")
     assert result.returncode != 0
     assert "'vivado' is not on PATH" in result.stderr
-    assert "Vivado 2022.1 or later" in result.stderr and "Zynq-7000" in result.stderr
+    assert "Vivado 2022.1" in result.stderr and "Zynq-7000" in result.stderr
     assert not (tmp_path / "build").exists()
+
+
+@pytest.mark.parametrize("clock", ["130", "99", "300", "fast"])
+def test_bitstream_sh_refuses_a_clock_the_ps_cannot_make_before_anything_else(tmp_path, clock):
+    result = _bitstream(tmp_path, "/usr/bin:/bin", CLOCK_MHZ=clock)
+    assert result.returncode == 2 and "'vivado' is not on PATH" not in result.stderr
+    if clock == "fast":
+        assert "CLOCK_MHZ 'fast' must be a number of MHz" in result.stderr
+        return
+    with pytest.raises(overlay.ClockError) as python:
+        overlay.check_fclk_mhz(float(clock))
+    # the shell names the same nearest frequencies as radix.overlay
+    assert str(python.value).split("MHz is not")[1] in result.stderr.replace(f"CLOCK_MHZ {clock}", "")
+
+
+def test_bitstream_sh_accepts_every_frequency_the_ps_makes(tmp_path):
+    """The shell's rule is radix.overlay's: each PS frequency, written with three decimals, passes
+    the clock check (and reaches the Vivado check)."""
+    for mhz in overlay.fclk_frequencies():
+        result = _bitstream(tmp_path, "/usr/bin:/bin", CLOCK_MHZ=overlay.format_mhz(mhz))
+        assert "'vivado' is not on PATH" in result.stderr, (mhz, result.stderr)
 
 
 def _executable(path: Path, text: str) -> Path:
@@ -423,8 +597,8 @@ def _executable(path: Path, text: str) -> Path:
     return path
 
 
-def test_bitstream_sh_generates_verilog_and_runs_the_tcl(tmp_path, engine_v):
-    """bitstream.sh with a stub `radix` and a stub `vivado` that sources the Tcl under the mock."""
+def _stub_tools(tmp_path: Path, engine_v: Path, version: str) -> Path:
+    """A stub `radix` that copies engine_v, and a stub `vivado` that sources the Tcl under the mock."""
     stubs = tmp_path / "bin"
     stubs.mkdir()
     (stubs / "mock_vivado.tcl").write_text(MOCK_VIVADO)
@@ -441,6 +615,7 @@ tcl.call("source", {str(stubs / 'mock_vivado.tcl')!r})
 for key, value in {MOCK_DEFAULTS!r}.items():
     tcl.call("set", "::mock(" + key + ")", value)
 tcl.call("set", "::mock(act_mhz)", tclargs[2])
+tcl.call("set", "::mock(version)", {version!r})
 tcl.call("set", "::argv", tuple(tclargs))
 tcl.call("set", "::argc", len(tclargs))
 try:
@@ -449,10 +624,14 @@ except tkinter.TclError as error:
     sys.stderr.write(tcl.eval("join $::err \\n"))
     sys.exit(int(str(error).split()[1]) if str(error).startswith("__exit__") else 3)
 """)
+    return stubs
+
+
+def test_bitstream_sh_generates_verilog_and_runs_the_tcl(tmp_path, engine_v):
+    stubs = _stub_tools(tmp_path, engine_v, "2022.1")
     build = tmp_path / "build"
-    env = {**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}", "BUILD": str(build), "CLOCK_MHZ": "125",
-           "JOBS": "2", "RADIX": str(stubs / "radix")}
-    result = subprocess.run(["bash", str(BITSTREAM_SH)], env=env, capture_output=True, text=True, timeout=120)
+    result = _bitstream(tmp_path, f"{stubs}:{os.environ['PATH']}", CLOCK_MHZ="125.0", JOBS="2",
+                        RADIX=str(stubs / "radix"))
     assert result.returncode == 0, result.stderr
     args = (tmp_path / "vivado-args").read_text().splitlines()
     assert args[args.index("-source") + 1] == str(TCL)
@@ -462,303 +641,9 @@ except tkinter.TclError as error:
     assert (build / "overlay" / "radix.bit").is_file() and (build / "overlay" / "radix.hwh").is_file()
 
 
-# ---- the pynq transport over a fake pynq ------------------------------------------------------
-
-DMASR_IDLE, DMASR_HALTED, DMASR_SLVERR = 0x2, 0x1, 0x20
-ENGINE_BASE = 0x43C00000
-
-
-class FakeBuffer(np.ndarray):
-    """What ``pynq.allocate`` returns: an ndarray with cache maintenance and an explicit free."""
-
-    def flush(self):
-        pass
-
-    def invalidate(self):
-        pass
-
-    def freebuffer(self):
-        self.freed = True
-
-
-class FakeBoard:
-    """A PYNQ-Z2 with a Radix overlay in software: the reference engine behind fake MMIO and a
-    fake AXI DMA, with faults to inject.
-
-    ``mode``: ``ok``; ``short`` (S2MM ends one word early with TLAST); ``long`` (one word too
-    many); ``hang`` (S2MM never completes); ``slave_error`` (S2MM halts with DMASlvErr);
-    ``stuck_input`` (MM2S never completes).
-    """
-
-    def __init__(self, *, mode: str = "ok", ident: int = ENGINE_ID, cells=("engine", "axi_dma"), span: int = 0x1000,
-                 dma_driver: bool = True):
-        self.engine = ReferenceTransport(DEFAULT_CONFIG)
-        self.mode, self.ident, self.dma_driver = mode, ident, dma_driver
-        self.ip_dict = {}
-        if "engine" in cells:
-            self.ip_dict["engine"] = {"phys_addr": ENGINE_BASE, "addr_range": span,
-                                      "type": "xilinx.com:module_ref:radix_engine:1.0"}
-        if "axi_dma" in cells:
-            self.ip_dict["axi_dma"] = {"phys_addr": 0x40400000, "addr_range": 0x10000, "type": "xilinx.com:ip:axi_dma:7.1"}
-        self.register_log: list[tuple[str, int]] = []
-        self.dmasr = {"MM2S": DMASR_HALTED, "S2MM": DMASR_HALTED}
-        self.s2mm_length = 0
-        self.buffers: list[FakeBuffer] = []
-        self.loaded: list[tuple[str, bool]] = []
-
-    # engine registers, as pynq.MMIO
-    def read(self, offset, length=4):
-        self.register_log.append(("read", offset))
-        return self.ident if offset == register("ID").offset else self.engine.read(offset)
-
-    def write(self, offset, value):
-        self.register_log.append(("write", offset))
-        self.engine.write(offset, value)
-
-    # the AXI DMA
-    def dma_read(self, offset, length=4):
-        registers = {0x04: self.dmasr["MM2S"], 0x34: self.dmasr["S2MM"], 0x58: self.s2mm_length}
-        return registers.get(offset, 0)
-
-    def transfer(self, channel, array, start=0, nbytes=0):
-        words = nbytes // 8
-        if channel == "MM2S":
-            self.engine.send(np.array(array[start // 8: start // 8 + words], dtype=np.uint64))
-            self.dmasr["MM2S"] = 0 if self.mode == "stuck_input" else DMASR_IDLE
-            return
-        if self.mode in ("hang", "slave_error"):
-            self.dmasr["S2MM"] = DMASR_HALTED | DMASR_SLVERR if self.mode == "slave_error" else 0
-            return
-        got = self.engine.receive(words, 0).words
-        if self.mode == "short":
-            got = got[:-1]
-        elif self.mode == "long":
-            got = np.concatenate([got, np.full(2, 0xDEAD, dtype=np.uint64)])[:words]
-        array[: got.size] = got
-        self.s2mm_length = got.size * 8
-        self.dmasr["S2MM"] = DMASR_IDLE
-
-    def module(self) -> types.ModuleType:
-        """This board as the ``pynq`` package."""
-        board = self
-        pynq = types.ModuleType("pynq")
-
-        class Channel:
-            def __init__(self, name):
-                self.name = name
-
-            def transfer(self, array, start=0, nbytes=0):
-                board.transfer(self.name, array, start, nbytes)
-
-        class DMA:
-            buffer_max_size = (1 << 23) - 1
-            mmio = types.SimpleNamespace(read=board.dma_read)
-            sendchannel, recvchannel = Channel("MM2S"), Channel("S2MM")
-
-        class Overlay:
-            def __init__(self, bitfile, download=True):
-                board.loaded.append((bitfile, download))
-                self.ip_dict = board.ip_dict
-                if "axi_dma" in board.ip_dict:
-                    # PYNQ binds its DMA driver by VLNV; anything else gets a DefaultIP
-                    self.axi_dma = DMA() if board.dma_driver else types.SimpleNamespace(mmio=DMA.mmio)
-
-        def mmio(base, length):
-            assert (base, length) == (ENGINE_BASE, board.ip_dict["engine"]["addr_range"])
-            return board
-
-        def allocate(shape, dtype):
-            buffer = np.zeros(shape, dtype=dtype).view(FakeBuffer)
-            board.buffers.append(buffer)
-            return buffer
-
-        pynq.Overlay, pynq.MMIO, pynq.allocate = Overlay, mmio, allocate
-        pynq.Clocks = types.SimpleNamespace(fclk0_mhz=100.0)
-        return pynq
-
-
-@pytest.fixture
-def fake_pynq(monkeypatch):
-    """``install(board)``: make ``board`` the ``pynq`` package and import radix.pynq_transport over it."""
-
-    def install(board: FakeBoard):
-        monkeypatch.setitem(sys.modules, "pynq", board.module())
-        sys.modules.pop("radix.pynq_transport", None)
-        return importlib.import_module("radix.pynq_transport")
-
-    yield install
-    sys.modules.pop("radix.pynq_transport", None)
-
-
-@pytest.fixture
-def overlay_files(tmp_path) -> Path:
-    bit = tmp_path / "radix.bit"
-    bit.write_bytes(b"bit")
-    (tmp_path / "radix.hwh").write_text("<hwh/>")
-    return bit
-
-
-def small_fc_layer(seed: int = 0) -> tuple[Layer, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    layer = Layer(name="fc", kind="fc", modules=["fc"], in_shape=(20,), out_shape=(7,), kernel=1, stride=1, pad=0,
-                  relu=False, pool=False, fl_in=4, fl_w=[6], fl_out=5, weight_bits=8,
-                  weights=rng.integers(-128, 128, (7, 20)), bias=rng.integers(-500, 500, 7))
-    return layer, rng.integers(-128, 128, 20)
-
-
-def test_import_without_pynq_names_pynq(monkeypatch):
-    monkeypatch.setitem(sys.modules, "pynq", None)
-    sys.modules.pop("radix.pynq_transport", None)
-    with pytest.raises(ImportError, match="needs the 'pynq' package of a PYNQ-Z2 board image") as error:
-        importlib.import_module("radix.pynq_transport")
-    assert error.value.name == "pynq"
-    assert "radix.pynq_transport" not in sys.modules
-
-
-def test_engine_registers_refuse_offsets_outside_engine_spec(fake_pynq):
-    module = fake_pynq(FakeBoard())
-    log = []
-    mmio = types.SimpleNamespace(read=lambda offset: log.append(offset) or 7,
-                                 write=lambda offset, value: log.append((offset, value)))
-    regs = module.EngineRegisters(mmio, where="engine at 0x43C00000")
-    assert regs.read(register("CYCLES").offset) == 7
-    regs.write(register("IN_CH").offset, 0xFFFFFFFF)
-    with pytest.raises(ValueError, match=r"engine at 0x43C00000: offset 0x50 is not an engine register"):
-        regs.read(0x50)
-    with pytest.raises(ValueError, match=r"value -1 for register OUT_H \(0x090\) does not fit 32 bits"):
-        regs.write(register("OUT_H").offset, -1)
-    assert log == [register("CYCLES").offset, (register("IN_CH").offset, 0xFFFFFFFF)]
-
-
-def test_driver_over_pynq_transport_is_bit_exact_and_uses_engine_spec_offsets(fake_pynq, overlay_files):
-    board = FakeBoard()
-    module = fake_pynq(board)
-    with module.PynqTransport(overlay_files) as transport:
-        assert board.loaded == [(str(overlay_files), True)] and transport.clock_mhz == 100.0
-        result = runner.selftest(transport, seed=5, count=12)
-    assert result["backend"] == "pynq" and result["mismatches"] == 0, result["details"]
-    spec = {reg.offset: reg for reg in REGISTERS}
-    assert {offset for _, offset in board.register_log} <= set(spec)
-    assert {spec[offset].access for op, offset in board.register_log if op == "write"} <= {"rw", "ctrl", "status"}
-    assert board.buffers and all(getattr(buffer, "freed", False) for buffer in board.buffers)
-
-
-@pytest.mark.parametrize("mode, error, message", [
-    # 7 outputs of 8 bits in 11 lanes: one pixel of two 64-bit words
-    ("short", StreamLengthError, "layer fc job 1/1: output stream ended (TLAST) after 1 words, expected 2"),
-    ("long", StreamLengthError, "layer fc job 1/1: output stream longer than the expected 2 words"),
-    ("hang", EngineTimeout, "layer fc job 1/1: 0 of 2 output words after 100000 cycles\nregisters: ID=0x52445831"),
-])
-def test_stream_faults_reach_the_driver(fake_pynq, overlay_files, mode, error, message):
-    module = fake_pynq(FakeBoard(mode=mode))
-    transport = module.PynqTransport(overlay_files, min_wait_s=0.05)
-    layer, x = small_fc_layer()
-    with pytest.raises(error, match=re.escape(message)):
-        Driver(transport).run_layer(layer, x)
-    if mode == "short":
-        return  # the stream ended cleanly: the transport stays usable
-    with pytest.raises(module.BoardError, match=r"create a new PynqTransport\('.*radix.bit'\)"):
-        transport.send(np.zeros(3, dtype=np.uint64))
-
-
-def test_timeout_message_carries_the_dma_status(fake_pynq, overlay_files):
-    module = fake_pynq(FakeBoard(mode="hang"))
-    transport = module.PynqTransport(overlay_files, min_wait_s=0.05)
-    assert transport.receive(4, 1000).words.size == 0
-    assert transport.fault.startswith("S2MM: the output stream did not end within 0.05 s (1000 cycles at 100 MHz)")
-    assert "S2MM_DMASR=0x00000000 (running)" in transport.fault
-
-
-def test_dma_error_is_named(fake_pynq, overlay_files):
-    module = fake_pynq(FakeBoard(mode="slave_error"))
-    transport = module.PynqTransport(overlay_files, min_wait_s=0.05)
-    with pytest.raises(module.BoardError, match=r"S2MM: the DMA reports an error: S2MM_DMASR=0x00000021 \(Halted, DMASlvErr\)"):
-        transport.receive(4, 1000)
-
-
-def test_input_not_all_accepted_is_named(fake_pynq, overlay_files):
-    module = fake_pynq(FakeBoard(mode="stuck_input"))
-    transport = module.PynqTransport(overlay_files, min_wait_s=0.05)
-    layer, x = small_fc_layer()
-    with pytest.raises(module.BoardError, match=r"MM2S: the engine has not accepted all \d+ words of the input stream"):
-        Driver(transport).run_layer(layer, x)
-
-
-def test_budget_becomes_time_at_the_overlay_clock(fake_pynq, overlay_files):
-    module = fake_pynq(FakeBoard())
-    transport = module.PynqTransport(overlay_files, clock_mhz=50.0, min_wait_s=1.0)
-    assert transport.budget_seconds(1000) == 1.0
-    assert transport.budget_seconds(200_000_000) == pytest.approx(4.0)
-
-
-def test_stream_longer_than_the_dma_length_register_is_refused(fake_pynq, overlay_files):
-    module = fake_pynq(FakeBoard())
-    transport = module.PynqTransport(overlay_files)
-    with pytest.raises(module.BoardError, match=r"MM2S: an input stream of 1048576 words is 8388608 bytes, more than "
-                                                r"the DMA's buffer length register allows \(8388607 bytes"):
-        transport.send(np.zeros(1 << 20, dtype=np.uint64))
-
-
-@pytest.mark.parametrize("board, remove, error, message", [
-    (FakeBoard(), "radix.hwh", FileNotFoundError, "its hardware description .*radix.hwh is missing"),
-    (FakeBoard(), "radix.bit", FileNotFoundError, "overlay bitstream .*radix.bit not found"),
-    (FakeBoard(cells=("axi_dma",)), None, "BoardError", r"has no IP 'engine' \(its IPs: axi_dma\): is it a Radix overlay"),
-    (FakeBoard(cells=("engine",)), None, "BoardError", r"has no IP 'axi_dma' \(its IPs: engine\)"),
-    (FakeBoard(span=0x80), None, "BoardError", "engine maps 128 bytes, the registers need 172"),
-    (FakeBoard(ident=0xDEADBEEF), None, "BoardError", "register ID of engine at 0x43C00000 reads 0xDEADBEEF"),
-    (FakeBoard(dma_driver=False), None, "BoardError", "axi_dma is a SimpleNamespace, not PYNQ's AXI DMA driver"),
-])
-def test_wrong_overlay_is_named(fake_pynq, overlay_files, board, remove, error, message):
-    module = fake_pynq(board)
-    if remove:
-        (overlay_files.parent / remove).unlink()
-    with pytest.raises(getattr(module, error) if isinstance(error, str) else error, match=message):
-        module.PynqTransport(overlay_files)
-
-
-def test_closed_transport_refuses_streams(fake_pynq, overlay_files):
-    module = fake_pynq(FakeBoard())
-    transport = module.PynqTransport(overlay_files)
-    transport.close()
-    with pytest.raises(module.BoardError, match="is closed"):
-        transport.receive(1, 10)
-    assert module.describe_dmasr(0x1002) == "0x00001002 (Idle, IOC_Irq)"
-
-
-# ---- the board notebook -----------------------------------------------------------------------
-
-NOTEBOOK = BOARD / "radix_lenet5.ipynb"
-
-
-def test_notebook_is_clean_nbformat_4():
-    notebook = json.loads(NOTEBOOK.read_text())
-    assert notebook["nbformat"] == 4 and notebook["cells"]
-    for cell in notebook["cells"]:
-        assert cell["cell_type"] in ("markdown", "code") and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", cell["id"])
-        if cell["cell_type"] == "code":
-            assert cell["outputs"] == [] and cell["execution_count"] is None
-
-
-def test_notebook_runs_over_a_fake_board(fake_pynq, overlay_files, monkeypatch, capsys):
-    """Every code cell, in order, against the reference engine behind a fake pynq."""
-    rng = np.random.default_rng(2)
-    conv = Layer(name="conv", kind="conv", modules=["conv"], in_shape=(1, 8, 8), out_shape=(4, 4, 4), kernel=3,
-                 stride=1, pad=1, relu=True, pool=True, fl_in=6, fl_w=[7], fl_out=5, weight_bits=8,
-                 weights=rng.integers(-128, 128, (4, 1, 3, 3)), bias=rng.integers(-2000, 2000, 4))
-    fc = Layer(name="fc", kind="fc", modules=["fc"], in_shape=(4, 4, 4), out_shape=(10,), kernel=1, stride=1, pad=0,
-               relu=False, pool=False, fl_in=5, fl_w=[7], fl_out=3, weight_bits=8,
-               weights=rng.integers(-128, 128, (10, 64)), bias=rng.integers(-2000, 2000, 10))
-    directory = overlay_files.parent
-    Program(width=8, input_shape=(1, 8, 8), input_fl=6, layers=[conv, fc]).save(directory / "lenet5.radix")
-    np.savez(directory / "lenet5-test.npz", x=rng.random((6, 1, 8, 8), dtype=np.float32), y=rng.integers(0, 10, 6))
-    fake_pynq(FakeBoard())
-    monkeypatch.chdir(directory)
-    namespace: dict = {}
-    for cell in json.loads(NOTEBOOK.read_text())["cells"]:
-        if cell["cell_type"] == "code":
-            exec(compile("".join(cell["source"]), str(NOTEBOOK), "exec"), namespace)
-    out = capsys.readouterr().out
-    assert namespace["mismatches"] == [] and len(namespace["runs"]) == 6
-    assert namespace["engine_accuracy"] == namespace["reference_accuracy"]
-    assert "bit-exact with the reference on every image and layer" in out
-    assert re.search(r"^conv\s+conv\s+1\s+\d+\s+\d+\s+\d+\s+[\d.]+ / 176$", out, re.M)
+def test_bitstream_sh_with_the_wrong_vivado_names_both_versions(tmp_path, engine_v):
+    stubs = _stub_tools(tmp_path, engine_v, "2024.2")
+    result = _bitstream(tmp_path, f"{stubs}:{os.environ['PATH']}", RADIX=str(stubs / "radix"))
+    assert result.returncode != 0
+    assert "Vivado 2024.2 is not Vivado 2022.1" in result.stderr
+    assert not (tmp_path / "build" / "overlay" / "radix.bit").exists()

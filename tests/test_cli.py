@@ -97,17 +97,22 @@ def test_run_and_selftest_on_reference(tmp_path, capsys):
     assert status == 0 and result["layers"] == 30 and result["mismatches"] == 0
 
 
-def test_deploy_dry_run_and_missing_files(tmp_path, capsys):
-    bit, hwh, prog, npz = (tmp_path / n for n in ("radix.bit", "radix.hwh", "p.radix", "t.npz"))
-    for f in (bit, prog, npz):
-        f.write_bytes(b"x")
-    status, _, err = run(capsys, "deploy", "board", "--overlay", str(bit), "--program", str(prog), "--data", str(npz),
-                         "--dry-run")
-    assert status == 2 and "missing" in err and "radix.hwh" in err
-    hwh.write_bytes(b"x")
-    status, out, _ = run(capsys, "deploy", "board", "--overlay", str(bit), "--program", str(prog), "--data", str(npz),
-                         "--dry-run", "--json")
-    commands = json.loads(out)["commands"]
-    assert status == 0 and commands[0] == "ssh xilinx@board mkdir -p radix"
-    assert commands[1].startswith("scp ") and str(hwh) in commands[1] and commands[1].endswith("xilinx@board:radix/")
-    assert "pip3 install --no-deps /home/xilinx/radix/" in commands[2]
+def test_onnx_model_through_check_calibrate_and_eval(tmp_path, capsys):
+    """An ONNX export of a built-in goes through the same flow; calibration plots on request."""
+    import torch
+
+    from radix_models import load_builtin
+
+    path = tmp_path / "lenet5.onnx"
+    torch.onnx.export(load_builtin("lenet5"), torch.zeros(1, 1, 28, 28), path, dynamo=False,
+                      input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    status, out, _ = run(capsys, "check", str(path))
+    assert status == 0 and "supported: 5 layers" in out
+    program, plots = tmp_path / "onnx.radix", tmp_path / "plots"
+    status, _, err = run(capsys, "calibrate", str(path), "--data", "mnist5k", "--images", "300", "-o", str(program),
+                         "--report", str(plots))
+    assert status == 0, err
+    assert sorted(p.name for p in plots.iterdir())[-1] == "sqnr.png" and len(list(plots.iterdir())) == 6
+    status, out, _ = run(capsys, "eval", str(program), "--data", "mnist5k", "--images", "200", "--json")
+    report = json.loads(out)
+    assert status == 0 and report["accuracy"] >= report["float_accuracy"] - 0.02

@@ -5,12 +5,20 @@
 #
 #   ENGINE_V   the engine's Verilog (module radix_engine), e.g. build/engine.v from `radix verilog`
 #   OUT_DIR    where radix.bit, radix.hwh and the timing/utilisation reports are written
-#   CLOCK_MHZ  FCLK_CLK0, the engine's clock (default 100)
+#   CLOCK_MHZ  FCLK_CLK0, the engine's clock (default 100): a frequency the PS makes, 1000 MHz
+#              (its IO PLL) over an integer divisor: 100, 111.111, 125, 142.857, 166.667, 200...
 #   BUILD_DIR  the Vivado project (default OUT_DIR/vivado)
 #   JOBS       parallel synthesis/implementation jobs (default 4)
 #
-# Vivado 2022.1 or later with Zynq-7000 device support. boards/pynq_z2/bitstream.sh (`make
-# bitstream`) generates the Verilog and calls this script.
+# Vivado 2022.1 with Zynq-7000 device support: the version PYNQ v3.0.1's own overlays come from.
+# The IP versions are pinned to that Vivado's (boards/pynq_z2/ip_versions.json); another Vivado
+# is refused, naming both versions, unless RADIX_ALLOW_OTHER_VIVADO=1 is set (then the pinned IP
+# versions must still be in its catalogue). boards/pynq_z2/bitstream.sh (`make bitstream`)
+# generates the Verilog and calls this script.
+#
+# The engine's pin properties (clock association, reset polarity, interrupt sensitivity) come
+# from the X_INTERFACE attributes that radix_hw.verilog writes into the Verilog; this script
+# checks them once the pins are connected (Vivado reports them reliably only then) and sets none.
 #
 # Block design `radix` (cell names are what PYNQ's ip_dict shows; radix/pynq_transport.py looks
 # them up as ENGINE_CELL and DMA_CELL, tests/test_board_tcl.py keeps the two in step):
@@ -20,6 +28,7 @@
 #   axi_dma M_AXI_MM2S, M_AXI_S2MM -> mem_ic -> ps7 S_AXI_HP0 (64-bit, DDR)
 #   axi_dma M_AXIS_MM2S -> engine/s_axis ; engine/m_axis -> axi_dma S_AXIS_S2MM (64-bit)
 #   FCLK_CLK0 clocks everything; rst_fclk0 (proc_sys_reset) resets it; engine/rst is active high
+#   the DMA's M_AXIS_MM2S TKEEP goes to engine/s_axis_tkeep (which ignores it: every word is whole)
 #   engine/interrupt, axi_dma/mm2s_introut, s2mm_introut -> irq_concat -> ps7 IRQ_F2P[2:0]
 #
 # The DMA is in simple (direct register) mode with a 23-bit buffer length register: up to
@@ -29,7 +38,6 @@
 set part xc7z020clg400-1
 set project_name radix_overlay
 set bd_name radix
-set min_vivado 2022.1
 set engine_module radix_engine
 set dma_length_width 23
 set stream_bits 64
@@ -38,6 +46,26 @@ set engine_range 4K
 set dma_base 0x40400000
 set dma_range 64K
 
+# Vivado and IP versions, as in boards/pynq_z2/ip_versions.json (tests/test_board_tcl.py keeps
+# the two equal): PYNQ v3.0.1's boards/Pynq-Z2/base/base.tcl, written by Vivado 2022.1
+set pinned_vivado 2022.1
+set allow_other_vivado RADIX_ALLOW_OTHER_VIVADO
+set ip_vlnv [dict create \
+    processing_system7 xilinx.com:ip:processing_system7:5.5 \
+    axi_dma xilinx.com:ip:axi_dma:7.1 \
+    axi_interconnect xilinx.com:ip:axi_interconnect:2.1 \
+    proc_sys_reset xilinx.com:ip:proc_sys_reset:5.0 \
+    xlconcat xilinx.com:ip:xlconcat:2.1 \
+]
+
+# FCLK_CLK0 = the IO PLL / (DIVISOR0 * DIVISOR1), two 6-bit dividers (radix/overlay.py is the
+# same rule for the board's software; the fabric clock is at most 250 MHz)
+set fclk_source_mhz 1000.0
+set fclk_divider_max 63
+set fclk_min_mhz 10.0
+set fclk_max_mhz 250.0
+set fclk_tolerance 0.0005
+
 proc fail {message} {
     puts stderr "build_overlay.tcl: error: $message"
     exit 1
@@ -45,6 +73,59 @@ proc fail {message} {
 
 proc note {message} {
     puts "build_overlay.tcl: $message"
+}
+
+# A frequency with at most three decimals: 142.857, 100.
+proc mhz_text {mhz} {
+    return [string trimright [string trimright [format %.3f $mhz] 0] .]
+}
+
+# Every FCLK_CLK0 frequency the PS makes in fclk_min_mhz..fclk_max_mhz, highest first.
+proc fclk_choices {} {
+    global fclk_source_mhz fclk_divider_max fclk_min_mhz fclk_max_mhz
+    set products {}
+    for {set d0 1} {$d0 <= $fclk_divider_max} {incr d0} {
+        for {set d1 1} {$d1 <= $fclk_divider_max} {incr d1} {
+            lappend products [expr {$d0 * $d1}]
+        }
+    }
+    set choices {}
+    foreach n [lsort -integer -unique $products] {
+        set mhz [expr {$fclk_source_mhz / $n}]
+        if {$mhz >= $fclk_min_mhz && $mhz <= $fclk_max_mhz} {
+            lappend choices $mhz
+        }
+    }
+    return $choices
+}
+
+# The exact PS frequency CLOCK_MHZ names, or a refusal naming the nearest ones.
+proc fclk_check {asked} {
+    global fclk_source_mhz fclk_min_mhz fclk_max_mhz fclk_tolerance
+    set nearest ""
+    set below ""
+    set above ""
+    foreach mhz [fclk_choices] {
+        if {$nearest eq "" || abs($mhz - $asked) < abs($nearest - $asked)} {
+            set nearest $mhz
+        }
+        if {$mhz > $asked} {
+            set above $mhz
+        } elseif {$mhz < $asked && $below eq ""} {
+            set below $mhz
+        }
+    }
+    if {abs($nearest - $asked) <= $fclk_tolerance * $nearest} {
+        return $nearest
+    }
+    set neighbours {}
+    foreach mhz [list $below $above] {
+        if {$mhz ne ""} {
+            lappend neighbours [mhz_text $mhz]
+        }
+    }
+    set verb [expr {[llength $neighbours] == 2 ? "are" : "is"}]
+    fail "CLOCK_MHZ [mhz_text $asked] is not a frequency the PS can make ([mhz_text $fclk_source_mhz] MHz IO PLL / an integer divisor, [mhz_text $fclk_min_mhz]..[mhz_text $fclk_max_mhz] MHz): the nearest $verb [join $neighbours { and }] MHz"
 }
 
 # ---- arguments -----------------------------------------------------------------------------
@@ -67,9 +148,10 @@ if {$argc >= 5} {
     set jobs [lindex $argv 4]
 }
 
-if {![string is double -strict $clock_mhz] || $clock_mhz < 10 || $clock_mhz > 250} {
-    fail "CLOCK_MHZ '$clock_mhz' must be a number of MHz in 10..250 (FCLK_CLK0 of the Zynq-7000 PS)"
+if {![string is double -strict $clock_mhz] || $clock_mhz <= 0} {
+    fail "CLOCK_MHZ '$clock_mhz' must be a number of MHz (FCLK_CLK0 of the Zynq-7000 PS)"
 }
+set clock_mhz [mhz_text [fclk_check $clock_mhz]]
 if {![string is integer -strict $jobs] || $jobs < 1} {
     fail "JOBS '$jobs' must be a positive integer"
 }
@@ -86,20 +168,26 @@ if {![regexp "module\\s+$engine_module\\s*\\(" $engine_text]} {
 # ---- tool checks ---------------------------------------------------------------------------
 
 set vivado_version [version -short]
-if {[package vcompare $vivado_version $min_vivado] < 0} {
-    fail "Vivado $vivado_version is too old: the PYNQ v3 images take overlays from Vivado $min_vivado or later"
+if {![regexp "^[string map {. \\.} $pinned_vivado](\\.|\$)" $vivado_version]} {
+    if {[info exists ::env($allow_other_vivado)] && $::env($allow_other_vivado) eq "1"} {
+        note "warning: Vivado $vivado_version, not the pinned Vivado $pinned_vivado ($allow_other_vivado=1): untested with PYNQ v3.0.1"
+    } else {
+        fail "Vivado $vivado_version is not Vivado $pinned_vivado, the version this flow and its IP versions are pinned to (boards/pynq_z2/ip_versions.json, PYNQ v3.0.1's own overlays): use Vivado $pinned_vivado, or set $allow_other_vivado=1 to build with $vivado_version anyway"
+    }
 }
 if {[llength [get_parts -quiet $part]] == 0} {
     fail "this Vivado has no device $part: install Zynq-7000 device support (Vivado installer, 'Devices > SoCs > Zynq-7000')"
 }
 
-# The newest version of a Xilinx IP in this Vivado's catalogue.
-proc ipdef {name} {
-    set defs [get_ipdefs -filter "NAME == $name && VENDOR == xilinx.com && LIBRARY == ip"]
-    if {[llength $defs] == 0} {
-        fail "IP $name is not in this Vivado's IP catalogue"
+# The pinned VLNV of a Xilinx IP, refused when this Vivado's catalogue lacks it.
+proc pinned_ip {name} {
+    global ip_vlnv
+    set vlnv [dict get $ip_vlnv $name]
+    if {[llength [get_ipdefs -all -quiet $vlnv]] == 0} {
+        set others [get_ipdefs -all -quiet "xilinx.com:ip:$name:*"]
+        fail "IP $vlnv (pinned, boards/pynq_z2/ip_versions.json) is not in this Vivado's IP catalogue (it has: [expr {[llength $others] ? [join $others {, }] : {no version}}])"
     }
-    return [lindex [lsort -dictionary $defs] end]
+    return $vlnv
 }
 
 # ---- project -------------------------------------------------------------------------------
@@ -120,25 +208,17 @@ create_bd_design $bd_name
 
 # ---- processing system ---------------------------------------------------------------------
 
-# The PYNQ-Z2's PS7 settings (DDR3 part and board delays, MIO banks and peripherals) for a
-# Vivado without the board files. PYNQ boots the PS itself; these make the design validate and
-# the .hwh describe the board.
+# The PYNQ-Z2's PS7 settings for a Vivado without the board files: the clock sources, bank
+# voltages, MIO peripherals and every DDR3 parameter (part, timing, trace lengths and delays)
+# exactly as PYNQ's own base design sets them: PYNQ v3.0.1 (tag commit 93ddd21a),
+# boards/Pynq-Z2/base/base.tcl, the ps7_0 cell. PYNQ boots the PS itself, so at run time only
+# the PL side matters; these make the design validate, the .hwh describe the board and a boot
+# image built from this design work.
 set pynq_z2_ps7 [list \
     CONFIG.PCW_CRYSTAL_PERIPHERAL_FREQMHZ {50} \
     CONFIG.PCW_APU_PERIPHERAL_FREQMHZ {650} \
     CONFIG.PCW_PRESET_BANK0_VOLTAGE {LVCMOS 3.3V} \
     CONFIG.PCW_PRESET_BANK1_VOLTAGE {LVCMOS 1.8V} \
-    CONFIG.PCW_UIPARAM_DDR_PARTNO {MT41J256M16 RE-125} \
-    CONFIG.PCW_UIPARAM_DDR_BUS_WIDTH {16 Bit} \
-    CONFIG.PCW_UIPARAM_DDR_FREQ_MHZ {525} \
-    CONFIG.PCW_UIPARAM_DDR_BOARD_DELAY0 {0.223} \
-    CONFIG.PCW_UIPARAM_DDR_BOARD_DELAY1 {0.212} \
-    CONFIG.PCW_UIPARAM_DDR_BOARD_DELAY2 {0.085} \
-    CONFIG.PCW_UIPARAM_DDR_BOARD_DELAY3 {0.092} \
-    CONFIG.PCW_UIPARAM_DDR_DQS_TO_CLK_DELAY_0 {0.040} \
-    CONFIG.PCW_UIPARAM_DDR_DQS_TO_CLK_DELAY_1 {0.058} \
-    CONFIG.PCW_UIPARAM_DDR_DQS_TO_CLK_DELAY_2 {-0.009} \
-    CONFIG.PCW_UIPARAM_DDR_DQS_TO_CLK_DELAY_3 {-0.033} \
     CONFIG.PCW_QSPI_PERIPHERAL_ENABLE {1} \
     CONFIG.PCW_QSPI_GRP_SINGLE_SS_ENABLE {1} \
     CONFIG.PCW_QSPI_GRP_FBCLK_ENABLE {1} \
@@ -146,8 +226,7 @@ set pynq_z2_ps7 [list \
     CONFIG.PCW_ENET0_ENET0_IO {MIO 16 .. 27} \
     CONFIG.PCW_ENET0_GRP_MDIO_ENABLE {1} \
     CONFIG.PCW_ENET0_GRP_MDIO_IO {MIO 52 .. 53} \
-    CONFIG.PCW_ENET0_RESET_ENABLE {1} \
-    CONFIG.PCW_ENET0_RESET_IO {MIO 9} \
+    CONFIG.PCW_ENET0_RESET_ENABLE {0} \
     CONFIG.PCW_SD0_PERIPHERAL_ENABLE {1} \
     CONFIG.PCW_SD0_SD0_IO {MIO 40 .. 45} \
     CONFIG.PCW_SD0_GRP_CD_ENABLE {1} \
@@ -156,12 +235,85 @@ set pynq_z2_ps7 [list \
     CONFIG.PCW_UART0_UART0_IO {MIO 14 .. 15} \
     CONFIG.PCW_USB0_PERIPHERAL_ENABLE {1} \
     CONFIG.PCW_USB0_USB0_IO {MIO 28 .. 39} \
-    CONFIG.PCW_USB0_RESET_ENABLE {1} \
-    CONFIG.PCW_USB0_RESET_IO {MIO 46} \
-    CONFIG.PCW_GPIO_MIO_GPIO_ENABLE {1} \
+    CONFIG.PCW_USB0_RESET_ENABLE {0} \
+    CONFIG.PCW_GPIO_MIO_GPIO_ENABLE {0} \
+    CONFIG.PCW_IOPLL_CTRL_FBDIV {20} \
+    CONFIG.PCW_FCLK0_PERIPHERAL_CLKSRC {IO PLL} \
+    CONFIG.PCW_UIPARAM_DDR_ADV_ENABLE {0} \
+    CONFIG.PCW_UIPARAM_DDR_AL {0} \
+    CONFIG.PCW_UIPARAM_DDR_BANK_ADDR_COUNT {3} \
+    CONFIG.PCW_UIPARAM_DDR_BL {8} \
+    CONFIG.PCW_UIPARAM_DDR_BOARD_DELAY0 {0.223} \
+    CONFIG.PCW_UIPARAM_DDR_BOARD_DELAY1 {0.212} \
+    CONFIG.PCW_UIPARAM_DDR_BOARD_DELAY2 {0.085} \
+    CONFIG.PCW_UIPARAM_DDR_BOARD_DELAY3 {0.092} \
+    CONFIG.PCW_UIPARAM_DDR_BUS_WIDTH {16 Bit} \
+    CONFIG.PCW_UIPARAM_DDR_CL {7} \
+    CONFIG.PCW_UIPARAM_DDR_CLOCK_0_LENGTH_MM {25.8} \
+    CONFIG.PCW_UIPARAM_DDR_CLOCK_0_PACKAGE_LENGTH {80.4535} \
+    CONFIG.PCW_UIPARAM_DDR_CLOCK_0_PROPOGATION_DELAY {160} \
+    CONFIG.PCW_UIPARAM_DDR_CLOCK_1_LENGTH_MM {25.8} \
+    CONFIG.PCW_UIPARAM_DDR_CLOCK_1_PACKAGE_LENGTH {80.4535} \
+    CONFIG.PCW_UIPARAM_DDR_CLOCK_1_PROPOGATION_DELAY {160} \
+    CONFIG.PCW_UIPARAM_DDR_CLOCK_2_LENGTH_MM {0} \
+    CONFIG.PCW_UIPARAM_DDR_CLOCK_2_PACKAGE_LENGTH {80.4535} \
+    CONFIG.PCW_UIPARAM_DDR_CLOCK_2_PROPOGATION_DELAY {160} \
+    CONFIG.PCW_UIPARAM_DDR_CLOCK_3_LENGTH_MM {0} \
+    CONFIG.PCW_UIPARAM_DDR_CLOCK_3_PACKAGE_LENGTH {80.4535} \
+    CONFIG.PCW_UIPARAM_DDR_CLOCK_3_PROPOGATION_DELAY {160} \
+    CONFIG.PCW_UIPARAM_DDR_CLOCK_STOP_EN {0} \
+    CONFIG.PCW_UIPARAM_DDR_COL_ADDR_COUNT {10} \
+    CONFIG.PCW_UIPARAM_DDR_CWL {6} \
+    CONFIG.PCW_UIPARAM_DDR_DEVICE_CAPACITY {4096 MBits} \
+    CONFIG.PCW_UIPARAM_DDR_DQS_0_LENGTH_MM {15.6} \
+    CONFIG.PCW_UIPARAM_DDR_DQS_0_PACKAGE_LENGTH {105.056} \
+    CONFIG.PCW_UIPARAM_DDR_DQS_0_PROPOGATION_DELAY {160} \
+    CONFIG.PCW_UIPARAM_DDR_DQS_1_LENGTH_MM {18.8} \
+    CONFIG.PCW_UIPARAM_DDR_DQS_1_PACKAGE_LENGTH {66.904} \
+    CONFIG.PCW_UIPARAM_DDR_DQS_1_PROPOGATION_DELAY {160} \
+    CONFIG.PCW_UIPARAM_DDR_DQS_2_LENGTH_MM {0} \
+    CONFIG.PCW_UIPARAM_DDR_DQS_2_PACKAGE_LENGTH {89.1715} \
+    CONFIG.PCW_UIPARAM_DDR_DQS_2_PROPOGATION_DELAY {160} \
+    CONFIG.PCW_UIPARAM_DDR_DQS_3_LENGTH_MM {0} \
+    CONFIG.PCW_UIPARAM_DDR_DQS_3_PACKAGE_LENGTH {113.63} \
+    CONFIG.PCW_UIPARAM_DDR_DQS_3_PROPOGATION_DELAY {160} \
+    CONFIG.PCW_UIPARAM_DDR_DQS_TO_CLK_DELAY_0 {0.040} \
+    CONFIG.PCW_UIPARAM_DDR_DQS_TO_CLK_DELAY_1 {0.058} \
+    CONFIG.PCW_UIPARAM_DDR_DQS_TO_CLK_DELAY_2 {0.000} \
+    CONFIG.PCW_UIPARAM_DDR_DQS_TO_CLK_DELAY_3 {0.000} \
+    CONFIG.PCW_UIPARAM_DDR_DQ_0_LENGTH_MM {16.5} \
+    CONFIG.PCW_UIPARAM_DDR_DQ_0_PACKAGE_LENGTH {98.503} \
+    CONFIG.PCW_UIPARAM_DDR_DQ_0_PROPOGATION_DELAY {160} \
+    CONFIG.PCW_UIPARAM_DDR_DQ_1_LENGTH_MM {18} \
+    CONFIG.PCW_UIPARAM_DDR_DQ_1_PACKAGE_LENGTH {68.5855} \
+    CONFIG.PCW_UIPARAM_DDR_DQ_1_PROPOGATION_DELAY {160} \
+    CONFIG.PCW_UIPARAM_DDR_DQ_2_LENGTH_MM {0} \
+    CONFIG.PCW_UIPARAM_DDR_DQ_2_PACKAGE_LENGTH {90.295} \
+    CONFIG.PCW_UIPARAM_DDR_DQ_2_PROPOGATION_DELAY {160} \
+    CONFIG.PCW_UIPARAM_DDR_DQ_3_LENGTH_MM {0} \
+    CONFIG.PCW_UIPARAM_DDR_DQ_3_PACKAGE_LENGTH {103.977} \
+    CONFIG.PCW_UIPARAM_DDR_DQ_3_PROPOGATION_DELAY {160} \
+    CONFIG.PCW_UIPARAM_DDR_DRAM_WIDTH {16 Bits} \
+    CONFIG.PCW_UIPARAM_DDR_ECC {Disabled} \
+    CONFIG.PCW_UIPARAM_DDR_ENABLE {1} \
+    CONFIG.PCW_UIPARAM_DDR_FREQ_MHZ {525} \
+    CONFIG.PCW_UIPARAM_DDR_HIGH_TEMP {Normal (0-85)} \
+    CONFIG.PCW_UIPARAM_DDR_MEMORY_TYPE {DDR 3} \
+    CONFIG.PCW_UIPARAM_DDR_PARTNO {Custom} \
+    CONFIG.PCW_UIPARAM_DDR_ROW_ADDR_COUNT {15} \
+    CONFIG.PCW_UIPARAM_DDR_SPEED_BIN {DDR3_1066F} \
+    CONFIG.PCW_UIPARAM_DDR_TRAIN_DATA_EYE {1} \
+    CONFIG.PCW_UIPARAM_DDR_TRAIN_READ_GATE {1} \
+    CONFIG.PCW_UIPARAM_DDR_TRAIN_WRITE_LEVEL {1} \
+    CONFIG.PCW_UIPARAM_DDR_T_FAW {40.0} \
+    CONFIG.PCW_UIPARAM_DDR_T_RAS_MIN {35.0} \
+    CONFIG.PCW_UIPARAM_DDR_T_RC {50.625} \
+    CONFIG.PCW_UIPARAM_DDR_T_RCD {13.125} \
+    CONFIG.PCW_UIPARAM_DDR_T_RP {13.125} \
+    CONFIG.PCW_UIPARAM_DDR_USE_INTERNAL_VREF {0} \
 ]
 
-set ps [create_bd_cell -type ip -vlnv [ipdef processing_system7] ps7]
+set ps [create_bd_cell -type ip -vlnv [pinned_ip processing_system7] ps7]
 if {$board_part ne ""} {
     apply_bd_automation -rule xilinx.com:bd_rule:processing_system7 \
         -config {make_external "FIXED_IO, DDR" apply_board_preset "1" Master "Disable" Slave "Disable"} $ps
@@ -178,14 +330,15 @@ set_property -dict [list \
     CONFIG.PCW_S_AXI_HP0_DATA_WIDTH {64} \
     CONFIG.PCW_EN_CLK0_PORT {1} \
     CONFIG.PCW_EN_RST0_PORT {1} \
+    CONFIG.PCW_FCLK0_PERIPHERAL_CLKSRC {IO PLL} \
     CONFIG.PCW_FPGA0_PERIPHERAL_FREQMHZ $clock_mhz \
     CONFIG.PCW_USE_FABRIC_INTERRUPT {1} \
     CONFIG.PCW_IRQ_F2P_INTR {1} \
 ] $ps
 set actual_mhz [get_property CONFIG.PCW_ACT_FPGA0_PERIPHERAL_FREQMHZ $ps]
 note "FCLK_CLK0: asked $clock_mhz MHz, the PS clock dividers give $actual_mhz MHz"
-if {abs($actual_mhz - $clock_mhz) > 0.01 * $clock_mhz} {
-    note "warning: FCLK_CLK0 is $actual_mhz MHz, more than 1% from $clock_mhz MHz (PYNQ sets the clock the .hwh records)"
+if {![string is double -strict $actual_mhz] || abs($actual_mhz - $clock_mhz) > $fclk_tolerance * $clock_mhz} {
+    fail "FCLK_CLK0 is '$actual_mhz' MHz, not the $clock_mhz MHz asked: the PS7's IO PLL is not at [mhz_text $fclk_source_mhz] MHz (PYNQ sets the clock the .hwh records)"
 }
 
 # ---- engine, DMA, interconnects, reset, interrupts -----------------------------------------
@@ -196,23 +349,7 @@ foreach intf {s_axi s_axis m_axis} {
         fail "Vivado inferred no interface $intf from the ports of $engine_module in $engine_v (expected ${intf}_* AXI ports)"
     }
 }
-set clk_busif [split [get_property CONFIG.ASSOCIATED_BUSIF [get_bd_pins engine/clk]] :]
-foreach intf {s_axi s_axis m_axis} {
-    if {[lsearch -exact $clk_busif $intf] < 0} {
-        note "associating engine/clk with s_axi, s_axis and m_axis (inferred: '[join $clk_busif :]')"
-        if {[catch {set_property CONFIG.ASSOCIATED_BUSIF {s_axi:s_axis:m_axis} [get_bd_pins engine/clk]} error]} {
-            fail "engine/clk is not associated with $intf and Vivado refused to set it: $error"
-        }
-        break
-    }
-}
-if {[get_property CONFIG.POLARITY [get_bd_pins engine/rst]] ne "ACTIVE_HIGH"} {
-    if {[catch {set_property CONFIG.POLARITY ACTIVE_HIGH [get_bd_pins engine/rst]} error]} {
-        fail "engine/rst must be an active-high reset and Vivado refused to mark it so: $error"
-    }
-}
-
-set dma [create_bd_cell -type ip -vlnv [ipdef axi_dma] axi_dma]
+set dma [create_bd_cell -type ip -vlnv [pinned_ip axi_dma] axi_dma]
 set_property -dict [list \
     CONFIG.c_include_sg {0} \
     CONFIG.c_sg_length_width $dma_length_width \
@@ -227,12 +364,12 @@ set_property -dict [list \
     CONFIG.c_addr_width {32} \
 ] $dma
 
-set periph_ic [create_bd_cell -type ip -vlnv [ipdef axi_interconnect] periph_ic]
+set periph_ic [create_bd_cell -type ip -vlnv [pinned_ip axi_interconnect] periph_ic]
 set_property -dict [list CONFIG.NUM_SI {1} CONFIG.NUM_MI {2}] $periph_ic
-set mem_ic [create_bd_cell -type ip -vlnv [ipdef axi_interconnect] mem_ic]
+set mem_ic [create_bd_cell -type ip -vlnv [pinned_ip axi_interconnect] mem_ic]
 set_property -dict [list CONFIG.NUM_SI {2} CONFIG.NUM_MI {1}] $mem_ic
-create_bd_cell -type ip -vlnv [ipdef proc_sys_reset] rst_fclk0
-set irq [create_bd_cell -type ip -vlnv [ipdef xlconcat] irq_concat]
+create_bd_cell -type ip -vlnv [pinned_ip proc_sys_reset] rst_fclk0
+set irq [create_bd_cell -type ip -vlnv [pinned_ip xlconcat] irq_concat]
 set_property -dict [list CONFIG.NUM_PORTS {3}] $irq
 
 # control: PS -> engine registers and DMA registers
@@ -274,6 +411,23 @@ connect_bd_net [get_bd_pins engine/interrupt] [get_bd_pins irq_concat/In0]
 connect_bd_net [get_bd_pins axi_dma/mm2s_introut] [get_bd_pins irq_concat/In1]
 connect_bd_net [get_bd_pins axi_dma/s2mm_introut] [get_bd_pins irq_concat/In2]
 connect_bd_net [get_bd_pins irq_concat/dout] [get_bd_pins ps7/IRQ_F2P]
+
+# ---- the engine's pin properties, now that its pins are connected --------------------------
+
+# (pin, property, value): what radix_hw.verilog's X_INTERFACE attributes declare
+set engine_pin_properties [list \
+    engine/clk CONFIG.ASSOCIATED_BUSIF s_axi:s_axis:m_axis \
+    engine/clk CONFIG.ASSOCIATED_RESET rst \
+    engine/rst CONFIG.POLARITY ACTIVE_HIGH \
+    engine/interrupt CONFIG.SENSITIVITY LEVEL_HIGH \
+]
+foreach {pin property expected} $engine_pin_properties {
+    set actual [get_property $property [get_bd_pins $pin]]
+    # a bus association is a set: compare it sorted
+    if {[lsort [split $actual :]] ne [lsort [split $expected :]]} {
+        fail "$pin $property is '$actual', expected '$expected': $engine_v lacks the X_INTERFACE attributes of `radix verilog` (regenerate it: radix verilog -o $engine_v)"
+    }
+}
 
 # ---- addresses -----------------------------------------------------------------------------
 

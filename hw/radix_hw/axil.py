@@ -13,6 +13,10 @@ Behaviour beyond the table (also stated in ``docs/registers.md``):
 * Writing ``CTRL.START = 1`` while ``STATUS.BUSY`` is set is ignored. An accepted START clears
   ``STATUS.DONE`` and copies the layer registers to the ``layer`` output, which then stays stable
   for the whole job (the driver may program the next layer while a job runs).
+* Writing ``CTRL.RESET = 1`` pulses ``soft_reset`` for one cycle, the cycle after the write, and
+  clears ``STATUS.DONE`` (also against a job that finishes in that cycle); a START in the same
+  write is ignored. The layer registers, their ``layer`` copy and ``CTRL.IRQ_EN`` (written as
+  usual by the same write) are kept: the register file itself is not reset.
 """
 
 from __future__ import annotations
@@ -123,7 +127,8 @@ class RegisterFile(wiring.Component):
 
     Ports: the ``s_axi_*`` slave (:func:`axi_lite_members`); ``layer`` (the layer registers as
     copied at the last accepted START), ``start`` (one-cycle pulse), ``irq_en`` (CTRL.IRQ_EN),
-    ``done`` (sticky STATUS.DONE); inputs ``busy`` (STATUS.BUSY), ``job_done`` (a pulse that sets
+    ``done`` (sticky STATUS.DONE), ``soft_reset`` (one-cycle pulse after a CTRL.RESET write);
+    inputs ``busy`` (STATUS.BUSY), ``job_done`` (a pulse that sets
     STATUS.DONE), ``cycles`` and ``saturated`` (read live as CYCLES and SATURATED).
 
     Each channel has a one-entry holding register: AW and W are accepted independently and in any
@@ -142,6 +147,7 @@ class RegisterFile(wiring.Component):
                 **axi_lite_members(),
                 "layer": Out(LayerConfigLayout),
                 "start": Out(1),
+                "soft_reset": Out(1),
                 "irq_en": Out(1),
                 "done": Out(1),
                 "busy": In(1),
@@ -159,7 +165,7 @@ class RegisterFile(wiring.Component):
         m = Module()
         programmed = Signal(LayerConfigLayout)
         ctrl, status = self._ctrl, self._status
-        start_bit, irq_bit = _bit(ctrl, "START"), _bit(ctrl, "IRQ_EN")
+        start_bit, irq_bit, reset_bit = _bit(ctrl, "START"), _bit(ctrl, "IRQ_EN"), _bit(ctrl, "RESET")
         busy_bit, done_bit = _bit(status, "BUSY"), _bit(status, "DONE")
 
         # Write channel: AW and W each land in a holding register, the write fires when both are full.
@@ -179,16 +185,19 @@ class RegisterFile(wiring.Component):
 
         write = Signal()
         m.d.comb += write.eq(aw_full & w_full & ~self.s_axi_bvalid)
-        m.d.sync += self.start.eq(0)
+        m.d.sync += [self.start.eq(0), self.soft_reset.eq(0)]
         with m.If(write):
             m.d.sync += [aw_full.eq(0), w_full.eq(0), self.s_axi_bvalid.eq(1)]
             with m.Switch(aw_addr[2:]):
                 for reg in REGISTERS:
                     with m.Case(reg.offset >> 2):
-                        self._write(m, reg, programmed, w_data, w_strb, start_bit, irq_bit, done_bit)
+                        self._write(m, reg, programmed, w_data, w_strb, start_bit, irq_bit, reset_bit, done_bit)
 
         with m.If(self.job_done):
             m.d.sync += self.done.eq(1)
+        # the core resets on the edge after the pulse: a job finishing meanwhile leaves no DONE
+        with m.If(self.soft_reset):
+            m.d.sync += self.done.eq(0)
 
         # Read channel: AR is taken only while R is empty, so R holds one response at a time.
         m.d.comb += [self.s_axi_arready.eq(~self.s_axi_rvalid), self.s_axi_rresp.eq(RESP_OKAY)]
@@ -204,7 +213,7 @@ class RegisterFile(wiring.Component):
             m.d.sync += self.s_axi_rvalid.eq(0)
         return m
 
-    def _write(self, m, reg, programmed, data, strb, start_bit, irq_bit, done_bit):
+    def _write(self, m, reg, programmed, data, strb, start_bit, irq_bit, reset_bit, done_bit):
         if reg.access == "rw":
             bit_enable = Cat(*(strb[bit // 8] for bit in range(DATA_WIDTH)))
             for name, offset, width in layer_fields(reg):
@@ -214,7 +223,9 @@ class RegisterFile(wiring.Component):
         elif reg.access == "ctrl":
             with m.If(strb[irq_bit // 8]):
                 m.d.sync += self.irq_en.eq(data[irq_bit])
-            with m.If(strb[start_bit // 8] & data[start_bit] & ~self.busy):
+            with m.If(strb[reset_bit // 8] & data[reset_bit]):
+                m.d.sync += [self.soft_reset.eq(1), self.done.eq(0)]
+            with m.Elif(strb[start_bit // 8] & data[start_bit] & ~self.busy):
                 m.d.sync += [self.start.eq(1), self.done.eq(0), self.layer.eq(programmed)]
         elif reg.access == "status":
             with m.If(strb[done_bit // 8] & data[done_bit]):
@@ -227,7 +238,7 @@ class RegisterFile(wiring.Component):
                 value = value | (Value.cast(programmed[name]) << offset)
             return value
         if reg.access == "ctrl":
-            return self.irq_en << irq_bit  # START is a pulse and reads 0
+            return self.irq_en << irq_bit  # START and RESET are pulses and read 0
         if reg.access == "status":
             return (self.busy << busy_bit) | (self.done << done_bit)
         constant = build_value(reg, self._config)

@@ -2,6 +2,8 @@
 
 Ports (docs/engine.md): ``s_axi_*`` (AXI4-Lite slave), ``s_axis_*`` (job input stream),
 ``m_axis_*`` (job output stream), ``interrupt``; ``clk``/``rst`` are the default domain's.
+``radix_hw.verilog`` wraps this module in a Verilog top level that carries Vivado's interface
+attributes.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 from amaranth import Module, Signal
+from amaranth.hdl import ResetInserter
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from radix.engine_spec import STREAM_BITS, EngineConfig
@@ -38,7 +41,15 @@ class Engine(wiring.Component):
 
     ``CYCLES`` counts the clock cycles from the core's START pulse to its done pulse (their
     difference; it saturates at 2**32 - 1). ``STATUS.BUSY`` is set from START until done.
-    Input TLAST is ignored: the core knows the job's length from the layer registers.
+    Input TLAST and TKEEP are ignored: the core knows the job's length from the layer registers
+    and every word is whole (``s_axis_tkeep`` exists so the DMA's MM2S TKEEP has a pin).
+
+    ``CTRL.RESET`` (the register file's ``soft_reset`` pulse) resets the core's ``sync`` domain
+    as ``rst`` does (reset-less pipeline data and the memories keep their contents, as after
+    ``rst``: no job reads them before writing them), the cycle counter and the running flag, two cycles after the write (before any later register read
+    answers): the engine is idle, STATUS.BUSY low, ``m_axis_tvalid`` and ``s_axis_tready`` low,
+    CYCLES and SATURATED 0. Words still on either stream are the DMA's to drop (the pynq
+    transport resets the DMA with the engine).
     """
 
     def __init__(self, *, config: EngineConfig, core_factory: Callable[..., wiring.Component] | None = None):
@@ -55,6 +66,7 @@ class Engine(wiring.Component):
                 "s_axis_tvalid": In(1),
                 "s_axis_tready": Out(1),
                 "s_axis_tlast": In(1),
+                "s_axis_tkeep": In(KEEP_BITS),
                 "m_axis_tdata": Out(STREAM_BITS),
                 "m_axis_tvalid": Out(1),
                 "m_axis_tready": In(1),
@@ -71,7 +83,9 @@ class Engine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.regs = regs = RegisterFile(config=self._config)
-        m.submodules.core = core = self._core_factory(config=self._config)
+        core = self._core_factory(config=self._config)
+        # the soft reset acts on the core's flip-flops as `rst` does, in addition to it
+        m.submodules.core = ResetInserter({"sync": regs.soft_reset})(core)
 
         for name, member in axi_lite_members().items():
             outer, inner = getattr(self, name), getattr(regs, name)
@@ -79,7 +93,9 @@ class Engine(wiring.Component):
 
         running = Signal()
         cycles = Signal(CYCLES_BITS)
-        with m.If(regs.start):
+        with m.If(regs.soft_reset):
+            m.d.sync += [running.eq(0), cycles.eq(0)]
+        with m.Elif(regs.start):
             m.d.sync += [running.eq(1), cycles.eq(0)]
         with m.Elif(running):
             with m.If(cycles != (1 << CYCLES_BITS) - 1):

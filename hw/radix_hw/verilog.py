@@ -1,5 +1,16 @@
 """Verilog generation of the engine (module ``radix_engine``) and of ``docs/registers.md``.
 
+The text has two parts: the Amaranth engine as module ``radix_engine_core``, and a thin
+hand-written top level ``radix_engine`` with the same ports that instantiates it and carries
+Vivado's interface attributes (``X_INTERFACE_INFO`` / ``X_INTERFACE_PARAMETER``, UG994 "Inferring
+Interfaces"): the clock associated with ``s_axi:s_axis:m_axis`` and the reset ``rst``, the reset
+active high, the interrupt level high, and every bus port's interface and logical name (the bus
+parameters, AXI4-Lite and the stream widths, follow from the ports). Amaranth cannot put
+attributes on the ``clk``/``rst`` ports it creates for a domain, hence the wrapper. A Vivado
+module reference of ``radix_engine`` then needs no property set by hand
+(boards/pynq_z2/build_overlay.tcl only checks them), and the simulators and Yosys run this very
+text.
+
 Command line: ``python -m radix_hw.verilog [--rows R --cols C --width W ...] -o engine.v``.
 """
 
@@ -10,13 +21,29 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from amaranth import Shape
 from amaranth.back import verilog as amaranth_verilog
 from amaranth.lib import wiring
 from radix.engine_spec import DEFAULT_CONFIG, EngineConfig, EngineConfigError, markdown_table
 
 from .engine import Engine
 
-MODULE_NAME = "radix_engine"
+MODULE_NAME = "radix_engine"  # the top level: what Vivado, the simulators and Yosys see
+CORE_MODULE_NAME = "radix_engine_core"  # the Amaranth engine inside it
+
+# Vivado bus interfaces by port-name prefix: (interface name, VLNV of its bus definition)
+BUS_INTERFACES = {
+    "s_axi_": ("s_axi", "xilinx.com:interface:aximm:1.0"),
+    "s_axis_": ("s_axis", "xilinx.com:interface:axis:1.0"),
+    "m_axis_": ("m_axis", "xilinx.com:interface:axis:1.0"),
+}
+# the single-signal interfaces: port -> (X_INTERFACE_INFO, X_INTERFACE_PARAMETER)
+SIGNAL_INTERFACES = {
+    "clk": ("xilinx.com:signal:clock:1.0 clk CLK",
+            "ASSOCIATED_BUSIF " + ":".join(name for name, _ in BUS_INTERFACES.values()) + ", ASSOCIATED_RESET rst"),
+    "rst": ("xilinx.com:signal:reset:1.0 rst RST", "POLARITY ACTIVE_HIGH"),
+    "interrupt": ("xilinx.com:signal:interrupt:1.0 interrupt INTERRUPT", "SENSITIVITY LEVEL_HIGH"),
+}
 
 REGISTERS_DOC_INTRO = """\
 # Engine registers
@@ -32,6 +59,14 @@ strobed); CTRL.START reads 0. A START while STATUS.BUSY is set is ignored; an ac
 STATUS.DONE and snapshots the layer registers for the job, so the next layer may be programmed
 while a job runs. CYCLES is the number of clock cycles from the START pulse to the done pulse.
 
+CTRL.RESET aborts whatever the engine is doing: two cycles after the write (before any later
+register read answers) the engine is idle, STATUS.BUSY and STATUS.DONE read 0, CYCLES and
+SATURATED read 0, the output stream's TVALID and the input stream's TREADY are low, and the next
+START runs a job from a clean start. The layer registers, CTRL.IRQ_EN (written by the same write
+as usual) and the AXI4-Lite port are not reset. A START in the same write is ignored. Words the
+DMA still holds on either stream are not the engine's: reset the DMA with it (the pynq transport
+does, `sw/radix/pynq_transport.py`). CTRL.RESET reads 0.
+
 """
 
 
@@ -41,14 +76,52 @@ def registers_markdown() -> str:
 
 
 def generate(config: EngineConfig, *, core_factory: Callable[..., wiring.Component] | None = None) -> str:
-    """Verilog text of the engine for ``config`` as module ``radix_engine``.
+    """Verilog text of the engine for ``config``: ``radix_engine_core`` and its top level ``radix_engine``.
 
     ``core_factory`` is passed to :class:`~radix_hw.engine.Engine` (testbench stand-ins).
     """
     if not isinstance(config, EngineConfig):
         raise TypeError(f"config must be an EngineConfig, not {type(config).__name__}")
     engine = Engine(config=config, core_factory=core_factory)
-    return amaranth_verilog.convert(engine, name=MODULE_NAME, emit_src=False)
+    core = amaranth_verilog.convert(engine, name=CORE_MODULE_NAME, emit_src=False)
+    return core + "\n" + top_level(engine_ports(engine))
+
+
+def engine_ports(engine: Engine) -> list[tuple[str, str, int]]:
+    """``(name, "input"/"output", width)`` of every port of the engine's Verilog module, clock and
+    reset first (the default domain's, which Amaranth adds), then the signature's members."""
+    ports = [("clk", "input", 1), ("rst", "input", 1)]
+    for name, member in engine.signature.members.items():
+        direction = "input" if member.flow == wiring.In else "output"
+        ports.append((name, direction, Shape.cast(member.shape).width))
+    return ports
+
+
+def port_attributes(name: str) -> list[tuple[str, str]]:
+    """The Vivado attributes of top-level port ``name``: ``[(attribute, value), ...]``."""
+    if name in SIGNAL_INTERFACES:
+        info, parameter = SIGNAL_INTERFACES[name]
+        return [("X_INTERFACE_INFO", info), ("X_INTERFACE_PARAMETER", parameter)]
+    for prefix, (interface, vlnv) in BUS_INTERFACES.items():
+        if name.startswith(prefix):
+            return [("X_INTERFACE_INFO", f"{vlnv} {interface} {name[len(prefix):].upper()}")]
+    raise ValueError(f"engine port {name!r} belongs to no Vivado interface (radix_hw.verilog.BUS_INTERFACES)")
+
+
+def top_level(ports: list[tuple[str, str, int]]) -> str:
+    """The ``radix_engine`` wrapper around ``radix_engine_core``: the same ports, with attributes."""
+    declarations, connections = [], []
+    for name, direction, width in ports:
+        attributes = port_attributes(name)
+        vector = f"[{width - 1}:0] " if width > 1 else ""
+        declarations.append("".join(f'    (* {key} = "{value}" *)\n' for key, value in attributes)
+                            + f"    {direction} wire {vector}{name}")
+        connections.append(f"        .{name}({name})")
+    return (f"// {MODULE_NAME}: top level of the Radix engine with Vivado interface attributes\n"
+            f"// (generated by radix_hw.verilog.top_level; the logic is {CORE_MODULE_NAME})\n"
+            f"module {MODULE_NAME} (\n" + ",\n".join(declarations) + "\n);\n"
+            f"    {CORE_MODULE_NAME} core (\n" + ",\n".join(connections) + "\n    );\n"
+            "endmodule\n")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -148,6 +148,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="weight bit width for 'fc', 'conv' or a layer/module name, e.g. fc=4 (repeatable)")
     p.add_argument("--images", type=_positive_int, help="use only the first N calibration images")
     p.add_argument("-o", "--output", required=True, help="program file to write (.radix)")
+    p.add_argument("--report", metavar="DIR", help="also write PNG plots per layer (histograms in log2 scale with the "
+                   "chosen fls' range and saturation marked) and of SQNR per layer on calibration and test data")
 
     p = command("eval", cmd_eval, "accuracy of a program on a data set's test images")
     p.add_argument("program", help="a .radix program")
@@ -176,14 +178,18 @@ def _parser() -> argparse.ArgumentParser:
     p = command("resources", cmd_resources, "synthesise the engine for the xc7z020 with Yosys and report resources")
     _engine_args(p)
 
-    p = command("deploy", cmd_deploy, "copy overlay, program, images and the radix wheel to a PYNQ-Z2 and install")
-    p.add_argument("host", help="the board's host name or address")
+    p = command("deploy", cmd_deploy,
+                "copy overlay, program, images, notebook and the radix wheel to a PYNQ-Z2, install and check it")
+    p.add_argument("host", nargs="?", default="pynq.local", help="the board's host name or address (default pynq.local)")
     p.add_argument("--overlay", required=True, help="the overlay's .bit (its .hwh beside it)")
     p.add_argument("--program", required=True, help="a .radix program")
     p.add_argument("--data", required=True, help="an .npz of test images")
     p.add_argument("--user", default="xilinx", help="login on the board (default xilinx)")
-    p.add_argument("--dir", default="radix", help="directory in the user's home (default radix)")
-    p.add_argument("--dry-run", action="store_true", help="print the commands without running them")
+    p.add_argument("--dir", default="/home/xilinx/jupyter_notebooks/radix",
+                   help="destination on the board, under PYNQ's Jupyter root (default /home/xilinx/jupyter_notebooks/radix)")
+    p.add_argument("--sudo-password", default="xilinx",
+                   help="the board user's sudo password, given to sudo -S on standard input (default: the PYNQ image's)")
+    p.add_argument("--dry-run", action="store_true", help="print every step without running it")
 
     p = command("inspect", cmd_inspect, "show a program's layers, fractional lengths and provenance")
     p.add_argument("program", help="a .radix program")
@@ -217,7 +223,8 @@ def _engine_config(args):
 
 
 def _model_args(p):
-    p.add_argument("model", metavar="MODEL", help="built-in name (lenet5, digitsnet) or path/to/file.py:factory")
+    p.add_argument("model", metavar="MODEL",
+                   help="built-in name (lenet5, digitsnet, resnet8), path/to/file.py:factory or model.onnx")
     p.add_argument("--weights", help="state_dict to load (default: the built-in model's)")
 
 
@@ -321,6 +328,12 @@ def cmd_calibrate(args) -> dict:
     program.report["seconds"] = round(seconds, 3)
     program.save(args.output)
     text = _report_table(program) + f"\n\nwrote {args.output} ({len(program.layers)} layers, {seconds:.1f} s)"
+    if args.report:
+        from .report_plots import write_plots
+
+        plots = write_plots(graph, program, x, args.report, x_test=x_test)
+        program.report["plots"] = [str(path) for path in plots]
+        text += f"\nwrote {len(plots)} plots to {args.report}"
     return {"text": text, "json": {"output": args.output, "seconds": seconds, **program.report},
             "warnings": resolved.warnings + warnings + [w for w in test_warnings if w not in warnings]}
 
@@ -465,7 +478,7 @@ def cmd_deploy(args) -> dict:
 
     try:
         commands = deploy(args.host, overlay=args.overlay, program=args.program, data=args.data, user=args.user,
-                          directory=args.dir, dry_run=args.dry_run)
+                          directory=args.dir, sudo_password=args.sudo_password, dry_run=args.dry_run)
     except DeployError as exc:
         raise CliError(str(exc)) from None
     verb = "would run" if args.dry_run else "ran"
