@@ -7,7 +7,7 @@ from amaranth.lib.memory import Memory, ReadPort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from radix.engine_spec import EngineConfig
+from radix.engine_spec import EngineConfig, skip_shift_range
 
 from .helpers import lane
 from .layout import pixel_meta_layout
@@ -19,11 +19,6 @@ def skip_address_bits(config: EngineConfig) -> int:
     """Address width of the skip buffer, two banks of ``acc_depth`` pixels (``cols`` lanes of W
     bits) at ``bank*acc_depth + pixel``: written by the loader, read by the accumulator."""
     return max(1, ceil_log2(2 * config.acc_depth))
-
-
-def skip_shift_range(config: EngineConfig) -> tuple[int, int]:
-    """The skip shifts the engine executes, ``[-(A - W - 2), W]`` (docs/arithmetic.md §9)."""
-    return -(config.acc_width - config.width - 2), config.width
 
 
 def acc_drain_signature(config: EngineConfig) -> wiring.Signature:
@@ -114,7 +109,7 @@ class Accumulator(wiring.Component):
         # A skip lane b placed at the top of an (A-2)-bit word, b << (A-W-2), is aligned by one
         # right shift of u = t + (A-W-2) in [0, A-2] bits: u <= A-W-2 drops only zeros (the
         # exact left shift by -t), a larger u is b >> t. The registers hold u.
-        skip_lo, skip_hi = skip_shift_range(cfg)
+        skip_lo, skip_hi = skip_shift_range(cfg.width)
         skip_top = -skip_lo
         amount_bits = ceil_log2(skip_hi - skip_lo + 1)
 

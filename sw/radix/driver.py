@@ -18,7 +18,8 @@ import numpy as np
 
 from . import golden, jobs, network, stream_format
 from .cycle_model import job_cycles
-from .engine_spec import ENGINE_ID, ENGINE_VERSION, REGISTERS, EngineConfig, computed_map, field_mask, register
+from .engine_spec import (ENGINE_ID, ENGINE_VERSION, REGISTERS, EngineConfig, computed_map, field_mask, register,
+                          skip_shift_range)
 from .program import INPUT, Layer, Program
 from .transport import Transport
 
@@ -114,9 +115,9 @@ class Driver:
             if layer.kind == "concat":
                 continue
             self._band_rows(layer)
-            if layer.skip is not None and np.any(layer.skip_shift < golden.skip_shift_range(cfg.width)[0]):
+            if layer.skip is not None and np.any(layer.skip_shift < skip_shift_range(cfg.width)[0]):
                 raise EngineMismatch(f"layer {layer.name}: skip shift {int(layer.skip_shift.min())} below the "
-                                     f"engine's {golden.skip_shift_range(cfg.width)[0]} (docs/arithmetic.md §9)")
+                                     f"engine's {skip_shift_range(cfg.width)[0]} (docs/arithmetic.md §9)")
 
     def _band_rows(self, layer: Layer) -> int:
         """Output rows per job for ``layer``; raises naming the layer and the limit when not even one fits."""
@@ -132,7 +133,7 @@ class Driver:
         shift = golden.clamp_shift(layer.shift, cfg.width)
         skip_shift = None
         if layer.skip is not None:
-            skip_shift = np.minimum(layer.skip_shift, golden.skip_shift_range(cfg.width)[1])
+            skip_shift = np.minimum(layer.skip_shift, skip_shift_range(cfg.width)[1])
             skip = network.skip_of(layer, np.asarray(skip)[None])[0]
         if layer.kind == "fc":
             x_map = np.asarray(x).reshape(-1, 1, 1)
@@ -179,12 +180,14 @@ class Driver:
         got = t.receive(expected, budget)
         if got.words.size < expected:
             if got.words.size and got.last:
-                raise StreamLengthError(f"{where}: output stream ended (TLAST) after {got.words.size} words, expected {expected}")
-            self._timed_out(f"{where}: {got.words.size} of {expected} output words after {budget} cycles")
+                self._failed(StreamLengthError,
+                             f"{where}: output stream ended (TLAST) after {got.words.size} words, expected {expected}")
+            self._failed(EngineTimeout, f"{where}: {got.words.size} of {expected} output words after {budget} cycles")
         if got.words.size > expected or not got.last:
-            raise StreamLengthError(f"{where}: output stream longer than the expected {expected} words (no TLAST on the last one)")
+            self._failed(StreamLengthError,
+                         f"{where}: output stream longer than the expected {expected} words (no TLAST on the last one)")
         if not t.wait_done(budget):
-            self._timed_out(f"{where}: STATUS.DONE not set after {budget} cycles")
+            self._failed(EngineTimeout, f"{where}: STATUS.DONE not set after {budget} cycles")
         values = stream_format.decode_output(got.words, c_out, oh, ow, cfg)
         return values, t.read(register("CYCLES").offset), t.read(register("SATURATED").offset)
 
@@ -230,12 +233,12 @@ class Driver:
         run.logits = run.layers[-1].values.reshape(-1)
         return run
 
-    def _timed_out(self, message: str):
-        """Raise :class:`EngineTimeout` with the state at the timeout, after resetting the engine
-        (and the DMA, on the board) so that the next job starts clean."""
+    def _failed(self, error: type[DriverError], message: str):
+        """Raise ``error`` with the state at the failure, after resetting the engine (and the DMA,
+        on the board) so that the next job starts clean."""
         state = self.dump()
         self.transport.reset()
-        raise EngineTimeout(f"{message}\n{state}")
+        raise error(f"{message}\n{state}")
 
     def dump(self) -> str:
         """Every register and the transport's own state, for error reports."""

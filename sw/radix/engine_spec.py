@@ -27,6 +27,16 @@ def accumulator_width(width: int) -> int:
     return 2 * width + ACC_HEADROOM_BITS
 
 
+def data_shift_range(width: int) -> tuple[int, int]:
+    """The data shifts the engine executes, ``[-W, A]`` (docs/arithmetic.md §5)."""
+    return -width, accumulator_width(width)
+
+
+def skip_shift_range(width: int) -> tuple[int, int]:
+    """The skip shifts the engine executes, ``[-(A - W - 2), W]`` (docs/arithmetic.md §9)."""
+    return -(accumulator_width(width) - width - 2), width
+
+
 class EngineConfigError(InputError):
     """An engine build parameter is out of range."""
 

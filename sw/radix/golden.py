@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .engine_spec import ACC_HEADROOM_BITS, SUPPORTED_WIDTHS, accumulator_width
+from .engine_spec import ACC_HEADROOM_BITS, SUPPORTED_WIDTHS, accumulator_width, data_shift_range, skip_shift_range
 from .errors import InputError
 
 MAX_REDUCTION = 2**ACC_HEADROOM_BITS - 1  # §3: largest K = C_in * k * k the accumulator holds exactly
@@ -70,7 +70,8 @@ def quantize_bias(bias, fl_b, width: int) -> np.ndarray:
 
 def shift_range(width: int) -> tuple[int, int]:
     """The data shifts the engine executes, ``[-W, A]`` (§5)."""
-    return -width, acc_width(width)
+    check_width(width)
+    return data_shift_range(width)
 
 
 def clamp_shift(shift, width: int) -> np.ndarray:
@@ -169,11 +170,6 @@ def check_reduction(k: int, *, add: bool = False) -> None:
     if k > limit:
         what = "with a residual add (§9)" if add else "(K = C_in*k*k or in_features)"
         raise ContractError(f"reduction length {k} exceeds the accumulator limit {limit} {what}")
-
-
-def skip_shift_range(width: int) -> tuple[int, int]:
-    """The skip shifts the engine executes, ``[-(A - W - 2), W]`` (§9)."""
-    return -(acc_width(width) - width - 2), width
 
 
 def align_skip(skip, skip_shift, width: int) -> np.ndarray:

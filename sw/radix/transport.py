@@ -119,6 +119,7 @@ class ReferenceTransport(Transport):
         """CTRL.RESET: drop the running job, its pending input and its unread output."""
         self._input, self._output, self._armed = [], np.zeros(0, dtype=np.uint64), False
         self._set_status(busy=False, done=False)
+        self.regs[register("CYCLES").offset] = self.regs[register("SATURATED").offset] = 0
 
     def send(self, words: np.ndarray) -> None:
         self._input.append(np.asarray(words, dtype=np.uint64))
