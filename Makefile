@@ -63,3 +63,7 @@ bench-perf: $(STAMP)
 
 clean:
 	rm -rf $(BUILD) sim/build
+
+.PHONY: bench-compress
+bench-compress: $(STAMP)
+	$(BIN)/python bench/compression.py

@@ -35,10 +35,10 @@ def resnet8_program(tmp_path_factory):
 def test_resnet8_through_driver_and_rtl_is_bit_exact(resnet8_program):
     """Identity and projection shortcuts, per-side padding and the folded average pool on the RTL."""
     result = run_host("radix.runner:run_files",
-                      {"program": str(resnet8_program), "data": "mnist32rgb", "images": 2}, EngineConfig(),
+                      {"program": str(resnet8_program), "data": "mnist32rgb", "images": 1}, EngineConfig(),
                       idle=0.2, backpressure=0.3, seed=9)
     assert result["bit_exact"] is True and result["first_mismatch"] is None, result["first_mismatch"]
-    assert result["images"] == 2
+    assert result["images"] == 1
     assert all(cycles > 0 for cycles in result["cycles"]["per_layer_mean"].values())
 
 
@@ -67,4 +67,24 @@ def test_program_for_other_width_refused_inside_simulation(digits_program):
 def test_cli_run_on_sim_with_a_relative_program_path(digits_program, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(digits_program.parent)
     assert main(["run", digits_program.name, "--backend", "sim", "--data", "digits", "--images", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["bit_exact"] is True
+
+
+def test_user_resnet8_file_model_check_calibrate_eval_and_rtl(tmp_path, capsys):
+    """The issue's newcomer flow: a ResNet-8-style file.py:factory with --weights is accepted,
+    calibrates at 8 bits within 0.5 pp of float top-1 on the 1,000 test images, and runs on the
+    RTL bit-exact with the reference."""
+    model = tmp_path / "my_resnet.py"
+    model.write_text("from radix_models.resnet8 import ResNet8\n\ndef build():\n    return ResNet8()\n")
+    weights = str(get_spec("resnet8").weights)
+    spec = f"{model}:build"
+    assert main(["check", spec, "--weights", weights, "--input-shape", "3,32,32"]) == 0
+    program = tmp_path / "resnet8.radix"
+    assert main(["calibrate", spec, "--weights", weights, "--data", "mnist32rgb", "--images", "500",
+                 "--per-channel", "--activations", "maxabs", "-o", str(program)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(program), "--data", "mnist32rgb", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == 1000 and report["accuracy"] >= report["float_accuracy"] - 0.005, report
+    assert main(["run", str(program), "--backend", "sim", "--data", "mnist32rgb", "--images", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["bit_exact"] is True
