@@ -104,7 +104,7 @@ def test_residual_network_graph_matches_torch():
     # Keras 'same' padding of the stride-2 conv fused as (top, left, bottom, right)
     assert by_name["blocks.1.conv1"].padding == (0, 0, 1, 1)
     # global average pooling folded into the Linear
-    assert graph.layers[-1].kind == "fc" and graph.layers[-1].modules == ["pool", "fc"]
+    assert graph.layers[-1].kind == "fc" and graph.layers[-1].modules == ["fc", "pool"]
     assert graph.layers[-1].in_shape == (16 * 6 * 6,)
 
 

@@ -466,7 +466,7 @@ class _Walker:
         note = ""
         if isinstance(x, _AvgPooled) and x.flat:
             weight, source, note = _fold_avgpool(linear, x), x.source, f"average pooling {x.module} folded in (§10)"
-            modules = [x.module, name]
+            modules = [name, x.module]
             in_shape = (int(np.prod(source.shape)),)
         else:
             source = self.materialise(x, name)
