@@ -116,3 +116,27 @@ def test_onnx_model_through_check_calibrate_and_eval(tmp_path, capsys):
     status, out, _ = run(capsys, "eval", str(program), "--data", "mnist5k", "--images", "200", "--json")
     report = json.loads(out)
     assert status == 0 and report["accuracy"] >= report["float_accuracy"] - 0.02
+
+
+def test_compress_calibrate_and_inspect_from_the_cli(tmp_path, capsys):
+    """radix compress writes a model file every command accepts as MODEL; a compressed program
+    loads back to the same integers and inspect reports its size."""
+    from radix.program import Program
+
+    out = tmp_path / "lenet5-dc.pt"
+    status, text, err = run(capsys, "compress", "lenet5", "--data", "mnist5k", "--prune", "0.5", "--share", "4",
+                            "--epochs", "1", "-o", str(out), "--json")
+    report = json.loads(text)
+    assert status == 0, err
+    assert report["params_after"] < report["params_before"] and report["bytes_compressed"] < report["bytes_dense"]
+    assert run(capsys, "check", str(out))[0] == 0
+    dense, packed = tmp_path / "dense.radix", tmp_path / "packed.radix"
+    for path, extra in ((dense, []), (packed, ["--compressed-weights"])):
+        status, _, err = run(capsys, "calibrate", str(out), "--data", "mnist5k", "--images", "200", "-o", str(path),
+                             *extra)
+        assert status == 0, err
+    for a, b in zip(Program.load(dense).layers, Program.load(packed).layers):
+        np.testing.assert_array_equal(a.weights, b.weights)
+    assert packed.stat().st_size < dense.stat().st_size
+    status, text, _ = run(capsys, "inspect", str(packed), "--json")
+    assert status == 0 and "storage" in json.loads(text)

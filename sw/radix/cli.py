@@ -148,6 +148,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="weight bit width for 'fc', 'conv' or a layer/module name, e.g. fc=4 (repeatable)")
     p.add_argument("--images", type=_positive_int, help="use only the first N calibration images")
     p.add_argument("-o", "--output", required=True, help="program file to write (.radix)")
+    p.add_argument("--compressed-weights", action="store_true",
+                   help="store the weights in the Deep Compression format (codebook, Huffman, sparse indices)")
     p.add_argument("--report", metavar="DIR", help="also write PNG plots per layer (histograms in log2 scale with the "
                    "chosen fls' range and saturation marked) and of SQNR per layer on calibration and test data")
 
@@ -196,6 +198,10 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("regs", cmd_regs, "print the engine's register map")
     p.add_argument("--markdown", action="store_true", help="as the Markdown table of docs/registers.md")
+
+    from .compress.cli import add_parser as add_compress_parser
+
+    add_compress_parser(sub)
     return parser
 
 
@@ -326,6 +332,7 @@ def cmd_calibrate(args) -> dict:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     program.report["seconds"] = round(seconds, 3)
+    program.weight_storage = "compressed" if args.compressed_weights else "dense"
     program.save(args.output)
     text = _report_table(program) + f"\n\nwrote {args.output} ({len(program.layers)} layers, {seconds:.1f} s)"
     if args.report:
@@ -507,8 +514,13 @@ def cmd_inspect(args) -> dict:
             entry.update(skip_shift=l.skip_shift.tolist())
         entry["macs"] = l.macs
         layers.append(entry)
+    from .compress.storage import program_storage, storage_text
+
+    storage = program_storage(program, path=args.program)
+    text += "\n\n" + storage_text(storage)
     return {"text": text, "json": {"program": args.program, "width": program.width, "input_shape": program.input_shape,
-                                   "input_fl": program.input_fl, "source": program.source, "layers": layers}}
+                                   "input_fl": program.input_fl, "source": program.source, "layers": layers,
+                                   "storage": storage}}
 
 
 def cmd_regs(args) -> dict:

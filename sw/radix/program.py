@@ -20,6 +20,13 @@ File layout (all integers little-endian)::
 
 Loading checks each of these in turn and names the file and what is wrong. Version 1 files (single
 chains, one symmetric padding per layer) still load: each layer reads the one before it.
+
+**Compressed weights** (version 3, written only when ``Program.weight_storage`` is
+``"compressed"``): a layer's ``weights`` entry then also says ``"encoding": "deep-compression-1"``
+and ``"decoded_shape"``, and its payload bytes are the Deep Compression blob of
+:mod:`radix.compress.storage` (codebook of the distinct integers, Huffman-coded indices, sparse
+relative indices), which loads back to exactly the same integers. Programs with dense weights are
+written as version 2, byte for byte as before, so every reader of version 2 still reads them.
 """
 
 from __future__ import annotations
@@ -34,11 +41,14 @@ from pathlib import Path
 import numpy as np
 
 from . import jobs
+from .compress import storage
 from .errors import InputError
 
 MAGIC = b"RADIXPRG"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3  # the newest this radix writes: 3 with compressed weights, else 2
+DENSE_VERSION = 2
+READABLE_VERSIONS = (1, 2, 3)
+WEIGHT_STORAGE = ("dense", "compressed")
 INPUT = "input"  # the network input's tensor name
 KINDS = ("conv", "fc", "concat")
 _PREAMBLE = struct.Struct("<8sIIQ32s")
@@ -132,7 +142,12 @@ class Layer:
 
 @dataclass
 class Program:
-    """A calibrated network: input format, engine layers, provenance and calibration report."""
+    """A calibrated network: input format, engine layers, provenance and calibration report.
+
+    ``weight_storage`` says how :meth:`save` writes the conv/fc weights: ``"dense"`` (int32
+    arrays) or ``"compressed"`` (the Deep Compression blobs of :mod:`radix.compress.storage`);
+    :meth:`load` sets it from the file.
+    """
 
     width: int
     input_shape: tuple[int, ...]
@@ -140,6 +155,7 @@ class Program:
     layers: list[Layer]
     source: dict = field(default_factory=dict)
     report: dict = field(default_factory=dict)
+    weight_storage: str = "dense"
 
     @property
     def output_fl(self) -> int:
@@ -151,6 +167,10 @@ class Program:
 
     def save(self, path) -> None:
         """Write the program to ``path`` (see the module docstring for the layout)."""
+        if self.weight_storage not in WEIGHT_STORAGE:
+            raise ProgramError(f"{path}: weight storage {self.weight_storage!r}: choose one of "
+                               f"{', '.join(WEIGHT_STORAGE)}")
+        compressed = self.weight_storage == "compressed"
         arrays: list[np.ndarray] = []
         layers = []
         for layer in self.layers:
@@ -159,7 +179,10 @@ class Program:
             entry["out_shape"] = list(layer.out_shape)
             entry["padding"] = list(layer.padding)
             entry["input_shapes"] = [list(s) for s in layer.input_shapes]
-            entry["weights"] = _array_ref(arrays, layer.weights, np.int32)
+            if compressed and layer.kind != "concat":
+                entry["weights"] = _encoded_ref(arrays, layer.weights)
+            else:
+                entry["weights"] = _array_ref(arrays, layer.weights, np.int32)
             entry["bias"] = _array_ref(arrays, layer.bias, np.int64)
             layers.append(entry)
         header = {
@@ -177,7 +200,8 @@ class Program:
         header_bytes = json.dumps(header, sort_keys=True).encode()
         payload = b"".join(arr.tobytes() for arr in arrays)
         digest = hashlib.sha256(header_bytes + payload).digest()
-        preamble = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header_bytes), len(payload), digest)
+        version = FORMAT_VERSION if compressed else DENSE_VERSION
+        preamble = _PREAMBLE.pack(MAGIC, version, len(header_bytes), len(payload), digest)
         write_atomically(Path(path), preamble + header_bytes + payload)
 
     @classmethod
@@ -219,7 +243,11 @@ class Program:
                 layers=layers,
                 source=header.get("source", {}),
                 report=header.get("report", {}),
+                weight_storage="compressed" if any("encoding" in entry["weights"] for entry in header["layers"])
+                else "dense",
             )
+        except storage.StorageError as exc:
+            raise ProgramError(f"{path}: compressed weights do not decode ({exc})") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise ProgramError(f"{path}: malformed header ({exc!r})") from None
         if not program.layers:
@@ -261,6 +289,14 @@ def _array_ref(arrays: list, values: np.ndarray, dtype) -> dict:
     return {"dtype": arr.dtype.str, "shape": list(arr.shape)}
 
 
+def _encoded_ref(arrays: list, values: np.ndarray) -> dict:
+    """A layer's weights as a Deep Compression blob in the payload (:mod:`radix.compress.storage`)."""
+    blob = storage.encode(np.asarray(values, dtype=np.int64), huffman=True).blob
+    arrays.append(np.frombuffer(blob, dtype=np.uint8))
+    return {"dtype": "|u1", "shape": [len(blob)], "encoding": storage.ENCODING,
+            "decoded_shape": [int(s) for s in np.shape(values)]}
+
+
 def _iter_refs(layers):
     for entry in layers:
         yield entry["weights"]
@@ -277,14 +313,32 @@ def _read_array(ref: dict, payload: bytes) -> np.ndarray:
     return np.frombuffer(payload[start:end], dtype=dtype).reshape(ref["shape"]).astype(np.int64)
 
 
+def _read_weights(ref: dict, payload: bytes) -> np.ndarray:
+    """A layer's weights: a plain array, or (version 3) a Deep Compression blob decoded."""
+    if "encoding" not in ref:
+        return _read_array(ref, payload)
+    if ref["encoding"] != storage.ENCODING:
+        raise ValueError(f"weights in encoding {ref['encoding']!r}; this radix reads {storage.ENCODING!r}")
+    start, length = int(ref["offset"]), int(ref["shape"][0])
+    if start < 0 or start + length > len(payload):
+        raise ValueError(f"compressed weights at {start}..{start + length} lie outside the {len(payload)}-byte payload")
+    blob = payload[start : start + length]
+    shape = [int(s) for s in ref["decoded_shape"]]
+    values = storage.decode(blob)
+    if values.dtype.kind not in "iu" or values.size != int(np.prod(shape, dtype=np.int64)):
+        raise ValueError(f"compressed weights decode to {values.size} {values.dtype} values, the shape is {shape}")
+    return values.astype(np.int64).reshape(shape)
+
+
 def _layer_from(entry: dict, payload: bytes, version: int) -> Layer:
     fields = dict(entry)
-    fields["weights"] = _read_array(entry["weights"], payload)
+    fields["weights"] = _read_weights(entry["weights"], payload)
     fields["bias"] = _read_array(entry["bias"], payload)
     fields["in_shape"] = tuple(entry["in_shape"])
     fields["out_shape"] = tuple(entry["out_shape"])
     if version == 1:
         fields["padding"] = (int(fields.pop("pad")),) * 4
+        fields["inputs"] = []  # version 1 had no graph: _chain_inputs links the layers
     else:
         fields["padding"] = tuple(int(p) for p in entry["padding"])
         fields["input_shapes"] = [tuple(s) for s in entry.get("input_shapes", [])]

@@ -205,12 +205,11 @@ def selftest(transport, *, seed: int, count: int, tick: Callable[[], None] | Non
 def run_files(transport, *, program: str, data: str, images: int | None = None, clock_mhz: float = 100.0,
               tick: Callable[[], None] | None = None) -> dict:
     """:func:`run_images` on a program file and the evaluation images of a data set (JSON-friendly)."""
-    from .datasets import load_split
+    from .datasets import load_split, subset
 
     loaded = Program.load(program)
     x, y = load_split(data, "test")
-    if images:
-        x, y = x[:images], y[:images]
+    x, y = subset(x, y, images)
     result = run_images(transport, loaded, x, y, clock_mhz=clock_mhz, tick=tick)
     result.update(program=program, data=data)
     return result
