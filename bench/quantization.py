@@ -20,7 +20,6 @@ import hashlib
 import json
 import math
 import platform
-import random
 import sys
 import time
 import warnings
@@ -33,6 +32,7 @@ from radix import network
 from radix.calibrate import CalibrationSettings, calibrate
 from radix.datasets import load_split
 from radix.ingest import ingest
+from common import seed_everything, top1  # bench/common.py, beside this script
 from radix_models import get_spec, load_builtin
 
 MODEL = "lenet5"
@@ -48,16 +48,6 @@ RADIX_ROWS = [
     ("Radix 8-bit static (one fl for W, one for A)", "8", "8", CalibrationSettings(bits=8, static=True)),
     ("Radix 8-bit, 4-bit FC weights", "8 conv / 4 fc", "8", CalibrationSettings(bits=8, weight_bits={"fc": 4})),
 ]
-
-
-def seed_everything(seed: int = SEED) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def top1(predictions, labels) -> float:
-    return 100.0 * float(np.mean(np.asarray(predictions) == np.asarray(labels)))
 
 
 def float_row(model, x_test, y_test) -> dict:
@@ -220,7 +210,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", module=r"brevitas(\..*)?")  # e.g. fast_hadamard_transform missing
 
-    seed_everything()
+    seed_everything(SEED)
     total_start = time.perf_counter()
     spec = get_spec(MODEL)
     weights_sha = hashlib.sha256(spec.weights.read_bytes()).hexdigest()
@@ -238,7 +228,7 @@ def main(argv=None) -> int:
         rows.append(row)
         if settings == CalibrationSettings(bits=8):
             greedy8 = program
-    seed_everything()
+    seed_everything(SEED)
     row, scales, brevitas_version = brevitas_row(model, x_train, x_test, y_test)
     rows.append(row)
     for r in rows:

@@ -32,7 +32,6 @@ import hashlib
 import json
 import math
 import platform
-import random
 import socket
 import sys
 import time
@@ -48,6 +47,7 @@ from radix import network
 from radix.calibrate import CalibrationSettings, calibrate
 from radix.datasets import load_split
 from radix.ingest import ingest
+from common import seed_everything, top1  # bench/common.py, beside this script
 from radix_models import get_spec, load_builtin
 from radix_models.resnet8 import ResidualStack, ResNet8
 
@@ -65,16 +65,6 @@ RADIX_ROWS = [
     ("Radix 8-bit, per-channel weights, max-abs activations", "8", "8",
      CalibrationSettings(bits=8, per_channel=True, activation_rule="maxabs")),
 ]
-
-
-def seed_everything(seed: int = SEED) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def top1(predictions, labels) -> float:
-    return 100.0 * float(np.mean(np.asarray(predictions) == np.asarray(labels)))
 
 
 def untrained_resnet8(seed: int = SEED) -> nn.Module:
@@ -296,7 +286,7 @@ def run_twin(model, x_calib, x_test, *, relu_first: bool = False):
     """Build, calibrate and score a twin: (test logits, scales, calibration seconds)."""
     from brevitas.graph.calibrate import calibration_mode
 
-    seed_everything()
+    seed_everything(SEED)
     start = time.perf_counter()
     twin = TwinResNet8(model, relu_first=relu_first).eval()
     with torch.no_grad(), calibration_mode(twin):
@@ -423,7 +413,7 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore", module=r"brevitas(\..*)?")  # e.g. fast_hadamard_transform missing
     torch.set_num_threads(1)
 
-    seed_everything()
+    seed_everything(SEED)
     total_start = time.perf_counter()
     started = datetime.datetime.now(datetime.timezone.utc)
     spec = get_spec(MODEL)
@@ -453,7 +443,7 @@ def main(argv=None) -> int:
     float_top1 = rows[0]["top1"]
     programs = {}
     for scheme, wbits, abits, settings in RADIX_ROWS:
-        seed_everything()
+        seed_everything(SEED)
         row, program = radix_row(model, spec.input_shape, x_calib, x_test, y_test, scheme, wbits, abits, settings)
         rows.append(row)
         programs[scheme] = program

@@ -14,7 +14,6 @@ from torch import nn
 import radix_models
 from radix.ingest import UnsupportedModelError, ingest
 from radix.onnx_import import MAX_OPSET, OnnxImportError, load_onnx
-from radix_models.resnet8 import ResNet8
 
 
 def export(model: nn.Module, shape, path, **kwargs):
@@ -27,21 +26,8 @@ def export(model: nn.Module, shape, path, **kwargs):
 
 
 def builtin(name: str) -> nn.Module:
-    """A built-in model; ResNet-8 untrained (BatchNorm statistics randomised, so that folding them
-    is tested) when its weights are not committed yet."""
-    spec = radix_models.get_spec(name)
-    if spec.weights.exists():
-        return radix_models.load_builtin(name)
-    model = ResNet8()
-    generator = torch.Generator().manual_seed(0)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            n = module.num_features
-            module.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
-            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
-            module.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
-            module.bias.data.copy_(torch.rand(n, generator=generator) - 0.5)
-    return model.eval()
+    """A built-in model with its committed weights."""
+    return radix_models.load_builtin(name)
 
 
 def layout(graph):
