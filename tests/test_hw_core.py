@@ -11,6 +11,7 @@ from amaranth.sim import Simulator
 
 from radix import golden
 from radix.engine_spec import EngineConfig, computed_map
+from radix.runner import natural_shift
 from radix.stream_format import decode_output, job_words, output_word_count
 from radix_hw.core import ConvCore
 
@@ -86,8 +87,7 @@ def make_job(layer: Layer, config: EngineConfig, rng) -> Job:
     bias = rng.integers(-(1 << (2 * width + 2)), 1 << (2 * width + 2), layer.c_out)
     bias[0] = golden.int_range(config.acc_width - 1)[0]
     # Shifts near the accumulators' size keep most outputs in range; a few are extreme.
-    typical = 2 * width - 2 + math.ceil(math.log2(layer.c_in * layer.k * layer.k)) // 2
-    shift = typical - width + 1 + rng.integers(-3, 3, layer.c_out)
+    shift = natural_shift(width, layer.c_in * layer.k * layer.k) + 1 + rng.integers(-3, 3, layer.c_out)
     extremes = [-width, config.acc_width, 0, -2, 60, -100]
     for c in range(min(layer.c_out - 1, len(extremes))):
         shift[c + 1] = extremes[c]

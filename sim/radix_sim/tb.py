@@ -18,6 +18,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, SimTimeoutError, with_timeout
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster, AxiResp, AxiStreamBus, AxiStreamFrame, AxiStreamSink, AxiStreamSource
 from radix import golden, jobs, stream_format
+from radix.runner import natural_shift
 from radix.engine_spec import LAYER_REGISTERS, REGISTERS, EngineConfig, computed_map, field_mask, register
 
 CLOCK_NS = 10
@@ -342,7 +343,7 @@ def geometry_job(rng: np.random.Generator, config: EngineConfig, g: Geometry, *,
     drop = 0 if rng.random() < 0.1 else acc_bits - 1 - 2 * width + int(rng.integers(-2, 2, endpoint=True))
     bias = _random_values(rng, g.c_out, acc_bits - 1) >> drop
     lo_shift, hi_shift = golden.shift_range(width)
-    natural = width - 2 + int(math.log2(g.c_in * g.kernel * g.kernel)) // 2
+    natural = natural_shift(width, g.c_in * g.kernel * g.kernel)
     shift = rng.integers(natural - 3, natural + 4, size=g.c_out)
     extremes = rng.random(g.c_out) < 0.1
     shift[extremes] = rng.choice([lo_shift, -1, 0, 1, hi_shift - 1, hi_shift], size=int(extremes.sum()))

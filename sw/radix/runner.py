@@ -74,8 +74,7 @@ def run_images(transport, program: Program, x, y, *, clock_mhz: float = 100.0,
         "mismatched_images": len(mismatches),
         "first_mismatch": mismatches[0] if mismatches else None,
         "cycles": {
-            # the reference backend reports the analytic cycle model; sim and pynq read CYCLES
-            "source": "analytic model" if transport.name == "reference" else "measured",
+            "source": "measured" if transport.measures_cycles else "analytic model",
             "per_image_mean": mean_cycles,
             "per_layer_mean": {layer.name: float(c) / n for layer, c in zip(program.layers, layer_cycles)},
         },
@@ -89,6 +88,13 @@ def run_images(transport, program: Program, x, y, *, clock_mhz: float = 100.0,
             "note": ESTIMATE_NOTE,
         },
     }
+
+
+def natural_shift(width: int, reduction: int) -> int:
+    """The data shift that brings a sum of ``reduction`` random W-bit products (about
+    ``2W - 2 + log2(reduction)/2`` bits) back to about W bits: random test layers draw their
+    shifts around it, so most outputs are in range and some saturate (docs/arithmetic.md §5)."""
+    return width - 2 + int(math.log2(reduction)) // 2
 
 
 def random_layer(rng: np.random.Generator, config: EngineConfig, index: int) -> tuple[Layer, np.ndarray, np.ndarray | None]:
@@ -132,7 +138,7 @@ def random_layer(rng: np.random.Generator, config: EngineConfig, index: int) -> 
     reduction = int(np.prod(weights.shape[1:]))
     if add and reduction > golden.MAX_REDUCTION_WITH_ADD:
         add = False
-    natural = width - 2 + int(math.log2(reduction)) // 2  # keeps most outputs in range
+    natural = natural_shift(width, reduction)
     shift = int(rng.choice([natural - 3, natural, natural + 2, -int(rng.integers(1, width + 1)), natural - width]))
     fl_in, fl_w = int(rng.integers(-2, width + 3)), int(rng.integers(-2, width + 3))
     acc_bits = config.acc_width
@@ -236,7 +242,7 @@ def measure_layers(transport, *, layers: list[dict], seed: int = 0) -> list[dict
             out_shape = (spec["c_out"], size // 2, size // 2) if spec["pool"] else (spec["c_out"], size, size)
         else:
             in_shape, weights, out_shape = (spec["c_in"],), rng.integers(lo, hi + 1, (spec["c_out"], spec["c_in"])), (spec["c_out"],)
-        shift = width - 2 + int(math.log2(int(np.prod(weights.shape[1:])))) // 2
+        shift = natural_shift(width, int(np.prod(weights.shape[1:])))
         layer = Layer(name=spec["name"], kind=spec["kind"], modules=[], in_shape=in_shape, out_shape=out_shape,
                       kernel=k, stride=spec.get("stride", 1), padding=golden.padding4(spec.get("pad", 0)), relu=True,
                       pool=spec.get("pool", False), fl_in=0, fl_w=[shift], fl_out=0, weight_bits=width,

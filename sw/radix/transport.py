@@ -41,6 +41,7 @@ class Transport:
     """
 
     name = "abstract"
+    measures_cycles = True  # CYCLES is counted by the engine; False where it is a model's estimate
 
     def read(self, offset: int) -> int:
         raise NotImplementedError
@@ -87,6 +88,7 @@ class ReferenceTransport(Transport):
     """
 
     name = "reference"
+    measures_cycles = False  # CYCLES comes from the analytic cycle model
 
     def __init__(self, config: EngineConfig = DEFAULT_CONFIG):
         self.config = config
