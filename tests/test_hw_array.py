@@ -23,11 +23,12 @@ def schedule(rows: int, cols: int, pixels: list[int]):
     return starts, shift_cycles
 
 
-@pytest.mark.parametrize("rows,cols,width", [
-    (1, 1, 8), (1, 3, 8), (3, 1, 16), (2, 5, 8), (5, 3, 16), (4, 4, 8),
+@pytest.mark.parametrize("rows,cols,width,macs_per_dsp", [
+    (1, 1, 8, 1), (1, 3, 8, 1), (3, 1, 16, 1), (2, 5, 8, 1), (5, 3, 16, 1), (4, 4, 8, 1),
+    (1, 1, 8, 2), (1, 2, 8, 2), (3, 1, 8, 2), (2, 5, 8, 2), (4, 4, 8, 2), (7, 6, 8, 2), (16, 3, 8, 2),
 ])
-def test_array_matches_matrix_products(rows, cols, width):
-    rng = np.random.default_rng(rows * 100 + cols * 10 + width)
+def test_array_matches_matrix_products(rows, cols, width, macs_per_dsp):
+    rng = np.random.default_rng(rows * 100 + cols * 10 + width + 1000 * macs_per_dsp)
     acc_width = 2 * width + 16
     lo, hi = -(1 << (width - 1)), 1 << (width - 1)
     pixels = [int(p) for p in rng.integers(1, 3 * (rows + cols), 5)] + [1, 2 * rows + cols + 3]
@@ -40,7 +41,7 @@ def test_array_matches_matrix_products(rows, cols, width):
     total = starts[-1] + pixels[-1] + rows + cols + 4
     x_at = {s + i: (n, i) for n, s in enumerate(starts) for i in range(pixels[n])}
     shift_at = {t: (n, j) for n, cyc in enumerate(shift_cycles) for j, t in enumerate(cyc)}
-    dut = SystolicArray(rows=rows, cols=cols, width=width)
+    dut = SystolicArray(rows=rows, cols=cols, width=width, macs_per_dsp=macs_per_dsp)
     seen = {}
 
     async def bench(ctx):
@@ -78,3 +79,7 @@ def test_array_rejects_bad_parameters():
         SystolicArray(rows=0, cols=2, width=8)
     with pytest.raises(ValueError):
         SystolicArray(rows=2, cols=2, width=12)
+    with pytest.raises(ValueError):
+        SystolicArray(rows=2, cols=2, width=16, macs_per_dsp=2)
+    with pytest.raises(ValueError):
+        SystolicArray(rows=2, cols=2, width=8, macs_per_dsp=3)

@@ -1,17 +1,17 @@
 """The rows x cols weight-stationary systolic array with input skew and output de-skew."""
 
-from amaranth.hdl import Cat, Const, Module
+from amaranth.hdl import Cat, Const, Module, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from radix.engine_spec import SUPPORTED_WIDTHS, accumulator_width
 
 from .helpers import delay, lane
-from .pe import ProcessingElement
+from .pe import PackedPE, ProcessingElement, lane_sum_width
 
 
 class SystolicArray(wiring.Component):
-    """``rows x cols`` processing elements; column ``c`` sums ``w[c][r] * x[r]`` over the rows.
+    """``rows x cols`` multiply-accumulate cells; column ``c`` sums ``w[c][r] * x[r]`` over the rows.
 
     All ``rows`` input lanes of one pixel are presented together on ``x_in`` (lane ``r`` in bits
     ``r*W``); the array skews them (lane ``r`` enters row ``r`` ``r`` cycles later), each lane
@@ -26,17 +26,28 @@ class SystolicArray(wiring.Component):
     at cycle ``a``, shifts for the next pass may occur at cycles ``>= a + rows + cols - 2``
     (every PE has swapped by then), and the next swap may enter at ``a'`` once the last shift
     lies at ``<= a' - 1``.
+
+    With ``macs_per_dsp=2`` (W=8 only) each row is ``ceil(cols/2)`` :class:`PackedPE` s, two
+    adjacent columns per DSP48E1 (an odd last column pairs with a zero weight whose sum is
+    dropped), exact for every input (see :class:`PackedPE`). The input then crosses a row in
+    ``ceil(cols/2)`` cycles instead of ``cols``; it enters through ``cols - ceil(cols/2)`` extra
+    delay stages so that every timing above, the latency included, is the same as with one
+    MAC per DSP (the last PE swaps at ``a + rows + cols - 2`` in both).
     """
 
-    def __init__(self, *, rows: int, cols: int, width: int):
+    def __init__(self, *, rows: int, cols: int, width: int, macs_per_dsp: int = 1):
         for name, value in (("rows", rows), ("cols", cols)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"array {name} must be a positive integer, not {value!r}")
         if width not in SUPPORTED_WIDTHS:
             raise ValueError(f"array width must be one of {SUPPORTED_WIDTHS}, not {width!r}")
+        if macs_per_dsp not in (1, 2) or (macs_per_dsp == 2 and width != PackedPE.WIDTH):
+            raise ValueError(f"array macs_per_dsp must be 1, or 2 at width {PackedPE.WIDTH}, "
+                             f"not {macs_per_dsp!r} at width {width}")
         self.rows = rows
         self.cols = cols
         self.width = width
+        self.macs_per_dsp = macs_per_dsp
         self.acc_width = accumulator_width(width)
         self.latency = rows + cols + 1
         super().__init__({
@@ -47,7 +58,14 @@ class SystolicArray(wiring.Component):
             "sums": Out(cols * self.acc_width),
         })
 
+    @property
+    def dsps(self) -> int:
+        """Multipliers (DSP48E1s) of the array."""
+        return self.rows * -(-self.cols // self.macs_per_dsp)
+
     def elaborate(self, platform):
+        if self.macs_per_dsp == 2:
+            return self._elaborate_packed()
         m = Module()
         rows, cols, w, a = self.rows, self.cols, self.width, self.acc_width
         pes = [[ProcessingElement(width=w, acc_width=a) for _ in range(cols)] for _ in range(rows)]
@@ -74,5 +92,50 @@ class SystolicArray(wiring.Component):
         # Output de-skew: column c leaves c cycles after column 0, so delay it cols-1-c cycles.
         sums = [delay(m, pes[rows - 1][c].psum_out, cols - 1 - c, name=f"deskew{c}")
                 for c in range(cols)]
+        m.d.comb += self.sums.eq(Cat(*sums))
+        return m
+
+    def _elaborate_packed(self):
+        m = Module()
+        rows, cols, w, a = self.rows, self.cols, self.width, self.acc_width
+        pairs = -(-cols // 2)
+        s = lane_sum_width(rows, w)
+        pes = [[PackedPE(width=w, sum_width=s) for _ in range(pairs)] for _ in range(rows)]
+        for r in range(rows):
+            for p in range(pairs):
+                m.submodules[f"pe_{r}_{p}"] = pes[r][p]
+
+        # Columns beyond cols (an odd last pair) get weight 0: their sums are never read.
+        def top_weights(p):
+            high = lane(self.w_in, 2 * p + 1, w) if 2 * p + 1 < cols else Const(0, w)
+            return Cat(lane(self.w_in, 2 * p, w), high)
+
+        # The extra input delay keeps the one-MAC timing (see the class docstring).
+        extra = cols - pairs
+        for r in range(rows):
+            x_lane = delay(m, lane(self.x_in, r, w), r + extra, name=f"skew_x{r}")
+            swap_lane = delay(m, self.swap_in, r + extra, name=f"skew_swap{r}", reset_less=False)
+            for p in range(pairs):
+                pe = pes[r][p]
+                left = pes[r][p - 1] if p else None
+                above = pes[r - 1][p] if r else None
+                m.d.comb += [
+                    pe.x_in.eq(left.x_out if left else x_lane),
+                    pe.swap_in.eq(left.swap_out if left else swap_lane),
+                    pe.w_in.eq(above.w_out if above else top_weights(p)),
+                    pe.w_shift.eq(self.w_shift),
+                    pe.psum0_in.eq(above.psum0_out if above else Const(0, s)),
+                    pe.psum1_in.eq(above.psum1_out if above else Const(0, s)),
+                ]
+
+        # Output de-skew per pair; each lane sum is sign-extended to the accumulator width.
+        sums = []
+        for c in range(cols):
+            bottom = pes[rows - 1][c // 2]
+            column = delay(m, bottom.psum1_out if c % 2 else bottom.psum0_out, pairs - 1 - c // 2,
+                           name=f"deskew{c}")
+            wide = Signal(signed(a), name=f"sum{c}")
+            m.d.comb += wide.eq(column)
+            sums.append(wide)
         m.d.comb += self.sums.eq(Cat(*sums))
         return m

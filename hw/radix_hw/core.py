@@ -64,7 +64,8 @@ class ConvCore(wiring.Component):
         cfg = self.config
         m.submodules.loader = loader = Loader(config=cfg)
         m.submodules.sequencer = sequencer = Sequencer(config=cfg)
-        m.submodules.array = array = SystolicArray(rows=cfg.rows, cols=cfg.cols, width=cfg.width)
+        m.submodules.array = array = SystolicArray(
+            rows=cfg.rows, cols=cfg.cols, width=cfg.width, macs_per_dsp=cfg.macs_per_dsp)
         m.submodules.accumulator = accumulator = Accumulator(config=cfg)
         m.submodules.output = output = OutputUnit(config=cfg)
         m.submodules.input_buffer = input_buffer = Memory(

@@ -84,7 +84,11 @@ class OutputUnit(wiring.Component):
         hold = lanes("hold", signed(width))
         word_index = Signal(range(max(words, 2)))
 
-        shifts = Signal(cols * SHIFT_BITS, reset_less=True)
+        # The tile's data shifts, decoded once when the tile starts (they are constant for it), so
+        # that S3 is only the barrel shift: the right amount s-1, the left amount -s, s > 0.
+        shift_bits_r, shift_bits_l = ceil_log2(acc_w), ceil_log2(width + 1)
+        right_by, left_by = lanes("right_by", shift_bits_r), lanes("left_by", shift_bits_l)
+        shift_right = lanes("shift_right", 1)
         bank = Signal()
         co = Signal(17)  # first output channel of the tile being read
         saturated = Signal(32)
@@ -105,9 +109,8 @@ class OutputUnit(wiring.Component):
 
         # S0: the next pixel; its valid/i/j are the tile sequencing's registers, its last flag
         # is derived here.
-        out_h = computed_size(layer.out_h, layer.pool)
-        out_w = computed_size(layer.out_w, layer.pool)
-        last_i, last_j = (out_h - 1)[:16], (out_w - 1)[:16]
+        # Per-job constants, registered at start (the layer is stable until finished).
+        last_i, last_j = Signal(16), Signal(16)
         last_tile = co + cols >= layer.out_ch
         pixel = Signal(len(self.acc.addr))
         m.d.comb += [
@@ -125,10 +128,9 @@ class OutputUnit(wiring.Component):
             for c in range(cols):
                 # S3: right shift by s-1 (rounding finishes in S4) or exact left shift by -s.
                 acc = lane(acc2, c, acc_w)
-                s = lane(shifts, c, SHIFT_BITS)
-                right = acc >> (s - 1)[:ceil_log2(acc_w)]
-                left = (acc << (-s)[:ceil_log2(width + 1)])[:acc_w + width].as_signed()
-                m.d.sync += [t3[c].eq(Mux(s > 0, right, left)), pos3[c].eq(s > 0)]
+                right = acc >> right_by[c]
+                left = (acc << left_by[c])[:acc_w + width].as_signed()
+                m.d.sync += [t3[c].eq(Mux(shift_right[c], right, left)), pos3[c].eq(shift_right[c])]
                 # S4: round half up, ((acc >> (s-1)) + 1) >> 1 = floor(acc/2^s + 1/2).
                 m.d.sync += r4[c].eq(Mux(pos3[c], (t3[c] + 1) >> 1, t3[c]))
                 # S5: ReLU, saturation and its flag.
@@ -166,12 +168,17 @@ class OutputUnit(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [bank.eq(0), co.eq(0), saturated.eq(0)]
+                    m.d.sync += [bank.eq(0), co.eq(0), saturated.eq(0),
+                                 last_i.eq(computed_size(layer.out_h, layer.pool) - 1),
+                                 last_j.eq(computed_size(layer.out_w, layer.pool) - 1)]
                     m.next = "WAIT"
             with m.State("WAIT"):
                 with m.If(self.acc.full.bit_select(bank, 1)):
-                    m.d.sync += [shifts.eq(self.acc.shifts), tag[0].valid.eq(1),
-                                 pixel.eq(0), tag[0].i.eq(0), tag[0].j.eq(0)]
+                    m.d.sync += [tag[0].valid.eq(1), pixel.eq(0), tag[0].i.eq(0), tag[0].j.eq(0)]
+                    for c in range(cols):
+                        s = lane(self.acc.shifts, c, SHIFT_BITS)
+                        m.d.sync += [right_by[c].eq((s - 1)[:shift_bits_r]),
+                                     left_by[c].eq((-s)[:shift_bits_l]), shift_right[c].eq(s > 0)]
                     m.next = "READ"
             with m.State("READ"):
                 with m.If(ce):

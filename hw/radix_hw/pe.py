@@ -76,3 +76,111 @@ class ProcessingElement(wiring.Component):
             self.psum_out.eq(psum),
         ]
         return m
+
+
+# Lane offset of the packed weight pair: the low product of two W=8 values, |w0 * x| <= 2^14,
+# fits the signed 16 bits below it (PackedPE's docstring has the bound).
+PACK_SHIFT = 16
+
+
+def lane_sum_width(rows: int, width: int) -> int:
+    """Signed bits that hold any sum of ``rows`` products of two ``width``-bit signed values.
+
+    ``|w * x| <= 2^(2W-2)`` (the largest magnitude is ``(-2^(W-1))^2``), so a column sum obeys
+    ``|s| <= rows * 2^(2W-2)``, which needs ``bit_length(rows * 2^(2W-2)) + 1`` signed bits.
+    """
+    if not isinstance(rows, int) or rows < 1:
+        raise ValueError(f"rows must be a positive integer, not {rows!r}")
+    return (rows << (2 * width - 2)).bit_length() + 1
+
+
+class PackedPE(wiring.Component):
+    """Two W=8 multiply-accumulate cells of adjacent output columns on one DSP48E1.
+
+    Both columns see the same input ``x``; their stationary weights ``w0`` (column ``2p``) and
+    ``w1`` (column ``2p+1``) are combined once per pass, at the swap, into the 25-bit packed
+    weight ``w1 * 2^16 + w0`` (the DSP48E1's A port), and the one 8x25 signed multiply
+    ``P = x * (w1 * 2^16 + w0) = (w1 * x) * 2^16 + w0 * x`` (the B port holds ``x``) gives both
+    products. Each packed product is taken out of the DSP and split:
+
+    * low lane ``p0 = sign_extend(P[15:0])``: exact because ``|w0 * x| <= 128 * 128 = 2^14 <
+      2^15``, so ``w0 * x`` lies in the signed 16-bit range and ``P mod 2^16`` determines it;
+    * high lane ``p1 = (P - p0) / 2^16 = (P >> 16) + P[15]`` (``>>`` arithmetic): exact, as
+      ``P - p0 = (w1 * x) * 2^16``.
+
+    The lanes are then summed in fabric, each in its own partial-sum cascade of ``sum_width``
+    signed bits (``psum0_*``, ``psum1_*``), never in the DSP's P cascade, so no carry of one lane
+    reaches the other whatever the number of rows; ``sum_width`` from :func:`lane_sum_width`
+    holds every column sum exactly. This is exact for every value, every layer and every array
+    height; it costs two ``sum_width``-bit fabric adders per DSP.
+
+    Timing and weight handling are those of :class:`ProcessingElement` for both lanes: ``x_out``
+    and ``swap_out`` at ``a + 1``, the packed product at ``a + 2`` (the M register), the sums at
+    ``a + 3``; ``w_in``/``w_out`` carry both columns' weights (column ``2p`` in the low W bits).
+
+    Parameters
+    ----------
+    width:
+        Data width W; only 8 (two lanes of 16 bits fit the 25x18 multiplier).
+    sum_width:
+        Width of each lane's partial sum (signed), at least ``2 * width``.
+    """
+
+    WIDTH = 8
+
+    def __init__(self, *, width: int, sum_width: int):
+        if width != self.WIDTH:
+            raise ValueError(f"PackedPE width must be {self.WIDTH}, not {width!r}")
+        if not isinstance(sum_width, int) or sum_width < 2 * width:
+            raise ValueError(f"PackedPE sum_width must be an integer >= 2*width, not {sum_width!r}")
+        self.width = width
+        self.sum_width = sum_width
+        super().__init__({
+            "x_in": In(signed(width)),
+            "swap_in": In(1),
+            "x_out": Out(signed(width)),
+            "swap_out": Out(1),
+            "w_in": In(2 * width),
+            "w_shift": In(1),
+            "w_out": Out(2 * width),
+            "psum0_in": In(signed(sum_width)),
+            "psum1_in": In(signed(sum_width)),
+            "psum0_out": Out(signed(sum_width)),
+            "psum1_out": Out(signed(sum_width)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        w, s = self.width, self.sum_width
+        x = Signal(signed(w), reset_less=True)
+        swap = Signal()
+        shadow = Signal(2 * w, reset_less=True)
+        active = Signal(signed(PACK_SHIFT + w + 1), reset_less=True)
+        product = Signal(signed(PACK_SHIFT + 2 * w + 1), reset_less=True)
+        psum0 = Signal(signed(s), reset_less=True)
+        psum1 = Signal(signed(s), reset_less=True)
+
+        w0 = shadow[:w].as_signed()
+        w1 = shadow[w:].as_signed()
+        low = product[:PACK_SHIFT].as_signed()
+        high = (product >> PACK_SHIFT) + product[PACK_SHIFT - 1]
+        m.d.sync += [
+            x.eq(self.x_in),
+            swap.eq(self.swap_in),
+            product.eq(x * active),
+            psum0.eq(self.psum0_in + low),
+            psum1.eq(self.psum1_in + high),
+        ]
+        with m.If(self.swap_in):
+            m.d.sync += active.eq((w1 << PACK_SHIFT) + w0)
+        with m.If(self.w_shift):
+            m.d.sync += shadow.eq(self.w_in)
+
+        m.d.comb += [
+            self.x_out.eq(x),
+            self.swap_out.eq(swap),
+            self.w_out.eq(shadow),
+            self.psum0_out.eq(psum0),
+            self.psum1_out.eq(psum1),
+        ]
+        return m

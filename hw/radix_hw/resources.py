@@ -2,7 +2,10 @@
 
 The design is flattened; the estimate counts LUTs (LUT1..LUT6 cells), flip-flops (FD* cells),
 block RAM in RAMB36 equivalents (a RAMB18 counts one half) and DSP48E1 slices, next to the
-PYNQ-Z2's (xc7z020) budget. Yosys is not Vivado: the numbers are an estimate for planning, not
+PYNQ-Z2's (xc7z020) budget, and the data multiplies of the RTL (``$mul`` cells of two operands
+of 2 bits or more, not by a power of two, before technology mapping): each should be one
+DSP48E1, none left to LUTs. ``macs_per_cycle`` is the build's peak
+(``rows * cols``; at W=8 two per DSP48E1, radix_hw.pe.PackedPE). Yosys is not Vivado: the numbers are an estimate for planning, not
 the implemented design's utilisation.
 The first call compiles the WebAssembly Yosys (~90 s); later calls cost the synthesis time.
 
@@ -80,11 +83,18 @@ def synthesize(config: EngineConfig, *, timeout_s: float = SYNTH_TIMEOUT_S) -> d
     """Synthesise the engine for ``config``; returns resource counts and the PYNQ-Z2 budget.
 
     The result has ``lut``, ``ff``, ``bram36``, ``dsp``, ``budget`` (a dict with the same keys),
-    ``cells`` (every cell type's count) and ``config``.
+    ``cells`` (every cell type's count), ``rtl_multipliers`` (data multiplies before mapping),
+    ``macs_per_cycle``, ``macs_per_dsp``, ``array_dsps`` (the array's multipliers) and ``config``.
     """
     if not isinstance(config, EngineConfig):
         raise TypeError(f"config must be an EngineConfig, not {type(config).__name__}")
-    return {**synthesize_verilog(generate(config), timeout_s=timeout_s), "config": config.as_dict()}
+    return {
+        **synthesize_verilog(generate(config), timeout_s=timeout_s),
+        "macs_per_cycle": config.macs_per_cycle,
+        "macs_per_dsp": config.macs_per_dsp,
+        "array_dsps": config.dsps,
+        "config": config.as_dict(),
+    }
 
 
 def synthesize_verilog(verilog: str, *, top: str = MODULE_NAME, timeout_s: float = SYNTH_TIMEOUT_S) -> dict:
@@ -96,7 +106,12 @@ def synthesize_verilog(verilog: str, *, top: str = MODULE_NAME, timeout_s: float
     with tempfile.TemporaryDirectory(prefix="radix-synth-") as tmp:
         tmp_path = Path(tmp)
         (tmp_path / "engine.v").write_text(verilog)
-        script = f"read_verilog engine.v; synth_xilinx -flatten -family xc7 -top {top}; tee -q -o stat.json stat -json"
+        # Data multiplies of the RTL: both operands at least 2 bits wide, after opt_expr has
+        # turned multiplies by a power of two into shifts (part-selects make those, and a bank
+        # bit times a constant; neither is a multiplier).
+        script = (f"read_verilog engine.v; hierarchy -top {top}; proc; flatten; opt_expr; "
+                  f"tee -q -o rtl_mul.txt select -count t:$mul r:A_WIDTH>=2 %i r:B_WIDTH>=2 %i; "
+                  f"synth_xilinx -flatten -family xc7 -top {top}; tee -q -o stat.json stat -json")
         try:
             proc = subprocess.run(
                 _yosys_command() + ["-q", "-p", script],
@@ -109,16 +124,24 @@ def synthesize_verilog(verilog: str, *, top: str = MODULE_NAME, timeout_s: float
             raise SynthesisError(f"Yosys did not finish within {timeout_s} s") from None
         if proc.returncode != 0:
             raise SynthesisError(f"Yosys failed ({proc.returncode}):\n{proc.stderr[-4000:] or proc.stdout[-4000:]}")
-        stat_text = (tmp_path / "stat.json").read_text()
-    start = stat_text.find("{")
+        found = re.search(r"(\d+) objects", (tmp_path / "rtl_mul.txt").read_text())
+        if found is None:
+            raise SynthesisError("Yosys did not count the RTL multiplies")
+        cells = _cells_from_stat(_read_stat(tmp_path / "stat.json"), top)
+    return {**count_cells(cells), "budget": dict(PYNQ_Z2_BUDGET), "cells": cells,
+            "rtl_multipliers": int(found.group(1))}
+
+
+def _read_stat(path: Path) -> dict:
+    """The JSON object of a ``tee -o`` file of ``stat -json`` (Yosys may log text before it)."""
+    text = path.read_text()
+    start = text.find("{")
     if start < 0:
         raise SynthesisError("Yosys wrote no JSON statistics")
     try:
-        stat = json.loads(stat_text[start:])
+        return json.loads(text[start:])
     except json.JSONDecodeError as error:
         raise SynthesisError(f"unreadable Yosys statistics: {error}") from None
-    cells = _cells_from_stat(stat, top)
-    return {**count_cells(cells), "budget": dict(PYNQ_Z2_BUDGET), "cells": cells}
 
 
 def format_report(resources: dict) -> str:
@@ -129,6 +152,14 @@ def format_report(resources: dict) -> str:
         shown = f"{used:g}" if isinstance(used, float) and not math.isclose(used, round(used)) else f"{int(used)}"
         lines.append(f"{key:<8} {shown:>10} {budget:>8} {100 * used / budget:>6.1f}")
     lines.append(f"{'lutram':<8} {resources['lutram']:>10} (LUTs as memory, beside lut)")
+    if "macs_per_cycle" in resources:
+        per_dsp = resources["macs_per_dsp"]
+        usage = (f"packed: {per_dsp} 8x8 MACs per DSP48E1" if per_dsp > 1 else "one MAC per DSP48E1")
+        lines.append(f"dsp use  {resources['array_dsps']} DSP48E1 in the array, {usage}; "
+                     f"{resources['macs_per_cycle']} MACs/cycle peak")
+    if "rtl_multipliers" in resources:
+        lines.append(f"{'mul':<8} {resources['rtl_multipliers']:>10} RTL multiplies ($mul) for "
+                     f"{resources['dsp']} DSP48E1")
     return "\n".join(lines)
 
 

@@ -107,7 +107,9 @@ class Sequencer(wiring.Component):
 
         last_v = v == layer.kernel - 1
         last_u = u == layer.kernel - 1
-        last_t = ch + rows >= layer.in_ch
+        # "this is the last input-channel tile" and "the last output-channel tile", kept as
+        # registers updated with ch and co, so no compare lies on the pass generator's paths.
+        last_t, last_co = Signal(), Signal()
 
         loading = Signal()
         m.d.comb += [
@@ -120,6 +122,7 @@ class Sequencer(wiring.Component):
                     offset = small_product(layer.pad_top, layer.in_w)[:addr_bits]
                     m.d.sync += [
                         co.eq(0), ch.eq(0), u.eq(0), v.eq(0), wbank.eq(0), row.eq(0),
+                        last_t.eq(rows >= layer.in_ch), last_co.eq(cols >= layer.out_ch),
                         pad_row_offset.eq(offset),
                         stride_row.eq(small_product(layer.stride, layer.in_w)[:addr_bits]),
                         tile_base.eq(-offset), tap_base.eq(-offset),
@@ -147,14 +150,16 @@ class Sequencer(wiring.Component):
                         m.d.sync += [v.eq(0), u.eq(u + 1), tap_base.eq(tap_base + layer.in_w)]
                         with m.If(last_u):
                             m.d.sync += [u.eq(0), ch.eq(ch + rows),
+                                         last_t.eq(ch + 2 * rows >= layer.in_ch),
                                          tile_base.eq(tile_base + self.hw),
                                          tap_base.eq(tile_base + self.hw)]
                             with m.If(last_t):
                                 m.d.sync += [ch.eq(0), row.eq(0), wbank.eq(~wbank),
-                                             co.eq(co + cols),
+                                             co.eq(co + cols), last_t.eq(rows >= layer.in_ch),
+                                             last_co.eq(co + 2 * cols >= layer.out_ch),
                                              tile_base.eq(-pad_row_offset),
                                              tap_base.eq(-pad_row_offset)]
-                                with m.If(co + cols >= layer.out_ch):
+                                with m.If(last_co):
                                     m.next = "IDLE"
 
         # Weight rows reach the shadow chain W_LATENCY cycles after the read.
@@ -172,9 +177,16 @@ class Sequencer(wiring.Component):
         first_pixel = Signal()
         p_bank, p_first, p_last = Signal(), Signal(), Signal()
 
-        out_h = computed_size(layer.out_h, layer.pool)
-        out_w = computed_size(layer.out_w, layer.pool)
-        last_pixel = (j == out_w - 1) & (i == out_h - 1)
+        # Per-job constants registered at START (the layer is stable until done), and the
+        # last-column/last-row conditions kept as registers one cycle ahead, so that the
+        # hand-over below (take -> acquire, wt_release) sees two flags instead of the
+        # pool -> size -> compare chain.
+        out_h_last, out_w_last = Signal(16), Signal(16)
+        j_last, i_last = Signal(), Signal()
+        with m.If(self.start):
+            m.d.sync += [out_h_last.eq(computed_size(layer.out_h, layer.pool) - 1),
+                         out_w_last.eq(computed_size(layer.out_w, layer.pool) - 1)]
+        last_pixel = j_last & i_last
         bank_free = ~self.acc_full.bit_select(d_bank, 1)
         take = (d_valid & (~active | last_pixel) & (since >= self.MIN_PASS - 1)
                 & (~d_first | bank_free))
@@ -185,6 +197,7 @@ class Sequencer(wiring.Component):
             m.d.sync += [
                 d_valid.eq(0), since.eq(0), active.eq(1), first_pixel.eq(1),
                 i.eq(0), j.eq(0), y.eq(d_y0), x.eq(d_x0), x0.eq(d_x0), row_base.eq(d_base),
+                j_last.eq(out_w_last == 0), i_last.eq(out_h_last == 0),
                 pixel.eq(0), p_bank.eq(d_bank), p_first.eq(d_first), p_last.eq(d_last),
             ]
             m.d.comb += [
@@ -197,13 +210,14 @@ class Sequencer(wiring.Component):
                 m.d.sync += since.eq(since + 1)
             with m.If(active):
                 m.d.sync += [pixel.eq(pixel + 1), first_pixel.eq(0)]
-                with m.If(j == out_w - 1):
+                with m.If(j_last):
                     m.d.sync += [j.eq(0), i.eq(i + 1), x.eq(x0), y.eq(y + layer.stride),
-                                 row_base.eq(row_base + stride_row)]
-                    with m.If(i == out_h - 1):
+                                 row_base.eq(row_base + stride_row),
+                                 j_last.eq(out_w_last == 0), i_last.eq(i + 1 == out_h_last)]
+                    with m.If(i_last):
                         m.d.sync += active.eq(0)
                 with m.Else():
-                    m.d.sync += [j.eq(j + 1), x.eq(x + layer.stride)]
+                    m.d.sync += [j.eq(j + 1), x.eq(x + layer.stride), j_last.eq(j + 1 == out_w_last)]
 
         inside = active & (y >= 0) & (y < layer.in_h) & (x >= 0) & (x < layer.in_w)
         inside_d = Signal()

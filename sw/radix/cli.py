@@ -180,6 +180,10 @@ def _parser() -> argparse.ArgumentParser:
     p = command("resources", cmd_resources, "synthesise the engine for the xc7z020 with Yosys and report resources")
     _engine_args(p)
 
+    p = command("timing", cmd_timing, "estimate the engine's slowest register-to-register paths and Fmax from the "
+                "Yosys netlist (an estimate; Vivado must confirm)")
+    _engine_args(p)
+
     p = command("deploy", cmd_deploy,
                 "copy overlay, program, images, notebook and the radix wheel to a PYNQ-Z2, install and check it")
     p.add_argument("host", nargs="?", default="pynq.local", help="the board's host name or address (default pynq.local)")
@@ -217,7 +221,8 @@ def _engine_args(p):
     from .engine_spec import DEFAULT_CONFIG
 
     p.add_argument("--rows", type=int, default=DEFAULT_CONFIG.rows, help=f"array rows (default {DEFAULT_CONFIG.rows})")
-    p.add_argument("--cols", type=int, default=DEFAULT_CONFIG.cols, help=f"array columns (default {DEFAULT_CONFIG.cols})")
+    p.add_argument("--cols", type=int, default=None,
+                   help="array columns (default: 22 at W=8, two MACs per DSP48E1; 11 at W=16)")
     p.add_argument("--width", type=int, choices=(8, 16), default=DEFAULT_CONFIG.width,
                    help=f"data width (default {DEFAULT_CONFIG.width})")
 
@@ -478,6 +483,14 @@ def cmd_resources(args) -> dict:
     resources = gateware("resources")
     report = resources.synthesize(_engine_config(args))
     return {"text": resources.format_report(report), "json": report}
+
+
+def cmd_timing(args) -> dict:
+    from .plugins import gateware
+
+    timing = gateware("timing")
+    report = timing.report(_engine_config(args))
+    return {"text": timing.format_report(report), "json": report}
 
 
 def cmd_deploy(args) -> dict:

@@ -50,7 +50,9 @@ class EngineConfig:
     rows:
         Input-channel lanes of the systolic array (its height).
     cols:
-        Output-channel lanes of the systolic array (its width); ``rows * cols`` multipliers.
+        Output-channel lanes of the systolic array (its width); ``rows * cols`` multiply-accumulates
+        per cycle. At W=8 two adjacent columns share one DSP48E1 (:attr:`macs_per_dsp`), so the
+        default (``None``) is 22 at W=8 and 11 at W=16: either way 176 DSP48E1s of the xc7z020's 220.
     width:
         Data width W of activations and weights, 8 or 16 (docs/arithmetic.md §1).
     in_depth:
@@ -62,13 +64,15 @@ class EngineConfig:
     """
 
     rows: int = field(default=16, kw_only=True)
-    cols: int = field(default=11, kw_only=True)
+    cols: int = field(default=None, kw_only=True)  # type: ignore[assignment]  # resolved in __post_init__
     width: int = field(default=8, kw_only=True)
     in_depth: int = field(default=4096, kw_only=True)
     wt_depth: int = field(default=4608, kw_only=True)
     acc_depth: int = field(default=1024, kw_only=True)
 
     def __post_init__(self):
+        if self.cols is None:
+            object.__setattr__(self, "cols", 22 if self.width == 8 else 11)
         for name, lo, hi in (
             ("rows", 1, 64),
             ("cols", 1, 64),
@@ -86,6 +90,22 @@ class EngineConfig:
     def acc_width(self) -> int:
         """Accumulator width ``A = 2W + 16`` (docs/arithmetic.md §3)."""
         return accumulator_width(self.width)
+
+    @property
+    def macs_per_dsp(self) -> int:
+        """Multiply-accumulates per DSP48E1 per cycle: 2 at W=8 (two 8x8 products packed into one
+        25x18 multiply, radix_hw.pe.PackedPE), 1 at W=16."""
+        return 2 if self.width == 8 else 1
+
+    @property
+    def macs_per_cycle(self) -> int:
+        """Peak multiply-accumulates per clock cycle: one per array cell."""
+        return self.rows * self.cols
+
+    @property
+    def dsps(self) -> int:
+        """DSP48E1s of the systolic array (an odd last column of a packed row uses a whole one)."""
+        return self.rows * -(-self.cols // self.macs_per_dsp)
 
     @property
     def in_words(self) -> int:

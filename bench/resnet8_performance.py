@@ -1,0 +1,100 @@
+"""ResNet-8 (MLPerf Tiny) on the engine: measured RTL cycles per layer and per image.
+
+The built-in ``resnet8`` is calibrated at 8 bits on ``mnist32rgb`` (``--calibration-images``
+from the training split), then ``--images`` test images run through the host driver on the
+Verilated RTL of the default engine, every layer checked bit for bit against the reference. It
+prints per layer: MACs, measured cycles (the CYCLES register, input/bias/skip/weight streaming
+included), the ideal (MACs / PEs), PE utilisation, the analytic model's cycles; then per image
+the measured total, latency at 100 and 142.86 MHz and images/s — ESTIMATES at an assumed clock
+(no timing closure was run) — beside the published PYNQ-Z2 figures for this benchmark.
+
+Usage: ``python bench/resnet8_performance.py [--images N] [--calibration-images N] [--json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from radix.calibrate import CalibrationSettings, calibrate
+from radix.console import table
+from radix.datasets import load_split
+from radix.engine_spec import DEFAULT_CONFIG
+from radix.ingest import ingest
+from radix.runner import run_files
+from radix.transport import ReferenceTransport
+from radix_models import get_spec, load_builtin
+
+MODEL = "resnet8"
+CLOCKS_MHZ = (100.0, 1000.0 / 7)
+# MLPerf Tiny v0.7/v1.0 image classification results on a PYNQ-Z2 (CIFAR-10 top-1)
+PUBLISHED = [
+    ("hls4ml RN08 (MLPerf Tiny)", "ResNet-8 (CIFAR-10)", 7.6, 83.5),
+    ("FINN CNV-W1A1 (MLPerf Tiny)", "CNV, 1-bit (CIFAR-10)", 1000.0 / 661, 84.5),
+]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=4, help="test images run on the RTL (default 4)")
+    parser.add_argument("--calibration-images", type=int, default=1000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    from radix_sim.hostrun import run_host
+
+    spec = get_spec(MODEL)
+    x_train, _ = load_split(spec.dataset, "train")
+    graph, _ = ingest(load_builtin(MODEL), spec.input_shape)
+    program = calibrate(graph, x_train[: args.calibration_images], CalibrationSettings(bits=DEFAULT_CONFIG.width))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "resnet8.radix"
+        program.save(path)
+        start = time.perf_counter()
+        result = run_host("radix.runner:run_files", {"program": str(path), "data": spec.dataset,
+                                                     "images": args.images}, DEFAULT_CONFIG)
+        seconds = time.perf_counter() - start
+        # the reference backend reports the analytic cycle model for the same job plan
+        modelled = run_files(ReferenceTransport(DEFAULT_CONFIG), program=str(path), data=spec.dataset,
+                             images=1)["cycles"]["per_layer_mean"]
+    pes = DEFAULT_CONFIG.rows * DEFAULT_CONFIG.cols
+    measured = result["cycles"]["per_layer_mean"]
+    rows, layers = [], []
+    for layer in program.layers:
+        cycles = measured[layer.name]
+        ideal = -(-layer.macs // pes)
+        entry = {"name": layer.name, "macs": layer.macs, "cycles": cycles, "ideal": ideal,
+                 "utilisation": ideal / cycles if cycles else None, "model_cycles": modelled[layer.name]}
+        layers.append(entry)
+        rows.append([layer.name, "+".join(f for f, on in (("add", layer.skip), ("relu", layer.relu)) if on) or "-",
+                     layer.macs, f"{cycles:.0f}", ideal, f"{100 * entry['utilisation']:.1f}%" if cycles else "-",
+                     f"{modelled[layer.name]:.0f}"])
+    total = result["cycles"]["per_image_mean"]
+    macs = sum(layer.macs for layer in program.layers)
+    summary = {"images": result["images"], "bit_exact": result["bit_exact"], "cycles_per_image": total,
+               "macs_per_image": macs, "utilisation": macs / pes / total,
+               "estimates": {f"{mhz:.2f}MHz": {"latency_ms": 1e3 * total / (mhz * 1e6),
+                                               "images_per_s": mhz * 1e6 / total} for mhz in CLOCKS_MHZ},
+               "simulation_seconds": round(seconds, 1)}
+    if args.json:
+        print(json.dumps({"config": DEFAULT_CONFIG.as_dict(), "layers": layers, **summary}, indent=2))
+        return 0 if result["bit_exact"] else 1
+    print(f"ResNet-8 on the engine {DEFAULT_CONFIG.rows}x{DEFAULT_CONFIG.cols} W={DEFAULT_CONFIG.width} "
+          f"({pes} PEs), Verilated RTL, {result['images']} mnist32rgb test images, {seconds:.0f} s of simulation; "
+          f"bit-exact with the reference: {'yes' if result['bit_exact'] else 'NO'}")
+    print(table(["layer", "fused", "MACs", "RTL cycles (measured)", "ideal", "PE util", "model cycles"], rows))
+    print()
+    estimate_rows = [["Radix (this engine)", "ResNet-8 (mnist32rgb)", f"{total:.0f}",
+                      *(f"{1e3 * total / (mhz * 1e6):.3f}" for mhz in CLOCKS_MHZ), "measured cycles; clock assumed"]]
+    estimate_rows += [[name, net, "-", f"{ms:.1f}", "-", f"published, top-1 {top1}%"] for name, net, ms, top1 in PUBLISHED]
+    print(table(["system", "network (data)", "cycles/image", "ms @100 MHz (est.)", "ms @142.86 MHz (est.)", "note"],
+                estimate_rows))
+    print(f"\n{macs} MACs per image, PE utilisation {100 * summary['utilisation']:.1f}% over the whole image")
+    return 0 if result["bit_exact"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+# amaranth: UnusedElaboratable=no
+"""Two 8x8 MACs per DSP48E1: the packed PE and the packed array against numpy (Amaranth sim).
+
+Random and extreme values (every product (-128)*(-128) = 2^14, the largest; -128*127, the most
+negative), full-height columns whose sums reach the lane bound, and odd column counts.
+"""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from radix.engine_spec import EngineConfig
+from radix.stream_format import pack_int, unpack_int
+from radix_hw.array import SystolicArray
+from radix_hw.pe import PackedPE, lane_sum_width
+
+LO, HI = -128, 128
+
+
+def test_lane_sum_width_holds_the_extreme_sums():
+    for rows in (1, 2, 3, 16, 17, 64):
+        bits = lane_sum_width(rows, 8)
+        assert rows * LO * LO <= (1 << (bits - 1)) - 1 and rows * LO * (HI - 1) >= -(1 << (bits - 1))
+        assert rows * LO * LO > (1 << (bits - 2)) - 1  # one bit fewer would not hold it
+    with pytest.raises(ValueError):
+        lane_sum_width(0, 8)
+
+
+def test_packed_pe_products_and_swaps():
+    rng = np.random.default_rng(5)
+    sum_width = 20
+    cycles = 400
+    xs = rng.integers(LO, HI, cycles)
+    w0s, w1s = rng.integers(LO, HI, cycles), rng.integers(LO, HI, cycles)
+    # extremes first: both signs of the low lane's borrow into the high lane
+    extremes = [(LO, LO, LO), (LO, HI - 1, LO), (HI - 1, LO, LO), (LO, LO, HI - 1), (0, LO, LO),
+                (LO, 0, LO), (-1, 1, HI - 1), (1, -1, LO), (HI - 1, HI - 1, HI - 1)]
+    psum_lim = 1 << (sum_width - 2)
+    p0s = rng.integers(-psum_lim, psum_lim, cycles)
+    p1s = rng.integers(-psum_lim, psum_lim, cycles)
+    shifts = rng.random(cycles) < 0.4
+    swaps = rng.random(cycles) < 0.3
+    for i, (x, w0, w1) in enumerate(extremes):
+        # weight shifted at 3i, swapped in at 3i+1, multiplied by the x of 3i+1
+        shifts[3 * i:3 * i + 3] = [True, False, False]
+        swaps[3 * i:3 * i + 3] = [False, True, False]
+        w0s[3 * i], w1s[3 * i], xs[3 * i + 1] = w0, w1, x
+
+    shadow, active, active_for = (0, 0), (0, 0), []
+    for t in range(cycles):
+        if swaps[t]:
+            active = shadow
+        if shifts[t]:
+            shadow = (int(w0s[t]), int(w1s[t]))
+        active_for.append(active)
+    dut = PackedPE(width=8, sum_width=sum_width)
+    seen = {}
+
+    async def bench(ctx):
+        for t in range(cycles):
+            ctx.set(dut.x_in, int(xs[t]))
+            ctx.set(dut.swap_in, int(swaps[t]))
+            ctx.set(dut.w_in, pack_int([w0s[t], w1s[t]], 8))
+            ctx.set(dut.w_shift, int(shifts[t]))
+            ctx.set(dut.psum0_in, int(p0s[t]))
+            ctx.set(dut.psum1_in, int(p1s[t]))
+            seen[t] = (ctx.get(dut.psum0_out), ctx.get(dut.psum1_out), ctx.get(dut.x_out))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+    for t in range(cycles - 3):
+        w0, w1 = active_for[t]
+        assert seen[t + 3][:2] == (int(p0s[t + 2]) + int(xs[t]) * w0, int(p1s[t + 2]) + int(xs[t]) * w1), t
+    for i in range(len(extremes)):
+        assert active_for[3 * i + 1] == extremes[i][1:]
+    assert all(seen[t][2] == xs[t - 1] for t in range(1, cycles))
+
+
+def test_packed_pe_rejects_bad_parameters():
+    with pytest.raises(ValueError):
+        PackedPE(width=16, sum_width=40)
+    with pytest.raises(ValueError):
+        PackedPE(width=8, sum_width=15)
+
+
+def run_passes(dut, weights, inputs, rng):
+    """One pass per (weights, inputs) back to back as tightly as allowed; the sums per pixel."""
+    rows, cols = dut.rows, dut.cols
+    starts, shift_at, start = [], {t: (0, t) for t in range(rows)}, rows
+    for n, x in enumerate(inputs):
+        starts.append(start)
+        if n + 1 < len(inputs):
+            first = start + rows + cols - 2
+            shift_at.update({first + j: (n + 1, j) for j in range(rows)})
+            start = max(start + len(x), first + rows)
+    x_at = {s + i: (n, i) for n, s in enumerate(starts) for i in range(len(inputs[n]))}
+    total = starts[-1] + len(inputs[-1]) + dut.latency + 2
+    seen = {}
+
+    async def bench(ctx):
+        for t in range(total):
+            n, i = x_at.get(t, (None, None))
+            ctx.set(dut.x_in, pack_int(inputs[n][i] if n is not None else rng.integers(LO, HI, rows), 8))
+            ctx.set(dut.swap_in, int(i == 0))
+            if t in shift_at:
+                n, j = shift_at[t]
+                ctx.set(dut.w_in, pack_int(weights[n][:, rows - 1 - j], 8))
+            else:
+                ctx.set(dut.w_in, pack_int(rng.integers(LO, HI, cols), 8))
+            ctx.set(dut.w_shift, int(t in shift_at))
+            seen[t] = ctx.get(dut.sums)
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return {(n, i): unpack_int(seen[t + dut.latency], cols, dut.acc_width) for t, (n, i) in x_at.items()}
+
+
+@pytest.mark.parametrize("rows,cols", [(16, 22), (16, 5), (17, 3), (1, 7)])
+def test_packed_array_extreme_and_random_columns(rows, cols):
+    rng = np.random.default_rng(rows * 31 + cols)
+    dut = SystolicArray(rows=rows, cols=cols, width=8, macs_per_dsp=2)
+    assert dut.dsps == rows * ((cols + 1) // 2)
+    full = np.full((cols, rows), LO)
+    mixed = np.where(np.arange(cols)[:, None] % 2 == 0, LO, HI - 1) * np.ones((1, rows), dtype=np.int64)
+    weights = [full, mixed, rng.integers(LO, HI, (cols, rows)), -mixed - 1]
+    inputs = [np.full((3, rows), LO), np.array([[LO] * rows, [HI - 1] * rows, [0] * rows]),
+              rng.integers(LO, HI, (2 * rows + cols, rows)), np.full((2, rows), LO)]
+    got = run_passes(dut, weights, inputs, rng)
+    for (n, i), sums in got.items():
+        assert sums == (weights[n].astype(np.int64) @ inputs[n][i].astype(np.int64)).tolist(), (n, i)
+    assert got[(0, 0)] == [rows * LO * LO] * cols  # the lane bound itself, in every column
+
+
+def test_engine_config_packing():
+    assert EngineConfig().macs_per_dsp == 2 and EngineConfig().macs_per_cycle == 352
+    assert EngineConfig().dsps == 176
+    w16 = EngineConfig(width=16)  # one MAC per DSP: the default shape is 16 x 11 on the same 176
+    assert (w16.cols, w16.macs_per_dsp, w16.dsps, w16.macs_per_cycle) == (11, 1, 176, 176)
+    assert EngineConfig(rows=3, cols=5).dsps == 9
