@@ -50,11 +50,12 @@ class Accumulator(wiring.Component):
     owner.
 
     ``meta`` describes the pixel slot whose column sums arrive on ``sums`` exactly
-    :attr:`META_LEAD` cycles later. Three stages:
+    :attr:`META_LEAD` cycles later. Four stages:
 
-    * meta cycle: a later pass reads the pixel's accumulator word; a first pass of a job with
-      ``add`` reads the pixel's skip lanes (``skip_rd``, skip bank = accumulator bank, address
-      = accumulator address, W bits per lane);
+    * meta cycle: a first pass of a job with ``add`` reads the pixel's skip lanes (``skip_rd``,
+      skip bank = accumulator bank, address = accumulator address, W bits per lane);
+    * next cycle: a later pass reads the pixel's accumulator word, and the skip lanes read are
+      registered (so the alignment below starts from a flip-flop, not from the block RAM);
     * next cycle: the base of the write is formed and registered, either the accumulator word
       read or, on a first pass, ``bias + round_shift(skip, t)`` per lane (docs/arithmetic.md
       §9; without ``add`` just ``bias``). Both directions of the alignment are one right shift
@@ -67,7 +68,8 @@ class Accumulator(wiring.Component):
     bank becomes ``full``): the tile's first pass, the only one that reads skip data, is then
     over, so the loader may refill that skip bank.
 
-    ``acquire`` (with ``acquire_bank``) marks a tile's first pass starting: the tile's biases,
+    ``acquire`` (with ``acquire_bank``) marks a tile's first pass starting (its registers are
+    written one cycle later): the tile's biases,
     data shifts and skip shifts (``bias``/``shifts``/``skip_shifts``, one A-bit / 8-bit / 8-bit
     lane per column) are copied into per-bank registers, the data shifts clamped to ``[-W, A]``
     (docs/arithmetic.md §5) and the skip shifts to ``[-(A-W-2), W]`` (§9: the driver sends
@@ -77,7 +79,7 @@ class Accumulator(wiring.Component):
     ``add`` (the layer's FLAGS.ADD) must stay stable during a job.
     """
 
-    META_LEAD = 2
+    META_LEAD = 3
 
     def __init__(self, *, config: EngineConfig):
         if not isinstance(config, EngineConfig):
@@ -125,16 +127,24 @@ class Accumulator(wiring.Component):
                        for c in range(cols)]
         amounts = [(clamp(lane(self.skip_shifts, c, SHIFT_BITS), skip_lo, skip_hi) + skip_top)[:amount_bits]
                    for c in range(cols)]
-        with m.If(self.acquire):
-            m.d.sync += [
-                bias[self.acquire_bank].eq(self.bias),
-                shifts[self.acquire_bank].eq(Cat(*data_shifts)),
-                skip_amounts[self.acquire_bank].eq(Cat(*amounts)),
-            ]
+        # The tile's constants are captured unconditionally in the acquire cycle and written to
+        # their bank one cycle later: the sequencer's deep ``take`` logic then drives one flip-flop,
+        # not the enables of every bank register (the first pixel's sums come rows + cols cycles
+        # later, and the loader refills the source registers two cycles after a release at the
+        # earliest).
+        acquire_q, bank_q = Signal(), Signal()
+        bias_q = Signal(cols * acc_w, reset_less=True)
+        shifts_q = Signal(cols * SHIFT_BITS, reset_less=True)
+        amounts_q = Signal(cols * amount_bits, reset_less=True)
+        m.d.sync += [acquire_q.eq(self.acquire), bank_q.eq(self.acquire_bank), bias_q.eq(self.bias),
+                     shifts_q.eq(Cat(*data_shifts)), amounts_q.eq(Cat(*amounts))]
+        with m.If(acquire_q):
+            m.d.sync += [bias[bank_q].eq(bias_q), shifts[bank_q].eq(shifts_q), skip_amounts[bank_q].eq(amounts_q)]
 
         meta1 = Signal(meta_layout)
         meta2 = Signal(meta_layout)
-        m.d.sync += [meta1.eq(self.meta), meta2.eq(meta1)]
+        meta3 = Signal(meta_layout)
+        m.d.sync += [meta1.eq(self.meta), meta2.eq(meta1), meta3.eq(meta2)]
 
         read_data = []
         write_ports = []
@@ -143,9 +153,9 @@ class Accumulator(wiring.Component):
             m.submodules[f"bank{b}"] = bank
             rd = bank.read_port()
             wr = bank.write_port()
-            compute_read = self.meta.valid & ~self.meta.first & (self.meta.bank == b)
+            compute_read = meta1.valid & ~meta1.first & (meta1.bank == b)
             m.d.comb += [
-                rd.addr.eq(Mux(full[b], self.drain.addr, self.meta.addr)),
+                rd.addr.eq(Mux(full[b], self.drain.addr, meta1.addr)),
                 rd.en.eq(Mux(full[b], self.drain.en & (self.drain.bank == b), compute_read)),
             ]
             read_data.append(rd.data)
@@ -156,40 +166,45 @@ class Accumulator(wiring.Component):
             self.skip_rd.en.eq(self.meta.valid & self.meta.first & self.add),
         ]
 
-        # The base of the pixel in meta1: the accumulator word read, or on a first pass the bias
-        # plus the aligned skip; registered so it lines up with meta2 and the sums.
+        # The skip lanes read at the meta cycle are registered once more, so that the alignment
+        # and the bias add below start from a flip-flop, not from the block RAM's output.
+        skip_data = Signal(cols * width, reset_less=True)
+        m.d.sync += skip_data.eq(self.skip_rd.data)
+
+        # The base of the pixel in meta2: the accumulator word read (at meta1), or on a first pass
+        # the bias plus the aligned skip; registered so it lines up with meta3 and the sums.
         first_base = []
         for c in range(cols):
-            placed = Cat(Const(0, skip_top), lane(self.skip_rd.data, c, width)).as_signed()
-            u = lane(skip_amounts[meta1.bank], c, amount_bits, signed=False)
+            placed = Cat(Const(0, skip_top), lane(skip_data, c, width)).as_signed()
+            u = lane(skip_amounts[meta2.bank], c, amount_bits, signed=False)
             # floor(x / 2^u) + bit u-1 of x = (x + 2^(u-1)) >> u: round half up (zero for u = 0).
             rounding = Cat(Const(0, 1), placed).bit_select(u, 1)
             aligned = Mux(self.add, (placed >> u) + rounding, 0)
-            first_base.append((lane(bias[meta1.bank], c, acc_w) + aligned)[:acc_w])
+            first_base.append((lane(bias[meta2.bank], c, acc_w) + aligned)[:acc_w])
         base = Signal(cols * acc_w, reset_less=True)
-        m.d.sync += base.eq(Mux(meta1.first, Cat(*first_base), Mux(meta1.bank, read_data[1], read_data[0])))
+        m.d.sync += base.eq(Mux(meta2.first, Cat(*first_base), Mux(meta2.bank, read_data[1], read_data[0])))
 
         updated = Cat(*[(lane(base, c, acc_w) + lane(self.sums, c, acc_w))[:acc_w]
                         for c in range(cols)])
         for b, wr in enumerate(write_ports):
             m.d.comb += [
-                wr.addr.eq(meta2.addr),
+                wr.addr.eq(meta3.addr),
                 wr.data.eq(updated),
-                wr.en.eq(meta2.valid & (meta2.bank == b)),
+                wr.en.eq(meta3.valid & (meta3.bank == b)),
             ]
 
-        tile_done = meta2.valid & meta2.last
+        tile_done = meta3.valid & meta3.last
         m.d.comb += [
             self.drain.data.eq(Mux(self.drain.bank, read_data[1], read_data[0])),
             self.drain.shifts.eq(shifts[self.drain.bank]),
             self.drain.full.eq(full),
-            self.skip_release.eq(Mux(tile_done, 1 << meta2.bank, 0)),
+            self.skip_release.eq(Mux(tile_done, 1 << meta3.bank, 0)),
         ]
         with m.If(self.start):
             m.d.sync += full.eq(0)
         with m.Else():
             with m.If(tile_done):
-                m.d.sync += full.bit_select(meta2.bank, 1).eq(1)
+                m.d.sync += full.bit_select(meta3.bank, 1).eq(1)
             with m.If(self.drain.release):
                 m.d.sync += full.bit_select(self.drain.bank, 1).eq(0)
         return m

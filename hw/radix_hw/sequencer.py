@@ -191,6 +191,9 @@ class Sequencer(wiring.Component):
         take = (d_valid & (~active | last_pixel) & (since >= self.MIN_PASS - 1)
                 & (~d_first | bank_free))
 
+        # The descriptor's bank, a register: it selects the biases to acquire without waiting
+        # for ``take`` (``acquire_bank`` matters only while ``acquire`` is set).
+        m.d.comb += self.acquire_bank.eq(d_bank)
         with m.If(self.start):
             m.d.sync += [active.eq(0), d_valid.eq(0), since.eq(since_max)]
         with m.Elif(take):
@@ -202,7 +205,6 @@ class Sequencer(wiring.Component):
             ]
             m.d.comb += [
                 self.acquire.eq(d_first),
-                self.acquire_bank.eq(d_bank),
                 self.wt_release.eq(Mux(d_last, 1 << d_bank, 0)),
             ]
         with m.Else():
