@@ -76,6 +76,10 @@ def run_first_passes(config: EngineConfig, bias, skip, skip_shift, sums, *, add:
             ctx.set(acc.skip_shifts, pack_int(skip_shift[tile], SHIFT_BITS))
             await ctx.tick()
             ctx.set(acc.acquire, 0)
+            for _ in range(Accumulator.ACQUIRE_TO_META):  # the earliest a tile's first meta may come
+                ctx.set(acc.meta, {"valid": 0})
+                await ctx.tick()
+                cycle += 1
             # Meta of pixel n in cycle n, its sums META_LEAD cycles later.
             for n in range(pixels + Accumulator.META_LEAD + 1):
                 if n < pixels:

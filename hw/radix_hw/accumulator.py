@@ -1,7 +1,7 @@
 """The two accumulator banks with their read-modify-write pipeline, the residual-add skip path
 and the drain port."""
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory, ReadPort
 from amaranth.lib.wiring import In, Out
@@ -80,6 +80,10 @@ class Accumulator(wiring.Component):
     """
 
     META_LEAD = 3
+    # Cycles from a tile's acquire to its first meta at the earliest: the constants are written
+    # one cycle after acquire and the bank's shift amounts read one cycle before the alignment.
+    # The core's metadata delay (X_LATENCY + array latency - META_LEAD >= rows + cols) exceeds it.
+    ACQUIRE_TO_META = 2
 
     def __init__(self, *, config: EngineConfig):
         if not isinstance(config, EngineConfig):
@@ -166,21 +170,27 @@ class Accumulator(wiring.Component):
             self.skip_rd.en.eq(self.meta.valid & self.meta.first & self.add),
         ]
 
-        # The skip lanes read at the meta cycle are registered once more, so that the alignment
-        # and the bias add below start from a flip-flop, not from the block RAM's output.
-        skip_data = Signal(cols * width, reset_less=True)
-        m.d.sync += skip_data.eq(self.skip_rd.data)
+        # Alignment in the cycle after the skip read (meta1), addition in the next (meta2), each
+        # stage starting from flip-flops or the block RAM: the shift amounts and biases of the
+        # pixel's bank are selected a cycle ahead of their stage. Alignment: floor(x / 2^u) +
+        # bit u-1 of x = (x + 2^(u-1)) >> u, round half up (zero for u = 0); the rounding bit
+        # joins the bias addition as a carry.
+        bank_amounts = Signal(cols * amount_bits, reset_less=True)
+        bank_bias = Signal(cols * acc_w, reset_less=True)
+        m.d.sync += [bank_amounts.eq(skip_amounts[self.meta.bank]), bank_bias.eq(bias[meta1.bank])]
+        shifted = [Signal(signed(acc_w - 1), name=f"skip_shifted_{c}", reset_less=True) for c in range(cols)]
+        rounding = Signal(cols, reset_less=True)
+        for c in range(cols):
+            placed = Cat(Const(0, skip_top), lane(self.skip_rd.data, c, width)).as_signed()
+            u = lane(bank_amounts, c, amount_bits, signed=False)
+            m.d.sync += [shifted[c].eq(placed >> u), rounding[c].eq(Cat(Const(0, 1), placed).bit_select(u, 1))]
 
         # The base of the pixel in meta2: the accumulator word read (at meta1), or on a first pass
         # the bias plus the aligned skip; registered so it lines up with meta3 and the sums.
         first_base = []
         for c in range(cols):
-            placed = Cat(Const(0, skip_top), lane(skip_data, c, width)).as_signed()
-            u = lane(skip_amounts[meta2.bank], c, amount_bits, signed=False)
-            # floor(x / 2^u) + bit u-1 of x = (x + 2^(u-1)) >> u: round half up (zero for u = 0).
-            rounding = Cat(Const(0, 1), placed).bit_select(u, 1)
-            aligned = Mux(self.add, (placed >> u) + rounding, 0)
-            first_base.append((lane(bias[meta2.bank], c, acc_w) + aligned)[:acc_w])
+            aligned = Mux(self.add, shifted[c], 0)
+            first_base.append((lane(bank_bias, c, acc_w) + aligned + (rounding[c] & self.add))[:acc_w])
         base = Signal(cols * acc_w, reset_less=True)
         m.d.sync += base.eq(Mux(meta2.first, Cat(*first_base), Mux(meta2.bank, read_data[1], read_data[0])))
 

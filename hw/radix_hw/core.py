@@ -121,6 +121,9 @@ class ConvCore(wiring.Component):
         # The metadata of an issue cycle meets its column sums META_LEAD cycles early. Only the
         # valid bit is reset, so a reset never leaves stale slots that would write a bank.
         meta_delay = sequencer.X_LATENCY + array.latency - Accumulator.META_LEAD
+        if meta_delay < Accumulator.ACQUIRE_TO_META:
+            raise ValueError(f"a {cfg.rows}x{cfg.cols} array is too short for the accumulator's pipeline "
+                             f"(metadata delay {meta_delay} < {Accumulator.ACQUIRE_TO_META})")
         meta = delay(m, sequencer.meta, meta_delay, name="meta")
         valid = delay(m, sequencer.meta.valid, meta_delay, name="meta_valid", reset_less=False)
         m.d.comb += [accumulator.meta.eq(meta), accumulator.meta.valid.eq(valid)]
