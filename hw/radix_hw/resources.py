@@ -9,12 +9,11 @@ DSP48E1, none left to LUTs. ``macs_per_cycle`` is the build's peak
 the implemented design's utilisation.
 The first call compiles the WebAssembly Yosys (~90 s); later calls cost the synthesis time.
 
-Command line: ``python -m radix_hw.resources [--rows R --cols C --width W ...]``.
+Command line: ``radix resources [--rows R --cols C --width W] [--json]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
@@ -24,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from radix.engine_spec import DEFAULT_CONFIG, EngineConfig, EngineConfigError
+from radix.engine_spec import EngineConfig
 
 from .verilog import MODULE_NAME, generate
 
@@ -161,28 +160,3 @@ def format_report(resources: dict) -> str:
         lines.append(f"{'mul':<8} {resources['rtl_multipliers']:>10} RTL multiplies ($mul) for "
                      f"{resources['dsp']} DSP48E1")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m radix_hw.resources", description=__doc__.splitlines()[0])
-    for name, value in DEFAULT_CONFIG.as_dict().items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=value, help=f"default {value}")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    args = parser.parse_args(argv)
-    try:
-        config = EngineConfig(**{name: getattr(args, name) for name in DEFAULT_CONFIG.as_dict()})
-    except EngineConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    try:
-        resources = synthesize(config)
-    except SynthesisError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(json.dumps(resources, indent=2) if args.json else format_report(resources))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -20,20 +20,18 @@ Delay model (ns, roughly a 7-series -1 part, datasheet-level figures, no placeme
   into a registered input, 2.40 into an unregistered multiplier; SRL and LUT-RAM 0.10.
 
 ``report(config)`` synthesises the engine and returns the analysis as a dict;
-``format_report`` renders it. Command line: ``python -m radix_hw.timing [--rows R ...] [--json]``.
+``format_report`` renders it. Command line: ``radix timing [--rows R ...] [--json]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from radix.engine_spec import DEFAULT_CONFIG, EngineConfig, EngineConfigError
+from radix.engine_spec import EngineConfig
 
 from .resources import SYNTH_TIMEOUT_S, SynthesisError, _yosys_command
 from .verilog import MODULE_NAME, generate
@@ -347,28 +345,3 @@ def format_report(result: dict) -> str:
     for clock in result.get("clocks", []):
         lines.append(f"  {clock['mhz']:>7.2f} MHz ({clock['period_ns']:.2f} ns): slack {clock['slack_ns_estimate']:+.2f} ns (estimate)")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m radix_hw.timing", description=__doc__.splitlines()[0])
-    for name, value in DEFAULT_CONFIG.as_dict().items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=value, help=f"default {value}")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    args = parser.parse_args(argv)
-    try:
-        config = EngineConfig(**{name: getattr(args, name) for name in DEFAULT_CONFIG.as_dict()})
-    except EngineConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    try:
-        result = report(config)
-    except SynthesisError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(json.dumps(result, indent=2) if args.json else format_report(result))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
