@@ -576,12 +576,10 @@ class _Walker:
                 layer = self.by_name[value.name]
                 if layer.kind in ("conv", "fc") and not (layer.relu or layer.pool or layer.skip):
                     candidates.append((self.layers.index(layer), layer, value))
-        tensors = [self.materialise(v, name) if not isinstance(v, _Tensor) else v for v in values]
-        if tensors[0].shape != tensors[1].shape and int(np.prod(tensors[0].shape)) != int(np.prod(tensors[1].shape)):
-            raise _Refused(f"add of tensors of shapes {tensors[0].shape} and {tensors[1].shape}: they must be equal")
+        tensors = [self.materialise(v, name) for v in values]
         if tensors[0].shape != tensors[1].shape:
-            raise _Refused(f"add of tensors of shapes {tensors[0].shape} and {tensors[1].shape} (broadcasting is not "
-                           "supported)")
+            raise _Refused(f"add of tensors of shapes {tensors[0].shape} and {tensors[1].shape}: they must be equal "
+                           "(broadcasting is not supported)")
         if candidates:
             _, layer, value = max(candidates, key=lambda entry: entry[0])
             skip = tensors[1] if value is values[0] else tensors[0]
