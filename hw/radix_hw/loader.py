@@ -1,4 +1,4 @@
-"""The input-stream loader: input buffer first, then the weight (and skip) banks tile by tile."""
+"""The input-stream loader: fills the input buffer and the weight (and skip) banks from one stream."""
 
 from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
@@ -22,11 +22,15 @@ def weight_rows_bits(config: EngineConfig) -> int:
 class Loader(wiring.Component):
     """Consumes one job's input stream (radix.stream_format) and fills the on-chip buffers.
 
-    1. The input feature map: ``in_words`` words per pixel group, written to the input buffer
-       at consecutive addresses (``t*IN_H*IN_W + y*IN_W + x``). ``hw`` is set to
-       ``IN_H*IN_W`` once the first input-channel tile is in (no multiplier needed).
-    2. Per output-channel tile ``j``, into weight bank ``j % 2`` once that bank is free: the
-       ``cols`` bias words (bias, data shift and skip shift shift into per-bank lane registers
+    The parts arrive in the order of radix.stream_format: the first output tile's bias words
+    and skip pixels, then each input tile followed by that tile's weight rows of the first
+    output tile, then the other output tiles whole.
+
+    * An input tile: ``in_words`` words per pixel group, written to the input buffer at
+      consecutive addresses (``t*IN_H*IN_W + y*IN_W + x``). ``hw`` is set to ``IN_H*IN_W``
+      once the first input-channel tile is in (no multiplier needed).
+    * Per output-channel tile ``j``, into weight bank ``j % 2`` once that bank is free: the
+      ``cols`` bias words (bias, data shift and skip shift shift into per-bank lane registers
        ``bias``, ``shifts`` and ``skip_shifts``, lane 0 first); with ``layer.add``, the tile's
        skip pixels, ``wt_words`` words per computed output pixel, written to skip bank
        ``j % 2`` at ``bank*acc_depth + pixel`` (the accumulator address of the pixel) once that
@@ -34,7 +38,8 @@ class Loader(wiring.Component):
        ``bank*wt_depth + row``. ``wt_avail[b]`` counts the rows written so far, so compute may
        start on a bank before it is complete; ``wt_release`` (one bit per bank) returns a bank,
        clearing its count. Since the skip pixels precede the weight rows, a tile's skip data is
-       complete before its first pass can start.
+       complete before its first pass can start; since input tile ``t`` precedes the first
+       output tile's weight rows of ``t``, so is every input tile a pass reads.
 
     A skip bank is free at ``start`` and again once ``skip_release`` pulses for it: the
     accumulator pulses it when the tile that used the bank has its last pixel written, so its
@@ -109,6 +114,8 @@ class Loader(wiring.Component):
         skip_free = Signal(2, init=0b11)
         skip_addr = Signal(self.skip_addr_bits)
         last_ch_tile = ch + rows >= layer.in_ch
+        # The first output tile's header is followed by input tile 0, the others' by weights.
+        first_cotile = Signal()
         last_skip_x = x == computed_size(layer.out_w, layer.pool) - 1
         last_skip_y = y == computed_size(layer.out_h, layer.pool) - 1
 
@@ -127,13 +134,19 @@ class Loader(wiring.Component):
             with m.If(self.skip_release[b]):
                 m.d.sync += skip_free[b].eq(1)
 
+        def after_header():
+            with m.If(first_cotile):
+                m.next = "INPUT"
+            with m.Else():
+                m.next = "WEIGHTS"
+
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [x.eq(0), y.eq(0), ch.eq(0), co.eq(0), in_addr.eq(0),
+                    m.d.sync += [x.eq(0), y.eq(0), ch.eq(0), co.eq(0), in_addr.eq(0), first_cotile.eq(1),
                                  word_index.eq(0), bank.eq(0), free.eq(0b11), skip_free.eq(0b11),
                                  self.wt_avail[0].eq(0), self.wt_avail[1].eq(0)]
-                    m.next = "INPUT"
+                    m.next = "WAIT_BANK"
 
             with m.State("INPUT"):
                 m.d.comb += self.s_in.ready.eq(1)
@@ -145,12 +158,10 @@ class Loader(wiring.Component):
                         with m.If(x == layer.in_w - 1):
                             m.d.sync += [x.eq(0), y.eq(y + 1)]
                             with m.If(y == layer.in_h - 1):
-                                m.d.sync += [y.eq(0), ch.eq(ch + rows)]
+                                m.d.sync += y.eq(0)
                                 with m.If(ch == 0):
                                     m.d.sync += self.hw.eq(in_addr + 1)
-                                with m.If(last_ch_tile):
-                                    m.d.sync += ch.eq(0)
-                                    m.next = "WAIT_BANK"
+                                m.next = "WEIGHTS"
 
             with m.State("WAIT_BANK"):
                 with m.If(free.bit_select(bank, 1)):
@@ -175,7 +186,7 @@ class Loader(wiring.Component):
                         with m.If(layer.add):
                             m.next = "SKIP"
                         with m.Else():
-                            m.next = "WEIGHTS"
+                            after_header()
 
             with m.State("SKIP"):
                 # Held off until the tile that last used this skip bank has been accumulated.
@@ -189,7 +200,7 @@ class Loader(wiring.Component):
                             m.d.sync += [x.eq(0), y.eq(y + 1)]
                             with m.If(last_skip_y):
                                 m.d.sync += [y.eq(0), skip_free.bit_select(bank, 1).eq(0)]
-                                m.next = "WEIGHTS"
+                                after_header()
 
             with m.State("WEIGHTS"):
                 m.d.comb += self.s_in.ready.eq(1)
@@ -205,9 +216,12 @@ class Loader(wiring.Component):
                                 with m.If(u == layer.kernel - 1):
                                     m.d.sync += [u.eq(0), ch.eq(ch + rows)]
                                     with m.If(last_ch_tile):
-                                        m.d.sync += [ch.eq(0), co.eq(co + cols), bank.eq(~bank)]
+                                        m.d.sync += [ch.eq(0), co.eq(co + cols), bank.eq(~bank),
+                                                     first_cotile.eq(0)]
                                         with m.If(co + cols >= layer.out_ch):
                                             m.next = "IDLE"
                                         with m.Else():
                                             m.next = "WAIT_BANK"
+                                    with m.Elif(first_cotile):
+                                        m.next = "INPUT"
         return m

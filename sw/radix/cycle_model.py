@@ -1,10 +1,13 @@
 """Analytic cycle model of one engine job (an estimate; bench/ compares it with the RTL).
 
-Phases (docs/engine.md): the input map streams in (``in_words`` per pixel group); the first
-output tile's bias words, skip pixels (residual add) and weights stream in; then every output tile runs ``T_in * k * k`` passes of
-``max(P, min_pass)`` cycles, overlapped with loading the next tile's weights and draining the
-previous tile's outputs, whichever is longest; the last tile's outputs drain at the end; plus the
-array's pipeline latency.
+Phases (docs/engine.md, radix.stream_format): the first output tile's bias words and skip
+pixels (residual add) stream in, then each input tile followed by that tile's weight rows of
+the first output tile. The first pass starts once the first input tile and the first pass's
+weight rows are in; the first output tile then runs its ``T_in * k * k`` passes of
+``max(P, min_pass)`` cycles, unless the stream is slower, when it ends one pass after the
+stream's last word of the tile. Every later output tile runs its passes overlapped with loading
+the next tile's words and draining the previous tile's outputs, whichever is longest; the last
+tile's outputs drain at the end; plus the array's pipeline latency.
 """
 
 from __future__ import annotations
@@ -24,12 +27,16 @@ def job_cycles(config: EngineConfig, layer: dict) -> int:
     pooled = (h // 2) * (w // 2) if pool else p
     skip = p if layer["FLAGS"] & field_mask("FLAGS", "ADD") else 0
     load_input = input_word_count(layer["IN_CH"], layer["IN_H"], layer["IN_W"], config)
-    tile_weights = cotile_word_count(layer["IN_CH"], k, config, skip_pixels=skip)
-    tile_compute = t_in * k * k * max(p, config.min_pass)
+    tile_words = cotile_word_count(layer["IN_CH"], k, config, skip_pixels=skip)
+    header = config.cols + skip * config.wt_words
+    pass_cycles = max(p, config.min_pass)
+    tile_compute = t_in * k * k * pass_cycles
+    first_pass_ready = header + load_input // t_in + config.rows * config.wt_words
+    first_tile = max(first_pass_ready + tile_compute, load_input + tile_words + pass_cycles)
     tile_drain = pooled * config.wt_words
-    steady = max(tile_compute, tile_weights, tile_drain)
+    steady = max(tile_compute, tile_words, tile_drain)
     latency = config.rows + config.cols + 8
-    return load_input + tile_weights + (t_out - 1) * steady + tile_compute + tile_drain + latency
+    return first_tile + (t_out - 1) * steady + tile_drain + latency
 
 
 def ideal_cycles(config: EngineConfig, layer: dict) -> int:

@@ -157,10 +157,8 @@ class Driver:
                               kernel=layer.kernel, stride=layer.stride, pad_top=y0 - (r0 * layer.stride - geometry.pad_top),
                               pad_left=geometry.pad_left, relu=layer.relu, pool=layer.pool, add=skip is not None)
             band_skip = None if skip is None else skip[:, r0 : r0 + n]
-            words = np.concatenate([stream_format.input_words(x[:, y0:y1], cfg)] + [
-                stream_format.cotile_words(layer.weights, layer.bias, shift, t, cfg, skip=band_skip,
-                                           skip_shift=skip_shift)
-                for t in range(stream_format.tiles(c_out, cfg.cols))])
+            words = stream_format.job_words(x[:, y0:y1], layer.weights, layer.bias, shift, cfg, skip=band_skip,
+                                            skip_shift=skip_shift)
             jobs_out.append(Job(regs, words, slice(r0 // div, (r0 + n) // div), (c_out, n // div, comp_w // div)))
         return jobs_out
 

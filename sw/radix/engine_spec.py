@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from .errors import InputError
 
 ENGINE_ID = 0x52445831  # ASCII "RDX1"
-ENGINE_VERSION = 2  # bump when the register map or the stream format changes
+ENGINE_VERSION = 3  # bump when the register map or the stream format changes
 STREAM_BITS = 64  # AXI4-Stream data width in both directions
 
 

@@ -1,16 +1,24 @@
 """The engine's AXI4-Stream formats, shared by the driver, the golden checks and the testbenches.
 
-One job (one layer, or one spatial tile of one) is a single input stream of 64-bit words:
+One job (one layer, or one spatial tile of one) is a single input stream of 64-bit words, made
+of two kinds of parts:
 
-1. the input feature map: for each input-channel tile ``t`` (``rows`` channels, the last one
-   zero-filled), for each pixel in raster order, one *pixel group* of ``rows`` lanes;
-2. for each output-channel tile (``cols`` channels): ``cols`` *bias words*; then, for a job with
-   a residual add (FLAGS.ADD), the tile's *skip pixels*: for each computed output pixel (before
-   pooling; with pooling the even-cropped map, docs/arithmetic.md §6) in raster order, one group
-   of ``cols`` lanes (skip ``b[co, i, j]`` in lane ``co - tile*cols``); then the weights: for each
-   input-channel tile, for each kernel tap ``(u, v)`` in raster order, for each array row ``r``,
-   one *weight row* of ``cols`` lanes (weight ``w[co, t*rows + r, u, v]`` in lane
-   ``co - tile*cols``; lanes beyond the layer's channels are zero).
+* the *input tiles*: for each input-channel tile ``t`` (``rows`` channels, the last one
+  zero-filled), for each pixel in raster order, one *pixel group* of ``rows`` lanes;
+* for each output-channel tile (``cols`` channels): ``cols`` *bias words*; then, for a job with
+  a residual add (FLAGS.ADD), the tile's *skip pixels*: for each computed output pixel (before
+  pooling; with pooling the even-cropped map, docs/arithmetic.md §6) in raster order, one group
+  of ``cols`` lanes (skip ``b[co, i, j]`` in lane ``co - tile*cols``); then the *weight rows*:
+  for each input-channel tile ``t``, for each kernel tap ``(u, v)`` in raster order, for each
+  array row ``r``, one row of ``cols`` lanes (weight ``w[co, t*rows + r, u, v]`` in lane
+  ``co - tile*cols``; lanes beyond the layer's channels are zero).
+
+They are sent in this order: the first output tile's bias words and skip pixels; then, for
+each input-channel tile ``t``, input tile ``t`` followed by the first output tile's weight
+rows of ``t``; then the other output tiles whole, in order. Interleaving the first output
+tile with the input lets its passes on input tile ``t`` run while input tile ``t + 1`` still
+streams in: only the first input tile and the first pass's weight rows precede the first
+pass, instead of the whole input map (:func:`job_words`, :func:`split_job_words`).
 
 The output stream carries, for each output-channel tile, for each output pixel (after pooling)
 in raster order, one group of ``cols`` lanes; TLAST marks the job's last word.
@@ -136,12 +144,42 @@ def input_word_count(c_in: int, height: int, width_px: int, config: EngineConfig
 
 
 def job_words(x, weights, bias, shift, config: EngineConfig, *, skip=None, skip_shift=None) -> np.ndarray:
-    """The whole input stream of one job."""
-    c_out = np.asarray(weights).shape[0]
-    parts = [input_words(x, config)]
-    parts += [cotile_words(weights, bias, shift, t, config, skip=skip, skip_shift=skip_shift)
-              for t in range(tiles(c_out, config.cols))]
-    return np.concatenate(parts)
+    """The whole input stream of one job, in the order of the module docstring."""
+    c_out, c_in, k, _ = np.asarray(weights).shape
+    in_tile = input_word_count(c_in, *np.asarray(x).shape[1:], config) // tiles(c_in, config.rows)
+    inputs = input_words(x, config).reshape(-1, in_tile)
+    cotiles = [cotile_words(weights, bias, shift, t, config, skip=skip, skip_shift=skip_shift)
+               for t in range(tiles(c_out, config.cols))]
+    weight_part = tiles(c_in, config.rows) * _tile_weight_words(k, config)
+    header, first_weights = np.split(cotiles[0], [cotiles[0].size - weight_part])
+    parts = [header]
+    for tile, tile_weights in zip(inputs, first_weights.reshape(len(inputs), -1)):
+        parts += [tile, tile_weights]
+    return np.concatenate(parts + cotiles[1:])
+
+
+def split_job_words(words, *, c_in: int, height: int, width_px: int, kernel: int, c_out: int,
+                    config: EngineConfig, skip_pixels: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Inverse of the ordering of :func:`job_words`: ``(input words, [cotile words per output tile])``,
+    each as :func:`input_words` and :func:`cotile_words` make them."""
+    words = np.asarray(words, dtype=np.uint64)
+    n_in = tiles(c_in, config.rows)
+    in_tile = input_word_count(c_in, height, width_px, config) // n_in
+    tile_weights = _tile_weight_words(kernel, config)
+    header = config.cols + skip_pixels * config.wt_words
+    cotile = cotile_word_count(c_in, kernel, config, skip_pixels=skip_pixels)
+    expected = n_in * in_tile + tiles(c_out, config.cols) * cotile
+    if words.size != expected:
+        raise ValueError(f"{words.size} words, but a job of this layer streams {expected}")
+    interleaved = words[header : header + n_in * (in_tile + tile_weights)].reshape(n_in, in_tile + tile_weights)
+    first = np.concatenate([words[:header], interleaved[:, in_tile:].reshape(-1)])
+    rest = words[header + n_in * (in_tile + tile_weights):].reshape(-1, cotile)
+    return interleaved[:, :in_tile].reshape(-1), [first, *rest]
+
+
+def _tile_weight_words(kernel: int, config: EngineConfig) -> int:
+    """Words of one output tile's weight rows for one input-channel tile."""
+    return kernel * kernel * config.rows * config.wt_words
 
 
 def decode_bias_words(words) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -158,10 +158,11 @@ class ReferenceTransport(Transport):
         if words.size < n_input + t_out * n_tile:
             return  # the engine would wait for the rest of the stream
         self._input = [words[n_input + t_out * n_tile :]]
-        x = stream_format.decode_input_words(words[:n_input], c_in, layer["IN_H"], layer["IN_W"], cfg)
-        tiles = [stream_format.decode_cotile_words(words[n_input + t * n_tile : n_input + (t + 1) * n_tile], c_in, k,
-                                                   cfg, skip_pixels=skip_pixels)
-                 for t in range(t_out)]
+        input_part, cotiles = stream_format.split_job_words(
+            words[: n_input + t_out * n_tile], c_in=c_in, height=layer["IN_H"], width_px=layer["IN_W"], kernel=k,
+            c_out=c_out, config=cfg, skip_pixels=skip_pixels)
+        x = stream_format.decode_input_words(input_part, c_in, layer["IN_H"], layer["IN_W"], cfg)
+        tiles = [stream_format.decode_cotile_words(part, c_in, k, cfg, skip_pixels=skip_pixels) for part in cotiles]
         part = {key: np.concatenate([tile[key] for tile in tiles])[:c_out] for key in tiles[0]}
         skip = part["skip"].reshape(1, c_out, comp_h, comp_w) if add else None
         out = golden.conv_job(
