@@ -113,11 +113,17 @@ class Loader(wiring.Component):
         free = Signal(2, init=0b11)
         skip_free = Signal(2, init=0b11)
         skip_addr = Signal(self.skip_addr_bits)
-        last_ch_tile = ch + rows >= layer.in_ch
         # The first output tile's header is followed by input tile 0, the others' by weights.
         first_cotile = Signal()
-        last_skip_x = x == computed_size(layer.out_w, layer.pool) - 1
-        last_skip_y = y == computed_size(layer.out_h, layer.pool) - 1
+        # Per-job sizes registered at start and "last tile" flags kept with ch and co, so the
+        # stream parsing compares counters with registers instead of sums of layer fields.
+        in_w_last, in_h_last = Signal(16, name="in_w_last"), Signal(16, name="in_h_last")
+        skip_w_last, skip_h_last = Signal(16, name="skip_w_last"), Signal(16, name="skip_h_last")
+        tap_last = Signal(3)
+        last_tap = Signal(name="last_tap")  # (u, v) == (tap_last, tap_last), kept with u and v
+        last_ch_tile, last_cotile = Signal(name="last_ch_tile"), Signal(name="last_cotile")
+        last_skip_x = x == skip_w_last
+        last_skip_y = y == skip_h_last
 
         m.d.comb += [
             self.in_wr.addr.eq(in_addr),
@@ -127,6 +133,11 @@ class Loader(wiring.Component):
             self.skip_wr.addr.eq(skip_addr),
             self.skip_wr.data.eq(group(cfg.wt_words, cols * width)),
         ]
+
+        # The skip bank's free bit a cycle late, off the high fan-out ``bank``: within SKIP it
+        # only rises (a release), and it falls only as SKIP ends, so a late view only waits.
+        skip_bank_free = Signal()
+        m.d.sync += skip_bank_free.eq(skip_free.bit_select(bank, 1))
 
         for b in range(2):
             with m.If(self.wt_release[b]):
@@ -143,6 +154,10 @@ class Loader(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
+                    m.d.sync += [in_w_last.eq(layer.in_w - 1), in_h_last.eq(layer.in_h - 1),
+                                 skip_w_last.eq(computed_size(layer.out_w, layer.pool) - 1),
+                                 skip_h_last.eq(computed_size(layer.out_h, layer.pool) - 1),
+                                 tap_last.eq(layer.kernel - 1), last_cotile.eq(cols >= layer.out_ch)]
                     m.d.sync += [x.eq(0), y.eq(0), ch.eq(0), co.eq(0), in_addr.eq(0), first_cotile.eq(1),
                                  word_index.eq(0), bank.eq(0), free.eq(0b11), skip_free.eq(0b11),
                                  self.wt_avail[0].eq(0), self.wt_avail[1].eq(0)]
@@ -155,9 +170,9 @@ class Loader(wiring.Component):
                     with m.If(group_done(cfg.in_words)):
                         m.d.comb += self.in_wr.en.eq(1)
                         m.d.sync += [in_addr.eq(in_addr + 1), x.eq(x + 1)]
-                        with m.If(x == layer.in_w - 1):
+                        with m.If(x == in_w_last):
                             m.d.sync += [x.eq(0), y.eq(y + 1)]
-                            with m.If(y == layer.in_h - 1):
+                            with m.If(y == in_h_last):
                                 m.d.sync += y.eq(0)
                                 with m.If(ch == 0):
                                     m.d.sync += self.hw.eq(in_addr + 1)
@@ -182,6 +197,7 @@ class Loader(wiring.Component):
                     ]
                     with m.If(lane_count == cols - 1):
                         m.d.sync += [r.eq(0), u.eq(0), v.eq(0), ch.eq(0), x.eq(0), y.eq(0),
+                                     last_ch_tile.eq(rows >= layer.in_ch), last_tap.eq(tap_last == 0),
                                      skip_addr.eq(Mux(bank, cfg.acc_depth, 0))]
                         with m.If(layer.add):
                             m.next = "SKIP"
@@ -190,7 +206,7 @@ class Loader(wiring.Component):
 
             with m.State("SKIP"):
                 # Held off until the tile that last used this skip bank has been accumulated.
-                m.d.comb += self.s_in.ready.eq(skip_free.bit_select(bank, 1))
+                m.d.comb += self.s_in.ready.eq(skip_bank_free)
                 with m.If(take):
                     next_word(cfg.wt_words)
                     with m.If(group_done(cfg.wt_words)):
@@ -210,18 +226,22 @@ class Loader(wiring.Component):
                         m.d.comb += self.wt_wr.en.eq(1)
                         m.d.sync += [self.wt_avail[bank].eq(self.wt_avail[bank] + 1), r.eq(r + 1)]
                         with m.If(r == rows - 1):
-                            m.d.sync += [r.eq(0), v.eq(v + 1)]
-                            with m.If(v == layer.kernel - 1):
-                                m.d.sync += [v.eq(0), u.eq(u + 1)]
-                                with m.If(u == layer.kernel - 1):
-                                    m.d.sync += [u.eq(0), ch.eq(ch + rows)]
-                                    with m.If(last_ch_tile):
-                                        m.d.sync += [ch.eq(0), co.eq(co + cols), bank.eq(~bank),
-                                                     first_cotile.eq(0)]
-                                        with m.If(co + cols >= layer.out_ch):
-                                            m.next = "IDLE"
-                                        with m.Else():
-                                            m.next = "WAIT_BANK"
-                                    with m.Elif(first_cotile):
-                                        m.next = "INPUT"
+                            m.d.sync += [r.eq(0), v.eq(v + 1),
+                                         last_tap.eq((v + 1 == tap_last) & (u == tap_last))]
+                            with m.If(v == tap_last):
+                                m.d.sync += [v.eq(0), u.eq(u + 1),
+                                             last_tap.eq((tap_last == 0) & (u + 1 == tap_last))]
+                            with m.If(last_tap):
+                                m.d.sync += [u.eq(0), last_tap.eq(tap_last == 0), ch.eq(ch + rows),
+                                             last_ch_tile.eq(ch + 2 * rows >= layer.in_ch)]
+                                with m.If(last_ch_tile):
+                                    m.d.sync += [ch.eq(0), co.eq(co + cols), bank.eq(~bank),
+                                                 first_cotile.eq(0),
+                                                 last_cotile.eq(co + 2 * cols >= layer.out_ch)]
+                                    with m.If(last_cotile):
+                                        m.next = "IDLE"
+                                    with m.Else():
+                                        m.next = "WAIT_BANK"
+                                with m.Elif(first_cotile):
+                                    m.next = "INPUT"
         return m

@@ -13,7 +13,10 @@ from .accumulator import SHIFT_BITS, acc_drain_signature
 from .helpers import computed_size, lane, popcount
 from .layout import OUTPUT_WORD_LAYOUT, LayerConfigLayout
 
-FIFO_DEPTH = 4
+FIFO_DEPTH = 8
+# The stall decides on the FIFO level of the cycle before: room for this many more words then
+# guarantees room for one now, whatever was written since.
+FIFO_ROOM = 2
 STAGES = 6
 # What travels with a pixel through the pipeline besides its lanes.
 TAG_LAYOUT = data.StructLayout({"valid": 1, "i": 16, "j": 16, "last": 1})
@@ -25,7 +28,10 @@ class OutputUnit(wiring.Component):
     Per output-channel tile it waits for the bank in turn (``acc.full``), takes the tile's
     clamped data shifts, reads the computed map in raster order, one pixel of ``cols`` lanes
     per cycle, and pushes the pixels through a pipeline that stalls as a whole (one enable,
-    ``ce``) whenever the packer cannot hand its pixel on:
+    ``ce``) whenever the packer cannot hand its pixel on. ``ce`` drives every stage's clock
+    enable (thousands of loads on the default build), so it is one LUT of registers: the
+    packer's word index, ``S6``'s valid bit and ``room``, the FIFO's level of the previous cycle
+    compared with its depth:
 
     ``S0`` address -> ``S1`` bank data -> ``S2`` registered -> ``S3`` shifted
     (``acc >> (s-1)`` or ``acc << -s``) -> ``S4`` rounded half up -> ``S5`` ReLU and
@@ -94,18 +100,23 @@ class OutputUnit(wiring.Component):
         saturated = Signal(32)
         m.d.comb += self.saturated.eq(saturated)
 
-        last_word = word_index == words - 1
-        ce = ~tag[6].valid | (fifo.w_rdy & last_word)
+        last_word = Signal(init=words == 1)
+        room = Signal()  # the FIFO had room for FIFO_ROOM more words a cycle ago: it has one now
+        m.d.sync += room.eq(fifo.level <= FIFO_DEPTH - FIFO_ROOM - 1)
+        ce = ~tag[6].valid | (room & last_word)
 
-        # Packer: one 64-bit word of the S6 pixel per cycle.
+        # Packer: one 64-bit word of the S6 pixel per cycle; a pixel's last word is written only
+        # with ``room``, the cycle the pipeline moves on (``ce``), so no word is written twice.
         padded = Cat(y6, Const(0, words * STREAM_BITS - cols * width))
+        write = tag[6].valid & Mux(last_word, room, fifo.w_rdy)
         m.d.comb += [
             fifo.w_data.eq(Cat(padded.word_select(word_index, STREAM_BITS),
                                tag[6].last & last_word)),
-            fifo.w_en.eq(tag[6].valid),
+            fifo.w_en.eq(write),
         ]
-        with m.If(tag[6].valid & fifo.w_rdy):
-            m.d.sync += word_index.eq(Mux(last_word, 0, word_index + 1))
+        with m.If(write):
+            m.d.sync += [word_index.eq(Mux(last_word, 0, word_index + 1)),
+                         last_word.eq(Mux(last_word, words == 1, word_index == words - 2))]
 
         # S0: the next pixel; its valid/i/j are the tile sequencing's registers, its last flag
         # is derived here.

@@ -88,6 +88,7 @@ class Sequencer(wiring.Component):
         since = Signal(range(since_max + 1), init=since_max)
 
         pad_row_offset = Signal(addr_bits)  # PAD_TOP * IN_W
+        first_tile_base = Signal(addr_bits)  # -PAD_TOP * IN_W, from pad_row_offset in SETUP
         stride_row = Signal(addr_bits)      # STRIDE * IN_W
 
         # Pass generator state: the pass whose weights load next.
@@ -95,6 +96,7 @@ class Sequencer(wiring.Component):
         u, v = Signal(3), Signal(3)
         wbank = Signal()
         row = Signal(weight_rows_bits(cfg))
+        row_end = Signal(weight_rows_bits(cfg) + 1)  # row + rows, kept so WAIT only compares
         row_step = Signal(range(rows))
         tile_base = Signal(addr_bits)  # t*IN_H*IN_W - PAD_TOP*IN_W
         tap_base = Signal(addr_bits)   # tile_base + u*IN_W: row address of input row u - PAD_TOP
@@ -105,11 +107,16 @@ class Sequencer(wiring.Component):
         d_base = Signal(addr_bits)
         d_y0, d_x0 = Signal(signed(5)), Signal(signed(5))
 
-        last_v = v == layer.kernel - 1
-        last_u = u == layer.kernel - 1
-        # "this is the last input-channel tile" and "the last output-channel tile", kept as
-        # registers updated with ch and co, so no compare lies on the pass generator's paths.
-        last_t, last_co = Signal(), Signal()
+        # "the last tap column / row", "the last input-channel tile", "the last output-channel
+        # tile" and "the last row of the load", kept as registers updated with v, u, ch, co and
+        # row_step, so no compare lies on the pass generator's paths; the next tap and tile
+        # base addresses likewise (one cycle behind tap_base and tile_base, which change at
+        # most every other cycle: a LOAD is followed by at least one cycle of WAIT).
+        last_v, last_u, last_step = Signal(name="last_v"), Signal(name="last_u"), Signal(name="last_step")
+        last_t, last_co = Signal(name="last_t"), Signal(name="last_co")
+        next_tap_base, next_tile_base = Signal(addr_bits), Signal(addr_bits)
+        m.d.sync += [next_tap_base.eq(tap_base + layer.in_w), next_tile_base.eq(tile_base + self.hw)]
+        single_tap = layer.kernel == 1
 
         loading = Signal()
         m.d.comb += [
@@ -121,46 +128,59 @@ class Sequencer(wiring.Component):
                 with m.If(self.start):
                     offset = small_product(layer.pad_top, layer.in_w)[:addr_bits]
                     m.d.sync += [
-                        co.eq(0), ch.eq(0), u.eq(0), v.eq(0), wbank.eq(0), row.eq(0),
+                        co.eq(0), ch.eq(0), u.eq(0), v.eq(0), wbank.eq(0), row.eq(0), row_end.eq(rows),
+                        last_step.eq(0),
+                        last_v.eq(single_tap), last_u.eq(single_tap),
                         last_t.eq(rows >= layer.in_ch), last_co.eq(cols >= layer.out_ch),
                         pad_row_offset.eq(offset),
                         stride_row.eq(small_product(layer.stride, layer.in_w)[:addr_bits]),
-                        tile_base.eq(-offset), tap_base.eq(-offset),
                     ]
-                    m.next = "WAIT"
+                    m.next = "SETUP"
+            with m.State("SETUP"):
+                # A cycle apart from START, so the product above and this negation are two
+                # paths; the first weight rows are many cycles away.
+                m.d.sync += [first_tile_base.eq(-pad_row_offset), tile_base.eq(-pad_row_offset),
+                             tap_base.eq(-pad_row_offset)]
+                m.next = "WAIT"
             with m.State("WAIT"):
-                rows_ready = self.wt_avail[wbank] >= row + rows
+                rows_ready = self.wt_avail[wbank] >= row_end
                 # The first read follows one cycle after leaving WAIT.
                 with m.If(~d_valid & (since >= max(gap - 1, 0)) & rows_ready):
-                    m.d.sync += row_step.eq(rows - 1)
+                    m.d.sync += [row_step.eq(rows - 1), last_step.eq(rows == 1)]
                     m.next = "LOAD"
             with m.State("LOAD"):
                 m.d.comb += loading.eq(1)
-                m.d.sync += row_step.eq(row_step - 1)
-                with m.If(row_step == 0):
-                    m.d.sync += [
-                        d_valid.eq(1), d_bank.eq(wbank), d_base.eq(tap_base),
-                        d_y0.eq(u - layer.pad_top), d_x0.eq(v - layer.pad_left),
-                        d_first.eq((ch == 0) & (u == 0) & (v == 0)),
-                        d_last.eq(last_t & last_u & last_v),
-                        row.eq(row + rows), v.eq(v + 1),
-                    ]
-                    m.next = "WAIT"
-                    with m.If(last_v):
-                        m.d.sync += [v.eq(0), u.eq(u + 1), tap_base.eq(tap_base + layer.in_w)]
-                        with m.If(last_u):
-                            m.d.sync += [u.eq(0), ch.eq(ch + rows),
-                                         last_t.eq(ch + 2 * rows >= layer.in_ch),
-                                         tile_base.eq(tile_base + self.hw),
-                                         tap_base.eq(tile_base + self.hw)]
-                            with m.If(last_t):
-                                m.d.sync += [ch.eq(0), row.eq(0), wbank.eq(~wbank),
-                                             co.eq(co + cols), last_t.eq(rows >= layer.in_ch),
-                                             last_co.eq(co + 2 * cols >= layer.out_ch),
-                                             tile_base.eq(-pad_row_offset),
-                                             tap_base.eq(-pad_row_offset)]
-                                with m.If(last_co):
-                                    m.next = "IDLE"
+                m.d.sync += [row_step.eq(row_step - 1), last_step.eq(row_step == 1)]
+                with m.If(last_step):
+                    with m.If(last_v & last_u & last_t & last_co):
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "WAIT"
+
+        # The end of a LOAD, outside the FSM: ``last_step`` is set only in a LOAD's last cycle,
+        # so these updates need not decode the state (whose fan-out would lengthen the path).
+        with m.If(last_step):
+            m.d.sync += [
+                d_valid.eq(1), d_bank.eq(wbank), d_base.eq(tap_base),
+                d_y0.eq(u - layer.pad_top), d_x0.eq(v - layer.pad_left),
+                d_first.eq((ch == 0) & (u == 0) & (v == 0)),
+                d_last.eq(last_t & last_u & last_v),
+                row.eq(row_end), row_end.eq(row_end + rows), v.eq(v + 1), last_v.eq(v + 2 == layer.kernel),
+            ]
+            with m.If(last_v):
+                m.d.sync += [v.eq(0), last_v.eq(single_tap), u.eq(u + 1), last_u.eq(u + 2 == layer.kernel),
+                             tap_base.eq(next_tap_base)]
+                with m.If(last_u):
+                    m.d.sync += [u.eq(0), last_u.eq(single_tap), ch.eq(ch + rows),
+                                 last_t.eq(ch + 2 * rows >= layer.in_ch),
+                                 tile_base.eq(next_tile_base),
+                                 tap_base.eq(next_tile_base)]
+                    with m.If(last_t):
+                        m.d.sync += [ch.eq(0), row.eq(0), row_end.eq(rows), wbank.eq(~wbank),
+                                     co.eq(co + cols), last_t.eq(rows >= layer.in_ch),
+                                     last_co.eq(co + 2 * cols >= layer.out_ch),
+                                     tile_base.eq(first_tile_base),
+                                     tap_base.eq(first_tile_base)]
 
         # Weight rows reach the shadow chain W_LATENCY cycles after the read.
         read_en = Signal()
