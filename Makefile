@@ -59,7 +59,7 @@ bitstream: $(STAMP)
 	CLOCK_MHZ=$(CLOCK_MHZ) BUILD=$(BUILD) RADIX=$(BIN)/radix boards/pynq_z2/bitstream.sh
 
 bench-perf: $(STAMP)
-	$(BIN)/python bench/performance.py
+	$(BIN)/python bench/performance.py --config 16x11 16x22
 
 clean:
 	rm -rf $(BUILD) sim/build

@@ -171,9 +171,14 @@ class OutputUnit(wiring.Component):
         with m.If(ce):
             m.d.sync += y6.eq(Mux(layer.pool, Cat(*pooled), Cat(*y5)))
             with m.If(tag[5].valid):
-                m.d.sync += saturated.eq(saturated + popcount(sat5))
                 with m.If(~tag[5].j[0]):
                     m.d.sync += [hold[c].eq(y5[c]) for c in range(cols)]
+
+        # The count adds a pixel's saturated lanes a cycle after S5: the lane popcount and the
+        # 32-bit add are two paths (the job's last pixel is counted long before the FIFO empties).
+        pixel_saturated = Signal(range(cols + 1))
+        m.d.sync += [pixel_saturated.eq(Mux(ce & tag[5].valid, popcount(sat5), 0)),
+                     saturated.eq(saturated + pixel_saturated)]
 
         # Tile sequencing (S0).
         with m.FSM():

@@ -36,7 +36,8 @@ class Sequencer(wiring.Component):
     * the **pixel issuer** takes the descriptor as its running pass issues its last pixel,
       once a tile's first pass finds its accumulator bank free (``acc_full``; then it pulses
       ``acquire``) and at least 3 cycles after the previous pass began (accumulator
-      read-modify-write distance). Taking a tile's last pass releases its weight bank.
+      read-modify-write distance). Taking a tile's last pass releases its weight bank (a cycle
+      later).
 
     With data ready, passes follow each other without gaps and last ``max(P, 2*rows + cols - 1,
     3)`` cycles (``P`` output pixels): ``rows + cols - 2`` cycles of swap wave, ``rows`` shifts
@@ -214,6 +215,11 @@ class Sequencer(wiring.Component):
         # The descriptor's bank, a register: it selects the biases to acquire without waiting
         # for ``take`` (``acquire_bank`` matters only while ``acquire`` is set).
         m.d.comb += self.acquire_bank.eq(d_bank)
+        # The weight bank's release, registered: d_bank drives the bias selection (a thousand
+        # loads on the default build), so the loader's bank bookkeeping starts from a register.
+        release = Signal(2)
+        m.d.sync += release.eq(0)
+        m.d.comb += self.wt_release.eq(release)
         with m.If(self.start):
             m.d.sync += [active.eq(0), d_valid.eq(0), since.eq(since_max)]
         with m.Elif(take):
@@ -223,10 +229,8 @@ class Sequencer(wiring.Component):
                 j_last.eq(out_w_last == 0), i_last.eq(out_h_last == 0),
                 pixel.eq(0), p_bank.eq(d_bank), p_first.eq(d_first), p_last.eq(d_last),
             ]
-            m.d.comb += [
-                self.acquire.eq(d_first),
-                self.wt_release.eq(Mux(d_last, 1 << d_bank, 0)),
-            ]
+            m.d.comb += self.acquire.eq(d_first)
+            m.d.sync += release.eq(Mux(d_last, 1 << d_bank, 0))
         with m.Else():
             with m.If(since != since_max):
                 m.d.sync += since.eq(since + 1)
