@@ -164,3 +164,20 @@ def test_bad_command_lines_name_the_option(tmp_path, argv, message):
     args = compress_args("digitsnet", "--data", "digits", "-o", str(tmp_path / "x.pt"), *argv)
     with pytest.raises(CompressionError, match=message):
         args.handler(args)
+
+
+def test_codebook_errors_skip_a_layer_with_an_average_pool_folded_in():
+    from radix.compress.flow import codebook_errors
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.round(model[0].weight * 8) / 8)  # a few shared values each
+        model[4].weight.copy_(torch.round(model[4].weight * 8) / 8)
+    x = np.random.default_rng(0).random((8, 1, 6, 6)).astype(np.float32)
+    graph, _ = ingest(model, (1, 6, 6))
+    program = calibrate(graph, x, CalibrationSettings(bits=8))
+    # the Linear's program weights are its weights spread over the 4x4 window, divided by 16
+    assert np.size(next(layer for layer in program.layers if layer.name == "4").weights) == 3 * 4 * 16
+    errors = codebook_errors(model, program, {"0", "4"})
+    assert set(errors) == {"0"} and errors["0"]["values"] > 1

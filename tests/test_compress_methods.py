@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from radix.compress import CompressionError, channels, prune, share, svd, ttq
-from radix.compress.flow import State, check_methods
+from radix.calibrate import CalibrationSettings
+from radix.compress.flow import State, check_methods, engine_figures, engine_program
 from radix.compress.training import FineTune, TrainingData, evaluate, fine_tune, prepare, weight_layers, zeros_kept
 from radix.errors import InputError
 from radix_models import load_builtin
@@ -84,14 +85,42 @@ def test_channel_pruning_removes_the_macs_in_whole_tiles(digits):
     for name, entry in report["layers"].items():
         kept = entry["kept"]
         assert kept % 4 == 0 or kept < 4, (name, kept)  # whole 4-column tiles above one tile
-    conv = state.module.get_submodule("features.0")
-    assert conv.out_channels == report["layers"]["features.0"]["kept"]
-    assert state.module.get_submodule("features.4").in_channels == conv.out_channels
+        assert state.module.get_submodule(name).weight.shape[0] == kept
+    assert report["layers"]
+    assert state.module.get_submodule("features.4").in_channels == state.module.get_submodule("features.0").out_channels
     assert evaluate(state.module, digits.x_test, digits.y_test)[1] > 0.5
 
 
+def _array_passes(module: nn.Module, rows: int = 16, cols: int = 22) -> int:
+    """Passes of the 16 x 22 array per output pixel, summed over the convolutions: input tiles x
+    output tiles x kernel positions."""
+    return sum(-(-m.in_channels // rows) * -(-m.out_channels // cols) * m.kernel_size[0] * m.kernel_size[1]
+               for m in module.modules() if isinstance(m, nn.Conv2d))
+
+
+def test_channel_pruning_of_vggnet_removes_array_tiles_and_cycles():
+    data, _ = TrainingData.load("mnist5k", images=200, validation_images=100, classes=10)
+    state = state_of(load_builtin("vggnet"), (1, 28, 28))
+    probe = data.x_train[:4].numpy()
+    settings = CalibrationSettings(bits=8, activation_rule="maxabs")
+    before = engine_figures(engine_program(state.module, (1, 28, 28), probe, settings)[0])
+    passes = _array_passes(state.module)
+    channels.apply(state, channels.PruneChannels(fraction=0.6), data, FineTune(epochs=0, show_progress=False), stage=1)
+    after = engine_figures(engine_program(state.module, (1, 28, 28), probe, settings)[0])
+    assert after["conv_macs"] <= 0.4 * before["conv_macs"]
+    assert _array_passes(state.module) <= 0.5 * passes, (passes, _array_passes(state.module))
+    # whole tiles gone: the analytic cycle model (radix.cycle_model) falls by a third or more
+    assert after["cycles"] <= 0.67 * before["cycles"], (before["cycles"], after["cycles"])
+    for name, layer in weight_layers(state.module):
+        if isinstance(layer, nn.Conv2d) and layer.out_channels > 16:
+            assert layer.out_channels % 22 == 0 or layer.out_channels % 16 == 0, (name, layer.out_channels)
+
+
 def test_channel_counts_step_down_to_the_array():
-    assert [channels.next_count(c, 11) for c in (120, 22, 16, 12, 11, 6, 1)] == [110, 11, 11, 11, 10, 5, 0]
+    # 16 x 22 (W=8): every step empties a whole 22-column output tile or a whole 16-row input tile
+    assert [channels.next_count(c, 22, 16) for c in (64, 48, 44, 32, 22, 20, 16, 1)] == [48, 44, 32, 22, 16, 16, 15, 0]
+    # 16 x 11 (W=16)
+    assert [channels.next_count(c, 11, 16) for c in (120, 22, 16, 12, 11, 6, 1)] == [112, 16, 11, 11, 10, 5, 0]
 
 
 def test_svd_of_full_rank_reproduces_the_layer():

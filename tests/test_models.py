@@ -7,11 +7,13 @@ import torch
 from torch import nn
 
 from radix.datasets import load_split
+from radix.engine_spec import DEFAULT_CONFIG
+from radix.ingest import ingest
 from radix_models import BUILTIN_MODELS, UnknownModelError, load_builtin
 from radix_models.train import accuracy, random_recolour, train
 
 # resnet8: the 95% the training recipe was designed to reach on mnist32rgb.
-ACCURACY_FLOOR = {"lenet5": 0.97, "digitsnet": 0.95, "resnet8": 0.95}
+ACCURACY_FLOOR = {"lenet5": 0.97, "digitsnet": 0.95, "resnet8": 0.95, "vggnet": 0.97}
 
 
 def test_registry_specs():
@@ -34,6 +36,19 @@ def test_digitsnet_has_trained_batchnorm():
     bn = load_builtin("digitsnet").features[1]
     assert isinstance(bn, torch.nn.BatchNorm2d)
     assert not torch.allclose(bn.running_var, torch.ones_like(bn.running_var))
+
+
+def test_vggnet_is_supported_and_its_layers_span_several_tiles():
+    graph, _ = ingest(load_builtin("vggnet"), BUILTIN_MODELS["vggnet"].input_shape)  # what `radix check` runs
+    layers = graph.engine_layers()
+    assert [(layer.kind, layer.out_shape) for layer in layers] == [
+        ("conv", (32, 28, 28)), ("conv", (32, 14, 14)), ("conv", (64, 14, 14)), ("conv", (64, 7, 7)), ("fc", (10,))]
+    rows, cols = DEFAULT_CONFIG.rows, DEFAULT_CONFIG.cols
+    for layer in layers[:4]:
+        # why the model exists: every convolution has more than one tile of output columns, and
+        # all but the first more than one tile of input rows
+        assert -(-layer.out_shape[0] // cols) >= 2
+    assert all(layer.in_shape[0] > rows for layer in layers[1:4])
 
 
 def _conv_and_linear(model):

@@ -14,6 +14,7 @@ from torch import nn
 from .digitsnet import DigitsNet
 from .lenet5 import LeNet5
 from .resnet8 import ResNet8
+from .vggnet import VGGNet
 
 _WEIGHTS = Path(__file__).resolve().parent / "weights"
 
@@ -42,6 +43,7 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
         ModelSpec("lenet5", LeNet5, _WEIGHTS / "lenet5.pt", "mnist5k", (1, 28, 28)),
         ModelSpec("digitsnet", DigitsNet, _WEIGHTS / "digitsnet.pt", "digits", (1, 8, 8)),
         ModelSpec("resnet8", ResNet8, _WEIGHTS / "resnet8.pt", "mnist32rgb", (3, 32, 32)),
+        ModelSpec("vggnet", VGGNet, _WEIGHTS / "vggnet.pt", "mnist5k", (1, 28, 28)),
     )
 }
 

@@ -21,6 +21,7 @@ from torch import fx, nn
 from .. import network
 from ..calibrate import CalibrationSettings, calibrate
 from ..ingest import UnsupportedModelError, ingest
+from ..program import Program
 from ..runner import run_images
 from ..transport import ReferenceTransport
 from . import CompressionError, channels, prune, share, svd, ttq
@@ -76,11 +77,14 @@ class State:
 
 @dataclass
 class Compressed:
-    """The flow's result: the compressed module, the report (JSON-able) and warnings."""
+    """The flow's result: the compressed module, the report (JSON-able) and warnings; ``program`` is
+    the calibrated program when a :class:`RadixCheck` was asked for and the engine can run the model
+    (to run it on an engine backend), else None."""
 
     module: fx.GraphModule
     report: dict
     warnings: list[str]
+    program: Program | None = None
 
 
 def check_methods(methods) -> None:
@@ -137,7 +141,9 @@ def codebook_errors(module: nn.Module, program, layers) -> dict:
     out = {}
     for name in sorted(layers):
         layer = by_name.get(name)
-        if layer is None or len(set(layer.fl_w)) != 1:
+        # an average pool folded into the layer (docs/arithmetic.md §10) spreads each weight over the
+        # pool's window, divided: those are no longer the codebook's values
+        if layer is None or len(set(layer.fl_w)) != 1 or np.size(layer.weights) != modules[name].weight.numel():
             continue
         floats = modules[name].weight.detach().double().numpy().reshape(-1)
         fixed = np.ldexp(np.asarray(layer.weights, dtype=np.float64).reshape(-1), -layer.fl_w[0])
@@ -226,7 +232,8 @@ def compress(model: nn.Module, *, input_shape, data: TrainingData, methods, fine
                            f"cycles_{key}": figures["cycles"], f"cycles_per_layer_{key}": figures["cycles_per_layer"]})
     report["cycles_source"] = CYCLES_SOURCE
     report["seconds"] = round(time.perf_counter() - started, 3)
-    return Compressed(module=state.module, report=report, warnings=state.warnings)
+    return Compressed(module=state.module, report=report, warnings=state.warnings,
+                      program=program if radix is not None else None)
 
 
 def _radix_check(state: State, data: TrainingData, radix: RadixCheck, report: dict):
