@@ -1,11 +1,24 @@
-"""Helpers shared by the accuracy benchmarks (run as scripts: ``python bench/NAME.py``)."""
+"""Helpers shared by the benchmarks (run as scripts: ``python bench/NAME.py``)."""
 
 from __future__ import annotations
 
+import argparse
 import random
+from dataclasses import replace
 
 import numpy as np
 import torch
+
+from radix.engine_spec import DEFAULT_CONFIG, EngineConfig
+
+
+def engine_shape(text: str) -> EngineConfig:
+    """``ROWSxCOLS`` (an argparse type): the default W=8 engine with that array shape."""
+    try:
+        rows, cols = (int(part) for part in text.lower().split("x"))
+        return replace(DEFAULT_CONFIG, rows=rows, cols=cols)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected ROWSxCOLS, e.g. 16x22 ({error})") from None
 
 
 def seed_everything(seed: int) -> None:

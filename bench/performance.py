@@ -25,8 +25,7 @@ import json
 import sys
 import time
 
-from dataclasses import replace
-
+from common import engine_shape  # bench/common.py, beside this script
 from radix.console import table
 from radix.engine_spec import DEFAULT_CONFIG, EngineConfig
 
@@ -45,14 +44,6 @@ VGG = [
     dict(name="vgg 3x3 256->256 @8x8", kind="conv", c_in=256, c_out=256, size=8, kernel=3, stride=1, pad=1, pool=False),
     dict(name="vgg 3x3 512->512 @8x8", kind="conv", c_in=512, c_out=512, size=8, kernel=3, stride=1, pad=1, pool=False),
 ]
-
-
-def _shape(text: str) -> EngineConfig:
-    try:
-        rows, cols = (int(part) for part in text.lower().split("x"))
-        return replace(DEFAULT_CONFIG, rows=rows, cols=cols)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected ROWSxCOLS, e.g. 16x22 ({error})") from None
 
 
 def run(config: EngineConfig, layers: list[dict]) -> tuple[list[dict], float]:
@@ -77,7 +68,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quick", action="store_true", help="LeNet-5 and the 64-channel layer only")
-    parser.add_argument("--config", nargs="+", type=_shape, default=[DEFAULT_CONFIG], metavar="ROWSxCOLS",
+    parser.add_argument("--config", nargs="+", type=engine_shape, default=[DEFAULT_CONFIG], metavar="ROWSxCOLS",
                         help="array shapes to run side by side (default: the default engine)")
     args = parser.parse_args(argv)
 

@@ -2,13 +2,15 @@
 
 The built-in ``resnet8`` is calibrated at 8 bits on ``mnist32rgb`` (``--calibration-images``
 from the training split), then ``--images`` test images run through the host driver on the
-Verilated RTL of the default engine, every layer checked bit for bit against the reference. It
+Verilated RTL of the default engine (or ``--config ROWSxCOLS``, e.g. ``16x11``: the shape of the
+one-MAC-per-DSP engine on the same 176 DSP48E1s), every layer checked bit for bit against the reference. It
 prints per layer: MACs, measured cycles (the CYCLES register, input/bias/skip/weight streaming
 included), the ideal (MACs / PEs), PE utilisation, the analytic model's cycles; then per image
 the measured total, latency at 100 and 142.86 MHz and images/s — ESTIMATES at an assumed clock
 (no timing closure was run) — beside the published PYNQ-Z2 figures for this benchmark.
 
-Usage: ``python bench/resnet8_performance.py [--images N] [--calibration-images N] [--json]``.
+Usage: ``python bench/resnet8_performance.py [--images N] [--calibration-images N] [--config ROWSxCOLS]
+[--json]``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import engine_shape  # bench/common.py, beside this script
 from radix.calibrate import CalibrationSettings, calibrate
 from radix.console import table
 from radix.datasets import load_split
@@ -42,25 +45,28 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=4, help="test images run on the RTL (default 4)")
     parser.add_argument("--calibration-images", type=int, default=1000)
+    parser.add_argument("--config", type=engine_shape, default=DEFAULT_CONFIG, metavar="ROWSxCOLS",
+                        help="W=8 array shape (default: the default engine)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    config = args.config
     from radix_sim.hostrun import run_host
 
     spec = get_spec(MODEL)
     x_train, _ = load_split(spec.dataset, "train")
     graph, _ = ingest(load_builtin(MODEL), spec.input_shape)
-    program = calibrate(graph, x_train[: args.calibration_images], CalibrationSettings(bits=DEFAULT_CONFIG.width))
+    program = calibrate(graph, x_train[: args.calibration_images], CalibrationSettings(bits=config.width))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "resnet8.radix"
         program.save(path)
         start = time.perf_counter()
         result = run_host("radix.runner:run_files", {"program": str(path), "data": spec.dataset,
-                                                     "images": args.images}, DEFAULT_CONFIG)
+                                                     "images": args.images}, config)
         seconds = time.perf_counter() - start
         # the reference backend reports the analytic cycle model for the same job plan
-        modelled = run_files(ReferenceTransport(DEFAULT_CONFIG), program=str(path), data=spec.dataset,
+        modelled = run_files(ReferenceTransport(config), program=str(path), data=spec.dataset,
                              images=1)["cycles"]["per_layer_mean"]
-    pes = DEFAULT_CONFIG.rows * DEFAULT_CONFIG.cols
+    pes = config.rows * config.cols
     measured = result["cycles"]["per_layer_mean"]
     rows, layers = [], []
     for layer in program.layers:
@@ -80,9 +86,9 @@ def main(argv=None) -> int:
                                                "images_per_s": mhz * 1e6 / total} for mhz in CLOCKS_MHZ},
                "simulation_seconds": round(seconds, 1)}
     if args.json:
-        print(json.dumps({"config": DEFAULT_CONFIG.as_dict(), "layers": layers, **summary}, indent=2))
+        print(json.dumps({"config": config.as_dict(), "layers": layers, **summary}, indent=2))
         return 0 if result["bit_exact"] else 1
-    print(f"ResNet-8 on the engine {DEFAULT_CONFIG.rows}x{DEFAULT_CONFIG.cols} W={DEFAULT_CONFIG.width} "
+    print(f"ResNet-8 on the engine {config.rows}x{config.cols} W={config.width} "
           f"({pes} PEs), Verilated RTL, {result['images']} mnist32rgb test images, {seconds:.0f} s of simulation; "
           f"bit-exact with the reference: {'yes' if result['bit_exact'] else 'NO'}")
     print(table(["layer", "fused", "MACs", "RTL cycles (measured)", "ideal", "PE util", "model cycles"], rows))
