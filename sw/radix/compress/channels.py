@@ -174,16 +174,8 @@ def _spatial_mean(node: fx.Node) -> bool:
 
 def layer_macs(module: fx.GraphModule, input_shape) -> dict[str, int]:
     """Multiply-accumulates per image of every Conv2d/Linear (by shape propagation)."""
-    ShapeProp(module).propagate(torch.zeros((1,) + tuple(input_shape)))
-    modules = dict(module.named_modules())
-    macs = {}
-    for node in module.graph.nodes:
-        if node.op == "call_module" and isinstance(modules[node.target], (nn.Conv2d, nn.Linear)):
-            layer = modules[node.target]
-            out = node.meta["tensor_meta"].shape
-            per_output = int(np.prod(layer.weight.shape[1:]))
-            macs[str(node.target)] = per_output * int(np.prod(out[1:]))
-    return macs
+    return {name: shape.c_in * shape.kernel_area * shape.c_out * shape.pixels
+            for name, shape in layer_shapes(module, input_shape).items()}
 
 
 @dataclass(frozen=True)
