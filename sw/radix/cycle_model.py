@@ -13,7 +13,7 @@ tile's outputs drain at the end; plus the array's pipeline latency.
 from __future__ import annotations
 
 from .engine_spec import EngineConfig, computed_map, field_mask
-from .stream_format import cotile_word_count, input_word_count, tiles
+from .stream_format import cotile_header_words, cotile_word_count, input_tile_words, input_word_count, tiles
 
 
 def job_cycles(config: EngineConfig, layer: dict) -> int:
@@ -28,10 +28,10 @@ def job_cycles(config: EngineConfig, layer: dict) -> int:
     skip = p if layer["FLAGS"] & field_mask("FLAGS", "ADD") else 0
     load_input = input_word_count(layer["IN_CH"], layer["IN_H"], layer["IN_W"], config)
     tile_words = cotile_word_count(layer["IN_CH"], k, config, skip_pixels=skip)
-    header = config.cols + skip * config.wt_words
+    header = cotile_header_words(config, skip_pixels=skip)
     pass_cycles = max(p, config.min_pass)
     tile_compute = t_in * k * k * pass_cycles
-    first_pass_ready = header + load_input // t_in + config.rows * config.wt_words
+    first_pass_ready = header + input_tile_words(layer["IN_H"], layer["IN_W"], config) + config.rows * config.wt_words
     first_tile = max(first_pass_ready + tile_compute, load_input + tile_words + pass_cycles)
     tile_drain = pooled * config.wt_words
     steady = max(tile_compute, tile_words, tile_drain)

@@ -74,7 +74,7 @@ def unpack_lanes(words, *, lanes: int, width: int) -> np.ndarray:
 
 
 def input_words(x, config: EngineConfig) -> np.ndarray:
-    """Stream words of one input feature map ``(C_in, H, W)`` (part 1 of a job)."""
+    """Stream words of one input feature map ``(C_in, H, W)``, input tile after input tile."""
     x = np.asarray(x, dtype=np.int64)
     c_in, h, w = x.shape
     n_tiles = tiles(c_in, config.rows)
@@ -133,24 +133,39 @@ def cotile_words(weights, bias, shift, tile: int, config: EngineConfig, *, skip=
     return np.concatenate(parts)
 
 
+def cotile_header_words(config: EngineConfig, *, skip_pixels: int = 0) -> int:
+    """Words of one output-channel tile before its weight rows: bias words, ``skip_pixels`` skip groups."""
+    return config.cols + skip_pixels * config.wt_words
+
+
+def tile_weight_words(kernel: int, config: EngineConfig) -> int:
+    """Words of one output tile's weight rows for one input-channel tile."""
+    return kernel * kernel * config.rows * config.wt_words
+
+
 def cotile_word_count(c_in: int, kernel: int, config: EngineConfig, *, skip_pixels: int = 0) -> int:
     """Words of one output-channel tile: bias words, ``skip_pixels`` skip groups, weight rows."""
-    return config.cols + (skip_pixels + tiles(c_in, config.rows) * kernel * kernel * config.rows) * config.wt_words
+    return (cotile_header_words(config, skip_pixels=skip_pixels)
+            + tiles(c_in, config.rows) * tile_weight_words(kernel, config))
+
+
+def input_tile_words(height: int, width_px: int, config: EngineConfig) -> int:
+    """Words of one input-channel tile of a job's input map."""
+    return height * width_px * config.in_words
 
 
 def input_word_count(c_in: int, height: int, width_px: int, config: EngineConfig) -> int:
-    """Words of a job's input map (part 1)."""
-    return tiles(c_in, config.rows) * height * width_px * config.in_words
+    """Words of a job's input map."""
+    return tiles(c_in, config.rows) * input_tile_words(height, width_px, config)
 
 
 def job_words(x, weights, bias, shift, config: EngineConfig, *, skip=None, skip_shift=None) -> np.ndarray:
     """The whole input stream of one job, in the order of the module docstring."""
     c_out, c_in, k, _ = np.asarray(weights).shape
-    in_tile = input_word_count(c_in, *np.asarray(x).shape[1:], config) // tiles(c_in, config.rows)
-    inputs = input_words(x, config).reshape(-1, in_tile)
+    inputs = input_words(x, config).reshape(-1, input_tile_words(*np.asarray(x).shape[1:], config))
     cotiles = [cotile_words(weights, bias, shift, t, config, skip=skip, skip_shift=skip_shift)
                for t in range(tiles(c_out, config.cols))]
-    weight_part = tiles(c_in, config.rows) * _tile_weight_words(k, config)
+    weight_part = tiles(c_in, config.rows) * tile_weight_words(k, config)
     header, first_weights = np.split(cotiles[0], [cotiles[0].size - weight_part])
     parts = [header]
     for tile, tile_weights in zip(inputs, first_weights.reshape(len(inputs), -1)):
@@ -164,9 +179,9 @@ def split_job_words(words, *, c_in: int, height: int, width_px: int, kernel: int
     each as :func:`input_words` and :func:`cotile_words` make them."""
     words = np.asarray(words, dtype=np.uint64)
     n_in = tiles(c_in, config.rows)
-    in_tile = input_word_count(c_in, height, width_px, config) // n_in
-    tile_weights = _tile_weight_words(kernel, config)
-    header = config.cols + skip_pixels * config.wt_words
+    in_tile = input_tile_words(height, width_px, config)
+    tile_weights = tile_weight_words(kernel, config)
+    header = cotile_header_words(config, skip_pixels=skip_pixels)
     cotile = cotile_word_count(c_in, kernel, config, skip_pixels=skip_pixels)
     expected = n_in * in_tile + tiles(c_out, config.cols) * cotile
     if words.size != expected:
@@ -175,11 +190,6 @@ def split_job_words(words, *, c_in: int, height: int, width_px: int, kernel: int
     first = np.concatenate([words[:header], interleaved[:, in_tile:].reshape(-1)])
     rest = words[header + n_in * (in_tile + tile_weights):].reshape(-1, cotile)
     return interleaved[:, :in_tile].reshape(-1), [first, *rest]
-
-
-def _tile_weight_words(kernel: int, config: EngineConfig) -> int:
-    """Words of one output tile's weight rows for one input-channel tile."""
-    return kernel * kernel * config.rows * config.wt_words
 
 
 def decode_bias_words(words) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
