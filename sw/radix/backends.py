@@ -11,6 +11,7 @@ from collections.abc import Callable
 from importlib import import_module
 
 from .engine_spec import EngineConfig
+from .errors import InputError
 from .plugins import BACKENDS, load, names
 
 BUILT_IN = ("reference", "pynq")
@@ -18,6 +19,11 @@ BUILT_IN = ("reference", "pynq")
 
 class BackendError(RuntimeError):
     """A backend could not produce a result (e.g. the simulation died); the message says why."""
+
+
+class BackendUnavailable(InputError):
+    """A backend that this machine cannot run (e.g. ``pynq`` off the board): the user's choice,
+    not a bug, so it is an input error naming what is missing."""
 
 
 def available() -> list[str]:
@@ -56,7 +62,12 @@ def _open(backend: str, config: EngineConfig, options: dict):
         from .transport import ReferenceTransport
 
         return ReferenceTransport(config)
-    from .pynq_transport import PynqTransport  # its ImportError says that pynq is the board's
+    try:
+        from .pynq_transport import PynqTransport
+    except ImportError as exc:
+        if exc.name != "pynq":  # only a missing pynq is the machine's; anything else is a bug
+            raise
+        raise BackendUnavailable(f"--backend {backend}: {exc.msg}") from None
 
     return PynqTransport(options.get("overlay", "radix.bit"))
 

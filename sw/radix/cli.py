@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .arguments import BUILT_IN_MODELS, DATA_CHOICES, positive_float, positive_int
 from .console import progress, table
 from .driver import DriverError
 
-# exit codes (README "Exit codes")
-EXIT_OK, EXIT_CHECK, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+# exit codes (README "Exit codes"); 130 is the shell's own status for a command ended by Ctrl-C
+EXIT_OK, EXIT_CHECK, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class CliError(Exception):
@@ -32,10 +33,20 @@ class CliError(Exception):
 class _UsageError(Exception):
     """argparse's complaint, raised instead of its own exit so that --json still prints JSON."""
 
+    def __init__(self, message: str, usage: str):
+        super().__init__(message)
+        self.usage = usage
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
-        raise _UsageError(f"{self.prog}: {message}")
+        # "radix run: ..." names the subcommand; the top level needs no second "radix:"
+        command = self.prog.removeprefix("radix").strip()
+        raise _UsageError(f"{command}: {message}" if command else message, self.format_usage())
+
+
+class _UserExit(Exception):
+    """User code (a model file's import, factory or forward) called ``sys.exit``: an input error."""
 
 
 def _error_kind(exc: BaseException) -> tuple[str, int]:
@@ -52,9 +63,37 @@ def _error_kind(exc: BaseException) -> tuple[str, int]:
         return "engine", EXIT_CHECK
     if type(exc).__name__ == "UnsupportedModelError":
         return "unsupported", EXIT_CHECK
-    if isinstance(exc, (InputError, OSError)):
+    if isinstance(exc, (InputError, OSError, _UserExit)):
         return "input", EXIT_INPUT
     return "internal", EXIT_INTERNAL
+
+
+class _StdoutForJson:
+    """Under ``--json`` only the one JSON object may reach stdout: while a command runs, whatever
+    it or user code prints (Python's ``sys.stdout`` and file descriptor 1 alike, e.g. a model's
+    ``print`` or a simulator's output) goes to stderr; :meth:`write` prints to the real stdout."""
+
+    def __init__(self):
+        self._stream = sys.stdout
+        self._saved_fd = None
+
+    def __enter__(self):
+        sys.stdout.flush()
+        try:
+            self._saved_fd = os.dup(1)
+            os.dup2(2, 1)
+        except OSError:  # no file descriptors to redirect (an embedding host): Python-level only
+            self._saved_fd = None
+        sys.stdout = sys.stderr
+        return self
+
+    def __exit__(self, *exc_info):
+        sys.stderr.flush()
+        sys.stdout = self._stream
+        if self._saved_fd is not None:
+            os.dup2(self._saved_fd, 1)
+            os.close(self._saved_fd)
+        return False
 
 
 def main(argv=None) -> int:
@@ -62,11 +101,20 @@ def main(argv=None) -> int:
     wants_json = "--json" in argv
     try:
         args = _parser().parse_args(argv)
-        result = args.handler(args)
     except SystemExit as exit_request:  # --help and --version
         return int(exit_request.code or 0)
+    except _UsageError as exc:
+        if not wants_json:  # `radix` alone: the whole help, its commands listed
+            print(_parser().format_help() if not argv else exc.usage, end="", file=sys.stderr)
+        return _fail(wants_json, str(exc), "usage", EXIT_INPUT)
+    try:
+        if args.json:
+            with _StdoutForJson():
+                result = _call(args)
+        else:
+            result = _call(args)
     except KeyboardInterrupt:
-        return _fail(wants_json, "interrupted", "interrupted", EXIT_INTERNAL)
+        return _fail(wants_json, "interrupted (Ctrl-C); nothing was written", "interrupted", EXIT_INTERRUPTED)
     except Exception as exc:  # the one error boundary: every failure becomes one named line
         kind, status = _error_kind(exc)
         message = exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], str) else str(exc)
@@ -92,6 +140,15 @@ def main(argv=None) -> int:
     return result.get("status", EXIT_OK)
 
 
+def _call(args) -> dict:
+    """Run the command's handler; a ``sys.exit`` from user code inside it is the user's input."""
+    try:
+        return args.handler(args)
+    except SystemExit as exc:
+        raise _UserExit(f"user code called sys.exit({exc.code!r}) while radix ran {args.command!r} "
+                        "(a model file's import, factory or forward?)") from None
+
+
 def _fail(wants_json: bool, message: str, kind: str, status: int) -> int:
     if wants_json:
         try:
@@ -102,14 +159,9 @@ def _fail(wants_json: bool, message: str, kind: str, status: int) -> int:
     return status
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive count")
-    return value
+# --images: a seeded subset (radix.datasets.subset), so that a class-sorted split keeps every class
+SUBSET_HELP = ("use N {what}: a fixed seeded random subset, kept in file order (image numbers in messages "
+               "count in the whole file or split)")
 
 
 def _json_default(value):
@@ -138,7 +190,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("calibrate", cmd_calibrate, "choose per-layer fractional lengths and write a program")
     _model_args(p)
-    p.add_argument("--data", required=True, help="calibration data: mnist5k, digits (training split) or a .npz")
+    p.add_argument("--data", required=True, help=f"calibration data: {DATA_CHOICES} (a named set's training split)")
     p.add_argument("--bits", type=int, choices=(8, 16), default=8, help="engine data width (default 8)")
     p.add_argument("--activations", choices=("greedy", "maxabs"), default="greedy",
                    help="activation fl rule: the paper's greedy search (default) or Ristretto's max-abs")
@@ -146,7 +198,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--static", action="store_true", help="one fl for all weights and one for all activations")
     p.add_argument("--weight-bits", action="append", default=[], metavar="SELECTOR=BITS",
                    help="weight bit width for 'fc', 'conv' or a layer/module name, e.g. fc=4 (repeatable)")
-    p.add_argument("--images", type=_positive_int, help="use only the first N calibration images")
+    p.add_argument("--images", type=positive_int, help=SUBSET_HELP.format(what="calibration images"))
     p.add_argument("-o", "--output", required=True, help="program file to write (.radix)")
     p.add_argument("--compressed-weights", action="store_true",
                    help="store the weights in the Deep Compression format (codebook, Huffman, sparse indices)")
@@ -156,21 +208,22 @@ def _parser() -> argparse.ArgumentParser:
     p = command("eval", cmd_eval, "accuracy of a program on a data set's test images")
     p.add_argument("program", help="a .radix program")
     p.add_argument("--backend", choices=("reference",), default="reference")
-    p.add_argument("--data", required=True, help="mnist5k, digits (test split) or a .npz")
-    p.add_argument("--images", type=_positive_int, help="evaluate only the first N images")
+    p.add_argument("--data", required=True, help=f"{DATA_CHOICES} (a named set's test split)")
+    p.add_argument("--images", type=positive_int, help=SUBSET_HELP.format(what="test images"))
 
     p = command("run", cmd_run, "run a program image by image on an engine backend, checked against the reference")
     p.add_argument("program", help="a .radix program")
     _backend_args(p)
-    p.add_argument("--data", required=True, help="mnist5k, digits (test split) or a .npz")
-    p.add_argument("--images", type=_positive_int, default=100, help="number of images (default 100)")
-    p.add_argument("--clock-mhz", type=float,
+    p.add_argument("--data", required=True, help=f"{DATA_CHOICES} (a named set's test split)")
+    p.add_argument("--images", type=positive_int, default=100,
+                   help=SUBSET_HELP.format(what="test images") + " (default 100)")
+    p.add_argument("--clock-mhz", type=positive_float,
                    help="clock for the images/s estimate (default: the overlay's on pynq, else 100)")
 
     p = command("selftest", cmd_selftest, "random layers on an engine backend, compared word for word with the golden model")
     _backend_args(p)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--count", type=_positive_int, default=20, help="number of random layers (default 20)")
+    p.add_argument("--count", type=positive_int, default=20, help="number of random layers (default 20)")
     p.add_argument("--width", type=int, choices=(8, 16), default=8, help="data width of a reference/sim engine")
 
     p = command("verilog", cmd_verilog, "write the engine's Verilog (module radix_engine)")
@@ -220,8 +273,8 @@ def _backend_args(p):
 def _engine_args(p):
     from .engine_spec import DEFAULT_CONFIG
 
-    p.add_argument("--rows", type=int, default=DEFAULT_CONFIG.rows, help=f"array rows (default {DEFAULT_CONFIG.rows})")
-    p.add_argument("--cols", type=int, default=None,
+    p.add_argument("--rows", type=positive_int, default=DEFAULT_CONFIG.rows, help=f"array rows (default {DEFAULT_CONFIG.rows})")
+    p.add_argument("--cols", type=positive_int, default=None,
                    help="array columns (default: 22 at W=8, two MACs per DSP48E1; 11 at W=16)")
     p.add_argument("--width", type=int, choices=(8, 16), default=DEFAULT_CONFIG.width,
                    help=f"data width (default {DEFAULT_CONFIG.width})")
@@ -235,7 +288,7 @@ def _engine_config(args):
 
 def _model_args(p):
     p.add_argument("model", metavar="MODEL",
-                   help="built-in name (lenet5, digitsnet, resnet8), path/to/file.py:factory or model.onnx")
+                   help=f"built-in name ({', '.join(BUILT_IN_MODELS)}), path/to/file.py:factory or model.onnx")
     p.add_argument("--weights", help="state_dict to load (default: the built-in model's)")
 
 
@@ -309,7 +362,8 @@ def _weight_bits(entries: list[str]) -> dict:
 
 def cmd_calibrate(args) -> dict:
     from .calibrate import CalibrationSettings, calibrate
-    from .evaluate import float_accuracy, load_checked
+    from .data_checks import calibration_warnings, fingerprint
+    from .evaluate import data_source, float_accuracy, load_checked
     from .ingest import ingest
     from .modelspec import resolve
     from .program import check_writable
@@ -317,9 +371,14 @@ def cmd_calibrate(args) -> dict:
     settings = CalibrationSettings(bits=args.bits, activation_rule=args.activations, per_channel=args.per_channel,
                                    static=args.static, weight_bits=_weight_bits(args.weight_bits))
     check_writable(args.output)  # before the long work, not after it
+    if args.report:
+        from .report_plots import check_plot_dir
+
+        check_plot_dir(args.report)
     resolved = resolve(args.model, args.weights)
-    x, _, warnings = load_checked(args.data, "train", images=args.images)
+    x, y, warnings = load_checked(args.data, "train", images=args.images)
     graph, _ = ingest(resolved.module, resolved.input_shape or tuple(x.shape[1:]))
+    warnings += calibration_warnings(x, y, source=data_source(args.data, "train"), layers=len(graph.layers))
     start = time.perf_counter()
     bar = progress(range(len(graph.layers)), desc="calibrating", total=len(graph.layers), enabled=not args.json)
     ticker = iter(bar)
@@ -331,7 +390,7 @@ def cmd_calibrate(args) -> dict:
         "dataset": args.data,
         "calibration_images": int(x.shape[0]),
         # the float model's accuracy, measured once here so that eval compares against a fixed number
-        "float_accuracy": {"data": args.data, "images": int(len(x_test)),
+        "float_accuracy": {"data": args.data, "images": int(len(x_test)), "sha256": fingerprint(x_test, y_test),
                            "top1": float_accuracy(resolved.module, x_test, y_test)},
         "radix_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -392,15 +451,20 @@ def cmd_eval(args) -> dict:
     def bar(items):
         return progress(items, desc="eval", total=len(items), enabled=not args.json)
 
-    accuracy, saturated = program_accuracy(program, x, y, progress=bar)
-    float_acc, float_source = source_float_accuracy(program, args.data, x, y)
+    accuracy, saturated, clipped_far = program_accuracy(program, x, y, progress=bar)
+    float_acc, float_source = source_float_accuracy(program, x, y)
     result = {"program": args.program, "backend": args.backend, "data": args.data, "images": int(len(x)),
               "accuracy": accuracy, "float_accuracy": float_acc, "float_accuracy_source": float_source,
-              "input_saturated": saturated, "input_elements": int(x.size)}
+              "input_saturated": saturated, "input_clipped_beyond_one_step": clipped_far,
+              "input_elements": int(x.size)}
     text = f"{len(x)} images from {args.data}: fixed point ({program.width}-bit) top-1 {100 * accuracy:.2f}%"
     text += f", float {100 * float_acc:.2f}% ({float_source})" if float_acc is not None else f" (no float: {float_source})"
-    if saturated:
-        warnings.append(f"{saturated} of {x.size} input values saturated at the input fl {program.input_fl}")
+    if clipped_far:
+        warnings.append(f"{saturated} of {x.size} input values saturated at the input fl {program.input_fl}, "
+                        f"{clipped_far} of them by more than one step (2^-{program.input_fl})")
+    elif saturated:
+        text += (f"\n{saturated} of {x.size} input values saturated at the input fl {program.input_fl}, "
+                 "each by at most one step (calibration's choice: it costs no more than rounding)")
     return {"text": text, "json": result, "warnings": warnings}
 
 
@@ -431,7 +495,7 @@ def cmd_run(args) -> dict:
 
     program = _load_program(args.program)
     _, _, warnings = load_checked(args.data, "test", images=args.images, classes=output_classes(program))
-    clock = args.clock_mhz if args.clock_mhz or args.backend == "pynq" else 100.0
+    clock = args.clock_mhz if args.clock_mhz is not None or args.backend == "pynq" else 100.0
     # absolute paths: the sim backend runs the driver inside the simulator, in another directory
     data = str(Path(args.data).resolve()) if Path(args.data).is_file() else args.data
     kwargs = {"program": str(Path(args.program).resolve()), "data": data, "images": args.images,
@@ -471,7 +535,10 @@ def cmd_selftest(args) -> dict:
 def cmd_verilog(args) -> dict:
     from .plugins import gateware
 
+    from .program import check_writable
+
     config = _engine_config(args)
+    check_writable(args.output, what="Verilog file")  # before the generation's 20-45 s
     Path(args.output).write_text(gateware("verilog").generate(config))
     return {"text": f"wrote {args.output} (radix_engine, {config.rows}x{config.cols}, W={config.width})",
             "json": {"output": args.output, "config": config.as_dict()}}

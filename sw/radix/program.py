@@ -271,11 +271,11 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-def check_writable(path) -> None:
+def check_writable(path, *, what: str = "program file") -> None:
     """Refuse, before long work, an output path that cannot be written (names the path and why)."""
     path = Path(path)
     if path.is_dir():
-        raise ProgramError(f"{path}: is a directory, not a program file")
+        raise ProgramError(f"{path}: is a directory, not a {what}")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise ProgramError(f"{path}: the directory {parent} does not exist")

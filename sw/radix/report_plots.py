@@ -21,6 +21,7 @@ chunks, so memory does not grow with their number. matplotlib draws through its 
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,8 +147,29 @@ def layer_sqnr(graph: FloatGraph, program: Program, x) -> dict[str, float]:
     return {name: s.sqnr_db for name, s in activation_stats(graph, program, x).items()}
 
 
+def check_plot_dir(out_dir) -> None:
+    """Refuse, before any long work, a plot directory that cannot be used: its parent must exist
+    (as for ``-o``: a typo in a path is not silently turned into new directories) and it must be a
+    writable directory if it exists."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise PlotError(f"{out_dir}: exists and is not a directory")
+        if not os.access(out_dir, os.W_OK):
+            raise PlotError(f"{out_dir}: the plot directory is not writable")
+        return
+    parent = out_dir.parent if str(out_dir.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise PlotError(f"{out_dir}: cannot create the plot directory, {parent} is not a directory")
+    if not parent.is_dir():
+        raise PlotError(f"{out_dir}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise PlotError(f"{out_dir}: cannot create it, {parent} is not writable")
+
+
 def write_plots(graph: FloatGraph, program: Program, x_calib, out_dir, *, x_test=None) -> list[Path]:
-    """Write the calibration plots of ``program`` into ``out_dir`` (created if needed).
+    """Write the calibration plots of ``program`` into ``out_dir`` (created if missing; its parent
+    must exist, as a program's directory must).
 
     ``graph`` is the float graph the program was calibrated from (:func:`radix.ingest.ingest`),
     ``x_calib`` the calibration images and ``x_test``, optional, test images, both float
@@ -155,8 +177,9 @@ def write_plots(graph: FloatGraph, program: Program, x_calib, out_dir, *, x_test
     ``NN-<layer>.png`` per engine layer in program order, then ``sqnr.png``.
     """
     out_dir = Path(out_dir)
+    check_plot_dir(out_dir)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir.mkdir(exist_ok=True)
     except OSError as exc:
         raise PlotError(f"{out_dir}: cannot create the plot directory: {exc.strerror or exc}") from None
     floats = {layer.name: layer for layer in graph.layers}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..arguments import BUILT_IN_MODELS, DATA_CHOICES, non_negative_int, positive_float, positive_int
 from . import CompressionError
 
 METHOD_OPTIONS = ("--prune", "--prune-channels", "--svd", "--svd-energy", "--ttq", "--share")
@@ -30,9 +31,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("compress", help=text, description=text + "; the methods apply in the order given")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("model", metavar="MODEL",
-                   help="built-in name (lenet5, digitsnet), path/to/file.py:factory or a model file")
+                   help=f"built-in name ({', '.join(BUILT_IN_MODELS)}), path/to/file.py:factory or a model file")
     p.add_argument("--weights", help="state_dict to load (default: the built-in model's)")
-    p.add_argument("--data", required=True, help="mnist5k, digits or a .npz: fine-tuning on its training split, "
+    p.add_argument("--data", required=True, help=f"{DATA_CHOICES}: fine-tuning on its training split, "
                                                  "accuracies on its test split")
     p.add_argument("-o", "--output", required=True, help="model file to write (e.g. model-dc.pt)")
     methods = p.add_argument_group("methods (applied in the order given)")
@@ -40,15 +41,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                          help="magnitude pruning to sparsity S, per-layer by sensitivity, iterative")
     methods.add_argument("--prune-channels", type=float, action=_Method, metavar="S",
                          help="remove whole channels (smallest L1 filters) until the MACs fall by the fraction S")
-    methods.add_argument("--svd", type=int, action=_Method, metavar="R",
+    methods.add_argument("--svd", type=positive_int, action=_Method, metavar="R",
                          help="factorise fully connected layers at rank R (two engine layers each)")
     methods.add_argument("--svd-energy", type=float, action=_Method, metavar="E",
                          help="as --svd, at the smallest rank keeping the fraction E of the squared singular values")
     methods.add_argument("--ttq", nargs=0, action=_Method, help="trained ternary quantization")
-    methods.add_argument("--share", type=int, action=_Method, metavar="B",
+    methods.add_argument("--share", type=positive_int, action=_Method, metavar="B",
                          help="Deep Compression weight sharing: 2^B centroids per layer, Huffman-coded storage")
     options = p.add_argument_group("method options")
-    options.add_argument("--prune-steps", type=int, default=5, metavar="N",
+    options.add_argument("--prune-steps", type=positive_int, default=5, metavar="N",
                          help="pruning rounds, each followed by fine-tuning (default 5)")
     options.add_argument("--svd-conv", action="store_true", help="factorise convolutions too (k x k to r, then 1x1)")
     options.add_argument("--svd-layers", metavar="NAMES", help="factorise only these comma-separated layers")
@@ -57,22 +58,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     options.add_argument("--ttq-full-precision", choices=("both", "first", "last", "none"), default="both",
                          help="which of the first and last layers stay full precision (default both, as the paper)")
     tuning = p.add_argument_group("fine-tuning")
-    tuning.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs per method and pruning round "
+    tuning.add_argument("--epochs", type=non_negative_int, default=6, help="fine-tuning epochs per method and pruning round "
                                                               "(default 6; 0: none)")
-    tuning.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate, decayed to 0 over each "
+    tuning.add_argument("--lr", type=positive_float, default=2e-3, help="Adam learning rate, decayed to 0 over each "
                                                                "fine-tuning (default 2e-3)")
     tuning.add_argument("--augment", choices=("auto", "affine", "off"), default="auto",
                         help="augmentation of the training images: affine (random rotation, scale, shift), off, or "
                              "auto: the built-in model's training recipe (affine for lenet5), off for other models")
-    tuning.add_argument("--batch-size", type=int, default=64, help="mini-batch size (default 64)")
+    tuning.add_argument("--batch-size", type=positive_int, default=64, help="mini-batch size (default 64)")
     tuning.add_argument("--seed", type=int, default=0, help="seed of shuffling and subsets (default 0)")
-    tuning.add_argument("--images", type=int, help="fine-tune on a seeded random subset of N training images")
+    tuning.add_argument("--images", type=positive_int, help="fine-tune on a seeded random subset of N training images")
     check = p.add_argument_group("fixed-point check")
     check.add_argument("--radix-bits", type=int, choices=(8, 16),
                        help="also calibrate the result to this data width and score it on the engine's arithmetic")
     check.add_argument("--weight-bits", action="append", default=[], metavar="SELECTOR=BITS",
                        help="with --radix-bits: weight width for 'fc', 'conv' or a layer, e.g. fc=4 (repeatable)")
-    check.add_argument("--calib-images", type=int, help="with --radix-bits: calibrate on N training images")
+    check.add_argument("--calib-images", type=positive_int, help="with --radix-bits: calibrate on N training images")
     p.set_defaults(handler=cmd_compress, methods=[])
     return p
 
