@@ -199,6 +199,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-bits", action="append", default=[], metavar="SELECTOR=BITS",
                    help="weight bit width for 'fc', 'conv' or a layer/module name, e.g. fc=4 (repeatable)")
     p.add_argument("--images", type=positive_int, help=SUBSET_HELP.format(what="calibration images"))
+    p.add_argument("--finetune", type=positive_int, metavar="EPOCHS",
+                   help="after calibrating, train the weights for EPOCHS epochs on the labelled calibration images "
+                        "through the engine's exact rounding (quantization-aware, straight-through), then calibrate "
+                        "again")
+    p.add_argument("--finetune-lr", type=positive_float, default=1e-4, metavar="LR",
+                   help="Adam learning rate of --finetune (default 1e-4)")
     p.add_argument("-o", "--output", required=True, help="program file to write (.radix)")
     p.add_argument("--compressed-weights", action="store_true",
                    help="store the weights in the Deep Compression format (codebook, Huffman, sparse indices)")
@@ -383,12 +389,23 @@ def cmd_calibrate(args) -> dict:
     bar = progress(range(len(graph.layers)), desc="calibrating", total=len(graph.layers), enabled=not args.json)
     ticker = iter(bar)
     program = calibrate(graph, x, settings, progress=lambda _name: next(ticker, None))
+    finetuned = None
+    if args.finetune:
+        from .finetune import FinetuneSettings, finetune
+
+        epochs = progress(range(args.finetune), desc="fine-tuning", total=args.finetune, enabled=not args.json)
+        ticks = iter(epochs)
+        graph, finetuned = finetune(graph, program, x, y, FinetuneSettings(epochs=args.finetune, lr=args.finetune_lr),
+                                    progress=lambda _epoch: next(ticks, None))
+        program = calibrate(graph, x, settings)
+        program.report["finetune"] = finetuned
     seconds = time.perf_counter() - start
     x_test, y_test, test_warnings = load_checked(args.data, "test", classes=int(np.prod(graph.layers[-1].out_shape)))
     program.source = {
         **resolved.provenance(),
         "dataset": args.data,
         "calibration_images": int(x.shape[0]),
+        **({"finetune_epochs": args.finetune} if args.finetune else {}),
         # the float model's accuracy, measured once here so that eval compares against a fixed number
         "float_accuracy": {"data": args.data, "images": int(len(x_test)), "sha256": fingerprint(x_test, y_test),
                            "top1": float_accuracy(resolved.module, x_test, y_test)},
@@ -398,7 +415,13 @@ def cmd_calibrate(args) -> dict:
     program.report["seconds"] = round(seconds, 3)
     program.weight_storage = "compressed" if args.compressed_weights else "dense"
     program.save(args.output)
-    text = _report_table(program) + f"\n\nwrote {args.output} ({len(program.layers)} layers, {seconds:.1f} s)"
+    text = _report_table(program)
+    if finetuned:
+        text += (f"\n\nfine-tuned {finetuned['epochs']} epochs through the engine's arithmetic: loss "
+                 f"{finetuned['loss_first_epoch']:.4f} -> {finetuned['loss_last_epoch']:.4f}, training top-1 "
+                 f"{100 * finetuned['train_top1_before']:.2f}% -> {100 * finetuned['train_top1_after']:.2f}% "
+                 "(then calibrated again)")
+    text += f"\n\nwrote {args.output} ({len(program.layers)} layers, {seconds:.1f} s)"
     if args.report:
         from .report_plots import write_plots
 
