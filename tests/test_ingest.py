@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from radix.engine_spec import EngineConfig
-from radix.ingest import INPUT, UnsupportedModelError, ingest
+from radix.errors import InputError
+from radix.ingest import INPUT, InputShapeMismatch, UnsupportedModelError, ingest
 from radix_models import load_builtin
 
 
@@ -92,6 +93,37 @@ def test_only_the_root_cause_is_reported():
         ingest(model, (1, 16, 16))
     bad = [f for f in info.value.findings if not f.supported]
     assert [f.name for f in bad] == ["0"]
+
+
+def test_modules_after_a_refusal_are_listed_but_not_blamed():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Tanh(), nn.Conv2d(4, 4, 3), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(70000, 2), nn.BatchNorm1d(2, track_running_stats=False))
+    with pytest.raises(UnsupportedModelError) as info:
+        ingest(model, (1, 12, 12))
+    findings = info.value.findings
+    assert [f.name for f in findings] == [str(i) for i in range(7)]
+    # the Linear's and the BatchNorm's own parameters are at fault whatever their input
+    assert [f.name for f in findings if not f.supported] == ["1", "5", "6"]
+    assert findings[2].reason == "its input comes from the refused 1: checked on its own only"
+    assert findings[6].reason.startswith("BatchNorm without running statistics")
+
+
+def test_a_first_layer_that_does_not_take_the_input_shape_blames_the_input():
+    with pytest.raises(InputShapeMismatch) as info:
+        ingest(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), (32, 32, 3))
+    mismatch = info.value
+    assert isinstance(mismatch, UnsupportedModelError) and isinstance(mismatch, InputError)
+    assert (mismatch.layer, mismatch.module_type, mismatch.what, mismatch.expected, mismatch.given,
+            mismatch.input_shape, mismatch.channels_last) == ("0", "Conv2d", "channels", 3, 32, (32, 32, 3), True)
+    assert [f.name for f in mismatch.findings] == ["0", "1"]
+    with pytest.raises(InputShapeMismatch) as info:
+        ingest(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), (3, 32, 32))
+    assert (info.value.layer, info.value.what, info.value.expected, info.value.given) == ("1", "features", 784, 3072)
+    assert not info.value.channels_last
+    # a mismatch inside the model is the model's
+    with pytest.raises(UnsupportedModelError) as info:
+        ingest(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(3, 4, 3)), (1, 12, 12))
+    assert type(info.value) is UnsupportedModelError
 
 
 def test_residual_network_graph_matches_torch():
@@ -180,7 +212,7 @@ def test_pytorch_idioms(flatten):
 def test_average_pooling_as_a_layer_and_folded():
     pooled = nn.Sequential(nn.Conv2d(2, 3, 3), nn.AvgPool2d(2), nn.ReLU(), nn.Conv2d(3, 2, 1))
     graph = assert_float_graph_matches(pooled, (2, 9, 9))
-    assert [layer.role for layer in graph.layers] == ["", "avgpool", ""]
+    assert [(layer.name, layer.role) for layer in graph.layers] == [("0", ""), ("1", "avgpool"), ("3", "")]
     mean = nn.Sequential(nn.Conv2d(2, 3, 3), nn.AvgPool2d(3), nn.Flatten(), nn.Linear(12, 4))
     graph = assert_float_graph_matches(mean, (2, 8, 8))  # 6x6 -> 2x2 folded into the Linear
     assert [layer.kind for layer in graph.layers] == ["conv", "fc"]
@@ -229,7 +261,8 @@ def test_reduction_limit_names_layer():
 def test_layer_that_does_not_fit_the_engine_is_refused_with_the_driver_message():
     small = EngineConfig(rows=4, cols=4, wt_depth=64)
     message = refused(nn.Sequential(nn.Conv2d(20, 2, 3)), (20, 8, 8), config=small)
-    assert "0 (conv): does not fit the engine: 180 weight rows per output tile exceed the engine's WT_DEPTH 64" in message
+    assert ("0 (Conv2d): does not fit the engine: 180 weight rows per output tile exceed the engine's WT_DEPTH 64"
+            in message)
 
 
 def test_fusion_and_bn_folding_match_torch():
@@ -258,3 +291,19 @@ def test_readme_lists_the_supported_operations():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     begin, end = "<!-- supported operations: begin -->\n", "<!-- supported operations: end -->"
     assert readme[readme.index(begin) + len(begin) : readme.index(end)] == supported_operations_markdown()
+
+
+@pytest.mark.parametrize("config", [EngineConfig(), EngineConfig(rows=5, cols=3, wt_depth=37, in_depth=4)])
+def test_the_stated_linear_limit_is_the_fit_rule(config):
+    from radix.ingest import fc_input_limit
+    from radix.jobs import LayerFitError, band_rows, geometry_of
+
+    limit = fc_input_limit(config)
+
+    def fc(inputs):
+        return geometry_of(kind="fc", in_shape=(inputs,), c_out=10, kernel=1, stride=1, padding=(0, 0, 0, 0),
+                           pool=False)
+
+    band_rows(fc(limit), config)
+    with pytest.raises(LayerFitError):
+        band_rows(fc(limit + 1), config)

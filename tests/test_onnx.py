@@ -17,7 +17,8 @@ from radix.onnx_import import MAX_OPSET, OnnxImportError, load_onnx
 
 
 def export(model: nn.Module, shape, path, **kwargs):
-    """The TorchScript exporter (``dynamo=False``): the dynamo one needs onnxscript, not installed."""
+    """The TorchScript exporter (``dynamo=False``), whose node names carry the module scopes;
+    tests/test_user_models_onnx.py exports with the default (dynamo) one."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter announces its deprecation
         torch.onnx.export(model.eval(), (torch.zeros((1,) + tuple(shape)),), str(path), dynamo=False,

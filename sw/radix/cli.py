@@ -321,14 +321,29 @@ def _input_shape(args, resolved) -> tuple[int, int, int]:
     raise CliError(f"model {args.model}: give --input-shape C,H,W or --data to know the input shape")
 
 
+def _ingest_data_shape(args, resolved, shape):
+    """Ingest ``resolved.module`` for input ``shape``; when the shape came from the images of
+    ``--data`` (no ``--input-shape``, not a built-in), a first layer that does not fit it is the
+    data's layout (e.g. channels-last), so it is a data error naming the file, not the model's."""
+    from .errors import InputError
+    from .ingest import InputShapeMismatch, ingest
+
+    try:
+        return ingest(resolved.module, shape)
+    except InputShapeMismatch as exc:
+        if getattr(args, "input_shape", None) or resolved.input_shape:
+            raise
+        raise InputError(f"--data {args.data}: {exc}") from None
+
+
 def cmd_check(args) -> dict:
-    from .ingest import UnsupportedModelError, ingest
+    from .ingest import UnsupportedModelError
     from .modelspec import resolve
 
     resolved = resolve(args.model, args.weights)
     shape = _input_shape(args, resolved)
     try:
-        graph, findings = ingest(resolved.module, shape)
+        graph, findings = _ingest_data_shape(args, resolved, shape)
         layers, ok = graph.layers, True
     except UnsupportedModelError as exc:
         layers, findings, ok = [], exc.findings, False
@@ -370,7 +385,6 @@ def cmd_calibrate(args) -> dict:
     from .calibrate import CalibrationSettings, calibrate
     from .data_checks import calibration_warnings, fingerprint
     from .evaluate import data_source, float_accuracy, load_checked
-    from .ingest import ingest
     from .modelspec import resolve
     from .program import check_writable
 
@@ -383,7 +397,7 @@ def cmd_calibrate(args) -> dict:
         check_plot_dir(args.report)
     resolved = resolve(args.model, args.weights)
     x, y, warnings = load_checked(args.data, "train", images=args.images)
-    graph, _ = ingest(resolved.module, resolved.input_shape or tuple(x.shape[1:]))
+    graph, _ = _ingest_data_shape(args, resolved, resolved.input_shape or tuple(x.shape[1:]))
     warnings += calibration_warnings(x, y, source=data_source(args.data, "train"), layers=len(graph.layers))
     start = time.perf_counter()
     bar = progress(range(len(graph.layers)), desc="calibrating", total=len(graph.layers), enabled=not args.json)

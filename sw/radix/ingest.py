@@ -26,10 +26,18 @@ from torch import fx, nn
 
 from . import golden, jobs
 from .engine_spec import DEFAULT_CONFIG, EngineConfig
+from .errors import InputError
 
 INPUT = "input"  # the network input's tensor name
 FREE_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
 SOFTMAX_MODULES = (nn.Softmax, nn.LogSoftmax)
+
+
+def fc_input_limit(config: EngineConfig = DEFAULT_CONFIG) -> int:
+    """The most inputs a Linear takes on ``config`` (:func:`radix.jobs.band_rows`): all its weight rows,
+    one per input rounded up to whole array rows, fill one weight bank, and its input pixel groups
+    the input buffer. An average pool folded into the Linear multiplies its inputs (§10)."""
+    return min(config.wt_depth // config.rows, config.in_depth) * config.rows
 
 
 # What ingestion accepts and what becomes of it: the README's table is generated from this
@@ -37,7 +45,8 @@ SOFTMAX_MODULES = (nn.Softmax, nn.LogSoftmax)
 SUPPORTED_OPERATIONS = (
     ("`nn.Conv2d`", "an engine layer: square kernel 1..7, stride 1..4, zero padding per side below the kernel "
                     "(`padding=\"same\"` for odd kernels), no groups or dilation"),
-    ("`nn.Linear`", "an engine layer (a 1x1 convolution of a 1x1 map); its input flattened first"),
+    ("`nn.Linear`", "an engine layer (a 1x1 convolution of a 1x1 map); its input flattened first; at most "
+                    f"{fc_input_limit():,} inputs on the default engine, an average pool folded into it counted"),
     ("`nn.BatchNorm1d/2d` (running statistics)", "folded into the Conv2d/Linear before it; elsewhere a per-channel "
                                                   "scale layer"),
     ("`nn.ReLU`, `F.relu`, `torch.relu`, `x.relu()`", "fused into the layer before it; elsewhere an identity layer"),
@@ -70,6 +79,33 @@ class UnsupportedModelError(ValueError):
         self.findings = findings
         bad = [f for f in findings if not f.supported]
         super().__init__("; ".join(f"{f.name} ({f.type}): {f.reason}" for f in bad))
+
+
+class InputShapeMismatch(UnsupportedModelError, InputError):
+    """The Conv2d or Linear that reads the network input does not take the input shape given:
+    the shape (``--input-shape``, or the data's) is at fault, not the model.
+
+    ``layer`` names the module and ``module_type`` its type; ``what`` is ``"channels"`` (a
+    Conv2d: ``expected`` is its in_channels, ``given`` the input's C) or ``"features"`` (a
+    Linear on the flattened input: its in_features and the input's C*H*W); ``input_shape`` is the
+    ``(C, H, W)`` given; ``channels_last`` says the shape looks like an image given as H,W,C.
+    ``findings`` lists every module, as for :class:`UnsupportedModelError`.
+    """
+
+    def __init__(self, findings: list["Finding"], *, layer: str, module_type: str, what: str, expected: int,
+                 input_shape: tuple[int, ...]):
+        super().__init__(findings)
+        self.layer, self.module_type, self.what, self.expected = layer, module_type, what, expected
+        self.input_shape = tuple(input_shape)
+        self.given = self.input_shape[0] if what == "channels" else int(np.prod(self.input_shape))
+        self.channels_last = what == "channels" and self.input_shape[-1] == expected
+        shape = "x".join(map(str, self.input_shape))
+        message = (f"{layer} ({module_type}) expects {expected} input {what}, the input has {self.given} {what} "
+                   f"({shape} as C,H,W)")
+        if self.channels_last:
+            message += (f": its last dimension is {expected}, so the images look channels-last (N,H,W,C), not N,C,H,W "
+                        "(numpy: x.transpose(0, 3, 1, 2))")
+        self.args = (message,)
 
 
 @dataclass
@@ -224,7 +260,12 @@ class _Refused(Exception):
     """One operation is refused; the message is the reason."""
 
 
-_BLOCKED = object()  # the value of an operation whose input was refused (not reported again)
+@dataclass(frozen=True)
+class _Blocked:
+    """The value of an operation that was refused, or whose input was: ``root`` names the
+    nearest refused operation (a refusal is reported where it happened, not again downstream)."""
+
+    root: str
 
 
 class _Walker:
@@ -239,6 +280,7 @@ class _Walker:
         self.values: dict[fx.Node, object] = {}
         self.input_shape = input_shape
         self.output: object = None
+        self.input_mismatch: dict | None = None  # InputShapeMismatch's arguments, for the first layer at fault
 
     # -- helpers ------------------------------------------------------------------------------
     def new_layer(self, layer: FloatLayer) -> _Tensor:
@@ -250,11 +292,11 @@ class _Walker:
         self.by_name[layer.name] = layer
         return _Tensor(layer.name, layer.out_shape, exclusive=True)
 
-    def settle(self, value, node: fx.Node, name: str):
+    def settle(self, value, node: fx.Node):
         """Pending average pooling becomes its layer before an elementwise operation, which may
         then fuse into it."""
         if isinstance(value, _AvgPooled):
-            tensor = self.materialise(value, name)
+            tensor = self.materialise(value)
             return _Tensor(tensor.name, value.shape, len(_users(node.all_input_nodes[0])) == 1)
         return value
 
@@ -268,12 +310,13 @@ class _Walker:
         layer = self.by_name[value.name]
         return layer if layer.kind in kinds else None
 
-    def materialise(self, value, name: str) -> _Tensor:
-        """A tensor for ``value``: pending average pooling becomes a layer; padding must not linger."""
+    def materialise(self, value) -> _Tensor:
+        """A tensor for ``value``: pending average pooling becomes a layer named after its own
+        module; padding must not linger."""
         if isinstance(value, _Tensor):
             return value
         if isinstance(value, _AvgPooled):
-            tensor = self.avgpool_layer(value, name)
+            tensor = self.avgpool_layer(value)
             if value.flat:
                 return _Tensor(tensor.name, (int(np.prod(tensor.shape)),), tensor.exclusive)
             return tensor
@@ -295,9 +338,9 @@ class _Walker:
         self.new_layer(layer)
         return layer
 
-    def avgpool_layer(self, pooled: _AvgPooled, name: str) -> _Tensor:
+    def avgpool_layer(self, pooled: _AvgPooled) -> _Tensor:
         """Average pooling as an engine layer with diagonal weights ``1/k^2`` (§10)."""
-        source = pooled.source
+        source, name = pooled.source, pooled.module
         c, h, w = source.shape
         kh, kw = pooled.window
         out_shape = pooled.out_shape
@@ -330,7 +373,6 @@ class _Walker:
                 self.values[node] = _Tensor(INPUT, tuple(self.input_shape))
                 continue
             if node.op == "get_attr":
-                self.values[node] = _BLOCKED
                 self.refuse(node, node.target, "get_attr", "uses a parameter or buffer as a tensor")
                 continue
             if node.op == "output":
@@ -341,13 +383,17 @@ class _Walker:
                 continue
             name, kind = _describe(node, self.modules)
             inputs = [self.values.get(arg) for arg in node.all_input_nodes]
-            if any(value is _BLOCKED for value in inputs):
-                # the root cause is reported where it happened; only a fault of this operation's
-                # own parameters is reported here too
+            blocked = next((value for value in inputs if isinstance(value, _Blocked)), None)
+            if blocked is not None:
+                # listed, but blamed only for a fault of its own parameters: the root cause is
+                # reported where it happened
                 problem = self.intrinsic_problem(node)
                 if problem:
                     self.refuse(node, name, kind, problem)
-                self.values[node] = _BLOCKED
+                else:
+                    self.values[node] = blocked
+                    self.findings.append(Finding(name, kind, True, f"its input comes from the refused {blocked.root}: "
+                                                                   "checked on its own only"))
                 continue
             try:
                 value, note = self.step(node, name)
@@ -368,12 +414,20 @@ class _Walker:
             return _conv_problem(module)
         if isinstance(module, nn.MaxPool2d):
             return _pool_problem(*_maxpool_module_params(module))
-        if module is not None and not isinstance(module, _KNOWN_MODULES):
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            return _batchnorm_problem(module)
+        if isinstance(module, nn.Linear):
+            try:
+                golden.check_reduction(module.in_features)
+            except golden.ContractError as refusal:
+                return str(refusal)
+            return None
+        if _operation(node, module) is None:
             return "not supported by the engine"
         return None
 
     def refuse(self, node, name, kind, reason) -> None:
-        self.values[node] = _BLOCKED
+        self.values[node] = _Blocked(name)
         self.findings.append(Finding(name, kind, False, reason))
 
     def finish(self, node: fx.Node) -> None:
@@ -382,10 +436,10 @@ class _Walker:
             self.findings.append(Finding("<output>", "output", False, "the model must return one tensor"))
             return
         value = self.values.get(result)
-        if value is _BLOCKED:
+        if isinstance(value, _Blocked):
             return
         try:
-            tensor = self.materialise(value, result.name)
+            tensor = self.materialise(value)
         except _Refused as refusal:
             self.findings.append(Finding("<output>", "output", False, str(refusal)))
             return
@@ -396,45 +450,42 @@ class _Walker:
 
     def step(self, node: fx.Node, name: str):
         """Apply one operation; returns its value and a note for ``check``."""
-        op, target = node.op, node.target
-        module = self.modules.get(target) if op == "call_module" else None
+        module = self.modules.get(node.target) if node.op == "call_module" else None
         x = self.values.get(node.all_input_nodes[0]) if node.all_input_nodes else None
-        if isinstance(module, nn.Conv2d):
+        operation = _operation(node, module)
+        if operation == "conv":
             return self.conv(node, module, name, x), ""
-        if isinstance(module, nn.Linear):
+        if operation == "linear":
             return self.linear(node, module, name, x)
-        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        if operation == "batchnorm":
             return self.batchnorm(node, module, name, x)
-        if isinstance(module, nn.ReLU) or _is_call(node, (F.relu, torch.relu), "relu"):
+        if operation == "relu":
             return self.relu(node, name, x)
-        if isinstance(module, nn.MaxPool2d):
-            return self.maxpool(node, name, x, _maxpool_module_params(module))
-        if _is_call(node, (F.max_pool2d, torch.max_pool2d), None):
-            return self.maxpool(node, name, x, _maxpool_call_params(node))
-        if isinstance(module, (nn.ZeroPad2d, nn.ConstantPad2d)):
+        if operation == "maxpool":
+            params = _maxpool_module_params(module) if module is not None else _maxpool_call_params(node)
+            return self.maxpool(node, name, x, params)
+        if operation == "pad" and module is not None:
             if isinstance(module, nn.ConstantPad2d) and module.value != 0:
                 raise _Refused(f"constant padding with {module.value}: only zero padding")
             left, right, top, bottom = module.padding
             return self.pad(x, (top, left, bottom, right), name)
-        if _is_call(node, (F.pad,), None):
+        if operation == "pad":
             return self.pad(x, _pad_call_params(node), name)
-        if isinstance(module, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)) or _is_call(
-                node, (F.avg_pool2d, F.adaptive_avg_pool2d, torch.mean), "mean"):
+        if operation == "avgpool":
             return self.avgpool(node, module, name, x)
-        if isinstance(module, nn.Flatten) or _is_call(node, (torch.flatten,), "flatten"):
+        if operation == "flatten":
             _flatten_params(node, module)
             return self.flatten(x, node), ""
-        if _is_call(node, (), ("view", "reshape")):
+        if operation == "view":
             _check_view(node, x)
             return self.flatten(x, node), ""
-        if isinstance(module, FREE_MODULES) or _is_call(node, (F.dropout,), "contiguous"):
+        if operation == "free":
             return _alias(x, node), "free at inference"
-        if _is_call(node, (operator.add, operator.iadd, torch.add), "add"):
+        if operation == "add":
             return self.add(node, name)
-        if _is_call(node, (torch.cat, torch.concat), None):
+        if operation == "concat":
             return self.concat(node, name)
-        if isinstance(module, SOFTMAX_MODULES) or _is_call(
-                node, (F.softmax, F.log_softmax, torch.softmax, torch.log_softmax), ("softmax", "log_softmax")):
+        if operation == "softmax":
             return self.softmax(node, x)
         raise _Refused("not supported by the engine")
 
@@ -446,8 +497,10 @@ class _Walker:
         extra, fused = (0, 0, 0, 0), []
         if isinstance(x, _Padded):
             extra, x, fused = x.padding, x.source, [x.module]
-        source = self.materialise(x, name)
+        source = self.materialise(x)
         if len(source.shape) != 3 or source.shape[0] != conv.in_channels:
+            if source.name == INPUT:
+                self.note_input_mismatch(name, "Conv2d", "channels", conv.in_channels)
             raise _Refused(f"expects {conv.in_channels} input channels, gets shape {source.shape}")
         k = conv.kernel_size[0]
         own = _conv_padding(conv)
@@ -469,29 +522,37 @@ class _Walker:
             modules = [name, x.module]
             in_shape = (int(np.prod(source.shape)),)
         else:
-            source = self.materialise(x, name)
+            source = self.materialise(x)
             if len(source.shape) != 1:
                 raise _Refused(f"Linear on a {'x'.join(map(str, source.shape))} map acts on its last dimension only: "
                                "flatten the map first (torch.flatten(x, 1) or x.view(x.size(0), -1))")
             weight, modules, in_shape = linear.weight.detach().double().numpy().copy(), [name], source.shape
         if weight.shape[1] != in_shape[0]:
+            if source.name == INPUT:
+                self.note_input_mismatch(name, "Linear", "features", weight.shape[1])
             raise _Refused(f"expects {weight.shape[1]} inputs, gets {in_shape[0]}")
         golden.check_reduction(in_shape[0])
         layer = FloatLayer(name, "fc", modules, [source.name], weight, _bias_of(linear, weight.shape[0]),
                            in_shape=in_shape, out_shape=(weight.shape[0],))
         return self.new_layer(layer), note
 
+    def note_input_mismatch(self, name: str, module_type: str, what: str, expected: int) -> None:
+        """Remember the first layer that does not take the network input's shape."""
+        if self.input_mismatch is None:
+            self.input_mismatch = {"layer": name, "module_type": module_type, "what": what, "expected": expected,
+                                   "input_shape": self.input_shape}
+
     def batchnorm(self, node, bn, name: str, x):
-        x = self.settle(x, node, name)
-        if not bn.track_running_stats or bn.running_mean is None:
-            raise _Refused("BatchNorm without running statistics (track_running_stats=False) normalises each batch "
-                           "by its own statistics: there is no inference form to fold")
+        x = self.settle(x, node)
+        problem = _batchnorm_problem(bn)
+        if problem:
+            raise _Refused(problem)
         layer = self.open_layer(x, node)
         if layer is not None and not (layer.relu or layer.pool or layer.skip) and bn.num_features == layer.weight.shape[0]:
             _fold_batchnorm(layer, bn)
             layer.modules.append(name)
             return _Tensor(layer.name, x.shape, True), f"folded into {layer.name}"
-        source = self.materialise(x, name)
+        source = self.materialise(x)
         if source.shape[0] != bn.num_features:
             raise _Refused(f"BatchNorm of {bn.num_features} features on a tensor of shape {source.shape}")
         identity = self.identity_layer(source, name, name)
@@ -499,13 +560,13 @@ class _Walker:
         return _Tensor(identity.name, source.shape, True), "a per-channel scale layer (it follows no Conv2d/Linear)"
 
     def relu(self, node, name: str, x):
-        x = self.settle(x, node, name)
+        x = self.settle(x, node)
         layer = self.open_layer(x, node)
         if layer is not None:
             layer.relu = True
             layer.modules.append(name)
             return _Tensor(layer.name, x.shape, True), f"fused into {layer.name}"
-        source = self.materialise(x, name)
+        source = self.materialise(x)
         if source.name != INPUT and self.by_name[source.name].relu:
             return _alias(source, node), "no-op: the input is already rectified"
         identity = self.identity_layer(source, name, name)
@@ -513,13 +574,13 @@ class _Walker:
         return _Tensor(identity.name, source.shape, True), "an identity layer with ReLU"
 
     def maxpool(self, node, name: str, x, params):
-        x = self.settle(x, node, name)
+        x = self.settle(x, node)
         problem = _pool_problem(*params)
         if problem:
             raise _Refused(problem)
         layer = self.open_layer(x, node, kinds=("conv",))
         if layer is None or layer.pool or len(x.shape) != 3:
-            source = self.materialise(x, name)
+            source = self.materialise(x)
             if len(source.shape) != 3:
                 raise _Refused("max pooling needs a feature map")
             layer = self.identity_layer(source, name, name)
@@ -536,7 +597,7 @@ class _Walker:
         if isinstance(x, _Padded):
             padding = tuple(a + b for a, b in zip(padding, x.padding))
             x = x.source
-        source = self.materialise(x, name)
+        source = self.materialise(x)
         if len(source.shape) != 3:
             raise _Refused("zero padding needs a feature map")
         if min(padding) < 0:
@@ -544,7 +605,7 @@ class _Walker:
         return _Padded(source, tuple(int(p) for p in padding), name), "fused into the next Conv2d"
 
     def avgpool(self, node, module, name: str, x):
-        source = self.materialise(x, name)
+        source = self.materialise(x)
         if len(source.shape) != 3:
             raise _Refused("average pooling needs a feature map")
         _, h, w = source.shape
@@ -576,7 +637,7 @@ class _Walker:
                 layer = self.by_name[value.name]
                 if layer.kind in ("conv", "fc") and not (layer.relu or layer.pool or layer.skip):
                     candidates.append((self.layers.index(layer), layer, value))
-        tensors = [self.materialise(v, name) for v in values]
+        tensors = [self.materialise(v) for v in values]
         if tensors[0].shape != tensors[1].shape:
             raise _Refused(f"add of tensors of shapes {tensors[0].shape} and {tensors[1].shape}: they must be equal "
                            "(broadcasting is not supported)")
@@ -598,7 +659,7 @@ class _Walker:
         parts = node.args[0]
         if not isinstance(parts, (list, tuple)) or not all(isinstance(p, fx.Node) for p in parts):
             raise _Refused("concatenation of something other than a list of tensors")
-        tensors = [self.materialise(self.values[p], name) for p in parts]
+        tensors = [self.materialise(self.values[p]) for p in parts]
         ndim = len(tensors[0].shape) + 1
         if dim not in (1, 1 - ndim) or any(len(t.shape) != ndim - 1 for t in tensors):
             raise _Refused(f"concatenation along dim {dim}: only channels (dim=1) of tensors of one rank")
@@ -615,12 +676,41 @@ class _Walker:
         return _alias(x, node), "dropped: monotonic, the argmax of the logits is the same"
 
 
-_KNOWN_MODULES = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.ZeroPad2d,
-                  nn.ConstantPad2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten) + FREE_MODULES + SOFTMAX_MODULES
-
-
 class _RefusedModel(Exception):
     """The model as a whole cannot be ingested."""
+
+
+def _operation(node: fx.Node, module) -> str | None:
+    """Which supported operation ``node`` is (``module`` is the one it calls, if any), or None."""
+    if isinstance(module, nn.Conv2d):
+        return "conv"
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        return "batchnorm"
+    if isinstance(module, nn.ReLU) or _is_call(node, (F.relu, torch.relu), "relu"):
+        return "relu"
+    if isinstance(module, nn.MaxPool2d) or _is_call(node, (F.max_pool2d, torch.max_pool2d), None):
+        return "maxpool"
+    if isinstance(module, (nn.ZeroPad2d, nn.ConstantPad2d)) or _is_call(node, (F.pad,), None):
+        return "pad"
+    if isinstance(module, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)) or _is_call(
+            node, (F.avg_pool2d, F.adaptive_avg_pool2d, torch.mean), "mean"):
+        return "avgpool"
+    if isinstance(module, nn.Flatten) or _is_call(node, (torch.flatten,), "flatten"):
+        return "flatten"
+    if _is_call(node, (), ("view", "reshape")):
+        return "view"
+    if isinstance(module, FREE_MODULES) or _is_call(node, (F.dropout,), "contiguous"):
+        return "free"
+    if _is_call(node, (operator.add, operator.iadd, torch.add), "add"):
+        return "add"
+    if _is_call(node, (torch.cat, torch.concat), None):
+        return "concat"
+    if isinstance(module, SOFTMAX_MODULES) or _is_call(
+            node, (F.softmax, F.log_softmax, torch.softmax, torch.log_softmax), ("softmax", "log_softmax")):
+        return "softmax"
+    return None
 
 
 def _alias(value, node: fx.Node):
@@ -672,6 +762,13 @@ def _arg(node: fx.Node, index: int, name: str, default=None):
     if len(node.args) > index:
         return node.args[index]
     return node.kwargs.get(name, default)
+
+
+def _batchnorm_problem(bn) -> str | None:
+    if not bn.track_running_stats or bn.running_mean is None:
+        return ("BatchNorm without running statistics (track_running_stats=False) normalises each batch by its own "
+                "statistics: there is no inference form to fold")
+    return None
 
 
 def _conv_problem(conv: nn.Conv2d) -> str | None:
@@ -843,6 +940,16 @@ def _trace(model: nn.Module) -> fx.GraphModule:
         ) from None
 
 
+def _refuse_layer(findings: list[Finding], layer: FloatLayer, reason: str) -> None:
+    """Refuse ``layer`` in the finding of the module that starts it (one line per module); a
+    module refused already keeps its first reason."""
+    for index, finding in enumerate(findings):
+        if finding.name == layer.modules[0]:
+            if finding.supported:
+                findings[index] = Finding(finding.name, finding.type, False, reason)
+            return
+
+
 def _reachable(layers: list[FloatLayer], output: str) -> list[FloatLayer]:
     """The layers the output depends on, in order (an unused branch is not computed)."""
     by_name = {layer.name: layer for layer in layers}
@@ -865,7 +972,9 @@ def ingest(model: nn.Module, input_shape: tuple[int, int, int], *,
 
     ``input_shape`` is one image's ``(C, H, W)``. Every layer is checked against the
     contract's limits (docs/arithmetic.md) and against ``config`` with the driver's own fit rule,
-    so a model that passes runs on such an engine.
+    so a model that passes runs on such an engine. The error's findings list every module once;
+    it is an :class:`InputShapeMismatch` when the Conv2d or Linear reading the input does not take
+    ``input_shape``.
     """
     model = model.eval()
     graph = _trace(model)
@@ -875,19 +984,19 @@ def ingest(model: nn.Module, input_shape: tuple[int, int, int], *,
     except _RefusedModel as refusal:
         raise UnsupportedModelError([Finding("<model>", type(model).__name__, False, str(refusal))]) from None
     findings = walker.findings
-    if any(not f.supported for f in findings) or walker.output is None:
-        if walker.output is None and all(f.supported for f in findings):
-            findings.append(Finding("<model>", type(model).__name__, False, "has no Conv2d or Linear layer"))
-        raise UnsupportedModelError(findings)
-    layers = _reachable(walker.layers, walker.output.name)
-    problems = []
+    if walker.input_mismatch is not None:
+        raise InputShapeMismatch(findings, **walker.input_mismatch)
+    # the layers built so far are checked against the engine even when a refusal stops the model
+    layers = _reachable(walker.layers, walker.output.name) if walker.output is not None else walker.layers
     for layer in layers:
         if layer.kind == "concat":
             continue
         try:
             jobs.band_rows(layer.geometry(), config)
         except jobs.LayerFitError as exc:
-            problems.append(Finding(layer.name, layer.kind, False, f"does not fit the engine: {exc}"))
-    if problems:
-        raise UnsupportedModelError(findings + problems)
+            _refuse_layer(findings, layer, f"does not fit the engine: {exc}")
+    if any(not f.supported for f in findings) or walker.output is None:
+        if walker.output is None and all(f.supported for f in findings):
+            findings.append(Finding("<model>", type(model).__name__, False, "has no Conv2d or Linear layer"))
+        raise UnsupportedModelError(findings)
     return FloatGraph(tuple(int(s) for s in input_shape), layers), findings

@@ -9,7 +9,8 @@ that :func:`radix.ingest.ingest` understands, so an ONNX model goes through the 
   Conv2d/Linear that nothing else reads becomes its bias;
 - ``BatchNormalization`` -> ``nn.BatchNorm1d/2d``; ``Relu`` (and ``Clip`` to [0, inf)) -> ``nn.ReLU``;
 - ``MaxPool`` / ``AveragePool`` -> ``nn.MaxPool2d`` / ``nn.AvgPool2d``; ``GlobalAveragePool`` ->
-  ``nn.AdaptiveAvgPool2d(1)``; ``ReduceMean`` -> ``x.mean(axes)``;
+  ``nn.AdaptiveAvgPool2d(1)``; ``ReduceMean`` -> ``x.mean(axes)`` (axes an attribute, or from
+  opset 18 an input);
 - ``Flatten(axis=1)``, ``Reshape`` to (N, -1) and ``Squeeze`` of a 1x1 map -> ``torch.flatten(x, 1)``;
 - ``Add`` -> ``+``, ``Concat`` -> ``torch.cat(dim=axis)``, ``Pad`` -> ``F.pad``, ``Softmax`` /
   ``LogSoftmax`` -> their modules, ``Dropout`` -> ``nn.Dropout``, ``Identity`` -> nothing.
@@ -22,10 +23,13 @@ round to float32, the precision of the modules).
 ``Sigmoid``, ``Tanh``, ``HardSwish``, ``LeakyRelu`` and ``Elu`` become their modules, which ingest
 refuses under the module's name. A node with no such form (another operator, an attribute not
 understood, a non-constant weight) becomes an opaque function named after its operator: ingest
-refuses it by that name too, and calling the module raises. Modules are named after
-the node's scope where the exporter recorded one (PyTorch's exporter names the node
-``/features/features.0/Conv`` after the module ``features.0``), so layer names, and so
-``--weight-bits`` selectors, match the original model's.
+refuses it by that name too, and calling the module raises. Modules are named after the
+PyTorch module the exporter recorded, so layer names, and so ``--weight-bits`` selectors, match
+the original model's: PyTorch's TorchScript exporter (``dynamo=False``) writes it into the node
+name (``/features/features.0/Conv`` for the module ``features.0``); its default dynamo exporter
+names nodes ``node_<operation>`` and records the scopes in the node's metadata, and as it folds a
+BatchNorm into the convolution under the BatchNorm's scope, a Conv/Gemm is named after its
+weight (``stem.0.weight``) first.
 
 Why not ``onnx2torch``: it, its forks and ``onnx2pytorch`` all require ``torchvision``, and PyPI's
 torchvision for torch 2.13 is a CUDA build whose operators do not load against the CPU torch that
@@ -36,6 +40,7 @@ ONNX forms simple, so they are mapped here with ``onnx`` alone.
 
 from __future__ import annotations
 
+import ast
 import functools
 import math
 import operator
@@ -187,8 +192,8 @@ def _opaque(op_type: str):
 
 
 def _scope(node_name: str) -> str | None:
-    """The PyTorch module path that PyTorch's exporter writes into a node name: one scope per
-    module, each named by its last attribute, or ``parent.index`` inside a Sequential
+    """The PyTorch module path that PyTorch's TorchScript exporter writes into a node name: one
+    scope per module, each named by its last attribute, or ``parent.index`` inside a Sequential
     (``/stack2/conv1/conv1.0/Conv`` is the module ``stack2.conv1.0``)."""
     scopes = [part for part in node_name.split("/") if part][:-1]  # the last part names the operator
     path: list[str] = []
@@ -201,12 +206,43 @@ def _scope(node_name: str) -> str | None:
     return ".".join(path) or None
 
 
-class _Names:
-    """Names for modules and constants: the node's scope when it is free and is nobody's parent
-    (a module cannot be both a layer and a container), else one made from the node name."""
+def _module_path(text: str) -> str | None:
+    """``text`` if it is a dotted module path (``stack1.conv1.0``), else None."""
+    return text if re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*", text) else None
 
-    def __init__(self, nodes):
-        self.scopes = [_scope(node.name) for node in nodes]
+
+def _weight_scope(node: onnx.NodeProto, initializers: set[str]) -> str | None:
+    """The module whose parameter a Conv/Gemm/MatMul reads: PyTorch's dynamo exporter keeps
+    parameter names (``stem.0.weight``) but records a BatchNorm folded into a convolution under
+    the BatchNorm's scope, so the weight names the layer better."""
+    if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2 or node.input[1] not in initializers:
+        return None
+    name = node.input[1]
+    return _module_path(name[: -len(".weight")]) if name.endswith(".weight") else None
+
+
+def _exported_scope(node: onnx.NodeProto) -> str | None:
+    """The module path that PyTorch's dynamo exporter records in a node's metadata: its scopes
+    from the root ``''`` down to the module, then the operation (``['', 'stack1', 'stack1.conv1',
+    'conv2d']``)."""
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            try:
+                scopes = ast.literal_eval(prop.value)
+            except (ValueError, SyntaxError):
+                return None
+            scope = scopes[-2] if isinstance(scopes, list) and len(scopes) >= 3 else None
+            return _module_path(scope) if isinstance(scope, str) else None
+    return None
+
+
+class _Names:
+    """Names for modules and constants: the node's module path when it is free and is nobody's
+    parent (a module cannot be both a layer and a container), else one made from the node name."""
+
+    def __init__(self, nodes, initializers: set[str]):
+        self.scopes = [_scope(node.name) or _weight_scope(node, initializers) or _exported_scope(node)
+                       for node in nodes]
         self.parents = {".".join(parts[:i]) for scope in self.scopes if scope
                         for parts in [scope.split(".")] for i in range(1, len(parts))}
         self.used: set[str] = set()
@@ -216,7 +252,9 @@ class _Names:
         if scope and self.free(scope):
             self.used.add(scope)
             return scope
-        return self.fresh(re.sub(r"\W+", "_", node.name).strip("_") or node.op_type.lower())
+        # the dynamo exporter names a node node_<its torch.fx node's name>, e.g. node_relu_1
+        base = re.sub(r"\W+", "_", node.name.removeprefix("node_")).strip("_")
+        return self.fresh(base or node.op_type.lower())
 
     def fresh(self, base: str) -> str:
         name, n = base, 1
@@ -253,7 +291,7 @@ class _Converter:
         self.shapes, self.types = _tensor_types(inferred)
         self.graph = fx.Graph()
         self.root: dict[str, object] = {}
-        self.names = _Names(model.graph.node)
+        self.names = _Names(model.graph.node, {tensor.name for tensor in model.graph.initializer})
         self.values: dict[str, fx.Node | np.ndarray] = {
             tensor.name: onnx.numpy_helper.to_array(tensor) for tensor in model.graph.initializer}
         self.readers = Counter(name for node in model.graph.node for name in node.input)
@@ -475,7 +513,7 @@ class _Converter:
         x = self.runtime(inputs[0])
         axes = self.attr_or_input(attrs, "axes", inputs, 1)
         if not axes:
-            raise _Unmapped()  # all dimensions, the batch too
+            raise _Unmapped()  # all dimensions, the batch too (or, with noop_with_empty_axes, none)
         rank = self.rank()
         axes = tuple(sorted(a % rank for a in _ints(axes)))
         return [self.graph.call_method("mean", (x, axes), {"keepdim": bool(attrs.get("keepdims", 1))})]
@@ -716,7 +754,7 @@ _HANDLERS = {
     "MaxPool": (_Converter.maxpool, _POOL_ATTRS + ("storage_order",)),
     "AveragePool": (_Converter.avgpool, _POOL_ATTRS + ("count_include_pad",)),
     "GlobalAveragePool": (_Converter.global_avgpool, ()),
-    "ReduceMean": (_Converter.reduce_mean, ("axes", "keepdims")),
+    "ReduceMean": (_Converter.reduce_mean, ("axes", "keepdims", "noop_with_empty_axes")),
     "Flatten": (_Converter.flatten, ("axis",)),
     "Reshape": (_Converter.reshape, ("allowzero",)),
     "Squeeze": (_Converter.squeeze, ("axes",)),
