@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from radix.compress import storage
-from radix.program import DENSE_VERSION, FORMAT_VERSION, Layer, Program, ProgramError
+from radix.program import COMPRESSED_VERSION, DENSE_VERSION, Layer, Program, ProgramError
 
 
 @settings(max_examples=200, deadline=None)
@@ -109,7 +109,7 @@ def test_compressed_program_loads_the_same_integers(tmp_path):
     program.weight_storage = "compressed"
     program.save(packed)
     assert struct.unpack_from("<I", dense.read_bytes(), 8)[0] == DENSE_VERSION == 2
-    assert struct.unpack_from("<I", packed.read_bytes(), 8)[0] == FORMAT_VERSION == 3
+    assert struct.unpack_from("<I", packed.read_bytes(), 8)[0] == COMPRESSED_VERSION == 3
     assert packed.stat().st_size < dense.stat().st_size / 3
     loaded = Program.load(packed)
     assert loaded.weight_storage == "compressed" and Program.load(dense).weight_storage == "dense"

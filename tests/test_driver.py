@@ -7,12 +7,14 @@ from hypothesis import strategies as st
 
 from radix import golden, network
 from radix.driver import Driver, EngineMismatch, EngineTimeout, StreamLengthError
-from radix.engine_spec import EngineConfig, register
-from radix.program import Layer, Program
+from radix.engine_spec import EngineConfig, field_mask, register
+from radix.program import Layer, Program, ProgramError
 from radix.transport import Received, ReferenceTransport
 
 
-def random_program(rng, *, width, c_in, h, k, stride, pad, pool, c_mid, fc_out):
+def random_program(rng, *, width, c_in, h, k, stride, pad, pool, c_mid, fc_out, unsigned=(False, False, False)):
+    """A conv and an fc layer; ``unsigned`` gives the signedness of the input, the conv's and the
+    fc's outputs (docs/arithmetic.md §1)."""
     lo, hi = -(2 ** (width - 1)), 2 ** (width - 1)
     conv_h = (h + 2 * pad - k) // stride + 1
     out_h = conv_h // 2 if pool else conv_h
@@ -26,18 +28,22 @@ def random_program(rng, *, width, c_in, h, k, stride, pad, pool, c_mid, fc_out):
                fl_out=int(rng.integers(0, 8)), weight_bits=width,
                weights=rng.integers(lo, hi, (fc_out, c_mid * out_h * out_h)), bias=rng.integers(-5000, 5000, fc_out),
                inputs=["conv"])
-    return Program(width=width, input_shape=(c_in, h, h), input_fl=6, layers=[conv, fc])
+    conv.unsigned_out, fc.unsigned_out = unsigned[1:]
+    program = Program(width=width, input_shape=(c_in, h, h), input_fl=6, layers=[conv, fc], input_unsigned=unsigned[0])
+    program.link_signedness()
+    return program
 
 
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.sampled_from([8, 16]), st.integers(1, 4), st.integers(1, 5), st.integers(1, 7),
-       st.integers(1, 3), st.booleans(), st.integers(1, 7), st.integers(1, 6), st.integers(1, 5))
-def test_driver_matches_golden_with_banding(seed, width, rows, cols, k, stride, pool, c_in, c_mid, fc_out):
+       st.integers(1, 3), st.booleans(), st.integers(1, 7), st.integers(1, 6), st.integers(1, 5),
+       st.tuples(st.booleans(), st.booleans(), st.booleans()))
+def test_driver_matches_golden_with_banding(seed, width, rows, cols, k, stride, pool, c_in, c_mid, fc_out, unsigned):
     rng = np.random.default_rng(seed)
     pad = int(rng.integers(0, k))
     h = int(rng.integers(max(k - 2 * pad, 2 * stride + k), 14))
     program = random_program(rng, width=width, c_in=c_in, h=h, k=k, stride=stride, pad=pad, pool=pool, c_mid=c_mid,
-                             fc_out=fc_out)
+                             fc_out=fc_out, unsigned=unsigned)
     t_in = -(-c_in // rows)
     fc_groups = -(-program.layers[1].weights.shape[1] // rows)
     # buffers just big enough for a couple of output rows, so layers split into many bands
@@ -45,7 +51,8 @@ def test_driver_matches_golden_with_banding(seed, width, rows, cols, k, stride, 
                           wt_depth=max(t_in * k * k, fc_groups) * rows, acc_depth=2 * (h + 2 * pad) + 2)
     driver = Driver(ReferenceTransport(config))
     driver.check(program)
-    x = rng.integers(-(2 ** (width - 1)), 2 ** (width - 1), (2, c_in, h, h))
+    x_lo, x_hi = golden.tensor_range(width, unsigned=program.input_unsigned)
+    x = rng.integers(x_lo, x_hi + 1, (2, c_in, h, h))
     expected = network.run(program, x)
     for i in range(2):
         run = driver.run_image(program, x[i])
@@ -156,6 +163,21 @@ def test_stream_formats_round_trip(seed, width, rows, cols, c_in, c_out, k):
     np.testing.assert_array_equal(added["skip"][:n], skip[:n].reshape(n, 6))
     maps = rng.integers(lo, hi + 1, (c_out, 2, 3))
     np.testing.assert_array_equal(sf.decode_output(sf.output_words(maps, config), c_out, 2, 3, config), maps)
+    # unsigned lanes (docs/arithmetic.md §1): the same W bits, read as 0..2^W-1
+    u_lo, u_hi = golden.tensor_range(width, unsigned=True)
+    ux = rng.integers(u_lo, u_hi + 1, (c_in, 3, 4))
+    ux.flat[0] = u_hi
+    np.testing.assert_array_equal(sf.decode_input_words(sf.input_words(ux, config), c_in, 3, 4, config,
+                                                        unsigned=True), ux)
+    uskip = rng.integers(u_lo, u_hi + 1, (c_out, 2, 3))
+    words = sf.cotile_words(w, bias, shift, 0, config, skip=uskip, skip_shift=skip_shift)
+    decoded = sf.decode_cotile_words(words, c_in, k, config, skip_pixels=6, skip_unsigned=True)
+    np.testing.assert_array_equal(decoded["skip"][:n], uskip[:n].reshape(n, 6))
+    umaps = rng.integers(u_lo, u_hi + 1, (c_out, 2, 3))
+    umaps.flat[0] = u_hi
+    np.testing.assert_array_equal(sf.decode_output(sf.output_words(umaps, config), c_out, 2, 3, config,
+                                                   unsigned=True), umaps)
+    assert sf.decode_output(sf.output_words(umaps, config), c_out, 2, 3, config).flat[0] == -1  # as signed
 
 
 @settings(max_examples=30, deadline=None)
@@ -193,3 +215,35 @@ def test_job_stream_interleaves_the_first_output_tile_with_the_input(seed, rows,
     with pytest.raises(ValueError, match="words, but a job of this layer streams"):
         sf.split_job_words(words[:-1], c_in=c_in, height=3, width_px=4, kernel=k, c_out=c_out, config=config,
                            skip_pixels=6 if add else 0)
+
+
+def test_jobs_carry_the_layers_signedness():
+    """FLAGS.IN_UNSIGNED/OUT_UNSIGNED follow the layer (docs/arithmetic.md §1); an unsigned output's
+    values above 2^(W-1) - 1 come back as such, not as negative numbers."""
+    rng = np.random.default_rng(9)
+    program = random_program(rng, width=8, c_in=2, h=6, k=3, stride=1, pad=1, pool=False, c_mid=3, fc_out=2,
+                             unsigned=(True, True, False))
+    conv = program.layers[0]
+    conv.weights[:] = 127
+    conv.bias[:] = 0
+    conv.fl_out = conv.fl_in + min(conv.fl_w)  # shift 0 on the smallest-fl channel: large outputs
+    driver = Driver(ReferenceTransport(EngineConfig(rows=2, cols=3, width=8)))
+    x = np.full((2, 6, 6), 255)
+    [job] = driver.plan(conv, x)
+    flags = job.registers["FLAGS"]
+    assert flags & field_mask("FLAGS", "IN_UNSIGNED") and flags & field_mask("FLAGS", "OUT_UNSIGNED")
+    assert not flags & field_mask("FLAGS", "SKIP_UNSIGNED")
+    [fc_job] = driver.plan(program.layers[1], np.zeros(program.layers[1].in_shape, dtype=np.int64))
+    assert not fc_job.registers["FLAGS"] & field_mask("FLAGS", "OUT_UNSIGNED")
+    run = driver.run_image(program, x)
+    expected = network.run(program, x[None])
+    np.testing.assert_array_equal(run.layers[0].values, expected[0].values[0])
+    assert run.layers[0].values.max() == 255
+
+
+def test_refuses_a_program_that_reads_a_tensor_with_the_wrong_signedness():
+    program = random_program(np.random.default_rng(0), width=8, c_in=2, h=8, k=3, stride=1, pad=1, pool=False,
+                             c_mid=2, fc_out=2, unsigned=(False, True, False))
+    program.layers[1].unsigned_in = False
+    with pytest.raises(ProgramError, match="layer fc reads its input conv, which is unsigned, as signed"):
+        Driver(ReferenceTransport(EngineConfig(rows=4, cols=2))).check(program)

@@ -2,7 +2,8 @@
 """The accumulator's first pass with the residual add (docs/arithmetic.md §9), Amaranth simulator.
 
 Every skip shift the bias word can carry (in range, at both ends, and beyond them, where the
-accumulator clamps) meets skip values covering the W-bit range; each pixel written must be
+accumulator clamps) meets skip values covering the W-bit range, signed or unsigned
+(``skip_unsigned``: zero-extended, its shift range one shorter); each pixel written must be
 ``bias + round_shift(skip, t) + sums`` exactly, and ``skip_release`` must pulse once per tile,
 when its last pixel is written. Without ``add`` the skip buffer is ignored.
 """
@@ -37,19 +38,19 @@ class SkipHarness(Elaboratable):
         return m
 
 
-def skip_shift_cases(width: int) -> list[int]:
+def skip_shift_cases(width: int, unsigned: bool) -> list[int]:
     """Every executed skip shift, then values beyond both ends (8-bit field extremes too)."""
-    lo, hi = golden.skip_shift_range(width)
+    lo, hi = golden.skip_shift_range(width, unsigned=unsigned)
     return list(range(lo, hi + 1)) + [hi + 1, hi + 5, 127, lo - 1, lo - 9, -128]
 
 
-def expected_base(bias, skip, skip_shift, width: int) -> np.ndarray:
+def expected_base(bias, skip, skip_shift, width: int, unsigned: bool) -> np.ndarray:
     """``bias + round_shift(skip, t)``, ``t`` clamped to the executed range as the engine does."""
-    lo, hi = golden.skip_shift_range(width)
-    return bias + golden.align_skip(skip, np.clip(skip_shift, lo, hi), width)
+    lo, hi = golden.skip_shift_range(width, unsigned=unsigned)
+    return bias + golden.align_skip(skip, np.clip(skip_shift, lo, hi), width, unsigned=unsigned)
 
 
-def run_first_passes(config: EngineConfig, bias, skip, skip_shift, sums, *, add: bool):
+def run_first_passes(config: EngineConfig, bias, skip, skip_shift, sums, *, add: bool, unsigned: bool = False):
     """One single-pass tile per row of ``bias``/``skip_shift`` (``cols`` lanes), pixels
     ``skip[tile]``/``sums[tile]`` (pixels, cols); returns the drained words (tiles, pixels, cols)
     and the cycles in which ``skip_release`` pulsed, per tile."""
@@ -62,6 +63,7 @@ def run_first_passes(config: EngineConfig, bias, skip, skip_shift, sums, *, add:
 
     async def bench(ctx):
         ctx.set(acc.add, int(add))
+        ctx.set(acc.skip_unsigned, int(unsigned))
         ctx.set(acc.start, 1)
         await ctx.tick()
         ctx.set(acc.start, 0)
@@ -114,26 +116,26 @@ def run_first_passes(config: EngineConfig, bias, skip, skip_shift, sums, *, add:
 
 
 @pytest.mark.parametrize("cols,width", [(5, 8), (3, 16)])
-@pytest.mark.parametrize("add", [True, False])
-def test_first_pass_adds_aligned_skip(cols, width, add):
+@pytest.mark.parametrize("add,unsigned", [(True, False), (True, True), (False, False), (False, True)])
+def test_first_pass_adds_aligned_skip(cols, width, add, unsigned):
     config = EngineConfig(rows=2, cols=cols, width=width, in_depth=16, wt_depth=16, acc_depth=64)
-    rng = np.random.default_rng(cols * 100 + width + add)
+    rng = np.random.default_rng(cols * 100 + width + add + 2 * unsigned)
     acc_w = config.acc_width
-    shifts = skip_shift_cases(width)
+    shifts = skip_shift_cases(width, unsigned)
     n_tiles = -(-len(shifts) // cols)
     skip_shift = np.resize(np.array(shifts), n_tiles * cols).reshape(n_tiles, cols)
     pixels = config.acc_depth
-    lo, hi = golden.int_range(width)
+    lo, hi = golden.tensor_range(width, unsigned=unsigned)
     skip = rng.integers(lo, hi + 1, (n_tiles, pixels, cols))
-    skip[:, :4] = [lo], [hi], [-1], [1]  # the ends and the smallest values that round
+    skip[:, :4] = [lo], [hi], [hi - 1 if unsigned else -1], [1]  # the ends and the smallest values that round
     # |bias|, |aligned skip| and |sums| below 2^(A-3) each: the total stays inside A bits (§9).
     bias = rng.integers(-(1 << (acc_w - 3)), 1 << (acc_w - 3), (n_tiles, cols))
     bias[0] = 0
     sums = rng.integers(-(1 << (acc_w - 3)), 1 << (acc_w - 3), (n_tiles, pixels, cols))
     sums[:, : pixels // 2] = 0  # the aligned skip alone is visible in the low bits
-    drained, releases = run_first_passes(config, bias, skip, skip_shift, sums, add=add)
+    drained, releases = run_first_passes(config, bias, skip, skip_shift, sums, add=add, unsigned=unsigned)
     for tile in range(n_tiles):
-        base = (expected_base(bias[tile], skip[tile], skip_shift[tile], width) if add
+        base = (expected_base(bias[tile], skip[tile], skip_shift[tile], width, unsigned) if add
                 else np.broadcast_to(bias[tile], skip[tile].shape))
         np.testing.assert_array_equal(drained[tile], base + sums[tile], err_msg=f"tile {tile}, "
                                       f"skip shifts {skip_shift[tile].tolist()}")
@@ -146,4 +148,5 @@ def test_skip_shift_range_is_the_contracts():
         assert skip_shift_range(config.width) == golden.skip_shift_range(width)
         lo, hi = skip_shift_range(config.width)
         assert -(1 << (SHIFT_BITS - 1)) <= lo and hi < 1 << (SHIFT_BITS - 1)
+        assert skip_shift_range(width, unsigned=True) == (lo + 1, hi)  # §9: an unsigned skip's bound
         assert skip_address_bits(config) >= (2 * config.acc_depth - 1).bit_length()

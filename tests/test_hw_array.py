@@ -23,19 +23,22 @@ def schedule(rows: int, cols: int, pixels: list[int]):
     return starts, shift_cycles
 
 
+@pytest.mark.parametrize("unsigned", [False, True])
 @pytest.mark.parametrize("rows,cols,width,macs_per_dsp", [
     (1, 1, 8, 1), (1, 3, 8, 1), (3, 1, 16, 1), (2, 5, 8, 1), (5, 3, 16, 1), (4, 4, 8, 1),
     (1, 1, 8, 2), (1, 2, 8, 2), (3, 1, 8, 2), (2, 5, 8, 2), (4, 4, 8, 2), (7, 6, 8, 2), (16, 3, 8, 2),
 ])
-def test_array_matches_matrix_products(rows, cols, width, macs_per_dsp):
-    rng = np.random.default_rng(rows * 100 + cols * 10 + width + 1000 * macs_per_dsp)
+def test_array_matches_matrix_products(rows, cols, width, macs_per_dsp, unsigned):
+    """Signed weights times signed or (``x_unsigned``) unsigned W-bit activations."""
+    rng = np.random.default_rng(rows * 100 + cols * 10 + width + 1000 * macs_per_dsp + 7 * unsigned)
     acc_width = 2 * width + 16
     lo, hi = -(1 << (width - 1)), 1 << (width - 1)
+    x_lo, x_hi = (0, 2 * hi) if unsigned else (lo, hi)
     pixels = [int(p) for p in rng.integers(1, 3 * (rows + cols), 5)] + [1, 2 * rows + cols + 3]
     weights = [rng.integers(lo, hi, (cols, rows)) for _ in pixels]
-    inputs = [rng.integers(lo, hi, (p, rows)) for p in pixels]
+    inputs = [rng.integers(x_lo, x_hi, (p, rows)) for p in pixels]
     weights[0][:] = lo  # extreme products
-    inputs[0][:] = lo
+    inputs[0][:] = x_hi - 1 if unsigned else lo
     starts, shift_cycles = schedule(rows, cols, pixels)
 
     total = starts[-1] + pixels[-1] + rows + cols + 4
@@ -45,13 +48,14 @@ def test_array_matches_matrix_products(rows, cols, width, macs_per_dsp):
     seen = {}
 
     async def bench(ctx):
+        ctx.set(dut.x_unsigned, int(unsigned))
         for t in range(total):
             if t in x_at:
                 n, i = x_at[t]
                 ctx.set(dut.x_in, pack_int(inputs[n][i], width))
                 ctx.set(dut.swap_in, int(i == 0))
             else:  # bubbles carry garbage that must not matter
-                ctx.set(dut.x_in, pack_int(rng.integers(lo, hi, rows), width))
+                ctx.set(dut.x_in, pack_int(rng.integers(x_lo, x_hi, rows), width))
                 ctx.set(dut.swap_in, 0)
             if t in shift_at:
                 n, j = shift_at[t]

@@ -28,6 +28,9 @@ class Layer:
     relu: bool = False
     pool: bool = False
     add: bool = False
+    unsigned_in: bool = False  # docs/arithmetic.md §1: the input, skip and output tensors' signedness
+    unsigned_skip: bool = False
+    unsigned_out: bool = False
 
 
 @dataclass
@@ -44,7 +47,8 @@ class Job:
         return {"in_ch": lay.c_in, "in_h": lay.h, "in_w": lay.w, "out_ch": lay.c_out,
                 "out_h": self.out_h, "out_w": self.out_w, "kernel": lay.k, "stride": lay.stride,
                 "pad_top": lay.pad, "pad_left": lay.pad, "relu": int(lay.relu),
-                "pool": int(lay.pool), "add": int(lay.add)}
+                "pool": int(lay.pool), "add": int(lay.add), "in_unsigned": int(lay.unsigned_in),
+                "skip_unsigned": int(lay.unsigned_skip), "out_unsigned": int(lay.unsigned_out)}
 
 
 def random_skip(layer: Layer, out_shape, weights, bias, shift, config: EngineConfig, rng):
@@ -59,10 +63,10 @@ def random_skip(layer: Layer, out_shape, weights, bias, shift, config: EngineCon
     beyond the top, which the engine clamps without changing a result), then random shifts.
     """
     width = config.width
-    lo, hi = golden.int_range(width)
+    lo, hi = golden.tensor_range(width, unsigned=layer.unsigned_skip)
     skip = rng.integers(lo, hi + 1, (layer.c_out,) + tuple(out_shape))
     skip.flat[:2] = lo, hi
-    t_lo, t_hi = golden.skip_shift_range(width)
+    t_lo, t_hi = golden.skip_shift_range(width, unsigned=layer.unsigned_skip)
     s_lo, s_hi = golden.shift_range(width)
     skip_shift = np.clip(-golden.clamp_shift(shift, width) + rng.integers(-2, 3, layer.c_out), t_lo, t_hi)
     extremes = [t_lo, t_hi, 0, 1, -1, t_hi + 3, t_lo + 1, t_hi - 1, 2]
@@ -81,9 +85,10 @@ def make_job(layer: Layer, config: EngineConfig, rng) -> Job:
     with ``layer.add`` a random skip map and skip shifts as well."""
     width = config.width
     lo, hi = golden.int_range(width)
-    x = rng.integers(lo, hi + 1, (layer.c_in, layer.h, layer.w))
+    x_lo, x_hi = golden.tensor_range(width, unsigned=layer.unsigned_in)
+    x = rng.integers(x_lo, x_hi + 1, (layer.c_in, layer.h, layer.w))
     weights = rng.integers(lo, hi + 1, (layer.c_out, layer.c_in, layer.k, layer.k))
-    x.flat[0], weights.flat[0] = lo, lo
+    x.flat[0], weights.flat[0] = x_hi if layer.unsigned_in else x_lo, lo  # the largest product
     bias = rng.integers(-(1 << (2 * width + 2)), 1 << (2 * width + 2), layer.c_out)
     bias[0] = golden.int_range(config.acc_width - 1)[0]
     # Shifts near the accumulators' size keep most outputs in range; a few are extreme.
@@ -101,7 +106,9 @@ def make_job(layer: Layer, config: EngineConfig, rng) -> Job:
     expected = golden.conv2d(x[None], weights, bias, stride=layer.stride, pad=layer.pad,
                              shift=golden.clamp_shift(shift, width), relu=layer.relu,
                              pool=layer.pool, width=width,
-                             skip=None if skip is None else skip[None], skip_shift=skip_shift)
+                             skip=None if skip is None else skip[None], skip_shift=skip_shift,
+                             unsigned_in=layer.unsigned_in, unsigned_skip=layer.unsigned_skip,
+                             unsigned_out=layer.unsigned_out)
     words = [int(w) for w in job_words(x, weights, bias, shift, config, skip=stream_skip,
                                        skip_shift=skip_shift)]
     return Job(layer, words, expected, out_h, out_w)
@@ -193,7 +200,7 @@ def check(config: EngineConfig, job: Job, received, saturated):
     _, exp_h, exp_w = values.shape
     words = [w for w, _ in received]
     assert len(words) == output_word_count(job.layer.c_out, exp_h, exp_w, config)
-    got = decode_output(words, job.layer.c_out, exp_h, exp_w, config)
+    got = decode_output(words, job.layer.c_out, exp_h, exp_w, config, unsigned=job.layer.unsigned_out)
     np.testing.assert_array_equal(got, values)
     assert [last for _, last in received] == [0] * (len(received) - 1) + [1]
     assert saturated == job.expected.saturated
@@ -226,6 +233,14 @@ CASES = [
     ((2, 5, 16), Layer(3, 9, 3, 4, 3, pad=1, relu=True, add=True), 0.7, 0.7),  # 2-word skip groups
     ((1, 1, 8), Layer(2, 3, 5, 6, 2, relu=True, pool=True, add=True), 0.5, 0.6),
     ((4, 3, 16), Layer(5, 3, 6, 5, 5, stride=2, pad=2, add=True), 0.9, 1.0),  # T_out = 1
+    # Unsigned tensors (docs/arithmetic.md §1, §12): input, skip and output, with and without ReLU.
+    ((3, 2, 8), Layer(5, 3, 6, 7, 3, pad=1, relu=True, unsigned_in=True, unsigned_out=True), 0.7, 0.8),
+    ((4, 5, 8), Layer(6, 7, 9, 8, 5, stride=2, pad=2, pool=True, unsigned_in=True), 0.6, 0.8),
+    ((2, 3, 16), Layer(3, 4, 7, 7, 4, stride=2, pad=3, pool=True, unsigned_out=True), 0.5, 0.9),
+    ((3, 5, 8), Layer(4, 7, 5, 6, 3, pad=1, relu=True, add=True, unsigned_skip=True, unsigned_out=True), 0.6, 0.8),
+    ((2, 5, 16), Layer(3, 9, 3, 4, 3, pad=1, add=True, unsigned_in=True, unsigned_skip=True), 0.7, 0.7),
+    ((3, 2, 8), Layer(3, 11, 4, 5, 1, pool=True, add=True, unsigned_in=True, unsigned_skip=True,
+                      unsigned_out=True), 1.0, 1.0),
 ]
 
 
@@ -261,7 +276,8 @@ def test_core_skip_bank_waits_for_its_last_reader():
 
 
 def random_layer(rng, config: EngineConfig, *, add: bool) -> Layer:
-    """A random layer whose whole map fits ``config`` (sizes down to 1x1, several tiles)."""
+    """A random layer whose whole map fits ``config`` (sizes down to 1x1, several tiles), each
+    tensor signed or unsigned at random."""
     while True:
         k = int(rng.choice([1, 1, 2, 3, 3, 5]))
         stride = int(rng.choice([1, 1, 2, 3]))
@@ -277,8 +293,10 @@ def random_layer(rng, config: EngineConfig, *, add: bool) -> Layer:
         comp_h, comp_w = computed_map(out_h, out_w, pool)
         if (t_in * h * w <= config.in_depth and t_in * k * k * config.rows <= config.wt_depth
                 and comp_h * comp_w <= config.acc_depth):
+            unsigned_in, unsigned_skip, unsigned_out = (bool(u) for u in rng.random(3) < 0.5)
             return Layer(c_in, c_out, h, w, k, stride=stride, pad=pad, relu=bool(rng.random() < 0.5),
-                         pool=pool, add=add)
+                         pool=pool, add=add, unsigned_in=unsigned_in, unsigned_skip=add and unsigned_skip,
+                         unsigned_out=unsigned_out)
 
 
 @pytest.mark.parametrize("shape,seed", [((3, 5, 8), 21), ((2, 3, 16), 22), ((1, 2, 8), 23)])

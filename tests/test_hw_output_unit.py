@@ -1,4 +1,5 @@
-"""The output unit against radix.golden.requantize/maxpool2x2, bit for bit (Amaranth simulator)."""
+"""The output unit against radix.golden.requantize/maxpool2x2, bit for bit (Amaranth simulator),
+for signed and unsigned outputs (docs/arithmetic.md §5, §6)."""
 
 import numpy as np
 import pytest
@@ -50,17 +51,18 @@ def pack_lanes(values, bits: int) -> int:
 
 
 def random_accumulators(rng, shape, acc_width: int, width: int) -> np.ndarray:
-    """A mix of full-range, mid-range and small values, so every shift has work to do."""
+    """A mix of full-range, mid-range and small values, so every shift has work to do; the small
+    ones cover both ends of the signed and the unsigned W-bit range at shift 0."""
     full = rng.integers(-(1 << (acc_width - 1)), 1 << (acc_width - 1), shape, dtype=np.int64)
     mid = rng.integers(-(1 << (2 * width)), 1 << (2 * width), shape, dtype=np.int64)
-    small = rng.integers(-(1 << (width - 1)), 1 << (width - 1), shape, dtype=np.int64)
+    small = rng.integers(-(1 << (width + 1)), 1 << (width + 1), shape, dtype=np.int64)
     pick = rng.integers(0, 3, shape)
     acc = np.where(pick == 0, full, np.where(pick == 1, mid, small))
     acc.flat[:2] = [-(1 << (acc_width - 1)), (1 << (acc_width - 1)) - 1]
     return acc
 
 
-def run_unit(config, acc, shift, *, relu, pool, ready_prob, seed, size):
+def run_unit(config, acc, shift, *, relu, pool, ready_prob, seed, size, unsigned=False):
     """Drive the harness with bank contents ``acc`` (C_out, H, W) for an ``OUT_H x OUT_W``
     layer ``size`` and collect the output words."""
     c_out, rows, cols_px = acc.shape
@@ -79,7 +81,8 @@ def run_unit(config, acc, shift, *, relu, pool, ready_prob, seed, size):
     async def feeder(ctx):
         ctx.set(unit.layer, {"in_ch": 1, "in_h": 1, "in_w": 1, "out_ch": c_out, "out_h": out_h,
                              "out_w": out_w, "kernel": 1, "stride": 1, "pad_top": 0,
-                             "pad_left": 0, "relu": int(relu), "pool": int(pool)})
+                             "pad_left": 0, "relu": int(relu), "pool": int(pool),
+                             "out_unsigned": int(unsigned)})
         ctx.set(unit.start, 1)
         await ctx.tick()
         ctx.set(unit.start, 0)
@@ -123,22 +126,28 @@ def run_unit(config, acc, shift, *, relu, pool, ready_prob, seed, size):
 
 
 CASES = [
-    # cols, width, c_out, out_h, out_w, relu, pool, ready_prob
-    (3, 8, 3, 4, 4, False, False, 1.0),
-    (3, 8, 7, 5, 7, True, True, 0.6),
-    (3, 8, 5, 3, 2, False, True, 0.3),
-    (5, 16, 5, 6, 3, True, False, 0.5),
-    (5, 16, 12, 7, 5, False, True, 0.8),
-    (11, 8, 13, 4, 5, True, False, 0.7),
-    (1, 16, 2, 1, 1, False, False, 0.5),
-    (4, 8, 4, 2, 2, True, True, 0.4),
+    # cols, width, c_out, out_h, out_w, relu, pool, ready_prob, unsigned output
+    (3, 8, 3, 4, 4, False, False, 1.0, False),
+    (3, 8, 7, 5, 7, True, True, 0.6, False),
+    (3, 8, 5, 3, 2, False, True, 0.3, False),
+    (5, 16, 5, 6, 3, True, False, 0.5, False),
+    (5, 16, 12, 7, 5, False, True, 0.8, False),
+    (11, 8, 13, 4, 5, True, False, 0.7, False),
+    (1, 16, 2, 1, 1, False, False, 0.5, False),
+    (4, 8, 4, 2, 2, True, True, 0.4, False),
+    (3, 8, 7, 6, 7, True, True, 0.6, True),  # ReLU then unsigned: nothing saturates at 0
+    (3, 8, 5, 5, 4, False, True, 0.5, True),  # no ReLU: negatives saturate to 0 and count
+    (5, 16, 6, 6, 5, False, True, 0.8, True),
+    (11, 8, 13, 4, 5, True, False, 0.7, True),
+    (4, 16, 4, 3, 3, True, False, 1.0, True),
+    (1, 8, 3, 4, 6, False, False, 0.5, True),
 ]
 
 
-@pytest.mark.parametrize("cols,width,c_out,out_h,out_w,relu,pool,ready_prob", CASES)
-def test_output_unit_matches_golden(cols, width, c_out, out_h, out_w, relu, pool, ready_prob):
+@pytest.mark.parametrize("cols,width,c_out,out_h,out_w,relu,pool,ready_prob,unsigned", CASES)
+def test_output_unit_matches_golden(cols, width, c_out, out_h, out_w, relu, pool, ready_prob, unsigned):
     config = EngineConfig(rows=2, cols=cols, width=width, in_depth=16, wt_depth=16, acc_depth=64)
-    seed = cols * 1000 + c_out * 100 + out_h * 10 + out_w
+    seed = cols * 1000 + c_out * 100 + out_h * 10 + out_w + 7 * unsigned
     rng = np.random.default_rng(seed)
     acc_width = config.acc_width
     acc = random_accumulators(rng, (c_out, out_h, out_w), acc_width, width)
@@ -150,14 +159,17 @@ def test_output_unit_matches_golden(cols, width, c_out, out_h, out_w, relu, pool
     # bank holds it in raster order of the cropped width, while OUT_H/OUT_W may stay odd.
     computed = golden.even_crop(acc) if pool else acc
     result = run_unit(config, computed, shift, relu=relu, pool=pool, ready_prob=ready_prob,
-                      seed=seed, size=(out_h, out_w))
+                      seed=seed, size=(out_h, out_w), unsigned=unsigned)
 
-    expected = golden.requantize(computed[None], shift.reshape(1, -1, 1, 1), relu=relu, width=width)
+    expected = golden.requantize(computed[None], shift.reshape(1, -1, 1, 1), relu=relu, width=width,
+                                 unsigned=unsigned)
     values = golden.maxpool2x2(expected.values) if pool else expected.values
     _, exp_h, exp_w = values[0].shape
     words = [w for w, _ in result["words"]]
     lasts = [last for _, last in result["words"]]
-    got = decode_output(words, c_out, exp_h, exp_w, config)
+    got = decode_output(words, c_out, exp_h, exp_w, config, unsigned=unsigned)
     np.testing.assert_array_equal(got, values[0])
+    if unsigned:  # the cases reach the unsigned range's top, where a signed reading would differ
+        assert values[0].max() >= 1 << (width - 1)
     assert lasts == [0] * (len(lasts) - 1) + [1]
     assert result["saturated"] == expected.saturated

@@ -1,5 +1,6 @@
 # amaranth: UnusedElaboratable=no
-"""The processing element against numpy products (Amaranth simulator)."""
+"""The processing element against numpy products (Amaranth simulator): weights signed W-bit,
+activations W+1-bit, the range of a signed or an unsigned W-bit value (docs/arithmetic.md §12)."""
 
 import numpy as np
 import pytest
@@ -19,13 +20,14 @@ def test_pe_products_and_weight_swaps(width):
     rng = np.random.default_rng(width)
     lo, hi = -(1 << (width - 1)), (1 << (width - 1))
     cycles = 300
-    xs = rng.integers(lo, hi, cycles)
+    xs = rng.integers(lo, 2 * hi, cycles)  # signed and unsigned activations
     psums = rng.integers(-(1 << (acc_width - 2)), 1 << (acc_width - 2), cycles)
     # A weight is shifted in at random cycles; swaps happen at random cycles too.
     shifts = rng.random(cycles) < 0.3
     w_ins = rng.integers(lo, hi, cycles)
     swaps = rng.random(cycles) < 0.2
-    xs[:4] = [lo, hi - 1, lo, 0]
+    xs[:6] = [lo, hi - 1, lo, 0, 2 * hi - 1, 2 * hi - 1]
+    w_ins[1], shifts[1], swaps[4] = lo, True, True  # -2^(W-1) * (2^W - 1): the largest magnitude
     w_ins[0], shifts[0], swaps[1] = lo, True, True
 
     # Reference: the active weight in cycle a+1 (the one multiplying x_in of cycle a).

@@ -1,11 +1,13 @@
 """The .radix artifact: round trip and a clear error for every kind of bad file."""
 
+import hashlib
+import json
 import struct
 
 import numpy as np
 import pytest
 
-from radix.program import FORMAT_VERSION, Layer, Program, ProgramError
+from radix.program import DENSE_VERSION, FORMAT_VERSION, UNSIGNED_VERSION, Layer, Program, ProgramError
 
 
 def small_program() -> Program:
@@ -73,3 +75,116 @@ def test_newer_format_version(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ProgramError, match="cannot read"):
         Program.load(tmp_path / "nope.radix")
+
+
+def _rewrite_header(path, change) -> None:
+    """Edit a program file's JSON header in place and re-seal it (length and checksum)."""
+    data = path.read_bytes()
+    magic, version, header_len, payload_len, _ = struct.unpack_from("<8sIIQ32s", data)
+    header = json.loads(data[56 : 56 + header_len])
+    change(header)
+    payload = data[56 + header_len :]
+    header_bytes = json.dumps(header, sort_keys=True).encode()
+    digest = hashlib.sha256(header_bytes + payload).digest()
+    path.write_bytes(struct.pack("<8sIIQ32s", magic, version, len(header_bytes), payload_len, digest)
+                     + header_bytes + payload)
+
+
+def _version(path) -> int:
+    return struct.unpack_from("<I", path.read_bytes(), 8)[0]
+
+
+def unsigned_program() -> Program:
+    """small_program with an unsigned input and an unsigned ReLU output (docs/arithmetic.md §1)."""
+    program = small_program()
+    program.input_unsigned = True
+    program.layers[0].unsigned_out = True
+    program.link_signedness()
+    return program
+
+
+def test_all_signed_programs_keep_the_older_format(tmp_path):
+    """No signedness anywhere in the file, version 2: what older readers (the board's) read."""
+    path = tmp_path / "p.radix"
+    small_program().save(path)
+    assert _version(path) == DENSE_VERSION == 2
+    assert b"unsigned" not in path.read_bytes()
+    loaded = Program.load(path)
+    assert not loaded.has_unsigned and set(loaded.tensor_unsigned().values()) == {False}
+
+
+def test_unsigned_tensors_round_trip_as_version_4(tmp_path):
+    path = tmp_path / "p.radix"
+    unsigned_program().save(path)
+    assert _version(path) == UNSIGNED_VERSION == FORMAT_VERSION == 4
+    loaded = Program.load(path)
+    assert loaded.input_unsigned and loaded.tensor_unsigned() == {"input": True, "c": True, "f": False}
+    conv, fc = loaded.layers
+    assert (conv.unsigned_in, conv.unsigned_skip, conv.unsigned_out) == (True, False, True)
+    assert (fc.unsigned_in, fc.unsigned_skip, fc.unsigned_out) == (True, False, False)
+
+
+def test_link_signedness_follows_the_producers():
+    program = small_program()
+    program.layers[0].unsigned_out = True
+    program.layers[1].unsigned_in = False
+    with pytest.raises(ProgramError, match="layer f reads its input c, which is unsigned, as signed"):
+        program.check_signedness()
+    program.link_signedness()
+    program.check_signedness()
+    assert program.layers[1].unsigned_in
+
+
+def test_a_file_with_inconsistent_signedness_is_refused(tmp_path):
+    path = tmp_path / "p.radix"
+    unsigned_program().save(path)
+    _rewrite_header(path, lambda header: header["layers"][1].update(unsigned_in=False))
+    with pytest.raises(ProgramError, match="p.radix: layer f reads its input c, which is unsigned, as signed"):
+        Program.load(path)
+
+
+def test_saving_refuses_inconsistent_signedness(tmp_path):
+    program = small_program()
+    program.input_unsigned = True  # the conv still reads the input as signed
+    with pytest.raises(ProgramError, match="layer c reads its input input, which is unsigned, as signed"):
+        program.save(tmp_path / "p.radix")
+
+
+def _concat_program(unsigned_parts) -> Program:
+    layers = []
+    for name, unsigned in zip(("a", "b"), unsigned_parts):
+        layers.append(Layer(name=name, kind="conv", modules=[name], in_shape=(1, 2, 2), out_shape=(1, 2, 2), kernel=1,
+                            stride=1, padding=(0, 0, 0, 0), relu=True, pool=False, fl_in=4, fl_w=[6], fl_out=4,
+                            weight_bits=8, weights=np.ones((1, 1, 1, 1), dtype=np.int64), bias=np.zeros(1),
+                            inputs=["input"], unsigned_out=unsigned))
+    layers.append(Layer(name="cat", kind="concat", modules=["cat"], in_shape=(2, 2, 2), out_shape=(2, 2, 2), kernel=1,
+                        stride=1, padding=(0, 0, 0, 0), relu=False, pool=False, fl_in=4, fl_w=[0], fl_out=4,
+                        weight_bits=0, weights=np.zeros(0, dtype=np.int64), bias=np.zeros(0, dtype=np.int64),
+                        inputs=["a", "b"], input_shapes=[(1, 2, 2), (1, 2, 2)]))
+    return Program(width=8, input_shape=(1, 2, 2), input_fl=4, layers=layers)
+
+
+def test_concatenation_shares_one_signedness():
+    """§11: no conversion between signed and unsigned parts."""
+    program = _concat_program((True, True))
+    program.link_signedness()
+    assert program.layers[-1].unsigned_out and program.layers[-1].unsigned_in
+    program.check_signedness()
+    mixed = _concat_program((True, False))
+    with pytest.raises(ProgramError, match="concatenation cat .* reads a unsigned, b signed"):
+        mixed.link_signedness()
+    with pytest.raises(ProgramError, match="concatenation cat"):
+        mixed.check_signedness()
+
+
+def test_unsigned_input_beyond_its_reduction_limit_is_refused():
+    """§3: an unsigned input costs one bit of K (32,767 without an add)."""
+    program = small_program()
+    fc = program.layers[1]
+    fc.in_shape = (40000,)
+    fc.weights = np.zeros((4, 40000), dtype=np.int64)
+    program.check_signedness()  # signed: K = 40,000 <= 65,535
+    program.layers[0].unsigned_out = True
+    program.link_signedness()
+    with pytest.raises(ProgramError, match="layer f: reduction length 40000 exceeds the accumulator limit 32767"):
+        program.check_signedness()

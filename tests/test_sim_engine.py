@@ -2,8 +2,9 @@
 
 Two configurations: an awkward W=8 array (3 rows, 5 columns: lanes that fill no whole word) and
 a W=16 one whose pixel groups take two stream words. Each is built once per session. About 40%
-of the random jobs have a residual add (FLAGS.ADD); the testbench's expected words are checked
-first against ``radix.transport.ReferenceTransport``, the engine's behaviour in software.
+of the random jobs have a residual add (FLAGS.ADD), and each tensor (input, skip, output) is
+unsigned in about half of them (docs/arithmetic.md §1); the testbench's expected words are
+checked first against ``radix.transport.ReferenceTransport``, the engine's behaviour in software.
 """
 
 from __future__ import annotations
@@ -31,13 +32,15 @@ SEEDS = {"w8_3x5": 11, "w16_5x4": 23}
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_random_jobs_agree_with_reference_transport(name):
     """The testbench's golden words and SATURATED equal what the reference transport computes
-    from the same registers and input stream (skip map crop, skip shift fields, tiles)."""
+    from the same registers and input stream (skip map crop, skip shift fields, tiles, the
+    signedness flags)."""
     config = CONFIGS[name][0]
     rng = np.random.default_rng(SEEDS[name])
     kinds = set()
     for _ in range(200):
         job = random_job(rng, config)
-        kinds.add(bool(job.layer["FLAGS"] & field_mask("FLAGS", "ADD")))
+        kinds.add(tuple(bool(job.layer["FLAGS"] & field_mask("FLAGS", f))
+                        for f in ("ADD", "IN_UNSIGNED", "SKIP_UNSIGNED", "OUT_UNSIGNED")))
         reference = ReferenceTransport(config)
         for reg in LAYER_REGISTERS:
             reference.write(register(reg).offset, job.layer[reg])
@@ -47,7 +50,8 @@ def test_random_jobs_agree_with_reference_transport(name):
         got = reference.receive(job.expected.size + 1, 0).words
         np.testing.assert_array_equal(got, job.expected, err_msg=job.description)
         assert reference.read(register("SATURATED").offset) == job.saturated, job.description
-    assert kinds == {False, True}
+    # every combination: add or not, each tensor signed or unsigned (an unsigned skip needs an add)
+    assert len(kinds) == 12
 
 
 @pytest.fixture(scope="module", params=[(c, s) for c in sorted(CONFIGS) for s in SIMULATORS],

@@ -4,11 +4,13 @@ import json
 
 import pytest
 
+from radix import golden, network
 from radix.calibrate import CalibrationSettings, calibrate
 from radix.cli import main
 from radix.datasets import load_split
 from radix.engine_spec import EngineConfig
 from radix.ingest import ingest
+from radix.program import INPUT, Program
 from radix_models import get_spec, load_builtin
 from radix_sim.hostrun import SimulationError, run_host
 
@@ -40,6 +42,44 @@ def test_resnet8_through_driver_and_rtl_is_bit_exact(resnet8_program):
     assert result["bit_exact"] is True and result["first_mismatch"] is None, result["first_mismatch"]
     assert result["images"] == 1
     assert all(cycles > 0 for cycles in result["cycles"]["per_layer_mean"].values())
+
+
+def unsigned_where_non_negative(program: Program) -> Program:
+    """``program`` with its input (non-negative images) and every ReLU output unsigned, each one
+    bit finer (fl + 1: the range the sign bit gave up, docs/arithmetic.md §1), the readers' fls
+    and biases re-aligned to match: a choice calibration may make."""
+    finer = {INPUT}
+    program.input_unsigned = True
+    program.input_fl += 1
+    for layer in program.layers:
+        assert layer.kind != "concat", "a concatenation group would need one signedness (§11)"
+        if layer.inputs[0] in finer:  # the accumulator is one bit finer, and so is the bias (§4)
+            layer.fl_in += 1
+            layer.bias = golden.saturate(layer.bias * 2, golden.acc_width(program.width) - 1)
+        if layer.skip in finer:
+            layer.fl_skip += 1
+        if layer.relu:
+            layer.unsigned_out = True
+            layer.fl_out += 1
+            finer.add(layer.name)
+    program.link_signedness()
+    return program
+
+
+def test_resnet8_with_unsigned_tensors_through_driver_and_rtl_is_bit_exact(resnet8_program, tmp_path):
+    """The input and every ReLU output unsigned, so the RTL meets unsigned inputs, unsigned skip
+    tensors of the identity shortcuts beside signed projection ones, and unsigned outputs with
+    values above 2^(W-1) - 1; the program goes through the file format (version 4) first."""
+    path = tmp_path / "resnet8-unsigned.radix"
+    unsigned_where_non_negative(Program.load(resnet8_program)).save(path)
+    program = Program.load(path)
+    assert program.input_unsigned and any(layer.unsigned_skip for layer in program.layers)
+    x, _ = load_split("mnist32rgb", "test")
+    outputs = network.run(program, network.quantize_input(program, x[:1]))
+    assert max(int(out.values.max()) for out, layer in zip(outputs, program.layers) if layer.unsigned_out) > 127
+    result = run_host("radix.runner:run_files", {"program": str(path), "data": "mnist32rgb", "images": 1},
+                      EngineConfig(), idle=0.2, backpressure=0.3, seed=11)
+    assert result["bit_exact"] is True and result["first_mismatch"] is None, result["first_mismatch"]
 
 
 def test_digitsnet_through_driver_and_rtl_is_bit_exact(digits_program):

@@ -59,8 +59,9 @@ class Accumulator(wiring.Component):
     * next cycle: the base of the write is formed and registered, either the accumulator word
       read or, on a first pass, ``bias + round_shift(skip, t)`` per lane (docs/arithmetic.md
       §9; without ``add`` just ``bias``). Both directions of the alignment are one right shift
-      of the skip placed at the top of an (A-2)-bit word, rounded half up as
-      ``floor(x / 2^u) + bit u-1 of x``, so alignment and bias take one shifter and one adder;
+      of the skip placed at the top of an (A-2)-bit word (extended to A-1 bits by its sign, or
+      by a zero when ``skip_unsigned``), rounded half up as ``floor(x / 2^u) + bit u-1 of x``,
+      so alignment and bias take one shifter and one adder;
     * sums cycle: ``base + sums`` is written, one A-bit adder per lane as without the add.
 
     A later pass may read a pixel 3 or more cycles after the earlier pass read it (sequencer
@@ -72,11 +73,12 @@ class Accumulator(wiring.Component):
     written one cycle later): the tile's biases,
     data shifts and skip shifts (``bias``/``shifts``/``skip_shifts``, one A-bit / 8-bit / 8-bit
     lane per column) are copied into per-bank registers, the data shifts clamped to ``[-W, A]``
-    (docs/arithmetic.md §5) and the skip shifts to ``[-(A-W-2), W]`` (§9: the driver sends
-    them in range; the clamp keeps a stray value from wrapping the accumulator) and held as
-    right-shift amounts ``t + A-W-2``, so the weight bank they came from can be reloaded while
-    the tile is still computing or draining.
-    ``add`` (the layer's FLAGS.ADD) must stay stable during a job.
+    (docs/arithmetic.md §5) and the skip shifts to ``[-(A-W-2), W+1]``, or ``[-(A-W-3), W+1]``
+    for an unsigned skip (§9: the driver sends them in range; the clamp keeps a stray value from
+    wrapping the accumulator) and held as right-shift amounts ``t + A-W-2``, so the weight bank
+    they came from can be reloaded while the tile is still computing or draining.
+    ``add`` and ``skip_unsigned`` (the layer's FLAGS.ADD and FLAGS.SKIP_UNSIGNED) must stay
+    stable during a job.
     """
 
     META_LEAD = 3
@@ -99,6 +101,7 @@ class Accumulator(wiring.Component):
             "bias": In(cols * acc_w),
             "shifts": In(cols * SHIFT_BITS),
             "add": In(1),
+            "skip_unsigned": In(1),
             "skip_shifts": In(cols * SHIFT_BITS),
             "skip_rd": In(ReadPort.Signature(addr_width=skip_address_bits(config),
                                              shape=cols * config.width)),
@@ -113,8 +116,9 @@ class Accumulator(wiring.Component):
         meta_layout = pixel_meta_layout(cfg.acc_depth)
 
         # A skip lane b placed at the top of an (A-2)-bit word, b << (A-W-2), is aligned by one
-        # right shift of u = t + (A-W-2) in [0, A-2] bits: u <= A-W-2 drops only zeros (the
-        # exact left shift by -t), a larger u is b >> t. The registers hold u.
+        # right shift of u = t + (A-W-2) in [0, A-1] bits: u <= A-W-2 drops only zeros (the
+        # exact left shift by -t), a larger u is b >> t. The registers hold u; an unsigned skip
+        # has u >= 1 (its shift range starts one higher, §9).
         skip_lo, skip_hi = skip_shift_range(cfg.width)
         skip_top = -skip_lo
         amount_bits = ceil_log2(skip_hi - skip_lo + 1)
@@ -129,8 +133,10 @@ class Accumulator(wiring.Component):
 
         data_shifts = [clamp(lane(self.shifts, c, SHIFT_BITS), -width, acc_w)[:SHIFT_BITS]
                        for c in range(cols)]
-        amounts = [(clamp(lane(self.skip_shifts, c, SHIFT_BITS), skip_lo, skip_hi) + skip_top)[:amount_bits]
-                   for c in range(cols)]
+        amounts = []
+        for c in range(cols):
+            amount = (clamp(lane(self.skip_shifts, c, SHIFT_BITS), skip_lo, skip_hi) + skip_top)[:amount_bits]
+            amounts.append(Mux(self.skip_unsigned & (amount == 0), 1, amount))
         # The tile's constants are captured unconditionally in the acquire cycle and written to
         # their bank one cycle later: the sequencer's deep ``take`` logic then drives one flip-flop,
         # not the enables of every bank register (the first pixel's sums come rows + cols cycles
@@ -181,7 +187,8 @@ class Accumulator(wiring.Component):
         shifted = [Signal(signed(acc_w - 1), name=f"skip_shifted_{c}", reset_less=True) for c in range(cols)]
         rounding = Signal(cols, reset_less=True)
         for c in range(cols):
-            placed = Cat(Const(0, skip_top), lane(self.skip_rd.data, c, width)).as_signed()
+            skip = lane(self.skip_rd.data, c, width)
+            placed = Cat(Const(0, skip_top), skip, skip[-1] & ~self.skip_unsigned).as_signed()
             u = lane(bank_amounts, c, amount_bits, signed=False)
             m.d.sync += [shifted[c].eq(placed >> u), rounding[c].eq(Cat(Const(0, 1), placed).bit_select(u, 1))]
 

@@ -7,14 +7,18 @@ from amaranth.lib.wiring import In, Out
 from radix.engine_spec import SUPPORTED_WIDTHS, accumulator_width
 
 from .helpers import delay, lane
-from .pe import PackedPE, ProcessingElement, lane_sum_width
+from .pe import PackedPE, ProcessingElement, activation_width, lane_sum_width
 
 
 class SystolicArray(wiring.Component):
     """``rows x cols`` multiply-accumulate cells; column ``c`` sums ``w[c][r] * x[r]`` over the rows.
 
     All ``rows`` input lanes of one pixel are presented together on ``x_in`` (lane ``r`` in bits
-    ``r*W``); the array skews them (lane ``r`` enters row ``r`` ``r`` cycles later), each lane
+    ``r*W``), W-bit values that ``x_unsigned`` reads as unsigned (zero-extended) or, clear, as
+    signed (sign-extended): the PEs multiply ``W + 1``-bit activations, so both ranges are exact
+    (docs/arithmetic.md §12). ``x_unsigned`` must hold while a pass's pixels are in the array
+    (the core holds it for a whole job). The array skews the lanes (lane ``r`` enters row ``r``
+    ``r`` cycles later), each lane
     travels right one PE per cycle, partial sums travel down, and the column sums are de-skewed
     so that the ``cols`` sums of a pixel appear together on ``sums`` (column ``c`` in bits
     ``c*A``) exactly :attr:`latency` = ``rows + cols + 1`` cycles after the pixel's ``x_in``.
@@ -52,6 +56,7 @@ class SystolicArray(wiring.Component):
         self.latency = rows + cols + 1
         super().__init__({
             "x_in": In(rows * width),
+            "x_unsigned": In(1),
             "swap_in": In(1),
             "w_in": In(cols * width),
             "w_shift": In(1),
@@ -62,6 +67,13 @@ class SystolicArray(wiring.Component):
     def dsps(self) -> int:
         """Multipliers (DSP48E1s) of the array."""
         return self.rows * -(-self.cols // self.macs_per_dsp)
+
+    def _activation(self, m, x_lane, r: int):
+        """Lane ``r`` extended by its sign bit, or by a zero when ``x_unsigned``: done after the
+        skew delay, so the delay lines stay W bits wide."""
+        x = Signal(signed(activation_width(self.width)), name=f"x{r}")
+        m.d.comb += x.eq(Cat(x_lane, x_lane[-1] & ~self.x_unsigned))
+        return x
 
     def elaborate(self, platform):
         if self.macs_per_dsp == 2:
@@ -75,7 +87,7 @@ class SystolicArray(wiring.Component):
 
         for r in range(rows):
             # Input skew: lane r reaches column 0 r cycles after the pixel is presented.
-            x_lane = delay(m, lane(self.x_in, r, w), r, name=f"skew_x{r}")
+            x_lane = self._activation(m, delay(m, lane(self.x_in, r, w), r, name=f"skew_x{r}"), r)
             swap_lane = delay(m, self.swap_in, r, name=f"skew_swap{r}", reset_less=False)
             for c in range(cols):
                 pe = pes[r][c]
@@ -113,7 +125,7 @@ class SystolicArray(wiring.Component):
         # The extra input delay keeps the one-MAC timing (see the class docstring).
         extra = cols - pairs
         for r in range(rows):
-            x_lane = delay(m, lane(self.x_in, r, w), r + extra, name=f"skew_x{r}")
+            x_lane = self._activation(m, delay(m, lane(self.x_in, r, w), r + extra, name=f"skew_x{r}"), r)
             swap_lane = delay(m, self.swap_in, r + extra, name=f"skew_swap{r}", reset_less=False)
             for p in range(pairs):
                 pe = pes[r][p]

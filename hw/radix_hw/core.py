@@ -33,16 +33,19 @@ class ConvCore(wiring.Component):
     banks, read-modify-write; a first pass adds bias and, with ``layer.add``, the aligned skip
     pixel, docs/arithmetic.md §9) -> :class:`OutputUnit` (shift, ReLU, saturation, pooling,
     packing). The pixel metadata is delayed alongside the array so it meets the column sums at
-    the accumulator. The skip buffer holds ``2 * acc_depth`` pixels of ``cols`` W-bit lanes, one
-    bank per accumulator bank; the accumulator hands a skip bank back to the loader once the
-    tile that read it has its last pixel written.
+    the accumulator. ``layer.in_unsigned``, ``layer.skip_unsigned`` and ``layer.out_unsigned``
+    give the signedness of the input, skip and output tensors (docs/arithmetic.md §1, §12). The
+    skip buffer holds ``2 * acc_depth`` pixels of ``cols`` W-bit lanes, one bank per accumulator
+    bank; the accumulator hands a skip bank back to the loader once the tile that read it has
+    its last pixel written.
 
     The layer must be one the driver accepts: nonzero sizes, ``1 <= kernel <= 7``,
     ``1 <= stride <= 4``, padding below the kernel, ``T_in*IN_H*IN_W <= in_depth``,
     ``T_in*k*k*rows <= wt_depth``, a computed map (``OUT_H x OUT_W``, with pooling cropped to
     even sizes) of at most ``acc_depth`` pixels (with ``layer.add`` the skip pixels of one tile
     fill at most one skip bank), with pooling an output of at least 2x2, and with ``layer.add``
-    skip shifts in ``[-(A-W-2), W]`` (larger ones are clamped, which changes nothing).
+    skip shifts in ``[-(A-W-2), W+1]``, or ``[-(A-W-3), W+1]`` for an unsigned skip (larger
+    ones are clamped, which changes nothing).
     """
 
     def __init__(self, *, config: EngineConfig):
@@ -87,7 +90,10 @@ class ConvCore(wiring.Component):
             m.d.comb += unit.start.eq(job_start)
         for unit in (loader, sequencer, output):
             m.d.comb += unit.layer.eq(self.layer)
-        m.d.comb += accumulator.add.eq(self.layer.add)
+        # The job's signedness (docs/arithmetic.md §12): the array extends input pixels, the
+        # accumulator skip pixels, and the output unit reads ``layer.out_unsigned`` itself.
+        m.d.comb += [accumulator.add.eq(self.layer.add), accumulator.skip_unsigned.eq(self.layer.skip_unsigned),
+                     array.x_unsigned.eq(self.layer.in_unsigned)]
 
         wiring.connect(m, wiring.flipped(self.s_in), loader.s_in)
         wiring.connect(m, loader.in_wr, input_buffer.write_port())

@@ -35,8 +35,10 @@ class OutputUnit(wiring.Component):
 
     ``S0`` address -> ``S1`` bank data -> ``S2`` registered -> ``S3`` shifted
     (``acc >> (s-1)`` or ``acc << -s``) -> ``S4`` rounded half up -> ``S5`` ReLU and
-    saturation to W bits (counted) -> ``S6`` pooled or plain pixel -> packer:
-    ``ceil(cols*W/64)`` words per pixel into a small FIFO feeding ``m_out``.
+    saturation to the output's W-bit range (counted) -> ``S6`` pooled or plain pixel -> packer:
+    ``ceil(cols*W/64)`` words per pixel into a small FIFO feeding ``m_out``. With
+    ``layer.out_unsigned`` the range is ``[0, 2^W - 1]`` and pooling compares the W-bit codes as
+    unsigned values, else ``[-2^(W-1), 2^(W-1) - 1]`` and signed (docs/arithmetic.md §5, §6).
 
     Pooling (2x2, stride 2) keeps the left pixel of a pair in a register and the horizontal
     maximum of an even row in a line buffer (block RAM, ``acc_depth/2`` pixels); an odd row's
@@ -69,7 +71,7 @@ class OutputUnit(wiring.Component):
         cols, width, acc_w = cfg.cols, cfg.width, cfg.acc_width
         words = cfg.wt_words
         layer = self.layer
-        y_max, y_min = (1 << (width - 1)) - 1, -(1 << (width - 1))
+        unsigned = layer.out_unsigned
 
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=STREAM_BITS + 1, depth=FIFO_DEPTH)
         m.d.comb += [
@@ -85,9 +87,10 @@ class OutputUnit(wiring.Component):
         acc2 = Signal(cols * acc_w, reset_less=True)
         t3, pos3 = lanes("t3", signed(acc_w + width)), lanes("pos3", 1)
         r4 = lanes("r4", signed(acc_w + width + 1))
-        y5, sat5 = lanes("y5", signed(width)), Signal(cols, reset_less=True)
+        # y5 and hold are W-bit codes, read as signed or unsigned by ``unsigned`` (see ordered)
+        y5, sat5 = lanes("y5", width), Signal(cols, reset_less=True)
         y6 = Signal(cols * width, reset_less=True)
-        hold = lanes("hold", signed(width))
+        hold = lanes("hold", width)
         word_index = Signal(range(max(words, 2)))
 
         # The tile's data shifts, decoded once when the tile starts (they are constant for it), so
@@ -144,9 +147,16 @@ class OutputUnit(wiring.Component):
                 m.d.sync += [t3[c].eq(Mux(shift_right[c], right, left)), pos3[c].eq(shift_right[c])]
                 # S4: round half up, ((acc >> (s-1)) + 1) >> 1 = floor(acc/2^s + 1/2).
                 m.d.sync += r4[c].eq(Mux(pos3[c], (t3[c] + 1) >> 1, t3[c]))
-                # S5: ReLU, saturation and its flag.
+                # S5: ReLU, saturation and its flag. Above the range: non-negative with a bit set
+                # at W or up (unsigned) or W-1 or up (signed). Below it: negative (unsigned), or
+                # not all ones from bit W-1 up (signed). The ends' codes differ only in the top
+                # bit: 0x7F/0xFF and 0x80/0x00 at W = 8.
                 r = Mux(layer.relu & (r4[c] < 0), 0, r4[c])
-                high, low = r > y_max, r < y_min
+                negative = r[-1]
+                high = ~negative & (r[width:].any() | (r[width - 1] & ~unsigned))
+                low = negative & (unsigned | ~r[width - 1:].all())
+                y_max = Cat(Const((1 << (width - 1)) - 1, width - 1), unsigned)
+                y_min = Cat(Const(0, width - 1), ~unsigned)
                 m.d.sync += [y5[c].eq(Mux(high, y_max, Mux(low, y_min, r[:width]))),
                              sat5[c].eq(high | low)]
 
@@ -156,11 +166,16 @@ class OutputUnit(wiring.Component):
         line_rd = line.read_port()
         line_wr = line.write_port()
         line_bits = ceil_log2(line_depth)
-        pair_max = [Mux(hold[c] > y5[c], hold[c], y5[c]) for c in range(cols)]
+
+        def ordered(code):
+            """A W-bit output code as the value it stands for (W + 1 signed bits), to compare by."""
+            return Cat(code, code[-1] & ~unsigned).as_signed()
+
+        pair_max = [Mux(ordered(hold[c]) > ordered(y5[c]), hold[c], y5[c]) for c in range(cols)]
         pooled = []
         for c in range(cols):
-            above = lane(line_rd.data, c, width)
-            pooled.append(Mux(above > pair_max[c], above, pair_max[c]))
+            above = lane(line_rd.data, c, width, signed=False)
+            pooled.append(Mux(ordered(above) > ordered(pair_max[c]), above, pair_max[c]))
         m.d.comb += [
             line_rd.addr.eq(tag[4].j[1:1 + line_bits]),
             line_rd.en.eq(ce),

@@ -5,6 +5,18 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 
+def activation_width(width: int) -> int:
+    """Bits of an activation as the array multiplies it: ``W + 1`` signed bits hold a W-bit value
+    of either signedness, ``[-2^(W-1), 2^W - 1]`` (docs/arithmetic.md §12)."""
+    return width + 1
+
+
+def product_bound(width: int) -> int:
+    """The largest ``|w * x|`` of a signed W-bit weight and a signed or unsigned W-bit activation:
+    ``2^(W-1) * (2^W - 1)``, from ``w = -2^(W-1)`` and ``x = 2^W - 1`` (docs/arithmetic.md §3)."""
+    return (1 << (width - 1)) * ((1 << width) - 1)
+
+
 class ProcessingElement(wiring.Component):
     """One multiply-accumulate cell: ``psum_out = psum_in + x * w_active``.
 
@@ -25,7 +37,8 @@ class ProcessingElement(wiring.Component):
     Parameters
     ----------
     width:
-        Data width W of inputs and weights (signed).
+        Data width W of the (signed) weights; the input ``x`` has :func:`activation_width` bits,
+        a signed or an unsigned W-bit activation extended by the array.
     acc_width:
         Partial-sum width A (signed); no overflow handling, the contract keeps sums exact.
     """
@@ -37,10 +50,11 @@ class ProcessingElement(wiring.Component):
             raise ValueError(f"PE acc_width must be an integer >= 2*width, not {acc_width!r}")
         self.width = width
         self.acc_width = acc_width
+        x_width = activation_width(width)
         super().__init__({
-            "x_in": In(signed(width)),
+            "x_in": In(signed(x_width)),
             "swap_in": In(1),
-            "x_out": Out(signed(width)),
+            "x_out": Out(signed(x_width)),
             "swap_out": Out(1),
             "w_in": In(signed(width)),
             "w_shift": In(1),
@@ -51,11 +65,12 @@ class ProcessingElement(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        x = Signal(signed(self.width), reset_less=True)
+        x = Signal.like(self.x_in, reset_less=True)
         swap = Signal()
         shadow = Signal(signed(self.width), reset_less=True)
         active = Signal(signed(self.width), reset_less=True)
-        product = Signal(signed(2 * self.width), reset_less=True)
+        # |w * x| <= product_bound(W) < 2^(2W-1): 2W signed bits hold every product exactly.
+        product = Signal(signed(product_bound(self.width).bit_length() + 1), reset_less=True)
         psum = Signal(signed(self.acc_width), reset_less=True)
 
         m.d.sync += [
@@ -78,33 +93,37 @@ class ProcessingElement(wiring.Component):
         return m
 
 
-# Lane offset of the packed weight pair: the low product of two W=8 values, |w0 * x| <= 2^14,
-# fits the signed 16 bits below it (PackedPE's docstring has the bound).
+# Lane offset of the packed weight pair: the low product of a W=8 weight and a signed or unsigned
+# activation, |w0 * x| <= 128 * 255 = 32,640 < 2^15, fits the signed 16 bits below it
+# (PackedPE's docstring and docs/arithmetic.md §12 have the bound).
 PACK_SHIFT = 16
 
 
 def lane_sum_width(rows: int, width: int) -> int:
-    """Signed bits that hold any sum of ``rows`` products of two ``width``-bit signed values.
+    """Signed bits that hold any sum of ``rows`` products of a signed ``width``-bit weight and a
+    signed or unsigned ``width``-bit activation.
 
-    ``|w * x| <= 2^(2W-2)`` (the largest magnitude is ``(-2^(W-1))^2``), so a column sum obeys
-    ``|s| <= rows * 2^(2W-2)``, which needs ``bit_length(rows * 2^(2W-2)) + 1`` signed bits.
+    ``|w * x| <= B =`` :func:`product_bound` (``2^(W-1) * (2^W - 1)``), so a column sum obeys
+    ``|s| <= rows * B``, which needs ``bit_length(rows * B) + 1`` signed bits.
     """
     if not isinstance(rows, int) or rows < 1:
         raise ValueError(f"rows must be a positive integer, not {rows!r}")
-    return (rows << (2 * width - 2)).bit_length() + 1
+    return (rows * product_bound(width)).bit_length() + 1
 
 
 class PackedPE(wiring.Component):
     """Two W=8 multiply-accumulate cells of adjacent output columns on one DSP48E1.
 
-    Both columns see the same input ``x``; their stationary weights ``w0`` (column ``2p``) and
-    ``w1`` (column ``2p+1``) are combined once per pass, at the swap, into the 25-bit packed
-    weight ``w1 * 2^16 + w0`` (the DSP48E1's A port), and the one 8x25 signed multiply
-    ``P = x * (w1 * 2^16 + w0) = (w1 * x) * 2^16 + w0 * x`` (the B port holds ``x``) gives both
-    products. Each packed product is taken out of the DSP and split:
+    Both columns see the same input ``x``, a 9-bit signed activation (a signed or an unsigned
+    8-bit value, extended by the array: ``x`` in ``[-128, 255]``); their stationary weights
+    ``w0`` (column ``2p``) and ``w1`` (column ``2p+1``) are combined once per pass, at the swap,
+    into the 25-bit packed weight ``w1 * 2^16 + w0`` (the DSP48E1's A port), and the one 9x25
+    signed multiply ``P = x * (w1 * 2^16 + w0) = (w1 * x) * 2^16 + w0 * x`` (the B port holds
+    ``x``) gives both products. Each packed product is taken out of the DSP and split:
 
-    * low lane ``p0 = sign_extend(P[15:0])``: exact because ``|w0 * x| <= 128 * 128 = 2^14 <
-      2^15``, so ``w0 * x`` lies in the signed 16-bit range and ``P mod 2^16`` determines it;
+    * low lane ``p0 = sign_extend(P[15:0])``: exact because ``w0 * x`` lies in
+      ``[-128 * 255, 127 * 255] = [-32640, 32385]``, inside the signed 16-bit range (``|w0 * x|
+      <=`` :func:`product_bound` ``= 32640 < 2^15``), so ``P mod 2^16`` determines it;
     * high lane ``p1 = (P - p0) / 2^16 = (P >> 16) + P[15]`` (``>>`` arithmetic): exact, as
       ``P - p0 = (w1 * x) * 2^16``.
 
@@ -135,10 +154,11 @@ class PackedPE(wiring.Component):
             raise ValueError(f"PackedPE sum_width must be an integer >= 2*width, not {sum_width!r}")
         self.width = width
         self.sum_width = sum_width
+        x_width = activation_width(width)
         super().__init__({
-            "x_in": In(signed(width)),
+            "x_in": In(signed(x_width)),
             "swap_in": In(1),
-            "x_out": Out(signed(width)),
+            "x_out": Out(signed(x_width)),
             "swap_out": Out(1),
             "w_in": In(2 * width),
             "w_shift": In(1),
@@ -152,11 +172,11 @@ class PackedPE(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         w, s = self.width, self.sum_width
-        x = Signal(signed(w), reset_less=True)
+        x = Signal.like(self.x_in, reset_less=True)
         swap = Signal()
         shadow = Signal(2 * w, reset_less=True)
-        active = Signal(signed(PACK_SHIFT + w + 1), reset_less=True)
-        product = Signal(signed(PACK_SHIFT + 2 * w + 1), reset_less=True)
+        active = Signal(signed(PACK_SHIFT + w + 1), reset_less=True)  # w1 * 2^16 + w0: 25 bits
+        product = Signal(signed(len(active) + len(x)), reset_less=True)
         psum0 = Signal(signed(s), reset_less=True)
         psum1 = Signal(signed(s), reset_less=True)
 

@@ -199,8 +199,8 @@ def words_frame(words) -> AxiStreamFrame:
     return AxiStreamFrame(np.asarray(words, dtype=np.uint64).astype("<u8").tobytes())
 
 
-def _random_values(rng: np.random.Generator, shape, bits: int) -> np.ndarray:
-    lo, hi = golden.int_range(bits)
+def _random_values(rng: np.random.Generator, shape, bits: int, *, unsigned: bool = False) -> np.ndarray:
+    lo, hi = golden.tensor_range(bits, unsigned=unsigned)
     return rng.integers(lo, hi, size=shape, endpoint=True, dtype=np.int64)
 
 
@@ -279,19 +279,22 @@ def random_geometry(rng: np.random.Generator, config: EngineConfig, *, max_chann
             return geometry
 
 
-def random_skip(rng: np.random.Generator, config: EngineConfig, g: Geometry, w, bias, shift):
-    """A residual add's skip map ``(C_out, OUT_H, OUT_W)`` and per-channel skip shifts (§9).
+def random_skip(rng: np.random.Generator, config: EngineConfig, g: Geometry, w, bias, shift, *,
+                unsigned: bool = False):
+    """A residual add's skip map ``(C_out, OUT_H, OUT_W)``, signed or ``unsigned`` (§1), and
+    per-channel skip shifts (§9).
 
     Most channels take the skip shift that puts the skip at the output's scale (``-shift``
     plus a little, so it competes with the accumulator and often saturates), some an end of
-    the range (the largest left shift ``-(A-W-2)``, -1, 0, 1, ``W``). About a quarter *show
-    the skip*: their weights become zero, their bias tiny and their data shift about ``-t``, so
-    ``round_shift(skip, t)`` reaches the output bit for bit, rounding included, for shifts
-    drawn over the whole range. ``w``, ``bias`` and ``shift`` of those channels are updated.
+    the range (the largest left shift ``-(A-W-2)``, one less for an unsigned skip, -1, 0, 1,
+    ``W``). About a quarter *show the skip*: their weights become zero, their bias tiny and
+    their data shift about ``-t``, so ``round_shift(skip, t)`` reaches the output bit for bit,
+    rounding included, for shifts drawn over the whole range. ``w``, ``bias`` and ``shift`` of
+    those channels are updated.
     """
     width = config.width
-    skip = _random_values(rng, (g.c_out, g.out_h, g.out_w), width)
-    lo_skip, hi_skip = golden.skip_shift_range(width)
+    skip = _random_values(rng, (g.c_out, g.out_h, g.out_w), width, unsigned=unsigned)
+    lo_skip, hi_skip = golden.skip_shift_range(width, unsigned=unsigned)
     lo_shift, hi_shift = golden.shift_range(width)
     skip_shift = -shift + rng.integers(-2, 2, size=g.c_out, endpoint=True)
     extremes = rng.random(g.c_out) < 0.15
@@ -312,12 +315,15 @@ def random_job(rng: np.random.Generator, config: EngineConfig, *, max_channels: 
 
     Whole layers are checked with ``golden.conv2d``, spatial tiles (padding that differs per side)
     with ``golden.conv_job``. A job has a residual add (FLAGS.ADD, :func:`random_skip`) with
-    ``add_probability``.
+    ``add_probability``; its input, skip and output tensors are each unsigned (FLAGS.IN_UNSIGNED,
+    SKIP_UNSIGNED, OUT_UNSIGNED; docs/arithmetic.md §1) with probability one half.
     """
     g = random_geometry(rng, config, max_channels=max_channels, max_size=max_size, tile_probability=tile_probability)
     relu = bool(rng.random() < 0.5)
     add = bool(rng.random() < add_probability)
-    return geometry_job(rng, config, g, relu=relu, add=add)
+    unsigned_in, unsigned_skip, unsigned_out = (bool(u) for u in rng.random(3) < 0.5)
+    return geometry_job(rng, config, g, relu=relu, add=add, unsigned_in=unsigned_in,
+                        unsigned_skip=add and unsigned_skip, unsigned_out=unsigned_out)
 
 
 def skip_reuse_job(rng: np.random.Generator, config: EngineConfig, *, pool: bool) -> Job:
@@ -333,36 +339,40 @@ def skip_reuse_job(rng: np.random.Generator, config: EngineConfig, *, pool: bool
     return geometry_job(rng, config, g, relu=False, add=True)
 
 
-def geometry_job(rng: np.random.Generator, config: EngineConfig, g: Geometry, *, relu: bool, add: bool) -> Job:
+def geometry_job(rng: np.random.Generator, config: EngineConfig, g: Geometry, *, relu: bool, add: bool,
+                 unsigned_in: bool = False, unsigned_skip: bool = False, unsigned_out: bool = False) -> Job:
     """A job of shape ``g`` with random data, weights, biases and shifts (and, with ``add``, a
-    skip map and skip shifts), and its golden output words."""
+    skip map and skip shifts), its tensors of the given signedness, and its golden output words."""
     width, acc_bits = config.width, config.acc_width
-    x = _random_values(rng, (g.c_in, g.height, g.width), width)
+    x = _random_values(rng, (g.c_in, g.height, g.width), width, unsigned=unsigned_in)
     w = _random_values(rng, (g.c_out, g.c_in, g.kernel, g.kernel), width)
     # Mostly biases and shifts near the products' scale (2W bits), with the extremes now and then.
     drop = 0 if rng.random() < 0.1 else acc_bits - 1 - 2 * width + int(rng.integers(-2, 2, endpoint=True))
     bias = _random_values(rng, g.c_out, acc_bits - 1) >> drop
     lo_shift, hi_shift = golden.shift_range(width)
-    natural = natural_shift(width, g.c_in * g.kernel * g.kernel)
+    natural = natural_shift(width, g.c_in * g.kernel * g.kernel) + int(unsigned_in)
     shift = rng.integers(natural - 3, natural + 4, size=g.c_out)
     extremes = rng.random(g.c_out) < 0.1
     shift[extremes] = rng.choice([lo_shift, -1, 0, 1, hi_shift - 1, hi_shift], size=int(extremes.sum()))
     shift = np.clip(shift, lo_shift, hi_shift)
     skip = skip_shift = stream_skip = None
     if add:
-        skip, skip_shift = random_skip(rng, config, g, w, bias, shift)
+        skip, skip_shift = random_skip(rng, config, g, w, bias, shift, unsigned=unsigned_skip)
         comp_h, comp_w = computed_map(g.out_h, g.out_w, g.pool)
         stream_skip = skip[:, :comp_h, :comp_w]  # the stream and conv_job carry the computed map
 
+    signedness = {"unsigned_in": unsigned_in, "unsigned_skip": unsigned_skip, "unsigned_out": unsigned_out}
     if g.is_layer:
         result = golden.conv2d(x[None], w, bias, stride=g.stride, pad=g.pad_top, shift=shift, relu=relu,
                                pool=g.pool, width=width, skip=None if skip is None else skip[None],
-                               skip_shift=skip_shift)
+                               skip_shift=skip_shift, **signedness)
     else:
         result = golden.conv_job(x[None], w, bias, stride=g.stride, pad_top=g.pad_top, pad_left=g.pad_left,
                                  out_h=g.out_h, out_w=g.out_w, shift=shift, relu=relu, pool=g.pool, width=width,
-                                 skip=None if skip is None else stream_skip[None], skip_shift=skip_shift)
-    flags = {"RELU": relu, "POOL": g.pool, "ADD": add}
+                                 skip=None if skip is None else stream_skip[None], skip_shift=skip_shift,
+                                 **signedness)
+    flags = {"RELU": relu, "POOL": g.pool, "ADD": add, "IN_UNSIGNED": unsigned_in, "SKIP_UNSIGNED": unsigned_skip,
+             "OUT_UNSIGNED": unsigned_out}
     layer = {
         "IN_CH": g.c_in, "IN_H": g.height, "IN_W": g.width, "OUT_CH": g.c_out, "OUT_H": g.out_h,
         "OUT_W": g.out_w, "KERNEL": g.kernel, "STRIDE": g.stride, "PAD_TOP": g.pad_top, "PAD_LEFT": g.pad_left,
@@ -372,6 +382,7 @@ def geometry_job(rng: np.random.Generator, config: EngineConfig, g: Geometry, *,
         f"{'layer' if g.is_layer else 'tile'} {g.c_in}x{g.height}x{g.width} -> {g.c_out}x{g.out_h}x{g.out_w} "
         f"k={g.kernel} S={g.stride} pad_top={g.pad_top} pad_left={g.pad_left} relu={relu} pool={g.pool} "
         f"add={add} shifts={shift.tolist()}" + (f" skip_shifts={skip_shift.tolist()}" if add else "")
+        + "".join(f" {name}" for name, on in signedness.items() if on)
     )
     return Job(
         layer=layer,

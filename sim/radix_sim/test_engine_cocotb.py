@@ -295,10 +295,12 @@ async def test_random_jobs(dut):
     add_probability = 0.4 if check_data else 0.0
     rng = np.random.default_rng(_seed())
     count = int(os.environ.get("RADIX_JOBS", "8"))
-    adds = 0
+    kinds = ("ADD", "IN_UNSIGNED", "SKIP_UNSIGNED", "OUT_UNSIGNED")
+    flagged = dict.fromkeys(kinds, 0)
     for index in range(count):
         job = random_job(rng, config, add_probability=add_probability)
-        adds += bool(job.layer["FLAGS"] & field_mask("FLAGS", "ADD"))
+        for kind in kinds:
+            flagged[kind] += bool(job.layer["FLAGS"] & field_mask("FLAGS", kind))
         dut._log.info("job %d: %s", index, job.description)
         result = await tb.run_job(job.layer, job.words)
         if check_data:
@@ -312,7 +314,8 @@ async def test_random_jobs(dut):
             assert result.saturated == job.words.size, f"SATURATED {result.saturated}, input words {job.words.size}"
         dut._log.info("job %d: %d cycles, %d saturated", index, result.cycles, result.saturated)
     if check_data and count >= 8:
-        assert 0 < adds < count, f"{adds} of {count} jobs with a residual add: the mix lacks a kind"
+        # residual adds and unsigned tensors (docs/arithmetic.md §1, §9), each with and without
+        assert all(0 < n < count for n in flagged.values()), f"jobs per FLAGS bit of {count}: {flagged}"
 
 
 @cocotb.test()

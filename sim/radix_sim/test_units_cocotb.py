@@ -2,16 +2,18 @@
 
 One test per unit, each against the top level that :func:`radix_sim.units.build_unit` built:
 
-* ``test_pe`` (``radix_pe``): products, partial sums, the pass-through of ``x``/``swap`` and the
+* ``test_pe`` (``radix_pe``): products of W+1-bit activations (signed and unsigned W-bit values,
+  docs/arithmetic.md §12), partial sums, the pass-through of ``x``/``swap`` and the
   shadow/active weight swap timing, checked every cycle;
 * ``test_array`` (``radix_array``): passes of random length with bubbles, weights shifted for the
   next pass as early as allowed, every pixel's column sums checked at ``latency`` against
-  :func:`radix.golden.conv_accumulate` (a 1x1 convolution);
+  :func:`radix.golden.conv_accumulate` (a 1x1 convolution), first with signed, then with
+  unsigned activations (``x_unsigned``);
 * ``test_output_unit`` (``radix_output_unit``): random jobs (ReLU, pooling, odd sizes, several
-  tiles, shifts at the ends of their range) drained from a behavioural model of the two
-  accumulator banks under random output backpressure; every output word, its ``last`` flag,
-  ``finished`` and ``saturated`` checked against :func:`radix.golden.requantize` and
-  :func:`radix.golden.maxpool2x2`.
+  tiles, shifts at the ends of their range, signed and unsigned outputs) drained from a
+  behavioural model of the two accumulator banks under random output backpressure; every output
+  word, its ``last`` flag, ``finished`` and ``saturated`` checked against
+  :func:`radix.golden.requantize` and :func:`radix.golden.maxpool2x2`.
 
 Environment: ``RADIX_UNIT_PARAMS`` (JSON of the unit's build parameters), ``RADIX_SEED`` and the
 amount of work, ``RADIX_CYCLES`` (PE), ``RADIX_PASSES`` (array), ``RADIX_JOBS`` (output unit).
@@ -111,23 +113,26 @@ async def test_pe(dut):
     n = _env_int("RADIX_CYCLES", 1500)
     rng = _rng()
     lo, hi = golden.int_range(width)
-    xs = rng.integers(lo, hi + 1, n)
+    u_hi = golden.tensor_range(width, unsigned=True)[1]
+    xs = rng.integers(lo, u_hi + 1, n)  # activations of either signedness, as the array extends them
     w_ins = rng.integers(lo, hi + 1, n)
     shifts = rng.random(n) < 0.3
     swaps = rng.random(n) < 0.15
     # The partial sum plus any product stays inside A bits (docs/arithmetic.md §3); draw the
     # ends of that range often.
-    max_product = 1 << (2 * width - 2)
+    max_product = -lo * u_hi
     p_lo, p_hi = golden.int_range(acc_width)
     p_lo, p_hi = p_lo + max_product, p_hi - max_product
     psums = rng.integers(p_lo, p_hi + 1, n, dtype=np.int64)
     ends = rng.random(n)
     psums = np.where(ends < 0.05, p_lo, np.where(ends > 0.95, p_hi, psums))
-    # A scripted start: the largest product (lo * lo), then lo * hi, then a swap in the same cycle
-    # as a shift (the active weight takes the shadow from before the shift), back-to-back swaps.
+    # A scripted start: the largest signed product (lo * lo), then lo * hi, then a swap in the same
+    # cycle as a shift (the active weight takes the shadow from before the shift), back-to-back
+    # swaps, and the largest magnitude of all, lo * u_hi (an unsigned activation).
     script = {  # cycle: (x, swap, w_in, shift)
         0: (0, 0, lo, 1), 1: (lo, 1, hi, 0), 2: (lo, 0, hi, 1), 3: (hi, 0, 0, 0),
-        4: (lo, 1, 5, 1), 5: (lo, 1, -3, 1), 6: (hi, 1, 7, 0), 7: (lo, 0, 0, 0),
+        4: (lo, 1, 5, 1), 5: (lo, 1, -3, 1), 6: (hi, 1, lo, 1), 7: (lo, 0, 0, 0), 8: (u_hi, 1, 0, 0),
+        9: (u_hi, 0, 0, 0),
     }
     for t, (x, swap, w, shift) in script.items():
         xs[t], swaps[t], w_ins[t], shifts[t] = x, swap, w, shift
@@ -192,9 +197,10 @@ def array_schedule(rng, rows: int, cols: int, pixels: list[int]):
     return pixel_cycles, shift_cycles
 
 
-@cocotb.test(timeout_time=5, timeout_unit="ms")
+@cocotb.test(timeout_time=10, timeout_unit="ms")
 async def test_array(dut):
-    """Passes of random length through the skewed array; column sums against golden."""
+    """Passes of random length through the skewed array, signed activations and then unsigned
+    ones (``x_unsigned``); column sums against golden."""
     params = _params()
     rows, cols, width = params["rows"], params["cols"], params["width"]
     acc_width = golden.acc_width(width)
@@ -202,53 +208,57 @@ async def test_array(dut):
     rng = _rng()
     lo, hi = golden.int_range(width)
     n_passes = _env_int("RADIX_PASSES", 12)
-    pixels = [1, 2, 2 * rows + cols + 3] + [int(p) for p in rng.integers(1, 3 * (rows + cols) + 2, n_passes - 3)]
-    rng.shuffle(pixels)
-    weights = [rng.integers(lo, hi + 1, (cols, rows)) for _ in pixels]
-    inputs = [rng.integers(lo, hi + 1, (p, rows)) for p in pixels]
-    weights[0][:] = lo  # the largest products, summed over every row
-    inputs[0][:] = lo
-    weights[1][:] = hi
-    inputs[1][:] = lo  # the most negative ones
-    pixel_cycles, shift_cycles = array_schedule(rng, rows, cols, pixels)
+    await _start(dut, {"x_in": 0, "x_unsigned": 0, "swap_in": 0, "w_in": 0, "w_shift": 0})
+    for unsigned in (False, True):
+        x_lo, x_hi = golden.tensor_range(width, unsigned=unsigned)
+        pixels = [1, 2, 2 * rows + cols + 3] + [int(p) for p in rng.integers(1, 3 * (rows + cols) + 2, n_passes - 3)]
+        rng.shuffle(pixels)
+        weights = [rng.integers(lo, hi + 1, (cols, rows)) for _ in pixels]
+        inputs = [rng.integers(x_lo, x_hi + 1, (p, rows)) for p in pixels]
+        weights[0][:] = lo  # the largest products, summed over every row
+        inputs[0][:] = x_hi if unsigned else lo
+        weights[1][:] = hi
+        inputs[1][:] = x_hi if unsigned else lo  # the largest positive ones, or the most negative
+        pixel_cycles, shift_cycles = array_schedule(rng, rows, cols, pixels)
 
-    # Reference: each pass is a 1x1 convolution of a 1 x p map with rows input channels.
-    expected_at = {}
-    for n, cycles in enumerate(pixel_cycles):
-        x = inputs[n].T.reshape(1, rows, 1, len(cycles))
-        acc = golden.conv_accumulate(x, weights[n].reshape(cols, rows, 1, 1), np.zeros(cols, np.int64),
-                                     stride=1, pad=0)
-        for i, t in enumerate(cycles):
-            expected_at[t + latency] = (n, i, acc[0, :, 0, i].tolist())
-    x_at = {t: (n, i) for n, cycles in enumerate(pixel_cycles) for i, t in enumerate(cycles)}
-    shift_at = {t: (n, j) for n, cycles in enumerate(shift_cycles) for j, t in enumerate(cycles)}
-    total = max(expected_at) + 3
+        # Reference: each pass is a 1x1 convolution of a 1 x p map with rows input channels.
+        expected_at = {}
+        for n, cycles in enumerate(pixel_cycles):
+            x = inputs[n].T.reshape(1, rows, 1, len(cycles))
+            acc = golden.conv_accumulate(x, weights[n].reshape(cols, rows, 1, 1), np.zeros(cols, np.int64),
+                                         stride=1, pad=0)
+            for i, t in enumerate(cycles):
+                expected_at[t + latency] = (n, i, acc[0, :, 0, i].tolist())
+        x_at = {t: (n, i) for n, cycles in enumerate(pixel_cycles) for i, t in enumerate(cycles)}
+        shift_at = {t: (n, j) for n, cycles in enumerate(shift_cycles) for j, t in enumerate(cycles)}
+        total = max(expected_at) + 3
 
-    await _start(dut, {"x_in": 0, "swap_in": 0, "w_in": 0, "w_shift": 0})
-    for t in range(total):
-        if t:
-            await FallingEdge(dut.clk)
-        if t in x_at:
-            n, i = x_at[t]
-            _set(dut.x_in, pack_int(inputs[n][i], width))
-            _set(dut.swap_in, i == 0)
-        else:  # bubbles carry garbage that must not matter
-            _set(dut.x_in, pack_int(rng.integers(lo, hi + 1, rows), width))
-            _set(dut.swap_in, 0)
-        if t in shift_at:
-            n, j = shift_at[t]
-            _set(dut.w_in, pack_int(weights[n][:, rows - 1 - j], width))
-            _set(dut.w_shift, 1)
-        else:
-            _set(dut.w_in, pack_int(rng.integers(lo, hi + 1, cols), width))
-            _set(dut.w_shift, 0)
-        await ReadOnly()
-        if t in expected_at:
-            n, i, want = expected_at[t]
-            got = unpack_int(int(dut.sums.value), cols, acc_width)
-            assert got == want, f"cycle {t}: pass {n} pixel {i}: sums {got}, expected {want}"
-    dut._log.info("array %dx%d W=%d: %d passes, %d pixels checked in %d cycles",
-                  rows, cols, width, len(pixels), len(expected_at), total)
+        for t in range(total):
+            if t or unsigned:
+                await FallingEdge(dut.clk)
+            _set(dut.x_unsigned, unsigned)
+            if t in x_at:
+                n, i = x_at[t]
+                _set(dut.x_in, pack_int(inputs[n][i], width))
+                _set(dut.swap_in, i == 0)
+            else:  # bubbles carry garbage that must not matter
+                _set(dut.x_in, pack_int(rng.integers(x_lo, x_hi + 1, rows), width))
+                _set(dut.swap_in, 0)
+            if t in shift_at:
+                n, j = shift_at[t]
+                _set(dut.w_in, pack_int(weights[n][:, rows - 1 - j], width))
+                _set(dut.w_shift, 1)
+            else:
+                _set(dut.w_in, pack_int(rng.integers(lo, hi + 1, cols), width))
+                _set(dut.w_shift, 0)
+            await ReadOnly()
+            if t in expected_at:
+                n, i, want = expected_at[t]
+                got = unpack_int(int(dut.sums.value), cols, acc_width)
+                assert got == want, (f"unsigned={unsigned}: cycle {t}: pass {n} pixel {i}: sums {got}, "
+                                     f"expected {want}")
+        dut._log.info("array %dx%d W=%d unsigned=%s: %d passes, %d pixels checked in %d cycles",
+                      rows, cols, width, unsigned, len(pixels), len(expected_at), total)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -275,7 +285,8 @@ def random_accumulators(rng, shape, shift, width: int) -> np.ndarray:
     mid = rng.integers(-(1 << (2 * width)), 1 << (2 * width), shape, dtype=np.int64)
     small = rng.integers(-(1 << (width - 1)), 1 << (width - 1), shape, dtype=np.int64)
     y_lo, y_hi = golden.int_range(width)
-    base = rng.choice([y_hi, y_hi + 1, y_lo, y_lo - 1, 0, -1, 1], shape)
+    u_hi = golden.tensor_range(width, unsigned=True)[1]
+    base = rng.choice([y_hi, y_hi + 1, y_lo, y_lo - 1, 0, -1, 1, u_hi, u_hi + 1], shape)
     s = np.broadcast_to(np.asarray(shift, np.int64).reshape(-1, 1, 1), shape)
     right = np.maximum(s, 0)
     half = np.where(right > 0, np.left_shift(np.int64(1), np.maximum(right - 1, 0)), 0)
@@ -295,6 +306,7 @@ def random_job(rng, config: EngineConfig, index: int) -> dict:
     cols, width = config.cols, config.width
     pool = bool(index % 2) if index < 6 else bool(rng.random() < 0.5)
     relu = bool(index // 2 % 2) if index < 4 else bool(rng.random() < 0.5)
+    unsigned = bool(index % 3 == 1) if index < 6 else bool(rng.random() < 0.5)  # docs/arithmetic.md §5
     c_out = int(rng.integers(1, 3 * cols + 1))
     if index in (4, 5):  # maps that fill a bank (the last read address wraps), pooled from odd sizes
         side = max(2, math.isqrt(config.acc_depth) & ~1)
@@ -316,9 +328,9 @@ def random_job(rng, config: EngineConfig, index: int) -> dict:
     acc_pad[:c_out] = acc
     shift_pad = np.zeros(n_tiles * cols, np.int64)
     shift_pad[:c_out] = shift
-    out = golden.requantize(acc_pad[None], shift_pad.reshape(1, -1, 1, 1), relu=relu, width=width)
+    out = golden.requantize(acc_pad[None], shift_pad.reshape(1, -1, 1, 1), relu=relu, width=width, unsigned=unsigned)
     values = (golden.maxpool2x2(out.values) if pool else out.values)[0]
-    real = golden.requantize(acc[None], shift.reshape(1, -1, 1, 1), relu=relu, width=width)
+    real = golden.requantize(acc[None], shift.reshape(1, -1, 1, 1), relu=relu, width=width, unsigned=unsigned)
     assert real.saturated == out.saturated  # padding lanes hold 0 and never saturate
 
     words, banks = [], []
@@ -333,11 +345,12 @@ def random_job(rng, config: EngineConfig, index: int) -> dict:
         contents += [pack_int(g, config.acc_width) for g in garbage]
         banks.append((contents, pack_int(shift_pad[lanes], SHIFT_BITS)))
     layer = _layer_word({"in_ch": 1, "in_h": 1, "in_w": 1, "out_ch": c_out, "out_h": out_h,
-                         "out_w": out_w, "kernel": 1, "stride": 1, "relu": int(relu), "pool": int(pool)})
+                         "out_w": out_w, "kernel": 1, "stride": 1, "relu": int(relu), "pool": int(pool),
+                         "out_unsigned": int(unsigned)})
     return {
         "layer": layer, "tiles": banks, "words": words, "saturated": real.saturated,
         "ready_p": float(rng.choice([1.0, 0.8, 0.5, 0.25])), "load_delay": int(rng.integers(0, 12)),
-        "description": (f"c_out={c_out} {out_h}x{out_w} relu={relu} pool={pool} "
+        "description": (f"c_out={c_out} {out_h}x{out_w} relu={relu} pool={pool} unsigned={unsigned} "
                         f"shifts={shift.tolist()}"),
     }
 

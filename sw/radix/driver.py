@@ -6,8 +6,9 @@ each job writes the layer registers, starts the engine, streams the input map, t
 residual add's skip pixels and the weights, collects the outputs and waits for DONE — every wait
 bounded. A program is a graph: the driver keeps every tensor until its last reader has run; a
 concatenation only places tensors side by side (docs/arithmetic.md §11), the host does no
-arithmetic on activations. The same code drives the reference model, the RTL simulation and the
-board. Numpy only.
+arithmetic on activations. Each job's FLAGS tell the engine the signedness of its input, skip and
+output tensors (§1), as the layer records them. The same code drives the reference model, the
+RTL simulation and the board. Numpy only.
 """
 
 from __future__ import annotations
@@ -111,13 +112,16 @@ class Driver:
             raise EngineMismatch(
                 f"program is {program.width}-bit, the engine's DATA_WIDTH is {cfg.width}: recalibrate with --bits {cfg.width}"
             )
+        program.check_signedness("program")  # a ProgramError: the program breaks the contract on any engine
         for layer in program.layers:
             if layer.kind == "concat":
                 continue
             self._band_rows(layer)
-            if layer.skip is not None and np.any(layer.skip_shift < skip_shift_range(cfg.width)[0]):
+            lowest = skip_shift_range(cfg.width, unsigned=layer.unsigned_skip)[0]
+            if layer.skip is not None and np.any(layer.skip_shift < lowest):
                 raise EngineMismatch(f"layer {layer.name}: skip shift {int(layer.skip_shift.min())} below the "
-                                     f"engine's {skip_shift_range(cfg.width)[0]} (docs/arithmetic.md §9)")
+                                     f"engine's {lowest} for a{'n unsigned' if layer.unsigned_skip else ' signed'} "
+                                     f"skip (docs/arithmetic.md §9)")
 
     def _band_rows(self, layer: Layer) -> int:
         """Output rows per job for ``layer``; raises naming the layer and the limit when not even one fits."""
@@ -138,8 +142,8 @@ class Driver:
         if layer.kind == "fc":
             x_map = np.asarray(x).reshape(-1, 1, 1)
             weights = layer.weights.reshape(c_out, -1, 1, 1)
-            regs = _registers(c_in=x_map.shape[0], in_h=1, in_w=1, c_out=c_out, out_h=1, out_w=1, kernel=1, stride=1,
-                              pad_top=0, pad_left=0, relu=layer.relu, pool=False, add=skip is not None)
+            regs = _registers(layer, c_in=x_map.shape[0], in_h=1, in_w=1, c_out=c_out, out_h=1, out_w=1, kernel=1,
+                              stride=1, pad_top=0, pad_left=0)
             skip_map = None if skip is None else skip.reshape(c_out, 1, 1)
             words = stream_format.job_words(x_map, weights, layer.bias, shift, cfg, skip=skip_map,
                                             skip_shift=skip_shift)
@@ -153,9 +157,9 @@ class Driver:
         div = 2 if layer.pool else 1
         for r0, n in jobs.bands(geometry, cfg):
             y0, y1 = geometry.input_rows(r0, n)
-            regs = _registers(c_in=x.shape[0], in_h=y1 - y0, in_w=geometry.width, c_out=c_out, out_h=n, out_w=comp_w,
-                              kernel=layer.kernel, stride=layer.stride, pad_top=y0 - (r0 * layer.stride - geometry.pad_top),
-                              pad_left=geometry.pad_left, relu=layer.relu, pool=layer.pool, add=skip is not None)
+            regs = _registers(layer, c_in=x.shape[0], in_h=y1 - y0, in_w=geometry.width, c_out=c_out, out_h=n,
+                              out_w=comp_w, kernel=layer.kernel, stride=layer.stride,
+                              pad_top=y0 - (r0 * layer.stride - geometry.pad_top), pad_left=geometry.pad_left)
             band_skip = None if skip is None else skip[:, r0 : r0 + n]
             words = stream_format.job_words(x[:, y0:y1], layer.weights, layer.bias, shift, cfg, skip=band_skip,
                                             skip_shift=skip_shift)
@@ -186,7 +190,8 @@ class Driver:
                          f"{where}: output stream longer than the expected {expected} words (no TLAST on the last one)")
         if not t.wait_done(budget):
             self._failed(EngineTimeout, f"{where}: STATUS.DONE not set after {budget} cycles")
-        values = stream_format.decode_output(got.words, c_out, oh, ow, cfg)
+        unsigned = bool(job.registers["FLAGS"] & field_mask("FLAGS", "OUT_UNSIGNED"))
+        values = stream_format.decode_output(got.words, c_out, oh, ow, cfg, unsigned=unsigned)
         return values, t.read(register("CYCLES").offset), t.read(register("SATURATED").offset)
 
     def run_layer(self, layer: Layer, x, skip=None) -> LayerRun:
@@ -249,9 +254,13 @@ def _layer_out_shape(layer: Layer) -> tuple[int, ...]:
     return tuple(layer.out_shape) if layer.kind == "conv" else (layer.weights.shape[0],)
 
 
-def _registers(*, c_in, in_h, in_w, c_out, out_h, out_w, kernel, stride, pad_top, pad_left, relu, pool, add) -> dict:
+def _registers(layer: Layer, *, c_in, in_h, in_w, c_out, out_h, out_w, kernel, stride, pad_top, pad_left) -> dict:
+    """A job's layer registers; FLAGS from the layer (ReLU, pooling, residual add, signedness)."""
+    add = layer.skip is not None
     flags = 0
-    for name, on in (("RELU", relu), ("POOL", pool), ("ADD", add)):
+    for name, on in (("RELU", layer.relu), ("POOL", layer.pool and layer.kind == "conv"), ("ADD", add),
+                     ("IN_UNSIGNED", layer.unsigned_in), ("SKIP_UNSIGNED", add and layer.unsigned_skip),
+                     ("OUT_UNSIGNED", layer.unsigned_out)):
         if on:
             flags |= field_mask("FLAGS", name)
     return {"IN_CH": c_in, "IN_H": in_h, "IN_W": in_w, "OUT_CH": c_out, "OUT_H": out_h, "OUT_W": out_w,

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from .errors import InputError
 
 ENGINE_ID = 0x52445831  # ASCII "RDX1"
-ENGINE_VERSION = 3  # bump when the register map or the stream format changes
+ENGINE_VERSION = 4  # bump when the register map, the stream format or the arithmetic changes (4: unsigned tensors)
 STREAM_BITS = 64  # AXI4-Stream data width in both directions
 
 
@@ -32,9 +32,25 @@ def data_shift_range(width: int) -> tuple[int, int]:
     return -width, accumulator_width(width)
 
 
-def skip_shift_range(width: int) -> tuple[int, int]:
-    """The skip shifts the engine executes, ``[-(A - W - 2), W]`` (docs/arithmetic.md §9)."""
-    return -(accumulator_width(width) - width - 2), width
+def skip_shift_range(width: int, *, unsigned: bool = False) -> tuple[int, int]:
+    """The skip shifts the engine executes, ``[-(A - W - 2) + u, W + 1]`` with ``u = 1`` for an
+    unsigned skip tensor (docs/arithmetic.md §9): from ``W + 1`` up every skip of either range
+    aligns to 0."""
+    return -(accumulator_width(width) - width - 2) + int(unsigned), width + 1
+
+
+def tensor_range(width: int, *, unsigned: bool = False) -> tuple[int, int]:
+    """``[lo, hi]`` of a ``width``-bit tensor: ``[-2^(W-1), 2^(W-1) - 1]`` signed,
+    ``[0, 2^W - 1]`` unsigned (docs/arithmetic.md §1)."""
+    if unsigned:
+        return 0, (1 << width) - 1
+    return -(1 << (width - 1)), (1 << (width - 1)) - 1
+
+
+def max_reduction(*, add: bool = False, unsigned_in: bool = False) -> int:
+    """The largest ``K`` (products per output) a layer may have, ``2^(16 - u_x - a) - 1``: an
+    unsigned main input and a residual add each cost one bit of headroom (docs/arithmetic.md §3)."""
+    return (1 << (ACC_HEADROOM_BITS - int(unsigned_in) - int(add))) - 1
 
 
 class EngineConfigError(InputError):
@@ -213,6 +229,9 @@ REGISTERS: tuple[Register, ...] = (
             Field("RELU", 0, 1, "Fused ReLU"),
             Field("POOL", 1, 1, "2x2 stride-2 max pooling"),
             Field("ADD", 2, 1, "Residual add: a skip tensor streamed per output tile joins the accumulator (docs/arithmetic.md §9)"),
+            Field("IN_UNSIGNED", 3, 1, "The main input is unsigned, 0..2^W-1: its pixels are zero-extended, else sign-extended (docs/arithmetic.md §1, §12)"),
+            Field("SKIP_UNSIGNED", 4, 1, "The skip tensor is unsigned: its pixels are zero-extended (docs/arithmetic.md §9)"),
+            Field("OUT_UNSIGNED", 5, 1, "The output is unsigned: saturated to 0..2^W-1 and pooled as unsigned (docs/arithmetic.md §5, §6)"),
         ),
     ),
 )

@@ -5,7 +5,9 @@ comments refer to that page. Everything here is exact integer arithmetic on ``in
 intermediate value is an ``A``-bit accumulator shifted left by at most ``W`` bits, 64 bits for
 W = 16) and imports numpy alone, so it runs on the board.
 
-Tensors are batched: feature maps are ``(N, C, H, W)`` and vectors ``(N, F)``.
+Tensors are batched: feature maps are ``(N, C, H, W)`` and vectors ``(N, F)``. A tensor is signed or
+unsigned (§1): the layer functions take its signedness (``unsigned_in``, ``unsigned_skip``,
+``unsigned_out``, all False by default) and refuse values outside its range.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .engine_spec import ACC_HEADROOM_BITS, SUPPORTED_WIDTHS, accumulator_width, data_shift_range, skip_shift_range
+from .engine_spec import (SUPPORTED_WIDTHS, accumulator_width, data_shift_range, max_reduction, skip_shift_range,
+                          tensor_range)
 from .errors import InputError
 
-MAX_REDUCTION = 2**ACC_HEADROOM_BITS - 1  # §3: largest K = C_in * k * k the accumulator holds exactly
-MAX_REDUCTION_WITH_ADD = 2**15 - 1  # §9: a residual add needs one more bit of headroom
+# tensor_range (§1), max_reduction (§3) and skip_shift_range (§9) are the contract's limits, defined
+# once in engine_spec (the gateware's source too) and part of this module's interface.
+MAX_REDUCTION = max_reduction()  # §3: largest K = C_in * k * k of a signed input without an add
+MAX_REDUCTION_WITH_ADD = max_reduction(add=True)  # §9: a residual add needs one more bit of headroom
 KERNEL_RANGE = (1, 7)
 STRIDE_RANGE = (1, 4)
 
@@ -40,22 +45,36 @@ def check_width(width: int) -> None:
 
 def int_range(bits: int) -> tuple[int, int]:
     """The signed two's-complement range of ``bits`` bits."""
-    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return tensor_range(bits)
 
 
-def saturate(values, bits: int) -> np.ndarray:
-    """Clamp integers to the signed ``bits``-bit range (§2)."""
-    lo, hi = int_range(bits)
+def saturate(values, bits: int, *, unsigned: bool = False) -> np.ndarray:
+    """Clamp integers to the ``bits``-bit range, signed or unsigned (§1, §2)."""
+    lo, hi = tensor_range(bits, unsigned=unsigned)
     return np.clip(np.asarray(values, dtype=np.int64), lo, hi)
 
 
-def quantize(x, fl: int, bits: int) -> np.ndarray:
-    """Float to ``bits``-bit integers with fractional length ``fl``: round half up, saturate (§2).
+def quantize(x, fl: int, bits: int, *, unsigned: bool = False) -> np.ndarray:
+    """Float to ``bits``-bit integers with fractional length ``fl``: round half up, saturate to
+    the signed or, with ``unsigned``, the unsigned range (§2; a negative value becomes 0).
 
     ``fl`` may be a scalar or an array broadcasting against ``x`` (per-channel weights).
     """
     scaled = np.asarray(x, dtype=np.float64) * np.ldexp(1.0, np.asarray(fl, dtype=np.int32))
-    return saturate(np.floor(scaled + 0.5), bits)
+    return saturate(np.floor(scaled + 0.5), bits, unsigned=unsigned)
+
+
+def check_values(values, width: int, *, unsigned: bool, what: str) -> None:
+    """Refuse a tensor with a value outside its W-bit range (§1), naming the tensor and the value."""
+    values = np.asarray(values)
+    if values.size == 0:
+        return
+    lo, hi = tensor_range(width, unsigned=unsigned)
+    low, high = int(values.min()), int(values.max())
+    if low < lo or high > hi:
+        kind = "unsigned" if unsigned else "signed"
+        raise ContractError(f"{what} holds {low if low < lo else high}, outside the {kind} {width}-bit range "
+                            f"[{lo}, {hi}] (§1)")
 
 
 def quantize_bias(bias, fl_b, width: int) -> np.ndarray:
@@ -106,18 +125,21 @@ class Requantized:
     saturated: int
 
 
-def requantize(acc, shift, *, relu: bool, width: int) -> Requantized:
-    """Data shift, optional ReLU and saturation to ``width`` bits (§5)."""
+def requantize(acc, shift, *, relu: bool, width: int, unsigned: bool = False) -> Requantized:
+    """Data shift, optional ReLU and saturation to the ``width``-bit range of the output, signed or
+    unsigned; elements outside it are counted (§5: without ReLU a negative value of an unsigned
+    output saturates to 0 and counts)."""
     r = round_shift(acc, clamp_shift(shift, width))
     if relu:
         r = np.maximum(r, 0)
-    lo, hi = int_range(width)
+    lo, hi = tensor_range(width, unsigned=unsigned)
     saturated = int(np.count_nonzero((r < lo) | (r > hi)))
     return Requantized(np.clip(r, lo, hi), saturated)
 
 
 def maxpool2x2(y: np.ndarray) -> np.ndarray:
-    """2x2 stride-2 max pooling of ``(N, C, H, W)`` integers, odd edges dropped (§6)."""
+    """2x2 stride-2 max pooling of ``(N, C, H, W)`` integers, odd edges dropped (§6; the integers'
+    own order, so unsigned values compare as unsigned)."""
     n, c, h, w = y.shape
     h2, w2 = h // 2, w // 2
     if h2 == 0 or w2 == 0:
@@ -148,7 +170,8 @@ def padding4(pad) -> tuple[int, int, int, int]:
     return values
 
 
-def check_conv_geometry(*, c_in: int, height: int, width_px: int, kernel: int, stride: int, pad, add: bool = False) -> None:
+def check_conv_geometry(*, c_in: int, height: int, width_px: int, kernel: int, stride: int, pad, add: bool = False,
+                        unsigned_in: bool = False) -> None:
     """Refuse a convolution outside the contract's limits (§3, §7, §9), naming the limit."""
     if not KERNEL_RANGE[0] <= kernel <= KERNEL_RANGE[1]:
         raise ContractError(f"kernel {kernel}x{kernel} outside the supported {KERNEL_RANGE[0]}..{KERNEL_RANGE[1]}")
@@ -158,40 +181,44 @@ def check_conv_geometry(*, c_in: int, height: int, width_px: int, kernel: int, s
     if not all(0 <= p < kernel for p in (top, left, bottom, right)):
         raise ContractError(f"padding {(top, left, bottom, right)} outside the supported 0..{kernel - 1} per side "
                             f"for a {kernel}x{kernel} kernel")
-    check_reduction(c_in * kernel * kernel, add=add)
+    check_reduction(c_in * kernel * kernel, add=add, unsigned_in=unsigned_in)
     if (conv_output_size(height, kernel, stride, top, bottom) < 1
             or conv_output_size(width_px, kernel, stride, left, right) < 1):
         raise ContractError(f"a {kernel}x{kernel} kernel with padding {(top, left, bottom, right)} does not fit "
                             f"a {height}x{width_px} map")
 
 
-def check_reduction(k: int, *, add: bool = False) -> None:
-    limit = MAX_REDUCTION_WITH_ADD if add else MAX_REDUCTION
+def check_reduction(k: int, *, add: bool = False, unsigned_in: bool = False) -> None:
+    """Refuse ``K`` products per output beyond :func:`max_reduction` (§3, §9), naming the limit."""
+    limit = max_reduction(add=add, unsigned_in=unsigned_in)
     if k > limit:
-        what = "with a residual add (§9)" if add else "(K = C_in*k*k or in_features)"
-        raise ContractError(f"reduction length {k} exceeds the accumulator limit {limit} {what}")
+        what = ", ".join(["K = C_in*k*k or in_features"] + ["an unsigned input"] * unsigned_in
+                         + ["a residual add"] * add)
+        raise ContractError(f"reduction length {k} exceeds the accumulator limit {limit} ({what}; §3)")
 
 
-def align_skip(skip, skip_shift, width: int) -> np.ndarray:
+def align_skip(skip, skip_shift, width: int, *, unsigned: bool = False) -> np.ndarray:
     """The skip tensor at the accumulator's alignment: ``round_shift(b, t)`` (§9).
 
-    ``skip_shift`` broadcasts against ``skip``; a shift above ``W`` is clamped (no change in the
-    result), one below ``-(A - W - 2)`` is refused.
+    ``skip_shift`` broadcasts against ``skip``; a shift above ``W + 1`` is clamped (no change in
+    the result), one below ``-(A - W - 2)`` (one more for an ``unsigned`` skip) is refused.
     """
-    lo, hi = skip_shift_range(width)
+    lo, hi = skip_shift_range(width, unsigned=unsigned)
     t = np.asarray(skip_shift, dtype=np.int64)
     if np.any(t < lo):
-        raise ContractError(f"skip shift {int(t.min())} below the supported {lo} (§9): the skip tensor's fl is "
-                            f"too coarse for the accumulator")
+        kind = "an unsigned" if unsigned else "a signed"
+        raise ContractError(f"skip shift {int(t.min())} below the supported {lo} for {kind} skip (§9): the skip "
+                            f"tensor's fl is too coarse for the accumulator")
     return round_shift(skip, np.minimum(t, hi))
 
 
-def conv_accumulate(x, w, b, *, stride: int, pad, skip=None, skip_shift=None, width: int | None = None) -> np.ndarray:
+def conv_accumulate(x, w, b, *, stride: int, pad, skip=None, skip_shift=None, width: int | None = None,
+                    unsigned_skip: bool = False) -> np.ndarray:
     """Exact accumulators of a convolution (§7): ``(N, C_in, H, W)`` -> ``(N, C_out, H_out, W_out)``.
 
     With ``skip`` (the output's shape, before any pooling crop), the aligned skip tensor is added
-    (§9); then
-    ``skip_shift`` (per output channel or one value) and ``width`` are required.
+    (§9); then ``skip_shift`` (per output channel or one value) and ``width`` are required, and
+    ``unsigned_skip`` says the skip tensor's signedness.
     """
     x = np.asarray(x, dtype=np.int64)
     w = np.asarray(w, dtype=np.int64)
@@ -208,40 +235,53 @@ def conv_accumulate(x, w, b, *, stride: int, pad, skip=None, skip_shift=None, wi
             acc += np.einsum("nchw,oc->nohw", window, w[:, :, u, v])
     acc += np.asarray(b, dtype=np.int64).reshape(1, c_out, 1, 1)
     if skip is not None:
-        acc += align_skip(skip, _per_channel(skip_shift, 4), width)
+        acc += align_skip(skip, _per_channel(skip_shift, 4), width, unsigned=unsigned_skip)
     return acc
 
 
+def _check_operands(x, skip, width: int, *, unsigned_in: bool, unsigned_skip: bool) -> None:
+    """The main input and the skip tensor lie in their W-bit ranges (§1)."""
+    check_values(x, width, unsigned=unsigned_in, what="the input")
+    if skip is not None:
+        check_values(skip, width, unsigned=unsigned_skip, what="the skip tensor")
+
+
 def conv2d(x, w, b, *, stride: int, pad, shift, relu: bool, pool: bool, width: int, skip=None,
-           skip_shift=None) -> Requantized:
+           skip_shift=None, unsigned_in: bool = False, unsigned_skip: bool = False,
+           unsigned_out: bool = False) -> Requantized:
     """A whole engine convolution: accumulate (with the residual add, if ``skip``), requantize,
-    ReLU, saturate, optional 2x2 pool."""
+    ReLU, saturate, optional 2x2 pool. ``unsigned_*`` give the signedness of the input, the skip
+    tensor and the output (§1)."""
     x = np.asarray(x, dtype=np.int64)
     w = np.asarray(w, dtype=np.int64)
+    _check_operands(x, skip, width, unsigned_in=unsigned_in, unsigned_skip=unsigned_skip)
     check_conv_geometry(c_in=x.shape[1], height=x.shape[2], width_px=x.shape[3], kernel=w.shape[2], stride=stride,
-                        pad=pad, add=skip is not None)
-    acc = conv_accumulate(x, w, b, stride=stride, pad=pad, skip=skip, skip_shift=skip_shift, width=width)
-    return output_stage(acc, shift, relu=relu, pool=pool, width=width)
+                        pad=pad, add=skip is not None, unsigned_in=unsigned_in)
+    acc = conv_accumulate(x, w, b, stride=stride, pad=pad, skip=skip, skip_shift=skip_shift, width=width,
+                          unsigned_skip=unsigned_skip)
+    return output_stage(acc, shift, relu=relu, pool=pool, width=width, unsigned=unsigned_out)
 
 
-def linear(x, w, b, *, shift, relu: bool, width: int, skip=None, skip_shift=None) -> Requantized:
+def linear(x, w, b, *, shift, relu: bool, width: int, skip=None, skip_shift=None, unsigned_in: bool = False,
+           unsigned_skip: bool = False, unsigned_out: bool = False) -> Requantized:
     """A fully connected layer (§7): ``(N, F_in)`` -> ``(N, F_out)``, with the residual add (§9)
-    of a ``(N, F_out)`` skip tensor if given."""
+    of a ``(N, F_out)`` skip tensor if given; ``unsigned_*`` as for :func:`conv2d`."""
     x = np.asarray(x, dtype=np.int64)
     w = np.asarray(w, dtype=np.int64)
-    check_reduction(x.shape[1], add=skip is not None)
+    _check_operands(x, skip, width, unsigned_in=unsigned_in, unsigned_skip=unsigned_skip)
+    check_reduction(x.shape[1], add=skip is not None, unsigned_in=unsigned_in)
     acc = x @ w.T + np.asarray(b, dtype=np.int64).reshape(1, -1)
     if skip is not None:
-        acc = acc + align_skip(skip, _per_channel(skip_shift, 2), width)
-    return requantize(acc, _per_channel(shift, acc.ndim), relu=relu, width=width)
+        acc = acc + align_skip(skip, _per_channel(skip_shift, 2), width, unsigned=unsigned_skip)
+    return requantize(acc, _per_channel(shift, acc.ndim), relu=relu, width=width, unsigned=unsigned_out)
 
 
-def output_stage(acc, shift, *, relu: bool, pool: bool, width: int) -> Requantized:
+def output_stage(acc, shift, *, relu: bool, pool: bool, width: int, unsigned: bool = False) -> Requantized:
     """§5 and §6 on a batch of accumulators ``(N, C, H, W)`` (or ``(N, F)`` without pooling);
-    ``shift`` is one value or one per channel."""
+    ``shift`` is one value or one per channel; ``unsigned`` is the output's signedness."""
     if pool:
         acc = even_crop(acc)
-    out = requantize(acc, _per_channel(shift, acc.ndim), relu=relu, width=width)
+    out = requantize(acc, _per_channel(shift, acc.ndim), relu=relu, width=width, unsigned=unsigned)
     values = maxpool2x2(out.values) if pool else out.values
     return Requantized(values, out.saturated)
 
@@ -255,7 +295,8 @@ def _per_channel(shift, ndim: int) -> np.ndarray:
 
 
 def conv_job(x_tile, w, b, *, stride: int, pad_top: int, pad_left: int, out_h: int, out_w: int, shift, relu: bool,
-             pool: bool, width: int, skip=None, skip_shift=None) -> Requantized:
+             pool: bool, width: int, skip=None, skip_shift=None, unsigned_in: bool = False,
+             unsigned_skip: bool = False, unsigned_out: bool = False) -> Requantized:
     """One engine job: a convolution over a spatial tile, exactly as the engine computes it.
 
     Output pixel ``(i, j)`` of the ``out_h x out_w`` map reads input pixel
@@ -263,9 +304,11 @@ def conv_job(x_tile, w, b, *, stride: int, pad_top: int, pad_left: int, out_h: i
     zero outside it (docs/engine.md); with ``skip`` (``(N, C_out, h, w)``, the computed map: with
     pooling even-cropped) the residual add (§9); then §5 and, if ``pool``, §6 (an odd last
     row/column is neither computed nor counted). A whole layer is the job with the whole map as
-    its tile.
+    its tile. ``unsigned_*`` as for :func:`conv2d`.
     """
     x_tile = np.asarray(x_tile, dtype=np.int64)
+    _check_operands(x_tile, skip, width, unsigned_in=unsigned_in, unsigned_skip=unsigned_skip)
+    check_reduction(x_tile.shape[1] * np.asarray(w).shape[2] ** 2, add=skip is not None, unsigned_in=unsigned_in)
     k = np.asarray(w).shape[2]
     n, c, h, wd = x_tile.shape
     need_h = (out_h - 1) * stride + k
@@ -276,5 +319,5 @@ def conv_job(x_tile, w, b, *, stride: int, pad_top: int, pad_left: int, out_h: i
     if pool:
         acc = even_crop(acc)
     if skip is not None:
-        acc = acc + align_skip(skip, _per_channel(skip_shift, 4), width)
-    return output_stage(acc, shift, relu=relu, pool=pool, width=width)
+        acc = acc + align_skip(skip, _per_channel(skip_shift, 4), width, unsigned=unsigned_skip)
+    return output_stage(acc, shift, relu=relu, pool=pool, width=width, unsigned=unsigned_out)

@@ -25,17 +25,18 @@ class LayerResult:
 
 
 def quantize_input(program: Program, x) -> np.ndarray:
-    """Quantize float images ``(N, C, H, W)`` to the program's input format (§2, §7)."""
+    """Quantize float images ``(N, C, H, W)`` to the program's input format, fl and signedness (§2, §7)."""
     x = np.asarray(x)
     if tuple(x.shape[1:]) != tuple(program.input_shape):
         raise DatasetError(f"images of shape {tuple(x.shape[1:])} do not fit the program's input {program.input_shape}")
-    return golden.quantize(x, program.input_fl, program.width)
+    return golden.quantize(x, program.input_fl, program.width, unsigned=program.input_unsigned)
 
 
 def input_saturation(program: Program, x) -> int:
-    """How many input elements the quantization of ``x`` saturates (§2): clipped, not lost silently."""
+    """How many input elements the quantization of ``x`` saturates (§2): clipped, not lost silently
+    (an unsigned input counts every negative value)."""
     scaled = np.floor(np.asarray(x, dtype=np.float64) * np.ldexp(1.0, program.input_fl) + 0.5)
-    lo, hi = golden.int_range(program.width)
+    lo, hi = golden.tensor_range(program.width, unsigned=program.input_unsigned)
     return int(np.count_nonzero((scaled < lo) | (scaled > hi)))
 
 
@@ -54,16 +55,17 @@ def skip_of(layer: Layer, skip: np.ndarray) -> np.ndarray:
 
 
 def run_layer(layer: Layer, x, *, width: int, skip=None) -> golden.Requantized:
-    """One engine layer on a batch of integer inputs (and its skip tensor, with an add)."""
-    skip_args = {}
+    """One engine layer on a batch of integer inputs (and its skip tensor, with an add), each
+    tensor read with the signedness the layer records (§1)."""
+    args = {"unsigned_in": layer.unsigned_in, "unsigned_out": layer.unsigned_out}
     if layer.skip is not None:
-        skip_args = {"skip": skip_of(layer, skip), "skip_shift": layer.skip_shift}
+        args.update(skip=skip_of(layer, skip), skip_shift=layer.skip_shift, unsigned_skip=layer.unsigned_skip)
     if layer.kind == "fc":
         return golden.linear(np.reshape(x, (x.shape[0], -1)), layer.weights, layer.bias, shift=layer.shift,
-                             relu=layer.relu, width=width, **skip_args)
+                             relu=layer.relu, width=width, **args)
     return golden.conv2d(
         x, layer.weights, layer.bias, stride=layer.stride, pad=layer.padding, shift=layer.shift,
-        relu=layer.relu, pool=layer.pool, width=width, **skip_args,
+        relu=layer.relu, pool=layer.pool, width=width, **args,
     )
 
 

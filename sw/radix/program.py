@@ -27,6 +27,13 @@ and ``"decoded_shape"``, and its payload bytes are the Deep Compression blob of
 :mod:`radix.compress.storage` (codebook of the distinct integers, Huffman-coded indices, sparse
 relative indices), which loads back to exactly the same integers. Programs with dense weights are
 written as version 2, byte for byte as before, so every reader of version 2 still reads them.
+
+**Unsigned tensors** (version 4, written only when some tensor is unsigned, docs/arithmetic.md
+§1; weights dense or compressed as above): the header says ``"input_unsigned"`` and every layer
+entry ``"unsigned_in"``, ``"unsigned_skip"`` and ``"unsigned_out"``. A program whose tensors are
+all signed is written as version 2 or 3 exactly as before; versions 1 to 3 load with every
+tensor signed. Saving and loading refuse signedness the contract does not allow
+(:meth:`Program.check_signedness`).
 """
 
 from __future__ import annotations
@@ -40,14 +47,17 @@ from pathlib import Path
 
 import numpy as np
 
-from . import jobs
+from . import golden, jobs
 from .compress import storage
 from .errors import InputError
 
 MAGIC = b"RADIXPRG"
-FORMAT_VERSION = 3  # the newest this radix writes: 3 with compressed weights, else 2
 DENSE_VERSION = 2
-READABLE_VERSIONS = (1, 2, 3)
+COMPRESSED_VERSION = 3  # compressed weights
+UNSIGNED_VERSION = 4  # some tensor is unsigned (docs/arithmetic.md §1)
+FORMAT_VERSION = UNSIGNED_VERSION  # the newest this radix writes: 4 with unsigned tensors, else 3 or 2
+READABLE_VERSIONS = (1, 2, 3, 4)
+SIGNEDNESS_FIELDS = ("unsigned_in", "unsigned_skip", "unsigned_out")  # per layer, from version 4
 WEIGHT_STORAGE = ("dense", "compressed")
 INPUT = "input"  # the network input's tensor name
 KINDS = ("conv", "fc", "concat")
@@ -68,6 +78,12 @@ class Layer:
     calibrated per channel, else one entry; ``fl_skip`` is the skip tensor's fl (None without an
     add). ``shift`` and ``skip_shift`` have one entry per output channel (§5, §9). ``role`` says
     what a layer that is not a Conv2d/Linear of the model stands for (``avgpool``, ``identity``).
+
+    ``unsigned_out`` is the signedness of the layer's output tensor (docs/arithmetic.md §1, §5);
+    ``unsigned_in`` and ``unsigned_skip`` repeat those of the tensors it reads (main input, skip),
+    as ``fl_in`` and ``fl_skip`` repeat their fls: a layer reads a tensor with its producer's
+    signedness (:meth:`Program.link_signedness` sets them, loading and saving check them). A
+    concatenation's inputs and output share one signedness (§11). All False: every tensor signed.
     """
 
     name: str
@@ -91,6 +107,9 @@ class Layer:
     role: str = ""
     input_shapes: list[tuple[int, ...]] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
+    unsigned_in: bool = False
+    unsigned_skip: bool = False
+    unsigned_out: bool = False
 
     @property
     def skip(self) -> str | None:
@@ -131,13 +150,17 @@ class Layer:
                 (self.in_shape[2] + left + right - self.kernel) // self.stride + 1)
 
     @property
+    def reduction(self) -> int:
+        """``K``, the products per output element (docs/arithmetic.md §3); 0 for a concatenation."""
+        return 0 if self.kind == "concat" else int(np.prod(self.weights.shape[1:]))
+
+    @property
     def macs(self) -> int:
         """Multiply-accumulates per image."""
         if self.kind == "concat":
             return 0
-        reduction = int(np.prod(self.weights.shape[1:]))
         conv_h, conv_w = self.conv_shape
-        return reduction * self.weights.shape[0] * conv_h * conv_w
+        return self.reduction * self.weights.shape[0] * conv_h * conv_w
 
 
 @dataclass
@@ -146,7 +169,8 @@ class Program:
 
     ``weight_storage`` says how :meth:`save` writes the conv/fc weights: ``"dense"`` (int32
     arrays) or ``"compressed"`` (the Deep Compression blobs of :mod:`radix.compress.storage`);
-    :meth:`load` sets it from the file.
+    :meth:`load` sets it from the file. ``input_unsigned`` is the network input's signedness
+    (docs/arithmetic.md §1, §7; False: signed).
     """
 
     width: int
@@ -156,6 +180,7 @@ class Program:
     source: dict = field(default_factory=dict)
     report: dict = field(default_factory=dict)
     weight_storage: str = "dense"
+    input_unsigned: bool = False
 
     @property
     def output_fl(self) -> int:
@@ -165,16 +190,78 @@ class Program:
         """The fl of every tensor: the network input's and each layer's output."""
         return {INPUT: self.input_fl, **{layer.name: layer.fl_out for layer in self.layers}}
 
+    def tensor_unsigned(self) -> dict[str, bool]:
+        """The signedness of every tensor (True: unsigned): the network input's and each layer's output."""
+        return {INPUT: bool(self.input_unsigned), **{layer.name: bool(layer.unsigned_out) for layer in self.layers}}
+
+    @property
+    def has_unsigned(self) -> bool:
+        """Whether any tensor is unsigned (the program then needs format version 4)."""
+        return any(self.tensor_unsigned().values())
+
+    def link_signedness(self) -> None:
+        """Set every layer's ``unsigned_in`` and ``unsigned_skip`` from the tensors it reads, and a
+        concatenation's ``unsigned_out`` from its inputs (docs/arithmetic.md §7, §11), given
+        :attr:`input_unsigned` and the conv/fc layers' ``unsigned_out``. Refuses a concatenation
+        of mixed inputs."""
+        produced = {INPUT: bool(self.input_unsigned)}
+        for layer in self.layers:
+            read = [produced.get(name, False) for name in layer.inputs]
+            if layer.kind == "concat":
+                if len(set(read)) > 1:
+                    raise ProgramError(_mixed_concat(layer, read))
+                layer.unsigned_out = bool(read and read[0])
+            layer.unsigned_in = bool(read and read[0])
+            layer.unsigned_skip = bool(layer.skip is not None and read[1])
+            produced[layer.name] = bool(layer.unsigned_out)
+
+    def check_signedness(self, where: str = "program") -> None:
+        """Refuse signedness the contract does not allow, naming ``where`` and the layer: a layer
+        reading a tensor with another signedness than its producer's (§7), a concatenation whose
+        inputs and output differ (§11), an unsigned input beyond its reduction limit (§3), an
+        unsigned skip beyond its skip-shift range (§9). A tensor no layer produces is left to the
+        graph check."""
+        produced = {INPUT: bool(self.input_unsigned)}
+        for layer in self.layers:
+            read = [produced.get(name) for name in layer.inputs]
+            if layer.kind == "concat" and len({u for u in read if u is not None} | {bool(layer.unsigned_out)}) > 1:
+                raise ProgramError(f"{where}: {_mixed_concat(layer, read)}")
+            roles = [("input", bool(layer.unsigned_in))]
+            if layer.skip is not None:
+                roles.append(("skip", bool(layer.unsigned_skip)))
+            for (role, says), name, actual in zip(roles, layer.inputs, read):
+                if actual is not None and says != actual:
+                    raise ProgramError(
+                        f"{where}: layer {layer.name} reads its {role} {name}, which is {_kind(actual)}, as "
+                        f"{_kind(says)}: a layer reads a tensor with its producer's signedness "
+                        f"(docs/arithmetic.md §7)")
+            if layer.kind != "concat":
+                try:
+                    golden.check_reduction(layer.reduction, add=layer.skip is not None,
+                                           unsigned_in=bool(layer.unsigned_in))
+                except golden.ContractError as exc:
+                    raise ProgramError(f"{where}: layer {layer.name}: {exc}") from None
+            if layer.skip is not None and layer.unsigned_skip:
+                lo, _ = golden.skip_shift_range(self.width, unsigned=True)
+                if np.any(layer.skip_shift < lo):
+                    raise ProgramError(f"{where}: layer {layer.name}: skip shift {int(layer.skip_shift.min())} "
+                                       f"below {lo}, the limit for an unsigned skip (docs/arithmetic.md §9)")
+            produced[layer.name] = bool(layer.unsigned_out)
+
     def save(self, path) -> None:
         """Write the program to ``path`` (see the module docstring for the layout)."""
         if self.weight_storage not in WEIGHT_STORAGE:
             raise ProgramError(f"{path}: weight storage {self.weight_storage!r}: choose one of "
                                f"{', '.join(WEIGHT_STORAGE)}")
         compressed = self.weight_storage == "compressed"
+        self.check_signedness(str(path))
+        # all-signed programs keep the older versions' layout, byte for byte
+        unsigned = self.has_unsigned
+        dropped = ("weights", "bias") + (() if unsigned else SIGNEDNESS_FIELDS)
         arrays: list[np.ndarray] = []
         layers = []
         for layer in self.layers:
-            entry = {k: v for k, v in layer.__dict__.items() if k not in ("weights", "bias")}
+            entry = {k: v for k, v in layer.__dict__.items() if k not in dropped}
             entry["in_shape"] = list(layer.in_shape)
             entry["out_shape"] = list(layer.out_shape)
             entry["padding"] = list(layer.padding)
@@ -193,6 +280,10 @@ class Program:
             "source": self.source,
             "report": self.report,
         }
+        if unsigned:
+            header["input_unsigned"] = bool(self.input_unsigned)
+            for entry in layers:
+                entry.update({name: bool(entry[name]) for name in SIGNEDNESS_FIELDS})
         offset = 0
         for ref, arr in zip(_iter_refs(layers), arrays):
             ref["offset"] = offset
@@ -200,7 +291,7 @@ class Program:
         header_bytes = json.dumps(header, sort_keys=True).encode()
         payload = b"".join(arr.tobytes() for arr in arrays)
         digest = hashlib.sha256(header_bytes + payload).digest()
-        version = FORMAT_VERSION if compressed else DENSE_VERSION
+        version = UNSIGNED_VERSION if unsigned else COMPRESSED_VERSION if compressed else DENSE_VERSION
         preamble = _PREAMBLE.pack(MAGIC, version, len(header_bytes), len(payload), digest)
         write_atomically(Path(path), preamble + header_bytes + payload)
 
@@ -245,6 +336,7 @@ class Program:
                 report=header.get("report", {}),
                 weight_storage="compressed" if any("encoding" in entry["weights"] for entry in header["layers"])
                 else "dense",
+                input_unsigned=bool(header.get("input_unsigned", False)),
             )
         except storage.StorageError as exc:
             raise ProgramError(f"{path}: compressed weights do not decode ({exc})") from None
@@ -253,6 +345,7 @@ class Program:
         if not program.layers:
             raise ProgramError(f"{path}: the program has no layers")
         _check_graph(program, path)
+        program.check_signedness(str(path))
         return program
 
 
@@ -345,6 +438,16 @@ def _layer_from(entry: dict, payload: bytes, version: int) -> Layer:
     if fields["kind"] not in KINDS:
         raise ValueError(f"layer {fields['name']!r} has unknown kind {fields['kind']!r}")
     return Layer(**fields)
+
+
+def _kind(unsigned: bool) -> str:
+    return "unsigned" if unsigned else "signed"
+
+
+def _mixed_concat(layer: Layer, read: list[bool | None]) -> str:
+    parts = ", ".join(f"{name} {_kind(u)}" for name, u in zip(layer.inputs, read) if u is not None)
+    return (f"concatenation {layer.name} ({_kind(bool(layer.unsigned_out))} output) reads {parts}: its inputs and "
+            f"output share one signedness (docs/arithmetic.md §11)")
 
 
 def _chain_inputs(layers: list[Layer]) -> None:

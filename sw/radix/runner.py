@@ -105,11 +105,15 @@ def random_layer(rng: np.random.Generator, config: EngineConfig, index: int) -> 
     side; fl combinations range from left-shifting (negative data shift) to saturating ones; about
     a third of the layers add a skip tensor with skip shifts from the leftmost the engine executes
     to right shifts past ``W``, and some are average pools (diagonal weights, docs/arithmetic.md §10).
+    Each tensor is unsigned (§1) about as often as signed: the input, the skip tensor and the
+    output (an unsigned output without a ReLU saturates its negative values to 0, §5), with
+    values over the whole range of their signedness.
     """
     width = config.width
     lo, hi = golden.int_range(width)
     fc = rng.random() < 0.2
     avgpool = not fc and rng.random() < 0.15
+    unsigned_in, unsigned_skip, unsigned_out = (bool(u) for u in rng.random(3) < 0.5)
     c_in = int(rng.integers(1, 3 * config.rows + 2))
     c_out = c_in if avgpool else int(rng.integers(1, 3 * config.cols + 2))
     padding = (0, 0, 0, 0)
@@ -136,16 +140,16 @@ def random_layer(rng: np.random.Generator, config: EngineConfig, index: int) -> 
             weights = rng.integers(lo, hi + 1, (c_out, c_in, k, k))
     add = not avgpool and rng.random() < 0.35
     reduction = int(np.prod(weights.shape[1:]))
-    if add and reduction > golden.MAX_REDUCTION_WITH_ADD:
+    if add and reduction > golden.max_reduction(add=True, unsigned_in=unsigned_in):
         add = False
-    natural = natural_shift(width, reduction)
+    natural = natural_shift(width, reduction) + int(unsigned_in)  # an unsigned input carries one bit more
     shift = int(rng.choice([natural - 3, natural, natural + 2, -int(rng.integers(1, width + 1)), natural - width]))
     fl_in, fl_w = int(rng.integers(-2, width + 3)), int(rng.integers(-2, width + 3))
     acc_bits = config.acc_width
     bias = rng.integers(-(2 ** (acc_bits - 2)), 2 ** (acc_bits - 2), c_out) >> int(rng.integers(acc_bits // 2, acc_bits - 2))
     if avgpool:
         bias = np.zeros(c_out, dtype=np.int64)
-    x = rng.integers(lo, hi + 1, in_shape)
+    x = rng.integers(*_endpoints(width, unsigned_in), in_shape)
     if fc:
         out_shape: tuple = (c_out,)
         skip_shape: tuple = (c_out,)
@@ -154,25 +158,33 @@ def random_layer(rng: np.random.Generator, config: EngineConfig, index: int) -> 
         skip_shape = (c_out, conv_h, conv_w)
     fl_skip, skip = None, None
     if add:
-        skip_lo, skip_hi = golden.skip_shift_range(width)
+        skip_lo, skip_hi = golden.skip_shift_range(width, unsigned=unsigned_skip)
         skip_shift = int(rng.choice([skip_lo, int(rng.integers(skip_lo, 1)), 0, int(rng.integers(1, skip_hi + 3)),
                                      natural - width]))
         skip_shift = max(skip_shift, skip_lo)
         fl_skip = fl_in + fl_w + skip_shift
-        skip = rng.integers(lo, hi + 1, skip_shape)
+        skip = rng.integers(*_endpoints(width, unsigned_skip), skip_shape)
     layer = Layer(name=f"random{index}", kind="fc" if fc else "conv", modules=[], in_shape=in_shape,
                   out_shape=out_shape, kernel=k, stride=stride, padding=padding, relu=bool(rng.random() < 0.5),
                   pool=pool, fl_in=fl_in, fl_w=[fl_w], fl_out=fl_in + fl_w - shift, weight_bits=width,
                   weights=weights, bias=bias, inputs=[INPUT, "skip"] if add else [INPUT], fl_skip=fl_skip,
-                  role="avgpool" if avgpool else "")
+                  role="avgpool" if avgpool else "", unsigned_in=unsigned_in, unsigned_skip=add and unsigned_skip,
+                  unsigned_out=unsigned_out)
     return layer, x, skip
+
+
+def _endpoints(width: int, unsigned: bool) -> tuple[int, int]:
+    """``(lo, hi + 1)`` of a tensor's range, for ``rng.integers``."""
+    lo, hi = golden.tensor_range(width, unsigned=unsigned)
+    return lo, hi + 1
 
 
 def _fitting_layer(driver: Driver, rng: np.random.Generator, index: int, attempts: int = 1000):
     """Draw random layers until one fits the engine's buffers (small builds refuse large layers)."""
     for _ in range(attempts):
         layer, x, skip = random_layer(rng, driver.config, index)
-        program = Program(width=driver.config.width, input_shape=layer.in_shape, input_fl=layer.fl_in, layers=[layer])
+        program = Program(width=driver.config.width, input_shape=layer.in_shape, input_fl=layer.fl_in, layers=[layer],
+                          input_unsigned=layer.unsigned_in)
         try:
             driver.check(program)
         except EngineMismatch:
@@ -197,7 +209,9 @@ def selftest(transport, *, seed: int, count: int, tick: Callable[[], None] | Non
         if diff:
             geometry = (f"{layer.role or layer.kind} in {layer.in_shape} k={layer.kernel} S={layer.stride} "
                         f"padding={layer.padding} pool={layer.pool} shift={int(layer.shift[0])}"
-                        + ("" if skip is None else f" add skip_shift={int(layer.skip_shift[0])}"))
+                        + ("" if skip is None else f" add skip_shift={int(layer.skip_shift[0])}")
+                        + "".join(f" {name}" for name in ("unsigned_in", "unsigned_skip", "unsigned_out")
+                                  if getattr(layer, name)))
             mismatches.append({"layer": index, "description": geometry, "tensor": "output", **diff})
         elif got.saturated != expected.saturated:
             mismatches.append({"layer": index, "tensor": "SATURATED", "index": None,

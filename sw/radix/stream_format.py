@@ -24,7 +24,9 @@ The output stream carries, for each output-channel tile, for each output pixel (
 in raster order, one group of ``cols`` lanes; TLAST marks the job's last word.
 
 A group of lanes is packed little-endian: lane 0 in the lowest W bits of the first word, lane
-``64/W`` in the lowest bits of the second word, unused high bits zero. A bias word holds the bias
+``64/W`` in the lowest bits of the second word, unused high bits zero. A lane holds a value of its
+tensor's range (docs/arithmetic.md §1): W-bit two's complement, or W-bit unsigned where the
+layer's FLAGS say the tensor is (``IN_UNSIGNED``, ``SKIP_UNSIGNED``, ``OUT_UNSIGNED``). A bias word holds the bias
 (docs/arithmetic.md §4) as 48-bit two's complement in bits 0..47, the channel's data shift
 (§5) as 8-bit two's complement in bits 48..55 and its skip shift (§9, zero without an add) as
 8-bit two's complement in bits 56..63.
@@ -49,7 +51,8 @@ def tiles(count: int, size: int) -> int:
 
 
 def pack_lanes(values, *, width: int) -> np.ndarray:
-    """Pack ``(groups, lanes)`` signed integers into 64-bit words, ``ceil(lanes*W/64)`` per group."""
+    """Pack ``(groups, lanes)`` signed or unsigned W-bit integers into 64-bit words,
+    ``ceil(lanes*W/64)`` per group (each lane keeps its low W bits)."""
     values = np.asarray(values, dtype=np.int64)
     groups, lanes = values.shape
     per_word = STREAM_BITS // width
@@ -61,8 +64,9 @@ def pack_lanes(values, *, width: int) -> np.ndarray:
     return np.bitwise_or.reduce(padded << shifts, axis=2).reshape(-1)
 
 
-def unpack_lanes(words, *, lanes: int, width: int) -> np.ndarray:
-    """Inverse of :func:`pack_lanes`: 64-bit words to ``(groups, lanes)`` signed integers."""
+def unpack_lanes(words, *, lanes: int, width: int, unsigned: bool = False) -> np.ndarray:
+    """Inverse of :func:`pack_lanes`: 64-bit words to ``(groups, lanes)`` signed integers, or
+    unsigned ones with ``unsigned``."""
     words = np.asarray(words, dtype=np.uint64)
     per_word = STREAM_BITS // width
     words_per_group = math.ceil(lanes / per_word)
@@ -70,7 +74,8 @@ def unpack_lanes(words, *, lanes: int, width: int) -> np.ndarray:
         raise ValueError(f"{words.size} words do not make whole groups of {words_per_group}")
     shifts = (np.arange(per_word, dtype=np.uint64) * np.uint64(width)).reshape(1, 1, per_word)
     raw = (words.reshape(-1, words_per_group, 1) >> shifts) & np.uint64((1 << width) - 1)
-    return _signed(raw.reshape(words.size // words_per_group, words_per_group * per_word)[:, :lanes], width)
+    raw = raw.reshape(words.size // words_per_group, words_per_group * per_word)[:, :lanes]
+    return raw.astype(np.int64) if unsigned else _signed(raw, width)
 
 
 def input_words(x, config: EngineConfig) -> np.ndarray:
@@ -202,22 +207,26 @@ def decode_bias_words(words) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return bias, shift, skip_shift
 
 
-def decode_input_words(words, c_in: int, height: int, width_px: int, config: EngineConfig) -> np.ndarray:
-    """Inverse of :func:`input_words`: a ``(C_in, H, W)`` map."""
+def decode_input_words(words, c_in: int, height: int, width_px: int, config: EngineConfig, *,
+                       unsigned: bool = False) -> np.ndarray:
+    """Inverse of :func:`input_words`: a ``(C_in, H, W)`` map (of unsigned values with ``unsigned``)."""
     n_tiles = tiles(c_in, config.rows)
-    groups = unpack_lanes(words, lanes=config.rows, width=config.width)
+    groups = unpack_lanes(words, lanes=config.rows, width=config.width, unsigned=unsigned)
     x = groups.reshape(n_tiles, height * width_px, config.rows).transpose(0, 2, 1)
     return x.reshape(n_tiles * config.rows, height, width_px)[:c_in]
 
 
-def decode_cotile_words(words, c_in: int, kernel: int, config: EngineConfig, *, skip_pixels: int = 0) -> dict:
+def decode_cotile_words(words, c_in: int, kernel: int, config: EngineConfig, *, skip_pixels: int = 0,
+                        skip_unsigned: bool = False) -> dict:
     """Inverse of :func:`cotile_words` for one tile: ``weights`` (cols, C_in, k, k), ``bias``,
-    ``shift``, ``skip_shift`` (cols,) and ``skip`` (cols, skip_pixels)."""
+    ``shift``, ``skip_shift`` (cols,) and ``skip`` (cols, skip_pixels; unsigned values with
+    ``skip_unsigned``)."""
     words = np.asarray(words, dtype=np.uint64)
     n_tiles = tiles(c_in, config.rows)
     bias, shift, skip_shift = decode_bias_words(words[: config.cols])
     skip_end = config.cols + skip_pixels * config.wt_words
-    skip = unpack_lanes(words[config.cols : skip_end], lanes=config.cols, width=config.width).T
+    skip = unpack_lanes(words[config.cols : skip_end], lanes=config.cols, width=config.width,
+                        unsigned=skip_unsigned).T
     rows = unpack_lanes(words[skip_end:], lanes=config.cols, width=config.width)
     w = rows.reshape(n_tiles, kernel, kernel, config.rows, config.cols).transpose(4, 0, 3, 1, 2)
     weights = w.reshape(config.cols, n_tiles * config.rows, kernel, kernel)[:, :c_in]
@@ -244,13 +253,15 @@ def output_word_count(c_out: int, out_h: int, out_w: int, config: EngineConfig) 
     return tiles(c_out, config.cols) * out_h * out_w * config.wt_words
 
 
-def decode_output(words, c_out: int, out_h: int, out_w: int, config: EngineConfig) -> np.ndarray:
-    """Output stream words to a ``(C_out, H, W)`` map (``out_h x out_w`` after pooling)."""
+def decode_output(words, c_out: int, out_h: int, out_w: int, config: EngineConfig, *,
+                  unsigned: bool = False) -> np.ndarray:
+    """Output stream words to a ``(C_out, H, W)`` map (``out_h x out_w`` after pooling) of signed
+    values, or unsigned ones with ``unsigned`` (FLAGS.OUT_UNSIGNED)."""
     expected = output_word_count(c_out, out_h, out_w, config)
     words = np.asarray(words, dtype=np.uint64)
     if words.size != expected:
         raise ValueError(f"output stream has {words.size} words, expected {expected}")
-    lanes = unpack_lanes(words, lanes=config.cols, width=config.width)
+    lanes = unpack_lanes(words, lanes=config.cols, width=config.width, unsigned=unsigned)
     n_tiles = tiles(c_out, config.cols)
     maps = lanes.reshape(n_tiles, out_h, out_w, config.cols).transpose(0, 3, 1, 2)
     return maps.reshape(n_tiles * config.cols, out_h, out_w)[:c_out]

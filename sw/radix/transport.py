@@ -148,7 +148,12 @@ class ReferenceTransport(Transport):
         cfg, layer = self.config, self._layer()
         c_in, c_out, k = layer["IN_CH"], layer["OUT_CH"], layer["KERNEL"]
         flags = layer["FLAGS"]
-        pool, add = bool(flags & field_mask("FLAGS", "POOL")), bool(flags & field_mask("FLAGS", "ADD"))
+
+        def flag(name: str) -> bool:
+            return bool(flags & field_mask("FLAGS", name))
+
+        pool, add = flag("POOL"), flag("ADD")
+        unsigned_in, unsigned_skip, unsigned_out = flag("IN_UNSIGNED"), flag("SKIP_UNSIGNED"), flag("OUT_UNSIGNED")
         comp_h, comp_w = computed_map(layer["OUT_H"], layer["OUT_W"], pool)
         t_out = stream_format.tiles(c_out, cfg.cols)
         n_input = stream_format.input_word_count(c_in, layer["IN_H"], layer["IN_W"], cfg)
@@ -161,15 +166,17 @@ class ReferenceTransport(Transport):
         input_part, cotiles = stream_format.split_job_words(
             words[: n_input + t_out * n_tile], c_in=c_in, height=layer["IN_H"], width_px=layer["IN_W"], kernel=k,
             c_out=c_out, config=cfg, skip_pixels=skip_pixels)
-        x = stream_format.decode_input_words(input_part, c_in, layer["IN_H"], layer["IN_W"], cfg)
-        tiles = [stream_format.decode_cotile_words(part, c_in, k, cfg, skip_pixels=skip_pixels) for part in cotiles]
+        x = stream_format.decode_input_words(input_part, c_in, layer["IN_H"], layer["IN_W"], cfg, unsigned=unsigned_in)
+        tiles = [stream_format.decode_cotile_words(part, c_in, k, cfg, skip_pixels=skip_pixels,
+                                                   skip_unsigned=unsigned_skip) for part in cotiles]
         part = {key: np.concatenate([tile[key] for tile in tiles])[:c_out] for key in tiles[0]}
         skip = part["skip"].reshape(1, c_out, comp_h, comp_w) if add else None
         out = golden.conv_job(
             x[None], part["weights"], part["bias"], stride=layer["STRIDE"], pad_top=layer["PAD_TOP"],
             pad_left=layer["PAD_LEFT"], out_h=layer["OUT_H"], out_w=layer["OUT_W"],
-            shift=part["shift"], relu=bool(flags & field_mask("FLAGS", "RELU")), pool=pool, width=cfg.width,
-            skip=skip, skip_shift=part["skip_shift"],
+            shift=part["shift"], relu=flag("RELU"), pool=pool, width=cfg.width, skip=skip,
+            skip_shift=part["skip_shift"], unsigned_in=unsigned_in, unsigned_skip=unsigned_skip,
+            unsigned_out=unsigned_out,
         )
         self._output = np.concatenate([self._output, stream_format.output_words(out.values[0], cfg)])
         self.regs[register("CYCLES").offset] = job_cycles(cfg, layer)
