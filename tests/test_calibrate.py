@@ -109,3 +109,227 @@ def test_graph_calibration_rules(rule, bits):
     noise = np.mean((got - reference) ** 2) / np.mean(reference**2)
     assert noise < (1e-2 if bits == 8 else 1e-6)
     assert all(entry["name"] in fls for entry in program.report["layers"])
+
+
+# -- the rules, the chooser and bias correction --------------------------------------------------
+
+from radix import golden  # noqa: E402
+from radix.calibrate import (  # noqa: E402
+    CANDIDATES, _accumulate, _calibrate_pass, _fast_output, int_range, max_abs_fl, quantization_error, weight_fl,
+)
+
+
+def test_int_range_is_the_one_signedness_hook():
+    assert int_range(8) == golden.int_range(8) == (-128, 127)
+    assert int_range(16) == golden.int_range(16)
+    assert int_range(8, signed=False) == (0, 255)
+    assert max_abs_fl([1.5], 8) == 6 and max_abs_fl([1.5], 8, signed=False) == 7
+    assert max_abs_fl([-100.0, 3.0], 8) == 0 and max_abs_fl([0.0], 8) == 7
+
+
+def test_settings_options_are_validated_and_named():
+    with pytest.raises(CalibrationError, match="weight rule 'l2'"):
+        CalibrationSettings(weight_rule="l2")
+    with pytest.raises(CalibrationError, match="activation rule 'percentile'"):
+        CalibrationSettings(activation_rule="percentile")
+    with pytest.raises(CalibrationError, match="holdout"):
+        CalibrationSettings(holdout=1.0)
+    assert not CalibrationSettings().forced
+    paper = CalibrationSettings.paper()
+    assert paper.forced and paper.describe() == "per-layer l1 weights, greedy activations"
+    assert CalibrationSettings(static=True).resolved() == CalibrationSettings.paper(static=True)
+    # options the caller sets are forced into every candidate; duplicates dropped
+    partial = CalibrationSettings(activation_rule="maxabs").candidates()
+    assert {c.activation_rule for c in partial} == {"maxabs"} and len(partial) == 2 and partial[0] != partial[1]
+    assert len(CalibrationSettings().candidates()) == len(CANDIDATES)
+
+
+def test_weight_rules_on_an_outlier():
+    values = np.concatenate([np.random.default_rng(1).standard_normal(2000) * 0.05, [1.0]])
+    base = max_abs_fl(values, 8)
+    assert weight_fl(values, 8, "maxabs") == base
+    assert weight_fl(values, 8, "l1") > base  # L1 saturates the outlier to resolve the bulk
+    assert weight_fl(values, 8, "mse") in (base, base + 1)
+    mse = weight_fl(values, 8, "mse")
+    assert all(quantization_error(values, mse, 8, "mse") <= quantization_error(values, fl, 8, "mse")
+               for fl in range(base - 8, base + 9))
+
+
+class _Layer:
+    """The attributes of a FloatLayer that the arithmetic helpers read."""
+
+    def __init__(self, kind="conv", kernel=3, stride=1, padding=(1, 1, 1, 1), relu=False, pool=False):
+        self.kind, self.kernel, self.stride, self.padding, self.relu, self.pool = kind, kernel, stride, padding, relu, pool
+
+
+@pytest.mark.parametrize("width", [8, 16])
+@pytest.mark.parametrize("kernel, stride, padding, skip", [(3, 1, (1, 1, 1, 1), False), (3, 2, (0, 0, 1, 1), True),
+                                                           (1, 2, (0, 0, 0, 0), True), (5, 1, (2, 2, 2, 2), False)])
+def test_fast_accumulate_is_the_golden_models(width, kernel, stride, padding, skip):
+    rng = np.random.default_rng(kernel * 10 + stride)
+    lo, hi = int_range(width)
+    x = rng.integers(lo, hi + 1, (3, 7, 9, 8))
+    x[0] = lo  # the extremes, where float32 would round
+    w = rng.integers(lo, hi + 1, (5, 7, kernel, kernel))
+    w[0] = lo
+    b = rng.integers(-(1 << (2 * width + 10)), 1 << (2 * width + 10), 5)
+    layer = _Layer(kernel=kernel, stride=stride, padding=padding)
+    args = {}
+    h_out = golden.conv_output_size(9, kernel, stride, padding[0], padding[2])
+    w_out = golden.conv_output_size(8, kernel, stride, padding[1], padding[3])
+    shifts = rng.integers(-3, 4, 5)
+    s = (rng.integers(lo, hi + 1, (3, 5, h_out, w_out)), shifts) if skip else None
+    if skip:
+        args = {"skip": s[0], "skip_shift": shifts.reshape(1, -1, 1, 1), "width": width}
+    expected = golden.conv_accumulate(x, w, b, stride=stride, pad=padding, **args)
+    np.testing.assert_array_equal(_accumulate(layer, x, w, b, s, width), expected)
+
+
+@pytest.mark.parametrize("relu, pool", [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize("width", [8, 16])
+def test_fast_output_stage_is_the_golden_models(relu, pool, width):
+    rng = np.random.default_rng(width + relu + 2 * pool)
+    acc = rng.integers(-(1 << (2 * width + 12)), 1 << (2 * width + 12), (4, 6, 5, 7))
+    acc[0, 0] = rng.integers(-40, 40, (5, 7))  # small values: halves round up, left shifts stay in range
+    layer = _Layer(relu=relu, pool=pool)
+    for fl_w in ([3], [-2, 0, 5, 9, 30, 60]):  # per layer and per channel: shifts clamped both ways (§5)
+        for fl_out in range(-4, 24, 3):
+            expected = golden.output_stage(acc, (2 + np.asarray(fl_w) - fl_out) if len(fl_w) > 1 else 2 + fl_w[0] - fl_out,
+                                           relu=relu, pool=pool, width=width)
+            values, saturated = _fast_output(layer, acc, 2, fl_w, fl_out, width, count=True)
+            np.testing.assert_array_equal(values.astype(np.int64), expected.values)
+            assert saturated == expected.saturated
+
+
+def test_held_out_logits_of_a_pass_are_the_golden_models():
+    """The chooser scores a candidate on the held-out images with the integers the calibration
+    pass computed for them: exactly what the golden model gives for that candidate's program."""
+    torch.manual_seed(3)
+    model = _Residual().eval()
+    graph, _ = ingest(model, (2, 6, 6))
+    x = np.random.default_rng(0).uniform(-1, 1, (40, 2, 6, 6))
+    floats = graph.forward(x)
+    fit, held = np.arange(0, 40, 2), np.arange(1, 40, 2)
+    for options in CANDIDATES:
+        settings = CalibrationSettings(bits=8, **options)
+        program, logits = _calibrate_pass(graph, x, floats, settings, fit, extra=held)
+        np.testing.assert_array_equal(logits, network.logits(program, x[held]))
+        assert program.report["images"] == len(fit)
+
+
+def test_default_chooses_reports_and_is_what_forcing_its_choice_gives():
+    torch.manual_seed(3)
+    model = _Residual().eval()
+    graph, _ = ingest(model, (2, 6, 6))
+    x = np.random.default_rng(0).uniform(-1, 1, (64, 2, 6, 6)).astype(np.float32)
+    program = calibrate(graph, x)
+    report = program.report["calibration"]
+    assert report["mode"] == "chosen" and report["holdout_images"] == 16 and report["fit_images"] == 48
+    assert [c["scheme"] for c in report["candidates"]] == [s.describe() for s in CalibrationSettings().candidates()]
+    assert [c["chosen"] for c in report["candidates"]].count(True) == 1
+    chosen = next(c for c in report["candidates"] if c["chosen"])
+    assert chosen["scheme"] == report["chosen"] and report["reason"]
+    for c in report["candidates"]:
+        assert set(c) >= {"scheme", "settings", "holdout_agreement", "holdout_agree_images", "holdout_logit_sqnr_db",
+                          "seconds", "chosen"}
+    forced = calibrate(graph, x, CalibrationSettings(bits=8, **chosen["settings"]))
+    assert forced.report["calibration"]["mode"] == "forced"
+    assert forced.report["calibration"]["chosen"] == report["chosen"]
+    for a, b in zip(program.layers, forced.layers):
+        assert (a.fl_in, a.fl_w, a.fl_out) == (b.fl_in, b.fl_w, b.fl_out)
+        np.testing.assert_array_equal(a.weights, b.weights)
+        np.testing.assert_array_equal(a.bias, b.bias)
+
+
+def test_explicit_options_force_the_scheme(lenet):
+    graph, x_train, *_ = lenet
+    paper = calibrate(graph, x_train[:100], CalibrationSettings.paper())
+    report = paper.report["calibration"]
+    assert report["mode"] == "forced" and [c["scheme"] for c in report["candidates"]] == [report["chosen"]]
+    assert report["chosen"] == "per-layer l1 weights, greedy activations"
+    assert all(len(layer.fl_w) == 1 for layer in paper.layers)
+    per_channel = calibrate(graph, x_train[:100], CalibrationSettings(per_channel=True, weight_rule="maxabs",
+                                                                      activation_rule="maxabs", bias_correction=False))
+    assert len(per_channel.layers[0].fl_w) == 6
+    assert per_channel.report["settings"]["activation_rule"] == "maxabs"
+    partly = calibrate(graph, x_train[:100], CalibrationSettings(per_channel=False))
+    assert {c["settings"]["per_channel"] for c in partly.report["calibration"]["candidates"]} == {False}
+    assert all(len(layer.fl_w) == 1 for layer in partly.layers)
+
+
+class _SpreadRows(torch.nn.Module):
+    """Two logits read one input each with weight 1; two read all 64 inputs with weights of 0.05
+    and random signs. Their float logits have the same spread, so each wins about as often. With
+    4-bit weights one fl per layer follows the weights of 1 and rounds every 0.05 to zero: those
+    two logits go constant. One fl per output channel keeps them."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(64, 4)
+        signs = torch.from_numpy(np.random.default_rng(7).choice([-1.0, 1.0], (2, 64))).float()
+        with torch.no_grad():
+            self.fc.weight.zero_()
+            self.fc.weight[0, 0] = 1.0
+            self.fc.weight[2, 1] = 1.0
+            self.fc.weight[1] = 0.05 * signs[0]
+            self.fc.weight[3] = 0.05 * signs[1]
+            self.fc.bias.copy_(torch.tensor([-0.5, -0.05 * 0.5 * float(signs[0].sum()), -0.5,
+                                             -0.05 * 0.5 * float(signs[1].sum())]))
+
+    def forward(self, x):
+        return self.fc(torch.flatten(x, 1))
+
+
+def test_chooser_picks_the_better_scheme_on_a_constructed_case():
+    model = _SpreadRows().eval()
+    graph, _ = ingest(model, (1, 8, 8))
+    x = np.random.default_rng(0).uniform(0, 1, (400, 1, 8, 8))
+    # only the weight granularity left open: two candidates, per channel and per layer
+    settings = CalibrationSettings(bits=8, weight_bits={"fc": 4}, weight_rule="mse", activation_rule="mse",
+                                   bias_correction=False)
+    assert [c.per_channel for c in settings.candidates()] == [True, False]
+    program = calibrate(graph, x, settings)
+    candidates = {c["settings"]["per_channel"]: c for c in program.report["calibration"]["candidates"]}
+    assert candidates[True]["chosen"] and not candidates[False]["chosen"]
+    assert candidates[True]["holdout_agreement"] > candidates[False]["holdout_agreement"] + 0.2
+    assert len(program.layers[0].fl_w) == 4
+    x_test = np.random.default_rng(1).uniform(0, 1, (400, 1, 8, 8))
+    with torch.no_grad():
+        float_top1 = model(torch.from_numpy(x_test).float()).argmax(1).numpy()
+    assert accuracy(program, x_test, float_top1) > 0.9
+
+
+def test_bias_correction_removes_the_mean_output_error():
+    """Positive inputs and 4-bit weights: weight rounding leaves a systematic error in every
+    output's mean, which bias correction removes (measured on images it was not calibrated on)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 6)).eval()
+    graph, _ = ingest(model, (3, 4, 4))
+    rng = np.random.default_rng(2)
+    x, x_test = rng.uniform(0, 1, (300, 3, 4, 4)), rng.uniform(0, 1, (300, 3, 4, 4))
+    with torch.no_grad():
+        reference = model(torch.from_numpy(x_test).float()).double().numpy()
+
+    def mean_error(bias_correction):
+        settings = CalibrationSettings(bits=8, weight_bits={"fc": 4}, per_channel=False, weight_rule="mse",
+                                       activation_rule="mse", bias_correction=bias_correction)
+        program = calibrate(graph, x, settings)
+        out = np.ldexp(network.logits(program, x_test).astype(np.float64), -program.output_fl)
+        return np.abs(np.mean(out - reference, axis=0)), program
+
+    without, _ = mean_error(False)
+    with_correction, program = mean_error(True)
+    assert with_correction.mean() < 0.25 * without.mean()
+    assert program.layers[0].stats["bias_correction_max_abs"] > 0
+
+
+def test_progress_is_called_once_per_layer_per_pass():
+    from radix.calibrate import calibration_passes
+
+    torch.manual_seed(3)
+    graph, _ = ingest(_Residual().eval(), (2, 6, 6))
+    x = np.random.default_rng(0).uniform(-1, 1, (16, 2, 6, 6))
+    for settings in (CalibrationSettings(), CalibrationSettings.paper(), CalibrationSettings(activation_rule="maxabs")):
+        calls = []
+        calibrate(graph, x, settings, progress=calls.append)
+        assert len(calls) == calibration_passes(settings) * len(graph.layers)
