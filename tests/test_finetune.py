@@ -56,13 +56,14 @@ def _trained_like(model, seed):
 
 
 @pytest.mark.parametrize("factory", [chain, Residual, Concat])
-@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("scheme", [{"per_channel": False}, {"per_channel": True}, {"bias_correction": True},
+                                    {"activation_rule": "maxabs"}])
 @pytest.mark.parametrize("bits", [8, 16])
-def test_forward_is_the_golden_model_exactly(factory, per_channel, bits):
+def test_forward_is_the_golden_model_exactly(factory, scheme, bits):
     model = _trained_like(factory(), seed=bits)
     x = np.random.default_rng(bits).normal(size=(12, 3, 8, 8)).astype(np.float32)
     graph, _ = ingest(model, (3, 8, 8))
-    program = calibrate(graph, x, CalibrationSettings(bits=bits, per_channel=per_channel))
+    program = calibrate(graph, x, CalibrationSettings.paper(bits=bits, **scheme))
     expected = {result.name: result.values for result in network.run(program, network.quantize_input(program, x))}
     with torch.no_grad():
         got = EngineArithmetic(graph, program)(x)
@@ -76,7 +77,7 @@ def test_finetune_lowers_the_integer_networks_loss_and_keeps_fixed_layers():
 
     x, y = load_split("digits", "train")
     graph, _ = ingest(load_builtin("digitsnet"), (1, 8, 8))
-    settings = CalibrationSettings(bits=8, weight_bits={"conv": 4, "fc": 4})
+    settings = CalibrationSettings.paper(bits=8, weight_bits={"conv": 4, "fc": 4})
     program = calibrate(graph, x, settings)
     trained, report = finetune(graph, program, x, y, FinetuneSettings(epochs=2, lr=3e-4))
     assert report["loss_last_epoch"] < report["loss_first_epoch"]
@@ -97,7 +98,7 @@ def test_settings_and_labels_are_checked():
     model = _trained_like(chain(), seed=0)
     x = np.random.default_rng(0).normal(size=(4, 3, 8, 8)).astype(np.float32)
     graph, _ = ingest(model, (3, 8, 8))
-    program = calibrate(graph, x, CalibrationSettings(bits=8))
+    program = calibrate(graph, x, CalibrationSettings.paper(bits=8))
     with pytest.raises(FinetuneError, match="labels outside the model's 5 classes"):
         finetune(graph, program, x, np.array([0, 1, 2, 7]), FinetuneSettings(epochs=1))
 

@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .arguments import BUILT_IN_MODELS, DATA_CHOICES, positive_float, positive_int
+from .arguments import BUILT_IN_MODELS, DATA_CHOICES, open_fraction, positive_float, positive_int
 from .console import progress, table
+from .evaluate import TASKS
+from .schemes import ACTIVATION_RULES, WEIGHT_RULES
 from .driver import DriverError
 
 # exit codes (README "Exit codes"); 130 is the shell's own status for a command ended by Ctrl-C
@@ -185,16 +187,35 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("check", cmd_check, "list every module of MODEL as supported by the engine or not")
     _model_args(p)
-    p.add_argument("--input-shape", help="C,H,W of one image (default: the built-in model's, or from --data)")
+    p.add_argument("--input-shape", help="C,H,W of one image, or F of a vector input (default: the built-in model's, "
+                   "or from --data)")
     p.add_argument("--data", help="a data set name or .npz whose images give the input shape")
 
     p = command("calibrate", cmd_calibrate, "choose per-layer fractional lengths and write a program")
     _model_args(p)
     p.add_argument("--data", required=True, help=f"calibration data: {DATA_CHOICES} (a named set's training split)")
     p.add_argument("--bits", type=int, choices=(8, 16), default=8, help="engine data width (default 8)")
-    p.add_argument("--activations", choices=("greedy", "maxabs"), default="greedy",
-                   help="activation fl rule: the paper's greedy search (default) or Ristretto's max-abs")
-    p.add_argument("--per-channel", action="store_true", help="one weight fl per output channel")
+    scheme = p.add_argument_group("scheme (every option left out is chosen on held-out calibration images; "
+                                  "the comparison is printed)")
+    scheme.add_argument("--activations", choices=ACTIVATION_RULES, default=None,
+                        help="activation fl rule: greedy (the paper's L1 search of the layer's exact output), mse "
+                             "(the same search, squared error), maxabs (Ristretto's)")
+    per_channel = scheme.add_mutually_exclusive_group()
+    per_channel.add_argument("--per-channel", dest="per_channel", action="store_const", const=True, default=None,
+                             help="one weight fl per output channel")
+    per_channel.add_argument("--per-layer", dest="per_channel", action="store_const", const=False,
+                             help="one weight fl per layer")
+    scheme.add_argument("--weight-rule", choices=WEIGHT_RULES, default=None,
+                        help="weight fl rule: l1 (the paper's; may saturate the largest weights), mse, maxabs "
+                             "(nothing saturates)")
+    scheme.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=None,
+                        help="shift each output channel's float bias by the mean error of its quantized output over "
+                             "the calibration images")
+    scheme.add_argument("--paper", action="store_true",
+                        help="the paper's scheme (the default before radix chose): --per-layer --weight-rule l1 "
+                             "--activations greedy --no-bias-correction; other scheme options override it")
+    scheme.add_argument("--holdout", type=open_fraction, default=0.25, metavar="FRACTION",
+                        help="share of the calibration images held out to choose the scheme (default 0.25)")
     p.add_argument("--static", action="store_true", help="one fl for all weights and one for all activations")
     p.add_argument("--weight-bits", action="append", default=[], metavar="SELECTOR=BITS",
                    help="weight bit width for 'fc', 'conv' or a layer/module name, e.g. fc=4 (repeatable)")
@@ -216,6 +237,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("reference",), default="reference")
     p.add_argument("--data", required=True, help=f"{DATA_CHOICES} (a named set's test split)")
     p.add_argument("--images", type=positive_int, help=SUBSET_HELP.format(what="test images"))
+    p.add_argument("--task", choices=("auto",) + TASKS, default="auto",
+                   help="classify: top-1; reconstruct (autoencoders): per-sample error, output SQNR and the errors' "
+                        "rank correlation against the float model (AUC with labels 0/1); auto (default): "
+                        "reconstruct when the output has the input's shape")
 
     p = command("run", cmd_run, "run a program image by image on an engine backend, checked against the reference")
     p.add_argument("program", help="a .radix program")
@@ -298,17 +323,19 @@ def _model_args(p):
     p.add_argument("--weights", help="state_dict to load (default: the built-in model's)")
 
 
-def _parse_shape(text: str) -> tuple[int, int, int]:
+def _parse_shape(text: str) -> tuple[int, ...]:
+    """``C,H,W`` of an image, or ``F`` of a vector input (MLPs, autoencoders)."""
     try:
         shape = tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise CliError(f"--input-shape {text!r}: expected C,H,W") from None
-    if len(shape) != 3 or min(shape) < 1:
-        raise CliError(f"--input-shape {text!r}: expected three positive integers C,H,W")
+        raise CliError(f"--input-shape {text!r}: expected C,H,W (an image) or F (a vector)") from None
+    if len(shape) not in (1, 3) or min(shape) < 1:
+        raise CliError(f"--input-shape {text!r}: expected three positive integers C,H,W (an image) or one, F "
+                       "(a vector)")
     return shape
 
 
-def _input_shape(args, resolved) -> tuple[int, int, int]:
+def _input_shape(args, resolved) -> tuple[int, ...]:
     from .datasets import load_split
 
     if getattr(args, "input_shape", None):
@@ -318,7 +345,7 @@ def _input_shape(args, resolved) -> tuple[int, int, int]:
     if args.data:
         x, _ = load_split(args.data, "test")
         return tuple(int(s) for s in x.shape[1:])
-    raise CliError(f"model {args.model}: give --input-shape C,H,W or --data to know the input shape")
+    raise CliError(f"model {args.model}: give --input-shape C,H,W (or F) or --data to know the input shape")
 
 
 def _ingest_data_shape(args, resolved, shape):
@@ -382,14 +409,19 @@ def _weight_bits(entries: list[str]) -> dict:
 
 
 def cmd_calibrate(args) -> dict:
-    from .calibrate import CalibrationSettings, calibrate
+    from .calibrate import CalibrationSettings, calibrate, calibration_passes
     from .data_checks import calibration_warnings, fingerprint
-    from .evaluate import data_source, float_accuracy, load_checked
+    from .evaluate import data_source, float_accuracy, infer_task, load_checked
     from .modelspec import resolve
     from .program import check_writable
 
-    settings = CalibrationSettings(bits=args.bits, activation_rule=args.activations, per_channel=args.per_channel,
-                                   static=args.static, weight_bits=_weight_bits(args.weight_bits))
+    options = {"activation_rule": args.activations, "per_channel": args.per_channel, "weight_rule": args.weight_rule,
+               "bias_correction": args.bias_correction}
+    forced = {name: value for name, value in options.items() if value is not None}
+    common = {"bits": args.bits, "static": args.static, "weight_bits": _weight_bits(args.weight_bits),
+              "holdout": args.holdout}
+    settings = (CalibrationSettings.paper(**forced, **common) if args.paper
+                else CalibrationSettings(**options, **common))
     check_writable(args.output)  # before the long work, not after it
     if args.report:
         from .report_plots import check_plot_dir
@@ -400,7 +432,8 @@ def cmd_calibrate(args) -> dict:
     graph, _ = _ingest_data_shape(args, resolved, resolved.input_shape or tuple(x.shape[1:]))
     warnings += calibration_warnings(x, y, source=data_source(args.data, "train"), layers=len(graph.layers))
     start = time.perf_counter()
-    bar = progress(range(len(graph.layers)), desc="calibrating", total=len(graph.layers), enabled=not args.json)
+    steps = calibration_passes(settings) * len(graph.layers)
+    bar = progress(range(steps), desc="calibrating", total=steps, enabled=not args.json)
     ticker = iter(bar)
     program = calibrate(graph, x, settings, progress=lambda _name: next(ticker, None))
     finetuned = None
@@ -410,11 +443,13 @@ def cmd_calibrate(args) -> dict:
         epochs = progress(range(args.finetune), desc="fine-tuning", total=args.finetune, enabled=not args.json)
         ticks = iter(epochs)
         graph, finetuned = finetune(graph, program, x, y, FinetuneSettings(epochs=args.finetune, lr=args.finetune_lr),
-                                    progress=lambda _epoch: next(ticks, None))
+                                    task=infer_task(program)[0], progress=lambda _epoch: next(ticks, None))
         program = calibrate(graph, x, settings)
         program.report["finetune"] = finetuned
     seconds = time.perf_counter() - start
-    x_test, y_test, test_warnings = load_checked(args.data, "test", classes=int(np.prod(graph.layers[-1].out_shape)))
+    classify = infer_task(program)[0] == "classify"
+    x_test, y_test, test_warnings = load_checked(args.data, "test",
+                                                 classes=int(np.prod(graph.layers[-1].out_shape)) if classify else None)
     program.source = {
         **resolved.provenance(),
         "dataset": args.data,
@@ -422,19 +457,21 @@ def cmd_calibrate(args) -> dict:
         **({"finetune_epochs": args.finetune} if args.finetune else {}),
         # the float model's accuracy, measured once here so that eval compares against a fixed number
         "float_accuracy": {"data": args.data, "images": int(len(x_test)), "sha256": fingerprint(x_test, y_test),
-                           "top1": float_accuracy(resolved.module, x_test, y_test)},
+                           "top1": float_accuracy(resolved.module, x_test, y_test)} if classify else None,
         "radix_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     program.report["seconds"] = round(seconds, 3)
     program.weight_storage = "compressed" if args.compressed_weights else "dense"
     program.save(args.output)
-    text = _report_table(program)
+    text = _report_table(program) + "\n\n" + _scheme_text(program.report.get("calibration", {}))
     if finetuned:
         text += (f"\n\nfine-tuned {finetuned['epochs']} epochs through the engine's arithmetic: loss "
-                 f"{finetuned['loss_first_epoch']:.4f} -> {finetuned['loss_last_epoch']:.4f}, training top-1 "
-                 f"{100 * finetuned['train_top1_before']:.2f}% -> {100 * finetuned['train_top1_after']:.2f}% "
-                 "(then calibrated again)")
+                 f"{finetuned['loss_first_epoch']:.4g} -> {finetuned['loss_last_epoch']:.4g}")
+        if "train_top1_before" in finetuned:
+            text += (f", training top-1 {100 * finetuned['train_top1_before']:.2f}% -> "
+                     f"{100 * finetuned['train_top1_after']:.2f}%")
+        text += " (then calibrated again)"
     text += f"\n\nwrote {args.output} ({len(program.layers)} layers, {seconds:.1f} s)"
     if args.report:
         from .report_plots import write_plots
@@ -444,6 +481,20 @@ def cmd_calibrate(args) -> dict:
         text += f"\nwrote {len(plots)} plots to {args.report}"
     return {"text": text, "json": {"output": args.output, "seconds": seconds, **program.report},
             "warnings": resolved.warnings + warnings + [w for w in test_warnings if w not in warnings]}
+
+
+def _scheme_text(calibration: dict) -> str:
+    """The schemes calibration tried, their held-out scores and the one it chose, and why."""
+    if calibration.get("mode") != "chosen":
+        return f"scheme: {calibration.get('chosen', '?')} (forced by the options)"
+    rows = [["*" if c["chosen"] else "", c["scheme"], f"{100 * c['holdout_agreement']:.2f}%",
+             c["holdout_logit_sqnr_db"], f"{c['seconds']:.1f}"] for c in calibration["candidates"]]
+    held = (f"{calibration['holdout_images']} held-out images" if calibration["held_out"]
+            else f"the {calibration['holdout_images']} calibration images (too few to hold any out)")
+    return "\n".join([
+        f"schemes tried on {held} (fitted on {calibration['fit_images']}):",
+        table(["", "scheme", "top-1 agreement with float", "logit SQNR dB", "s"], rows),
+        f"chosen: {calibration['chosen']} ({calibration['reason']})"])
 
 
 def _fmt_fl(values: list[int]) -> str:
@@ -480,22 +531,23 @@ def _load_program(path: str):
 
 
 def cmd_eval(args) -> dict:
-    from .evaluate import load_checked, output_classes, program_accuracy, source_float_accuracy
+    from .evaluate import infer_task, load_checked, output_classes
 
     program = _load_program(args.program)
-    x, y, warnings = load_checked(args.data, "test", images=args.images, classes=output_classes(program))
+    task, why = infer_task(program)
+    if args.task != "auto":
+        task, why = args.task, "--task"
+    x, y, warnings = load_checked(args.data, "test", images=args.images,
+                                  classes=output_classes(program) if task == "classify" else None)
 
     def bar(items):
         return progress(items, desc="eval", total=len(items), enabled=not args.json)
 
-    accuracy, saturated, clipped_far = program_accuracy(program, x, y, progress=bar)
-    float_acc, float_source = source_float_accuracy(program, x, y)
+    evaluated = (_eval_classify if task == "classify" else _eval_reconstruct)(program, x, y, bar)
     result = {"program": args.program, "backend": args.backend, "data": args.data, "images": int(len(x)),
-              "accuracy": accuracy, "float_accuracy": float_acc, "float_accuracy_source": float_source,
-              "input_saturated": saturated, "input_clipped_beyond_one_step": clipped_far,
-              "input_elements": int(x.size)}
-    text = f"{len(x)} images from {args.data}: fixed point ({program.width}-bit) top-1 {100 * accuracy:.2f}%"
-    text += f", float {100 * float_acc:.2f}% ({float_source})" if float_acc is not None else f" (no float: {float_source})"
+              "task": task, "task_reason": why, **evaluated["json"]}
+    text = f"{len(x)} images from {args.data}: {evaluated['text']}"
+    saturated, clipped_far = result["input_saturated"], result["input_clipped_beyond_one_step"]
     if clipped_far:
         warnings.append(f"{saturated} of {x.size} input values saturated at the input fl {program.input_fl}, "
                         f"{clipped_far} of them by more than one step (2^-{program.input_fl})")
@@ -503,6 +555,46 @@ def cmd_eval(args) -> dict:
         text += (f"\n{saturated} of {x.size} input values saturated at the input fl {program.input_fl}, "
                  "each by at most one step (calibration's choice: it costs no more than rounding)")
     return {"text": text, "json": result, "warnings": warnings}
+
+
+def _input_counts(x, saturated: int, clipped_far: int) -> dict:
+    return {"input_saturated": saturated, "input_clipped_beyond_one_step": clipped_far, "input_elements": int(x.size)}
+
+
+def _eval_classify(program, x, y, bar) -> dict:
+    from .evaluate import program_accuracy, source_float_accuracy
+
+    accuracy, saturated, clipped_far = program_accuracy(program, x, y, progress=bar)
+    float_acc, float_source = source_float_accuracy(program, x, y)
+    text = f"fixed point ({program.width}-bit) top-1 {100 * accuracy:.2f}%"
+    text += f", float {100 * float_acc:.2f}% ({float_source})" if float_acc is not None else f" (no float: {float_source})"
+    return {"text": text, "json": {"accuracy": accuracy, "float_accuracy": float_acc,
+                                   "float_accuracy_source": float_source, **_input_counts(x, saturated, clipped_far)}}
+
+
+def _eval_reconstruct(program, x, y, bar) -> dict:
+    from .evaluate import float_outputs, program_outputs, reconstruction_report, source_model
+
+    if int(np.prod(program.layers[-1].out_shape)) != int(np.prod(x.shape[1:])):
+        raise CliError(f"--task reconstruct: the program's output {tuple(program.layers[-1].out_shape)} does not "
+                       f"have the input's {int(np.prod(x.shape[1:]))} values")
+    outputs, saturated, clipped_far = program_outputs(program, x, progress=bar)
+    module, reason = source_model(program)
+    report = reconstruction_report(program, x, y, outputs, float_outputs(module, x) if module is not None else None)
+    text = f"reconstruction ({program.width}-bit): mean squared error {report['mean_error']:.6g}"
+    if module is None:
+        text += f" (no float: {reason})"
+    else:
+        correlation = report["error_rank_correlation"]
+        text += (f", float {report['float_mean_error']:.6g} (measured now); output SQNR "
+                 f"{report['output_sqnr_db']:.2f} dB against the float model; per-sample errors' rank correlation "
+                 f"with float {'undefined (constant errors)' if correlation is None else f'{correlation:.4f}'}")
+    if "auc" in report:
+        text += f"; AUC (labels 0/1 as normal/anomalous) {report['auc']:.4f}"
+        if "float_auc" in report:
+            text += f", float {report['float_auc']:.4f}"
+    return {"text": text, "json": {**report, "float_source": "measured now" if module is not None else reason,
+                                   **_input_counts(x, saturated, clipped_far)}}
 
 
 def _on_backend(args, function: str, kwargs: dict, width: int, *, total: int, desc: str) -> dict:

@@ -34,9 +34,10 @@ numpy 1.21). The named sets read their pixels from host packages, imported lazil
 ``all`` returns every image of a named set in the package's original order. Labels ``y``
 are int64 class indices 0..9.
 
-A path ending in ``.npz`` names a file with arrays ``x`` (N, C, H, W) and ``y`` (N,
-integer labels); its whole content is returned whatever the split, ``x`` as float32 and
-``y`` as int64, with no further normalisation.
+A path ending in ``.npz`` names a file with arrays ``x`` (N, C, H, W) images, or (N, F) vectors
+for models whose input is a vector (MLPs, autoencoders), and ``y`` (N, integer labels); its
+whole content is returned whatever the split, ``x`` as float32 and ``y`` as int64, with no
+further normalisation.
 """
 
 import functools
@@ -171,8 +172,9 @@ def _load_npz(path):
     if missing:
         raise DatasetError(f"{path}: missing array(s) {', '.join(missing)}")
     x, y = arrays["x"], arrays["y"]
-    if x.ndim != 4:
-        raise DatasetError(f"{path}: x must have 4 dimensions (N, C, H, W), got shape {x.shape}")
+    if x.ndim not in (2, 4):
+        raise DatasetError(f"{path}: x must have 4 dimensions (N, C, H, W) for images or 2 (N, F) for vectors, "
+                           f"got shape {x.shape}")
     if y.ndim != 1:
         raise DatasetError(f"{path}: y must have 1 dimension (N,), got shape {y.shape}")
     if len(x) != len(y):

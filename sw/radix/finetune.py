@@ -2,7 +2,7 @@
 
 ``radix calibrate --finetune N`` calibrates as usual, then trains the float (BatchNorm-folded)
 weights and biases of the model's own Conv2d/Linear layers for ``N`` epochs on the labelled
-calibration images, with every forward pass computing exactly what the engine computes
+calibration images (an autoencoder's on its inputs), with every forward pass computing exactly what the engine computes
 (docs/arithmetic.md): the input, weights and biases quantized with round half up and saturation
 (§2, §4), exact integer accumulation (§3), the residual add's aligned skip (§9), the data shift,
 ReLU, saturation (§5) and max pooling (§6). The rounding steps pass gradients straight through
@@ -79,8 +79,11 @@ class EngineArithmetic(torch.nn.Module):
         for layer in graph.engine_layers():
             key = _key(layer.name)
             train = trainable(layer)
+            # with bias correction the program quantized the float bias plus its correction
+            bias = np.asarray(layer.bias, dtype=np.float64) + np.asarray(
+                self.layers[layer.name].stats.get("bias_correction", 0.0))
             self.weights[key] = torch.nn.Parameter(torch.tensor(layer.weight, dtype=torch.float64), requires_grad=train)
-            self.biases[key] = torch.nn.Parameter(torch.tensor(layer.bias, dtype=torch.float64), requires_grad=train)
+            self.biases[key] = torch.nn.Parameter(torch.tensor(bias), requires_grad=train)
 
     @property
     def logits_scale(self) -> float:
@@ -129,20 +132,26 @@ class EngineArithmetic(torch.nn.Module):
         return F.max_pool2d(y, 2) if fixed.pool else y
 
 
-def finetune(graph: FloatGraph, program: Program, x, y, settings: FinetuneSettings, *,
+def finetune(graph: FloatGraph, program: Program, x, y, settings: FinetuneSettings, *, task: str = "classify",
              progress=None) -> tuple[FloatGraph, dict]:
-    """Train ``graph``'s float weights through ``program``'s arithmetic on labelled images.
+    """Train ``graph``'s float weights through ``program``'s arithmetic.
 
+    ``task`` ``"classify"`` minimises the cross-entropy of the logits against the labels ``y``;
+    ``"reconstruct"`` (autoencoders) the mean squared error of the output against the input.
     Returns the graph with the trained weights (calibrate it again to get the program) and a
-    report: epochs, the mean loss of the first and last epoch and the training top-1 of the
-    integer network before and after. ``progress(epoch)`` is called after each epoch.
+    report: epochs, the mean loss of the first and last epoch and, when classifying, the training
+    top-1 of the integer network before and after. ``progress(epoch)`` is called after each epoch.
     """
-    if y is None or len(y) != len(x):
-        raise FinetuneError("--finetune needs labelled calibration images (an .npz with y, or a named data set)")
-    classes = int(np.prod(program.layers[-1].out_shape))
-    labels = torch.as_tensor(np.asarray(y), dtype=torch.int64)
-    if int(labels.min()) < 0 or int(labels.max()) >= classes:
-        raise FinetuneError(f"--finetune: labels outside the model's {classes} classes")
+    if task not in ("classify", "reconstruct"):
+        raise FinetuneError(f"unknown fine-tuning task {task!r}")
+    classify = task == "classify"
+    if classify:
+        if y is None or len(y) != len(x):
+            raise FinetuneError("--finetune needs labelled calibration images (an .npz with y, or a named data set)")
+        classes = int(np.prod(program.layers[-1].out_shape))
+        labels = torch.as_tensor(np.asarray(y), dtype=torch.int64)
+        if int(labels.min()) < 0 or int(labels.max()) >= classes:
+            raise FinetuneError(f"--finetune: labels outside the model's {classes} classes")
     model = EngineArithmetic(graph, program)
     parameters = [p for p in model.parameters() if p.requires_grad]
     if not parameters:
@@ -150,15 +159,18 @@ def finetune(graph: FloatGraph, program: Program, x, y, settings: FinetuneSettin
     optimizer = torch.optim.Adam(parameters, lr=settings.lr)
     generator = torch.Generator().manual_seed(settings.seed)
     images = torch.as_tensor(np.asarray(x), dtype=torch.float64)
-    before = _top1(model, images, labels)
+    before = _top1(model, images, labels) if classify else None
     losses = []
     for epoch in range(settings.epochs):
         order = torch.randperm(len(images), generator=generator)
         total = 0.0
         for start in range(0, len(images), settings.batch_size):
             batch = order[start : start + settings.batch_size]
-            logits = model(images[batch])[program.layers[-1].name].reshape(len(batch), -1) * model.logits_scale
-            loss = F.cross_entropy(logits, labels[batch])
+            out = model(images[batch])[program.layers[-1].name].reshape(len(batch), -1) * model.logits_scale
+            if classify:
+                loss = F.cross_entropy(out, labels[batch])
+            else:
+                loss = F.mse_loss(out, images[batch].reshape(len(batch), -1))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -167,9 +179,10 @@ def finetune(graph: FloatGraph, program: Program, x, y, settings: FinetuneSettin
         if progress:
             progress(epoch + 1)
     trained = FloatGraph(graph.input_shape, [_with_weights(layer, model) for layer in graph.layers])
-    report = {"epochs": settings.epochs, "lr": settings.lr, "loss_first_epoch": losses[0],
-              "loss_last_epoch": losses[-1], "train_top1_before": before,
-              "train_top1_after": _top1(model, images, labels)}
+    report = {"epochs": settings.epochs, "lr": settings.lr, "task": task, "loss_first_epoch": losses[0],
+              "loss_last_epoch": losses[-1]}
+    if classify:
+        report.update(train_top1_before=before, train_top1_after=_top1(model, images, labels))
     return trained, report
 
 

@@ -197,7 +197,7 @@ def write_plots(graph: FloatGraph, program: Program, x_calib, out_dir, *, x_test
 
 
 def _check(graph: FloatGraph, program: Program, x) -> None:
-    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(program.input_shape) or not len(x):
+    if tuple(x.shape[1:]) != tuple(program.input_shape) or not len(x):
         shape = ", ".join(map(str, program.input_shape))
         raise PlotError(f"images of shape {x.shape}: the program's input is (N, {shape}), N > 0")
     names = {layer.name for layer in graph.layers}
