@@ -31,7 +31,7 @@ demo: $(STAMP)
 	$(BIN)/radix run $(BUILD)/lenet5-8.radix --backend reference --data mnist5k --images $(DEMO_IMAGES)
 	$(BIN)/radix run $(BUILD)/lenet5-8.radix --backend sim --data mnist5k --images $(DEMO_IMAGES)
 	$(BIN)/radix check resnet8
-	$(BIN)/radix calibrate resnet8 --data mnist32rgb --bits 8 --per-channel --activations maxabs --images 1000 -o $(BUILD)/resnet8-8.radix
+	$(BIN)/radix calibrate resnet8 --data mnist32rgb --bits 8 --images 1000 -o $(BUILD)/resnet8-8.radix
 	$(BIN)/radix eval $(BUILD)/resnet8-8.radix --data mnist32rgb
 	$(BIN)/radix run $(BUILD)/resnet8-8.radix --backend sim --data mnist32rgb --images $(DEMO_RESNET_IMAGES)
 

@@ -57,13 +57,17 @@ def _trained_like(model, seed):
 
 @pytest.mark.parametrize("factory", [chain, Residual, Concat])
 @pytest.mark.parametrize("scheme", [{"per_channel": False}, {"per_channel": True}, {"bias_correction": True},
-                                    {"activation_rule": "maxabs"}])
+                                    {"activation_rule": "maxabs"}, {"unsigned": False}])
 @pytest.mark.parametrize("bits", [8, 16])
-def test_forward_is_the_golden_model_exactly(factory, scheme, bits):
+@pytest.mark.parametrize("positive", [False, True])
+def test_forward_is_the_golden_model_exactly(factory, scheme, bits, positive):
     model = _trained_like(factory(), seed=bits)
     x = np.random.default_rng(bits).normal(size=(12, 3, 8, 8)).astype(np.float32)
+    if positive:  # non-negative images: an unsigned network input
+        x = np.abs(x)
     graph, _ = ingest(model, (3, 8, 8))
     program = calibrate(graph, x, CalibrationSettings.paper(bits=bits, **scheme))
+    assert program.input_unsigned == (positive and scheme.get("unsigned", True))
     expected = {result.name: result.values for result in network.run(program, network.quantize_input(program, x))}
     with torch.no_grad():
         got = EngineArithmetic(graph, program)(x)

@@ -64,8 +64,16 @@ layers are calibrated in the program's order: a tensor read by several layers ha
 residual add's output is the fl_out of the layer it is fused into (§9), and the tensors joined by a
 concatenation share one fl chosen by the max-abs rule over all of them (§11).
 
-Signedness: every tensor here is signed. :func:`int_range` is the one place that says which
-integers a tensor of ``bits`` bits holds, signed or not; the fl rules and error measures ask it.
+**Signedness** (docs/arithmetic.md §1): a tensor known to be non-negative is stored unsigned,
+``0 .. 2^W - 1``, which gives it one more bit of range at every fl: the network input when every
+calibration image is non-negative, and the output of every layer with a fused ReLU; a
+concatenation's tensors only when all of them are (§11). An unsigned tensor's readers must allow
+it: a layer reading it as its main input needs ``K`` within the unsigned input's limit (§3),
+else the tensor stays signed. Unsigned never loses against signed for a non-negative tensor (the
+same steps, twice the range), so it is not a scheme to choose but the default; ``unsigned=False``
+(``radix calibrate --signed``) keeps every tensor signed. Not under ``static`` (the paper's
+baseline). :func:`int_range` is the one place that says which integers a tensor of ``bits`` bits
+holds, signed or not; the fl rules and error measures ask it.
 """
 
 from __future__ import annotations
@@ -109,6 +117,8 @@ class CalibrationSettings:
     ``weight_bits`` maps a selector to a weight bit width for matching layers: ``"fc"`` or
     ``"conv"`` (every layer of that kind) or a layer/module name (e.g. ``"classifier.1"``).
     ``holdout`` is the share of the calibration images held out to judge the candidate schemes.
+    ``unsigned`` stores every tensor known to be non-negative unsigned where the contract allows
+    (module docstring); False keeps every tensor signed (an engine before version 4, a baseline).
     """
 
     bits: int = 8
@@ -119,6 +129,7 @@ class CalibrationSettings:
     static: bool = False
     weight_bits: dict = field(default_factory=dict)
     holdout: float = 0.25
+    unsigned: bool = True
 
     def __post_init__(self):
         golden.check_width(self.bits)
@@ -388,8 +399,9 @@ def _calibrate_pass(graph: FloatGraph, x_all, floats: dict, settings: Calibratio
         return floats[name] if rows is None else floats[name][rows]
 
     x_calib = x_all if rows is None else x_all[rows]
+    unsigned = unsigned_tensors(graph, x_all, settings)
     wanted = list(floats) if settings.static else _concat_members(graph)
-    fixed = _fixed_fls(graph, {name: float_of(name)[:n_fit] for name in wanted}, settings, width)
+    fixed = _fixed_fls(graph, {name: float_of(name)[:n_fit] for name in wanted}, settings, width, unsigned)
     static_weight_fl = None
     if settings.static:
         static_weight_fl = weight_fl(np.concatenate([l.weight.ravel() for l in graph.engine_layers()]), width,
@@ -397,9 +409,9 @@ def _calibrate_pass(graph: FloatGraph, x_all, floats: dict, settings: Calibratio
     if INPUT in fixed:
         input_fl = fixed[INPUT]
     else:
-        input_fl = _input_fl(x_calib[:n_fit], settings.activation_rule, width)
+        input_fl = _input_fl(x_calib[:n_fit], settings.activation_rule, width, signed=INPUT not in unsigned)
     fls = {INPUT: int(input_fl)}
-    quantized = {INPUT: golden.quantize(x_calib, input_fl, width)}
+    quantized = {INPUT: golden.quantize(x_calib, input_fl, width, unsigned=INPUT in unsigned)}
     remaining = {name: len(readers) for name, readers in graph.consumers().items()}
     report_layers = []
     program_layers = []
@@ -416,7 +428,8 @@ def _calibrate_pass(graph: FloatGraph, x_all, floats: dict, settings: Calibratio
             float_inputs = [float_of(name)[:n_fit] for name in layer.inputs] if settings.bias_correction else None
             program_layer, values = _calibrate_layer(layer, inputs, fls, float_of(layer.name), fixed.get(layer.name),
                                                      settings, width, static_weight_fl, n_fit, float_inputs,
-                                                     exact=extra is None, weight_cache=weight_cache)
+                                                     exact=extra is None, weight_cache=weight_cache,
+                                                     unsigned=unsigned)
             program_layers.append(program_layer)
             report_layers.append(_report_entry(program_layer))
             fl_out = program_layer.fl_out
@@ -431,26 +444,43 @@ def _calibrate_pass(graph: FloatGraph, x_all, floats: dict, settings: Calibratio
     report = {"settings": {**asdict(settings)}, "input_fl": int(input_fl), "images": int(n_fit),
               "layers": report_layers}
     program = Program(width=width, input_shape=tuple(graph.input_shape), input_fl=int(input_fl),
-                      layers=program_layers, report=report)
+                      layers=program_layers, report=report, input_unsigned=INPUT in unsigned)
+    program.link_signedness()
+    report["unsigned_tensors"] = sorted(unsigned)
     logits = quantized[graph.output]
     return program, (logits[n_fit:] if extra is not None else logits)
 
 
-def _concat_members(graph: FloatGraph) -> list[str]:
-    members = []
-    for layer in graph.layers:
-        if layer.kind == "concat":
-            members += [*layer.inputs, layer.name]
-    return members
+def unsigned_tensors(graph: FloatGraph, x_calib, settings: CalibrationSettings) -> set[str]:
+    """The tensors calibration stores unsigned (module docstring, "Signedness"): the network input
+    when every calibration image is non-negative and every layer output with a fused ReLU, less
+    those a reader cannot take unsigned (a main input beyond the unsigned reduction limit, §3) and
+    concatenation groups with a signed member (§11)."""
+    if not settings.unsigned or settings.static:
+        return set()
+    unsigned = {layer.name for layer in graph.layers if layer.kind != "concat" and layer.relu}
+    if float(np.min(x_calib)) >= 0:
+        unsigned.add(INPUT)
+    groups = _concat_groups(graph)
+    while True:
+        before = set(unsigned)
+        for members in groups:
+            sources = [name for name in members if name not in groups[members]]
+            if all(name in unsigned for name in sources):
+                unsigned.update(members)
+            else:
+                unsigned.difference_update(members)
+        for layer in graph.engine_layers():
+            k = int(np.prod(layer.weight.shape[1:]))
+            if k > golden.max_reduction(add=layer.skip is not None, unsigned_in=True):
+                unsigned.discard(layer.inputs[0])
+        if unsigned == before:
+            return unsigned
 
 
-def _fixed_fls(graph: FloatGraph, floats: dict, settings: CalibrationSettings, width: int) -> dict[str, int]:
-    """Tensors whose fl is fixed before the layer-by-layer search: all of them under ``static``
-    (one fl for all activations, the paper's L1 rule over all of them), else the members of
-    concatenation groups (§11)."""
-    if settings.static:
-        fl = best_weight_fl(np.concatenate([v.ravel() for v in floats.values()]), width)
-        return {name: fl for name in floats}
+def _concat_groups(graph: FloatGraph) -> dict[frozenset, set[str]]:
+    """Every group of tensors that concatenations tie to one fl and one signedness (§11): the
+    group's members, mapped to the concatenations' own outputs among them."""
     parent: dict[str, str] = {}
 
     def find(name: str) -> str:
@@ -462,23 +492,46 @@ def _fixed_fls(graph: FloatGraph, floats: dict, settings: CalibrationSettings, w
         if layer.kind == "concat":
             for name in layer.inputs:
                 parent[find(name)] = find(layer.name)
-    groups: dict[str, list[str]] = {}
+    groups: dict[str, set[str]] = {}
     for name in list(parent):
-        groups.setdefault(find(name), []).append(name)
+        groups.setdefault(find(name), set()).add(name)
+    concats = {layer.name for layer in graph.layers if layer.kind == "concat"}
+    return {frozenset(members): members & concats for members in groups.values()}
+
+
+def _concat_members(graph: FloatGraph) -> list[str]:
+    members = []
+    for layer in graph.layers:
+        if layer.kind == "concat":
+            members += [*layer.inputs, layer.name]
+    return members
+
+
+def _fixed_fls(graph: FloatGraph, floats: dict, settings: CalibrationSettings, width: int,
+               unsigned: set[str]) -> dict[str, int]:
+    """Tensors whose fl is fixed before the layer-by-layer search: all of them under ``static``
+    (one fl for all activations, the paper's L1 rule over all of them), else the members of
+    concatenation groups (§11)."""
+    if settings.static:
+        fl = best_weight_fl(np.concatenate([v.ravel() for v in floats.values()]), width)
+        return {name: fl for name in floats}
     fixed = {}
-    for members in groups.values():
+    for members in _concat_groups(graph):
         peak = max(float(np.max(np.abs(floats[name]))) if floats[name].size else 0.0 for name in members)
-        fl = max_abs_fl(np.asarray([peak]), width)
+        signed = not members & unsigned  # a group has one signedness (unsigned_tensors)
+        fl = max_abs_fl(np.asarray([peak]), width, signed)
         fixed.update({name: fl for name in members})
     return fixed
 
 
 def _calibrate_layer(layer: FloatLayer, inputs, fls: dict, float_out, fixed_fl, settings: CalibrationSettings,
                      width: int, static_weight_fl: int | None, n_fit: int,
-                     float_inputs=None, *, exact: bool = True, weight_cache: dict | None = None) -> tuple[Layer, np.ndarray]:
+                     float_inputs=None, *, exact: bool = True, weight_cache: dict | None = None,
+                     unsigned: set[str] = frozenset()) -> tuple[Layer, np.ndarray]:
     """One conv/fc layer: weight and bias fls, accumulators, output fl, statistics. Statistics use
     the first ``n_fit`` images; ``float_inputs`` (the float tensors the layer reads, fitting images)
-    are given with bias correction."""
+    are given with bias correction; ``unsigned`` names the tensors stored unsigned."""
+    out_unsigned = layer.name in unsigned
     x_q = inputs[0]
     fl_in = fls[layer.inputs[0]]
     wbits = settings.bits_for(layer)
@@ -492,11 +545,13 @@ def _calibrate_layer(layer: FloatLayer, inputs, fls: dict, float_out, fixed_fl, 
     bias = np.asarray(layer.bias, dtype=np.float64)
     b_q = golden.quantize_bias(bias, fl_b, width)
     fl_skip = fls[layer.skip] if layer.skip is not None else None
-    skip = (inputs[1], fl_skip - fl_b) if layer.skip is not None else None
+    skip = (inputs[1], fl_skip - fl_b, layer.skip in unsigned) if layer.skip is not None else None
     try:
         acc = _accumulate(layer, x_q, w_q, b_q, skip, width)
     except golden.ContractError as exc:
-        raise CalibrationError(f"layer {layer.name}: {exc} (skip fl {fl_skip}, accumulator fl {fl_b.tolist()})") from None
+        hint = "; radix calibrate --signed keeps the skip tensor signed" if layer.skip in unsigned else ""
+        raise CalibrationError(f"layer {layer.name}: {exc} (skip fl {fl_skip}, accumulator fl {fl_b.tolist()})"
+                               f"{hint}") from None
     correction = None
     if float_inputs is not None:
         fl_acc = np.broadcast_to(fl_b, (acc.shape[1],))
@@ -510,8 +565,9 @@ def _calibrate_layer(layer: FloatLayer, inputs, fls: dict, float_out, fixed_fl, 
     if fixed_fl is not None:
         fl_out = fixed_fl
     else:
-        fl_out = _activation_fl(float_out[:n_fit], layer, acc[:n_fit], fl_in, fl_w, settings.activation_rule, width)
-    out = _output(layer, acc, fl_in, fl_w, fl_out, width, exact=exact)
+        fl_out = _activation_fl(float_out[:n_fit], layer, acc[:n_fit], fl_in, fl_w, settings.activation_rule, width,
+                                unsigned=out_unsigned)
+    out = _output(layer, acc, fl_in, fl_w, fl_out, width, exact=exact, unsigned=out_unsigned)
     w_deq = np.ldexp(w_q.astype(np.float64), -fl_w_col)
     unsat_bias = np.floor(bias * np.ldexp(1.0, fl_b) + 0.5)
     stats = {
@@ -529,7 +585,7 @@ def _calibrate_layer(layer: FloatLayer, inputs, fls: dict, float_out, fixed_fl, 
         in_shape=tuple(layer.in_shape), out_shape=tuple(layer.out_shape), kernel=layer.kernel, stride=layer.stride,
         padding=tuple(layer.padding), relu=layer.relu, pool=layer.pool, fl_in=int(fl_in),
         fl_w=[int(f) for f in fl_w], fl_out=int(fl_out), fl_skip=None if fl_skip is None else int(fl_skip),
-        weight_bits=wbits, weights=w_q, bias=b_q, role=layer.role, stats=stats,
+        weight_bits=wbits, weights=w_q, bias=b_q, role=layer.role, stats=stats, unsigned_out=out_unsigned,
     )
     return program_layer, out.values
 
@@ -581,7 +637,7 @@ def _saturated_share(scaled, bits: int) -> float:
 
 def _accumulate(layer: FloatLayer, x_q, w_q, b_q, skip, width: int) -> np.ndarray:
     """Exact accumulators (§3), with the aligned skip tensor of a residual add (§9) when ``skip``
-    is ``(values, per-channel skip shift)``: the golden model's ``conv_accumulate``, computed as a
+    is ``(values, per-channel skip shift, unsigned)``: the golden model's ``conv_accumulate``, computed as a
     float64 convolution of the integers. That is exact: every product and partial sum is an
     integer below 2^(2W+15) <= 2^47 in magnitude (§3), and float64 holds every integer below 2^53,
     so no operation rounds, in any order (tests/test_calibrate.py checks it against the golden
@@ -589,7 +645,7 @@ def _accumulate(layer: FloatLayer, x_q, w_q, b_q, skip, width: int) -> np.ndarra
     if layer.kind == "fc":
         acc = x_q.reshape(x_q.shape[0], -1) @ w_q.T + b_q.reshape(1, -1)
         if skip is not None:
-            acc = acc + golden.align_skip(skip[0].reshape(acc.shape), skip[1].reshape(1, -1), width)
+            acc = acc + golden.align_skip(skip[0].reshape(acc.shape), skip[1].reshape(1, -1), width, unsigned=skip[2])
         return acc
     import torch
     import torch.nn.functional as F
@@ -605,12 +661,13 @@ def _accumulate(layer: FloatLayer, x_q, w_q, b_q, skip, width: int) -> np.ndarra
     if not np.array_equal(y, np.floor(y)):  # never seen: a convolution algorithm that rounds
         return golden.conv_accumulate(x_q, w_q, b_q, stride=layer.stride, pad=layer.padding,
                                       **({} if skip is None else {"skip": skip[0].reshape((n, -1, h_out, w_out)),
-                                                                  "skip_shift": skip[1], "width": width}))
+                                                                  "skip_shift": skip[1], "width": width,
+                                                                  "unsigned_skip": skip[2]}))
     acc = y.astype(np.int64)
     acc += np.asarray(b_q, dtype=np.int64).reshape(1, -1, 1, 1)
     if skip is not None:
         shifts = np.broadcast_to(np.asarray(skip[1], dtype=np.int64), (acc.shape[1],)).reshape(1, -1, 1, 1)
-        acc += golden.align_skip(skip[0].reshape(acc.shape), shifts, width)
+        acc += golden.align_skip(skip[0].reshape(acc.shape), shifts, width, unsigned=skip[2])
     return acc
 
 
@@ -647,14 +704,15 @@ def _mean_preactivation(layer: FloatLayer, float_inputs) -> np.ndarray:
     return mean
 
 
-def _requantize(layer: FloatLayer, acc, fl_in: int, fl_w, fl_out: int, width: int) -> golden.Requantized:
+def _requantize(layer: FloatLayer, acc, fl_in: int, fl_w, fl_out: int, width: int, *,
+                unsigned: bool = False) -> golden.Requantized:
     shift = fl_in + np.asarray(fl_w) - fl_out
     return golden.output_stage(acc, shift if shift.size > 1 else shift[0], relu=layer.relu, pool=layer.pool,
-                               width=width)
+                               width=width, unsigned=unsigned)
 
 
 def _fast_output(layer: FloatLayer, acc, fl_in: int, fl_w, fl_out: int, width: int, *,
-                 count: bool = False) -> tuple[np.ndarray, int]:
+                 count: bool = False, unsigned: bool = False) -> tuple[np.ndarray, int]:
     """The layer's integer output at ``fl_out`` as float64 integers, and (with ``count``) the
     elements §5 counts as saturated: §5's round-half-up shift (exact in float64: ``acc`` and
     ``acc 2^-s`` are integers or halves below 2^52, and a larger value saturates either way),
@@ -668,7 +726,7 @@ def _fast_output(layer: FloatLayer, acc, fl_in: int, fl_w, fl_out: int, width: i
     r = np.floor(acc * np.ldexp(1.0, -shift) + 0.5)
     if layer.relu:
         np.maximum(r, 0.0, out=r)
-    lo, hi = int_range(width)
+    lo, hi = int_range(width, signed=not unsigned)
     saturated = int(np.count_nonzero((r < lo) | (r > hi))) if count else 0
     np.clip(r, lo, hi, out=r)
     if layer.pool:
@@ -676,39 +734,42 @@ def _fast_output(layer: FloatLayer, acc, fl_in: int, fl_w, fl_out: int, width: i
     return r, saturated
 
 
-def _output(layer: FloatLayer, acc, fl_in: int, fl_w, fl_out: int, width: int, *, exact: bool) -> golden.Requantized:
+def _output(layer: FloatLayer, acc, fl_in: int, fl_w, fl_out: int, width: int, *, exact: bool,
+            unsigned: bool = False) -> golden.Requantized:
     """The layer's output integers and saturation count at ``fl_out``: the golden model's output
     stage when ``exact`` (the final pass), else :func:`_fast_output` (the candidates' passes)."""
     if exact:
-        return _requantize(layer, acc, fl_in, fl_w, fl_out, width)
-    values, saturated = _fast_output(layer, acc, fl_in, fl_w, fl_out, width, count=True)
+        return _requantize(layer, acc, fl_in, fl_w, fl_out, width, unsigned=unsigned)
+    values, saturated = _fast_output(layer, acc, fl_in, fl_w, fl_out, width, count=True, unsigned=unsigned)
     return golden.Requantized(values.astype(np.int64), saturated)
 
 
-def _input_fl(x, rule: str, width: int) -> int:
-    """The network input's fl by the activation ``rule``."""
-    base = max_abs_fl(x, width)
+def _input_fl(x, rule: str, width: int, *, signed: bool = True) -> int:
+    """The network input's fl by the activation ``rule``, for a ``signed`` or unsigned input."""
+    base = max_abs_fl(x, width, signed)
     if rule == "maxabs":
         return base
     candidates = range(base - ACTIVATION_WINDOW, base + ACTIVATION_WINDOW + 1)
     norm = "l1" if rule == "greedy" else "mse"
-    errors = [quantization_error(x, fl, width, norm) for fl in candidates]
+    errors = [quantization_error(x, fl, width, norm, signed) for fl in candidates]
     best = min(errors)
     return max(fl for fl, e in zip(candidates, errors) if e == best)
 
 
-def _activation_fl(float_values, layer: FloatLayer, acc, fl_in: int, fl_w, rule: str, width: int) -> int:
+def _activation_fl(float_values, layer: FloatLayer, acc, fl_in: int, fl_w, rule: str, width: int, *,
+                   unsigned: bool = False) -> int:
     """A layer's output fl by ``rule``: ``maxabs``, or the candidate whose exact output (the golden
     model's, computed by :func:`_fast_output`) has the least L1 (``greedy``) or squared (``mse``)
     error against the float activation (ties: the larger fl)."""
-    base = max_abs_fl(float_values, width)
+    base = max_abs_fl(float_values, width, signed=not unsigned)
     if rule == "maxabs":
         return base
     candidates = range(base - ACTIVATION_WINDOW, base + ACTIVATION_WINDOW + 1)
     reference = np.asarray(float_values, dtype=np.float64)
     errors = []
     for fl in candidates:
-        diff = reference - np.ldexp(_fast_output(layer, acc, fl_in, fl_w, fl, width)[0], -fl).reshape(reference.shape)
+        values = _fast_output(layer, acc, fl_in, fl_w, fl, width, unsigned=unsigned)[0]
+        diff = reference - np.ldexp(values, -fl).reshape(reference.shape)
         errors.append(float(np.sum(np.abs(diff)) if rule == "greedy" else np.sum(diff * diff)))
     best = min(errors)
     return max(fl for fl, e in zip(candidates, errors) if e == best)

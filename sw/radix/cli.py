@@ -214,6 +214,9 @@ def _parser() -> argparse.ArgumentParser:
     scheme.add_argument("--paper", action="store_true",
                         help="the paper's scheme (the default before radix chose): --per-layer --weight-rule l1 "
                              "--activations greedy --no-bias-correction; other scheme options override it")
+    scheme.add_argument("--signed", action="store_true",
+                        help="store every tensor signed; by default a non-negative input and every ReLU output are "
+                             "stored unsigned (0..2^W-1: one more bit of range; engine version 4)")
     scheme.add_argument("--holdout", type=open_fraction, default=0.25, metavar="FRACTION",
                         help="share of the calibration images held out to choose the scheme (default 0.25)")
     p.add_argument("--static", action="store_true", help="one fl for all weights and one for all activations")
@@ -419,7 +422,7 @@ def cmd_calibrate(args) -> dict:
                "bias_correction": args.bias_correction}
     forced = {name: value for name, value in options.items() if value is not None}
     common = {"bits": args.bits, "static": args.static, "weight_bits": _weight_bits(args.weight_bits),
-              "holdout": args.holdout}
+              "holdout": args.holdout, "unsigned": not args.signed}
     settings = (CalibrationSettings.paper(**forced, **common) if args.paper
                 else CalibrationSettings(**options, **common))
     check_writable(args.output)  # before the long work, not after it
@@ -511,17 +514,28 @@ def _report_table(program) -> str:
     for layer in program.layers:
         s = layer.stats
         if layer.kind == "concat":
-            rows.append([layer.name, "concat", "-", layer.fl_in, "-", "-", "-", layer.fl_out] + ["-"] * 5)
+            rows.append([layer.name, "concat", "-", _fl(layer.fl_in, layer.unsigned_in), "-", "-", "-",
+                         _fl(layer.fl_out, layer.unsigned_out)] + ["-"] * 5)
             continue
         rows.append([
-            layer.name, layer.role or layer.kind, "+".join(layer.modules[1:]) or "-", layer.fl_in,
-            "-" if layer.fl_skip is None else layer.fl_skip, _fmt_fl(layer.fl_w), _fmt_fl(layer.fl_b), layer.fl_out,
+            layer.name, layer.role or layer.kind, "+".join(layer.modules[1:]) or "-", _fl(layer.fl_in, layer.unsigned_in),
+            "-" if layer.fl_skip is None else _fl(layer.fl_skip, layer.unsigned_skip), _fmt_fl(layer.fl_w),
+            _fmt_fl(layer.fl_b), _fl(layer.fl_out, layer.unsigned_out),
             layer.weight_bits, s.get("weight_sqnr_db"), s.get("act_sqnr_db"),
             f"{100 * s.get('act_saturated', 0):.3f}%", s.get("bias_saturated"),
         ])
-    return (f"W={program.width} bits, input fl={program.input_fl}\n" + table(
+    return (f"W={program.width} bits, input fl={_fl(program.input_fl, program.input_unsigned)} "
+            f"({UNSIGNED_LEGEND})\n" + table(
         ["layer", "kind", "fused", "fl_in", "fl_skip", "fl_w", "fl_b", "fl_out", "w bits", "w SQNR dB",
          "act SQNR dB", "act sat", "bias sat"], rows))
+
+
+UNSIGNED_LEGEND = "an fl marked u: the tensor is stored unsigned, 0..2^W-1"
+
+
+def _fl(fl: int, unsigned: bool) -> str:
+    """An activation fl, marked ``u`` when its tensor is stored unsigned (docs/arithmetic.md §1)."""
+    return f"{fl}u" if unsigned else str(fl)
 
 
 def _load_program(path: str):
@@ -705,12 +719,14 @@ def cmd_inspect(args) -> dict:
              "x".join(map(str, l.out_shape)),
              f"{l.kernel}/{l.stride}/{_fmt_padding(l.padding)}" if l.kind == "conv" else "-",
              "+".join(flag for flag, on in (("add", l.skip), ("relu", l.relu), ("pool", l.pool)) if on) or "-",
-             l.fl_in, "-" if l.fl_skip is None else l.fl_skip, _fmt_fl(l.fl_w) if l.kind != "concat" else "-",
-             l.fl_out, _fmt_fl(l.shift.tolist()) if l.kind != "concat" else "-", l.macs]
+             _fl(l.fl_in, l.unsigned_in), "-" if l.fl_skip is None else _fl(l.fl_skip, l.unsigned_skip),
+             _fmt_fl(l.fl_w) if l.kind != "concat" else "-", _fl(l.fl_out, l.unsigned_out),
+             _fmt_fl(l.shift.tolist()) if l.kind != "concat" else "-", l.macs]
             for l in program.layers]
     text = table(["layer", "kind", "reads", "in", "out", "k/s/pad", "fused", "fl_in", "fl_skip", "fl_w", "fl_out",
                   "shift", "MACs"], rows)
-    text += "\n\nsource: " + ", ".join(f"{k}={v}" for k, v in program.source.items())
+    text += f"\n\ninput fl {_fl(program.input_fl, program.input_unsigned)} ({UNSIGNED_LEGEND})"
+    text += "\nsource: " + ", ".join(f"{k}={v}" for k, v in program.source.items())
     layers = []
     for l in program.layers:
         entry = {k: v for k, v in l.__dict__.items() if k not in ("weights", "bias")}

@@ -4,7 +4,7 @@
 weights and biases of the model's own Conv2d/Linear layers for ``N`` epochs on the labelled
 calibration images (an autoencoder's on its inputs), with every forward pass computing exactly what the engine computes
 (docs/arithmetic.md): the input, weights and biases quantized with round half up and saturation
-(§2, §4), exact integer accumulation (§3), the residual add's aligned skip (§9), the data shift,
+to each tensor's range, signed or unsigned (§1, §2, §4), exact integer accumulation (§3), the residual add's aligned skip (§9), the data shift,
 ReLU, saturation (§5) and max pooling (§6). The rounding steps pass gradients straight through
 (the straight-through estimator; zero outside a saturating range), as quantization-aware training
 does. The fractional lengths stay those of the calibration during training; afterwards the graph
@@ -91,7 +91,7 @@ class EngineArithmetic(torch.nn.Module):
 
     def forward(self, x) -> dict[str, torch.Tensor]:
         program = self.program
-        lo, hi = golden.int_range(program.width)
+        lo, hi = golden.tensor_range(program.width, unsigned=program.input_unsigned)
         tensors = {INPUT: _quantize(torch.as_tensor(x, dtype=torch.float64) * 2.0 ** program.input_fl, lo, hi)}
         for layer in self.graph.layers:
             fixed = self.layers[layer.name]
@@ -127,7 +127,7 @@ class EngineArithmetic(torch.nn.Module):
         r = _round_shift(acc, _per_channel(golden.clamp_shift(fixed.shift, width), acc.dim()))
         if fixed.relu:
             r = torch.relu(r)
-        lo, hi = golden.int_range(width)
+        lo, hi = golden.tensor_range(width, unsigned=fixed.unsigned_out)
         y = _clamp_ste(r, lo, hi)
         return F.max_pool2d(y, 2) if fixed.pool else y
 
