@@ -41,12 +41,15 @@ BREVITAS_BATCH = 500
 
 # (scheme, weight bits, activation bits, settings)
 RADIX_ROWS = [
-    ("Radix 16-bit dynamic (greedy)", "16", "16", CalibrationSettings(bits=16)),
-    ("Radix 8-bit dynamic (greedy)", "8", "8", CalibrationSettings(bits=8)),
-    ("Radix 8-bit dynamic, max-abs rule", "8", "8", CalibrationSettings(bits=8, activation_rule="maxabs")),
-    ("Radix 8-bit dynamic, per-channel weights", "8", "8", CalibrationSettings(bits=8, per_channel=True)),
-    ("Radix 8-bit static (one fl for W, one for A)", "8", "8", CalibrationSettings(bits=8, static=True)),
-    ("Radix 8-bit, 4-bit FC weights", "8 conv / 4 fc", "8", CalibrationSettings(bits=8, weight_bits={"fc": 4})),
+    ("Radix 16-bit default (scheme chosen, unsigned where non-negative)", "16", "16", CalibrationSettings(bits=16)),
+    ("Radix 8-bit default (scheme chosen, unsigned where non-negative)", "8", "8", CalibrationSettings(bits=8)),
+    ("Radix 16-bit dynamic, the paper's scheme (greedy)", "16", "16", CalibrationSettings.paper(bits=16, unsigned=False)),
+    ("Radix 8-bit dynamic, the paper's scheme (greedy)", "8", "8", CalibrationSettings.paper(bits=8, unsigned=False)),
+    ("Radix 8-bit dynamic, max-abs rule", "8", "8", CalibrationSettings.paper(bits=8, activation_rule="maxabs", unsigned=False)),
+    ("Radix 8-bit dynamic, per-channel weights", "8", "8", CalibrationSettings.paper(bits=8, per_channel=True, unsigned=False)),
+    ("Radix 8-bit static (one fl for W, one for A)", "8", "8", CalibrationSettings.paper(bits=8, static=True, unsigned=False)),
+    ("Radix 8-bit, 4-bit FC weights (scheme chosen)", "8 conv / 4 fc", "8",
+     CalibrationSettings(bits=8, weight_bits={"fc": 4})),
 ]
 
 
@@ -226,7 +229,7 @@ def main(argv=None) -> int:
     for scheme, wbits, abits, settings in RADIX_ROWS:
         row, program = radix_row(model, spec.input_shape, x_train, x_test, y_test, scheme, wbits, abits, settings)
         rows.append(row)
-        if settings == CalibrationSettings(bits=8):
+        if settings == CalibrationSettings.paper(bits=8, unsigned=False):
             greedy8 = program
     seed_everything(SEED)
     row, scales, brevitas_version = brevitas_row(model, x_train, x_test, y_test)

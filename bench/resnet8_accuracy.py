@@ -58,12 +58,14 @@ BATCH = 250  # images per golden-model / Brevitas batch (bounds the memory of th
 
 # (scheme, weight bits, activation bits, settings)
 RADIX_ROWS = [
-    ("Radix 16-bit dynamic (greedy)", "16", "16", CalibrationSettings(bits=16)),
-    ("Radix 8-bit dynamic (greedy)", "8", "8", CalibrationSettings(bits=8)),
-    ("Radix 8-bit dynamic, max-abs rule", "8", "8", CalibrationSettings(bits=8, activation_rule="maxabs")),
-    ("Radix 8-bit dynamic, per-channel weights", "8", "8", CalibrationSettings(bits=8, per_channel=True)),
+    ("Radix 16-bit default (scheme chosen, unsigned where non-negative)", "16", "16", CalibrationSettings(bits=16)),
+    ("Radix 8-bit default (scheme chosen, unsigned where non-negative)", "8", "8", CalibrationSettings(bits=8)),
+    ("Radix 16-bit dynamic, the paper's scheme (greedy)", "16", "16", CalibrationSettings.paper(bits=16, unsigned=False)),
+    ("Radix 8-bit dynamic, the paper's scheme (greedy)", "8", "8", CalibrationSettings.paper(bits=8, unsigned=False)),
+    ("Radix 8-bit dynamic, max-abs rule", "8", "8", CalibrationSettings.paper(bits=8, activation_rule="maxabs", unsigned=False)),
+    ("Radix 8-bit dynamic, per-channel weights", "8", "8", CalibrationSettings.paper(bits=8, per_channel=True, unsigned=False)),
     ("Radix 8-bit, per-channel weights, max-abs activations", "8", "8",
-     CalibrationSettings(bits=8, per_channel=True, activation_rule="maxabs")),
+     CalibrationSettings.paper(bits=8, per_channel=True, activation_rule="maxabs", unsigned=False)),
 ]
 
 
@@ -451,7 +453,7 @@ def main(argv=None) -> int:
     rows.append(row)
     for r in rows:
         r["delta_pp"] = None if r["top1"] is None else r["top1"] - float_top1
-    greedy8 = programs["Radix 8-bit dynamic (greedy)"]
+    greedy8 = programs["Radix 8-bit dynamic, the paper's scheme (greedy)"]
     pool_window = model.pool.kernel_size if isinstance(model.pool.kernel_size, int) else model.pool.kernel_size[0]
     for s in scales:
         s["radix_8bit_greedy_fl"] = radix_fl_for(greedy8, s["module"], s["kind"], "pool", pool_window)

@@ -258,10 +258,10 @@ def test_verilog_into_a_missing_directory_fails_before_generating(capsys, monkey
 
 
 def test_input_clipped_by_one_step_is_not_a_warning(capsys, user_dir):
-    """Pixels of exactly 1.0 at input fl 7 (W=8) become 127/128: calibration's choice, reported in
-    the text; a clip of more than one step is a warning with the numbers."""
-    assert main(["calibrate", f"{user_dir / 'noisy.py'}:make", "--data", str(user_dir / "data.npz"), "-o",
-                 str(user_dir / "n.radix")]) == 0
+    """Pixels of exactly 1.0 at a signed input's fl 7 (W=8) become 127/128: calibration's choice,
+    reported in the text; a clip of more than one step is a warning with the numbers."""
+    assert main(["calibrate", f"{user_dir / 'noisy.py'}:make", "--data", str(user_dir / "data.npz"), "--signed",
+                 "-o", str(user_dir / "n.radix")]) == 0
     program = Program.load(user_dir / "n.radix")
     program.input_fl = 7
     program.save(user_dir / "fl7.radix")
