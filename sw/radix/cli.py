@@ -441,13 +441,14 @@ def cmd_calibrate(args) -> dict:
     program = calibrate(graph, x, settings, progress=lambda _name: next(ticker, None))
     finetuned = None
     if args.finetune:
-        from .finetune import FinetuneSettings, finetune
+        from .finetune import FinetuneSettings, finetune_program
 
         epochs = progress(range(args.finetune), desc="fine-tuning", total=args.finetune, enabled=not args.json)
         ticks = iter(epochs)
-        graph, finetuned = finetune(graph, program, x, y, FinetuneSettings(epochs=args.finetune, lr=args.finetune_lr),
-                                    task=infer_task(program)[0], progress=lambda _epoch: next(ticks, None))
-        program = calibrate(graph, x, settings)
+        graph, program, finetuned = finetune_program(
+            graph, program, x, y, FinetuneSettings(epochs=args.finetune, lr=args.finetune_lr),
+            lambda trained: calibrate(trained, x, settings), task=infer_task(program)[0],
+            progress=lambda _epoch: next(ticks, None))
         program.report["finetune"] = finetuned
     seconds = time.perf_counter() - start
     classify = infer_task(program)[0] == "classify"
@@ -474,7 +475,10 @@ def cmd_calibrate(args) -> dict:
         if "train_top1_before" in finetuned:
             text += (f", training top-1 {100 * finetuned['train_top1_before']:.2f}% -> "
                      f"{100 * finetuned['train_top1_after']:.2f}%")
-        text += " (then calibrated again)"
+        metric = "top-1" if finetuned["held_out_metric"] == "top1" else "negated MSE"
+        scores = ", ".join(f"{name} {score:.4g}" for name, score in finetuned["held_out_scores"].items())
+        text += (f"\non {finetuned['held_out_images']} calibration images held out of training, {metric}: {scores}; "
+                 f"kept: {finetuned['kept']}")
     text += f"\n\nwrote {args.output} ({len(program.layers)} layers, {seconds:.1f} s)"
     if args.report:
         from .report_plots import write_plots

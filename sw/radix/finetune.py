@@ -9,7 +9,9 @@ ReLU, saturation (§5) and max pooling (§6). The rounding steps pass gradients 
 (the straight-through estimator; zero outside a saturating range), as quantization-aware training
 does. The fractional lengths stay those of the calibration during training; afterwards the graph
 is calibrated again, so the program stays an ordinary calibration of a float graph and is
-bit-exact with the engine like any other.
+bit-exact with the engine like any other. A fifth of the calibration images is held out of
+training, and the fine-tuned program replaces the first one only if it does at least as well on
+them (:func:`finetune_program`).
 
 The forward pass holds integers in float64 tensors: every value is an integer below 2^53, so
 convolution sums are exact and, before training changes a weight, the forward pass reproduces
@@ -18,6 +20,7 @@ the golden model's integers (a test checks it). Host only (torch).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -184,6 +187,73 @@ def finetune(graph: FloatGraph, program: Program, x, y, settings: FinetuneSettin
     if classify:
         report.update(train_top1_before=before, train_top1_after=_top1(model, images, labels))
     return trained, report
+
+
+VALIDATION_SHARE = 0.2  # of the labelled calibration images, held out to judge the fine-tuned program
+VALIDATION_SEED = 0
+
+
+def finetune_program(graph: FloatGraph, program: Program, x, y, settings: FinetuneSettings, recalibrate, *,
+                     task: str = "classify", progress=None) -> tuple[FloatGraph, Program, dict]:
+    """Fine-tune on most of the calibration images and keep whichever program does best on the
+    images held out from training: ``program`` itself, the trained weights quantized with the fls
+    the training used (:func:`requantized`: exactly the network the training optimised), or the
+    trained graph calibrated again by ``recalibrate(graph)``. Scores are top-1 against the labels,
+    or, reconstructing, the negated mean squared error; a tie keeps the earlier. Training through
+    the rounding lowers the training loss, which need not carry over to new images, and a new
+    calibration may move the fls the weights were trained for. Returns the graph and program kept
+    and the report of :func:`finetune` with every candidate's held-out score."""
+    n = len(x)
+    order = np.random.default_rng(VALIDATION_SEED).permutation(n)
+    held = np.sort(order[: max(1, round(VALIDATION_SHARE * n))]) if n > 1 else order
+    fit = np.sort(order[len(held):]) if n > 1 else order
+    labels = None if y is None else np.asarray(y)
+    trained, report = finetune(graph, program, x[fit], None if labels is None else labels[fit], settings, task=task,
+                               progress=progress)
+    candidates = [("calibrated, not fine-tuned", graph, program),
+                  ("fine-tuned, at the fls it was trained with", trained, requantized(program, trained)),
+                  ("fine-tuned, calibrated again", trained, recalibrate(trained))]
+    scores = [_held_out_score(candidate, x[held], None if labels is None else labels[held], task)
+              for _, _, candidate in candidates]
+    best = int(np.argmax(scores))  # the first of equal scores
+    report.update(held_out_images=int(len(held)), held_out_metric="top1" if task == "classify" else "-mse",
+                  held_out_scores={name: score for (name, _, _), score in zip(candidates, scores)},
+                  kept=candidates[best][0])
+    return candidates[best][1], candidates[best][2], report
+
+
+def requantized(program: Program, trained: FloatGraph) -> Program:
+    """``program`` with the trained graph's weights and biases quantized at the fls it has (the
+    network :class:`EngineArithmetic` trained); statistics that no longer hold are dropped and the
+    weights' SQNR and saturated biases measured again."""
+    out = copy.deepcopy(program)
+    floats = {layer.name: layer for layer in trained.layers}
+    for layer in out.layers:
+        if layer.kind == "concat" or not trainable(floats[layer.name]):
+            continue
+        weight, bias = floats[layer.name].weight, floats[layer.name].bias
+        fl_w = np.asarray(layer.fl_w).reshape((-1,) + (1,) * (weight.ndim - 1))
+        layer.weights = golden.quantize(weight, fl_w, layer.weight_bits)
+        fl_b = layer.fl_in + np.asarray(layer.fl_w)
+        layer.bias = golden.quantize_bias(bias, fl_b, out.width)
+        scaled_bias = np.floor(np.asarray(bias, dtype=np.float64) * np.ldexp(1.0, fl_b) + 0.5)
+        noise = float(np.sum((weight - np.ldexp(layer.weights.astype(np.float64), -fl_w)) ** 2))
+        layer.stats = {"weight_sqnr_db": None if noise == 0 else
+                       round(10 * np.log10(float(np.sum(np.square(weight))) / noise), 3),
+                       "bias_saturated": int(np.count_nonzero(scaled_bias != layer.bias)), "finetuned": True}
+    return out
+
+
+def _held_out_score(program: Program, x, y, task: str) -> float:
+    """Higher is better: top-1 of the integer program, or its reconstruction's negated mean
+    squared error."""
+    from . import network
+
+    logits = network.logits(program, x)
+    if task == "classify":
+        return float(np.mean(network.predict(logits) == y))
+    out = np.ldexp(logits.astype(np.float64), -program.layers[-1].fl_out)
+    return -float(np.mean((np.asarray(x, dtype=np.float64).reshape(len(x), -1) - out) ** 2))
 
 
 def _with_weights(layer: FloatLayer, model: EngineArithmetic) -> FloatLayer:
