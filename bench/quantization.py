@@ -32,7 +32,7 @@ from radix import network
 from radix.calibrate import CalibrationSettings, calibrate
 from radix.datasets import load_split
 from radix.ingest import ingest
-from common import seed_everything, top1  # bench/common.py, beside this script
+from common import scheme_rows, seed_everything, top1  # bench/common.py, beside this script
 from radix_models import get_spec, load_builtin
 
 MODEL = "lenet5"
@@ -40,13 +40,7 @@ SEED = 0
 BREVITAS_BATCH = 500
 
 # (scheme, weight bits, activation bits, settings)
-RADIX_ROWS = [
-    ("Radix 16-bit default (scheme chosen, unsigned where non-negative)", "16", "16", CalibrationSettings(bits=16)),
-    ("Radix 8-bit default (scheme chosen, unsigned where non-negative)", "8", "8", CalibrationSettings(bits=8)),
-    ("Radix 16-bit dynamic, the paper's scheme (greedy)", "16", "16", CalibrationSettings.paper(bits=16, unsigned=False)),
-    ("Radix 8-bit dynamic, the paper's scheme (greedy)", "8", "8", CalibrationSettings.paper(bits=8, unsigned=False)),
-    ("Radix 8-bit dynamic, max-abs rule", "8", "8", CalibrationSettings.paper(bits=8, activation_rule="maxabs", unsigned=False)),
-    ("Radix 8-bit dynamic, per-channel weights", "8", "8", CalibrationSettings.paper(bits=8, per_channel=True, unsigned=False)),
+RADIX_ROWS = scheme_rows() + [
     ("Radix 8-bit static (one fl for W, one for A)", "8", "8", CalibrationSettings.paper(bits=8, static=True, unsigned=False)),
     ("Radix 8-bit, 4-bit FC weights (scheme chosen)", "8 conv / 4 fc", "8",
      CalibrationSettings(bits=8, weight_bits={"fc": 4})),

@@ -47,7 +47,7 @@ from radix import network
 from radix.calibrate import CalibrationSettings, calibrate
 from radix.datasets import load_split
 from radix.ingest import ingest
-from common import seed_everything, top1  # bench/common.py, beside this script
+from common import scheme_rows, seed_everything, top1  # bench/common.py, beside this script
 from radix_models import get_spec, load_builtin
 from radix_models.resnet8 import ResidualStack, ResNet8
 
@@ -57,13 +57,7 @@ DEFAULT_IMAGES = 500  # keeps the whole run under ~5 minutes on one core of a lo
 BATCH = 250  # images per golden-model / Brevitas batch (bounds the memory of the integer convs)
 
 # (scheme, weight bits, activation bits, settings)
-RADIX_ROWS = [
-    ("Radix 16-bit default (scheme chosen, unsigned where non-negative)", "16", "16", CalibrationSettings(bits=16)),
-    ("Radix 8-bit default (scheme chosen, unsigned where non-negative)", "8", "8", CalibrationSettings(bits=8)),
-    ("Radix 16-bit dynamic, the paper's scheme (greedy)", "16", "16", CalibrationSettings.paper(bits=16, unsigned=False)),
-    ("Radix 8-bit dynamic, the paper's scheme (greedy)", "8", "8", CalibrationSettings.paper(bits=8, unsigned=False)),
-    ("Radix 8-bit dynamic, max-abs rule", "8", "8", CalibrationSettings.paper(bits=8, activation_rule="maxabs", unsigned=False)),
-    ("Radix 8-bit dynamic, per-channel weights", "8", "8", CalibrationSettings.paper(bits=8, per_channel=True, unsigned=False)),
+RADIX_ROWS = scheme_rows() + [
     ("Radix 8-bit, per-channel weights, max-abs activations", "8", "8",
      CalibrationSettings.paper(bits=8, per_channel=True, activation_rule="maxabs", unsigned=False)),
 ]
