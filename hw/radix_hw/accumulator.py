@@ -133,10 +133,8 @@ class Accumulator(wiring.Component):
 
         data_shifts = [clamp(lane(self.shifts, c, SHIFT_BITS), -width, acc_w)[:SHIFT_BITS]
                        for c in range(cols)]
-        amounts = []
-        for c in range(cols):
-            amount = (clamp(lane(self.skip_shifts, c, SHIFT_BITS), skip_lo, skip_hi) + skip_top)[:amount_bits]
-            amounts.append(Mux(self.skip_unsigned & (amount == 0), 1, amount))
+        amounts = [(clamp(lane(self.skip_shifts, c, SHIFT_BITS), skip_lo, skip_hi) + skip_top)[:amount_bits]
+                   for c in range(cols)]
         # The tile's constants are captured unconditionally in the acquire cycle and written to
         # their bank one cycle later: the sequencer's deep ``take`` logic then drives one flip-flop,
         # not the enables of every bank register (the first pixel's sums come rows + cols cycles
@@ -148,8 +146,13 @@ class Accumulator(wiring.Component):
         amounts_q = Signal(cols * amount_bits, reset_less=True)
         m.d.sync += [acquire_q.eq(self.acquire), bank_q.eq(self.acquire_bank), bias_q.eq(self.bias),
                      shifts_q.eq(Cat(*data_shifts)), amounts_q.eq(Cat(*amounts))]
+        # An unsigned skip's shifts start one higher (§9): its lowest amount is raised to 1 here,
+        # after the register, so the clamp's compare-and-add path from the loader's bank select
+        # gains no LUT level.
+        banked_amounts = Cat(*(Mux(self.skip_unsigned & (amount == 0), 1, amount)
+                               for amount in (amounts_q[c * amount_bits:(c + 1) * amount_bits] for c in range(cols))))
         with m.If(acquire_q):
-            m.d.sync += [bias[bank_q].eq(bias_q), shifts[bank_q].eq(shifts_q), skip_amounts[bank_q].eq(amounts_q)]
+            m.d.sync += [bias[bank_q].eq(bias_q), shifts[bank_q].eq(shifts_q), skip_amounts[bank_q].eq(banked_amounts)]
 
         meta1 = Signal(meta_layout)
         meta2 = Signal(meta_layout)
