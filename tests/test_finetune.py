@@ -14,6 +14,7 @@ from radix.calibrate import CalibrationSettings, calibrate
 from radix.cli import main
 from radix.finetune import EngineArithmetic, FinetuneError, FinetuneSettings, finetune
 from radix.ingest import ingest
+from model_helpers import with_batchnorm_statistics  # tests/model_helpers.py
 
 
 class Residual(nn.Module):
@@ -44,24 +45,13 @@ def chain():
                          nn.Conv2d(6, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 2 * 2, 5))
 
 
-def _trained_like(model, seed):
-    """Random weights with BatchNorm statistics that are not the identity (folding must matter)."""
-    torch.manual_seed(seed)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.uniform_(0.5, 1.5)
-    return model.eval()
-
-
 @pytest.mark.parametrize("factory", [chain, Residual, Concat])
 @pytest.mark.parametrize("scheme", [{"per_channel": False}, {"per_channel": True}, {"bias_correction": True},
                                     {"activation_rule": "maxabs"}, {"unsigned": False}])
 @pytest.mark.parametrize("bits", [8, 16])
 @pytest.mark.parametrize("positive", [False, True])
 def test_forward_is_the_golden_model_exactly(factory, scheme, bits, positive):
-    model = _trained_like(factory(), seed=bits)
+    model = with_batchnorm_statistics(factory(), seed=bits)
     x = np.random.default_rng(bits).normal(size=(12, 3, 8, 8)).astype(np.float32)
     if positive:  # non-negative images: an unsigned network input
         x = np.abs(x)
@@ -99,7 +89,7 @@ def test_settings_and_labels_are_checked():
         FinetuneSettings(epochs=0)
     with pytest.raises(FinetuneError, match="--finetune-lr"):
         FinetuneSettings(epochs=1, lr=float("nan"))
-    model = _trained_like(chain(), seed=0)
+    model = with_batchnorm_statistics(chain(), seed=0)
     x = np.random.default_rng(0).normal(size=(4, 3, 8, 8)).astype(np.float32)
     graph, _ = ingest(model, (3, 8, 8))
     program = calibrate(graph, x, CalibrationSettings.paper(bits=8))

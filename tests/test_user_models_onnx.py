@@ -15,6 +15,7 @@ from torch import nn
 from radix.cli import main
 from radix.ingest import ingest
 from radix.onnx_import import load_onnx
+from model_helpers import with_batchnorm_statistics  # tests/model_helpers.py
 
 
 
@@ -48,17 +49,6 @@ class ResidualCNN(nn.Module):
         return self.fc(F.relu(x + y).mean((2, 3)))
 
 
-def trained(model: nn.Module) -> nn.Module:
-    """Random weights and BatchNorm statistics, so that folding them is visible."""
-    torch.manual_seed(0)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.uniform_(0.5, 1.5)
-    return model.eval()
-
-
 def export_default(model: nn.Module, shape, path, **kwargs):
     """The exporter a user gets from ``torch.onnx.export(model, x, path)``."""
     with warnings.catch_warnings():
@@ -79,7 +69,7 @@ def work(tmp_path, monkeypatch):
     (ResidualCNN, (3, 8, 8), ["stem.0", "conv1", "conv2", "fc"], True),  # a batch dimension of any size
 ])
 def test_default_exporter_check_and_calibrate(capsys, work, model, shape, layers, dynamic):
-    model = trained(model())
+    model = with_batchnorm_statistics(model())
     kwargs = {"dynamic_shapes": ({0: torch.export.Dim("batch")},)} if dynamic else {}
     path = export_default(model, shape, work / "model.onnx", **kwargs)
     rng = np.random.default_rng(0)
