@@ -65,7 +65,9 @@ def test_autoencoder_check_calibrate_eval_run(capsys, user_dir):
     assert report["output_sqnr_db"] > 20 and report["error_rank_correlation"] > 0.9
     assert 0 <= report["auc"] <= 1 and 0 <= report["float_auc"] <= 1
     status, report = cli(capsys, "run", "ae.radix", "--data", "vectors.npz", "--images", "6")
-    assert status == 0 and report["bit_exact"]
+    assert status == 0 and report["bit_exact"] and report["task"] == "reconstruct"
+    assert main(["run", "ae.radix", "--data", "vectors.npz", "--images", "2"]) == 0
+    assert "2 inputs on the reference backend, reconstructed" in capsys.readouterr().out
 
 
 def test_vector_classifier_and_forced_task(capsys, user_dir):
