@@ -396,3 +396,24 @@ def test_unsigned_program_is_exact_and_uses_the_sign_bit():
     assert [layer.unsigned_out for layer in program.layers] == [layer.relu for layer in program.layers]
     for result, layer in zip(network.run(program, network.quantize_input(program, x[:20])), program.layers):
         assert result.values.min() >= (0 if layer.unsigned_out else -128) and result.values.max() <= 255
+
+
+def test_a_concatenation_read_beyond_the_unsigned_limit_keeps_its_whole_group_signed():
+    """The reader of a concatenation of two ReLU outputs cannot take it unsigned (K > 32,767): the
+    concatenation and both its inputs stay signed, never a mixed group (§11)."""
+    from radix.calibrate import unsigned_tensors
+    from radix.engine_spec import EngineConfig, max_reduction
+
+    channels = max_reduction(unsigned_in=True) // 9 // 2 + 1  # 2 * channels * 3 * 3 > the limit
+
+    class Joined(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Conv2d(1, channels, 1), torch.nn.Conv2d(1, channels, 1)
+            self.c = torch.nn.Conv2d(2 * channels, 2, 3)
+
+        def forward(self, x):
+            return self.c(torch.cat([torch.relu(self.a(x)), torch.relu(self.b(x))], dim=1))
+
+    graph, _ = ingest(Joined().eval(), (1, 4, 4), config=EngineConfig(wt_depth=1 << 16, in_depth=1 << 13))
+    assert unsigned_tensors(graph, np.ones((2, 1, 4, 4)), CalibrationSettings.paper()) == {"input"}

@@ -461,21 +461,17 @@ def unsigned_tensors(graph: FloatGraph, x_calib, settings: CalibrationSettings) 
     unsigned = {layer.name for layer in graph.layers if layer.kind != "concat" and layer.relu}
     if float(np.min(x_calib)) >= 0:
         unsigned.add(INPUT)
-    groups = _concat_groups(graph)
-    while True:
-        before = set(unsigned)
-        for members in groups:
-            sources = [name for name in members if name not in groups[members]]
-            if all(name in unsigned for name in sources):
-                unsigned.update(members)
-            else:
-                unsigned.difference_update(members)
-        for layer in graph.engine_layers():
-            k = int(np.prod(layer.weight.shape[1:]))
-            if k > golden.max_reduction(add=layer.skip is not None, unsigned_in=True):
-                unsigned.discard(layer.inputs[0])
-        if unsigned == before:
-            return unsigned
+    blocked = {layer.inputs[0] for layer in graph.engine_layers()
+               if int(np.prod(layer.weight.shape[1:])) > golden.max_reduction(add=layer.skip is not None,
+                                                                               unsigned_in=True)}
+    unsigned -= blocked
+    # groups are disjoint (a tensor joins one group), so one pass settles every one of them
+    for members, concats in _concat_groups(graph).items():
+        if members - concats <= unsigned and not members & blocked:
+            unsigned |= members
+        else:
+            unsigned -= members
+    return unsigned
 
 
 def _concat_groups(graph: FloatGraph) -> dict[frozenset, set[str]]:
