@@ -8,6 +8,7 @@ dependencies (torch) are imported inside the commands that need them, so the run
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -73,7 +74,8 @@ def _error_kind(exc: BaseException) -> tuple[str, int]:
 class _StdoutForJson:
     """Under ``--json`` only the one JSON object may reach stdout: while a command runs, whatever
     it or user code prints (Python's ``sys.stdout`` and file descriptor 1 alike, e.g. a model's
-    ``print`` or a simulator's output) goes to stderr; :meth:`write` prints to the real stdout."""
+    ``print`` or a simulator's output) goes to stderr; both are restored on exit, before the JSON
+    is printed."""
 
     def __init__(self):
         self._stream = sys.stdout
@@ -110,10 +112,7 @@ def main(argv=None) -> int:
             print(_parser().format_help() if not argv else exc.usage, end="", file=sys.stderr)
         return _fail(wants_json, str(exc), "usage", EXIT_INPUT)
     try:
-        if args.json:
-            with _StdoutForJson():
-                result = _call(args)
-        else:
+        with _StdoutForJson() if args.json else contextlib.nullcontext():
             result = _call(args)
     except KeyboardInterrupt:
         return _fail(wants_json, "interrupted (Ctrl-C); nothing was written", "interrupted", EXIT_INTERRUPTED)
@@ -439,6 +438,7 @@ def cmd_calibrate(args) -> dict:
     bar = progress(range(steps), desc="calibrating", total=steps, enabled=not args.json)
     ticker = iter(bar)
     program = calibrate(graph, x, settings, progress=lambda _name: next(ticker, None))
+    task, _ = infer_task(program)
     finetuned = None
     if args.finetune:
         from .finetune import FinetuneSettings, finetune_program
@@ -447,11 +447,11 @@ def cmd_calibrate(args) -> dict:
         ticks = iter(epochs)
         graph, program, finetuned = finetune_program(
             graph, program, x, y, FinetuneSettings(epochs=args.finetune, lr=args.finetune_lr),
-            lambda trained: calibrate(trained, x, settings), task=infer_task(program)[0],
+            lambda trained: calibrate(trained, x, settings), task=task,
             progress=lambda _epoch: next(ticks, None))
         program.report["finetune"] = finetuned
     seconds = time.perf_counter() - start
-    classify = infer_task(program)[0] == "classify"
+    classify = task == "classify"
     x_test, y_test, test_warnings = load_checked(args.data, "test",
                                                  classes=int(np.prod(graph.layers[-1].out_shape)) if classify else None)
     program.source = {
@@ -681,7 +681,6 @@ def cmd_selftest(args) -> dict:
 
 def cmd_verilog(args) -> dict:
     from .plugins import gateware
-
     from .program import check_writable
 
     config = _engine_config(args)

@@ -60,9 +60,10 @@ def program_outputs(program: Program, x, *, progress=None) -> tuple[np.ndarray, 
     for start in (progress(starts) if progress else starts):
         batch = x[start : start + EVAL_BATCH]
         saturated += network.input_saturation(program, batch)
+        x_q = network.quantize_input(program, batch)  # once, for the clip count and the network
         scaled = np.asarray(batch, dtype=np.float64) * np.ldexp(1.0, program.input_fl)
-        clipped_far += int(np.count_nonzero(np.abs(scaled - network.quantize_input(program, batch)) > 1.0))
-        outputs.append(network.logits(program, batch))
+        clipped_far += int(np.count_nonzero(np.abs(scaled - x_q) > 1.0))
+        outputs.append(np.reshape(network.run(program, x_q)[-1].values, (len(batch), -1)))
     return np.concatenate(outputs), saturated, clipped_far
 
 

@@ -21,6 +21,7 @@ the golden model's integers (a test checks it). Host only (torch).
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -28,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from . import golden
+from .calibrate import sqnr_db
 from .engine_spec import skip_shift_range
 from .errors import InputError
 from .ingest import INPUT, FloatGraph, FloatLayer
@@ -237,9 +239,8 @@ def requantized(program: Program, trained: FloatGraph) -> Program:
         fl_b = layer.fl_in + np.asarray(layer.fl_w)
         layer.bias = golden.quantize_bias(bias, fl_b, out.width)
         scaled_bias = np.floor(np.asarray(bias, dtype=np.float64) * np.ldexp(1.0, fl_b) + 0.5)
-        noise = float(np.sum((weight - np.ldexp(layer.weights.astype(np.float64), -fl_w)) ** 2))
-        layer.stats = {"weight_sqnr_db": None if noise == 0 else
-                       round(10 * np.log10(float(np.sum(np.square(weight))) / noise), 3),
+        weight_sqnr = sqnr_db(weight, np.ldexp(layer.weights.astype(np.float64), -fl_w))
+        layer.stats = {"weight_sqnr_db": None if math.isinf(weight_sqnr) else round(weight_sqnr, 3),  # JSON
                        "bias_saturated": int(np.count_nonzero(scaled_bias != layer.bias)), "finetuned": True}
     return out
 
