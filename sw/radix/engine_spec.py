@@ -139,6 +139,17 @@ class EngineConfig:
         and the accumulator's read-modify-write needs 3 cycles between passes (a 1x1 array)."""
         return max(3, 2 * self.rows + self.cols - 1)
 
+    @property
+    def lanes_per_word(self) -> int:
+        """W-bit lanes in one 64-bit bus word."""
+        return STREAM_BITS // self.width
+
+    @property
+    def tile_lanes(self) -> int:
+        """Lanes one output-channel tile occupies in a tensor in memory: ``wt_words`` whole words,
+        so every tile starts on a word (``cols`` when ``cols * W`` is a multiple of 64)."""
+        return self.wt_words * self.lanes_per_word
+
     def as_dict(self) -> dict:
         return asdict(self)
 
@@ -294,11 +305,15 @@ def computed_map(out_h: int, out_w: int, pool: bool) -> tuple[int, int]:
 
 def markdown_table() -> str:
     """The register table of docs/registers.md."""
+    return _markdown_table(REGISTERS)
+
+
+def _markdown_table(registers) -> str:
     lines = [
         "| offset | name | access | description |",
         "| --- | --- | --- | --- |",
     ]
-    for reg in REGISTERS:
+    for reg in registers:
         doc = reg.doc
         if reg.fields:
             doc += ": " + "; ".join(f"bit {f.offset} `{f.name}` {f.doc}" for f in reg.fields)
@@ -306,3 +321,222 @@ def markdown_table() -> str:
             doc += f" ({reg.bits} bits)"
         lines.append(f"| 0x{reg.offset:03X} | `{reg.name}` | {reg.access} | {doc} |")
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Engine version 5: the engine as a bus master (docs/engine.md, "Memory and commands").
+#
+# The tables below are the one definition of the bus-master engine's registers, its command
+# format and the layout of tensors in memory; the gateware (radix_hw.bus_engine), the driver's
+# memory placement (radix.placement), the reference executor (radix.command_exec) and
+# docs/registers.md all take them from here.
+# ---------------------------------------------------------------------------------------------
+
+BUS_ENGINE_VERSION = 5  # 5: the engine fetches a command list and its data over an AXI master
+BUS_ADDR_BITS = 32  # byte addresses on the AXI master
+BUS_BYTES = STREAM_BITS // 8  # bytes per AXI master beat (64-bit data)
+MAX_BURST_BEATS = 16  # the PS7 HP ports are AXI3 inside: at most 16 beats per burst
+BURST_BOUNDARY = 4096  # no burst crosses a 4 KB boundary (AXI)
+COMMAND_WORDS = 8  # 64-bit words per command; commands are 64-byte aligned, one burst each
+COMMAND_BYTES = COMMAND_WORDS * BUS_BYTES
+OPCODE_CONV = 1  # a convolution job (a fully connected layer is a 1x1 one)
+
+BUS_REGISTERS: tuple[Register, ...] = (
+    Register("ID", 0x000, "ro", "Engine identifier, ASCII 'RDX1'", value=ENGINE_ID),
+    Register("VERSION", 0x004, "ro", "Register map, command and memory format version", value=BUS_ENGINE_VERSION),
+    Register("ROWS", 0x008, "ro", "Array rows (input-channel lanes)", build="rows"),
+    Register("COLS", 0x00C, "ro", "Array columns (output-channel lanes)", build="cols"),
+    Register("DATA_WIDTH", 0x010, "ro", "Data width W in bits", build="width"),
+    Register("ACC_WIDTH", 0x014, "ro", "Accumulator width A in bits", build="acc_width"),
+    Register("IN_DEPTH", 0x018, "ro", "Input buffer depth in pixel groups", build="in_depth"),
+    Register("WT_DEPTH", 0x01C, "ro", "Weight buffer depth per bank in rows", build="wt_depth"),
+    Register("ACC_DEPTH", 0x020, "ro", "Accumulator depth per bank in output pixels", build="acc_depth"),
+    Register(
+        "CTRL",
+        0x040,
+        "ctrl",
+        "Control",
+        fields=(
+            Field("START", 0, 1, "Write 1 to run the command list (CMD_BASE, CMD_COUNT) inside the window (WIN_BASE, WIN_SIZE)"),
+            Field("IRQ_EN", 1, 1, "Raise `interrupt` while STATUS.DONE or STATUS.ERROR is set"),
+            Field("RESET", 2, 1, "Write 1 to abort a running list once its bursts on the bus are complete, and return to idle"),
+        ),
+    ),
+    Register(
+        "STATUS",
+        0x044,
+        "status",
+        "Status",
+        fields=(
+            Field("BUSY", 0, 1, "A command list is running (or a RESET is completing its bursts)"),
+            Field("DONE", 1, 1, "The list finished: its last output write has its response (sticky; write 1 to clear)"),
+            Field("ERROR", 2, 1, "The list stopped on an error, see ERR_CODE, ERR_INDEX, ERR_ADDR (sticky; write 1 to clear)"),
+        ),
+    ),
+    Register("CYCLES", 0x048, "ro", "Clock cycles from START to DONE (or ERROR)"),
+    Register("SATURATED", 0x04C, "ro", "Outputs saturated by the list so far (docs/arithmetic.md §5)"),
+    Register("CMD_DONE", 0x050, "ro", "Commands completed by the running or last list"),
+    Register("ERR_CODE", 0x054, "ro", "Why the list stopped: see ERROR_CODES in docs/engine.md (0: no error)"),
+    Register("ERR_INDEX", 0x058, "ro", "Index of the command that stopped the list"),
+    Register("ERR_ADDR", 0x05C, "ro", "The byte address at fault (ERR_CODE WINDOW, BUS, ALIGN), else 0"),
+    Register("BEATS_READ", 0x060, "ro", "64-bit beats read by the running or last list"),
+    Register("BEATS_WRITTEN", 0x064, "ro", "64-bit beats written by the running or last list"),
+    Register("CMD_BASE", 0x080, "cfg", "Byte address of command 0 (64-byte aligned)"),
+    Register("CMD_COUNT", 0x084, "cfg", "Commands in the list"),
+    Register("WIN_BASE", 0x088, "cfg", "Lowest byte address the engine may access (8-byte aligned)"),
+    Register("WIN_SIZE", 0x08C, "cfg", "Bytes from WIN_BASE the engine may access (a multiple of 8)"),
+)
+
+# ERR_CODE values: why a command list stopped (docs/engine.md).
+ERROR_CODES = {
+    1: ("WINDOW", "a burst would reach outside [WIN_BASE, WIN_BASE + WIN_SIZE); ERR_ADDR is its first byte"),
+    2: ("BUS", "the memory answered SLVERR or DECERR; ERR_ADDR is the burst's first byte"),
+    3: ("OPCODE", "the command's opcode is not one this engine knows"),
+    4: ("LIMIT", "a size is zero or over the build's limits (buffers, kernel, stride, padding)"),
+    5: ("BAND", "a band, tile or channel range lies outside its tensor"),
+    6: ("ALIGN", "CMD_BASE is not 64-byte aligned, or a tensor or weight address not 8-byte aligned"),
+}
+ERROR_CODE = {name: code for code, (name, _) in ERROR_CODES.items()}
+
+
+@dataclass(frozen=True)
+class CommandField:
+    """A field of a command: ``word`` (0..COMMAND_WORDS-1), ``lsb`` and ``width`` in that 64-bit word."""
+
+    name: str
+    word: int
+    lsb: int
+    width: int
+    doc: str
+
+
+COMMAND_FIELDS: tuple[CommandField, ...] = (
+    CommandField("opcode", 0, 0, 8, "1: convolution job"),
+    CommandField("relu", 0, 8, 1, "Fused ReLU"),
+    CommandField("pool", 0, 9, 1, "2x2 stride-2 max pooling"),
+    CommandField("add", 0, 10, 1, "Residual add of the skip tensor (docs/arithmetic.md §9)"),
+    CommandField("in_unsigned", 0, 11, 1, "The input tensor is unsigned (docs/arithmetic.md §12)"),
+    CommandField("skip_unsigned", 0, 12, 1, "The skip tensor is unsigned"),
+    CommandField("out_unsigned", 0, 13, 1, "The output tensor is unsigned"),
+    CommandField("sync", 0, 14, 1, "Read no input or skip pixel before every earlier command's writes have their responses"),
+    CommandField("stats", 0, 15, 1, "Write the stats word to stat_addr when the command completes"),
+    CommandField("kernel", 0, 16, 4, "Kernel size k (1..7)"),
+    CommandField("stride", 0, 20, 4, "Stride S (1..4)"),
+    CommandField("pad_top", 0, 24, 4, "Zero rows above the band (0..k-1)"),
+    CommandField("pad_left", 0, 28, 4, "Zero columns left of the map (0..k-1)"),
+    CommandField("in_ch", 0, 32, 16, "Input lanes C_in (the input tensor's lanes, a multiple of rows)"),
+    CommandField("out_ch", 0, 48, 16, "Output channels C_out"),
+    CommandField("in_h", 1, 0, 16, "Input rows of the band"),
+    CommandField("in_w", 1, 16, 16, "Input width (the tensor's width)"),
+    CommandField("out_h", 1, 32, 16, "Convolution output rows of the band (before pooling)"),
+    CommandField("out_w", 1, 48, 16, "Convolution output width (before pooling)"),
+    CommandField("in_addr", 2, 0, 32, "Byte address of the input tensor"),
+    CommandField("in_y0", 2, 32, 16, "First input row of the band"),
+    CommandField("in_height", 2, 48, 16, "Rows of the input tensor"),
+    CommandField("in_pixel_words", 3, 0, 16, "Words per pixel of the input tensor"),
+    CommandField("out_pixel_words", 3, 16, 16, "Words per pixel of the output tensor"),
+    CommandField("out_word_offset", 3, 32, 16, "First word of this layer's channels in an output pixel (a concatenation's part)"),
+    CommandField("out_y0", 3, 48, 16, "First output row (after pooling) the band writes"),
+    CommandField("out_addr", 4, 0, 32, "Byte address of the output tensor"),
+    CommandField("out_height", 4, 32, 16, "Rows of the output tensor"),
+    CommandField("skip_pixel_words", 4, 48, 16, "Words per pixel of the skip tensor"),
+    CommandField("skip_addr", 5, 0, 32, "Byte address of the skip tensor"),
+    CommandField("skip_y0", 5, 32, 16, "First skip row the band reads"),
+    CommandField("skip_height", 5, 48, 16, "Rows of the skip tensor"),
+    CommandField("wt_addr", 6, 0, 32, "Byte address of the job's bias words and weight rows"),
+    CommandField("skip_width", 6, 32, 16, "Pixels per row of the skip tensor"),
+    CommandField("stat_addr", 7, 0, 32, "Byte address of the stats word (with stats)"),
+)
+COMMAND_FIELD = {f.name: f for f in COMMAND_FIELDS}
+STATS_CYCLES_BITS = 32  # stats word: bits 0..31 cycles from START to the command's end, 32..63 its saturations
+
+
+def encode_command(**values: int) -> list[int]:
+    """A command's ``COMMAND_WORDS`` 64-bit words from field values (missing fields are 0)."""
+    words = [0] * COMMAND_WORDS
+    for name, value in values.items():
+        try:
+            fld = COMMAND_FIELD[name]
+        except KeyError:
+            raise KeyError(f"no command field {name!r}; known: {', '.join(COMMAND_FIELD)}") from None
+        value = int(value)
+        if not 0 <= value < 1 << fld.width:
+            raise ValueError(f"command field {name}={value} does not fit {fld.width} bits")
+        words[fld.word] |= value << fld.lsb
+    return words
+
+
+def decode_command(words) -> dict[str, int]:
+    """Inverse of :func:`encode_command`."""
+    words = [int(w) for w in words]
+    if len(words) != COMMAND_WORDS:
+        raise ValueError(f"a command is {COMMAND_WORDS} words, got {len(words)}")
+    return {f.name: (words[f.word] >> f.lsb) & ((1 << f.width) - 1) for f in COMMAND_FIELDS}
+
+
+def _check_command_fields() -> None:
+    taken: dict[tuple[int, int], str] = {}
+    for fld in COMMAND_FIELDS:
+        if not 0 <= fld.word < COMMAND_WORDS or fld.lsb + fld.width > STREAM_BITS:
+            raise ValueError(f"command field {fld.name} is outside the command")
+        for bit in range(fld.lsb, fld.lsb + fld.width):
+            if (fld.word, bit) in taken:
+                raise ValueError(f"command fields {taken[fld.word, bit]} and {fld.name} overlap")
+            taken[fld.word, bit] = fld.name
+
+
+_check_command_fields()
+
+
+def canonical_lane(channel: int, config: EngineConfig) -> int:
+    """The lane of channel ``channel`` in a tensor in memory: output tile ``channel // cols`` starts
+    at lane ``(channel // cols) * tile_lanes``, so an engine's output tile is whole words."""
+    return (channel // config.cols) * config.tile_lanes + channel % config.cols
+
+
+def tensor_lanes(channels: int, config: EngineConfig) -> int:
+    """Lanes a tensor of ``channels`` channels spans in memory (up to its last channel's lane)."""
+    return canonical_lane(channels - 1, config) + 1
+
+
+def pixel_words(lanes: int, config: EngineConfig) -> int:
+    """Words per pixel of a tensor whose channels span ``lanes`` lanes: whole input tiles, so an
+    input tile's ``in_words`` words are always inside the pixel."""
+    words = math.ceil(lanes / config.lanes_per_word)
+    return math.ceil(words / config.in_words) * config.in_words
+
+
+def bus_markdown_table() -> str:
+    """The register table of the bus-master engine (docs/registers.md)."""
+    return _markdown_table(BUS_REGISTERS)
+
+
+def command_markdown_table() -> str:
+    """The command format table (docs/engine.md)."""
+    lines = ["| word | bits | field | meaning |", "| --- | --- | --- | --- |"]
+    for fld in COMMAND_FIELDS:
+        bits = f"{fld.lsb}" if fld.width == 1 else f"{fld.lsb + fld.width - 1}..{fld.lsb}"
+        lines.append(f"| {fld.word} | {bits} | `{fld.name}` | {fld.doc} |")
+    return "\n".join(lines) + "\n"
+
+
+BUS_REGISTER_BY_NAME = {reg.name: reg for reg in BUS_REGISTERS}
+
+
+def bus_register(name: str) -> Register:
+    """A register of the bus-master engine by name, with an error naming the unknown register."""
+    try:
+        return BUS_REGISTER_BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"no bus engine register {name!r}; known: {', '.join(BUS_REGISTER_BY_NAME)}") from None
+
+
+def field_mask_of(register_name: str, field_name: str, registers: tuple[Register, ...] = BUS_REGISTERS) -> int:
+    """The bit mask of a field of a register of ``registers`` (the bus-master engine's by default)."""
+    by_name = {reg.name: reg for reg in registers}
+    if register_name not in by_name:
+        raise KeyError(f"no register {register_name!r}")
+    for fld in by_name[register_name].fields:
+        if fld.name == field_name:
+            return ((1 << fld.width) - 1) << fld.offset
+    raise KeyError(f"register {register_name} has no field {field_name!r}")
