@@ -24,7 +24,7 @@ from __future__ import annotations
 from amaranth import Cat, Const, Module, Shape, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
-from radix.engine_spec import REGISTERS, EngineConfig, Register, build_value, field_mask
+from radix.engine_spec import REGISTERS, EngineConfig, Register, build_value
 
 from .layout import LayerConfigLayout
 
@@ -32,7 +32,6 @@ ADDR_WIDTH = 12
 DATA_WIDTH = 32
 STRB_WIDTH = DATA_WIDTH // 8
 RESP_OKAY = 0b00
-LIVE_REGISTERS = ("CYCLES", "SATURATED")  # "ro" registers without a build value: live inputs
 
 
 def axi_lite_members(*, addr_width: int = ADDR_WIDTH) -> dict:
@@ -86,11 +85,16 @@ def layer_fields(reg: Register) -> tuple[tuple[str, int, int], ...]:
     return wanted
 
 
-def _check_register_map(config: EngineConfig) -> None:
+def live_registers(registers: tuple[Register, ...]) -> tuple[Register, ...]:
+    """The ``ro`` registers without a build value: each is an input port of its lower-case name."""
+    return tuple(reg for reg in registers if reg.access == "ro" and reg.value is None and reg.build is None)
+
+
+def _check_register_map(config: EngineConfig, registers: tuple[Register, ...]) -> None:
     """Refuse a register table this file cannot implement, naming the register."""
     seen: dict[int, str] = {}
     covered: set[str] = set()
-    for reg in REGISTERS:
+    for reg in registers:
         if reg.offset % STRB_WIDTH or not 0 <= reg.offset < 1 << ADDR_WIDTH:
             raise ValueError(f"register {reg.name} offset 0x{reg.offset:X} is not a word address below 0x{1 << ADDR_WIDTH:X}")
         if reg.offset in seen:
@@ -98,64 +102,73 @@ def _check_register_map(config: EngineConfig) -> None:
         seen[reg.offset] = reg.name
         if reg.access == "ro":
             value = build_value(reg, config)
-            if value is None and reg.name not in LIVE_REGISTERS:
-                raise ValueError(f"read-only register {reg.name} has neither a build value nor a live input")
             if value is not None and not 0 <= value < 1 << DATA_WIDTH:
                 raise ValueError(f"register {reg.name} value {value} does not fit {DATA_WIDTH} bits")
         elif reg.access == "rw":
             covered.update(name for name, _, _ in layer_fields(reg))
-        elif reg.access not in ("ctrl", "status"):
+        elif reg.access not in ("ctrl", "status", "cfg"):
             raise ValueError(f"register {reg.name} has unknown access {reg.access!r}")
     missing = set(dict(LayerConfigLayout)) - covered
-    if missing:
+    if covered and missing:
         raise ValueError(f"LayerConfigLayout fields without a register: {', '.join(sorted(missing))}")
 
 
-def _single(reg_access: str) -> Register:
-    matches = [reg for reg in REGISTERS if reg.access == reg_access]
+def _single(registers: tuple[Register, ...], reg_access: str) -> Register:
+    matches = [reg for reg in registers if reg.access == reg_access]
     if len(matches) != 1:
         raise ValueError(f"the register table needs exactly one {reg_access!r} register, has {len(matches)}")
     return matches[0]
 
 
-def _bit(reg: Register, field: str) -> int:
-    return field_mask(reg.name, field).bit_length() - 1
+def _bit(reg: Register, field: str) -> int | None:
+    """The bit of ``field`` in ``reg``, None if the register has no such field."""
+    for fld in reg.fields:
+        if fld.name == field:
+            return fld.offset
+    return None
 
 
 class RegisterFile(wiring.Component):
-    """The engine's AXI4-Lite register file for one :class:`EngineConfig`.
+    """An engine's AXI4-Lite register file for one :class:`EngineConfig` and register table.
 
-    Ports: the ``s_axi_*`` slave (:func:`axi_lite_members`); ``layer`` (the layer registers as
-    copied at the last accepted START), ``start`` (one-cycle pulse), ``irq_en`` (CTRL.IRQ_EN),
-    ``done`` (sticky STATUS.DONE), ``soft_reset`` (one-cycle pulse after a CTRL.RESET write);
-    inputs ``busy`` (STATUS.BUSY), ``job_done`` (a pulse that sets
-    STATUS.DONE), ``cycles`` and ``saturated`` (read live as CYCLES and SATURATED).
+    Ports: the ``s_axi_*`` slave (:func:`axi_lite_members`); ``start`` (one-cycle pulse),
+    ``irq_en`` (CTRL.IRQ_EN), ``done`` (sticky STATUS.DONE), ``soft_reset`` (one-cycle pulse after
+    a CTRL.RESET write); inputs ``busy`` (STATUS.BUSY) and ``job_done`` (a pulse that sets
+    STATUS.DONE). Per the table: with ``rw`` layer registers, ``layer`` (their copy at the last
+    accepted START); with a STATUS.ERROR field, ``error`` (sticky) and ``error_set`` (a pulse that
+    sets it); each ``cfg`` register an output ``cfg_<name>`` (32 bits, read back as written); each
+    live ``ro`` register (no build value) an input of its lower-case name, read as it is.
 
     Each channel has a one-entry holding register: AW and W are accepted independently and in any
     order, a write takes effect when both are held and B is free, B and R wait for their ready.
     """
 
-    def __init__(self, *, config: EngineConfig):
+    def __init__(self, *, config: EngineConfig, registers: tuple[Register, ...] = REGISTERS):
         if not isinstance(config, EngineConfig):
             raise TypeError(f"config must be an EngineConfig, not {type(config).__name__}")
-        _check_register_map(config)
+        _check_register_map(config, registers)
         self._config = config
-        self._ctrl = _single("ctrl")
-        self._status = _single("status")
-        super().__init__(
-            {
-                **axi_lite_members(),
-                "layer": Out(LayerConfigLayout),
-                "start": Out(1),
-                "soft_reset": Out(1),
-                "irq_en": Out(1),
-                "done": Out(1),
-                "busy": In(1),
-                "job_done": In(1),
-                "cycles": In(32),
-                "saturated": In(32),
-            }
-        )
+        self._registers = registers
+        self._ctrl = _single(registers, "ctrl")
+        self._status = _single(registers, "status")
+        self._has_layer = any(reg.access == "rw" for reg in registers)
+        self._has_error = _bit(self._status, "ERROR") is not None
+        members = {
+            **axi_lite_members(),
+            "start": Out(1),
+            "soft_reset": Out(1),
+            "irq_en": Out(1),
+            "done": Out(1),
+            "busy": In(1),
+            "job_done": In(1),
+        }
+        if self._has_layer:
+            members["layer"] = Out(LayerConfigLayout)
+        if self._has_error:
+            members.update({"error": Out(1), "error_set": In(1)})
+        members.update({f"cfg_{reg.name.lower()}": Out(DATA_WIDTH) for reg in registers if reg.access == "cfg"})
+        members.update({reg.name.lower(): In(DATA_WIDTH) for reg in live_registers(registers)})
+        super().__init__(members)
 
     @property
     def config(self) -> EngineConfig:
@@ -166,7 +179,8 @@ class RegisterFile(wiring.Component):
         programmed = Signal(LayerConfigLayout)
         ctrl, status = self._ctrl, self._status
         start_bit, irq_bit, reset_bit = _bit(ctrl, "START"), _bit(ctrl, "IRQ_EN"), _bit(ctrl, "RESET")
-        busy_bit, done_bit = _bit(status, "BUSY"), _bit(status, "DONE")
+        busy_bit, done_bit, error_bit = _bit(status, "BUSY"), _bit(status, "DONE"), _bit(status, "ERROR")
+        bits = (start_bit, irq_bit, reset_bit, done_bit, error_bit)
 
         # Write channel: AW and W each land in a holding register, the write fires when both are full.
         aw_full, aw_addr = Signal(), Signal(ADDR_WIDTH)
@@ -189,12 +203,15 @@ class RegisterFile(wiring.Component):
         with m.If(write):
             m.d.sync += [aw_full.eq(0), w_full.eq(0), self.s_axi_bvalid.eq(1)]
             with m.Switch(aw_addr[2:]):
-                for reg in REGISTERS:
+                for reg in self._registers:
                     with m.Case(reg.offset >> 2):
-                        self._write(m, reg, programmed, w_data, w_strb, start_bit, irq_bit, reset_bit, done_bit)
+                        self._write(m, reg, programmed, w_data, w_strb, bits)
 
         with m.If(self.job_done):
             m.d.sync += self.done.eq(1)
+        if self._has_error:
+            with m.If(self.error_set):
+                m.d.sync += self.error.eq(1)
         # the core resets on the edge after the pulse: a job finishing meanwhile leaves no DONE
         with m.If(self.soft_reset):
             m.d.sync += self.done.eq(0)
@@ -204,43 +221,61 @@ class RegisterFile(wiring.Component):
         with m.If(self.s_axi_arvalid & ~self.s_axi_rvalid):
             m.d.sync += [self.s_axi_rvalid.eq(1), self.s_axi_rdata.eq(0)]
             with m.Switch(self.s_axi_araddr[2:]):
-                for reg in REGISTERS:
+                for reg in self._registers:
                     with m.Case(reg.offset >> 2):
                         m.d.sync += self.s_axi_rdata.eq(
-                            self._read_value(reg, programmed, busy_bit, done_bit, irq_bit)
+                            self._read_value(reg, programmed, busy_bit, done_bit, irq_bit, error_bit)
                         )
         with m.Elif(self.s_axi_rready):
             m.d.sync += self.s_axi_rvalid.eq(0)
         return m
 
-    def _write(self, m, reg, programmed, data, strb, start_bit, irq_bit, reset_bit, done_bit):
+    def _write(self, m, reg, programmed, data, strb, bits):
+        start_bit, irq_bit, reset_bit, done_bit, error_bit = bits
+        bit_enable = Cat(*(strb[bit // 8] for bit in range(DATA_WIDTH)))
         if reg.access == "rw":
-            bit_enable = Cat(*(strb[bit // 8] for bit in range(DATA_WIDTH)))
             for name, offset, width in layer_fields(reg):
                 held = Value.cast(programmed[name])
                 enable = bit_enable[offset : offset + width]
                 m.d.sync += held.eq((held & ~enable) | (data[offset : offset + width] & enable))
+        elif reg.access == "cfg":
+            held = getattr(self, f"cfg_{reg.name.lower()}")
+            m.d.sync += held.eq((held & ~bit_enable) | (data & bit_enable))
         elif reg.access == "ctrl":
             with m.If(strb[irq_bit // 8]):
                 m.d.sync += self.irq_en.eq(data[irq_bit])
             with m.If(strb[reset_bit // 8] & data[reset_bit]):
                 m.d.sync += [self.soft_reset.eq(1), self.done.eq(0)]
+                if self._has_error:
+                    m.d.sync += self.error.eq(0)
             with m.Elif(strb[start_bit // 8] & data[start_bit] & ~self.busy):
-                m.d.sync += [self.start.eq(1), self.done.eq(0), self.layer.eq(programmed)]
+                m.d.sync += [self.start.eq(1), self.done.eq(0)]
+                if self._has_layer:
+                    m.d.sync += self.layer.eq(programmed)
+                if self._has_error:
+                    m.d.sync += self.error.eq(0)
         elif reg.access == "status":
             with m.If(strb[done_bit // 8] & data[done_bit]):
                 m.d.sync += self.done.eq(0)
+            if self._has_error:
+                with m.If(strb[error_bit // 8] & data[error_bit]):
+                    m.d.sync += self.error.eq(0)
 
-    def _read_value(self, reg, programmed, busy_bit, done_bit, irq_bit):
+    def _read_value(self, reg, programmed, busy_bit, done_bit, irq_bit, error_bit):
         if reg.access == "rw":
             value = Const(0, DATA_WIDTH)
             for name, offset, width in layer_fields(reg):
                 value = value | (Value.cast(programmed[name]) << offset)
             return value
+        if reg.access == "cfg":
+            return getattr(self, f"cfg_{reg.name.lower()}")
         if reg.access == "ctrl":
             return self.irq_en << irq_bit  # START and RESET are pulses and read 0
         if reg.access == "status":
-            return (self.busy << busy_bit) | (self.done << done_bit)
+            value = (self.busy << busy_bit) | (self.done << done_bit)
+            if self._has_error:
+                value = value | (self.error << error_bit)
+            return value
         constant = build_value(reg, self._config)
         if constant is not None:
             return Const(constant, DATA_WIDTH)

@@ -26,17 +26,26 @@ from amaranth.back import verilog as amaranth_verilog
 from amaranth.lib import wiring
 from radix.engine_spec import DEFAULT_CONFIG, EngineConfig, EngineConfigError, markdown_table
 
+from .bus_engine import BusEngine
 from .engine import Engine
 
 MODULE_NAME = "radix_engine"  # the top level: what Vivado, the simulators and Yosys see
 CORE_MODULE_NAME = "radix_engine_core"  # the Amaranth engine inside it
+BUS_MODULE_NAME = "radix_bus_engine"  # the bus-master engine's top level (engine version 5)
+BUS_CORE_MODULE_NAME = "radix_bus_engine_core"
+DEFAULT_CLOCK_HZ = 100_000_000  # the overlay's FCLK_CLK0 (boards/pynq_z2)
 
 # Vivado bus interfaces by port-name prefix: (interface name, VLNV of its bus definition)
 BUS_INTERFACES = {
     "s_axi_": ("s_axi", "xilinx.com:interface:aximm:1.0"),
     "s_axis_": ("s_axis", "xilinx.com:interface:axis:1.0"),
     "m_axis_": ("m_axis", "xilinx.com:interface:axis:1.0"),
+    "m_axi_": ("m_axi", "xilinx.com:interface:aximm:1.0"),
 }
+# What Vivado should know of the bus master that it cannot infer from the ports: INCR bursts of
+# at most 16 beats (the HP ports are AXI3 inside), no narrow bursts, one ID
+M_AXI_PARAMETERS = ("PROTOCOL AXI4, MAX_BURST_LENGTH 16, SUPPORTS_NARROW_BURST 0, NUM_READ_OUTSTANDING 32, "
+                    "NUM_WRITE_OUTSTANDING 16, HAS_BURST 1, ID_WIDTH 1")
 # the single-signal interfaces: port -> (X_INTERFACE_INFO, X_INTERFACE_PARAMETER)
 SIGNAL_INTERFACES = {
     "clk": ("xilinx.com:signal:clock:1.0 clk CLK",
@@ -97,30 +106,56 @@ def engine_ports(engine: Engine) -> list[tuple[str, str, int]]:
     return ports
 
 
-def port_attributes(name: str) -> list[tuple[str, str]]:
-    """The Vivado attributes of top-level port ``name``: ``[(attribute, value), ...]``."""
+def port_attributes(name: str, *, buses: tuple[str, ...] = ("s_axi", "s_axis", "m_axis"),
+                    clock_hz: int | None = None) -> list[tuple[str, str]]:
+    """The Vivado attributes of top-level port ``name``: ``[(attribute, value), ...]``; ``buses``
+    are the interfaces the clock drives, ``clock_hz`` its FREQ_HZ (declared when given)."""
+    if name == "clk":
+        info, _ = SIGNAL_INTERFACES[name]
+        parameter = f"ASSOCIATED_BUSIF {':'.join(buses)}, ASSOCIATED_RESET rst"
+        if clock_hz is not None:
+            parameter += f", FREQ_HZ {clock_hz}"
+        return [("X_INTERFACE_INFO", info), ("X_INTERFACE_PARAMETER", parameter)]
     if name in SIGNAL_INTERFACES:
         info, parameter = SIGNAL_INTERFACES[name]
         return [("X_INTERFACE_INFO", info), ("X_INTERFACE_PARAMETER", parameter)]
     for prefix, (interface, vlnv) in BUS_INTERFACES.items():
         if name.startswith(prefix):
-            return [("X_INTERFACE_INFO", f"{vlnv} {interface} {name[len(prefix):].upper()}")]
+            attributes = [("X_INTERFACE_INFO", f"{vlnv} {interface} {name[len(prefix):].upper()}")]
+            if name == "m_axi_awaddr":  # one port of the bus carries its parameters
+                attributes.append(("X_INTERFACE_PARAMETER", M_AXI_PARAMETERS))
+            return attributes
     raise ValueError(f"engine port {name!r} belongs to no Vivado interface (radix_hw.verilog.BUS_INTERFACES)")
 
 
-def top_level(ports: list[tuple[str, str, int]]) -> str:
-    """The ``radix_engine`` wrapper around ``radix_engine_core``: the same ports, with attributes."""
+def generate_bus(config: EngineConfig, *, clock_hz: int = DEFAULT_CLOCK_HZ,
+                 core_factory: Callable[..., wiring.Component] | None = None) -> str:
+    """Verilog text of the bus-master engine (version 5) for ``config``: ``radix_bus_engine_core``
+    and its top level ``radix_bus_engine``, whose clock declares ``FREQ_HZ`` ``clock_hz``."""
+    if not isinstance(config, EngineConfig):
+        raise TypeError(f"config must be an EngineConfig, not {type(config).__name__}")
+    if not isinstance(clock_hz, int) or clock_hz <= 0:
+        raise ValueError(f"clock_hz must be a positive integer, not {clock_hz!r}")
+    engine = BusEngine(config=config, core_factory=core_factory)
+    core = amaranth_verilog.convert(engine, name=BUS_CORE_MODULE_NAME, emit_src=False)
+    return core + "\n" + top_level(engine_ports(engine), module=BUS_MODULE_NAME, core_module=BUS_CORE_MODULE_NAME,
+                                   buses=("s_axi", "m_axi"), clock_hz=clock_hz)
+
+
+def top_level(ports: list[tuple[str, str, int]], *, module: str = MODULE_NAME, core_module: str = CORE_MODULE_NAME,
+              buses: tuple[str, ...] = ("s_axi", "s_axis", "m_axis"), clock_hz: int | None = None) -> str:
+    """The ``module`` wrapper around ``core_module``: the same ports, with attributes."""
     declarations, connections = [], []
     for name, direction, width in ports:
-        attributes = port_attributes(name)
+        attributes = port_attributes(name, buses=buses, clock_hz=clock_hz)
         vector = f"[{width - 1}:0] " if width > 1 else ""
         declarations.append("".join(f'    (* {key} = "{value}" *)\n' for key, value in attributes)
                             + f"    {direction} wire {vector}{name}")
         connections.append(f"        .{name}({name})")
-    return (f"// {MODULE_NAME}: top level of the Radix engine with Vivado interface attributes\n"
-            f"// (generated by radix_hw.verilog.top_level; the logic is {CORE_MODULE_NAME})\n"
-            f"module {MODULE_NAME} (\n" + ",\n".join(declarations) + "\n);\n"
-            f"    {CORE_MODULE_NAME} core (\n" + ",\n".join(connections) + "\n    );\n"
+    return (f"// {module}: top level of the Radix engine with Vivado interface attributes\n"
+            f"// (generated by radix_hw.verilog.top_level; the logic is {core_module})\n"
+            f"module {module} (\n" + ",\n".join(declarations) + "\n);\n"
+            f"    {core_module} core (\n" + ",\n".join(connections) + "\n    );\n"
             "endmodule\n")
 
 

@@ -1,0 +1,204 @@
+"""The bus master's write side: the core's output words to memory, by write descriptors.
+
+A *write descriptor* names ``count`` groups of ``beats`` consecutive words, group ``j`` at byte
+``addr + j * stride``; for each group the data side takes ``beats`` words from ``words`` and drops
+the ``drop`` words after them (an output tile's words beyond the tensor's channels). With ``imm``
+the one word ``imm_data`` is written instead (the stats word, docs/engine.md).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from radix.engine_spec import BUS_ADDR_BITS, BUS_BYTES, MAX_BURST_BEATS
+
+from .axi4 import DATA_BITS
+from .bus_read import BEATS_BITS, COUNT_BITS, FILL_BITS, STRIDE_BITS, burst_beats, in_window
+
+WriteDescriptor = data.StructLayout({
+    "addr": BUS_ADDR_BITS,
+    "beats": BEATS_BITS,
+    "drop": FILL_BITS,
+    "count": COUNT_BITS,
+    "stride": STRIDE_BITS,
+    "imm": 1,
+    "imm_data": DATA_BITS,
+})
+
+_AddressPart = data.StructLayout({"addr": BUS_ADDR_BITS, "beats": BEATS_BITS, "count": COUNT_BITS,
+                                  "stride": STRIDE_BITS})
+_DataPart = data.StructLayout({"beats": BEATS_BITS, "drop": FILL_BITS, "count": COUNT_BITS, "imm": 1,
+                               "imm_data": DATA_BITS})
+
+
+class WriteMaster(wiring.Component):
+    """Writes the words write descriptors name, in bursts whose data is already held.
+
+    Ports: ``desc`` (descriptors), ``words`` (the data), the AXI write channels (``aw_*``,
+    ``w_*``, ``b_*``), the window, ``stop`` (issue no new burst), ``flush`` (drop incoming data),
+    and the outcomes: ``window_error`` / ``bus_error`` with ``error_addr``, ``quiet`` (nothing
+    planned, held or outstanding), ``drained`` (every issued burst complete), ``beats_written``.
+
+    An AW is issued only when the whole burst's data is in the FIFO, so once issued a burst always
+    completes, even if the list stops: nothing is ever left half done on the bus.
+    """
+
+    def __init__(self, *, depth: int = 64, max_bursts: int = 16):
+        for name, value in (("depth", depth), ("max_bursts", max_bursts)):
+            if not isinstance(value, int) or value < MAX_BURST_BEATS:
+                raise ValueError(f"WriteMaster {name}={value!r}: at least {MAX_BURST_BEATS}")
+        self._depth, self._max_bursts = depth, max_bursts
+        super().__init__({
+            "desc": In(stream.Signature(WriteDescriptor)),
+            "words": In(stream.Signature(DATA_BITS)),
+            "aw_addr": Out(BUS_ADDR_BITS),
+            "aw_len": Out(8),
+            "aw_valid": Out(1),
+            "aw_ready": In(1),
+            "w_data": Out(DATA_BITS),
+            "w_strb": Out(BUS_BYTES),
+            "w_last": Out(1),
+            "w_valid": Out(1),
+            "w_ready": In(1),
+            "b_resp": In(2),
+            "b_valid": In(1),
+            "b_ready": Out(1),
+            "win_base": In(BUS_ADDR_BITS),
+            "win_size": In(BUS_ADDR_BITS),
+            "stop": In(1),
+            "flush": In(1),
+            "window_error": Out(1),
+            "bus_error": Out(1),
+            "error_addr": Out(BUS_ADDR_BITS),
+            "quiet": Out(1),
+            "drained": Out(1),
+            "beats_written": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.addr_descs = addr_descs = SyncFIFOBuffered(width=_AddressPart.size, depth=4)
+        m.submodules.data_descs = data_descs = SyncFIFOBuffered(width=_DataPart.size, depth=4)
+        m.submodules.data_fifo = data_fifo = SyncFIFOBuffered(width=DATA_BITS, depth=self._depth)
+        m.submodules.lengths = lengths = SyncFIFOBuffered(width=5, depth=self._max_bursts)
+        m.submodules.burst_addrs = burst_addrs = SyncFIFOBuffered(width=BUS_ADDR_BITS, depth=self._max_bursts)
+
+        p = self.desc.payload
+        a_part, d_part = Signal(_AddressPart), Signal(_DataPart)
+        m.d.comb += [
+            a_part.addr.eq(p.addr), a_part.beats.eq(p.beats), a_part.count.eq(p.count), a_part.stride.eq(p.stride),
+            d_part.beats.eq(p.beats), d_part.drop.eq(p.drop), d_part.count.eq(p.count), d_part.imm.eq(p.imm),
+            d_part.imm_data.eq(p.imm_data),
+            addr_descs.w_data.eq(a_part), data_descs.w_data.eq(d_part),
+            self.desc.ready.eq(addr_descs.w_rdy & data_descs.w_rdy),
+            addr_descs.w_en.eq(self.desc.valid & self.desc.ready),
+            data_descs.w_en.eq(self.desc.valid & self.desc.ready),
+        ]
+
+        # -- data side: take `beats` words per group, drop `drop` -------------------------------
+        d_active = Signal()
+        dd = Signal(_DataPart)
+        d_groups, d_beats, d_drop = Signal(COUNT_BITS), Signal(BEATS_BITS), Signal(FILL_BITS)
+        m.d.comb += data_descs.r_en.eq(~d_active)
+        with m.If(data_descs.r_rdy & ~d_active):
+            q = data.View(_DataPart, data_descs.r_data)
+            m.d.sync += [dd.eq(q), d_active.eq(q.count != 0), d_groups.eq(q.count), d_beats.eq(q.beats),
+                         d_drop.eq(q.drop)]
+        keeping = d_beats != 0
+        take_imm = d_active & dd.imm
+        m.d.comb += [
+            data_fifo.w_data.eq(Mux(dd.imm, dd.imm_data, self.words.payload)),
+            self.words.ready.eq(self.flush | (d_active & ~dd.imm & (~keeping | data_fifo.w_rdy))),
+        ]
+        moved = Signal()
+        m.d.comb += [
+            moved.eq(Mux(dd.imm, take_imm & data_fifo.w_rdy, d_active & self.words.valid & self.words.ready)),
+            data_fifo.w_en.eq(moved & keeping & ~self.flush),
+        ]
+        with m.If(moved & ~self.flush):
+            with m.If(keeping):
+                m.d.sync += d_beats.eq(d_beats - 1)
+            with m.Else():
+                m.d.sync += d_drop.eq(d_drop - 1)
+            group_end = Mux(keeping, (d_beats == 1) & (d_drop == 0), d_drop == 1)
+            with m.If(group_end):
+                with m.If(d_groups > 1):
+                    m.d.sync += [d_groups.eq(d_groups - 1), d_beats.eq(dd.beats), d_drop.eq(dd.drop)]
+                with m.Else():
+                    m.d.sync += d_active.eq(0)
+
+        # -- address side: bursts, issued when their data is held ----------------------------
+        a_active = Signal()
+        ad = Signal(_AddressPart)
+        a_groups, remaining = Signal(COUNT_BITS), Signal(BEATS_BITS)
+        group_addr, addr = Signal(BUS_ADDR_BITS), Signal(BUS_ADDR_BITS)
+        m.d.comb += addr_descs.r_en.eq(~a_active & ~self.stop)
+        with m.If(addr_descs.r_rdy & ~a_active & ~self.stop):
+            q = data.View(_AddressPart, addr_descs.r_data)
+            m.d.sync += [ad.eq(q), a_active.eq((q.count != 0) & (q.beats != 0)), a_groups.eq(q.count),
+                         remaining.eq(q.beats), group_addr.eq(q.addr), addr.eq(q.addr)]
+        beats, _ = burst_beats(addr, remaining)
+        committed = Signal(range(self._depth + 1))  # held words that belong to issued bursts
+        held = Signal(range(self._depth + 1))
+        window_ok = in_window(addr, beats, self.win_base, self.win_size)
+        issue = Signal()
+        m.d.comb += [
+            self.aw_addr.eq(addr),
+            self.aw_len.eq(beats - 1),
+            self.aw_valid.eq(a_active & (held - committed >= beats) & window_ok & lengths.w_rdy
+                             & burst_addrs.w_rdy & ~self.stop),
+            issue.eq(self.aw_valid & self.aw_ready),
+            lengths.w_data.eq(beats),
+            lengths.w_en.eq(issue),
+            burst_addrs.w_data.eq(addr),
+            burst_addrs.w_en.eq(issue),
+        ]
+        with m.If(a_active & ~window_ok & ~self.stop & ~self.window_error & ~self.bus_error):
+            m.d.sync += [self.window_error.eq(1), self.error_addr.eq(addr)]
+        with m.If(issue):
+            with m.If(beats != remaining):
+                m.d.sync += [addr.eq(addr + (beats << 3)), remaining.eq(remaining - beats)]
+            with m.Elif(a_groups > 1):
+                m.d.sync += [a_groups.eq(a_groups - 1), group_addr.eq(group_addr + ad.stride),
+                             addr.eq(group_addr + ad.stride), remaining.eq(ad.beats)]
+            with m.Else():
+                m.d.sync += a_active.eq(0)
+
+        # -- W: the held words of each issued burst, WLAST on its last ---------------------------
+        w_left = Signal(5)
+        w_busy = Signal()
+        m.d.comb += lengths.r_en.eq(~w_busy)
+        with m.If(lengths.r_rdy & ~w_busy):
+            m.d.sync += [w_busy.eq(1), w_left.eq(lengths.r_data)]
+        w_take = Signal()
+        m.d.comb += [
+            self.w_data.eq(data_fifo.r_data),
+            self.w_strb.eq((1 << BUS_BYTES) - 1),
+            self.w_last.eq(w_left == 1),
+            self.w_valid.eq(w_busy & data_fifo.r_rdy),
+            w_take.eq(self.w_valid & self.w_ready),
+            data_fifo.r_en.eq(w_take),
+        ]
+        with m.If(w_take):
+            m.d.sync += [w_left.eq(w_left - 1), self.beats_written.eq(self.beats_written + 1)]
+            with m.If(w_left == 1):
+                m.d.sync += w_busy.eq(0)
+        m.d.sync += [
+            held.eq(held + data_fifo.w_en - w_take),
+            committed.eq(committed + Mux(issue, beats, 0) - w_take),
+        ]
+
+        # -- B: responses, in order -------------------------------------------------------
+        outstanding = Signal(range(self._max_bursts + 1))
+        b_take = self.b_valid & self.b_ready
+        m.d.comb += [self.b_ready.eq(1), burst_addrs.r_en.eq(b_take)]
+        with m.If(b_take & self.b_resp[1] & ~self.window_error & ~self.bus_error):
+            m.d.sync += [self.bus_error.eq(1), self.error_addr.eq(burst_addrs.r_data)]
+        m.d.sync += outstanding.eq(outstanding + issue - b_take)
+        m.d.comb += self.drained.eq((outstanding == 0) & ~w_busy & ~lengths.r_rdy)
+        m.d.comb += self.quiet.eq(~a_active & ~addr_descs.r_rdy & ~d_active & ~data_descs.r_rdy & (held == 0)
+                                  & (outstanding == 0) & ~w_busy & ~lengths.r_rdy & ~self.desc.valid)
+        return m
