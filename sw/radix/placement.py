@@ -1,0 +1,443 @@
+"""Lay a program out in the memory of the bus-master engine (engine version 5), once, at load.
+
+docs/engine.md, "Memory and commands", defines the layout this module makes: every tensor (the
+network input, every layer's output) gets one address per image of the batch, its pixels in
+raster order, each ``P`` 64-bit words with channel ``c`` in lane ``engine_spec.canonical_lane(c)``;
+a concatenation is one tensor whose parts are written side by side in every pixel (each part's
+producer writes at its word offset), so a concatenation costs no command. Each conv/fc layer gets
+one weight block (bias words and weight rows per output tile, the layer's weights scattered to
+the lanes its input tensor's channels occupy), shared by all its jobs. The command list runs the
+layers in program order, each layer's jobs (bands of output rows, :mod:`radix.jobs`, per image;
+a fully connected layer over several images at once) one command each.
+
+Memory, from ``base``: the tensors, the weight blocks, the commands, one stats word per command;
+each region starts on a 4 KB boundary from ``base`` and the size is a multiple of 4 KB, so the
+layout does not depend on ``base`` (place once to learn the size, allocate, place at the buffer's
+address). Numpy only (runs on the board).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import golden, jobs, stream_format
+from .command_exec import command_error
+from .driver import EngineMismatch
+from .engine_spec import (BUS_ADDR_BITS, BUS_BYTES, COMMAND_BYTES, COMMAND_FIELD, OPCODE_CONV, EngineConfig,
+                          canonical_lane, computed_map, encode_command, pixel_words, skip_shift_range, tensor_lanes)
+from .errors import InputError
+from .program import INPUT, Layer, Program
+
+REGION_ALIGN = 4096  # regions (and the whole buffer) are whole 4 KB pages
+TENSOR_ALIGN = 64  # tensors and weight blocks start on a cache line (the board flushes by line)
+
+
+class PlacementError(EngineMismatch):
+    """The program cannot be laid out for this bus-master engine; the message names the layer or
+    tensor and the reason."""
+
+
+@dataclass(frozen=True)
+class TensorPlace:
+    """Where one tensor lives in memory.
+
+    ``addr`` is image 0's first byte of the *storage* tensor (a concatenation's, for one of its
+    parts), ``pixel_words`` the storage's words per pixel (the pixel stride), ``word_offset`` and
+    ``words`` the words of every pixel this tensor occupies, ``lanes[c]`` the lane of channel
+    ``c`` counted from ``word_offset``. Image ``b`` starts ``b * image_bytes`` after image 0.
+    """
+
+    name: str
+    shape: tuple[int, ...]  # per image, as radix.network.run gives it: (C, H, W) or (F,)
+    height: int
+    width: int
+    addr: int
+    word_offset: int
+    words: int
+    pixel_words: int
+    lanes: tuple[int, ...]
+    unsigned: bool
+
+    @property
+    def channels(self) -> int:
+        """The tensor's channels (the features of a vector)."""
+        return len(self.lanes)
+
+    @property
+    def image_bytes(self) -> int:
+        """Bytes of one image's copy of the storage tensor."""
+        return self.height * self.width * self.pixel_words * BUS_BYTES
+
+    @property
+    def view_addr(self) -> int:
+        """Byte address of image 0's first word of this tensor (``addr`` plus the word offset)."""
+        return self.addr + self.word_offset * BUS_BYTES
+
+
+@dataclass(frozen=True)
+class CommandInfo:
+    """One command of the list: its layer, the images it computes (several for a batched fully
+    connected layer), its job (band) index within the layer for those images, its fields and the
+    address of its stats word."""
+
+    index: int
+    layer: str
+    images: tuple[int, ...]
+    job: int
+    fields: dict
+    stat_addr: int
+
+
+@dataclass
+class Placement:
+    """A program laid out in memory: the memory image and how to read and write its tensors.
+
+    ``memory`` holds ``memory_bytes // 8`` words from bus address ``base``: the weight blocks and
+    the commands, tensors and stats words zero. ``weights[layer] = (addr, words)`` locates each
+    layer's weight block.
+    """
+
+    program: Program
+    config: EngineConfig
+    batch: int
+    base: int
+    memory_bytes: int
+    memory: np.ndarray
+    cmd_base: int
+    tensors: dict[str, TensorPlace]
+    weights: dict[str, tuple[int, int]]
+    commands: list[CommandInfo]
+
+    @property
+    def cmd_count(self) -> int:
+        """Commands in the list (the engine's CMD_COUNT)."""
+        return len(self.commands)
+
+    def input_words(self, x_q) -> tuple[int, np.ndarray]:
+        """``(byte offset from base, words)`` that write the quantized images ``x_q`` (N, C, H, W),
+        ``N <= batch``, into the network input's tensor. Where the input is part of a
+        concatenation the words cover the concatenation's pixels, the other parts zero: write
+        them before the engine runs."""
+        place = self.tensors[INPUT]
+        x = np.asarray(x_q, dtype=np.int64)
+        if x.ndim != len(place.shape) + 1 or tuple(x.shape[1:]) != place.shape or not 1 <= x.shape[0] <= self.batch:
+            raise InputError(f"input images of shape {tuple(x.shape)} do not fit the placement's input: up to "
+                             f"{self.batch} images of {place.shape}")
+        golden.check_values(x, self.program.width, unsigned=place.unsigned, what="the input images")
+        pixels = place.height * place.width
+        maps = x.reshape(x.shape[0], place.channels, pixels)
+        lanes = np.zeros((x.shape[0], pixels, place.pixel_words * self.config.lanes_per_word), dtype=np.int64)
+        lanes[:, :, place.word_offset * self.config.lanes_per_word + np.asarray(place.lanes)] = maps.transpose(0, 2, 1)
+        words = stream_format.pack_lanes(lanes.reshape(-1, lanes.shape[-1]), width=self.config.width)
+        return place.addr - self.base, words
+
+    def tensor(self, memory_words, name: str, image: int = 0) -> np.ndarray:
+        """Tensor ``name`` of image ``image`` read back from ``memory_words`` (the buffer's words
+        from ``base``): integers of the tensor's signedness, in its logical shape."""
+        if name not in self.tensors:
+            raise InputError(f"no tensor {name!r} in the placement; known: {', '.join(self.tensors)}")
+        place = self.tensors[name]
+        if not 0 <= image < self.batch:
+            raise InputError(f"image {image} outside the placement's batch of {self.batch}")
+        start = (place.addr - self.base + image * place.image_bytes) // BUS_BYTES
+        words = np.asarray(memory_words, dtype=np.uint64)[start : start + place.image_bytes // BUS_BYTES]
+        own = words.reshape(-1, place.pixel_words)[:, place.word_offset : place.word_offset + place.words]
+        lanes = stream_format.unpack_lanes(own.reshape(-1), lanes=place.words * self.config.lanes_per_word,
+                                           width=self.config.width, unsigned=place.unsigned)
+        return lanes[:, np.asarray(place.lanes)].T.reshape(place.shape)
+
+    def logits(self, memory_words) -> np.ndarray:
+        """The last layer's output of every image, ``(batch, F)``."""
+        name = self.program.layers[-1].name
+        return np.stack([self.tensor(memory_words, name, b).reshape(-1) for b in range(self.batch)])
+
+    def command_stats(self, memory_words) -> list[tuple[int, int]]:
+        """``(cycles from START, saturated outputs)`` of every command, from its stats word."""
+        words = np.asarray(memory_words, dtype=np.uint64)
+        out = []
+        for info in self.commands:
+            word = int(words[(info.stat_addr - self.base) // BUS_BYTES])
+            out.append((word & 0xFFFFFFFF, word >> 32))
+        return out
+
+
+def place(program: Program, config: EngineConfig, *, batch: int = 1, base: int = 0) -> Placement:
+    """Lay ``program`` out for ``batch`` images in a buffer at bus address ``base`` (64-byte aligned).
+
+    Raises :class:`PlacementError` naming the layer for what the engine cannot run: a program of
+    another width, a layer that does not fit the buffers, a skip tensor not in the output's
+    canonical lanes, a channel in a lane the reading layer cannot see, a field that overflows.
+    """
+    if program.width != config.width:
+        raise PlacementError(f"program is {program.width}-bit, the engine's DATA_WIDTH is {config.width}: "
+                             f"recalibrate with --bits {config.width}")
+    if batch < 1:
+        raise PlacementError(f"batch {batch}: place at least one image")
+    if base % COMMAND_BYTES or base < 0:
+        raise PlacementError(f"base address 0x{base:X} is not {COMMAND_BYTES}-byte aligned")
+    program.check_signedness("program")
+    tensors, tensor_bytes = _place_tensors(program, config, batch, base)
+    builder = _Builder(program, config, batch, tensors, weight_base=base + _round_up(tensor_bytes, REGION_ALIGN))
+    for layer in program.layers:
+        if layer.kind != "concat":
+            builder.add_layer(layer)
+    cmd_base = _round_up(builder.weight_end, REGION_ALIGN)
+    stat_base = _round_up(cmd_base + len(builder.jobs) * COMMAND_BYTES, REGION_ALIGN)
+    memory_bytes = _round_up(stat_base + len(builder.jobs) * BUS_BYTES, REGION_ALIGN) - base
+    if base + memory_bytes > 1 << BUS_ADDR_BITS:
+        raise PlacementError(f"{memory_bytes} bytes from 0x{base:X} reach beyond the engine's "
+                             f"{BUS_ADDR_BITS}-bit addresses")
+    memory = np.zeros(memory_bytes // BUS_BYTES, dtype=np.uint64)
+    for addr, words in builder.blocks:
+        memory[(addr - base) // BUS_BYTES : (addr - base) // BUS_BYTES + words.size] = words
+    commands = []
+    for index, (layer_name, images, job, fields) in enumerate(builder.jobs):
+        first_of_layer = index == 0 or builder.jobs[index - 1][0] != layer_name
+        fields = dict(dict.fromkeys(COMMAND_FIELD, 0), **fields, sync=int(first_of_layer), stats=1,
+                      stat_addr=stat_base + index * BUS_BYTES)
+        where = f"layer {layer_name} job {job + 1} (images {images[0]}..{images[-1]})"
+        problem = command_error(fields, config)
+        if problem is not None:
+            raise PlacementError(f"{where}: the engine would refuse the command: {problem[1]}")
+        try:
+            words = encode_command(**fields)
+        except ValueError as exc:
+            raise PlacementError(f"{where}: {exc}") from None
+        start = (cmd_base - base) // BUS_BYTES + index * len(words)
+        memory[start : start + len(words)] = words
+        commands.append(CommandInfo(index, layer_name, images, job, fields, fields["stat_addr"]))
+    return Placement(program, config, batch, base, memory_bytes, memory, cmd_base, tensors, builder.weights, commands)
+
+
+def _round_up(value: int, align: int) -> int:
+    return -(-value // align) * align
+
+
+def _shape3(shape) -> tuple[int, int, int]:
+    """A tensor's ``(C, H, W)``: a vector of ``F`` features is ``F`` channels of one pixel."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) == 1:
+        return shape[0], 1, 1
+    if len(shape) == 3:
+        return shape
+    raise PlacementError(f"tensor shape {shape}: the engine holds (C, H, W) maps and (F,) vectors")
+
+
+def _place_tensors(program: Program, config: EngineConfig, batch: int, base: int):
+    """Every tensor's :class:`TensorPlace`, and the bytes of the tensor region."""
+    shapes = {INPUT: tuple(program.input_shape), **{layer.name: tuple(layer.out_shape) for layer in program.layers}}
+    unsigned = program.tensor_unsigned()
+    words, lanes, parent = {}, {}, {}
+    for name in [INPUT] + [layer.name for layer in program.layers]:
+        channels = _shape3(shapes[name])[0]
+        words[name] = pixel_words(tensor_lanes(channels, config), config)
+        lanes[name] = [canonical_lane(c, config) for c in range(channels)]
+    for layer in program.layers:
+        if layer.kind != "concat":
+            continue
+        joined, offset = [], 0
+        for index, part in enumerate(layer.inputs):
+            if part in parent:
+                where = (f"twice part of concatenation {layer.name}" if parent[part][0] == layer.name else
+                         f"part of both concatenations {parent[part][0]} and {layer.name}")
+                raise PlacementError(f"tensor {part} is {where}: it would need two places in memory")
+            recorded = layer.input_shapes[index] if index < len(layer.input_shapes) else shapes[part]
+            if _shape3(recorded) != _shape3(shapes[part]) or _shape3(shapes[part])[1:] != _shape3(layer.out_shape)[1:]:
+                raise PlacementError(f"concatenation {layer.name}: part {part} of shape {shapes[part]} does not "
+                                     f"lie side by side with the output {tuple(layer.out_shape)}")
+            parent[part] = (layer.name, offset)
+            joined += [offset * config.lanes_per_word + lane for lane in lanes[part]]
+            offset += words[part]
+        if len(joined) != _shape3(layer.out_shape)[0]:
+            raise PlacementError(f"concatenation {layer.name}: its parts hold {len(joined)} channels, its output "
+                                 f"{_shape3(layer.out_shape)[0]}")
+        words[layer.name], lanes[layer.name] = offset, joined
+    # storage: each tensor outside every concatenation gets its own; a part lives in its parent's
+    storage, offsets, addr = {}, {}, base
+    for name in words:
+        if name not in parent:
+            height, width = _shape3(shapes[name])[1:]
+            storage[name], offsets[name] = addr, 0
+            addr = _round_up(addr + batch * height * width * words[name] * BUS_BYTES, TENSOR_ALIGN)
+    for name in reversed(list(words)):  # a concatenation is placed before its parts (it comes later)
+        if name in parent:
+            owner, offset = parent[name]
+            storage[name], offsets[name] = storage[owner], offsets[owner] + offset
+    places = {}
+    for name in words:
+        root = name
+        while root in parent:
+            root = parent[root][0]
+        _, height, width = _shape3(shapes[name])
+        places[name] = TensorPlace(name=name, shape=shapes[name], height=height, width=width, addr=storage[name],
+                                   word_offset=offsets[name], words=words[name], pixel_words=words[root],
+                                   lanes=tuple(lanes[name]), unsigned=bool(unsigned[name]))
+    return places, addr - base
+
+
+class _Builder:
+    """Collects the weight blocks and the jobs of the layers in program order."""
+
+    def __init__(self, program: Program, config: EngineConfig, batch: int, tensors: dict, weight_base: int):
+        self.program, self.config, self.batch, self.tensors = program, config, batch, tensors
+        self.weight_end = weight_base
+        self.blocks: list[tuple[int, np.ndarray]] = []
+        self.weights: dict[str, tuple[int, int]] = {}
+        self.jobs: list[tuple[str, tuple[int, ...], int, dict]] = []
+
+    def add_layer(self, layer: Layer) -> None:
+        cfg = self.config
+        src = self.tensors[layer.inputs[0]]
+        out = self.tensors[layer.name]
+        c_out = int(layer.weights.shape[0])
+        if layer.kind == "fc":
+            read_words = src.height * src.width * src.pixel_words
+            # the input as one pixel: pixel (y, x) of the storage is words (y*W + x)*P .., its lanes
+            # follow; torch's flatten order is c*H*W + y*W + x
+            pixel = np.arange(src.height * src.width).reshape(1, src.height, src.width)
+            lanes = ((pixel * src.pixel_words + src.word_offset) * cfg.lanes_per_word
+                     + np.asarray(src.lanes).reshape(-1, 1, 1)).reshape(-1)
+            if layer.weights.shape[1] != lanes.size:
+                raise PlacementError(f"layer {layer.name}: {layer.weights.shape[1]} input features, but its input "
+                                     f"{src.name} holds {lanes.size} values")
+            weights = layer.weights.reshape(c_out, -1, 1, 1)
+            kernel = 1
+        else:
+            if ((src.channels, src.height, src.width) != _shape3(layer.in_shape)
+                    or layer.weights.shape[1] != src.channels):
+                raise PlacementError(f"layer {layer.name}: reads {src.name} of shape {src.shape}, but its input is "
+                                     f"{tuple(layer.in_shape)} with {layer.weights.shape[1]} weight channels")
+            read_words, lanes, weights, kernel = src.words, np.asarray(src.lanes), layer.weights, layer.kernel
+        core = _core_lanes(lanes, cfg, layer, src)
+        in_ch = read_words // cfg.in_words * cfg.rows  # the lanes of the input tiles read
+        physical = np.zeros((c_out, in_ch, kernel, kernel), dtype=np.int64)
+        physical[:, core] = weights
+        wt_addr = self._weight_block(layer, physical)
+        skip = self._skip(layer, out) if layer.skip is not None else None
+        common = dict(opcode=OPCODE_CONV, relu=int(layer.relu), add=int(skip is not None),
+                      in_unsigned=int(layer.unsigned_in), skip_unsigned=int(skip is not None and layer.unsigned_skip),
+                      out_unsigned=int(layer.unsigned_out), in_ch=in_ch, out_ch=c_out,
+                      in_pixel_words=src.pixel_words, out_pixel_words=out.pixel_words,
+                      out_word_offset=out.word_offset, out_height=out.height, wt_addr=wt_addr)
+        if skip is not None:
+            common.update(skip_pixel_words=skip.pixel_words, skip_height=skip.height, skip_width=skip.width)
+        if layer.kind == "fc":
+            self._fc_jobs(layer, src, out, skip, dict(common, in_pixel_words=read_words))
+        else:
+            self._conv_jobs(layer, src, out, skip, in_ch, common)
+
+    def _weight_block(self, layer: Layer, physical: np.ndarray) -> int:
+        """Place the layer's bias words and weight rows (docs/engine.md), return the block's address."""
+        cfg = self.config
+        c_out = physical.shape[0]
+        shift = golden.clamp_shift(layer.shift, cfg.width)
+        skip_shift = np.zeros(c_out, dtype=np.int64)
+        if layer.skip is not None:
+            lowest = skip_shift_range(cfg.width, unsigned=layer.unsigned_skip)[0]
+            if np.any(layer.skip_shift < lowest):
+                raise PlacementError(f"layer {layer.name}: skip shift {int(layer.skip_shift.min())} below the "
+                                     f"engine's {lowest} for a{'n unsigned' if layer.unsigned_skip else ' signed'} "
+                                     f"skip (docs/arithmetic.md §9)")
+            skip_shift = np.minimum(layer.skip_shift, skip_shift_range(cfg.width)[1])
+        tiles = stream_format.tiles(c_out, cfg.cols)
+        # lanes past the last channel add their skip shifted by W + 1, i.e. zero: a skip read
+        # beyond its tensor's words (inside a concatenation) cannot reach an output lane
+        lane_skip_shift = np.full(tiles * cfg.cols, cfg.width + 1, dtype=np.int64)
+        lane_skip_shift[:c_out] = skip_shift
+        lane_bias = np.zeros(tiles * cfg.cols, dtype=np.int64)
+        lane_bias[:c_out] = layer.bias
+        lane_shift = np.zeros(tiles * cfg.cols, dtype=np.int64)
+        lane_shift[:c_out] = shift
+        parts = []
+        for tile in range(tiles):
+            lanes = slice(tile * cfg.cols, (tile + 1) * cfg.cols)
+            head = stream_format.bias_words(lane_bias[lanes], lane_shift[lanes],
+                                            lane_skip_shift[lanes] if layer.skip is not None else 0)
+            rows = stream_format.cotile_words(physical, 0, 0, tile, cfg)[cfg.cols :]  # past its bias words
+            parts += [head, rows]
+        block = np.concatenate(parts)
+        addr = self.weight_end
+        self.blocks.append((addr, block))
+        self.weights[layer.name] = (addr, int(block.size))
+        self.weight_end = _round_up(addr + block.size * BUS_BYTES, TENSOR_ALIGN)
+        return addr
+
+    def _skip(self, layer: Layer, out: TensorPlace) -> TensorPlace:
+        """The skip tensor, refused unless its channels sit in the output's canonical lanes in a map
+        of the convolution's (pre-pooling) shape."""
+        skip = self.tensors[layer.skip]
+        c_out = int(layer.weights.shape[0])
+        conv_h, conv_w = layer.conv_shape
+        want = tuple(canonical_lane(c, self.config) for c in range(c_out))
+        if (skip.height, skip.width) != (conv_h, conv_w) or skip.lanes != want:
+            raise PlacementError(
+                f"layer {layer.name}: its skip tensor {skip.name} ({skip.channels} channels of {skip.height}x"
+                f"{skip.width} pixels{', part of a concatenation' if skip.pixel_words != skip.words else ''}) is not "
+                f"laid out as the output's {c_out} channels of {conv_h}x{conv_w} pixels in their canonical lanes: "
+                f"the engine adds a skip lane by lane")
+        return skip
+
+    def _conv_jobs(self, layer: Layer, src: TensorPlace, out: TensorPlace, skip, in_ch: int, common: dict) -> None:
+        cfg = self.config
+        geometry = dataclasses.replace(layer.geometry(), c_in=in_ch)
+        try:
+            bands = jobs.bands(geometry, cfg)
+        except jobs.LayerFitError as exc:
+            raise PlacementError(f"layer {layer.name}: {exc}") from None
+        _, comp_w = computed_map(geometry.out_h, geometry.out_w, layer.pool)
+        div = 2 if layer.pool else 1
+        for image in range(self.batch):
+            for index, (r0, rows) in enumerate(bands):
+                y0, y1 = geometry.input_rows(r0, rows)
+                fields = dict(common, pool=int(layer.pool), kernel=layer.kernel, stride=layer.stride,
+                              pad_top=y0 - (r0 * layer.stride - geometry.pad_top), pad_left=geometry.pad_left,
+                              in_h=y1 - y0, in_w=geometry.width, out_h=rows, out_w=comp_w,
+                              in_addr=src.view_addr + image * src.image_bytes, in_y0=y0, in_height=src.height,
+                              out_y0=r0 // div, out_addr=out.addr + image * out.image_bytes)
+                if skip is not None:
+                    fields.update(skip_addr=skip.view_addr + image * skip.image_bytes, skip_y0=r0)
+                self.jobs.append((layer.name, (image,), index, fields))
+
+    def _fc_jobs(self, layer: Layer, src: TensorPlace, out: TensorPlace, skip, common: dict) -> None:
+        """A fully connected layer reads each image's input as one pixel; several images make a
+        map one pixel high (image ``b``'s input is pixel ``b``: its copies are ``image_bytes``
+        apart), so one job reads the weights once for all of them (the FC batching)."""
+        cfg = self.config
+        geometry = jobs.geometry_of(kind="fc", in_shape=(common["in_ch"],), c_out=common["out_ch"], kernel=1,
+                                    stride=1, padding=(0, 0, 0, 0), pool=False)
+        try:
+            jobs.band_rows(geometry, cfg)
+        except jobs.LayerFitError as exc:
+            raise PlacementError(f"layer {layer.name}: {exc}") from None
+        t_in = common["in_ch"] // cfg.rows
+        per_job = min(self.batch, cfg.in_depth // t_in, cfg.acc_depth, jobs.REGISTER_FIELD_MAX)
+        for index, first in enumerate(range(0, self.batch, per_job)):
+            images = tuple(range(first, min(first + per_job, self.batch)))
+            fields = dict(common, kernel=1, stride=1, in_h=1, in_w=len(images), out_h=1, out_w=len(images),
+                          in_addr=src.addr + first * src.image_bytes, in_height=1,
+                          out_addr=out.addr + first * out.image_bytes)
+            if skip is not None:
+                fields.update(skip_addr=skip.view_addr + first * skip.image_bytes, skip_width=len(images))
+            self.jobs.append((layer.name, images, index, fields))
+
+
+def _core_lanes(lanes: np.ndarray, config: EngineConfig, layer: Layer, src: TensorPlace) -> np.ndarray:
+    """The array lanes (input channels of the job) that read memory lanes ``lanes``.
+
+    Input tile ``t`` is the ``in_words`` words from word ``t * in_words`` of a pixel and carries
+    ``rows`` lanes; the lanes after them in those words are never read (only when ``rows * W`` is
+    not a multiple of 64), so a channel there cannot be read at all."""
+    group = config.in_words * config.lanes_per_word
+    tile, lane = np.divmod(lanes, group)
+    if np.any(lane >= config.rows):
+        bad = int(np.flatnonzero(lane >= config.rows)[0])
+        raise PlacementError(
+            f"layer {layer.name}: its input {src.name} holds a channel in memory lane {int(lanes[bad])}, which the "
+            f"engine never reads: an input tile is {config.rows} lanes of {group} in {config.in_words} word(s) "
+            f"({config.rows}x{config.cols} at W={config.width} cannot feed a layer with a tensor whose channels "
+            f"fill an output tile's {config.cols} lanes)")
+    return tile * config.rows + lane
+
