@@ -42,7 +42,8 @@ class BusEngine(wiring.Component):
     ``CTRL.START`` runs ``CMD_COUNT`` commands from ``CMD_BASE``; ``STATUS.DONE`` rises once the
     last command's writes have their responses, ``CYCLES`` counts from START to DONE. On an error
     (a failed command check, a burst outside the window, an SLVERR/DECERR response) or a
-    ``CTRL.RESET``, the engine stops issuing bursts, takes the data of the reads it issued,
+    ``CTRL.RESET``, the engine lets the commands before the failing one complete (a reset stops
+    at once), stops issuing bursts, takes the data of the reads it issued,
     completes the write bursts it issued (their data is always held before the AW goes out),
     waits for every response, then resets everything but the register file; after an error it
     sets ``STATUS.ERROR`` with ``ERR_CODE``, ``ERR_INDEX`` and ``ERR_ADDR``.
@@ -98,14 +99,16 @@ class BusEngine(wiring.Component):
         m.d.sync += cu_error_seen.eq(cu.error)
         first = running & ~stopping & ~failed
         with m.If(first & cu_error_seen):
-            m.d.sync += [failed.eq(1), err_code.eq(cu.error_code), err_index.eq(cu.error_index)]
+            m.d.sync += [failed.eq(1), err_code.eq(cu.error_code), err_index.eq(cu.error_index),
+                         err_addr.eq(cu.error_addr)]
         with m.Elif(first & (reader.window_error | reader.bus_error)):
             m.d.sync += [failed.eq(1), err_addr.eq(reader.error_addr), err_index.eq(reader.error_tag),
                          err_code.eq(Mux(reader.window_error, ERROR_CODE["WINDOW"], ERROR_CODE["BUS"]))]
         with m.Elif(first & (writer.window_error | writer.bus_error)):
             m.d.sync += [failed.eq(1), err_addr.eq(writer.error_addr), err_index.eq(cu.commands_done),
                          err_code.eq(Mux(writer.window_error, ERROR_CODE["WINDOW"], ERROR_CODE["BUS"]))]
-        with m.If((failed & running & ~stopping) | (regs.soft_reset & running)):
+        # a command's error lets the commands before it complete, then stops the list
+        with m.If((failed & running & ~stopping & (cu.commands_done >= err_index)) | (regs.soft_reset & running)):
             m.d.sync += stopping.eq(1)
         with m.If(regs.soft_reset & ~running):
             m.d.comb += clear.eq(1)
@@ -128,6 +131,7 @@ class BusEngine(wiring.Component):
             cu.cmd_count.eq(regs.cfg_cmd_count),
             cu.cycles.eq(cycles),
             cu.writer_quiet.eq(writer.quiet),
+            cu.hold.eq(failed | stopping),
             cu.core_busy.eq(core.busy),
             cu.core_done.eq(core.done),
             cu.core_saturated.eq(core.saturated),
@@ -146,7 +150,7 @@ class BusEngine(wiring.Component):
         wiring.connect(m, cu.write_desc, writer.desc)
         for master in (reader, writer):
             m.d.comb += [master.win_base.eq(regs.cfg_win_base), master.win_size.eq(regs.cfg_win_size),
-                         master.stop.eq(stopping | failed), master.flush.eq(stopping | failed)]
+                         master.stop.eq(stopping), master.flush.eq(stopping)]
 
         # -- AXI master ports ---------------------------------------------------------------
         m.d.comb += [

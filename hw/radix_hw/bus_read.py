@@ -128,9 +128,10 @@ class ReadMaster(wiring.Component):
         m.d.comb += [
             self.ar_addr.eq(addr),
             self.ar_len.eq(beats - 1),
-            self.ar_valid.eq(active & ~empty_group & room & window_ok & can_record & ~self.stop),
+            self.ar_valid.eq(active & ~empty_group & room & window_ok & can_record & ~self.stop
+                             & ~self.window_error & ~self.bus_error),
             issue.eq(self.ar_valid & self.ar_ready),
-            record_only.eq(active & empty_group & records.w_rdy & ~self.stop),
+            record_only.eq(active & empty_group & records.w_rdy & ~self.stop & ~self.window_error & ~self.bus_error),
         ]
         record = Signal(_Record)
         m.d.comb += [

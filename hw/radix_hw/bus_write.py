@@ -149,7 +149,7 @@ class WriteMaster(wiring.Component):
             self.aw_addr.eq(addr),
             self.aw_len.eq(beats - 1),
             self.aw_valid.eq(a_active & (held - committed >= beats) & window_ok & lengths.w_rdy
-                             & burst_addrs.w_rdy & ~self.stop),
+                             & burst_addrs.w_rdy & ~self.stop & ~self.window_error & ~self.bus_error),
             issue.eq(self.aw_valid & self.aw_ready),
             lengths.w_data.eq(beats),
             lengths.w_en.eq(issue),

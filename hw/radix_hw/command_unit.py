@@ -68,6 +68,7 @@ class CommandUnit(wiring.Component):
             "cmd_words": In(stream.Signature(DATA_BITS)),
             "write_desc": Out(stream.Signature(WriteDescriptor)),
             "writer_quiet": In(1),
+            "hold": In(1),
             "layer": Out(LayerConfigLayout),
             "core_start": Out(1),
             "core_busy": In(1),
@@ -78,6 +79,7 @@ class CommandUnit(wiring.Component):
             "error": Out(1),
             "error_code": Out(CODE_BITS),
             "error_index": Out(32),
+            "error_addr": Out(BUS_ADDR_BITS),
             "issuing": Out(32),
             "commands_done": Out(32),
             "saturated": Out(32),
@@ -177,9 +179,9 @@ class CommandUnit(wiring.Component):
             """Words of an output pixel that hold the layer's channels (docs/engine.md)."""
             return (cmd.out_ch + extra_lanes + lpw - 1) >> (lpw.bit_length() - 1)
 
-        def fail(code: str):
+        def fail(code: str, addr=0):
             m.d.comb += [self.error.eq(1)]
-            m.d.sync += [self.error_code.eq(ERROR_CODE[code]), self.error_index.eq(n)]
+            m.d.sync += [self.error_code.eq(ERROR_CODE[code]), self.error_index.eq(n), self.error_addr.eq(addr)]
             m.next = "HALT"
 
         with m.FSM(name="issuer"):
@@ -187,7 +189,7 @@ class CommandUnit(wiring.Component):
                 with m.If(self.start):
                     m.d.sync += [n.eq(0), self.busy.eq(1), complete.eq(0), self.saturated.eq(0)]
                     with m.If(self.cmd_base[:6] != 0):
-                        fail("ALIGN")
+                        fail("ALIGN", self.cmd_base)
                     with m.Elif(self.cmd_count == 0):
                         m.next = "FINISH"
                     with m.Else():
@@ -290,7 +292,7 @@ class CommandUnit(wiring.Component):
             m.d.sync += core_finished.eq(1)
         with m.FSM(name="runner"):
             with m.State("WAIT"):
-                with m.If(handed & ~self.core_busy):
+                with m.If(handed & ~self.core_busy & ~self.hold):
                     m.d.comb += take_job.eq(1)
                     m.d.sync += [job.eq(pending_cmd), job_t_out.eq(pending[0]), job_out_px.eq(pending[1]),
                                  job_out_off.eq(pending[2]), job_out_words.eq(pending[3]), handed.eq(0),
@@ -362,9 +364,13 @@ class CommandUnit(wiring.Component):
         band = ((cmd.in_y0 + cmd.in_h > cmd.in_height) | (t_in * cfg.in_words > cmd.in_pixel_words)
                 | (cmd.out_y0 + rows_out > cmd.out_height) | (cmd.out_word_offset + out_words > cmd.out_pixel_words)
                 | skip_band | offsets_wrap)
-        addresses = [cmd.in_addr, cmd.out_addr, cmd.wt_addr, Mux(cmd.add, cmd.skip_addr, 0),
+        # in the reference's order: the first unaligned address is the one reported
+        addresses = [cmd.in_addr, cmd.out_addr, Mux(cmd.add, cmd.skip_addr, 0), cmd.wt_addr,
                      Mux(cmd.stats, cmd.stat_addr, 0)]
         align = Cat(*(addr[:3] != 0 for addr in addresses)).any()
+        unaligned = Const(0, BUS_ADDR_BITS)
+        for addr in reversed(addresses):
+            unaligned = Mux(addr[:3] != 0, addr, unaligned)
         with m.If(cmd.opcode != OPCODE_CONV):
             fail("OPCODE")
         with m.Elif(limit):
@@ -372,6 +378,6 @@ class CommandUnit(wiring.Component):
         with m.Elif(band):
             fail("BAND")
         with m.Elif(align):
-            fail("ALIGN")
+            fail("ALIGN", unaligned)
         with m.Else():
             m.next = "HAND"

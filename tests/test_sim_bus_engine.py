@@ -1,0 +1,107 @@
+"""The bus-master engine's RTL (Verilator, 32-cycle memory latency, AxiRam pauses on every
+channel) against the reference bus engine: random networks bit-exact in memory, and the errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from radix.command_exec import execute
+from radix.engine_spec import COMMAND_FIELD, ERROR_CODE, EngineConfig, decode_command, encode_command
+from radix.placement import PlacementError, place
+from radix_sim.bus_build import LATENCY, run_image
+from test_placement import BASE, check_every_tensor, random_input, random_program
+
+# small buffers, so layers split into bands and batched fully connected layers into several jobs
+CONFIG = EngineConfig(rows=8, cols=8, width=8, in_depth=160, wt_depth=640, acc_depth=64)
+
+
+def fitting_program(seed: int):
+    """A random graph (adds, concatenations, fc) that fits CONFIG, with its placement for batch 2."""
+    rng = np.random.default_rng(seed)
+    for _ in range(50):
+        program = random_program(rng, CONFIG.width, 12)
+        try:
+            return program, place(program, CONFIG, batch=2, base=BASE), rng
+        except PlacementError:
+            continue
+    raise RuntimeError(f"no random program of seed {seed} fits {CONFIG}")
+
+
+def loaded_memory(placement, x) -> np.ndarray:
+    memory = placement.memory.copy()
+    offset, words = placement.input_words(x)
+    memory[offset // 8: offset // 8 + words.size] = words
+    return memory
+
+
+def stats_mask(placement) -> np.ndarray:
+    """Words compared between RTL and reference: all but the stats words' cycle counts (the
+    reference's are estimates)."""
+    keep = np.ones(placement.memory.size, dtype=bool)
+    for info in placement.commands:
+        keep[(info.stat_addr - BASE) // 8] = False
+    return keep
+
+
+@pytest.mark.parametrize("seed", [3, 11, 20261206])
+def test_random_networks_are_bit_exact_on_the_rtl(seed):
+    program, placement, rng = fitting_program(seed)
+    x = random_input(rng, program, 2)
+    memory = loaded_memory(placement, x)
+    reference = memory.copy()
+    expected = execute(reference, cmd_base=placement.cmd_base, cmd_count=placement.cmd_count, win_base=BASE,
+                       win_size=placement.memory_bytes, config=CONFIG, base=BASE)
+    rtl = run_image(CONFIG, memory, base=BASE, cmd_base=placement.cmd_base, cmd_count=placement.cmd_count,
+                    seed=seed, pause=0.3)
+    regs, bus = rtl["registers"], rtl["bus"]
+    assert regs["STATUS"] & 0b110 == 0b010 and regs["ERR_CODE"] == 0, regs
+    assert regs["CMD_DONE"] == placement.cmd_count
+    check_every_tensor(program, placement, rtl["memory"], x)
+    keep = stats_mask(placement)
+    np.testing.assert_array_equal(rtl["memory"][keep], reference[keep])
+    stats = rtl["memory"][~keep]
+    np.testing.assert_array_equal(stats >> np.uint64(32), reference[~keep] >> np.uint64(32))  # saturations
+    assert (regs["BEATS_READ"], regs["BEATS_WRITTEN"], regs["SATURATED"]) == (
+        expected.beats_read, expected.beats_written, expected.saturated)
+    assert bus["violations"] == 0 and bus["min_read_latency"] >= LATENCY and bus["max_outstanding_reads"] > 1
+
+
+def corrupt(memory, placement, index: int, **fields) -> None:
+    """Rewrite fields of command ``index`` in ``memory``."""
+    start = (placement.cmd_base - BASE) // 8 + index * 8
+    values = decode_command(memory[start:start + 8])
+    values.update(fields)
+    memory[start:start + 8] = encode_command(**values)
+
+
+@pytest.mark.parametrize("case", ["opcode", "limit", "band", "align", "window"])
+def test_errors_stop_the_list_on_the_rtl(case):
+    program, placement, rng = fitting_program(5)
+    x = random_input(rng, program, 2)
+    memory = loaded_memory(placement, x)
+    bad = placement.cmd_count // 2
+    win_size = placement.memory_bytes
+    if case == "opcode":
+        corrupt(memory, placement, bad, opcode=7)
+    elif case == "limit":
+        corrupt(memory, placement, bad, stride=5)
+    elif case == "band":
+        fields = decode_command(memory[(placement.cmd_base - BASE) // 8 + bad * 8:][:8])
+        corrupt(memory, placement, bad, in_y0=fields["in_height"])
+    elif case == "align":
+        corrupt(memory, placement, bad, wt_addr=placement.commands[bad].fields["wt_addr"] + 4)
+    else:  # the output tensor of command `bad` moved past the window's end
+        corrupt(memory, placement, bad, out_addr=BASE + win_size)
+    reference = memory.copy()
+    expected = execute(reference, cmd_base=placement.cmd_base, cmd_count=placement.cmd_count, win_base=BASE,
+                       win_size=win_size, config=CONFIG, base=BASE)
+    rtl = run_image(CONFIG, memory, base=BASE, cmd_base=placement.cmd_base, cmd_count=placement.cmd_count,
+                    win_size=win_size, seed=7, pause=0.3)
+    regs = rtl["registers"]
+    assert regs["STATUS"] & 0b111 == 0b100, regs  # ERROR, not DONE, not BUSY
+    assert (regs["ERR_CODE"], regs["ERR_INDEX"]) == (expected.error, expected.error_index) == (
+        ERROR_CODE[case.upper()], bad)
+    assert regs["ERR_ADDR"] == expected.error_addr
+    assert regs["CMD_DONE"] == bad
+    assert rtl["bus"]["violations"] == 0
