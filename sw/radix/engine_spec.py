@@ -188,9 +188,8 @@ class Register:
     bits: int | None = None
 
 
-REGISTERS: tuple[Register, ...] = (
-    Register("ID", 0x000, "ro", "Engine identifier, ASCII 'RDX1'", value=ENGINE_ID),
-    Register("VERSION", 0x004, "ro", "Register map and stream format version", value=ENGINE_VERSION),
+# The build parameters, read-only, at the same offsets in every engine version.
+BUILD_REGISTERS: tuple[Register, ...] = (
     Register("ROWS", 0x008, "ro", "Array rows (input-channel lanes)", build="rows"),
     Register("COLS", 0x00C, "ro", "Array columns (output-channel lanes)", build="cols"),
     Register("DATA_WIDTH", 0x010, "ro", "Data width W in bits", build="width"),
@@ -198,6 +197,12 @@ REGISTERS: tuple[Register, ...] = (
     Register("IN_DEPTH", 0x018, "ro", "Input buffer depth in pixel groups", build="in_depth"),
     Register("WT_DEPTH", 0x01C, "ro", "Weight buffer depth per bank in rows", build="wt_depth"),
     Register("ACC_DEPTH", 0x020, "ro", "Accumulator depth per bank in output pixels", build="acc_depth"),
+)
+
+REGISTERS: tuple[Register, ...] = (
+    Register("ID", 0x000, "ro", "Engine identifier, ASCII 'RDX1'", value=ENGINE_ID),
+    Register("VERSION", 0x004, "ro", "Register map and stream format version", value=ENGINE_VERSION),
+    *BUILD_REGISTERS,
     Register(
         "CTRL",
         0x040,
@@ -344,13 +349,7 @@ OPCODE_CONV = 1  # a convolution job (a fully connected layer is a 1x1 one)
 BUS_REGISTERS: tuple[Register, ...] = (
     Register("ID", 0x000, "ro", "Engine identifier, ASCII 'RDX1'", value=ENGINE_ID),
     Register("VERSION", 0x004, "ro", "Register map, command and memory format version", value=BUS_ENGINE_VERSION),
-    Register("ROWS", 0x008, "ro", "Array rows (input-channel lanes)", build="rows"),
-    Register("COLS", 0x00C, "ro", "Array columns (output-channel lanes)", build="cols"),
-    Register("DATA_WIDTH", 0x010, "ro", "Data width W in bits", build="width"),
-    Register("ACC_WIDTH", 0x014, "ro", "Accumulator width A in bits", build="acc_width"),
-    Register("IN_DEPTH", 0x018, "ro", "Input buffer depth in pixel groups", build="in_depth"),
-    Register("WT_DEPTH", 0x01C, "ro", "Weight buffer depth per bank in rows", build="wt_depth"),
-    Register("ACC_DEPTH", 0x020, "ro", "Accumulator depth per bank in output pixels", build="acc_depth"),
+    *BUILD_REGISTERS,
     Register(
         "CTRL",
         0x040,
