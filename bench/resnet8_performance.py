@@ -29,7 +29,7 @@ from radix.datasets import load_split
 from radix.engine_spec import DEFAULT_CONFIG
 from radix.ingest import ingest
 from radix.runner import run_files
-from radix.transport import ReferenceTransport
+from radix.command_exec import ReferenceBusTransport
 from radix_models import get_spec, load_builtin
 
 MODEL = "resnet8"
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
                                                      "images": args.images}, config)
         seconds = time.perf_counter() - start
         # the reference backend reports the analytic cycle model for the same job plan
-        modelled = run_files(ReferenceTransport(config), program=str(path), data=spec.dataset,
+        modelled = run_files(ReferenceBusTransport(config), program=str(path), data=spec.dataset,
                              images=1)["cycles"]["per_layer_mean"]
     pes = config.rows * config.cols
     measured = result["cycles"]["per_layer_mean"]

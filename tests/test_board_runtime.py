@@ -1,18 +1,21 @@
 """The on-board runtime, rehearsed: the board's Python 3.10 + numpy 1.21 + PYNQ 3.0.1, and the radix wheel.
 
 Once per session a venv is made from Python 3.10 with ``numpy==1.21.6``, then PYNQ 3.0.1 from
-PyPI with ``--no-deps`` and the part of its dependency tree that ``import pynq, pynq.lib.dma``
-needs, at the versions of the PYNQ-Z2 v3.0.1 image (its sdbuild requirements.txt, the Ubuntu
+PyPI with ``--no-deps`` and the part of its dependency tree that ``import pynq`` (its overlay,
+metadata and interrupt code) needs, at the versions of the PYNQ-Z2 v3.0.1 image (its sdbuild requirements.txt, the Ubuntu
 22.04 packages where the image takes them from apt, the nearest PyPI releases of pynqmetadata and
 pynqutils, which the image builds from git): :data:`PYNQ_STACK`. Nothing is stubbed. The wheel
 that ``pip wheel --no-deps .`` builds (what boards/pynq_z2/README.md copies to the board) goes in
 with ``--no-deps``.
 
-In it: ``radix run`` on a program and an ``.npz`` made by the host flow; the pynq transport, the
-CLI's pynq backend and the board notebook through PYNQ's own ``Overlay``, ``pynq.lib.dma.DMA``,
-``MMIO``, ``allocate`` and ``Clocks`` over a register-level model of the AXI DMA and the engine
-(tests/pynq_board.py; the scenarios in tests/board_scenarios.py run once, in one process, and
-the tests below check what they recorded); and the clean ImportError without PYNQ.
+In it: ``radix run`` on a program and an ``.npz`` made by the host flow; the pynq transport
+(:class:`radix.pynq_transport.PynqBusTransport`) under the driver, the CLI's pynq backend, the
+bring-up recorder and the board notebook through PYNQ's own ``Overlay`` (the overlay's ``.hwh``
+read by the metadata parser PYNQ uses on the board), ``MMIO``, ``allocate``, ``Clocks`` and
+``Interrupt`` over register-level models of the bus-master engine, which runs each command list
+with the reference bus engine over the buffers' DDR, and of the AXI interrupt controller and the
+UIO device (tests/pynq_board.py; the scenarios in tests/board_scenarios.py run once, in one
+process, and the tests below check what they recorded); and the clean ImportError without PYNQ.
 
 The Python 3.10 is ``$RADIX_PY310`` if set (an interpreter's path), else the first that works
 of ``python3.10`` on PATH and the newest ``versions/3.10.*`` of ``$PYENV_ROOT`` and of
@@ -34,6 +37,7 @@ import numpy as np
 import pytest
 
 from radix.bringup import BOARD_SOURCE, replay
+from radix.engine_spec import BUS_REGISTERS, DEFAULT_CONFIG
 from radix.cli import main as radix_main
 from radix.datasets import load_split
 
@@ -43,7 +47,7 @@ BOARD = REPO / "boards" / "pynq_z2"
 PY310_ENV = "RADIX_PY310"
 BOARD_NUMPY = "numpy==1.21.6"  # what the PYNQ-Z2 v3.0.1 image has
 PYNQ = "pynq==3.0.1"
-# What `import pynq, pynq.lib.dma` needs, each installed with --no-deps, pinned to the v3.0.1
+# What `import pynq` (overlay, metadata parser, interrupts) needs, each installed with --no-deps, pinned to the v3.0.1
 # image: sdbuild/packages/python_packages_jammy/requirements.txt; cffi, Pygments and six as
 # Ubuntu 22.04 packages them; pynqmetadata and pynqutils the PyPI releases of that time.
 PYNQ_STACK = ("pynqmetadata==0.1.2", "pynqutils==0.1.1", "pydantic==1.9.1", "typing_extensions==4.3.0",
@@ -141,21 +145,31 @@ def host_artifacts(tmp_path_factory) -> tuple[Path, Path]:
     return program, data
 
 
+def gateware_ports() -> list:
+    """The bus-master engine's top-level ports, ``(name, direction, width)``, from the gateware:
+    the clock and reset, then its signature's members (as ``radix_hw.verilog`` writes the top
+    level ``radix_bus_engine``; tests/test_board_tcl.py checks the Verilog's ports against these)."""
+    from amaranth import Shape
+    from amaranth.lib import wiring
+    from radix_hw.bus_engine import BusEngine
+
+    members = BusEngine(config=DEFAULT_CONFIG).signature.members.items()
+    return [("clk", "input", 1), ("rst", "input", 1)] + [
+        (name, "input" if member.flow == wiring.In else "output", Shape.cast(member.shape).width)
+        for name, member in members]
+
+
 @pytest.fixture(scope="module")
 def scenarios(board_env, host_artifacts, tmp_path_factory) -> dict:
     """Every scenario of tests/board_scenarios.py, run once in the board runtime: ``{name: facts}``."""
     program, data = host_artifacts
     root = tmp_path_factory.mktemp("scenarios")
-    overlay = root / "radix.bit"
-    overlay.write_bytes(b"bit")  # the model board reads no bitstream; PYNQ needs the two files
-    overlay.with_suffix(".hwh").write_text("<hwh/>")
     notebook_dir = root / "notebook"
     notebook_dir.mkdir()
-    for name in ("radix.bit", "radix.hwh"):
-        shutil.copy(root / name, notebook_dir / name)
     shutil.copy(program, notebook_dir / "lenet5.radix")
     shutil.copy(data, notebook_dir / "lenet5-test.npz")
-    plan = {"overlay": str(overlay), "program": str(program), "data": str(data), "workdir": str(notebook_dir),
+    plan = {"engine_ports": gateware_ports(), "program": str(program), "data": str(data),
+            "workdir": str(root / "work"), "notebook_dir": str(notebook_dir),
             "notebook": str(BOARD / "radix_lenet5.ipynb")}
     (root / "plan.json").write_text(json.dumps(plan))
     _checked([board_env / "bin" / "python", TESTS / "board_scenarios.py", root / "plan.json", root / "results.json"],
@@ -231,9 +245,9 @@ def test_board_venv_has_the_images_stack_and_radix_alone(board_env):
 
 def test_radix_run_on_the_board_runtime_matches_the_host(board_env, host_artifacts, capsys):
     program, data = host_artifacts
-    argv = ["run", program, "--backend", "reference", "--data", data, "--images", "20", "--json"]
+    argv = ["run", program, "--backend", "reference", "--data", data, "--images", "20", "--batch", "5", "--json"]
     board = json.loads(_checked([board_env / "bin" / "radix", *argv], cwd=board_env).stdout)
-    assert board["images"] == 20 and board["bit_exact"] is True
+    assert board["images"] == 20 and board["batch"] == 5 and board["bit_exact"] is True
     assert board["accuracy"] == board["reference_accuracy"] >= 0.8
     capsys.readouterr()
     assert radix_main([str(a) for a in argv]) == 0
@@ -253,90 +267,147 @@ def test_pynq_transport_without_pynq_is_a_clean_import_error(board_env):
     _checked([board_env / "bin" / "python", "-W", "ignore", "-m", "radix.pynq_transport"], cwd=board_env)
     # the rest of the runtime imports without it
     _checked([board_env / "bin" / "python", "-c",
-              "import sys; sys.modules['pynq'] = None; import radix.cli, radix.driver, radix.runner, radix.transport"],
-             cwd=board_env)
+              "import sys; sys.modules['pynq'] = None; import radix.cli, radix.driver, radix.runner, radix.bringup, "
+              "radix.bus_transport, radix.command_exec, radix.overlay"], cwd=board_env)
 
 
-# ---- PynqTransport over PYNQ's own DMA driver, MMIO, buffers and clocks -----------------------
+# ---- PynqBusTransport under the driver, over PYNQ's own Overlay, MMIO, buffers, clocks, interrupts -
 
-def test_driver_over_pynqs_dma_driver_is_bit_exact(scenarios):
-    run = facts(scenarios, "selftest")
-    assert run["backend"] == "pynq" and run["layers"] == 12 and run["mismatches"] == 0
-    # pynq.Overlay downloaded the overlay once, setting FCLK_CLK0 from its metadata; pynq.Clocks read it back
+BATCH = ["write STATUS", "write CTRL"]  # the driver: clear STATUS, START
+AFTER = ["read STATUS", "read CYCLES", "read BEATS_READ", "read BEATS_WRITTEN"]  # the driver, once done
+
+
+def test_overlay_loads_through_pynqs_metadata_parser(scenarios):
+    """PYNQ parsed the .hwh of the new block design: the engine cell with its registers, its
+    interrupt through the AXI interrupt controller (an interrupt pin PYNQ can wait on), the clock."""
+    run = facts(scenarios, "batches_interrupt")
+    assert run["wait_mode"] == "interrupt engine/interrupt through axi_intc"
     assert len(run["downloads"]) == 1 and run["fclk0_divisors"] == [5, 2] and run["clock_mhz"] == 100.0
-    # the DMA model never saw an access outside PG021's simple-mode registers
     assert run["unexpected"] == []
-    assert set(run["dma_registers"]) <= {f"{c}_{r}" for c in ("MM2S", "S2MM")
-                                         for r in ("DMACR", "DMASR", "SA", "SA_MSB", "DA", "DA_MSB", "LENGTH")}
-    # every buffer freed; PYNQ flushed before each MM2S, radix invalidated after each S2MM
-    assert run["allocated"] == run["freed"] and run["flushes"] >= run["lengths"].count("MM2S_LENGTH")
-    assert run["invalidates"] >= run["lengths"].count("S2MM_LENGTH") >= 12
+    assert set(run["engine_offsets"]) <= {reg.offset for reg in BUS_REGISTERS}
+    assert set(run["engine_written"]) == {"CMD_BASE", "CMD_COUNT", "WIN_BASE", "WIN_SIZE", "STATUS", "CTRL"}
 
 
-def test_engine_registers_are_addressed_by_engine_spec_only(scenarios):
-    run = facts(scenarios, "selftest")
-    from radix.engine_spec import REGISTERS
-
-    assert set(run["engine_offsets"]) <= {reg.offset for reg in REGISTERS}
-    assert set(run["engine_written"]) <= {"rw", "ctrl", "status"}
-
-
-def test_every_job_arms_s2mm_before_mm2s_starts(scenarios):
-    """The LENGTH writes (what starts a simple-mode transfer) alternate S2MM, MM2S, S2MM, ..."""
-    lengths = facts(scenarios, "selftest")["lengths"]
-    assert lengths and len(lengths) % 2 == 0
-    assert lengths == ["S2MM_LENGTH", "MM2S_LENGTH"] * (len(lengths) // 2)
-
-
-def test_start_up_resets_the_engine_and_the_dma(scenarios):
-    """Before the first transfer: radix writes CTRL.RESET, DMACR.Reset on both channels and
-    DMACR.RS on both (each waited for), then PYNQ's DMA driver starts the running channels."""
-    startup = [tuple(entry) for entry in facts(scenarios, "selftest")["startup"]]
-    dmacr = [(name, value) for region, name, value in startup if name.endswith("_DMACR")]
-    assert dmacr == [("MM2S_DMACR", 4), ("S2MM_DMACR", 4),  # the soft reset
-                     ("MM2S_DMACR", 1), ("S2MM_DMACR", 1),  # run again
-                     ("MM2S_DMACR", 1), ("S2MM_DMACR", 1)]  # pynq.lib.dma.DMA() -> _SDMAChannel.start()
-    reset = startup.index(("engine", "CTRL", 4))
-    assert reset < startup.index(("dma", "MM2S_DMACR", 4))
+def test_a_batch_is_one_start_and_a_fixed_few_register_accesses(scenarios):
+    """Loading writes the list and the window once; each batch is bit-exact from one START, with
+    one STATUS read per interrupt: the first batch wakes once, later ones twice (the level
+    interrupt's stale wake-up), whatever the engine's run time."""
+    fast, slow = facts(scenarios, "batches_interrupt"), facts(scenarios, "batches_interrupt_slow")
+    for run in (fast, slow):
+        assert run["load"] == ["write CMD_BASE", "write CMD_COUNT", "write WIN_BASE", "write WIN_SIZE"]
+        assert run["starts"] == len(run["runs"]) == 3 and run["engine_done"] == [True] * 3
+        for index, batch in enumerate(run["runs"]):
+            wakes = 1 if index == 0 else 2
+            assert batch["bit_exact"] is True
+            assert batch["engine"] == BATCH + ["read STATUS"] * wakes + AFTER
+            assert batch["register_accesses"] == len(batch["engine"]) <= 8
+            assert batch["fired"] == batch["unmasks"] == wakes
+    # a ten times slower engine: the same traffic, and the time is the transport's wait
+    assert [b["engine"] for b in slow["runs"]] == [b["engine"] for b in fast["runs"]]
+    assert min(b["seconds"] for b in slow["runs"]) >= 0.2
+    assert fast["engine_seconds"] < slow["engine_seconds"] <= sum(b["seconds"] for b in slow["runs"])
+    # every write flushed, every read invalidated, the buffer freed
+    assert fast["flushes"] >= 5 and fast["invalidates"] >= 3 and fast["allocated"] == fast["freed"] == 1
 
 
-@pytest.mark.parametrize("mode, error, message", [
-    ("short", "StreamLengthError", r"layer random0 job 1/1: output stream ended \(TLAST\) after (\d+) words, expected (\d+)"),
-    ("long", "StreamLengthError", r"layer random0 job 1/1: output stream longer than the expected \d+ words"),
-    ("hang", "EngineTimeout", r"layer random0 job 1/1: 0 of \d+ output words after \d+ cycles\nregisters: ID=0x52445831.*"
-                              r"\nDMA MM2S: DMACR=0x00000001 \(RS\), DMASR=0x00001002 \(Idle, IOC_Irq\), SA=0x[0-9A-F]+, "
-                              r"LENGTH=\d+; S2MM: DMACR=0x00000001 \(RS\), DMASR=0x00000000 \(running\)"),
-    ("slave_error", "BoardError", r"S2MM: the DMA reports an error: S2MM_DMASR=0x00004021 \(Halted, DMASlvErr, Err_Irq\)"),
-    ("stuck_input", "BoardError", r"MM2S: the engine has not accepted all \d+ words of the input stream within 0.05 s"),
-])
-def test_stream_faults_are_named_and_the_transport_recovers(scenarios, mode, error, message):
-    result = facts(scenarios, f"fault_{mode}")
-    assert result["error"] == error and re.match(message, result["message"], re.S), result["message"]
-    if mode == "short":
-        found = re.match(message, result["message"])
-        assert int(found[1]) == int(found[2]) - 1
-    # the same transport runs the next layers bit-exactly: after a timeout the driver reset it,
-    # after any other fault the next job's START did
-    assert result["recovered"] is True
-    assert result["dma_resets_total"] >= (0 if mode == "short" else 1)
-    if mode == "hang":
-        assert result["fault_after"] is None and result["dma_resets"] == 1
+def test_waits_inside_a_running_event_loop_as_in_jupyter(scenarios):
+    """Jupyter runs cells inside its event loop: the transport waits on the interrupt there too."""
+    nested = facts(scenarios, "inside_an_event_loop")
+    assert nested["loop_running"] is True and nested["wait_mode"] == "interrupt engine/interrupt through axi_intc"
+    assert nested["bit_exact"] == [True, True] and nested["register_accesses"] == [7, 8] and nested["fired"] == 3
 
 
-def test_receive_timeout_then_reset(scenarios):
-    result = facts(scenarios, "receive_timeout")
-    assert result["words"] == 0 and result["last"] is False
-    assert result["fault"].startswith("S2MM: the output stream did not end within 0.05 s (1000 cycles at 100 MHz)")
-    assert "S2MM: DMACR=0x00000001 (RS), DMASR=0x00000000 (running)" in result["fault"]
-    assert result["refused"]["error"] == "BoardError" and "call reset()" in result["refused"]["message"]
-    assert result["fault_after_reset"] is None
+def test_the_window_is_the_buffer(scenarios):
+    run = facts(scenarios, "batches_interrupt")
+    address, size = run["buffer"]
+    window = run["window"]
+    assert window["WIN_BASE"] == address and window["WIN_SIZE"] == size == run["memory_bytes"]
+    assert address <= window["CMD_BASE"] < address + size and address % 4096 == 0
 
 
-def test_a_dma_reset_that_never_completes_is_bounded_and_named(scenarios):
-    result = facts(scenarios, "reset_stuck")
-    assert result["error"] == "BoardError"
-    assert result["message"].startswith("DMA: timed out after 0.05 s waiting for the AXI DMA's soft reset to complete")
-    assert "MM2S: DMACR=0x00010004 (Reset)" in result["message"]
+def test_without_a_usable_interrupt_the_transport_polls(scenarios):
+    direct = facts(scenarios, "batches_direct_irq")
+    assert direct["wait_mode"] == ("polling STATUS (the overlay routes the engine's interrupt to no AXI interrupt "
+                                   "controller, which pynq.Interrupt needs)")
+    assert all(b["bit_exact"] and b["intc"] == 0 and b["fired"] == 0 for b in direct["runs"])
+    assert all(b["engine"][:2] == BATCH and b["engine"][-3:] == AFTER[1:] for b in direct["runs"])
+    assert all(b["engine"].count("read STATUS") > 3 for b in direct["runs"])  # it polled
+    polling = facts(scenarios, "polling")
+    assert polling["wait_mode"] == "polling STATUS (interrupt=False)" and polling["bit_exact"] is True
+    assert polling["intc"] == 0 and polling["irq_en"] is False
+    no_uio = facts(scenarios, "no_uio")
+    assert no_uio["wait_mode"].startswith("polling STATUS (pynq.Interrupt('engine/interrupt') failed: ")
+
+
+def test_transport_alone_runs_a_placed_list(scenarios):
+    """radix.placement's memory image written with write_memory, the registers, one START."""
+    placed = facts(scenarios, "placed_list")
+    assert placed["done"] is True and placed["status"] == 2 and placed["bit_exact"] is True
+    assert placed["cmd_done"] == placed["cmd_count"] > 1
+
+
+def test_a_bad_opcode_is_reported_with_the_decoded_registers_and_the_transport_recovers(scenarios):
+    fault = facts(scenarios, "fault_opcode")
+    assert fault["error"] == "EngineFault"
+    message = fault["message"]
+    assert message.startswith(f"the engine stopped at command {fault['index']} (layer {fault['layer']}): ERR_CODE OPCODE")
+    assert (f"engine at 0x43C00000: STATUS=0x00000004 (ERROR), CMD_DONE={fault['index']}, ERR_CODE=3 (OPCODE: the "
+            f"command's opcode is not one this engine knows), ERR_INDEX={fault['index']}, ERR_ADDR=0x00000000") in message
+    assert re.search(r"; buffer 0x[0-9A-F]{8}\.\.0x[0-9A-F]{8} \(\d+ bytes\); waits: interrupt", message)
+    assert fault["status_after"] == 0 and fault["recovered"] is True
+
+
+def test_a_window_error_names_the_address(scenarios):
+    window = facts(scenarios, "fault_window")
+    assert window["done"] is True
+    assert (f"ERR_CODE=1 (WINDOW: a burst would reach outside [WIN_BASE, WIN_BASE + WIN_SIZE); ERR_ADDR is its first "
+            f"byte), ERR_INDEX=0, ERR_ADDR=0x{window['window_end']:08X}") in window["diagnostics"]
+    assert (f"window 0x{window['base']:08X} +{window['memory_bytes'] - 4096} bytes; buffer 0x{window['base']:08X}"
+            in window["diagnostics"])
+    assert window["run"]["error"] == "EngineFault" and "ERR_CODE WINDOW" in window["run"]["message"]
+
+
+def test_an_engine_that_never_finishes_times_out_with_its_registers(scenarios):
+    hang = facts(scenarios, "timeout")
+    assert hang["error"] == "EngineTimeout"
+    assert hang["message"].startswith("the command list did not finish within 100000 cycles\nregisters: ID=0x52445831")
+    assert "STATUS=0x00000001 (BUSY)" in hang["message"]
+    assert hang["budget_s"] == 0.05 and hang["seconds"] < 1.0
+    # no polling while asleep on the interrupt: one STATUS read at the deadline, then the driver's
+    assert hang["engine"][:4] == BATCH + ["read STATUS", "read STATUS"]
+    assert hang["engine"][-2:] == ["write CTRL", "read STATUS"]  # the driver reset the engine
+    assert hang["recovered"] is True
+    polled = facts(scenarios, "timeout_polling")
+    assert polled["error"] == "EngineTimeout" and polled["seconds"] < 1.0 and polled["wait_mode"].startswith("polling")
+
+
+def test_resets(scenarios):
+    """Start-up identifies the engine and resets it (CTRL.RESET with IRQ_EN), waiting for BUSY to fall."""
+    resets = facts(scenarios, "resets")
+    assert resets["startup"] == ["read ID", "read VERSION", "write CTRL=6", "read STATUS"]
+    assert resets["reset"] == ["write CTRL", "read STATUS"]
+    stuck = facts(scenarios, "reset_stuck")
+    for result in (stuck, stuck["direct"]):
+        assert result["error"] == "BoardError"
+        assert result["message"].startswith("engine at 0x43C00000: STATUS.BUSY still set 0.05 s after CTRL.RESET; "
+                                            "engine at 0x43C00000: STATUS=0x00000001 (BUSY)")
+
+
+def test_buffer_allocation_cache_maintenance_and_bounds(scenarios):
+    memory = facts(scenarios, "memory")
+    assert memory["before"] == {"error": "BoardError", "message": "no buffer: call allocate() first"}
+    first, smaller, larger = memory["first"], memory["smaller"], memory["larger"]
+    # zeroed in DDR although the allocator left garbage in both the cache and DDR
+    assert first["zero"] and first["size"] == 1000 and first["address"] % 4096 == 0
+    assert memory["write"] == {"flushes": 1, "bytes": 24}  # only the words written
+    assert memory["read"] == [1, 2, 3, 0xABCDEF] and memory["invalidated"] == 32  # what the engine wrote
+    assert smaller["address"] == first["address"] and smaller["size"] == 512 and smaller["zero"]
+    assert larger["address"] != first["address"] and larger["freed"] == [first["address"]]
+    assert memory["outside"]["error"] == memory["unaligned"]["error"] == memory["empty"]["error"] == "ValueError"
+    assert "inside the 1048576-byte buffer" in memory["outside"]["message"]
+    for key in ("closed", "closed_memory"):
+        assert memory[key]["error"] == "BoardError" and "is closed" in memory[key]["message"]
+    assert memory["freed_after_close"] == 2
 
 
 def test_clock_from_pynq_and_refused_when_the_ps_cannot_make_it(scenarios):
@@ -348,62 +419,42 @@ def test_clock_from_pynq_and_refused_when_the_ps_cannot_make_it(scenarios):
     assert result["fclk_142"] == pytest.approx(1000 / 7)
 
 
-def test_stream_longer_than_the_dma_length_register_is_refused(scenarios):
-    result = facts(scenarios, "too_long")
-    assert result["error"] == "BoardError"
-    assert result["message"].startswith("MM2S: an input stream of 1048576 words is 8388608 bytes, more than the DMA's "
-                                        "buffer length register allows (8388607 bytes")
-
-
 @pytest.mark.parametrize("case, error, message", [
     ("missing_radix.hwh", "FileNotFoundError", "its hardware description .*radix.hwh is missing"),
     ("missing_radix.bit", "FileNotFoundError", "overlay bitstream .*radix.bit not found"),
-    ("no_engine", "BoardError", r"has no IP 'engine' \(its IPs: axi_dma, ps7\): is it a Radix overlay"),
-    ("no_dma", "BoardError", r"has no IP 'axi_dma' \(its IPs: engine, ps7\)"),
-    ("small_span", "BoardError", "engine maps 128 bytes, the registers need 172"),
+    ("no_engine", "BoardError", r"has no IP 'engine' \(its IPs: axi_intc, ps7\)\. Is it a Radix overlay"),
+    ("small_span", "BoardError", "engine maps 128 bytes, the registers need 144"),
     ("wrong_id", "BoardError", "register ID of engine at 0x43C00000 reads 0xDEADBEEF"),
-    ("dma_7_2", "BoardError", r"axi_dma \(xilinx.com:ip:axi_dma:7.2\) is a DefaultIP, not PYNQ's AXI DMA driver"),
+    ("version_4", "BoardError", "engine is engine VERSION 4, this transport drives the bus-master engine, VERSION 5"),
+    ("stream_engine", "BoardError", r"engine is a xilinx.com:module_ref:radix_engine:1.0, not the bus-master engine "
+                                    r"\(module radix_bus_engine\)"),
 ])
 def test_wrong_overlay_is_named(scenarios, case, error, message):
     result = facts(scenarios, "wrong_overlays")[case]
     assert result["error"] == error and re.search(message, result["message"]), result["message"]
-    if case == "dma_7_2":
-        # PYNQ's own binding refused its driver for another version, and said so
-        assert any("driver found for [xilinx.com:ip:axi_dma:7.1]" in w for w in result["warnings"])
 
 
-def test_closed_transport_and_register_guards(scenarios):
-    closed = facts(scenarios, "closed")
-    assert closed["error"] == "BoardError" and "is closed" in closed["message"]
+def test_registers_by_engine_spec_only(scenarios):
     guards = facts(scenarios, "register_guards")
     assert guards["read"] == 7 and guards["log"] == [0x048, [0x080, 0xFFFFFFFF]]
-    assert guards["bad_offset"]["message"] == ("engine at 0x43C00000: offset 0x50 is not an engine register "
-                                               "(radix.engine_spec.REGISTERS)")
-    assert guards["bad_value"]["message"] == "engine at 0x43C00000: value -1 for register OUT_H (0x090) does not fit 32 bits"
-    assert guards["dmasr"] == "0x00001002 (Idle, IOC_Irq)" and guards["dmacr"] == "0x00010005 (RS, Reset)"
-
-
-def test_dma_offsets_and_bits_are_vivados(scenarios):
-    """radix's DMA register offsets and status/control bits are those of axi_dma:7.1's register map
-    in a Vivado-written .hwh, as PYNQ's parser reads it."""
-    result = facts(scenarios, "dma_register_map")
-    for name, offset in result["radix_offsets"].items():
-        assert result["hwh_offsets"][name] == offset, name
-    for channel in ("MM2S", "S2MM"):
-        for name, bit in result["radix_dmasr"].items():
-            assert result["hwh_fields"][f"{channel}_DMASR"][name] == bit, (channel, name)
-        for name, bit in result["radix_dmacr"].items():
-            assert result["hwh_fields"][f"{channel}_DMACR"].get(name, bit) == bit, (channel, name)
-        assert result["hwh_fields"][f"{channel}_DMACR"]["RS"] == 0 and result["hwh_fields"][f"{channel}_DMACR"]["Reset"] == 2
+    assert guards["bad_offset"]["message"] == ("engine at 0x43C00000: offset 0x90 is not a register of the bus-master "
+                                               "engine (radix.engine_spec.BUS_REGISTERS)")
+    assert guards["bad_value"]["message"] == ("engine at 0x43C00000: value -1 for register WIN_SIZE (0x08C) does not "
+                                              "fit 32 bits")
+    assert guards["status"] == "0x00000005 (BUSY, ERROR)" and guards["no_error"] == "0 (none)"
+    assert guards["error"].startswith("1 (WINDOW: a burst would reach outside")
 
 
 def test_cli_pynq_backend_on_the_board_runtime(scenarios):
     result = facts(scenarios, "cli")
     run, selftest = result["run"], result["selftest"]
     assert run["status"] == 0 and selftest["status"] == 0
-    assert run["result"]["backend"] == "pynq" and run["result"]["images"] == 10 and run["result"]["bit_exact"] is True
-    assert run["result"]["cycles"]["source"] == "measured" and run["result"]["cycles"]["per_image_mean"] > 0
+    run = run["result"]
+    assert run["backend"] == "pynq" and run["images"] == 10 and run["batch"] == 5 and run["bit_exact"] is True
+    assert run["cycles"]["source"] == "measured" and run["cycles"]["per_image_mean"] > 0
+    assert run["per_image"]["register_accesses"] <= 8 / 5
     assert selftest["result"]["backend"] == "pynq" and selftest["result"]["mismatches"] == 0
+    assert result["run"]["starts"] == 2 and result["selftest"]["starts"] == 5  # two batches; five one-layer lists
 
 
 def test_bring_up_record_made_on_the_board_runtime_replays_on_the_host(scenarios):
@@ -413,7 +464,10 @@ def test_bring_up_record_made_on_the_board_runtime_replays_on_the_host(scenarios
     assert record["source"] == BOARD_SOURCE and record["backend"] == "pynq" and record["versions"]["pynq"] == "3.0.1"
     assert record["versions"]["python"].startswith("3.10.") and record["versions"]["numpy"] == "1.21.6"
     assert record["run"]["cycles"]["source"] == "measured" and record["clock_mhz"] == 100.0
-    assert "DMA MM2S: DMACR=" in record["diagnostics"]
+    assert record["run"]["batch"] == 10 and record["run"]["images"] == 20
+    checks = record["checks"]
+    assert checks["list"]["status"] == 2 and checks["opcode"]["err_code"] == 3 and checks["window"]["err_code"] == 1
+    assert "waits: interrupt engine/interrupt through axi_intc" in record["diagnostics"]
     assert replay(record) == []
 
 
@@ -435,8 +489,9 @@ def test_notebook_runs_on_the_board_runtime(scenarios):
     """Every code cell, in order, in its directory, over PYNQ and the model board."""
     result = facts(scenarios, "notebook")
     assert result["images"] == 40 and result["bit_exact"] is True and result["cycles_source"] == "measured"
+    assert result["batch"] == 20 and result["starts"] == 2 and result["fired"] >= 2
     assert result["accuracy"] == result["reference_accuracy"]
     assert "bit-exact with the reference on every image and layer" in result["output"]
-    assert re.search(r"^cycles/image", result["output"], re.M) is None
+    assert "waits: interrupt engine/interrupt through axi_intc" in result["output"]
     assert re.search(r"layer\s+cycles/image \(measured\)\s+cycles/image \(analytic model\)\s+saturated", result["output"])
     assert result["allocated"] == result["freed"]

@@ -1,16 +1,18 @@
-"""The PYNQ-Z2 overlay flow, checked without Vivado.
+"""The PYNQ-Z2 overlay flow (engine version 5, the bus master), checked without Vivado.
 
-* The generated Verilog: the top level ``radix_engine`` has every port the overlay Tcl connects,
-  with the widths and directions of its interfaces (AXI4-Lite ``s_axi``, AXI4-Stream ``s_axis`` /
-  ``m_axis``, ``clk``, ``rst``, ``interrupt``), each carrying Vivado's ``X_INTERFACE_INFO`` /
-  ``X_INTERFACE_PARAMETER`` attributes, and passes all of them to ``radix_engine_core``.
+* The generated Verilog: the top level ``radix_bus_engine`` has every port the overlay Tcl
+  connects, with the widths and directions of its interfaces (AXI4-Lite slave ``s_axi``, AXI4
+  master ``m_axi``, ``clk``, ``rst``, ``interrupt``), each carrying Vivado's ``X_INTERFACE_INFO`` /
+  ``X_INTERFACE_PARAMETER`` attributes, and passes all of them to ``radix_bus_engine_core``.
 * ``build_overlay.tcl`` runs in a real Tcl interpreter against a mock Vivado that records every
   command and answers like Vivado does for a module reference: pin properties come from the
   Verilog's attributes, and only once the pin is connected (unconnected pins report an empty
   POLARITY and an incomplete association). The block design is checked net by net, in both PS7
   set-up paths (board files, or PYNQ's base-design preset), with IP versions pinned to the
-  table in ``boards/pynq_z2/ip_versions.json``; its refusals (Vivado version, IP catalogue,
-  clock, Verilog without attributes, ...) are checked.
+  table in ``boards/pynq_z2/ip_versions.json`` and the cells, addresses and ports that
+  ``radix.overlay`` gives the board's software; its refusals (Vivado version, IP catalogue,
+  clock, Verilog without attributes, ...) are checked, and the clock's FREQ_HZ adapted to the
+  PS's.
 * ``bitstream.sh`` refuses a clock the PS cannot make and a missing Vivado before anything else,
   passes the Tcl its arguments in order, and fails naming both versions on the wrong Vivado.
 
@@ -33,7 +35,7 @@ import pytest
 from amaranth.back import verilog as amaranth_verilog
 
 from radix import overlay
-from radix.engine_spec import DEFAULT_CONFIG, REGISTERS, STREAM_BITS
+from radix.engine_spec import BUS_ADDR_BITS, BUS_REGISTERS, DEFAULT_CONFIG, STREAM_BITS
 
 REPO = Path(__file__).resolve().parents[1]
 BOARD = REPO / "boards" / "pynq_z2"
@@ -49,21 +51,33 @@ AXI_LITE_SLAVE = {
     "araddr": ("input", ADDR_BITS), "arprot": ("input", 3), "arvalid": ("input", 1), "arready": ("output", 1),
     "rdata": ("output", 32), "rresp": ("output", 2), "rvalid": ("output", 1), "rready": ("input", 1),
 }
+# the AXI4 master (docs/engine.md: 32-bit addresses, 64-bit data, one ID bit, INCR bursts)
+AXI4_MASTER = {
+    "arid": ("output", 1), "araddr": ("output", BUS_ADDR_BITS), "arlen": ("output", 8), "arsize": ("output", 3),
+    "arburst": ("output", 2), "arlock": ("output", 1), "arcache": ("output", 4), "arprot": ("output", 3),
+    "arqos": ("output", 4), "arvalid": ("output", 1), "arready": ("input", 1),
+    "awid": ("output", 1), "awaddr": ("output", BUS_ADDR_BITS), "awlen": ("output", 8), "awsize": ("output", 3),
+    "awburst": ("output", 2), "awlock": ("output", 1), "awcache": ("output", 4), "awprot": ("output", 3),
+    "awqos": ("output", 4), "awvalid": ("output", 1), "awready": ("input", 1),
+    "rid": ("input", 1), "rdata": ("input", STREAM_BITS), "rresp": ("input", 2), "rlast": ("input", 1),
+    "rvalid": ("input", 1), "rready": ("output", 1),
+    "wdata": ("output", STREAM_BITS), "wstrb": ("output", STREAM_BITS // 8), "wlast": ("output", 1),
+    "wvalid": ("output", 1), "wready": ("input", 1),
+    "bid": ("input", 1), "bresp": ("input", 2), "bvalid": ("input", 1), "bready": ("output", 1),
+}
 # bus interfaces, the bus definition each port's X_INTERFACE_INFO names, and their signals
 INTERFACES = {
     "s_axi": ("xilinx.com:interface:aximm:1.0", AXI_LITE_SLAVE),
-    "s_axis": ("xilinx.com:interface:axis:1.0",
-               {"tdata": ("input", STREAM_BITS), "tvalid": ("input", 1), "tready": ("output", 1),
-                "tlast": ("input", 1), "tkeep": ("input", STREAM_BITS // 8)}),
-    "m_axis": ("xilinx.com:interface:axis:1.0",
-               {"tdata": ("output", STREAM_BITS), "tvalid": ("output", 1), "tready": ("input", 1),
-                "tlast": ("output", 1), "tkeep": ("output", STREAM_BITS // 8)}),
+    "m_axi": ("xilinx.com:interface:aximm:1.0", AXI4_MASTER),
 }
 PINS = {"clk": ("input", 1), "rst": ("input", 1), "interrupt": ("output", 1)}
+CLOCK_HZ = 100_000_000  # what `radix verilog` declares by default (radix_hw.verilog.DEFAULT_CLOCK_HZ)
+M_AXI_PARAMETERS = ("PROTOCOL AXI4, MAX_BURST_LENGTH 16, SUPPORTS_NARROW_BURST 0, NUM_READ_OUTSTANDING 32, "
+                    "NUM_WRITE_OUTSTANDING 16, HAS_BURST 1, ID_WIDTH 1")
 # what Vivado needs to know about the single-signal pins, as UG994 spells the attributes
 PIN_ATTRIBUTES = {
     "clk": {"X_INTERFACE_INFO": "xilinx.com:signal:clock:1.0 clk CLK",
-            "X_INTERFACE_PARAMETER": "ASSOCIATED_BUSIF s_axi:s_axis:m_axis, ASSOCIATED_RESET rst"},
+            "X_INTERFACE_PARAMETER": f"ASSOCIATED_BUSIF s_axi:m_axi, ASSOCIATED_RESET rst, FREQ_HZ {CLOCK_HZ}"},
     "rst": {"X_INTERFACE_INFO": "xilinx.com:signal:reset:1.0 rst RST", "X_INTERFACE_PARAMETER": "POLARITY ACTIVE_HIGH"},
     "interrupt": {"X_INTERFACE_INFO": "xilinx.com:signal:interrupt:1.0 interrupt INTERRUPT",
                   "X_INTERFACE_PARAMETER": "SENSITIVITY LEVEL_HIGH"},
@@ -86,7 +100,7 @@ BASE_DESIGN_PS7 = {
 
 @pytest.fixture(scope="module")
 def engine_v(tmp_path_factory) -> Path:
-    """The default engine's Verilog, as `radix verilog` writes it."""
+    """The default bus-master engine's Verilog, as `radix verilog` writes it."""
     from radix_hw.verilog import generate
 
     path = tmp_path_factory.mktemp("verilog") / "engine.v"
@@ -111,7 +125,7 @@ def verilog_ports(text: str, module: str) -> dict:
     return ports
 
 
-def port_attributes(text: str, module: str = "radix_engine") -> dict:
+def port_attributes(text: str, module: str = overlay.ENGINE_MODULE) -> dict:
     """``{port: {attribute: value}}`` of the ``(* KEY = "VALUE" *)`` lines before each ANSI port."""
     attributes, pending = {}, {}
     for line in module_text(text, module).splitlines():
@@ -134,13 +148,16 @@ def expected_ports() -> dict:
 
 
 def test_top_level_ports_are_exactly_the_interfaces_the_overlay_connects(engine_v):
+    from radix_hw.verilog import CORE_MODULE_NAME, MODULE_NAME
+
+    assert MODULE_NAME == overlay.ENGINE_MODULE and overlay.ENGINE_VLNV.split(":")[2] == MODULE_NAME
     text = engine_v.read_text()
-    assert verilog_ports(text, "radix_engine") == expected_ports()
+    assert verilog_ports(text, MODULE_NAME) == expected_ports()
     # the wrapper passes every port to the Amaranth engine, by name
-    assert verilog_ports(text, "radix_engine_core") == expected_ports()
-    instance = re.search(r"radix_engine_core core \((.*?)\);", module_text(text, "radix_engine"), re.S)
+    assert verilog_ports(text, CORE_MODULE_NAME) == expected_ports()
+    instance = re.search(rf"{CORE_MODULE_NAME} core \((.*?)\);", module_text(text, MODULE_NAME), re.S)
     assert instance and set(re.findall(r"\.(\w+)\((\w+)\)", instance[1])) == {(p, p) for p in expected_ports()}
-    assert max(reg.offset for reg in REGISTERS) + 4 <= 1 << ADDR_BITS
+    assert max(reg.offset for reg in BUS_REGISTERS) + 4 <= 1 << ADDR_BITS <= overlay.ENGINE_RANGE
 
 
 def test_top_level_ports_carry_vivado_interface_attributes(engine_v):
@@ -150,7 +167,10 @@ def test_top_level_ports_carry_vivado_interface_attributes(engine_v):
         assert attributes[pin] == wanted, pin
     for intf, (vlnv, signals) in INTERFACES.items():
         for signal in signals:
-            assert attributes[f"{intf}_{signal}"] == {"X_INTERFACE_INFO": f"{vlnv} {intf} {signal.upper()}"}
+            wanted = {"X_INTERFACE_INFO": f"{vlnv} {intf} {signal.upper()}"}
+            if f"{intf}_{signal}" == "m_axi_awaddr":  # the master's parameters ride on one of its ports
+                wanted["X_INTERFACE_PARAMETER"] = M_AXI_PARAMETERS
+            assert attributes[f"{intf}_{signal}"] == wanted
 
 
 # ---- build_overlay.tcl against a mock Vivado -------------------------------------------------
@@ -161,6 +181,9 @@ MOCK_VIVADO = r"""
 proc exit {{code 0}} { return -code error "__exit__ $code" }
 rename puts _tcl_puts
 proc puts {args} {
+    # writes to a file go to the file; the console's lines are recorded
+    set channel [expr {[llength $args] >= 2 ? [lindex $args end-1] : "stdout"}]
+    if {$channel ni {stdout stderr -nonewline}} { return [_tcl_puts {*}$args] }
     lappend ::out [lindex $args end]
     if {[lindex $args 0] eq "stderr"} { lappend ::err [lindex $args end] }
 }
@@ -183,19 +206,29 @@ proc mock_attribute {port} {
 # connected, the value of the HDL attribute, or without one what Vivado infers or propagates.
 proc mock_pin_property {pin name} {
     set key [string range $name [string length CONFIG.] end]
-    set inferred [dict create POLARITY ACTIVE_HIGH ASSOCIATED_BUSIF s_axi ASSOCIATED_RESET "" SENSITIVITY LEVEL_HIGH]
+    # without attributes Vivado infers these (a master's longest AXI4 burst; the PS's clock)
+    set inferred [dict create POLARITY ACTIVE_HIGH ASSOCIATED_BUSIF s_axi ASSOCIATED_RESET "" SENSITIVITY LEVEL_HIGH \
+        PROTOCOL AXI4 MAX_BURST_LENGTH 256 FREQ_HZ [mock_fclk_hz]]
     if {[lsearch -exact $::connected $pin] < 0} {
         return [expr {$key eq "ASSOCIATED_BUSIF" ? "s_axi" : ""}]
     }
-    foreach item [split [mock_attribute [lindex [split $pin /] 1]] ,] {
+    set port [lindex [split $pin /] 1]
+    if {$port eq "m_axi"} {
+        set port m_axi_awaddr
+    }
+    foreach item [split [mock_attribute $port] ,] {
         set item [string trim $item]
         if {[lindex $item 0] eq $key} { return [lindex $item 1] }
     }
     return [dict get $inferred $key]
 }
 
+# FCLK_CLK0's FREQ_HZ as the PS7 reports it: its actual frequency in Hz
+proc mock_fclk_hz {} { return [expr {round($::mock(act_mhz) * 1e6)}] }
+
 proc mock_property {name object} {
     if {[string match engine/* $object]} { return [mock_pin_property $object $name] }
+    if {$object eq "ps7/FCLK_CLK0" && $name eq "CONFIG.FREQ_HZ"} { return [mock_fclk_hz] }
     switch -- $name {
         CONFIG.PCW_ACT_FPGA0_PERIPHERAL_FREQMHZ { return $::mock(act_mhz) }
         PROGRESS { return $::mock(progress) }
@@ -360,13 +393,13 @@ def overlay_run(engine_v, tmp_path_factory) -> TclRun:
 
 
 def test_tcl_wires_every_engine_port_with_its_interface(overlay_run, engine_v):
-    run, ports = overlay_run, verilog_ports(engine_v.read_text(), "radix_engine")
-    assert run.cells()["engine"] == "module:radix_engine"
+    run, ports = overlay_run, verilog_ports(engine_v.read_text(), overlay.ENGINE_MODULE)
+    assert run.cells()[overlay.ENGINE_CELL] == f"module:{overlay.ENGINE_MODULE}"
     used_pins = {call[-1].split("/", 1)[1] for call in run.commands("get_bd_pins") if call[-1].startswith("engine/")}
     used_intfs = {call[-1].split("/", 1)[1] for call in run.commands("get_bd_intf_pins") if call[-1].startswith("engine/")}
     assert used_pins == set(PINS) and used_intfs == set(INTERFACES)
     covered = set(used_pins) | {f"{intf}_{signal}" for intf in used_intfs for signal in INTERFACES[intf][1]}
-    assert covered == set(ports), "every Verilog port (s_axis_tkeep too) is part of a connected pin or interface"
+    assert covered == set(ports), "every Verilog port is part of a connected pin or interface"
     for pin in used_pins:
         assert ports[pin] == PINS[pin]
     connected = set().union(*run.nets(), *run.intf_nets())
@@ -377,40 +410,39 @@ def test_tcl_block_design_nets(overlay_run):
     run = overlay_run
     cells = run.cells()
     ip = IP_VERSIONS["ip"]
-    assert cells == {"ps7": ip["processing_system7"], "engine": "module:radix_engine", "axi_dma": ip["axi_dma"],
-                     "periph_ic": ip["axi_interconnect"], "mem_ic": ip["axi_interconnect"],
-                     "rst_fclk0": ip["proc_sys_reset"], "irq_concat": ip["xlconcat"]}
+    assert cells == {"ps7": ip["processing_system7"], "engine": f"module:{overlay.ENGINE_MODULE}",
+                     overlay.INTC_CELL: ip["axi_intc"], "periph_ic": ip["axi_interconnect"],
+                     "mem_ic": ip["axi_interconnect"], "rst_fclk0": ip["proc_sys_reset"]}
     everything = set().union(*run.nets(), *run.intf_nets())
     assert {pin.split("/")[0] for pin in everything} <= set(cells) | {"DDR", "FIXED_IO"}
+    # no DMA: the engine is the bus master
+    assert not [call for call in run.calls if any("dma" in str(arg).lower() for arg in call)]
     # one clock domain: every clock pin the design uses is on FCLK_CLK0's net
     clock = run.net_of("ps7/FCLK_CLK0")
     assert {pin for pin in everything if re.search(r"(?i)aclk$|/clk$|slowest_sync_clk", pin)} == clock - {"ps7/FCLK_CLK0"}
     # the engine's reset is active high; the AXI IPs' are active low
     assert run.net_of("engine/rst") == {"rst_fclk0/peripheral_reset", "engine/rst"}
-    assert "axi_dma/axi_resetn" in run.net_of("rst_fclk0/peripheral_aresetn")
+    assert f"{overlay.INTC_CELL}/s_axi_aresetn" in run.net_of("rst_fclk0/peripheral_aresetn")
     assert run.net_of("ps7/FCLK_RESET0_N") == {"ps7/FCLK_RESET0_N", "rst_fclk0/ext_reset_in"}
-    # streams: MM2S -> engine -> S2MM (TKEEP rides on the interface); registers: GP0 -> interconnect
+    # registers: GP0 -> interconnect -> engine, interrupt controller; data: engine -> interconnect -> HP0
     intf = run.intf_nets()
-    for pair in ({"axi_dma/M_AXIS_MM2S", "engine/s_axis"}, {"engine/m_axis", "axi_dma/S_AXIS_S2MM"},
-                 {"ps7/M_AXI_GP0", "periph_ic/S00_AXI"}, {"periph_ic/M00_AXI", "engine/s_axi"},
-                 {"periph_ic/M01_AXI", "axi_dma/S_AXI_LITE"}, {"axi_dma/M_AXI_MM2S", "mem_ic/S00_AXI"},
-                 {"axi_dma/M_AXI_S2MM", "mem_ic/S01_AXI"}, {"mem_ic/M00_AXI", "ps7/S_AXI_HP0"}):
+    for pair in ({"ps7/M_AXI_GP0", "periph_ic/S00_AXI"}, {"periph_ic/M00_AXI", "engine/s_axi"},
+                 {"periph_ic/M01_AXI", f"{overlay.INTC_CELL}/s_axi"}, {"engine/m_axi", "mem_ic/S00_AXI"},
+                 {"mem_ic/M00_AXI", f"ps7/{overlay.HP_PORT}"}):
         assert pair in intf
+    assert len(intf) == 5 + (0 if run.commands("apply_bd_automation") else 2)  # + DDR, FIXED_IO by hand
     assert run.properties("periph_ic") == {"CONFIG.NUM_SI": "1", "CONFIG.NUM_MI": "2"}
-    assert run.properties("mem_ic") == {"CONFIG.NUM_SI": "2", "CONFIG.NUM_MI": "1"}
-    # interrupts: engine on IRQ_F2P[0], then MM2S and S2MM
-    assert run.net_of("engine/interrupt") == {"engine/interrupt", "irq_concat/In0"}
-    assert run.net_of("axi_dma/mm2s_introut") == {"axi_dma/mm2s_introut", "irq_concat/In1"}
-    assert run.net_of("axi_dma/s2mm_introut") == {"axi_dma/s2mm_introut", "irq_concat/In2"}
-    assert run.net_of("irq_concat/dout") == {"irq_concat/dout", "ps7/IRQ_F2P"}
-    assert run.properties("irq_concat") == {"CONFIG.NUM_PORTS": "3"}
+    assert run.properties("mem_ic") == {"CONFIG.NUM_SI": "1", "CONFIG.NUM_MI": "1"}
+    # the interrupt: engine -> the controller's input 0 -> IRQ_F2P, where PYNQ's pynq.Interrupt finds it
+    assert run.net_of(overlay.INTERRUPT_PIN) == {overlay.INTERRUPT_PIN, f"{overlay.INTC_CELL}/intr"}
+    assert run.net_of(f"{overlay.INTC_CELL}/irq") == {f"{overlay.INTC_CELL}/irq", "ps7/IRQ_F2P"}
 
 
 def test_tcl_pins_every_ip_to_the_table(overlay_run):
     """Every IP comes by the VLNV of ip_versions.json (Vivado 2022.1's, from PYNQ's base design),
     and the Tcl's own table is that file's."""
     assert IP_VERSIONS["vivado"] == "2022.1"
-    assert IP_VERSIONS["ip"]["axi_dma"] == overlay.DMA_VLNV == "xilinx.com:ip:axi_dma:7.1"
+    assert IP_VERSIONS["ip"]["axi_intc"] == overlay.INTC_VLNV == "xilinx.com:ip:axi_intc:4.1"
     assert IP_VERSIONS["ip"]["processing_system7"] == "xilinx.com:ip:processing_system7:5.5"
     tcl_table = dict(zip(*[iter(overlay_run.tcl.splitlist(overlay_run.tcl.eval("set ip_vlnv")))] * 2))
     assert tcl_table == IP_VERSIONS["ip"]
@@ -423,56 +455,102 @@ def test_tcl_pins_every_ip_to_the_table(overlay_run):
         assert ("get_ipdefs", "-all", "-quiet", vlnv) in overlay_run.calls
 
 
+ENGINE_CHECKS = {("CONFIG.ASSOCIATED_BUSIF", "engine/clk"), ("CONFIG.ASSOCIATED_RESET", "engine/clk"),
+                 ("CONFIG.FREQ_HZ", "engine/clk"), ("CONFIG.POLARITY", "engine/rst"),
+                 ("CONFIG.SENSITIVITY", "engine/interrupt"), ("CONFIG.PROTOCOL", "engine/m_axi"),
+                 ("CONFIG.MAX_BURST_LENGTH", "engine/m_axi")}
+
+
 def test_tcl_checks_the_engine_pins_after_connecting_them_and_sets_none(overlay_run):
     run = overlay_run
     assert not [call for call in run.commands("set_property") if call[-1].startswith("engine/")]
     checked = {(call[1], call[2]) for call in run.commands("get_property") if call[-1].startswith("engine/")}
-    assert checked == {("CONFIG.ASSOCIATED_BUSIF", "engine/clk"), ("CONFIG.ASSOCIATED_RESET", "engine/clk"),
-                       ("CONFIG.POLARITY", "engine/rst"), ("CONFIG.SENSITIVITY", "engine/interrupt")}
-    for pin in ("engine/clk", "engine/rst", "engine/interrupt"):
-        connect = max(i for i, call in enumerate(run.calls) if call[0] == "connect_bd_net" and pin in call)
+    assert checked == ENGINE_CHECKS
+    for pin in ("engine/clk", "engine/rst", "engine/interrupt", "engine/m_axi"):
+        kind = "connect_bd_intf_net" if pin == "engine/m_axi" else "connect_bd_net"
+        connect = max(i for i, call in enumerate(run.calls) if call[0] == kind and pin in call)
         first_check = min(i for i, call in enumerate(run.calls) if call[0] == "get_property" and call[-1] == pin)
         assert connect < first_check, f"{pin} is checked before it is connected"
 
 
-def test_tcl_refuses_verilog_without_the_interface_attributes(tmp_path):
-    """The Amaranth engine alone (no wrapper): Vivado's own inference leaves the clock associated
-    with s_axi only, and the flow stops naming the property and the fix."""
-    from radix_hw.engine import Engine
+def test_tcl_adds_the_engine_with_the_clocks_frequency(overlay_run, engine_v, tmp_path):
+    """At 100 MHz the Verilog's FREQ_HZ is FCLK_CLK0's; at 142.857 MHz the project gets a copy
+    declaring the PS's 142857132 Hz, and the engine's clock pin reports it."""
+    added = overlay_run.commands("add_files")[:-1]  # the last: the block design's wrapper
+    assert len(added) == 1 and Path(added[0][-1]).name == f"{overlay.ENGINE_MODULE}.v"
+    assert Path(added[0][-1]).read_text() == engine_v.read_text()
+    add = overlay_run.index(added[0])
+    assert add < overlay_run.index(("create_bd_cell", "-type", "module", "-reference", overlay.ENGINE_MODULE, "engine"))
+    run = run_overlay_tcl(tmp_path, default_argv(tmp_path, engine_v, "142.857"), act_mhz="142.857132")
+    assert run.code == 0, run.err
+    copy = Path(run.commands("add_files")[0][-1])
+    assert copy.read_text() == engine_v.read_text().replace(f"FREQ_HZ {CLOCK_HZ}", "FREQ_HZ 142857132")
+    assert any(f"declares FREQ_HZ {CLOCK_HZ}, FCLK_CLK0 is 142857132 Hz" in line for line in run.out)
+
+
+def _edited(tmp_path: Path, engine_v: Path, old: str, new: str) -> Path:
+    text = engine_v.read_text()
+    assert old in text
+    path = tmp_path / "edited.v"
+    path.write_text(text.replace(old, new))
+    return path
+
+
+def test_tcl_refuses_verilog_without_the_interface_attributes(tmp_path, engine_v):
+    """The Amaranth engine alone (no wrapper): no FREQ_HZ to adapt, and the flow stops saying so."""
+    from radix_hw.bus_engine import BusEngine
 
     bare = tmp_path / "bare.v"
-    bare.write_text(amaranth_verilog.convert(Engine(config=DEFAULT_CONFIG), name="radix_engine", emit_src=False))
+    bare.write_text(amaranth_verilog.convert(BusEngine(config=DEFAULT_CONFIG), name=overlay.ENGINE_MODULE,
+                                             emit_src=False))
     run = run_overlay_tcl(tmp_path, default_argv(tmp_path, bare))
     assert run.code == 1
-    assert any("engine/clk CONFIG.ASSOCIATED_BUSIF is 's_axi', expected 's_axi:s_axis:m_axis'" in line
-               and "lacks the X_INTERFACE attributes of `radix verilog`" in line for line in run.err), run.err
+    assert any("declares FREQ_HZ 0 times, expected once, on clk" in line for line in run.err), run.err
     assert not (tmp_path / "out" / "radix.bit").exists()
 
 
-def test_tcl_dma_ps_and_addresses_match_the_engine_and_transport(overlay_run):
+@pytest.mark.parametrize("old, new, message", [
+    ("ASSOCIATED_BUSIF s_axi:m_axi,", "ASSOCIATED_BUSIF s_axi,",
+     "engine/clk CONFIG.ASSOCIATED_BUSIF is 's_axi', expected 's_axi:m_axi'"),
+    (f'    (* X_INTERFACE_PARAMETER = "{M_AXI_PARAMETERS}" *)\n', "",
+     "engine/m_axi CONFIG.MAX_BURST_LENGTH is '256', expected '16'"),
+    ('"POLARITY ACTIVE_HIGH"', '"POLARITY ACTIVE_LOW"', "engine/rst CONFIG.POLARITY is 'ACTIVE_LOW'"),
+])
+def test_tcl_refuses_verilog_whose_attributes_differ(tmp_path, engine_v, old, new, message):
+    """Vivado's own inference (or another attribute) in place of radix_hw.verilog's: the flow stops
+    naming the property and the fix."""
+    run = run_overlay_tcl(tmp_path, default_argv(tmp_path, _edited(tmp_path, engine_v, old, new)))
+    assert run.code == 1
+    assert any(message in line and "lacks the X_INTERFACE attributes of `radix verilog`" in line
+               for line in run.err), run.err
+
+
+def test_tcl_ps_and_addresses_match_the_engine_and_transport(overlay_run):
     run = overlay_run
-    assert set(run.cells()) >= {overlay.ENGINE_CELL, overlay.DMA_CELL}
-    dma = run.properties("axi_dma")
-    assert dma["CONFIG.c_include_sg"] == "0" and dma["CONFIG.c_include_mm2s"] == dma["CONFIG.c_include_s2mm"] == "1"
-    assert int(dma["CONFIG.c_sg_length_width"]) == overlay.BUFFER_LENGTH_WIDTH
-    assert int(dma["CONFIG.c_m_axis_mm2s_tdata_width"]) == int(dma["CONFIG.c_s_axis_s2mm_tdata_width"]) == STREAM_BITS
+    assert {overlay.ENGINE_CELL, overlay.INTC_CELL} <= set(run.cells())
     ps = run.properties("ps7")
     assert ps["CONFIG.PCW_USE_M_AXI_GP0"] == ps["CONFIG.PCW_USE_S_AXI_HP0"] == "1"
-    assert ps["CONFIG.PCW_S_AXI_HP0_DATA_WIDTH"] == dma["CONFIG.c_m_axi_mm2s_data_width"] == \
-        dma["CONFIG.c_m_axi_s2mm_data_width"] == "64"
+    assert int(ps["CONFIG.PCW_S_AXI_HP0_DATA_WIDTH"]) == overlay.HP_DATA_BITS == STREAM_BITS
     assert ps["CONFIG.PCW_FPGA0_PERIPHERAL_FREQMHZ"] == "100"
     assert ps["CONFIG.PCW_FCLK0_PERIPHERAL_CLKSRC"] == "IO PLL"
     assert ps["CONFIG.PCW_USE_FABRIC_INTERRUPT"] == ps["CONFIG.PCW_IRQ_F2P_INTR"] == "1"
     segments = {call[-2]: call for call in run.commands("assign_bd_address")}
-    engine = segments["engine/s_axi/reg0"]
-    assert engine[engine.index("-range") + 1] == f"{(1 << ADDR_BITS) // 1024}K"
-    assert engine[engine.index("-target_address_space") + 1] == "ps7/Data"
-    assert segments["axi_dma/S_AXI_LITE/Reg"][segments["axi_dma/S_AXI_LITE/Reg"].index("-range") + 1] == "64K"
-    spaces = {call[call.index("-target_address_space") + 1] for call in run.commands("assign_bd_address")
-              if call[-2] == "ps7/S_AXI_HP0/HP0_DDR_LOWOCM"}
-    assert spaces == {"axi_dma/Data_MM2S", "axi_dma/Data_S2MM"}
+    assert set(segments) == {"engine/s_axi/reg0", f"{overlay.INTC_CELL}/S_AXI/Reg",
+                             f"ps7/{overlay.HP_PORT}/{overlay.HP_SEGMENT}"}
+
+    def placed(call):
+        return (int(call[call.index("-offset") + 1], 16), call[call.index("-range") + 1],
+                call[call.index("-target_address_space") + 1])
+
+    assert placed(segments["engine/s_axi/reg0"]) == (overlay.ENGINE_BASE, f"{overlay.ENGINE_RANGE // 1024}K", "ps7/Data")
+    assert overlay.ENGINE_RANGE == 1 << ADDR_BITS
+    assert placed(segments[f"{overlay.INTC_CELL}/S_AXI/Reg"]) == (overlay.INTC_BASE, f"{overlay.INTC_RANGE // 1024}K",
+                                                                   "ps7/Data")
+    # the engine's master sees the DDR through HP0, all of the transport's buffers included
+    assert placed(segments[f"ps7/{overlay.HP_PORT}/{overlay.HP_SEGMENT}"]) == (
+        overlay.DDR_BASE, f"{overlay.DDR_RANGE >> 20}M", "engine/m_axi")
     assert run.commands("validate_bd_design")
-    # the overlay's files, named as PynqTransport expects them (.hwh beside the .bit)
+    # the overlay's files, named as PynqBusTransport expects them (.hwh beside the .bit)
     assert (run.out_dir / "radix.bit").is_file() and (run.out_dir / "radix.hwh").is_file()
 
 
@@ -526,11 +604,11 @@ def test_vivado_update_release_is_the_pinned_version(tmp_path, engine_v):
      "Vivado 2023.2 is not Vivado 2022.1, the version this flow and its IP versions are pinned to"),
     (lambda argv: argv, {"version": "2021.2"}, "or set RADIX_ALLOW_OTHER_VIVADO=1 to build with 2021.2 anyway"),
     (lambda argv: argv, {"has_part": "0"}, "install Zynq-7000 device support"),
-    (lambda argv: argv, {"catalogue": " ".join(IP_VERSIONS["ip"].values()).replace("axi_dma:7.1", "axi_dma:7.2")},
-     "IP xilinx.com:ip:axi_dma:7.1 (pinned, boards/pynq_z2/ip_versions.json) is not in this Vivado's IP catalogue "
-     "(it has: xilinx.com:ip:axi_dma:7.2)"),
+    (lambda argv: argv, {"catalogue": " ".join(IP_VERSIONS["ip"].values()).replace("axi_intc:4.1", "axi_intc:4.0")},
+     "IP xilinx.com:ip:axi_intc:4.1 (pinned, boards/pynq_z2/ip_versions.json) is not in this Vivado's IP catalogue "
+     "(it has: xilinx.com:ip:axi_intc:4.0)"),
     (lambda argv: argv, {"act_mhz": "99.000000"}, "FCLK_CLK0 is '99.000000' MHz, not the 100 MHz asked"),
-    (lambda argv: argv, {"no_intf": "engine/s_axis"}, "inferred no interface s_axis"),
+    (lambda argv: argv, {"no_intf": "engine/m_axi"}, "inferred no interface m_axi"),
     (lambda argv: argv, {"progress": "0%"}, "synth_1 failed (mock status): see"),
     (lambda argv: argv, {"slack": "-0.731"}, "timing not met at 100.000000 MHz (setup WNS -0.731 ns"),
 ])
@@ -543,9 +621,9 @@ def test_tcl_refuses_with_a_clear_message(tmp_path, engine_v, change, mock, mess
 
 def test_tcl_refuses_verilog_without_the_engine_module(tmp_path, engine_v):
     other = tmp_path / "other.v"
-    other.write_text("module something_else(input clk);\nendmodule\n")
+    other.write_text("module radix_engine(input clk);\nendmodule\n")
     run = run_overlay_tcl(tmp_path, default_argv(tmp_path, other))
-    assert run.code == 1 and "has no module radix_engine" in run.err[0]
+    assert run.code == 1 and "has no module radix_bus_engine" in run.err[0] and "`radix verilog`" in run.err[0]
 
 
 def test_tcl_avoids_tcl_86_only_commands():

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from radix.bringup import FORMAT, SAMPLE_SOURCE, dumps, main, replay
-from radix.engine_spec import ENGINE_VERSION
+from radix.engine_spec import BUS_ENGINE_VERSION, ERROR_CODE
 
 RECORDS = Path(__file__).resolve().parents[1] / "boards" / "pynq_z2" / "bring-up"
 SAMPLE = RECORDS / "sample-reference.json"
@@ -30,8 +30,11 @@ def test_sample_is_labelled_a_sample_of_the_reference_backend():
     record = json.loads(SAMPLE.read_text())
     assert record["format"] == FORMAT and record["source"] == SAMPLE_SOURCE and record["source"].startswith("SAMPLE")
     assert record["backend"] == "reference" and record["run"]["cycles"]["source"] == "analytic model"
-    assert record["versions"]["pynq"] is None
-    assert record["run"]["images"] == 1000 and record["selftest"]["layers"] == 20
+    assert record["versions"]["pynq"] is None and record["registers"]["VERSION"] == BUS_ENGINE_VERSION
+    assert record["run"]["images"] == 1000 and record["run"]["batch"] == 10
+    checks = record["checks"]
+    assert checks["list"]["bit_exact"] and checks["opcode"]["err_code"] == ERROR_CODE["OPCODE"]
+    assert checks["window"]["err_code"] == ERROR_CODE["WINDOW"]
     # what the README's checklist quotes as the expected LeNet-5 result
     assert record["run"]["accuracy"] == record["run"]["reference_accuracy"] == 0.977
     assert SAMPLE.read_text() == dumps(record)
@@ -44,25 +47,32 @@ def _broken(change) -> list[str]:
 
 
 @pytest.mark.parametrize("change, problem", [
-    (lambda r: r["registers"].update(VERSION=1), f"VERSION 1: this repository's engine is version {ENGINE_VERSION}"),
+    (lambda r: r["registers"].update(VERSION=4), f"VERSION 4: this repository's bus-master engine is version "
+                                                 f"{BUS_ENGINE_VERSION}"),
     (lambda r: r["registers"].update(ID=0), "ID reads 0x00000000"),
     (lambda r: r["registers"].update(ROWS=8), "register ROWS reads 8, the config says 16"),
     (lambda r: r.update(clock_mhz=130.0), "the recorded clock 130 MHz is not a frequency the PS can make"),
-    (lambda r: r["selftest"].update(mismatches=2), "self-test: 2 mismatches in 20 layers"),
+    (lambda r: r["checks"]["list"].update(status=1), "checks: the tiny list did not complete: STATUS=1"),
+    (lambda r: r["checks"]["list"].update(bit_exact=False), "the tiny list's output differs from the golden model"),
+    (lambda r: r["checks"]["list"].update(beats_read=1), "checks: the tiny list moved 1 beats in"),
+    (lambda r: r["checks"]["opcode"].update(err_code=4), "checks: a bad opcode gave STATUS=4, ERR_CODE=4"),
+    (lambda r: r["checks"]["window"].update(err_addr=0), "checks: a short window gave STATUS=4, ERR_CODE=1"),
+    (lambda r: r["checks"]["reset"].update(status=1), "checks: STATUS=1 after CTRL.RESET, expected idle"),
     (lambda r: r["predictions"].__setitem__(5, (r["predictions"][5] + 1) % 10), "the predictions and labels give"),
     (lambda r: r["run"].update(bit_exact=False, mismatched_images=1), "run: 1 images differ from the reference"),
     (lambda r: r["run"].update(reference_accuracy=0.5), "differs from the reference's 0.5"),
     (lambda r: r["run"]["cycles"].update(source="measured"), "a reference record's from 'analytic model'"),
-    (lambda r: r["run"]["cycles"].update(per_image_mean=1.0), "do not add up to 1.0 per image"),
+    (lambda r: r["run"]["cycles"].update(per_image_mean=1.0), "exceed the 1.0 from START to DONE"),
     (lambda r: r["run"]["estimate"].update(images_per_s=1.0), "estimate: 1.0 images/s is not 100.0 MHz"),
-    (lambda r: r["one_image"].update(predicted=9), "one image: predicted 9, its logits say 0"),
-    (lambda r: r.update(format="radix-bring-up/0"), "this repository reads 'radix-bring-up/1'"),
+    (lambda r: r.update(format="radix-bring-up/1"), "this repository reads 'radix-bring-up/2'"),
 ])
 def test_replay_catches_a_record_that_does_not_hold_up(change, problem):
     problems = _broken(change)
     assert any(problem in p for p in problems), problems
 
 
-def test_bringup_command_checks_its_arguments(capsys):
-    assert main(["--backend", "reference", "--program", "p.radix", "--data", "d.npz", "--images", "0", "-o", "x.json"]) == 2
-    assert "--images 0 must be at least 1" in capsys.readouterr().err
+@pytest.mark.parametrize("option", ["--images", "--batch"])
+def test_bringup_command_checks_its_arguments(capsys, option):
+    argv = ["--backend", "reference", "--program", "p.radix", "--data", "d.npz", "-o", "x.json", option, "0"]
+    assert main(argv) == 2
+    assert f"{option} 0 must be at least 1" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from radix.ingest import ingest
 from radix.modelspec import ModelSpecError, resolve
 from radix.program import Program
 from radix.runner import run_images
-from radix.transport import ReferenceTransport
+from radix.command_exec import ReferenceBusTransport
 
 torch.set_num_threads(1)
 
@@ -71,7 +71,7 @@ def test_a_model_file_is_a_model_every_command_takes(compressed):
     with torch.no_grad():
         float_top1 = float(np.mean(resolved.module(torch.from_numpy(x_test)).argmax(1).numpy() == y_test))
     assert float_top1 == pytest.approx(result["json"]["float_accuracy_after"])
-    run = run_images(ReferenceTransport(), program, x_test[:4], y_test[:4])
+    run = run_images(ReferenceBusTransport(), program, x_test[:4], y_test[:4])
     assert run["bit_exact"]
     path = out.with_suffix(".radix")
     program.weight_storage = "compressed"
@@ -79,7 +79,7 @@ def test_a_model_file_is_a_model_every_command_takes(compressed):
     loaded = Program.load(path)
     for got, want in zip(loaded.layers, program.layers):
         np.testing.assert_array_equal(got.weights, want.weights)
-    assert run_images(ReferenceTransport(), loaded, x_test[:4], y_test[:4])["bit_exact"]
+    assert run_images(ReferenceBusTransport(), loaded, x_test[:4], y_test[:4])["bit_exact"]
     storage = program_storage(loaded)
     assert storage["compressed_bytes"] < storage["packed_bytes"] / 3
 

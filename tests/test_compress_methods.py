@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from radix.engine_spec import EngineConfig
 from torch import nn
 
 from radix.compress import CompressionError, channels, prune, share, svd, ttq
@@ -91,9 +92,10 @@ def test_channel_pruning_removes_the_macs_in_whole_tiles(digits):
     assert evaluate(state.module, digits.x_test, digits.y_test)[1] > 0.5
 
 
-def _array_passes(module: nn.Module, rows: int = 16, cols: int = 22) -> int:
-    """Passes of the 16 x 22 array per output pixel, summed over the convolutions: input tiles x
+def _array_passes(module: nn.Module) -> int:
+    """Passes of the default array per output pixel, summed over the convolutions: input tiles x
     output tiles x kernel positions."""
+    rows, cols = EngineConfig().rows, EngineConfig().cols
     return sum(-(-m.in_channels // rows) * -(-m.out_channels // cols) * m.kernel_size[0] * m.kernel_size[1]
                for m in module.modules() if isinstance(m, nn.Conv2d))
 
@@ -113,7 +115,8 @@ def test_channel_pruning_of_vggnet_removes_array_tiles_and_cycles():
     assert after["cycles"] <= 0.67 * before["cycles"], (before["cycles"], after["cycles"])
     for name, layer in weight_layers(state.module):
         if isinstance(layer, nn.Conv2d) and layer.out_channels > 16:
-            assert layer.out_channels % 22 == 0 or layer.out_channels % 16 == 0, (name, layer.out_channels)
+            assert layer.out_channels % EngineConfig().cols == 0 or layer.out_channels % 16 == 0, (
+                name, layer.out_channels)
 
 
 def test_channel_counts_step_down_to_the_array():

@@ -168,8 +168,8 @@ def test_packed_array_extreme_and_random_columns(rows, cols, unsigned):
 
 
 def test_engine_config_packing():
-    assert EngineConfig().macs_per_dsp == 2 and EngineConfig().macs_per_cycle == 352
-    assert EngineConfig().dsps == 176
-    w16 = EngineConfig(width=16)  # one MAC per DSP: the default shape is 16 x 11 on the same 176
-    assert (w16.cols, w16.macs_per_dsp, w16.dsps, w16.macs_per_cycle) == (11, 1, 176, 176)
+    assert EngineConfig().macs_per_dsp == 2 and EngineConfig().macs_per_cycle == 384
+    assert EngineConfig().dsps == 192
+    w16 = EngineConfig(width=16)  # one MAC per DSP: the default shape is 16 x 12 on the same 192
+    assert (w16.cols, w16.macs_per_dsp, w16.dsps, w16.macs_per_cycle) == (12, 1, 192, 192)
     assert EngineConfig(rows=3, cols=5).dsps == 9

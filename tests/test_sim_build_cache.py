@@ -15,12 +15,11 @@ from pathlib import Path
 
 import cocotb_tools.runner
 import pytest
-import radix_hw.verilog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from radix.backends import run as run_backend
 from radix.engine_spec import EngineConfig
-from radix_sim import build, hostrun
+from radix_sim import build, bus_build, hostrun
 
 VERILOG = "module top(input wire a, output wire b); assign b = a; endmodule\n"
 OUR_MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O1 OPT_GLOBAL=-O1"
@@ -126,10 +125,10 @@ def test_build_environment_restores_an_absent_makeflags(no_outer_make):
 # ---- the sim backend says when it builds ------------------------------------------------------
 
 def test_sim_backend_announces_a_build_on_stderr_only(no_outer_make, builds, tmp_path, monkeypatch, capsys):
-    # the real chain backend -> run_host -> build_engine -> compile_verilog, with a fixed Verilog
-    # text, the builds under tmp_path and a simulation that only writes the host function's result
-    monkeypatch.setattr(radix_hw.verilog, "generate", lambda config, core_factory=None: VERILOG)
-    monkeypatch.setattr(hostrun, "build_engine", functools.partial(build.build_engine, build_root=tmp_path))
+    # the real chain backend -> run_host -> build_bus_engine -> compile_verilog, with a fixed
+    # Verilog text, the builds under tmp_path and a simulation that only writes the host function's result
+    monkeypatch.setattr(bus_build, "unit_verilog_of", lambda config: VERILOG)
+    monkeypatch.setattr(hostrun, "build_bus_engine", functools.partial(bus_build.build_bus_engine, build_root=tmp_path))
 
     def simulate(built, *, extra_env, **_):
         job = json.loads(Path(extra_env["RADIX_HOST_JOB"]).read_text())
@@ -139,7 +138,7 @@ def test_sim_backend_announces_a_build_on_stderr_only(no_outer_make, builds, tmp
     config = EngineConfig()
     assert run_backend("sim", "radix.runner:selftest", {}, config) == {"ran": "radix.runner:selftest"}
     out, err = capsys.readouterr()
-    assert out == "" and err == ("radix: building the RTL simulation for 16x22 W=8 "
+    assert out == "" and err == ("radix: building the RTL simulation for 16x24 W=8 "
                                  "(2-3 minutes, once per configuration)...\n")
     assert run_backend("sim", "radix.runner:selftest", {}, config) == {"ran": "radix.runner:selftest"}
     assert capsys.readouterr() == ("", "") and len(builds) == 1

@@ -14,18 +14,20 @@ from test_placement import BASE, check_every_tensor, random_input, random_progra
 
 # small buffers, so layers split into bands and batched fully connected layers into several jobs
 CONFIG = EngineConfig(rows=8, cols=8, width=8, in_depth=160, wt_depth=640, acc_depth=64)
+# two words per output pixel from the core: a layer of up to 8 channels drops the second
+WIDE_CONFIG = EngineConfig(rows=8, cols=16, width=8, in_depth=160, wt_depth=640, acc_depth=64)
 
 
-def fitting_program(seed: int):
-    """A random graph (adds, concatenations, fc) that fits CONFIG, with its placement for batch 2."""
+def fitting_program(seed: int, config: EngineConfig = CONFIG):
+    """A random graph (adds, concatenations, fc) that fits ``config``, with its placement for batch 2."""
     rng = np.random.default_rng(seed)
     for _ in range(50):
-        program = random_program(rng, CONFIG.width, 12)
+        program = random_program(rng, config.width, 12)
         try:
-            return program, place(program, CONFIG, batch=2, base=BASE), rng
+            return program, place(program, config, batch=2, base=BASE), rng
         except PlacementError:
             continue
-    raise RuntimeError(f"no random program of seed {seed} fits {CONFIG}")
+    raise RuntimeError(f"no random program of seed {seed} fits {config}")
 
 
 def loaded_memory(placement, x) -> np.ndarray:
@@ -44,15 +46,16 @@ def stats_mask(placement) -> np.ndarray:
     return keep
 
 
-@pytest.mark.parametrize("seed", [3, 11, 20261206])
-def test_random_networks_are_bit_exact_on_the_rtl(seed):
-    program, placement, rng = fitting_program(seed)
+@pytest.mark.parametrize("config, seed", [(CONFIG, 3), (CONFIG, 11), (CONFIG, 20261206), (WIDE_CONFIG, 4),
+                                          (WIDE_CONFIG, 77013)])
+def test_random_networks_are_bit_exact_on_the_rtl(config, seed):
+    program, placement, rng = fitting_program(seed, config)
     x = random_input(rng, program, 2)
     memory = loaded_memory(placement, x)
     reference = memory.copy()
     expected = execute(reference, cmd_base=placement.cmd_base, cmd_count=placement.cmd_count, win_base=BASE,
-                       win_size=placement.memory_bytes, config=CONFIG, base=BASE)
-    rtl = run_image(CONFIG, memory, base=BASE, cmd_base=placement.cmd_base, cmd_count=placement.cmd_count,
+                       win_size=placement.memory_bytes, config=config, base=BASE)
+    rtl = run_image(config, memory, base=BASE, cmd_base=placement.cmd_base, cmd_count=placement.cmd_count,
                     seed=seed, pause=0.3)
     regs, bus = rtl["registers"], rtl["bus"]
     assert regs["STATUS"] & 0b110 == 0b010 and regs["ERR_CODE"] == 0, regs

@@ -38,7 +38,7 @@ def test_resnet8_through_driver_and_rtl_is_bit_exact(resnet8_program):
     """Identity and projection shortcuts, per-side padding and the folded average pool on the RTL."""
     result = run_host("radix.runner:run_files",
                       {"program": str(resnet8_program), "data": "mnist32rgb", "images": 1}, EngineConfig(),
-                      idle=0.2, backpressure=0.3, seed=9)
+                      pause=0.3, seed=9)
     assert result["bit_exact"] is True and result["first_mismatch"] is None, result["first_mismatch"]
     assert result["images"] == 1
     assert all(cycles > 0 for cycles in result["cycles"]["per_layer_mean"].values())
@@ -78,22 +78,21 @@ def test_resnet8_with_unsigned_tensors_through_driver_and_rtl_is_bit_exact(resne
     outputs = network.run(program, network.quantize_input(program, x[:1]))
     assert max(int(out.values.max()) for out, layer in zip(outputs, program.layers) if layer.unsigned_out) > 127
     result = run_host("radix.runner:run_files", {"program": str(path), "data": "mnist32rgb", "images": 1},
-                      EngineConfig(), idle=0.2, backpressure=0.3, seed=11)
+                      EngineConfig(), pause=0.3, seed=11)
     assert result["bit_exact"] is True and result["first_mismatch"] is None, result["first_mismatch"]
 
 
 def test_digitsnet_through_driver_and_rtl_is_bit_exact(digits_program):
     result = run_host("radix.runner:run_files",
                       {"program": str(digits_program), "data": "digits", "images": 12}, EngineConfig(),
-                      idle=0.2, backpressure=0.3, seed=5)
+                      pause=0.3, seed=5)
     assert result["bit_exact"] is True and result["first_mismatch"] is None
     assert result["images"] == 12 and result["accuracy"] == result["reference_accuracy"]
     assert all(cycles > 0 for cycles in result["cycles"]["per_layer_mean"].values())
 
 
 def test_selftest_on_rtl_has_no_mismatch():
-    result = run_host("radix.runner:selftest", {"seed": 7, "count": 25}, EngineConfig(), idle=0.1,
-                      backpressure=0.2, seed=7)
+    result = run_host("radix.runner:selftest", {"seed": 7, "count": 25}, EngineConfig(), pause=0.3, seed=7)
     assert result["layers"] == 25 and result["mismatches"] == 0, result["details"]
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the PYNQ-Z2 overlay (what `make bitstream` runs):
 #
-#   1. the engine's Verilog:   $BUILD/engine.v        (radix verilog)
+#   1. the engine's Verilog:   $BUILD/engine.v        (radix verilog: the bus-master
+#                              engine radix_bus_engine, engine version 5)
 #   2. the overlay:            $OUT/radix.bit, radix.hwh, timing.txt, utilization.txt
 #                              (Vivado, boards/pynq_z2/build_overlay.tcl; project in $BUILD/vivado)
 #

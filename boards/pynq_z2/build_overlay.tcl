@@ -1,9 +1,10 @@
-# Radix PYNQ-Z2 overlay: the engine behind an AXI4-Lite register port and an AXI DMA.
+# Radix PYNQ-Z2 overlay: the bus-master engine (engine version 5) on the Zynq PS.
 #
 #   vivado -mode batch -source boards/pynq_z2/build_overlay.tcl \
 #          -tclargs ENGINE_V OUT_DIR [CLOCK_MHZ] [BUILD_DIR] [JOBS]
 #
-#   ENGINE_V   the engine's Verilog (module radix_engine), e.g. build/engine.v from `radix verilog`
+#   ENGINE_V   the engine's Verilog (module radix_bus_engine), e.g. build/engine.v from
+#              `radix verilog` (radix_hw.verilog.generate)
 #   OUT_DIR    where radix.bit, radix.hwh and the timing/utilisation reports are written
 #   CLOCK_MHZ  FCLK_CLK0, the engine's clock (default 100): a frequency the PS makes, 1000 MHz
 #              (its IO PLL) over an integer divisor: 100, 111.111, 125, 142.857, 166.667, 200...
@@ -14,37 +15,42 @@
 # The IP versions are pinned to that Vivado's (boards/pynq_z2/ip_versions.json); another Vivado
 # is refused, naming both versions, unless RADIX_ALLOW_OTHER_VIVADO=1 is set (then the pinned IP
 # versions must still be in its catalogue). boards/pynq_z2/bitstream.sh (`make bitstream`)
-# generates the Verilog and calls this script.
+# generates the Verilog and calls this script. This flow has not yet run in Vivado: it is checked
+# against a mock Vivado (tests/test_board_tcl.py).
 #
-# The engine's pin properties (clock association, reset polarity, interrupt sensitivity) come
-# from the X_INTERFACE attributes that radix_hw.verilog writes into the Verilog; this script
-# checks them once the pins are connected (Vivado reports them reliably only then) and sets none.
+# The engine's pin and interface properties (clock association and frequency, reset polarity,
+# interrupt sensitivity, the master's protocol and burst length) come from the X_INTERFACE
+# attributes that radix_hw.verilog writes into the Verilog; this script checks them once the
+# pins are connected (Vivado reports them reliably only then) and sets none. The one it adapts
+# is the clock's FREQ_HZ, which must equal FCLK_CLK0's exactly: it adds a copy of ENGINE_V whose
+# FREQ_HZ is the frequency the PS7 reports (BUILD_DIR/radix_bus_engine.v).
 #
-# Block design `radix` (cell names are what PYNQ's ip_dict shows; radix/pynq_transport.py looks
-# them up as ENGINE_CELL and DMA_CELL, tests/test_board_tcl.py keeps the two in step):
+# Block design `radix` (cell names are what PYNQ's ip_dict shows; radix/overlay.py names them
+# for radix/pynq_transport.py, tests/test_board_tcl.py keeps the two in step):
 #
-#   ps7 M_AXI_GP0 -> periph_ic -> engine/s_axi         (AXI4-Lite, 4 KiB at 0x43C0_0000)
-#                              -> axi_dma/S_AXI_LITE   (64 KiB at 0x4040_0000)
-#   axi_dma M_AXI_MM2S, M_AXI_S2MM -> mem_ic -> ps7 S_AXI_HP0 (64-bit, DDR)
-#   axi_dma M_AXIS_MM2S -> engine/s_axis ; engine/m_axis -> axi_dma S_AXIS_S2MM (64-bit)
+#   ps7 M_AXI_GP0 -> periph_ic -> engine/s_axi        (AXI4-Lite, 4 KiB at 0x43C0_0000)
+#                              -> axi_intc/s_axi      (64 KiB at 0x4180_0000)
+#   engine/m_axi (AXI4, 64-bit, bursts <= 16) -> mem_ic (AXI4 -> AXI3) -> ps7 S_AXI_HP0 (64-bit)
+#   engine/m_axi's address space: the DDR through S_AXI_HP0 (HP0_DDR_LOWOCM, 512 MiB at 0)
+#   engine/interrupt -> axi_intc/intr ; axi_intc/irq -> ps7 IRQ_F2P[0]
 #   FCLK_CLK0 clocks everything; rst_fclk0 (proc_sys_reset) resets it; engine/rst is active high
-#   the DMA's M_AXIS_MM2S TKEEP goes to engine/s_axis_tkeep (which ignores it: every word is whole)
-#   engine/interrupt, axi_dma/mm2s_introut, s2mm_introut -> irq_concat -> ps7 IRQ_F2P[2:0]
 #
-# The DMA is in simple (direct register) mode with a 23-bit buffer length register: up to
-# 8,388,607 bytes per transfer. The PYNQ transport polls; the interrupts are wired for other
-# software (PYNQ 3.x only services interrupts through an AXI interrupt controller).
+# The engine fetches its command list, weights and activations itself: there is no AXI DMA.
+# PYNQ 3.0.1 hands an interrupt to Python (pynq.Interrupt) only through an AXI interrupt
+# controller, hence axi_intc between the engine and IRQ_F2P (the transport polls STATUS on an
+# overlay without it).
 
 set part xc7z020clg400-1
 set project_name radix_overlay
 set bd_name radix
-set engine_module radix_engine
-set dma_length_width 23
-set stream_bits 64
+set engine_module radix_bus_engine
+set hp_data_bits 64
 set engine_base 0x43C00000
 set engine_range 4K
-set dma_base 0x40400000
-set dma_range 64K
+set intc_base 0x41800000
+set intc_range 64K
+set ddr_base 0x00000000
+set ddr_range 512M
 
 # Vivado and IP versions, as in boards/pynq_z2/ip_versions.json (tests/test_board_tcl.py keeps
 # the two equal): PYNQ v3.0.1's boards/Pynq-Z2/base/base.tcl, written by Vivado 2022.1
@@ -52,10 +58,9 @@ set pinned_vivado 2022.1
 set allow_other_vivado RADIX_ALLOW_OTHER_VIVADO
 set ip_vlnv [dict create \
     processing_system7 xilinx.com:ip:processing_system7:5.5 \
-    axi_dma xilinx.com:ip:axi_dma:7.1 \
     axi_interconnect xilinx.com:ip:axi_interconnect:2.1 \
+    axi_intc xilinx.com:ip:axi_intc:4.1 \
     proc_sys_reset xilinx.com:ip:proc_sys_reset:5.0 \
-    xlconcat xilinx.com:ip:xlconcat:2.1 \
 ]
 
 # FCLK_CLK0 = the IO PLL / (DIVISOR0 * DIVISOR1), two 6-bit dividers (radix/overlay.py is the
@@ -162,7 +167,13 @@ set handle [open $engine_v r]
 set engine_text [read $handle]
 close $handle
 if {![regexp "module\\s+$engine_module\\s*\\(" $engine_text]} {
-    fail "$engine_v has no module $engine_module: is it the output of `radix verilog`?"
+    fail "$engine_v has no module $engine_module: is it the output of `radix verilog` (the bus-master engine, engine version 5)?"
+}
+# the clock's FREQ_HZ, in the clk port's X_INTERFACE_PARAMETER (replaced below by FCLK_CLK0's)
+set freq_pattern {(X_INTERFACE_PARAMETER = "[^"]*FREQ_HZ )([0-9]+)}
+set freq_count [regexp -all $freq_pattern $engine_text]
+if {$freq_count != 1} {
+    fail "$engine_v declares FREQ_HZ $freq_count times, expected once, on clk: regenerate it with `radix verilog -o $engine_v`"
 }
 
 # ---- tool checks ---------------------------------------------------------------------------
@@ -202,8 +213,6 @@ if {$board_part ne ""} {
     note "no PYNQ-Z2 board files in this Vivado: using the part and the PS7 settings written below"
 }
 set_property target_language Verilog [current_project]
-add_files -norecurse $engine_v
-update_compile_order -fileset sources_1
 create_bd_design $bd_name
 
 # ---- processing system ---------------------------------------------------------------------
@@ -327,7 +336,7 @@ if {$board_part ne ""} {
 set_property -dict [list \
     CONFIG.PCW_USE_M_AXI_GP0 {1} \
     CONFIG.PCW_USE_S_AXI_HP0 {1} \
-    CONFIG.PCW_S_AXI_HP0_DATA_WIDTH {64} \
+    CONFIG.PCW_S_AXI_HP0_DATA_WIDTH $hp_data_bits \
     CONFIG.PCW_EN_CLK0_PORT {1} \
     CONFIG.PCW_EN_RST0_PORT {1} \
     CONFIG.PCW_FCLK0_PERIPHERAL_CLKSRC {IO PLL} \
@@ -341,47 +350,46 @@ if {![string is double -strict $actual_mhz] || abs($actual_mhz - $clock_mhz) > $
     fail "FCLK_CLK0 is '$actual_mhz' MHz, not the $clock_mhz MHz asked: the PS7's IO PLL is not at [mhz_text $fclk_source_mhz] MHz (PYNQ sets the clock the .hwh records)"
 }
 
-# ---- engine, DMA, interconnects, reset, interrupts -----------------------------------------
+# ---- the engine's Verilog, its clock at FCLK_CLK0's exact frequency ----------------------
+
+set fclk_hz [get_property CONFIG.FREQ_HZ [get_bd_pins ps7/FCLK_CLK0]]
+if {![string is integer -strict $fclk_hz] || $fclk_hz <= 0} {
+    fail "ps7/FCLK_CLK0 reports FREQ_HZ '$fclk_hz', not a frequency in Hz"
+}
+regexp $freq_pattern $engine_text -> prefix declared_hz
+file mkdir $build_dir
+set engine_copy [file join $build_dir $engine_module.v]
+set handle [open $engine_copy w]
+puts -nonewline $handle [regsub $freq_pattern $engine_text "\\1$fclk_hz"]
+close $handle
+if {$declared_hz != $fclk_hz} {
+    note "engine clock: $engine_v declares FREQ_HZ $declared_hz, FCLK_CLK0 is $fclk_hz Hz: adding $engine_copy with FREQ_HZ $fclk_hz"
+}
+add_files -norecurse $engine_copy
+update_compile_order -fileset sources_1
+
+# ---- engine, interrupt controller, interconnects, reset ------------------------------------
 
 create_bd_cell -type module -reference $engine_module engine
-foreach intf {s_axi s_axis m_axis} {
+foreach intf {s_axi m_axi} {
     if {[llength [get_bd_intf_pins -quiet engine/$intf]] == 0} {
         fail "Vivado inferred no interface $intf from the ports of $engine_module in $engine_v (expected ${intf}_* AXI ports)"
     }
 }
-set dma [create_bd_cell -type ip -vlnv [pinned_ip axi_dma] axi_dma]
-set_property -dict [list \
-    CONFIG.c_include_sg {0} \
-    CONFIG.c_sg_length_width $dma_length_width \
-    CONFIG.c_include_mm2s {1} \
-    CONFIG.c_include_s2mm {1} \
-    CONFIG.c_m_axi_mm2s_data_width {64} \
-    CONFIG.c_m_axis_mm2s_tdata_width $stream_bits \
-    CONFIG.c_m_axi_s2mm_data_width {64} \
-    CONFIG.c_s_axis_s2mm_tdata_width $stream_bits \
-    CONFIG.c_mm2s_burst_size {16} \
-    CONFIG.c_s2mm_burst_size {16} \
-    CONFIG.c_addr_width {32} \
-] $dma
-
+create_bd_cell -type ip -vlnv [pinned_ip axi_intc] axi_intc
 set periph_ic [create_bd_cell -type ip -vlnv [pinned_ip axi_interconnect] periph_ic]
 set_property -dict [list CONFIG.NUM_SI {1} CONFIG.NUM_MI {2}] $periph_ic
 set mem_ic [create_bd_cell -type ip -vlnv [pinned_ip axi_interconnect] mem_ic]
-set_property -dict [list CONFIG.NUM_SI {2} CONFIG.NUM_MI {1}] $mem_ic
+set_property -dict [list CONFIG.NUM_SI {1} CONFIG.NUM_MI {1}] $mem_ic
 create_bd_cell -type ip -vlnv [pinned_ip proc_sys_reset] rst_fclk0
-set irq [create_bd_cell -type ip -vlnv [pinned_ip xlconcat] irq_concat]
-set_property -dict [list CONFIG.NUM_PORTS {3}] $irq
 
-# control: PS -> engine registers and DMA registers
+# control: PS -> engine registers and the interrupt controller
 connect_bd_intf_net [get_bd_intf_pins ps7/M_AXI_GP0] [get_bd_intf_pins periph_ic/S00_AXI]
 connect_bd_intf_net [get_bd_intf_pins periph_ic/M00_AXI] [get_bd_intf_pins engine/s_axi]
-connect_bd_intf_net [get_bd_intf_pins periph_ic/M01_AXI] [get_bd_intf_pins axi_dma/S_AXI_LITE]
-# data: DDR <-> DMA <-> engine streams
-connect_bd_intf_net [get_bd_intf_pins axi_dma/M_AXI_MM2S] [get_bd_intf_pins mem_ic/S00_AXI]
-connect_bd_intf_net [get_bd_intf_pins axi_dma/M_AXI_S2MM] [get_bd_intf_pins mem_ic/S01_AXI]
+connect_bd_intf_net [get_bd_intf_pins periph_ic/M01_AXI] [get_bd_intf_pins axi_intc/s_axi]
+# data: the engine's master -> the DDR through HP0 (mem_ic converts AXI4 to the port's AXI3)
+connect_bd_intf_net [get_bd_intf_pins engine/m_axi] [get_bd_intf_pins mem_ic/S00_AXI]
 connect_bd_intf_net [get_bd_intf_pins mem_ic/M00_AXI] [get_bd_intf_pins ps7/S_AXI_HP0]
-connect_bd_intf_net [get_bd_intf_pins axi_dma/M_AXIS_MM2S] [get_bd_intf_pins engine/s_axis]
-connect_bd_intf_net [get_bd_intf_pins engine/m_axis] [get_bd_intf_pins axi_dma/S_AXIS_S2MM]
 
 # one clock: FCLK_CLK0
 connect_bd_net [get_bd_pins ps7/FCLK_CLK0] \
@@ -389,10 +397,8 @@ connect_bd_net [get_bd_pins ps7/FCLK_CLK0] \
     [get_bd_pins rst_fclk0/slowest_sync_clk] \
     [get_bd_pins periph_ic/ACLK] [get_bd_pins periph_ic/S00_ACLK] \
     [get_bd_pins periph_ic/M00_ACLK] [get_bd_pins periph_ic/M01_ACLK] \
-    [get_bd_pins mem_ic/ACLK] [get_bd_pins mem_ic/S00_ACLK] [get_bd_pins mem_ic/S01_ACLK] \
-    [get_bd_pins mem_ic/M00_ACLK] \
-    [get_bd_pins axi_dma/s_axi_lite_aclk] [get_bd_pins axi_dma/m_axi_mm2s_aclk] \
-    [get_bd_pins axi_dma/m_axi_s2mm_aclk] \
+    [get_bd_pins mem_ic/ACLK] [get_bd_pins mem_ic/S00_ACLK] [get_bd_pins mem_ic/M00_ACLK] \
+    [get_bd_pins axi_intc/s_axi_aclk] \
     [get_bd_pins engine/clk]
 
 # resets: the PS's FCLK_RESET0_N through proc_sys_reset, synchronous to FCLK_CLK0
@@ -402,30 +408,35 @@ connect_bd_net [get_bd_pins rst_fclk0/interconnect_aresetn] \
 connect_bd_net [get_bd_pins rst_fclk0/peripheral_aresetn] \
     [get_bd_pins periph_ic/S00_ARESETN] [get_bd_pins periph_ic/M00_ARESETN] \
     [get_bd_pins periph_ic/M01_ARESETN] \
-    [get_bd_pins mem_ic/S00_ARESETN] [get_bd_pins mem_ic/S01_ARESETN] [get_bd_pins mem_ic/M00_ARESETN] \
-    [get_bd_pins axi_dma/axi_resetn]
+    [get_bd_pins mem_ic/S00_ARESETN] [get_bd_pins mem_ic/M00_ARESETN] \
+    [get_bd_pins axi_intc/s_axi_aresetn]
 connect_bd_net [get_bd_pins rst_fclk0/peripheral_reset] [get_bd_pins engine/rst]
 
-# interrupts: IRQ_F2P[0] engine, [1] MM2S, [2] S2MM
-connect_bd_net [get_bd_pins engine/interrupt] [get_bd_pins irq_concat/In0]
-connect_bd_net [get_bd_pins axi_dma/mm2s_introut] [get_bd_pins irq_concat/In1]
-connect_bd_net [get_bd_pins axi_dma/s2mm_introut] [get_bd_pins irq_concat/In2]
-connect_bd_net [get_bd_pins irq_concat/dout] [get_bd_pins ps7/IRQ_F2P]
+# the interrupt: engine -> axi_intc input 0 -> IRQ_F2P[0]
+connect_bd_net [get_bd_pins engine/interrupt] [get_bd_pins axi_intc/intr]
+connect_bd_net [get_bd_pins axi_intc/irq] [get_bd_pins ps7/IRQ_F2P]
 
-# ---- the engine's pin properties, now that its pins are connected --------------------------
+# ---- the engine's pin and interface properties, now that they are connected ----------------
 
-# (pin, property, value): what radix_hw.verilog's X_INTERFACE attributes declare
-set engine_pin_properties [list \
-    engine/clk CONFIG.ASSOCIATED_BUSIF s_axi:s_axis:m_axis \
+# (object, property, value): what radix_hw.verilog's X_INTERFACE attributes declare
+set engine_properties [list \
+    engine/clk CONFIG.ASSOCIATED_BUSIF s_axi:m_axi \
     engine/clk CONFIG.ASSOCIATED_RESET rst \
+    engine/clk CONFIG.FREQ_HZ $fclk_hz \
     engine/rst CONFIG.POLARITY ACTIVE_HIGH \
     engine/interrupt CONFIG.SENSITIVITY LEVEL_HIGH \
+    engine/m_axi CONFIG.PROTOCOL AXI4 \
+    engine/m_axi CONFIG.MAX_BURST_LENGTH 16 \
 ]
-foreach {pin property expected} $engine_pin_properties {
-    set actual [get_property $property [get_bd_pins $pin]]
+foreach {object property expected} $engine_properties {
+    if {$object eq "engine/m_axi"} {
+        set actual [get_property $property [get_bd_intf_pins $object]]
+    } else {
+        set actual [get_property $property [get_bd_pins $object]]
+    }
     # a bus association is a set: compare it sorted
     if {[lsort [split $actual :]] ne [lsort [split $expected :]]} {
-        fail "$pin $property is '$actual', expected '$expected': $engine_v lacks the X_INTERFACE attributes of `radix verilog` (regenerate it: radix verilog -o $engine_v)"
+        fail "$object $property is '$actual', expected '$expected': $engine_v lacks the X_INTERFACE attributes of `radix verilog` (regenerate it: radix verilog -o $engine_v)"
     }
 }
 
@@ -437,12 +448,14 @@ if {[llength $engine_seg] != 1} {
 }
 assign_bd_address -offset $engine_base -range $engine_range \
     -target_address_space [get_bd_addr_spaces ps7/Data] $engine_seg -force
-assign_bd_address -offset $dma_base -range $dma_range \
-    -target_address_space [get_bd_addr_spaces ps7/Data] [get_bd_addr_segs axi_dma/S_AXI_LITE/Reg] -force
-assign_bd_address -offset 0x00000000 -range 512M \
-    -target_address_space [get_bd_addr_spaces axi_dma/Data_MM2S] [get_bd_addr_segs ps7/S_AXI_HP0/HP0_DDR_LOWOCM] -force
-assign_bd_address -offset 0x00000000 -range 512M \
-    -target_address_space [get_bd_addr_spaces axi_dma/Data_S2MM] [get_bd_addr_segs ps7/S_AXI_HP0/HP0_DDR_LOWOCM] -force
+assign_bd_address -offset $intc_base -range $intc_range \
+    -target_address_space [get_bd_addr_spaces ps7/Data] [get_bd_addr_segs axi_intc/S_AXI/Reg] -force
+set engine_space [get_bd_addr_spaces -quiet engine/m_axi]
+if {[llength $engine_space] != 1} {
+    fail "engine/m_axi has [llength $engine_space] address spaces, expected one (an AXI4 master)"
+}
+assign_bd_address -offset $ddr_base -range $ddr_range \
+    -target_address_space $engine_space [get_bd_addr_segs ps7/S_AXI_HP0/HP0_DDR_LOWOCM] -force
 
 # ---- validate, wrapper, bitstream ----------------------------------------------------------
 
@@ -469,7 +482,7 @@ report_utilization -file [file join $out_dir utilization.txt]
 set wns [get_property SLACK [get_timing_paths -delay_type max -max_paths 1 -nworst 1]]
 set whs [get_property SLACK [get_timing_paths -delay_type min -max_paths 1 -nworst 1]]
 if {$wns < 0 || $whs < 0} {
-    fail "timing not met at $actual_mhz MHz (setup WNS $wns ns, hold WHS $whs ns; $out_dir/timing.txt): rebuild at a lower clock, e.g. `make bitstream CLOCK_MHZ=75`"
+    fail "timing not met at $actual_mhz MHz (setup WNS $wns ns, hold WHS $whs ns; $out_dir/timing.txt): rebuild at a lower clock, e.g. `make bitstream CLOCK_MHZ=90.909`"
 }
 
 set impl_dir [get_property DIRECTORY [get_runs impl_1]]

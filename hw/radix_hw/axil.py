@@ -1,4 +1,4 @@
-"""AXI4-Lite slave register file, generated from ``radix.engine_spec.REGISTERS``.
+"""AXI4-Lite slave register file, generated from a register table (``radix.engine_spec.BUS_REGISTERS``).
 
 Every offset, access type and bit field comes from the table; nothing here names an address.
 
@@ -7,26 +7,22 @@ Behaviour beyond the table (also stated in ``docs/registers.md``):
 * Addresses are word addresses: the two low address bits are ignored. An unmapped address reads
   0 and a write to it is ignored; both answer ``OKAY`` (the register file never returns an error
   response). ``AxPROT`` is ignored.
-* ``WSTRB`` selects the bytes a write changes: in the ``rw`` registers, and a CTRL or STATUS bit
-  acts only when its byte is strobed.
-* A ``rw`` register holds only the bits of its ``LayerConfigLayout`` field(s); other bits read 0.
+* ``WSTRB`` selects the bytes a write changes: in the ``cfg`` registers, and a CTRL or STATUS
+  bit acts only when its byte is strobed.
 * Writing ``CTRL.START = 1`` while ``STATUS.BUSY`` is set is ignored. An accepted START clears
-  ``STATUS.DONE`` and copies the layer registers to the ``layer`` output, which then stays stable
-  for the whole job (the driver may program the next layer while a job runs).
+  ``STATUS.DONE`` and ``STATUS.ERROR``.
 * Writing ``CTRL.RESET = 1`` pulses ``soft_reset`` for one cycle, the cycle after the write, and
-  clears ``STATUS.DONE`` (also against a job that finishes in that cycle); a START in the same
-  write is ignored. The layer registers, their ``layer`` copy and ``CTRL.IRQ_EN`` (written as
-  usual by the same write) are kept: the register file itself is not reset.
+  clears ``STATUS.DONE`` and ``STATUS.ERROR``; a START in the same write is ignored. The ``cfg``
+  registers and ``CTRL.IRQ_EN`` (written as usual by the same write) are kept: the register file
+  itself is not reset.
 """
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Shape, Signal, Value
+from amaranth import Cat, Const, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
-from radix.engine_spec import REGISTERS, EngineConfig, Register, build_value
-
-from .layout import LayerConfigLayout
+from radix.engine_spec import EngineConfig, Register, build_value
 
 ADDR_WIDTH = 12
 DATA_WIDTH = 32
@@ -59,32 +55,6 @@ def axi_lite_members(*, addr_width: int = ADDR_WIDTH) -> dict:
     }
 
 
-def layer_fields(reg: Register) -> tuple[tuple[str, int, int], ...]:
-    """``(layout field, bit offset, width)`` of each ``LayerConfigLayout`` field a ``rw`` register holds.
-
-    A register without bit fields holds the layout field of its own (lower-cased) name; a register
-    with bit fields (FLAGS) holds one layout field per bit field.
-    """
-    layout_fields = dict(LayerConfigLayout)
-    if reg.fields:
-        wanted = tuple((f.name.lower(), f.offset, f.width) for f in reg.fields)
-    else:
-        name = reg.name.lower()
-        if name not in layout_fields:
-            raise ValueError(f"register {reg.name} has no LayerConfigLayout field {name!r}")
-        wanted = ((name, 0, Shape.cast(layout_fields[name].shape).width),)
-    for name, offset, width in wanted:
-        if name not in layout_fields:
-            raise ValueError(f"register {reg.name} field {name!r} has no LayerConfigLayout field")
-        layout_width = Shape.cast(layout_fields[name].shape).width
-        if layout_width != width or offset + width > DATA_WIDTH:
-            raise ValueError(
-                f"register {reg.name} field {name!r} is {width} bits at bit {offset}, "
-                f"LayerConfigLayout has {layout_width} bits"
-            )
-    return wanted
-
-
 def live_registers(registers: tuple[Register, ...]) -> tuple[Register, ...]:
     """The ``ro`` registers without a build value: each is an input port of its lower-case name."""
     return tuple(reg for reg in registers if reg.access == "ro" and reg.value is None and reg.build is None)
@@ -93,7 +63,6 @@ def live_registers(registers: tuple[Register, ...]) -> tuple[Register, ...]:
 def _check_register_map(config: EngineConfig, registers: tuple[Register, ...]) -> None:
     """Refuse a register table this file cannot implement, naming the register."""
     seen: dict[int, str] = {}
-    covered: set[str] = set()
     for reg in registers:
         if reg.offset % STRB_WIDTH or not 0 <= reg.offset < 1 << ADDR_WIDTH:
             raise ValueError(f"register {reg.name} offset 0x{reg.offset:X} is not a word address below 0x{1 << ADDR_WIDTH:X}")
@@ -104,13 +73,8 @@ def _check_register_map(config: EngineConfig, registers: tuple[Register, ...]) -
             value = build_value(reg, config)
             if value is not None and not 0 <= value < 1 << DATA_WIDTH:
                 raise ValueError(f"register {reg.name} value {value} does not fit {DATA_WIDTH} bits")
-        elif reg.access == "rw":
-            covered.update(name for name, _, _ in layer_fields(reg))
         elif reg.access not in ("ctrl", "status", "cfg"):
             raise ValueError(f"register {reg.name} has unknown access {reg.access!r}")
-    missing = set(dict(LayerConfigLayout)) - covered
-    if covered and missing:
-        raise ValueError(f"LayerConfigLayout fields without a register: {', '.join(sorted(missing))}")
 
 
 def _single(registers: tuple[Register, ...], reg_access: str) -> Register:
@@ -134,8 +98,7 @@ class RegisterFile(wiring.Component):
     Ports: the ``s_axi_*`` slave (:func:`axi_lite_members`); ``start`` (one-cycle pulse),
     ``irq_en`` (CTRL.IRQ_EN), ``done`` (sticky STATUS.DONE), ``soft_reset`` (one-cycle pulse after
     a CTRL.RESET write); inputs ``busy`` (STATUS.BUSY) and ``job_done`` (a pulse that sets
-    STATUS.DONE). Per the table: with ``rw`` layer registers, ``layer`` (their copy at the last
-    accepted START); with a STATUS.ERROR field, ``error`` (sticky) and ``error_set`` (a pulse that
+    STATUS.DONE). Per the table: with a STATUS.ERROR field, ``error`` (sticky) and ``error_set`` (a pulse that
     sets it); each ``cfg`` register an output ``cfg_<name>`` (32 bits, read back as written); each
     live ``ro`` register (no build value) an input of its lower-case name, read as it is.
 
@@ -143,7 +106,7 @@ class RegisterFile(wiring.Component):
     order, a write takes effect when both are held and B is free, B and R wait for their ready.
     """
 
-    def __init__(self, *, config: EngineConfig, registers: tuple[Register, ...] = REGISTERS):
+    def __init__(self, *, config: EngineConfig, registers: tuple[Register, ...]):
         if not isinstance(config, EngineConfig):
             raise TypeError(f"config must be an EngineConfig, not {type(config).__name__}")
         _check_register_map(config, registers)
@@ -151,7 +114,6 @@ class RegisterFile(wiring.Component):
         self._registers = registers
         self._ctrl = _single(registers, "ctrl")
         self._status = _single(registers, "status")
-        self._has_layer = any(reg.access == "rw" for reg in registers)
         self._has_error = _bit(self._status, "ERROR") is not None
         members = {
             **axi_lite_members(),
@@ -162,8 +124,6 @@ class RegisterFile(wiring.Component):
             "busy": In(1),
             "job_done": In(1),
         }
-        if self._has_layer:
-            members["layer"] = Out(LayerConfigLayout)
         if self._has_error:
             members.update({"error": Out(1), "error_set": In(1)})
         members.update({f"cfg_{reg.name.lower()}": Out(DATA_WIDTH) for reg in registers if reg.access == "cfg"})
@@ -176,7 +136,6 @@ class RegisterFile(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        programmed = Signal(LayerConfigLayout)
         ctrl, status = self._ctrl, self._status
         start_bit, irq_bit, reset_bit = _bit(ctrl, "START"), _bit(ctrl, "IRQ_EN"), _bit(ctrl, "RESET")
         busy_bit, done_bit, error_bit = _bit(status, "BUSY"), _bit(status, "DONE"), _bit(status, "ERROR")
@@ -205,7 +164,7 @@ class RegisterFile(wiring.Component):
             with m.Switch(aw_addr[2:]):
                 for reg in self._registers:
                     with m.Case(reg.offset >> 2):
-                        self._write(m, reg, programmed, w_data, w_strb, bits)
+                        self._write(m, reg, w_data, w_strb, bits)
 
         with m.If(self.job_done):
             m.d.sync += self.done.eq(1)
@@ -224,21 +183,16 @@ class RegisterFile(wiring.Component):
                 for reg in self._registers:
                     with m.Case(reg.offset >> 2):
                         m.d.sync += self.s_axi_rdata.eq(
-                            self._read_value(reg, programmed, busy_bit, done_bit, irq_bit, error_bit)
+                            self._read_value(reg, busy_bit, done_bit, irq_bit, error_bit)
                         )
         with m.Elif(self.s_axi_rready):
             m.d.sync += self.s_axi_rvalid.eq(0)
         return m
 
-    def _write(self, m, reg, programmed, data, strb, bits):
+    def _write(self, m, reg, data, strb, bits):
         start_bit, irq_bit, reset_bit, done_bit, error_bit = bits
         bit_enable = Cat(*(strb[bit // 8] for bit in range(DATA_WIDTH)))
-        if reg.access == "rw":
-            for name, offset, width in layer_fields(reg):
-                held = Value.cast(programmed[name])
-                enable = bit_enable[offset : offset + width]
-                m.d.sync += held.eq((held & ~enable) | (data[offset : offset + width] & enable))
-        elif reg.access == "cfg":
+        if reg.access == "cfg":
             held = getattr(self, f"cfg_{reg.name.lower()}")
             m.d.sync += held.eq((held & ~bit_enable) | (data & bit_enable))
         elif reg.access == "ctrl":
@@ -250,8 +204,6 @@ class RegisterFile(wiring.Component):
                     m.d.sync += self.error.eq(0)
             with m.Elif(strb[start_bit // 8] & data[start_bit] & ~self.busy):
                 m.d.sync += [self.start.eq(1), self.done.eq(0)]
-                if self._has_layer:
-                    m.d.sync += self.layer.eq(programmed)
                 if self._has_error:
                     m.d.sync += self.error.eq(0)
         elif reg.access == "status":
@@ -261,12 +213,7 @@ class RegisterFile(wiring.Component):
                 with m.If(strb[error_bit // 8] & data[error_bit]):
                     m.d.sync += self.error.eq(0)
 
-    def _read_value(self, reg, programmed, busy_bit, done_bit, irq_bit, error_bit):
-        if reg.access == "rw":
-            value = Const(0, DATA_WIDTH)
-            for name, offset, width in layer_fields(reg):
-                value = value | (Value.cast(programmed[name]) << offset)
-            return value
+    def _read_value(self, reg, busy_bit, done_bit, irq_bit, error_bit):
         if reg.access == "cfg":
             return getattr(self, f"cfg_{reg.name.lower()}")
         if reg.access == "ctrl":

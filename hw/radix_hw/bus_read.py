@@ -109,12 +109,11 @@ class ReadMaster(wiring.Component):
         row_addr, group_addr, addr = Signal(BUS_ADDR_BITS), Signal(BUS_ADDR_BITS), Signal(BUS_ADDR_BITS)
         rows_left, groups_left = Signal(16), Signal(COUNT_BITS)
         remaining = Signal(BEATS_BITS)
-        m.d.comb += self.desc.ready.eq(~active & ~self.stop)
-        with m.If(self.desc.valid & self.desc.ready):
-            p = self.desc.payload
-            m.d.sync += [d.eq(p), active.eq((p.count != 0) & (p.outer_count != 0)), row_addr.eq(p.addr),
-                         group_addr.eq(p.addr), addr.eq(p.addr), rows_left.eq(p.outer_count),
-                         groups_left.eq(p.count), remaining.eq(p.beats)]
+        # descriptors wait in a small queue, so the walker takes the next one in the cycle it
+        # finishes the current one (a command's many short reads follow without gaps)
+        m.submodules.queue = queue = SyncFIFOBuffered(width=ReadDescriptor.size, depth=2)
+        m.d.comb += [queue.w_data.eq(self.desc.payload), queue.w_en.eq(self.desc.valid & ~self.stop),
+                     self.desc.ready.eq(queue.w_rdy & ~self.stop)]
 
         beats, _ = burst_beats(addr, remaining)
         last_burst = beats == remaining
@@ -160,6 +159,13 @@ class ReadMaster(wiring.Component):
                              group_addr.eq(next_row), addr.eq(next_row), remaining.eq(d.beats)]
             with m.Else():
                 m.d.sync += active.eq(0)
+        finishing = group_done & (groups_left <= 1) & (rows_left <= 1)
+        m.d.comb += queue.r_en.eq((~active | finishing) & ~self.stop)
+        with m.If(queue.r_en & queue.r_rdy):
+            p = data.View(ReadDescriptor, queue.r_data)
+            m.d.sync += [d.eq(p), active.eq((p.count != 0) & (p.outer_count != 0)), row_addr.eq(p.addr),
+                         group_addr.eq(p.addr), addr.eq(p.addr), rows_left.eq(p.outer_count),
+                         groups_left.eq(p.count), remaining.eq(p.beats)]
 
         # -- the read data ---------------------------------------------------------------
         outstanding = Signal(range(self._max_bursts + 1))
@@ -178,14 +184,11 @@ class ReadMaster(wiring.Component):
         m.d.sync += outstanding.eq(outstanding + issue - (r_take & self.r_last))
         m.d.comb += self.quiet.eq((outstanding == 0) & ~issue)
 
-        # -- words out: each record's beats from the FIFO, then its fill ------------------------
+        # -- words out: each record's beats from the FIFO, then its fill; the next record is taken
+        # in the cycle the current one's last word goes, so records follow without a gap
         current = Signal(_Record)
         have = Signal()
         beats_left, fill_left = Signal(5), Signal(FILL_BITS)
-        m.d.comb += records.r_en.eq(~have)
-        with m.If(records.r_rdy & ~have):
-            fields = data.View(_Record, records.r_data)
-            m.d.sync += [have.eq(1), current.eq(fields), beats_left.eq(fields.beats), fill_left.eq(fields.fill)]
         from_fifo = beats_left != 0
         word_ready = Mux(from_fifo, data_fifo.r_rdy, 1)
         out_valid = have & ((beats_left != 0) | (fill_left != 0)) & word_ready
@@ -197,14 +200,20 @@ class ReadMaster(wiring.Component):
             pass_on.eq(out_valid & (self.words.ready | self.flush)),
             data_fifo.r_en.eq(pass_on & from_fifo),
         ]
+        last_word = pass_on & (((beats_left == 1) & (fill_left == 0)) | ((beats_left == 0) & (fill_left == 1)))
+        finished = have & (beats_left == 0) & (fill_left == 0)  # an empty record
+        free = ~have | last_word | finished
+        m.d.comb += records.r_en.eq(free)
         with m.If(pass_on):
             with m.If(from_fifo):
                 m.d.sync += beats_left.eq(beats_left - 1)
             with m.Else():
                 m.d.sync += fill_left.eq(fill_left - 1)
-        with m.If(have & (beats_left == 0) & (fill_left == 0)):
-            m.d.sync += have.eq(0)
-        with m.If(have & pass_on & (((beats_left == 1) & (fill_left == 0)) | ((beats_left == 0) & (fill_left == 1)))):
-            m.d.sync += have.eq(0)
+        with m.If(free):
+            with m.If(records.r_rdy):
+                fields = data.View(_Record, records.r_data)
+                m.d.sync += [have.eq(1), current.eq(fields), beats_left.eq(fields.beats), fill_left.eq(fields.fill)]
+            with m.Else():
+                m.d.sync += have.eq(0)
         m.d.sync += reserved.eq(reserved + Mux(issue, beats, 0) - (pass_on & from_fifo))
         return m

@@ -1,14 +1,14 @@
 """The bus master's write side: the core's output words to memory, by write descriptors.
 
-A *write descriptor* names ``count`` groups of ``beats`` consecutive words, group ``j`` at byte
-``addr + j * stride``; for each group the data side takes ``beats`` words from ``words`` and drops
-the ``drop`` words after them (an output tile's words beyond the tensor's channels). With ``imm``
-the one word ``imm_data`` is written instead (the stats word, docs/engine.md).
+A *write descriptor* names where words go and which words they are. The address side writes
+``runs`` runs of ``run_beats`` consecutive words, run ``j`` at byte ``addr + j * stride``; the
+data side takes ``beats`` words from ``words``. With ``imm`` the one word ``imm_data`` is written
+instead (the stats word, docs/engine.md).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -16,13 +16,13 @@ from amaranth.lib.wiring import In, Out
 from radix.engine_spec import BUS_ADDR_BITS, BUS_BYTES, MAX_BURST_BEATS
 
 from .axi4 import DATA_BITS
-from .bus_read import BEATS_BITS, COUNT_BITS, FILL_BITS, STRIDE_BITS, burst_beats, in_window
+from .bus_read import BEATS_BITS, COUNT_BITS, STRIDE_BITS, burst_beats, in_window
 
 WriteDescriptor = data.StructLayout({
     "addr": BUS_ADDR_BITS,
+    "run_beats": BEATS_BITS,
+    "runs": COUNT_BITS,
     "beats": BEATS_BITS,
-    "drop": FILL_BITS,
-    "count": COUNT_BITS,
     "stride": STRIDE_BITS,
     "imm": 1,
     "imm_data": DATA_BITS,
@@ -30,17 +30,18 @@ WriteDescriptor = data.StructLayout({
 
 _AddressPart = data.StructLayout({"addr": BUS_ADDR_BITS, "beats": BEATS_BITS, "count": COUNT_BITS,
                                   "stride": STRIDE_BITS})
-_DataPart = data.StructLayout({"beats": BEATS_BITS, "drop": FILL_BITS, "count": COUNT_BITS, "imm": 1,
-                               "imm_data": DATA_BITS})
+_DataPart = data.StructLayout({"beats": BEATS_BITS, "imm": 1, "imm_data": DATA_BITS})
 
 
 class WriteMaster(wiring.Component):
     """Writes the words write descriptors name, in bursts whose data is already held.
 
     Ports: ``desc`` (descriptors), ``words`` (the data), the AXI write channels (``aw_*``,
-    ``w_*``, ``b_*``), the window, ``stop`` (issue no new burst), ``flush`` (drop incoming data),
+    ``w_*``, ``b_*``), the window, ``stop`` (issue no new burst), ``flush`` (take and drop incoming data),
     and the outcomes: ``window_error`` / ``bus_error`` with ``error_addr``, ``quiet`` (nothing
     planned, held or outstanding), ``drained`` (every issued burst complete), ``beats_written``.
+    The core's output stream carries exactly the words the descriptors write (its last tile only
+    the words holding channels, ``radix.stream_format``).
 
     An AW is issued only when the whole burst's data is in the FIFO, so once issued a burst always
     completes, even if the list stops: nothing is ever left half done on the bus.
@@ -89,46 +90,35 @@ class WriteMaster(wiring.Component):
         p = self.desc.payload
         a_part, d_part = Signal(_AddressPart), Signal(_DataPart)
         m.d.comb += [
-            a_part.addr.eq(p.addr), a_part.beats.eq(p.beats), a_part.count.eq(p.count), a_part.stride.eq(p.stride),
-            d_part.beats.eq(p.beats), d_part.drop.eq(p.drop), d_part.count.eq(p.count), d_part.imm.eq(p.imm),
-            d_part.imm_data.eq(p.imm_data),
+            a_part.addr.eq(p.addr), a_part.beats.eq(p.run_beats), a_part.count.eq(p.runs), a_part.stride.eq(p.stride),
+            d_part.beats.eq(p.beats), d_part.imm.eq(p.imm), d_part.imm_data.eq(p.imm_data),
             addr_descs.w_data.eq(a_part), data_descs.w_data.eq(d_part),
             self.desc.ready.eq(addr_descs.w_rdy & data_descs.w_rdy),
             addr_descs.w_en.eq(self.desc.valid & self.desc.ready),
             data_descs.w_en.eq(self.desc.valid & self.desc.ready),
         ]
 
-        # -- data side: take `beats` words per group, drop `drop` -------------------------------
+        # -- data side: take `beats` words (or the one immediate word) into the FIFO ------------
         d_active = Signal()
         dd = Signal(_DataPart)
-        d_groups, d_beats, d_drop = Signal(COUNT_BITS), Signal(BEATS_BITS), Signal(FILL_BITS)
+        d_left = Signal(BEATS_BITS)
         m.d.comb += data_descs.r_en.eq(~d_active)
         with m.If(data_descs.r_rdy & ~d_active):
             q = data.View(_DataPart, data_descs.r_data)
-            m.d.sync += [dd.eq(q), d_active.eq(q.count != 0), d_groups.eq(q.count), d_beats.eq(q.beats),
-                         d_drop.eq(q.drop)]
-        keeping = d_beats != 0
-        take_imm = d_active & dd.imm
+            m.d.sync += [dd.eq(q), d_active.eq(q.beats != 0), d_left.eq(q.beats)]
         m.d.comb += [
             data_fifo.w_data.eq(Mux(dd.imm, dd.imm_data, self.words.payload)),
-            self.words.ready.eq(self.flush | (d_active & ~dd.imm & (~keeping | data_fifo.w_rdy))),
+            self.words.ready.eq(self.flush | (d_active & ~dd.imm & data_fifo.w_rdy)),
         ]
         moved = Signal()
         m.d.comb += [
-            moved.eq(Mux(dd.imm, take_imm & data_fifo.w_rdy, d_active & self.words.valid & self.words.ready)),
-            data_fifo.w_en.eq(moved & keeping & ~self.flush),
+            moved.eq(d_active & Mux(dd.imm, data_fifo.w_rdy, self.words.valid & self.words.ready)),
+            data_fifo.w_en.eq(moved & ~self.flush),
         ]
         with m.If(moved & ~self.flush):
-            with m.If(keeping):
-                m.d.sync += d_beats.eq(d_beats - 1)
-            with m.Else():
-                m.d.sync += d_drop.eq(d_drop - 1)
-            group_end = Mux(keeping, (d_beats == 1) & (d_drop == 0), d_drop == 1)
-            with m.If(group_end):
-                with m.If(d_groups > 1):
-                    m.d.sync += [d_groups.eq(d_groups - 1), d_beats.eq(dd.beats), d_drop.eq(dd.drop)]
-                with m.Else():
-                    m.d.sync += d_active.eq(0)
+            m.d.sync += d_left.eq(d_left - 1)
+            with m.If(d_left == 1):
+                m.d.sync += d_active.eq(0)
 
         # -- address side: bursts, issued when their data is held ----------------------------
         a_active = Signal()
@@ -167,12 +157,10 @@ class WriteMaster(wiring.Component):
             with m.Else():
                 m.d.sync += a_active.eq(0)
 
-        # -- W: the held words of each issued burst, WLAST on its last ---------------------------
+        # -- W: the held words of each issued burst, WLAST on its last; the next burst's length is
+        # taken in the cycle the current one's last beat goes, so bursts follow without a gap
         w_left = Signal(5)
         w_busy = Signal()
-        m.d.comb += lengths.r_en.eq(~w_busy)
-        with m.If(lengths.r_rdy & ~w_busy):
-            m.d.sync += [w_busy.eq(1), w_left.eq(lengths.r_data)]
         w_take = Signal()
         m.d.comb += [
             self.w_data.eq(data_fifo.r_data),
@@ -182,9 +170,14 @@ class WriteMaster(wiring.Component):
             w_take.eq(self.w_valid & self.w_ready),
             data_fifo.r_en.eq(w_take),
         ]
+        w_free = ~w_busy | (w_take & (w_left == 1))
+        m.d.comb += lengths.r_en.eq(w_free)
         with m.If(w_take):
             m.d.sync += [w_left.eq(w_left - 1), self.beats_written.eq(self.beats_written + 1)]
-            with m.If(w_left == 1):
+        with m.If(w_free):
+            with m.If(lengths.r_rdy):
+                m.d.sync += [w_busy.eq(1), w_left.eq(lengths.r_data)]
+            with m.Else():
                 m.d.sync += w_busy.eq(0)
         m.d.sync += [
             held.eq(held + data_fifo.w_en - w_take),
@@ -198,7 +191,10 @@ class WriteMaster(wiring.Component):
         with m.If(b_take & self.b_resp[1] & ~self.window_error & ~self.bus_error):
             m.d.sync += [self.bus_error.eq(1), self.error_addr.eq(burst_addrs.r_data)]
         m.d.sync += outstanding.eq(outstanding + issue - b_take)
+        # a descriptor takes two cycles to show at a FIFO's output: quiet waits for them
+        recent = Signal(2)
+        m.d.sync += recent.eq(Cat(self.desc.valid & self.desc.ready, recent[0]))
         m.d.comb += self.drained.eq((outstanding == 0) & ~w_busy & ~lengths.r_rdy)
         m.d.comb += self.quiet.eq(~a_active & ~addr_descs.r_rdy & ~d_active & ~data_descs.r_rdy & (held == 0)
-                                  & (outstanding == 0) & ~w_busy & ~lengths.r_rdy & ~self.desc.valid)
+                                  & (outstanding == 0) & ~w_busy & ~lengths.r_rdy & ~self.desc.valid & ~recent.any())
         return m

@@ -277,7 +277,7 @@ class CommandUnit(wiring.Component):
                     m.d.sync += [o_tile.eq(o_tile + 1), wt_block.eq(wt_block + (tile_words << 3))]
                     m.next = "BIAS"
             with m.State("FINISH"):
-                with m.If(complete == self.cmd_count):
+                with m.If((complete == self.cmd_count) & self.writer_quiet):
                     m.d.comb += self.done.eq(1)
                     m.d.sync += self.busy.eq(0)
                     m.next = "IDLE"
@@ -304,12 +304,14 @@ class CommandUnit(wiring.Component):
             with m.State("OUTPUTS"):
                 have = job_out_words - o_out * wt_words
                 beats = Mux(job_out_words <= o_out * wt_words, 0, Mux(have > wt_words, wt_words, have))
-                contiguous = (job.out_pixel_words == beats) & (job_t_out == 1)
+                # pixels whose words touch in memory are one run (the words dropped are not written)
+                contiguous = job.out_pixel_words == beats
+                total = beats * job_out_px  # the core sends exactly these words for the tile
                 m.d.comb += [
                     w.addr.eq((job.out_addr + ((job_out_off + o_out * wt_words) << 3))[:BUS_ADDR_BITS]),
-                    w.beats.eq(Mux(contiguous, beats * job_out_px, beats)),
-                    w.drop.eq(Mux(contiguous, 0, wt_words - beats)),
-                    w.count.eq(Mux(contiguous, 1, job_out_px)),
+                    w.run_beats.eq(Mux(contiguous, total, beats)),
+                    w.runs.eq(Mux(contiguous, 1, job_out_px)),
+                    w.beats.eq(total),
                     w.stride.eq(job.out_pixel_words << 3),
                     self.write_desc.valid.eq(1),
                 ]
@@ -327,12 +329,11 @@ class CommandUnit(wiring.Component):
                         m.d.sync += complete.eq(complete + 1)
                         m.next = "WAIT"
             with m.State("STATS"):
-                m.d.comb += [w.addr.eq(job.stat_addr), w.beats.eq(1), w.count.eq(1), w.imm.eq(1),
+                # the stats word needs no wait: the next job reads nothing it writes, and the
+                # list's DONE waits for every write
+                m.d.comb += [w.addr.eq(job.stat_addr), w.run_beats.eq(1), w.runs.eq(1), w.beats.eq(1), w.imm.eq(1),
                              w.imm_data.eq(Cat(self.cycles, self.core_saturated)), self.write_desc.valid.eq(1)]
                 with m.If(self.write_desc.ready):
-                    m.next = "STATS_DRAIN"
-            with m.State("STATS_DRAIN"):
-                with m.If(self.writer_quiet):
                     m.d.sync += complete.eq(complete + 1)
                     m.next = "WAIT"
 

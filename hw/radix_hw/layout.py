@@ -1,7 +1,7 @@
 """Data layouts shared between the gateware modules and the shell.
 
-``LayerConfigLayout`` is the layer description the shell holds stable from ``start`` to ``done``
-(field order and widths are part of the shell interface). ``pixel_meta_layout`` describes the
+``LayerConfigLayout`` is the job description the command unit holds stable from ``start`` to
+``done`` (field order and widths are part of the core's interface). ``pixel_meta_layout`` describes the
 bookkeeping that travels with every pixel slot from the sequencer to the accumulator, and
 ``OUTPUT_WORD_LAYOUT`` is the payload of the output stream.
 """
@@ -9,9 +9,9 @@ bookkeeping that travels with every pixel slot from the sequencer to the accumul
 from amaranth.lib import data
 from amaranth.utils import ceil_log2
 
-from radix.engine_spec import layer_fields
+from radix.engine_spec import CORE_LAYER_FIELDS
 
-LayerConfigLayout = data.StructLayout(layer_fields())  # made from the register table, its one definition
+LayerConfigLayout = data.StructLayout(CORE_LAYER_FIELDS)  # engine_spec's one definition
 
 OUTPUT_WORD_LAYOUT = data.StructLayout({"data": 64, "last": 1})
 

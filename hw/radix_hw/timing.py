@@ -19,7 +19,8 @@ Delay model (ns, roughly a 7-series -1 part, datasheet-level figures, no placeme
 * setup: flip-flop 0.05 (clock enable, reset and data alike); block RAM 0.60; DSP48E1 0.30
   into a registered input, 2.40 into an unregistered multiplier; SRL and LUT-RAM 0.10.
 
-``report(config)`` synthesises the engine and returns the analysis as a dict;
+``report(config)`` synthesises the engine (the bus-master engine of engine version 5, module
+``radix_bus_engine`` of :func:`radix_hw.verilog.generate`) and returns the analysis as a dict;
 ``format_report`` renders it. Command line: ``radix timing [--rows R ...] [--json]``.
 """
 
@@ -101,8 +102,9 @@ def _is_sequential(kind: str) -> bool:
     return kind.startswith("FD") or kind in SRL_CELLS | BRAM_CELLS | {"DSP48E1"}
 
 
-def analyse(netlist: dict, *, top: str = MODULE_NAME, paths: int = 10) -> dict:
-    """Analyse a Yosys JSON netlist (``write_json`` after ``synth_xilinx -flatten``).
+def analyse(netlist: dict, *, top: str | None = None, paths: int = 10) -> dict:
+    """Analyse a Yosys JSON netlist (``write_json`` after ``synth_xilinx -flatten``) of module
+    ``top`` (by default the netlist's top module: the one Yosys marks ``top``, or its only one).
 
     Returns ``critical_path`` (``delay_ns``, ``lut_levels``, ``carry4``, ``max_fanout``,
     ``start``, ``end``, ``cells``: the cell names along it), ``max_lut_levels``,
@@ -113,6 +115,8 @@ def analyse(netlist: dict, *, top: str = MODULE_NAME, paths: int = 10) -> dict:
     if not isinstance(paths, int) or paths < 1:
         raise ValueError(f"paths must be a positive integer, not {paths!r}")
     modules = netlist.get("modules", {})
+    if top is None:
+        top = _netlist_top(modules)
     module = modules.get(top) or modules.get(f"\\{top}")
     if module is None:
         raise SynthesisError(f"no module {top!r} in the netlist")
@@ -269,6 +273,17 @@ def analyse(netlist: dict, *, top: str = MODULE_NAME, paths: int = 10) -> dict:
     }
 
 
+def _netlist_top(modules: dict) -> str:
+    """The top module's name in a Yosys JSON netlist's ``modules``."""
+    marked = [name for name, module in modules.items()
+              if str(module.get("attributes", {}).get("top", "0")).strip("0") != ""]
+    if len(marked) == 1:
+        return marked[0]
+    if len(modules) == 1:
+        return next(iter(modules))
+    raise SynthesisError(f"no single top module in the netlist ({len(modules)} modules): name the top")
+
+
 def _base(name: str | None) -> str | None:
     """A net name without its bit index."""
     return name.split("[")[0] if name else name
@@ -288,7 +303,8 @@ def _output_name(cell: dict | None, bit_name: dict[int, str]) -> str | None:
 
 
 def synthesize_netlist(verilog: str, *, top: str = MODULE_NAME, timeout_s: float = SYNTH_TIMEOUT_S) -> dict:
-    """``synth_xilinx -flatten -family xc7`` of ``verilog``; the Yosys JSON netlist."""
+    """``synth_xilinx -flatten -family xc7`` of ``verilog`` with ``top`` as the top module; the
+    Yosys JSON netlist."""
     if not isinstance(verilog, str) or not verilog.strip():
         raise ValueError("verilog must be non-empty Verilog text")
     with tempfile.TemporaryDirectory(prefix="radix-timing-") as tmp:
@@ -310,11 +326,13 @@ def report(config: EngineConfig, *, timeout_s: float = SYNTH_TIMEOUT_S) -> dict:
 
     The dict of :func:`analyse` plus ``target_mhz`` (142.86), ``meets_target_estimate``,
     ``clocks`` (for each PS7 clock offered: its period and the estimated slack), ``model``
-    (the delay figures), ``estimate`` (a note: Vivado must confirm) and ``config``.
+    (the delay figures), ``estimate`` (a note: Vivado must confirm), ``top`` (the module
+    synthesised) and ``config``.
     """
     if not isinstance(config, EngineConfig):
         raise TypeError(f"config must be an EngineConfig, not {type(config).__name__}")
-    result = analyse(synthesize_netlist(generate(config), timeout_s=timeout_s))
+    netlist = synthesize_netlist(generate(config), top=MODULE_NAME, timeout_s=timeout_s)
+    result = analyse(netlist, top=MODULE_NAME)
     delay = result["critical_path"]["delay_ns"]
     result["target_mhz"] = round(TARGET_MHZ, 2)
     result["meets_target_estimate"] = delay <= 1000.0 / TARGET_MHZ
@@ -324,6 +342,7 @@ def report(config: EngineConfig, *, timeout_s: float = SYNTH_TIMEOUT_S) -> dict:
                        "carry4_chain": CARRY_CHAIN_DELAY, "net": f"{NET_BASE_DELAY} + {NET_FANOUT_DELAY}*log2(fanout)",
                        "ff_clk_to_q": FF_CLK_TO_Q, "ff_setup": FF_SETUP}
     result["estimate"] = "Yosys netlist and a per-cell delay model, no place and route: Vivado must confirm"
+    result["top"] = MODULE_NAME
     result["config"] = config.as_dict()
     return result
 

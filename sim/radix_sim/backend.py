@@ -17,8 +17,8 @@ def run(function: str, kwargs: dict, config: EngineConfig, *, progress: Callable
     When the model has to be compiled, which takes minutes, a line on stderr says so.
     """
     options = options or {}
-    return run_host(function, kwargs, config, idle=options.get("idle", 0.0),
-                    backpressure=options.get("backpressure", 0.0), seed=options.get("seed", 1), progress=progress,
+    return run_host(function, kwargs, config, pause=options.get("pause", 0.0), seed=options.get("seed", 1),
+                    progress=progress,
                     on_build=lambda: announce_build(config))
 
 

@@ -27,7 +27,6 @@ from typing import Callable
 from amaranth.lib import wiring
 from radix.engine_spec import EngineConfig
 
-TOPLEVEL = "radix_engine"
 SIM_ROOT = Path(__file__).resolve().parent.parent
 BUILD_ROOT = SIM_ROOT / "build"
 SIMULATORS = ("verilator", "icarus")
@@ -153,27 +152,6 @@ def default_simulator() -> str:
     return simulator
 
 
-def build_engine(
-    config: EngineConfig,
-    *,
-    simulator: str | None = None,
-    core_factory: Callable[..., wiring.Component] | None = None,
-    build_root: Path = BUILD_ROOT,
-    on_build: Callable[[], None] | None = None,
-) -> Build:
-    """Generate and compile the engine for ``config`` unless an identical build exists.
-
-    ``on_build`` is called when a compile is about to start (not when a build is reused).
-    """
-    from radix_hw.verilog import generate
-
-    if not isinstance(config, EngineConfig):
-        raise TypeError(f"config must be an EngineConfig, not {type(config).__name__}")
-    return compile_verilog(generate(config, core_factory=core_factory), toplevel=TOPLEVEL,
-                           identity=config.as_dict(), simulator=simulator, build_root=build_root,
-                           on_build=on_build)
-
-
 def compile_verilog(text: str, *, toplevel: str, identity: dict, simulator: str | None = None,
                     build_root: Path = BUILD_ROOT, on_build: Callable[[], None] | None = None) -> Build:
     """Compile Verilog ``text`` (top module ``toplevel``) unless an identical build exists.
@@ -190,7 +168,7 @@ def compile_verilog(text: str, *, toplevel: str, identity: dict, simulator: str 
     if simulator == "verilator":
         setup_verilator_env()
     key = build_key(text, toplevel=toplevel, identity=identity, simulator=simulator)
-    prefix = simulator if toplevel == TOPLEVEL else f"{simulator}-{toplevel}"
+    prefix = f"{simulator}-{toplevel}"
     build_dir = Path(build_root) / f"{prefix}-{key}"
     build_dir.mkdir(parents=True, exist_ok=True)
     verilog = build_dir / f"{toplevel}.v"

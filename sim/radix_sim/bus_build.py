@@ -25,17 +25,21 @@ LATENCY = 32  # cycles from a request to the memory seeing it: the issue asks fo
 LATENCY_DEPTH = 48  # requests in flight inside the latency model (one per cycle needs LATENCY + 1)
 
 
-def build_bus_engine(config: EngineConfig, *, build_root: Path = BUILD_ROOT, on_build=None) -> Build:
-    """Generate and compile the bus-master engine of ``config`` behind the latency model."""
+def unit_verilog_of(config: EngineConfig) -> str:
+    """Verilog of the simulation top ``radix_bus_sim`` for ``config``."""
     from radix_hw.bus_engine import BusEngine
 
     from .axi_latency import LatencyTop
     from .units import unit_verilog
 
+    return unit_verilog(LatencyTop(BusEngine(config=config), latency=LATENCY, depth=LATENCY_DEPTH), TOPLEVEL)
+
+
+def build_bus_engine(config: EngineConfig, *, build_root: Path = BUILD_ROOT, on_build=None) -> Build:
+    """Generate and compile the bus-master engine of ``config`` behind the latency model."""
     if not isinstance(config, EngineConfig):
         raise TypeError(f"config must be an EngineConfig, not {type(config).__name__}")
-    top = LatencyTop(BusEngine(config=config), latency=LATENCY, depth=LATENCY_DEPTH)
-    return compile_verilog(unit_verilog(top, TOPLEVEL), toplevel=TOPLEVEL,
+    return compile_verilog(unit_verilog_of(config), toplevel=TOPLEVEL,
                            identity={**config.as_dict(), "latency": LATENCY}, build_root=build_root,
                            on_build=on_build)
 

@@ -14,7 +14,7 @@ addresses index it directly, but only ``[memory_base, memory_base + memory_size)
 :meth:`BusEngineTB.write_memory` / :meth:`~BusEngineTB.read_memory` outside it raise
 ValueError.
 
-Every wait is bounded; a timeout raises :class:`radix_sim.tb.JobTimeout` with the register state.
+Every wait is bounded; a timeout raises :class:`JobTimeout` with the register state.
 """
 
 from __future__ import annotations
@@ -34,7 +34,10 @@ from radix.engine_spec import (BURST_BOUNDARY, BUS_ADDR_BITS, BUS_BYTES, BUS_REG
 from radix_hw.axi4 import BURST_INCR, SIZE_8_BYTES
 
 from .axi_latency import UP_PREFIX
-from .tb import CLOCK_NS, REGISTER_TIMEOUT_CYCLES, RESET_CYCLES, JobTimeout, _pauses
+
+CLOCK_NS = 10
+RESET_CYCLES = 8
+REGISTER_TIMEOUT_CYCLES = 200  # one AXI4-Lite access, backpressure included
 
 DEFAULT_MEMORY_BASE = 0x1000_0000  # where the memory starts on the bus (a PYNQ buffer is rarely at 0)
 POLL_CYCLES = 16  # cycles between STATUS reads while waiting for a list
@@ -49,6 +52,16 @@ CHANNEL_FIELDS = {  # what the monitor samples of each channel while its VALID i
     "b": (),
 }
 MASTER_CHANNELS = ("ar", "aw", "w")  # the engine's VALID must hold, its payload stay, until READY
+
+
+class JobTimeout(AssertionError):
+    """A bounded wait expired; the message names the engine's register state."""
+
+
+def _pauses(rng: random.Random, probability: float):
+    """Endless pause pattern: True (pause) with ``probability``."""
+    while True:
+        yield rng.random() < probability
 
 
 class BusProtocolError(AssertionError):

@@ -9,13 +9,14 @@ so no simulated time passes and nothing races.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from cocotb.task import resume
 from radix.bus_transport import BusTransport
 from radix.engine_spec import BUS_BYTES
 
-from .bus_tb import BusEngineTB
-from .tb import JobTimeout
+from .bus_tb import BusEngineTB, JobTimeout
 
 
 class SimBusTransport(BusTransport):
@@ -33,13 +34,23 @@ class SimBusTransport(BusTransport):
         self._allocated = False
 
     # -- registers ----------------------------------------------------------------------
+    # A register access is an AXI4-Lite transaction the simulator runs: its wall-clock time is
+    # the simulation's (engine_seconds), not the host's; the board pays its MMIO cost for real.
     def read(self, offset: int) -> int:
         self.register_accesses += 1
-        return resume(self._read)(offset)
+        started = time.perf_counter()
+        try:
+            return resume(self._read)(offset)
+        finally:
+            self.engine_seconds += time.perf_counter() - started
 
     def write(self, offset: int, value: int) -> None:
         self.register_accesses += 1
-        resume(self.tb.write)(offset, int(value))
+        started = time.perf_counter()
+        try:
+            resume(self.tb.write)(offset, int(value))
+        finally:
+            self.engine_seconds += time.perf_counter() - started
 
     async def _read(self, offset: int) -> int:
         value, _ = await self.tb.read(offset)
@@ -72,10 +83,13 @@ class SimBusTransport(BusTransport):
 
     # -- control ------------------------------------------------------------------------
     def wait_done(self, cycles: int) -> bool:
+        started = time.perf_counter()
         try:
             resume(self.tb.wait_status)(cycles)
         except JobTimeout:
             return False
+        finally:
+            self.engine_seconds += time.perf_counter() - started
         return True
 
     def diagnostics(self) -> str:

@@ -10,15 +10,17 @@ from pathlib import Path
 import cocotb
 from cocotb.task import bridge
 
-from .tb import EngineTB
-from .transport import SimTransport
+from .bus_tb import BusEngineTB
+from .bus_transport import SimBusTransport
+
+MEMORY_BYTES = 1 << 26  # the simulated buffer (sparse): room for any program the tests place
 
 
 @cocotb.test()
 async def host(dut):
-    """Call the job's function with a SimTransport; write its result (or its error) as JSON."""
+    """Call the job's function with a SimBusTransport; write its result (or its error) as JSON."""
     job = json.loads(Path(os.environ["RADIX_HOST_JOB"]).read_text())
-    tb = EngineTB(dut, seed=job["seed"], idle=job["idle"], backpressure=job["backpressure"])
+    tb = BusEngineTB(dut, seed=job["seed"], memory_size=MEMORY_BYTES, pause=job["pause"])
     await tb.start()
     module_name, _, attribute = job["function"].partition(":")
     function = getattr(importlib.import_module(module_name), attribute)
@@ -28,7 +30,7 @@ async def host(dut):
         # one byte per unit of work: the host process reads the file's size as the count
         kwargs["tick"] = lambda: ticks.open("ab").write(b".")
     try:
-        value = await bridge(function)(SimTransport(tb), **kwargs)
+        value = await bridge(function)(SimBusTransport(tb), **kwargs)
         outcome = {"value": value}
     except Exception as exc:  # reported to the host process, which raises it with this message
         outcome = {"error": f"{type(exc).__name__}: {exc}"}

@@ -18,7 +18,8 @@ from pathlib import Path
 from radix.backends import BackendError
 from radix.engine_spec import EngineConfig
 
-from .build import build_engine, run_tests
+from .build import run_tests
+from .bus_build import build_bus_engine
 
 HOST_TEST_MODULE = "radix_sim.host_test"
 PROGRESS_POLL_S = 0.5
@@ -28,22 +29,23 @@ class SimulationError(BackendError):
     """The simulation did not produce a result; the message carries the end of its log."""
 
 
-def run_host(function: str, kwargs: dict, config: EngineConfig, *, idle: float = 0.0,
-             backpressure: float = 0.0, seed: int = 1, progress: Callable[[int], None] | None = None,
-             on_build: Callable[[], None] | None = None) -> dict:
-    """Call ``function(transport, **kwargs)`` inside a simulation of ``config``; return its result.
+def run_host(function: str, kwargs: dict, config: EngineConfig, *, pause: float = 0.0, seed: int = 1,
+             progress: Callable[[int], None] | None = None, on_build: Callable[[], None] | None = None) -> dict:
+    """Call ``function(transport, **kwargs)`` inside a simulation of the bus-master engine of
+    ``config`` (its memory behind a fixed latency, ``radix_sim.bus_build``, with ``pause`` the
+    probability of a pause on each AXI channel); return the function's result.
 
     With ``progress``, the function also gets a ``tick`` keyword (called once per unit of work
     inside the simulation), and ``progress`` is called with the running count while it runs.
     ``on_build`` is called if the simulation model has to be compiled first.
     """
-    build = build_engine(config, on_build=on_build)
+    build = build_bus_engine(config, on_build=on_build)
     with tempfile.TemporaryDirectory(prefix="radix-host-") as tmp:
         job = Path(tmp) / "job.json"
         result = Path(tmp) / "result.json"
         ticks = Path(tmp) / "ticks"
-        job.write_text(json.dumps({"function": function, "kwargs": kwargs, "result": str(result), "idle": idle,
-                                   "backpressure": backpressure, "seed": seed,
+        job.write_text(json.dumps({"function": function, "kwargs": kwargs, "result": str(result), "pause": pause,
+                                   "seed": seed,
                                    "ticks": str(ticks) if progress else None}))
         failures: list[AssertionError] = []
 
@@ -51,7 +53,7 @@ def run_host(function: str, kwargs: dict, config: EngineConfig, *, idle: float =
             try:
                 run_tests(build, test_module=HOST_TEST_MODULE, testcase="host", run_name=Path(tmp).name,
                           extra_env={"RADIX_HOST_JOB": str(job)})
-            except AssertionError as failure:
+            except (AssertionError, RuntimeError) as failure:  # a failed test, or a simulator that died
                 failures.append(failure)
 
         worker = threading.Thread(target=simulate, daemon=True)

@@ -1,6 +1,6 @@
 """Engine backends: run a blocking host function (the driver's runner) on an engine by name.
 
-``reference`` (the golden model behind the engine's registers) and ``pynq`` (the board) are
+``reference`` (the golden model executing the engine's command lists) and ``pynq`` (the board) are
 transports of this package; ``sim`` and any other backend come from :mod:`radix.plugins`. Every
 backend is called the same way, so the CLI and the benchmarks name a backend and nothing else.
 """
@@ -36,7 +36,7 @@ def run(backend: str, function: str, kwargs: dict, config: EngineConfig, *,
     """``function(transport, **kwargs)`` on ``backend``; ``function`` is ``"module:name"``.
 
     ``progress`` is called with the running count of units of work; ``options`` are the
-    backend's own (``overlay`` for pynq; ``idle``/``backpressure``/``seed`` for sim).
+    backend's own (``overlay`` for pynq; ``pause``/``seed`` for sim).
     """
     options = dict(options or {})
     if backend in BUILT_IN:
@@ -59,17 +59,17 @@ def run(backend: str, function: str, kwargs: dict, config: EngineConfig, *,
 
 def _open(backend: str, config: EngineConfig, options: dict):
     if backend == "reference":
-        from .transport import ReferenceTransport
+        from .command_exec import ReferenceBusTransport
 
-        return ReferenceTransport(config)
+        return ReferenceBusTransport(config)
     try:
-        from .pynq_transport import PynqTransport
+        from .pynq_transport import PynqBusTransport
     except ImportError as exc:
         if exc.name != "pynq":  # only a missing pynq is the machine's; anything else is a bug
             raise
         raise BackendUnavailable(f"--backend {backend}: {exc.msg}") from None
 
-    return PynqTransport(options.get("overlay", "radix.bit"))
+    return PynqBusTransport(options.get("overlay", "radix.bit"))
 
 
 def _resolve(function: str):

@@ -1,21 +1,32 @@
-"""A board bring-up session as one JSON record, and its replay check (boards/pynq_z2/README.md §6).
+"""A board bring-up session of the bus-master engine (engine version 5) as one JSON record, and
+its replay check (boards/pynq_z2/README.md §6).
 
 On the board, after the checklist's steps::
 
     python3 -m radix.bringup --overlay radix.bit --program lenet5.radix --data lenet5-test.npz \\
-        -o bring-up-$(date +%F).json
+        --batch 10 -o bring-up-$(date +%F).json
 
-runs the same steps again through the driver and writes what they produced: the engine's ID,
-VERSION and build registers, the clock, a self-test, one image layer by layer, the program's
-accuracy on the images, and the timing (engine cycles and host wall-clock time). Copy the file
-into ``boards/pynq_z2/bring-up/`` of the repository: ``tests/test_board_runtime.py`` replays
-every record there through :func:`replay`, which checks it against this repository's engine
-(register map, build parameters, the clocks the PS can make) and against itself (predictions
-against labels, accuracy, bit-exactness, cycle and images/s arithmetic).
+runs the engine checks, then the program, and writes what they produced:
 
-``--backend reference`` makes the same record from the reference backend on the host: the
-repository's sample (``sample-reference.json``) is one, labelled ``SAMPLE`` in ``source``; its
-cycles are the analytic model's, not measurements. Numpy only; pynq only for ``--backend pynq``.
+* the engine's ID, VERSION and build registers, and the clock;
+* ``checks`` (:func:`engine_checks`, on the transport alone: ``radix.placement`` lays out a tiny
+  one-layer program, the registers start it): the list completes (STATUS.DONE, every command
+  done, the output bit-exact with the golden model, the beats moved those of the reference bus
+  engine); a command with a bad opcode is refused (STATUS.ERROR, ERR_CODE ``OPCODE``, nothing
+  done); a window one page short is refused at the first burst beyond it (ERR_CODE ``WINDOW``,
+  ERR_ADDR the reference's); CTRL.RESET leaves the engine idle;
+* the program on the images, a batch per START (:func:`radix.runner.run_images`: every layer of
+  every image compared with the golden model), each image's prediction, and the timing (engine
+  cycles, host time and register accesses per image, wall-clock time).
+
+Copy the file into ``boards/pynq_z2/bring-up/`` of the repository: ``tests/test_bringup.py``
+replays every record there through :func:`replay`, which checks it against this repository's
+engine (register map, version, build parameters, the clocks the PS can make) and against itself.
+
+``--backend reference`` makes the same record from the reference bus engine on the host
+(:class:`radix.command_exec.ReferenceBusTransport`): the repository's sample
+(``sample-reference.json``) is one, labelled ``SAMPLE`` in ``source``; its cycles are the
+analytic model's, not measurements. Numpy only; pynq only for ``--backend pynq``.
 """
 
 from __future__ import annotations
@@ -32,37 +43,121 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, network, runner
+from . import __version__, golden, network, runner
+from .command_exec import execute
 from .datasets import load_split
-from .driver import Driver
-from .engine_spec import ENGINE_ID, ENGINE_VERSION, REGISTERS, EngineConfig, build_value
+from .engine_spec import (BUS_BYTES, BUS_ENGINE_VERSION, BUS_REGISTERS, COMMAND_BYTES, ENGINE_ID, ERROR_CODE,
+                          EngineConfig, build_value, bus_register, encode_command, field_mask_of)
 from .overlay import ClockError, check_fclk_mhz
-from .program import Program
+from .placement import place
+from .program import INPUT, Layer, Program
 
-FORMAT = "radix-bring-up/1"
+FORMAT = "radix-bring-up/2"  # 2: engine version 5 (the bus master); 1 was engine version 4's
 SAMPLE_SOURCE = "SAMPLE: made on the host's reference backend, not on a board; cycles are the analytic model's"
 BOARD_SOURCE = "board: PYNQ-Z2 through radix.pynq_transport"
-SELFTEST_SEED, SELFTEST_COUNT = 0, 20
 RELATIVE = 1e-9  # float agreement of recomputed figures
+CHECK_BUDGET_CYCLES = 10_000_000  # every check's list is tiny: 0.1 s at 100 MHz (at least the transport's floor)
+TINY_SEED = 5
+PAGE = 4096
+
+_DONE, _ERROR = field_mask_of("STATUS", "DONE"), field_mask_of("STATUS", "ERROR")
+_BUSY = field_mask_of("STATUS", "BUSY")
 
 
 def _sha256(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def record_session(transport, *, program_path: str, data: str, images: int, clock_mhz: float,
-                   seed: int = SELFTEST_SEED, count: int = SELFTEST_COUNT, tick=None) -> dict:
-    """The checklist's steps 2-6 on ``transport``, as a record (see the module docstring)."""
-    registers = {reg.name: transport.read(reg.offset) for reg in REGISTERS if reg.access == "ro"}
-    driver = Driver(transport)  # refuses an engine of another ID or VERSION
+def read_build(transport) -> tuple[dict, EngineConfig]:
+    """The read-only registers by name, and the engine configuration the build registers make."""
+    registers = {reg.name: transport.read(reg.offset) for reg in BUS_REGISTERS if reg.access == "ro"}
+    params = {reg.build: registers[reg.name] for reg in BUS_REGISTERS if reg.build and reg.build != "acc_width"}
+    return registers, EngineConfig(**params)
+
+
+def tiny_program(config: EngineConfig) -> Program:
+    """One 3x3 convolution (padding 1, ReLU, 2x2 pooling) of ``rows + 1`` channels to ``cols + 1``
+    on a 6x6 map: two input and two output tiles, a handful of bursts, fixed weights."""
+    rng = np.random.default_rng(TINY_SEED)
+    lo, hi = golden.int_range(config.width)
+    c_in, c_out, size, k = config.rows + 1, config.cols + 1, 6, 3
+    shift = runner.natural_shift(config.width, c_in * k * k)
+    layer = Layer(name="tiny", kind="conv", modules=[], in_shape=(c_in, size, size), out_shape=(c_out, size // 2, size // 2),
+                  kernel=k, stride=1, padding=(1, 1, 1, 1), relu=True, pool=True, fl_in=0, fl_w=[0], fl_out=-shift,
+                  weight_bits=config.width, weights=rng.integers(lo, hi + 1, (c_out, c_in, k, k)),
+                  bias=rng.integers(-(1 << 10), 1 << 10, c_out), inputs=[INPUT])
+    return Program(width=config.width, input_shape=(c_in, size, size), input_fl=0, layers=[layer])
+
+
+def _start(transport, *, cmd_base: int, count: int, win_base: int, win_size: int) -> dict:
+    """Set the list and the window, START, wait; the status and error registers after it."""
+    for name, value in (("CMD_BASE", cmd_base), ("CMD_COUNT", count), ("WIN_BASE", win_base),
+                        ("WIN_SIZE", win_size), ("STATUS", _DONE | _ERROR), ("CTRL", field_mask_of("CTRL", "START"))):
+        transport.write(bus_register(name).offset, value)
+    finished = transport.wait_done(CHECK_BUDGET_CYCLES)
+    state = {name.lower(): transport.read(bus_register(name).offset)
+             for name in ("STATUS", "CMD_DONE", "ERR_CODE", "ERR_INDEX", "ERR_ADDR", "CYCLES", "BEATS_READ",
+                          "BEATS_WRITTEN")}
+    state["finished"] = bool(finished)
+    return state
+
+
+def engine_checks(transport, config: EngineConfig) -> dict:
+    """The engine on a tiny command list, through the transport alone (see the module docstring)."""
+    program = tiny_program(config)
+    base = transport.allocate(place(program, config).memory_bytes)
+    placement = place(program, config, base=base)
+    x = np.random.default_rng(TINY_SEED + 1).integers(*golden.int_range(config.width), (1,) + program.input_shape)
+    x = np.clip(x, *golden.tensor_range(config.width, unsigned=False))
+    offset, words = placement.input_words(x)
+    image = placement.memory.copy()
+    image[offset // BUS_BYTES: offset // BUS_BYTES + words.size] = words
+    transport.write_memory(0, image)
+    window = {"cmd_base": placement.cmd_base, "count": placement.cmd_count, "win_base": base,
+              "win_size": placement.memory_bytes}
+
+    def reference(memory, **changes) -> dict:
+        args = dict(window, **changes)
+        result = execute(memory.copy(), cmd_base=args["cmd_base"], cmd_count=args["count"], win_base=args["win_base"],
+                         win_size=args["win_size"], config=config, base=base)
+        return {"done": result.done, "err_code": result.error, "err_index": result.error_index,
+                "err_addr": result.error_addr, "cmd_done": result.commands_done, "beats_read": result.beats_read,
+                "beats_written": result.beats_written}
+
+    checks = {}
+    # 1. the list completes, bit-exact, moving the reference's beats
+    state = _start(transport, **window)
+    memory = transport.read_memory(0, placement.memory_bytes // BUS_BYTES)
+    got = placement.tensor(memory, "tiny", 0)
+    expected = network.run(program, x)[-1]
+    checks["list"] = {**state, "cmd_count": placement.cmd_count, "bit_exact": bool(np.array_equal(got, expected.values[0])),
+                      "reference": reference(image)}
+    transport.reset()
+    # 2. a bad opcode: refused before the command starts
+    command = placement.commands[0]
+    bad = np.array(encode_command(**dict(command.fields, opcode=0)), dtype=np.uint64)
+    transport.write_memory(placement.cmd_base - base, bad)
+    checks["opcode"] = {**_start(transport, **window), "expected_code": ERROR_CODE["OPCODE"]}
+    transport.write_memory(placement.cmd_base - base, np.array(encode_command(**command.fields), dtype=np.uint64))
+    transport.reset()
+    # 3. a window one page short of the buffer: the first burst beyond it is refused
+    short = dict(window, win_size=placement.memory_bytes - PAGE)
+    checks["window"] = {**_start(transport, **short), "expected": reference(image, win_size=short["win_size"])}
+    # 4. CTRL.RESET leaves the engine idle
+    transport.reset()
+    checks["reset"] = {"status": transport.read(bus_register("STATUS").offset)}
+    return checks
+
+
+def record_session(transport, *, program_path: str, data: str, images: int, clock_mhz: float, batch: int = 1,
+                   tick=None) -> dict:
+    """The checklist's steps on ``transport``, as a record (see the module docstring)."""
+    registers, config = read_build(transport)
+    checks = engine_checks(transport, config)
     program = Program.load(program_path)
-    driver.check(program)
-    selftest = runner.selftest(transport, seed=seed, count=count)
     x, y = load_split(data, "test")
     x, y = x[:images], y[:images]
-    first = driver.run_image(program, network.quantize_input(program, x[:1])[0])
-    run = runner.run_images(transport, program, x, y, clock_mhz=clock_mhz, tick=tick)
-    wall = run["wall_seconds"]  # the run's own wall-clock time, Python driver included
+    run = runner.run_images(transport, program, x, y, batch=batch, clock_mhz=clock_mhz, tick=tick)
     return {
         "format": FORMAT,
         "source": SAMPLE_SOURCE if transport.name == "reference" else BOARD_SOURCE,
@@ -72,28 +167,32 @@ def record_session(transport, *, program_path: str, data: str, images: int, cloc
         "backend": transport.name,
         "clock_mhz": clock_mhz,
         "registers": registers,
-        "config": driver.config.as_dict(),
+        "config": config.as_dict(),
+        "checks": checks,
         "diagnostics": transport.diagnostics(),
         "program": {"file": Path(program_path).name, "sha256": _sha256(program_path), "width": program.width,
                     "layers": [layer.name for layer in program.layers]},
         "data": {"file": Path(data).name, "images": int(len(y)), "labels": [int(v) for v in y]},
-        "selftest": {key: selftest[key] for key in ("seed", "layers", "mismatches")},
-        "one_image": {"label": int(y[0]), "logits": [int(v) for v in first.logits],
-                      "predicted": int(network.predict(first.logits[None])[0]),
-                      "layer_cycles": {layer.name: layer.cycles for layer in first.layers}},
-        "run": {key: run[key] for key in ("images", "accuracy", "reference_accuracy", "bit_exact",
-                                          "mismatched_images", "first_mismatch", "cycles", "saturated_per_layer",
-                                          "estimate")},
-        "predictions": _predictions(transport, program, x),
-        "timing": {"wall_seconds": round(wall, 3), "images_per_s_wall": round(len(y) / wall, 3) if wall else None},
+        "run": {key: run[key] for key in ("images", "batch", "accuracy", "reference_accuracy", "bit_exact",
+                                          "mismatched_images", "first_mismatch", "cycles", "per_image",
+                                          "saturated_per_layer", "estimate")},
+        "predictions": _predictions(transport, program, x, batch),
+        "timing": {"wall_seconds": run["wall_seconds"],
+                   "images_per_s_wall": round(len(y) / run["wall_seconds"], 3) if run["wall_seconds"] else None},
     }
 
 
-def _predictions(transport, program: Program, x) -> list[int]:
+def _predictions(transport, program: Program, x, batch: int) -> list[int]:
     """The engine's class for each image: a second pass, after the run compared every layer."""
+    from .driver import Driver
+
     driver = Driver(transport)
+    loaded = driver.load(program, batch=batch)
     x_q = network.quantize_input(program, x)
-    return [int(network.predict(driver.run_image(program, image).logits[None])[0]) for image in x_q]
+    out = []
+    for first in range(0, len(x_q), batch):
+        out += [int(v) for v in network.predict(driver.run(loaded, x_q[first:first + batch]).logits)]
+    return out
 
 
 def _pynq_version() -> str | None:
@@ -116,13 +215,14 @@ def replay(record: dict) -> list[str]:
     registers = record["registers"]
     if registers.get("ID") != ENGINE_ID:
         problems.append(f"ID reads 0x{registers.get('ID', 0):08X}, a Radix engine reads 0x{ENGINE_ID:08X}")
-    if registers.get("VERSION") != ENGINE_VERSION:
-        problems.append(f"VERSION {registers.get('VERSION')}: this repository's engine is version {ENGINE_VERSION}")
+    if registers.get("VERSION") != BUS_ENGINE_VERSION:
+        problems.append(f"VERSION {registers.get('VERSION')}: this repository's bus-master engine is version "
+                        f"{BUS_ENGINE_VERSION}")
     try:
         config = EngineConfig(**record["config"])
     except (TypeError, ValueError) as exc:
         return problems + [f"config {record['config']} is not an engine configuration: {exc}"]
-    for reg in REGISTERS:
+    for reg in BUS_REGISTERS:
         expected = build_value(reg, config)
         if reg.access == "ro" and expected is not None and registers.get(reg.name) != expected:
             problems.append(f"register {reg.name} reads {registers.get(reg.name)}, the config says {expected}")
@@ -130,13 +230,37 @@ def replay(record: dict) -> list[str]:
         check_fclk_mhz(record["clock_mhz"], what="the recorded clock")
     except ClockError as exc:
         problems.append(str(exc))
-    selftest = record["selftest"]
-    if selftest["mismatches"] or selftest["layers"] < 1:
-        problems.append(f"self-test: {selftest['mismatches']} mismatches in {selftest['layers']} layers")
-    first = record["one_image"]
-    if first["predicted"] != int(np.argmax(first["logits"])):
-        problems.append(f"one image: predicted {first['predicted']}, its logits say {int(np.argmax(first['logits']))}")
+    problems += _replay_checks(record["checks"])
     problems += _replay_run(record)
+    return problems
+
+
+def _replay_checks(checks: dict) -> list[str]:
+    problems = []
+    done = checks["list"]
+    if not (done["finished"] and done["status"] == _DONE and done["cmd_done"] == done["cmd_count"]):
+        problems.append(f"checks: the tiny list did not complete: STATUS={done['status']}, CMD_DONE={done['cmd_done']} "
+                        f"of {done['cmd_count']}, ERR_CODE={done['err_code']}")
+    if not done["bit_exact"]:
+        problems.append("checks: the tiny list's output differs from the golden model")
+    ref = done["reference"]
+    if (done["beats_read"], done["beats_written"]) != (ref["beats_read"], ref["beats_written"]):
+        problems.append(f"checks: the tiny list moved {done['beats_read']} beats in and {done['beats_written']} out, "
+                        f"the reference bus engine {ref['beats_read']} and {ref['beats_written']}")
+    bad = checks["opcode"]
+    if not (bad["status"] == _ERROR and bad["err_code"] == bad["expected_code"] == ERROR_CODE["OPCODE"]
+            and bad["err_index"] == 0 and bad["cmd_done"] == 0):
+        problems.append(f"checks: a bad opcode gave STATUS={bad['status']}, ERR_CODE={bad['err_code']}, "
+                        f"ERR_INDEX={bad['err_index']}, CMD_DONE={bad['cmd_done']}; expected ERROR, OPCODE, 0, 0")
+    window, expected = checks["window"], checks["window"]["expected"]
+    if not (window["status"] == _ERROR and window["err_code"] == expected["err_code"] == ERROR_CODE["WINDOW"]
+            and window["err_addr"] == expected["err_addr"] and window["err_index"] == expected["err_index"]):
+        problems.append(f"checks: a short window gave STATUS={window['status']}, ERR_CODE={window['err_code']}, "
+                        f"ERR_INDEX={window['err_index']}, ERR_ADDR=0x{window['err_addr']:08X}; the reference "
+                        f"ERR_CODE={expected['err_code']}, ERR_INDEX={expected['err_index']}, "
+                        f"ERR_ADDR=0x{expected['err_addr']:08X}")
+    if checks["reset"]["status"] & (_BUSY | _DONE | _ERROR):
+        problems.append(f"checks: STATUS={checks['reset']['status']} after CTRL.RESET, expected idle (0)")
     return problems
 
 
@@ -153,15 +277,14 @@ def _replay_run(record: dict) -> list[str]:
             problems.append(f"run: accuracy {run['accuracy']}, the predictions and labels give {accuracy}")
     if not _close(run["accuracy"], run["reference_accuracy"]):
         problems.append(f"run: accuracy {run['accuracy']} differs from the reference's {run['reference_accuracy']}")
-    if predictions[:1] != [record["one_image"]["predicted"]]:
-        problems.append("run: the first image's prediction differs from the one-image step's")
     cycles = run["cycles"]
     expected_source = "analytic model" if record["backend"] == "reference" else "measured"
     if cycles["source"] != expected_source:
         problems.append(f"cycles come from {cycles['source']!r}, a {record['backend']} record's from {expected_source!r}")
-    if not _close(sum(cycles["per_layer_mean"].values()), cycles["per_image_mean"]):
-        problems.append(f"cycles: the layers' {sum(cycles['per_layer_mean'].values())} do not add up to "
-                        f"{cycles['per_image_mean']} per image")
+    layers = sum(cycles["per_layer_mean"].values())
+    if not cycles["per_image_mean"] > 0 or layers > cycles["per_image_mean"] * (1 + RELATIVE):
+        problems.append(f"cycles: the layers' {layers} per image exceed the {cycles['per_image_mean']} from START "
+                        f"to DONE")
     if set(cycles["per_layer_mean"]) != set(record["program"]["layers"]):
         problems.append("cycles: the layers are not the program's")
     estimate = run["estimate"]
@@ -188,6 +311,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--program", required=True, help="the .radix program (lenet5.radix)")
     parser.add_argument("--data", required=True, help="the .npz of test images (lenet5-test.npz)")
     parser.add_argument("--images", type=int, default=1000, help="images for the accuracy step (default 1000)")
+    parser.add_argument("--batch", type=int, default=10, help="images per START (default 10)")
     parser.add_argument("-o", "--output", required=True, help="the JSON record to write")
     return parser
 
@@ -195,27 +319,31 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0 when the record replays clean)."""
     args = _parser().parse_args(argv)
-    if args.images < 1:
-        print(f"python3 -m radix.bringup: error: --images {args.images} must be at least 1", file=sys.stderr)
-        return 2
+    for name in ("images", "batch"):
+        if getattr(args, name) < 1:
+            print(f"python3 -m radix.bringup: error: --{name} {getattr(args, name)} must be at least 1", file=sys.stderr)
+            return 2
     if args.backend == "pynq":
-        from .pynq_transport import PynqTransport
+        from .pynq_transport import PynqBusTransport
 
-        transport = PynqTransport(args.overlay)
+        transport = PynqBusTransport(args.overlay)
         clock = transport.clock_mhz
     else:
-        from .transport import ReferenceTransport
+        from .command_exec import ReferenceBusTransport
 
-        transport, clock = ReferenceTransport(), 100.0
+        transport, clock = ReferenceBusTransport(), 100.0
     try:
         record = record_session(transport, program_path=args.program, data=args.data, images=args.images,
-                                clock_mhz=clock)
+                                clock_mhz=clock, batch=args.batch)
     finally:
         transport.close()
     Path(args.output).write_text(dumps(record))
     problems = replay(record)
-    print(f"wrote {args.output}: {record['run']['images']} images, top-1 {100 * record['run']['accuracy']:.2f}%, "
-          f"self-test {record['selftest']['mismatches']} mismatches; "
+    checks = record["checks"]
+    print(f"wrote {args.output}: engine checks: list {'done' if checks['list']['status'] == _DONE else 'NOT done'}, "
+          f"bad opcode -> ERR_CODE {checks['opcode']['err_code']}, short window -> ERR_CODE "
+          f"{checks['window']['err_code']}; {record['run']['images']} images in batches of {args.batch}, "
+          f"top-1 {100 * record['run']['accuracy']:.2f}%; "
           + ("replays clean" if not problems else "does not replay: " + "; ".join(problems)))
     return 0 if not problems else 1
 

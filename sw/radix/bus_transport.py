@@ -20,7 +20,9 @@ class BusTransport:
 
     Every wait is bounded by ``cycles``, a budget in engine clock cycles that each transport turns
     into its own bound (simulated cycles, or wall-clock time at the overlay's clock).
-    ``register_accesses`` counts :meth:`read` and :meth:`write` calls (the host's cost on a board).
+    ``register_accesses`` counts :meth:`read` and :meth:`write` calls (the host's cost on a board);
+    ``engine_seconds`` the wall-clock time spent waiting for the engine or computing it (a
+    simulation, the reference model), which the driver's host time leaves out.
     """
 
     name = "abstract"
@@ -28,6 +30,7 @@ class BusTransport:
 
     def __init__(self):
         self.register_accesses = 0
+        self.engine_seconds = 0.0
 
     # -- registers ----------------------------------------------------------------------
     def read(self, offset: int) -> int:

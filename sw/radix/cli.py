@@ -244,12 +244,16 @@ def _parser() -> argparse.ArgumentParser:
                         "rank correlation against the float model (AUC with labels 0/1); auto (default): "
                         "reconstruct when the output has the input's shape")
 
-    p = command("run", cmd_run, "run a program image by image on an engine backend, checked against the reference")
+    p = command("run", cmd_run, "run a program on an engine backend, a batch of images per START, checked against "
+                                "the reference")
     p.add_argument("program", help="a .radix program")
     _backend_args(p)
     p.add_argument("--data", required=True, help=f"{DATA_CHOICES} (a named set's test split)")
     p.add_argument("--images", type=positive_int, default=100,
                    help=SUBSET_HELP.format(what="test images") + " (default 100)")
+    p.add_argument("--batch", type=positive_int, default=1,
+                   help="images per START: the engine runs the whole batch from one command list, fully connected "
+                        "layers reading their weights once per batch (default 1)")
     p.add_argument("--clock-mhz", type=positive_float,
                    help="clock for the images/s estimate (default: the overlay's on pynq, else 100)")
 
@@ -259,7 +263,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=positive_int, default=20, help="number of random layers (default 20)")
     p.add_argument("--width", type=int, choices=(8, 16), default=8, help="data width of a reference/sim engine")
 
-    p = command("verilog", cmd_verilog, "write the engine's Verilog (module radix_engine)")
+    p = command("verilog", cmd_verilog, "write the engine's Verilog (module radix_bus_engine)")
     _engine_args(p)
     p.add_argument("-o", "--output", required=True, help="Verilog file to write")
 
@@ -645,7 +649,7 @@ def cmd_run(args) -> dict:
     # absolute paths: the sim backend runs the driver inside the simulator, in another directory
     data = str(Path(args.data).resolve()) if Path(args.data).is_file() else args.data
     kwargs = {"program": str(Path(args.program).resolve()), "data": data, "images": args.images,
-              "clock_mhz": clock}
+              "batch": args.batch, "clock_mhz": clock}
     result = _on_backend(args, "run_files", kwargs, program.width, total=args.images, desc="run")
     cycles = result["cycles"]
     rows = [[name, f"{value:.0f}", f"{result['saturated_per_layer'][name]:g}"]
@@ -654,6 +658,7 @@ def cmd_run(args) -> dict:
         f"NOT bit-exact: {result['mismatched_images']} image(s) differ; first: {result['first_mismatch']}")
     estimate = result["estimate"]
     fps = estimate["images_per_s"]
+    host = result["per_image"]
     text = "\n".join([
         table(["layer", f"cycles/image ({cycles['source']})", "saturated/image"], rows),
         "",
@@ -661,9 +666,11 @@ def cmd_run(args) -> dict:
         f"(reference {100 * result['reference_accuracy']:.2f}%)" if task == "classify" else
         f"{result['images']} inputs on the {result['backend']} backend, reconstructed (radix eval reports the error)",
         f"{verdict}",
-        f"{cycles['per_image_mean']:.0f} cycles/image ({cycles['source']}); "
+        f"{cycles['per_image_mean']:.0f} cycles/image ({cycles['source']}, START to DONE, batch {result['batch']}); "
         f"{fps:.0f} images/s at {estimate['clock_mhz']:g} MHz (estimate)"
         if fps else "no cycles measured",
+        f"per image: host {host['host_ms']:.3f} ms outside the engine, {host['register_accesses']:g} register "
+        f"accesses, {host['bytes_read']:.0f} bytes read and {host['bytes_written']:.0f} written by the engine",
     ])
     return {"text": text, "json": {**result, "task": task}, "status": EXIT_OK if result["bit_exact"] else EXIT_CHECK,
             "warnings": warnings}
@@ -686,7 +693,7 @@ def cmd_verilog(args) -> dict:
     config = _engine_config(args)
     check_writable(args.output, what="Verilog file")  # before the generation's 20-45 s
     Path(args.output).write_text(gateware("verilog").generate(config))
-    return {"text": f"wrote {args.output} (radix_engine, {config.rows}x{config.cols}, W={config.width})",
+    return {"text": f"wrote {args.output} (radix_bus_engine, {config.rows}x{config.cols}, W={config.width})",
             "json": {"output": args.output, "config": config.as_dict()}}
 
 
@@ -752,17 +759,17 @@ def cmd_inspect(args) -> dict:
 
 
 def cmd_regs(args) -> dict:
-    from .engine_spec import REGISTERS, markdown_table
+    from .engine_spec import BUS_REGISTERS, bus_markdown_table
 
     rows = []
-    for r in REGISTERS:
+    for r in BUS_REGISTERS:
         rows.append([f"0x{r.offset:03X}", r.name, r.access, "", r.doc])
         rows += [["", "", "", f"bit {f.offset}" if f.width == 1 else f"bits {f.offset + f.width - 1}:{f.offset}",
                   f"{f.name}: {f.doc}"] for f in r.fields]
-    text = markdown_table() if args.markdown else table(["offset", "name", "access", "bits", "description"], rows)
+    text = bus_markdown_table() if args.markdown else table(["offset", "name", "access", "bits", "description"], rows)
     return {"text": text.rstrip(), "json": {"registers": [
         {"name": r.name, "offset": r.offset, "access": r.access, "doc": r.doc,
-         "fields": [f.__dict__ for f in r.fields]} for r in REGISTERS]}}
+         "fields": [f.__dict__ for f in r.fields]} for r in BUS_REGISTERS]}}
 
 
 if __name__ == "__main__":

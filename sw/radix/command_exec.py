@@ -21,6 +21,7 @@ measurement. Saturation counts are exact (the layer's ``out_ch`` channels).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +31,7 @@ from .bus_transport import BusTransport
 from .cycle_model import job_cycles
 from .engine_spec import (BURST_BOUNDARY, BUS_ADDR_BITS, BUS_BYTES, BUS_REGISTERS, COMMAND_BYTES, COMMAND_WORDS,
                           DEFAULT_CONFIG, ERROR_CODE, ERROR_CODES, MAX_BURST_BEATS, OPCODE_CONV, EngineConfig,
-                          build_value, bus_register, computed_map, decode_command, field_mask, field_mask_of,
+                          build_value, bus_register, computed_map, decode_command, field_mask_of,
                           pixel_words, skip_shift_range, tensor_lanes)
 
 WORDS_PER_BOUNDARY = BURST_BOUNDARY // BUS_BYTES
@@ -232,7 +233,7 @@ def execute(memory_words: np.ndarray, *, cmd_base: int, cmd_count: int, win_base
                 raise golden.ContractError(f"command {index}: {exc}; the reference does not model an "
                                            f"accumulator overflow") from None
             result.saturated += saturated
-            result.cycles += job_cycles(config, _core_registers(fields))
+            result.cycles += job_cycles(config, fields)
             if fields["stats"]:
                 stat = (result.cycles & STAT_MAX) | (min(saturated, STAT_MAX) << 32)
                 bus.write(np.array([fields["stat_addr"] // BUS_BYTES]), np.array([stat], dtype=np.uint64))
@@ -242,13 +243,6 @@ def execute(memory_words: np.ndarray, *, cmd_base: int, cmd_count: int, win_base
         result.error, result.error_index, result.error_addr = fault.code, index, fault.addr
     result.beats_read, result.beats_written = bus.beats_read, bus.beats_written
     return result
-
-
-def _core_registers(f: dict) -> dict:
-    """The job as the cycle model takes it: engine version 4's layer registers."""
-    flags = ((field_mask("FLAGS", "POOL") if f["pool"] else 0) | (field_mask("FLAGS", "ADD") if f["add"] else 0))
-    return {"IN_CH": f["in_ch"], "IN_H": f["in_h"], "IN_W": f["in_w"], "OUT_CH": f["out_ch"], "OUT_H": f["out_h"],
-            "OUT_W": f["out_w"], "KERNEL": f["kernel"], "FLAGS": flags}
 
 
 def _pixel_rows(y0: int, rows: int, width: int, columns: int) -> np.ndarray:
@@ -293,7 +287,10 @@ def _run_job(bus: _Bus, f: dict, cfg: EngineConfig) -> int:
     # the words holding the layer's channels (the last tile's zero-extended to them)
     written = _written_words(c_out, cfg)
     out_h, out_w = values.shape[1:]
-    tiles = stream_format.output_words(values, cfg).reshape(t_out, out_h * out_w, cfg.wt_words)
+    lanes = np.zeros((t_out * cfg.cols, out_h * out_w), dtype=np.int64)
+    lanes[:c_out] = values.reshape(c_out, -1)
+    tiles = stream_format.pack_lanes(lanes.reshape(t_out, cfg.cols, -1).transpose(0, 2, 1).reshape(-1, cfg.cols),
+                                     width=cfg.width).reshape(t_out, out_h * out_w, cfg.wt_words)
     out_pixels = _pixel_rows(f["out_y0"], out_h, out_w, out_w)
     out_start = f["out_addr"] // BUS_BYTES + out_pixels * f["out_pixel_words"] + f["out_word_offset"]
     addrs, words = [], []
@@ -390,10 +387,12 @@ class ReferenceBusTransport(BusTransport):
             self._set(name, 0)
 
     def _start(self) -> None:
+        started = time.perf_counter()
         result = execute(self._memory, cmd_base=self._reg("CMD_BASE"), cmd_count=self._reg("CMD_COUNT"),
                          win_base=self._reg("WIN_BASE"), win_size=self._reg("WIN_SIZE"), config=self.config,
                          base=self.base)
         self.last_result = result
+        self.engine_seconds += time.perf_counter() - started
         self._set("STATUS", field_mask_of("STATUS", "DONE") if result.done else field_mask_of("STATUS", "ERROR"))
         for name, value in (("CYCLES", result.cycles), ("SATURATED", min(result.saturated, STAT_MAX)),
                             ("CMD_DONE", result.commands_done), ("ERR_CODE", result.error),

@@ -1,9 +1,12 @@
-"""The engine's build parameters and register map: the single source of truth.
+"""The engine's build parameters, register map, command format and memory layout: the single
+source of truth.
 
-The gateware (``radix_hw``) builds its AXI4-Lite register file from ``REGISTERS``, the driver
-addresses registers through the same table, and ``docs/registers.md`` is generated from it
-(``radix regs --markdown``; a test keeps the file in step). This module needs nothing beyond the
-standard library, so the on-board runtime imports it as it is.
+The gateware (``radix_hw``) builds its AXI4-Lite register file from ``BUS_REGISTERS`` and decodes
+commands by ``COMMAND_FIELDS``, the driver and the placement address registers, commands and
+tensors through the same tables, and ``docs/registers.md`` and the command table of
+``docs/engine.md`` are generated from them (``radix regs --markdown``; tests keep the files in
+step). This module needs nothing beyond the standard library, so the on-board runtime imports it
+as it is.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from dataclasses import asdict, dataclass, field
 from .errors import InputError
 
 ENGINE_ID = 0x52445831  # ASCII "RDX1"
-ENGINE_VERSION = 4  # bump when the register map, the stream format or the arithmetic changes (4: unsigned tensors)
 STREAM_BITS = 64  # AXI4-Stream data width in both directions
 
 
@@ -68,7 +70,10 @@ class EngineConfig:
     cols:
         Output-channel lanes of the systolic array (its width); ``rows * cols`` multiply-accumulates
         per cycle. At W=8 two adjacent columns share one DSP48E1 (:attr:`macs_per_dsp`), so the
-        default (``None``) is 22 at W=8 and 11 at W=16: either way 176 DSP48E1s of the xc7z020's 220.
+        default (``None``) is 24 at W=8 and 12 at W=16: either way 192 DSP48E1s of the xc7z020's 220,
+        and ``cols * W`` a multiple of 64, so every output tile starts on a word of a tensor in
+        memory (docs/engine.md, "Tensors in memory"; 22 columns would leave holes of 2 lanes per
+        tile that every reader must skip).
     width:
         Data width W of activations and weights, 8 or 16 (docs/arithmetic.md §1).
     in_depth:
@@ -88,7 +93,7 @@ class EngineConfig:
 
     def __post_init__(self):
         if self.cols is None:
-            object.__setattr__(self, "cols", 22 if self.width == 8 else 11)
+            object.__setattr__(self, "cols", 24 if self.width == 8 else 12)
         for name, lo, hi in (
             ("rows", 1, 64),
             ("cols", 1, 64),
@@ -171,11 +176,10 @@ class Field:
 class Register:
     """One 32-bit AXI4-Lite register.
 
-    ``access`` is ``"ro"`` (read-only), ``"rw"`` (read/write) or ``"ctrl"`` (CTRL: START is a
-    write-1 pulse, IRQ_EN holds) or ``"status"`` (DONE is sticky, write 1 to clear).
-    ``build`` names the :class:`EngineConfig` attribute a read-only build register reports.
-    ``bits`` is how many low bits a ``rw`` register without fields holds (the gateware's layer
-    descriptor, ``radix_hw.layout.LayerConfigLayout``, is made from these widths and the fields).
+    ``access`` is ``"ro"`` (read-only), ``"cfg"`` (read/write, 32 bits), ``"ctrl"`` (CTRL: START
+    and RESET are write-1 pulses, IRQ_EN holds) or ``"status"`` (DONE and ERROR are sticky, write
+    1 to clear). ``build`` names the :class:`EngineConfig` attribute a read-only build register
+    reports; a read-only register with neither ``build`` nor ``value`` is live.
     """
 
     name: str
@@ -185,7 +189,16 @@ class Register:
     fields: tuple[Field, ...] = ()
     build: str | None = None
     value: int | None = None
-    bits: int | None = None
+
+
+# The convolution core's job descriptor (radix_hw.layout.LayerConfigLayout): the command fields
+# the core reads, at the widths it holds them (a command's wider fields are checked first).
+CORE_LAYER_FIELDS = {
+    "in_ch": 16, "in_h": 16, "in_w": 16, "out_ch": 16, "out_h": 16, "out_w": 16,
+    "kernel": 3, "stride": 3, "pad_top": 3, "pad_left": 3,
+    "relu": 1, "pool": 1, "add": 1, "in_unsigned": 1, "skip_unsigned": 1, "out_unsigned": 1,
+}
+FIELD_MAX = (1 << 16) - 1  # the largest size a command's 16-bit fields hold
 
 
 # The build parameters, read-only, at the same offsets in every engine version.
@@ -198,97 +211,6 @@ BUILD_REGISTERS: tuple[Register, ...] = (
     Register("WT_DEPTH", 0x01C, "ro", "Weight buffer depth per bank in rows", build="wt_depth"),
     Register("ACC_DEPTH", 0x020, "ro", "Accumulator depth per bank in output pixels", build="acc_depth"),
 )
-
-REGISTERS: tuple[Register, ...] = (
-    Register("ID", 0x000, "ro", "Engine identifier, ASCII 'RDX1'", value=ENGINE_ID),
-    Register("VERSION", 0x004, "ro", "Register map and stream format version", value=ENGINE_VERSION),
-    *BUILD_REGISTERS,
-    Register(
-        "CTRL",
-        0x040,
-        "ctrl",
-        "Control",
-        fields=(
-            Field("START", 0, 1, "Write 1 to start a job with the layer registers below"),
-            Field("IRQ_EN", 1, 1, "Raise `interrupt` while STATUS.DONE is set"),
-            Field("RESET", 2, 1, "Write 1 to abort any job and return the engine to idle (layer registers keep their values)"),
-        ),
-    ),
-    Register(
-        "STATUS",
-        0x044,
-        "status",
-        "Status",
-        fields=(
-            Field("BUSY", 0, 1, "A job is running"),
-            Field("DONE", 1, 1, "The last job finished (sticky; write 1 to clear)"),
-        ),
-    ),
-    Register("CYCLES", 0x048, "ro", "Clock cycles from START to the job's last output word"),
-    Register("SATURATED", 0x04C, "ro", "Outputs saturated in the last job (docs/arithmetic.md §5)"),
-    Register("IN_CH", 0x080, "rw", "Input channels C_in", bits=16),
-    Register("IN_H", 0x084, "rw", "Input height of the tile as sent", bits=16),
-    Register("IN_W", 0x088, "rw", "Input width of the tile as sent", bits=16),
-    Register("OUT_CH", 0x08C, "rw", "Output channels C_out", bits=16),
-    Register("OUT_H", 0x090, "rw", "Convolution output height (before pooling)", bits=16),
-    Register("OUT_W", 0x094, "rw", "Convolution output width (before pooling)", bits=16),
-    Register("KERNEL", 0x098, "rw", "Kernel size k (1..7)", bits=3),
-    Register("STRIDE", 0x09C, "rw", "Stride S (1..4)", bits=3),
-    Register("PAD_TOP", 0x0A0, "rw", "Zero rows above the tile (0..k-1)", bits=3),
-    Register("PAD_LEFT", 0x0A4, "rw", "Zero columns left of the tile (0..k-1)", bits=3),
-    Register(
-        "FLAGS",
-        0x0A8,
-        "rw",
-        "Layer options",
-        fields=(
-            Field("RELU", 0, 1, "Fused ReLU"),
-            Field("POOL", 1, 1, "2x2 stride-2 max pooling"),
-            Field("ADD", 2, 1, "Residual add: a skip tensor streamed per output tile joins the accumulator (docs/arithmetic.md §9)"),
-            Field("IN_UNSIGNED", 3, 1, "The main input is unsigned, 0..2^W-1: its pixels are zero-extended, else sign-extended (docs/arithmetic.md §1, §12)"),
-            Field("SKIP_UNSIGNED", 4, 1, "The skip tensor is unsigned: its pixels are zero-extended (docs/arithmetic.md §9)"),
-            Field("OUT_UNSIGNED", 5, 1, "The output is unsigned: saturated to 0..2^W-1 and pooled as unsigned (docs/arithmetic.md §5, §6)"),
-        ),
-    ),
-)
-
-REGISTER_BY_NAME = {reg.name: reg for reg in REGISTERS}
-LAYER_REGISTERS = tuple(reg.name for reg in REGISTERS if reg.access == "rw")
-
-
-def layer_fields() -> dict[str, int]:
-    """The layer descriptor's fields and widths, in register order: a ``rw`` register without
-    fields is one field named after it (lower case), FLAGS contributes one field per bit."""
-    out = {}
-    for reg in REGISTERS:
-        if reg.access != "rw":
-            continue
-        if reg.fields:
-            out.update({f.name.lower(): f.width for f in reg.fields})
-        else:
-            out[reg.name.lower()] = reg.bits
-    return out
-
-
-def register_max(name: str) -> int:
-    """The largest value a ``rw`` register without fields holds."""
-    return (1 << register(name).bits) - 1
-
-
-def register(name: str) -> Register:
-    """Look a register up by name, with an error naming the unknown register."""
-    try:
-        return REGISTER_BY_NAME[name]
-    except KeyError:
-        raise KeyError(f"no engine register {name!r}; known: {', '.join(REGISTER_BY_NAME)}") from None
-
-
-def field_mask(register_name: str, field_name: str) -> int:
-    """The bit mask of a field, e.g. ``field_mask("STATUS", "DONE")``."""
-    for fld in register(register_name).fields:
-        if fld.name == field_name:
-            return ((1 << fld.width) - 1) << fld.offset
-    raise KeyError(f"register {register_name} has no field {field_name!r}")
 
 
 def build_value(reg: Register, config: EngineConfig) -> int | None:
@@ -308,11 +230,6 @@ def computed_map(out_h: int, out_w: int, pool: bool) -> tuple[int, int]:
     return out_h, out_w
 
 
-def markdown_table() -> str:
-    """The register table of docs/registers.md."""
-    return _markdown_table(REGISTERS)
-
-
 def _markdown_table(registers) -> str:
     lines = [
         "| offset | name | access | description |",
@@ -322,8 +239,6 @@ def _markdown_table(registers) -> str:
         doc = reg.doc
         if reg.fields:
             doc += ": " + "; ".join(f"bit {f.offset} `{f.name}` {f.doc}" for f in reg.fields)
-        if reg.bits is not None:
-            doc += f" ({reg.bits} bits)"
         lines.append(f"| 0x{reg.offset:03X} | `{reg.name}` | {reg.access} | {doc} |")
     return "\n".join(lines) + "\n"
 

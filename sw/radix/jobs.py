@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .engine_spec import EngineConfig, computed_map, register_max
+from .engine_spec import FIELD_MAX, EngineConfig, computed_map
 
-REGISTER_FIELD_MAX = min(register_max(name) for name in ("IN_CH", "IN_H", "IN_W", "OUT_CH", "OUT_H", "OUT_W"))
+REGISTER_FIELD_MAX = FIELD_MAX
 
 
 class LayerFitError(ValueError):

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import golden, jobs, stream_format
 from .command_exec import command_error
-from .driver import EngineMismatch
+from .engine_errors import EngineMismatch
 from .engine_spec import (BUS_ADDR_BITS, BUS_BYTES, COMMAND_BYTES, COMMAND_FIELD, OPCODE_CONV, EngineConfig,
                           canonical_lane, computed_map, encode_command, pixel_words, skip_shift_range, tensor_lanes)
 from .errors import InputError
@@ -110,18 +110,21 @@ class Placement:
     tensors: dict[str, TensorPlace]
     weights: dict[str, tuple[int, int]]
     commands: list[CommandInfo]
+    externals: tuple[str, ...] = ()
 
     @property
     def cmd_count(self) -> int:
         """Commands in the list (the engine's CMD_COUNT)."""
         return len(self.commands)
 
-    def input_words(self, x_q) -> tuple[int, np.ndarray]:
+    def input_words(self, x_q, name: str = INPUT) -> tuple[int, np.ndarray]:
         """``(byte offset from base, words)`` that write the quantized images ``x_q`` (N, C, H, W),
-        ``N <= batch``, into the network input's tensor. Where the input is part of a
+        ``N <= batch``, into the network input's tensor (or the external tensor ``name``). Where the input is part of a
         concatenation the words cover the concatenation's pixels, the other parts zero: write
         them before the engine runs."""
-        place = self.tensors[INPUT]
+        if name != INPUT and name not in self.externals:
+            raise InputError(f"tensor {name!r} is neither the network input nor an external tensor")
+        place = self.tensors[name]
         x = np.asarray(x_q, dtype=np.int64)
         if x.ndim != len(place.shape) + 1 or tuple(x.shape[1:]) != place.shape or not 1 <= x.shape[0] <= self.batch:
             raise InputError(f"input images of shape {tuple(x.shape)} do not fit the placement's input: up to "
@@ -164,12 +167,16 @@ class Placement:
         return out
 
 
-def place(program: Program, config: EngineConfig, *, batch: int = 1, base: int = 0) -> Placement:
+def place(program: Program, config: EngineConfig, *, batch: int = 1, base: int = 0,
+          externals: dict[str, tuple[tuple, bool]] | None = None) -> Placement:
     """Lay ``program`` out for ``batch`` images in a buffer at bus address ``base`` (64-byte aligned).
 
     Raises :class:`PlacementError` naming the layer for what the engine cannot run: a program of
     another width, a layer that does not fit the buffers, a skip tensor not in the output's
     canonical lanes, a channel in a lane the reading layer cannot see, a field that overflows.
+    ``externals`` names tensors the layers read that no layer makes, ``{name: (shape, unsigned)}``
+    (e.g. a random test layer's skip tensor): they are placed like the input and written with
+    :meth:`Placement.input_words`.
     """
     if program.width != config.width:
         raise PlacementError(f"program is {program.width}-bit, the engine's DATA_WIDTH is {config.width}: "
@@ -179,7 +186,8 @@ def place(program: Program, config: EngineConfig, *, batch: int = 1, base: int =
     if base % COMMAND_BYTES or base < 0:
         raise PlacementError(f"base address 0x{base:X} is not {COMMAND_BYTES}-byte aligned")
     program.check_signedness("program")
-    tensors, tensor_bytes = _place_tensors(program, config, batch, base)
+    externals = dict(externals or {})
+    tensors, tensor_bytes = _place_tensors(program, config, batch, base, externals)
     builder = _Builder(program, config, batch, tensors, weight_base=base + _round_up(tensor_bytes, REGION_ALIGN))
     for layer in program.layers:
         if layer.kind != "concat":
@@ -209,7 +217,8 @@ def place(program: Program, config: EngineConfig, *, batch: int = 1, base: int =
         start = (cmd_base - base) // BUS_BYTES + index * len(words)
         memory[start : start + len(words)] = words
         commands.append(CommandInfo(index, layer_name, images, job, fields, fields["stat_addr"]))
-    return Placement(program, config, batch, base, memory_bytes, memory, cmd_base, tensors, builder.weights, commands)
+    return Placement(program, config, batch, base, memory_bytes, memory, cmd_base, tensors, builder.weights, commands,
+                     tuple(externals))
 
 
 def _round_up(value: int, align: int) -> int:
@@ -226,12 +235,13 @@ def _shape3(shape) -> tuple[int, int, int]:
     raise PlacementError(f"tensor shape {shape}: the engine holds (C, H, W) maps and (F,) vectors")
 
 
-def _place_tensors(program: Program, config: EngineConfig, batch: int, base: int):
+def _place_tensors(program: Program, config: EngineConfig, batch: int, base: int, externals: dict):
     """Every tensor's :class:`TensorPlace`, and the bytes of the tensor region."""
-    shapes = {INPUT: tuple(program.input_shape), **{layer.name: tuple(layer.out_shape) for layer in program.layers}}
-    unsigned = program.tensor_unsigned()
+    shapes = {INPUT: tuple(program.input_shape), **{name: tuple(shape) for name, (shape, _) in externals.items()},
+              **{layer.name: tuple(layer.out_shape) for layer in program.layers}}
+    unsigned = {**program.tensor_unsigned(), **{name: bool(u) for name, (_, u) in externals.items()}}
     words, lanes, parent = {}, {}, {}
-    for name in [INPUT] + [layer.name for layer in program.layers]:
+    for name in [INPUT, *externals] + [layer.name for layer in program.layers]:
         channels = _shape3(shapes[name])[0]
         words[name] = pixel_words(tensor_lanes(channels, config), config)
         lanes[name] = [canonical_lane(c, config) for c in range(channels)]

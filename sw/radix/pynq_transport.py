@@ -1,27 +1,34 @@
-"""The ``pynq`` transport: the engine on a PYNQ-Z2, through its overlay's registers and AXI DMA.
+"""The ``pynq`` transport: the bus-master engine (engine version 5) on a PYNQ-Z2, through PYNQ.
 
 Only this module imports pynq, and nothing else in ``radix`` imports this module at import time:
 ``import radix.pynq_transport`` without PYNQ raises an :class:`ImportError` that says so. It runs
 on the board's PYNQ v3 image (Python 3.10, numpy 1.21).
 
-The overlay (``boards/pynq_z2/build_overlay.tcl``, described by :mod:`radix.overlay`) has the
-engine's AXI4-Lite slave as the cell ``engine`` and an AXI DMA in simple mode as ``axi_dma``,
-driven by PYNQ's own ``pynq.lib.dma.DMA``: MM2S feeds the engine's input stream, its output
-stream feeds S2MM, both 64-bit. Engine registers are addressed by the offsets of
-:mod:`radix.engine_spec` only (:class:`EngineRegisters`), DMA registers by those of PG021
-(:data:`DMA_REGISTERS`).
+:class:`PynqBusTransport` is a :class:`radix.bus_transport.BusTransport`: the engine's AXI4-Lite
+registers and one physically contiguous buffer the engine reaches over ``S_AXI_HP0``. The overlay
+(``boards/pynq_z2/build_overlay.tcl``, described by :mod:`radix.overlay`) is loaded with
+``pynq.Overlay``; the engine's registers are a ``pynq.MMIO`` over the cell's address range,
+addressed by the offsets of ``radix.engine_spec.BUS_REGISTERS`` only (:class:`EngineRegisters`);
+the buffer comes from ``pynq.allocate`` (contiguous, cached): every write is flushed to the DDR
+and every read invalidated first, range by range, and the window the driver gives the engine is
+this buffer's physical range. There is no AXI DMA: the engine fetches its command list, weights
+and activations itself, so a whole batch costs a handful of register accesses.
 
-A job arms S2MM before MM2S starts (:meth:`PynqTransport.expect`, then :meth:`~PynqTransport.send`).
-Every wait polls with a deadline: a budget of engine cycles becomes wall-clock time at the
-overlay's clock (``pynq.Clocks.fclk0_mhz`` unless given), never less than ``min_wait_s``.
-:meth:`PynqTransport.reset` (at start-up, after a timeout, and before the next job after any
-stream fault) writes CTRL.RESET and soft-resets the DMA, so one transport outlives its faults.
+Every wait is bounded: a budget of engine cycles becomes wall-clock time at the overlay's clock
+(``pynq.Clocks.fclk0_mhz`` unless given), never less than ``min_wait_s``. When the overlay routes
+the engine's ``interrupt`` to the PS through an AXI interrupt controller (PYNQ 3.0.1 serves
+interrupts only that way), :meth:`PynqBusTransport.wait_done` sleeps on ``pynq.Interrupt`` and
+reads STATUS once per wake-up (a level interrupt can leave a stale wake-up behind); otherwise it
+polls STATUS. ``engine_seconds`` adds up the time spent in those waits.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 import os
 import time
+import warnings
 
 import numpy as np
 
@@ -35,61 +42,48 @@ except ImportError as exc:
         name="pynq",
     ) from exc
 
-from .driver import DriverError
-from .engine_spec import ENGINE_ID, REGISTERS, STREAM_BITS, field_mask, register
-from .overlay import DMA_CELL, DMA_VLNV, ENGINE_CELL, check_fclk_mhz
-from .transport import Received, Transport
+from .bus_transport import BusTransport
+from .engine_errors import DriverError
+from .engine_spec import (BUS_BYTES, BUS_ENGINE_VERSION, BUS_REGISTERS, COMMAND_BYTES, ENGINE_ID, ERROR_CODES,
+                          bus_register, field_mask_of)
+from .overlay import DDR_BASE, DDR_RANGE, ENGINE_CELL, ENGINE_MODULE, check_fclk_mhz
 
 MIN_WAIT_SECONDS = 1.0  # floor of every wait
-WORD_BYTES = STREAM_BITS // 8
+POLL_SLEEP_SECONDS = 50e-6  # between two STATUS reads while polling
 REGISTER_MASK = 0xFFFFFFFF
 
-# The AXI DMA's registers in simple (direct register) mode: PG021 "Register Space". PYNQ's
-# channel transfer() writes the address and length registers; this module reads them all and
-# writes the control registers for resets.
-DMA_REGISTERS = {
-    "MM2S_DMACR": 0x00, "MM2S_DMASR": 0x04, "MM2S_SA": 0x18, "MM2S_SA_MSB": 0x1C, "MM2S_LENGTH": 0x28,
-    "S2MM_DMACR": 0x30, "S2MM_DMASR": 0x34, "S2MM_DA": 0x48, "S2MM_DA_MSB": 0x4C, "S2MM_LENGTH": 0x58,
-}
-DMA_ADDRESS = {"MM2S": "SA", "S2MM": "DA"}
-# DMACR bits, PG021 "MM2S_DMACR" / "S2MM_DMACR"
-DMACR_BITS = ((0, "RS"), (2, "Reset"), (3, "Keyhole"), (12, "IOC_IrqEn"), (13, "Dly_IrqEn"), (14, "Err_IrqEn"))
-DMACR_RS = 1 << 0
-DMACR_RESET = 1 << 2
-# DMASR bits, PG021 "MM2S_DMASR" / "S2MM_DMASR"
-DMASR_BITS = ((0, "Halted"), (1, "Idle"), (4, "DMAIntErr"), (5, "DMASlvErr"), (6, "DMADecErr"),
-              (12, "IOC_Irq"), (14, "Err_Irq"))
-DMASR_HALTED = 1 << 0
-DMASR_IDLE = 1 << 1
-DMASR_ERRORS = (1 << 4) | (1 << 5) | (1 << 6)
-
-_REGISTER_BY_OFFSET = {reg.offset: reg for reg in REGISTERS}
+_REGISTER_BY_OFFSET = {reg.offset: reg for reg in BUS_REGISTERS}
+_STATUS = bus_register("STATUS").offset
+_CTRL = bus_register("CTRL").offset
+_BUSY = field_mask_of("STATUS", "BUSY")
+_FINISHED = field_mask_of("STATUS", "DONE") | field_mask_of("STATUS", "ERROR")
+_IRQ_EN = field_mask_of("CTRL", "IRQ_EN")
+_RESET = field_mask_of("CTRL", "RESET")
 
 
 class BoardError(DriverError):
-    """The overlay, its DMA or a transfer cannot go on; the message names the file, channel or register."""
+    """The overlay, the buffer or the engine cannot go on; the message names the file, cell or register."""
 
 
-def _describe(value: int, bits, idle: str) -> str:
-    names = [name for bit, name in bits if value >> bit & 1]
-    return f"0x{value:08X} ({', '.join(names) or idle})"
+def describe_status(value: int) -> str:
+    """``0x00000004 (ERROR)``: a STATUS value with the names of its set bits."""
+    names = [fld.name for fld in bus_register("STATUS").fields if value >> fld.offset & 1]
+    return f"0x{value:08X} ({', '.join(names) or 'idle'})"
 
 
-def describe_dmasr(value: int) -> str:
-    """``0x00001002 (Idle, IOC_Irq)``: a DMASR value with the names of its set bits."""
-    return _describe(value, DMASR_BITS, "running")
-
-
-def describe_dmacr(value: int) -> str:
-    """``0x00010001 (RS)``: a DMACR value with the names of its set bits."""
-    return _describe(value, DMACR_BITS, "stopped")
+def describe_error(code: int) -> str:
+    """``3 (OPCODE: the command's opcode is not one this engine knows)``: an ERR_CODE value decoded."""
+    if code == 0:
+        return "0 (none)"
+    name, meaning = ERROR_CODES.get(code, ("unknown", "not a code of radix.engine_spec.ERROR_CODES"))
+    return f"{code} ({name}: {meaning})"
 
 
 class EngineRegisters:
-    """The engine's 32-bit registers over an MMIO-like object, by :mod:`radix.engine_spec` offset.
+    """The engine's 32-bit registers over an MMIO-like object, by ``engine_spec.BUS_REGISTERS`` offset.
 
     ``mmio`` needs ``read(offset) -> int`` and ``write(offset, value)``: a ``pynq.MMIO`` on the
-    board. An offset that is not in ``engine_spec.REGISTERS`` is refused (named in a
+    board. An offset that is not a register of the bus-master engine is refused (named in a
     :class:`ValueError`), so nothing reaches the bus at a hard-coded address.
     """
 
@@ -100,7 +94,8 @@ class EngineRegisters:
     def _register(self, offset: int):
         reg = _REGISTER_BY_OFFSET.get(offset)
         if reg is None:
-            raise ValueError(f"{self.where}: offset 0x{offset:X} is not an engine register (radix.engine_spec.REGISTERS)")
+            raise ValueError(f"{self.where}: offset 0x{offset:X} is not a register of the bus-master engine "
+                             "(radix.engine_spec.BUS_REGISTERS)")
         return reg
 
     def read(self, offset: int) -> int:
@@ -115,15 +110,15 @@ class EngineRegisters:
         self.mmio.write(offset, value)
 
 
-class PynqTransport(Transport):
-    """The engine of a Radix overlay on the board.
+class PynqBusTransport(BusTransport):
+    """The bus-master engine of a Radix overlay on the board.
 
     Parameters
     ----------
     bitfile:
         The overlay's ``.bit``; PYNQ reads the ``.hwh`` of the same name beside it.
-    engine, dma:
-        Names of the engine and the AXI DMA in the overlay's ``ip_dict``.
+    engine:
+        The engine's cell in the overlay's ``ip_dict``.
     clock_mhz:
         The engine's clock, to turn cycle budgets into time; default ``pynq.Clocks.fclk0_mhz``
         (which PYNQ sets from the ``.hwh`` when it loads the overlay). It must be a frequency the
@@ -131,17 +126,20 @@ class PynqTransport(Transport):
     download:
         Load the bitstream into the PL (PYNQ's ``Overlay(download=...)``).
     min_wait_s:
-        The shortest wait, in seconds, whatever the cycle budget; also the bound on the DMA's
-        soft reset and on the input stream's last words after DONE.
+        The shortest wait, in seconds, whatever the cycle budget; also the bound on CTRL.RESET.
+    interrupt:
+        Sleep on the engine's interrupt when the overlay connects it (default); False polls STATUS.
 
-    Construction resets the engine and the DMA (:meth:`reset`) before PYNQ's DMA driver starts
-    the channels.
+    Construction checks the overlay (the engine cell, its address range, ID and VERSION) and
+    resets the engine (:meth:`reset`). ``wait_mode`` says how :meth:`wait_done` waits and why.
     """
 
     name = "pynq"
+    measures_cycles = True  # CYCLES is the engine's own count
 
-    def __init__(self, bitfile, *, engine: str = ENGINE_CELL, dma: str = DMA_CELL, clock_mhz: float | None = None,
-                 download: bool = True, min_wait_s: float = MIN_WAIT_SECONDS):
+    def __init__(self, bitfile, *, engine: str = ENGINE_CELL, clock_mhz: float | None = None, download: bool = True,
+                 min_wait_s: float = MIN_WAIT_SECONDS, interrupt: bool = True):
+        super().__init__()
         path = os.fspath(bitfile)
         hwh = os.path.splitext(path)[0] + ".hwh"
         if not os.path.isfile(path):
@@ -152,151 +150,197 @@ class PynqTransport(Transport):
         self.min_wait_s = float(min_wait_s)
         if self.min_wait_s < 0:
             raise ValueError(f"min_wait_s {self.min_wait_s}: must not be negative")
+        self._buffer = None
+        self._size = 0
+        self._closed = False
         self.overlay = pynq.Overlay(path, download=download)
         ip_dict = self.overlay.ip_dict
-        for cell in (engine, dma):
-            if cell not in ip_dict:
-                raise BoardError(f"overlay {path} has no IP {cell!r} (its IPs: {', '.join(sorted(ip_dict))}): "
-                                 "is it a Radix overlay from boards/pynq_z2/build_overlay.tcl?")
+        if engine not in ip_dict:
+            hint = (" It has an AXI DMA: an engine-version-4 overlay (streams through the DMA); rebuild it with "
+                    "boards/pynq_z2/build_overlay.tcl." if any("axi_dma" in str(v.get("type")) for v in ip_dict.values())
+                    else " Is it a Radix overlay from boards/pynq_z2/build_overlay.tcl?")
+            raise BoardError(f"overlay {path} has no IP {engine!r} (its IPs: {', '.join(sorted(ip_dict))}).{hint}")
         entry = ip_dict[engine]
+        module = str(entry.get("type", "")).split(":")[2:3]
+        if module != [ENGINE_MODULE]:
+            raise BoardError(f"overlay {path}: {engine} is a {entry.get('type')}, not the bus-master engine "
+                             f"(module {ENGINE_MODULE}); rebuild the overlay with boards/pynq_z2/build_overlay.tcl")
         span = int(entry["addr_range"])
-        needed = max(reg.offset for reg in REGISTERS) + 4
+        needed = max(reg.offset for reg in BUS_REGISTERS) + 4
         if span < needed:
             raise BoardError(f"overlay {path}: {engine} maps {span} bytes, the registers need {needed}")
-        base = int(entry["phys_addr"])
-        self.registers = EngineRegisters(pynq.MMIO(base, span), where=f"{engine} at 0x{base:08X}")
-        ident = self.registers.read(register("ID").offset)
+        self.base_address = int(entry["phys_addr"])
+        self.registers = EngineRegisters(pynq.MMIO(self.base_address, span),
+                                         where=f"{engine} at 0x{self.base_address:08X}")
+        ident = self.read(bus_register("ID").offset)
         if ident != ENGINE_ID:
-            raise BoardError(f"overlay {path}: register ID of {engine} at 0x{base:08X} reads 0x{ident:08X}, "
-                             f"a Radix engine reads 0x{ENGINE_ID:08X}")
+            raise BoardError(f"overlay {path}: register ID of {engine} at 0x{self.base_address:08X} reads "
+                             f"0x{ident:08X}, a Radix engine reads 0x{ENGINE_ID:08X}")
+        version = self.read(bus_register("VERSION").offset)
+        if version != BUS_ENGINE_VERSION:
+            raise BoardError(f"overlay {path}: {engine} is engine VERSION {version}, this transport drives the "
+                             f"bus-master engine, VERSION {BUS_ENGINE_VERSION}: rebuild the overlay from this radix")
         self.clock_mhz = check_fclk_mhz(pynq.Clocks.fclk0_mhz if clock_mhz is None else clock_mhz,
                                         what="the engine clock")
-        # radix's own view of the DMA's registers: the reset below runs before PYNQ's driver
-        # exists, whose constructor starts both channels and waits, unbounded, until they run
-        self.dma_mmio = pynq.MMIO(int(ip_dict[dma]["phys_addr"]), int(ip_dict[dma]["addr_range"]))
-        self.fault: str | None = None
-        self._reset_hardware()
-        self.dma = getattr(self.overlay, dma)  # PYNQ binds its driver by the IP's VLNV
-        if getattr(self.dma, "sendchannel", None) is None or getattr(self.dma, "recvchannel", None) is None:
-            raise BoardError(f"overlay {path}: {dma} ({ip_dict[dma].get('type')}) is a {type(self.dma).__name__}, not "
-                             f"PYNQ's AXI DMA driver with MM2S and S2MM channels (pynq.lib.dma.DMA, for {DMA_VLNV})")
-        self.channels = {"MM2S": self.dma.sendchannel, "S2MM": self.dma.recvchannel}
-        self.max_bytes = int(self.dma.buffer_max_size)
-        self._buffers: dict = {}
-        self._send_pending = 0  # words of the last MM2S transfer not yet seen complete
-        self._armed = 0  # output words the armed S2MM transfer expects (0: not armed)
-        self._closed = False
+        self.interrupt = None
+        self.wait_mode = "polling STATUS (interrupt=False)"
+        if interrupt:
+            self._attach_interrupt(entry)
+        self.reset()
+
+    def _attach_interrupt(self, entry: dict) -> None:
+        """Use ``pynq.Interrupt`` on the engine's interrupt pin when PYNQ lists it (only through an
+        AXI interrupt controller in PYNQ 3.0.1); else, or when PYNQ cannot reach it, poll."""
+        pin = (entry.get("interrupts") or {}).get("interrupt")
+        if not pin:
+            self.wait_mode = ("polling STATUS (the overlay routes the engine's interrupt to no AXI interrupt "
+                              "controller, which pynq.Interrupt needs)")
+            return
+        try:
+            self.interrupt = pynq.Interrupt(pin["fullpath"])
+        except Exception as exc:  # PYNQ's own errors (no pin, no UIO device for the IRQ) are ValueErrors and OSErrors
+            self.wait_mode = f"polling STATUS (pynq.Interrupt({pin['fullpath']!r}) failed: {exc})"
+            return
+        self.wait_mode = f"interrupt {pin['fullpath']} through {pin.get('controller') or 'the PS'}"
 
     # -- registers --------------------------------------------------------------------------
     def read(self, offset: int) -> int:
+        self._usable()
+        self.register_accesses += 1
         return self.registers.read(offset)
 
     def write(self, offset: int, value: int) -> None:
-        if self.fault and offset == register("CTRL").offset and value & field_mask("CTRL", "START"):
-            self.reset()  # a job after a stream fault starts from a clean engine and DMA
+        """Write a register; a CTRL write keeps CTRL.IRQ_EN set while the transport waits on the interrupt."""
+        self._usable()
+        if offset == _CTRL and self.interrupt is not None:
+            value = int(value) | _IRQ_EN
+        self.register_accesses += 1
         self.registers.write(offset, value)
 
-    # -- streams ----------------------------------------------------------------------------
-    def expect(self, count: int) -> None:
-        """Arm S2MM for a job of ``count`` output words (before :meth:`send` starts MM2S).
-
-        The transfer asks for ``count + 1`` words, so a stream longer than ``count`` shows as
-        ``last=False``; S2MM_LENGTH gives the words that actually arrived before TLAST.
-        """
+    # -- memory -----------------------------------------------------------------------------
+    def allocate(self, nbytes: int) -> int:
+        """A zeroed contiguous buffer of at least ``nbytes`` (the current one when it is large
+        enough, else a new one); its physical address, which the engine's window covers."""
         self._usable()
-        if count < 1:
-            raise ValueError(f"expect: count {count} must be at least 1")
-        nbytes = (count + 1) * WORD_BYTES
-        self._check_length("S2MM", nbytes, f"an output stream of {count} words (+1 to see its end)")
-        buffer = self._buffer("S2MM", count + 1)
-        self.channels["S2MM"].transfer(buffer, 0, nbytes)
-        self._armed = count
+        nbytes = int(nbytes)
+        if nbytes < 1:
+            raise ValueError(f"allocate: {nbytes} bytes, at least one is needed")
+        words = math.ceil(nbytes / BUS_BYTES)
+        if self._buffer is None or self._buffer.shape[0] < words:
+            self._free()
+            self._buffer = pynq.allocate(shape=(words,), dtype=np.uint64)
+        self._buffer[:] = 0
+        self._buffer.flush()
+        self._size = words * BUS_BYTES
+        address = int(self._buffer.physical_address)
+        if address % COMMAND_BYTES:
+            raise BoardError(f"pynq.allocate gave a buffer at 0x{address:08X}, not {COMMAND_BYTES}-byte aligned "
+                             "(the engine's command list must be)")
+        if address < DDR_BASE or address + self._size > DDR_BASE + DDR_RANGE:
+            raise BoardError(f"pynq.allocate gave {self._size} bytes at 0x{address:08X}, outside the DDR that "
+                             f"S_AXI_HP0 reaches (0x{DDR_BASE:08X}..0x{DDR_BASE + DDR_RANGE - 1:08X})")
+        return address
 
-    def send(self, words: np.ndarray) -> None:
-        """Start an MM2S transfer of ``words`` (returns before the engine has accepted them)."""
-        self._usable()
+    @property
+    def memory_size(self) -> int:
+        return self._size
+
+    @property
+    def buffer_address(self) -> int | None:
+        """The buffer's physical address, or None before :meth:`allocate`."""
+        return None if self._buffer is None else int(self._buffer.physical_address)
+
+    def write_memory(self, offset: int, words: np.ndarray) -> None:
+        """Write 64-bit ``words`` at byte ``offset`` and flush them from the CPU's cache to the DDR."""
         words = np.asarray(words, dtype=np.uint64).reshape(-1)
-        if words.size == 0:
-            return
-        nbytes = words.size * WORD_BYTES
-        self._check_length("MM2S", nbytes, f"an input stream of {words.size} words")
-        self._finish_send()
-        buffer = self._buffer("MM2S", words.size)
-        buffer[: words.size] = words
-        self.channels["MM2S"].transfer(buffer, 0, nbytes)  # PYNQ flushes the buffer first
-        self._send_pending = words.size
+        view = self._buffer[self._span(offset, words.size)]
+        view[:] = words
+        view.flush()
 
-    def receive(self, count: int, cycles: int) -> Received:
-        """Collect up to ``count`` words from S2MM, stopping at TLAST; empty when the budget runs out.
+    def read_memory(self, offset: int, count: int) -> np.ndarray:
+        """``count`` words at byte ``offset`` as the engine left them in the DDR (invalidated first)."""
+        view = self._buffer[self._span(offset, int(count))]
+        view.invalidate()
+        return np.array(view, dtype=np.uint64)
 
-        Arms S2MM itself unless :meth:`expect` armed it for ``count`` words.
-        """
+    def _span(self, offset: int, count: int) -> slice:
         self._usable()
-        if self._armed != count:
-            self.expect(count)
-        self._armed = 0
-        seconds = self.budget_seconds(cycles)
-        if not self._poll("S2MM", time.monotonic() + seconds):
-            self.fault = (f"S2MM: the output stream did not end within {seconds:.3g} s "
-                          f"({cycles} cycles at {self.clock_mhz:g} MHz); {self.diagnostics()}")
-            return Received(np.zeros(0, dtype=np.uint64), last=False)
-        arrived = self._dma_read("S2MM_LENGTH") // WORD_BYTES
-        buffer = self._buffers["S2MM"]
-        buffer.invalidate()  # the DMA wrote DDR behind the CPU's cache
-        if arrived > count:
-            # the rest of the stream may still be waiting in the engine: the next job resets first
-            self.fault = f"S2MM: the output stream went on past the {count} words expected; {self.diagnostics()}"
-        return Received(np.array(buffer[: min(arrived, count)], dtype=np.uint64), last=arrived <= count)
+        if self._buffer is None:
+            raise BoardError("no buffer: call allocate() first")
+        if offset % BUS_BYTES or offset < 0 or count < 0 or offset + count * BUS_BYTES > self._size:
+            raise ValueError(f"{count} words at byte offset {offset} are not aligned words inside the "
+                             f"{self._size}-byte buffer")
+        return slice(offset // BUS_BYTES, offset // BUS_BYTES + count)
 
+    # -- control ----------------------------------------------------------------------------
     def wait_done(self, cycles: int) -> bool:
-        """Wait for STATUS.DONE, then for MM2S to have sent the whole input stream."""
-        status, done = register("STATUS").offset, field_mask("STATUS", "DONE")
-        deadline = time.monotonic() + self.budget_seconds(cycles)
-        while not self.registers.read(status) & done:
+        """Wait until STATUS.DONE or STATUS.ERROR is set, at most :meth:`budget_seconds`; False then."""
+        self._usable()
+        started = time.monotonic()
+        deadline = started + self.budget_seconds(cycles)
+        try:
+            if self.interrupt is not None:
+                return self._wait_interrupt(deadline)
+            return self._poll(deadline, _FINISHED)
+        finally:
+            self.engine_seconds += time.monotonic() - started
+
+    def _wait_interrupt(self, deadline: float) -> bool:
+        """Sleep on the interrupt; read STATUS after each wake-up (and once more at the deadline, so
+        a lost interrupt costs time but never a result)."""
+        loop = _event_loop()
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return bool(self.read(_STATUS) & _FINISHED)
+            try:
+                loop.run_until_complete(asyncio.wait_for(self.interrupt.wait(), remaining))
+            except asyncio.TimeoutError:
+                return bool(self.read(_STATUS) & _FINISHED)
+            if self.read(_STATUS) & _FINISHED:
+                return True
+
+    def _poll(self, deadline: float, mask: int, *, until_clear: bool = False) -> bool:
+        """Read STATUS until ``mask`` is set (or, ``until_clear``, clear); False at the deadline."""
+        while True:
+            status = self.read(_STATUS) & mask
+            if (not status) if until_clear else status:
+                return True
             if time.monotonic() > deadline:
                 return False
-        self._finish_send()
-        return True
+            time.sleep(POLL_SLEEP_SECONDS)
 
     def reset(self) -> None:
-        """Abort everything: CTRL.RESET, then the AXI DMA's soft reset, then restart its channels.
+        """CTRL.RESET, then wait (at most ``min_wait_s``) for STATUS.BUSY to fall: the engine
+        completes the bursts it has on the bus, then idles."""
+        self.write(_CTRL, _RESET)
+        if not self._poll(time.monotonic() + self.min_wait_s, _BUSY, until_clear=True):
+            raise BoardError(f"{self.registers.where}: STATUS.BUSY still set {self.min_wait_s:g} s after CTRL.RESET; "
+                             f"{self.diagnostics()}")
 
-        The channels are handed back to PYNQ's ``start()``, which finds them running and clears
-        its first-transfer state (a reset channel is not Idle until its first transfer ends).
-        Pending faults are cleared; the DMA buffers are kept.
-        """
-        self._reset_hardware()
-        for driver in self.channels.values():
-            driver.start()
-        self.fault = None
-        self._send_pending = 0
-        self._armed = 0
+    def diagnostics(self) -> str:
+        """The engine's status and error registers decoded, the window and the buffer."""
+        if self._closed:
+            return f"PynqBusTransport({self.bitfile!r}) is closed"
+        value = {name: self.read(bus_register(name).offset)
+                 for name in ("STATUS", "CMD_DONE", "ERR_CODE", "ERR_INDEX", "ERR_ADDR", "WIN_BASE", "WIN_SIZE")}
+        text = (f"{self.registers.where}: STATUS={describe_status(value['STATUS'])}, CMD_DONE={value['CMD_DONE']}, "
+                f"ERR_CODE={describe_error(value['ERR_CODE'])}, ERR_INDEX={value['ERR_INDEX']}, "
+                f"ERR_ADDR=0x{value['ERR_ADDR']:08X}; window 0x{value['WIN_BASE']:08X} +{value['WIN_SIZE']} bytes")
+        if self._buffer is None:
+            text += "; no buffer allocated"
+        else:
+            address = self.buffer_address
+            text += f"; buffer 0x{address:08X}..0x{address + self._size - 1:08X} ({self._size} bytes)"
+        return f"{text}; waits: {self.wait_mode}"
 
-    def _reset_hardware(self) -> None:
-        """CTRL.RESET, then DMACR.Reset and DMACR.RS on both channels, each waited for within ``min_wait_s``.
-
-        DMACR.Reset on either channel resets the whole DMA (PG021); it is written on both and
-        waited for on both. A reset DMA is halted: RS runs each channel again.
-        """
-        self.registers.write(register("CTRL").offset, field_mask("CTRL", "RESET"))
-        for channel in DMA_ADDRESS:
-            self._dma_write(f"{channel}_DMACR", DMACR_RESET)
-        self._wait_dma("the AXI DMA's soft reset to complete",
-                       lambda: not any(self._dma_read(f"{c}_DMACR") & DMACR_RESET for c in DMA_ADDRESS))
-        for channel in DMA_ADDRESS:
-            self._dma_write(f"{channel}_DMACR", DMACR_RS)
-            self._wait_dma(f"{channel} to run after the DMA reset",
-                           lambda channel=channel: not self._dma_read(f"{channel}_DMASR") & DMASR_HALTED)
-        status = self.registers.read(register("STATUS").offset)
-        if status & (field_mask("STATUS", "BUSY") | field_mask("STATUS", "DONE")):
-            raise BoardError(f"{self.registers.where}: STATUS=0x{status:X} after CTRL.RESET, expected idle "
-                             "(is the overlay's engine older than ENGINE_VERSION 2, without CTRL.RESET?)")
+    def budget_seconds(self, cycles: int) -> float:
+        """Wall-clock time for a budget of ``cycles`` at the engine's clock, at least ``min_wait_s``."""
+        return max(self.min_wait_s, cycles / (self.clock_mhz * 1e6))
 
     def close(self) -> None:
-        """Free the DMA buffers (contiguous memory is scarce on the board)."""
-        for buffer in self._buffers.values():
-            buffer.freebuffer()
-        self._buffers.clear()
+        """Free the buffer (contiguous memory is scarce on the board); the transport is unusable after."""
+        self._free()
         self._closed = True
 
     def __enter__(self):
@@ -305,78 +349,26 @@ class PynqTransport(Transport):
     def __exit__(self, *exc_info):
         self.close()
 
-    def diagnostics(self) -> str:
-        """Both DMA channels' registers, decoded, for error reports."""
-        parts = []
-        for channel, address in DMA_ADDRESS.items():
-            high = self._dma_read(f"{channel}_{address}_MSB")
-            low = self._dma_read(f"{channel}_{address}")
-            parts.append(f"{channel}: DMACR={describe_dmacr(self._dma_read(f'{channel}_DMACR'))}, "
-                         f"DMASR={describe_dmasr(self._dma_read(f'{channel}_DMASR'))}, "
-                         f"{address}=0x{high << 32 | low:08X}, LENGTH={self._dma_read(f'{channel}_LENGTH')}")
-        return "DMA " + "; ".join(parts)
-
-    def budget_seconds(self, cycles: int) -> float:
-        """Wall-clock time for a budget of ``cycles`` at the engine's clock, at least ``min_wait_s``."""
-        return max(self.min_wait_s, cycles / (self.clock_mhz * 1e6))
-
     # -- internals ----------------------------------------------------------------------------
-    def _dma_read(self, name: str) -> int:
-        return int(self.dma_mmio.read(DMA_REGISTERS[name])) & REGISTER_MASK
-
-    def _dma_write(self, name: str, value: int) -> None:
-        self.dma_mmio.write(DMA_REGISTERS[name], value)
-
-    def _wait_dma(self, what: str, ready) -> None:
-        deadline = time.monotonic() + self.min_wait_s
-        while not ready():
-            if time.monotonic() > deadline:
-                self.fault = f"DMA: timed out after {self.min_wait_s:g} s waiting for {what}; {self.diagnostics()}"
-                raise BoardError(self.fault)
+    def _free(self) -> None:
+        if self._buffer is not None:
+            self._buffer.freebuffer()
+            self._buffer = None
+            self._size = 0
 
     def _usable(self) -> None:
         if self._closed:
-            raise BoardError(f"PynqTransport({self.bitfile!r}) is closed")
-        if self.fault:
-            raise BoardError(f"{self.fault}\nthe DMA may be mid-transfer: call reset() (the next job's START does) "
-                             "before streaming again")
+            raise BoardError(f"PynqBusTransport({self.bitfile!r}) is closed")
 
-    def _check_length(self, channel: str, nbytes: int, what: str) -> None:
-        if nbytes > self.max_bytes:
-            raise BoardError(f"{channel}: {what} is {nbytes} bytes, more than the DMA's buffer length register "
-                             f"allows ({self.max_bytes} bytes; c_sg_length_width in build_overlay.tcl)")
 
-    def _buffer(self, channel: str, words: int):
-        """A contiguous buffer of at least ``words`` 64-bit words for ``channel``, reused across jobs."""
-        buffer = self._buffers.get(channel)
-        if buffer is None or buffer.shape[0] < words:
-            if buffer is not None:
-                buffer.freebuffer()
-            buffer = pynq.allocate(shape=(words,), dtype=np.uint64)
-            # write back whatever the allocation left in the cache, so no dirty line can later
-            # overwrite what the DMA writes
-            buffer.flush()
-            self._buffers[channel] = buffer
-        return buffer
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """The event loop PYNQ's interrupt controllers and UIO devices use (the thread's). In Jupyter it
+    is already running the kernel: nest_asyncio (PYNQ's environment has it) lets us wait inside it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        loop = asyncio.get_event_loop()
+    if loop.is_running():
+        import nest_asyncio
 
-    def _poll(self, channel: str, deadline: float) -> bool:
-        """Poll ``channel``'s DMASR until Idle (True) or the deadline (False); raise on DMA errors."""
-        while True:
-            status = self._dma_read(f"{channel}_DMASR")
-            if status & DMASR_ERRORS:
-                self.fault = f"{channel}: the DMA reports an error: {channel}_DMASR={describe_dmasr(status)}"
-                raise BoardError(f"{self.fault}; {self.diagnostics()}")
-            if status & DMASR_IDLE:
-                return True
-            if time.monotonic() > deadline:
-                return False
-
-    def _finish_send(self) -> None:
-        """Make sure the last MM2S transfer is complete (the engine accepted every word)."""
-        if not self._send_pending:
-            return
-        if not self._poll("MM2S", time.monotonic() + self.min_wait_s):
-            self.fault = (f"MM2S: the engine has not accepted all {self._send_pending} words of the input stream "
-                          f"within {self.min_wait_s:g} s of the end of its job; {self.diagnostics()}")
-            raise BoardError(self.fault)
-        self._send_pending = 0
+        nest_asyncio.apply(loop)
+    return loop

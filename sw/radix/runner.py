@@ -1,6 +1,7 @@
 """What ``radix run`` and ``radix selftest`` do, given any transport (numpy only).
 
-Both run through :class:`radix.driver.Driver` and compare every result with the golden model,
+Both run through :class:`radix.driver.Driver` (a program loaded once, each batch from one START)
+and compare every result with the golden model,
 reporting the first divergence (layer, tensor, index, expected, got). They are plain blocking
 functions of a transport, so the RTL simulation runs them unchanged inside the simulator
 (``radix_sim.hostrun``) and the board runs them over PYNQ.
@@ -17,6 +18,7 @@ import numpy as np
 from . import golden, network
 from .cycle_model import job_cycles
 from .driver import Driver, EngineMismatch
+from .placement import place
 from .engine_spec import EngineConfig
 from .program import INPUT, Layer, Program
 
@@ -36,38 +38,51 @@ def first_difference(expected: np.ndarray, got: np.ndarray) -> dict | None:
             "count": int(len(wrong))}
 
 
-def run_images(transport, program: Program, x, y, *, clock_mhz: float = 100.0,
+def run_images(transport, program: Program, x, y, *, batch: int = 1, clock_mhz: float = 100.0,
                tick: Callable[[], None] | None = None) -> dict:
-    """Run float images ``x`` (labels ``y``) through the engine and check every layer bit for bit."""
+    """Run float images ``x`` (labels ``y``) through the engine, ``batch`` images per START, and
+    check every layer's output of every image bit for bit against the golden model.
+
+    Per image it reports what the host and the bus cost (``host_ms``, ``register_accesses``,
+    ``bytes_read``, ``bytes_written``: the batch's divided by its images) and ``engine_cycles``
+    (START to DONE of the batch, divided alike).
+    """
     driver = Driver(transport)
-    driver.check(program)
+    loaded = driver.load(program, batch=batch)
     x_q = network.quantize_input(program, x)
     reference = network.run(program, x_q)
+    names = [layer.name for layer in program.layers]
     correct = 0
-    layer_cycles = np.zeros(len(program.layers), dtype=np.int64)
-    layer_saturated = np.zeros(len(program.layers), dtype=np.int64)
-    per_image = []
+    layer_cycles = dict.fromkeys(names, 0)
+    layer_saturated = dict.fromkeys(names, 0)
+    totals = {"engine_cycles": 0, "host_seconds": 0.0, "register_accesses": 0, "bytes_read": 0, "bytes_written": 0}
     mismatches = []
     started = time.perf_counter()
-    for i in range(len(x_q)):
-        run = driver.run_image(program, x_q[i])
-        for j, (got, want) in enumerate(zip(run.layers, reference)):
-            diff = first_difference(want.values[i], got.values)
-            if diff:
-                mismatches.append({"image": i, "layer": got.name, "tensor": "output", **diff})
-                break
-        correct += int(network.predict(run.logits[None])[0] == y[i])
-        layer_cycles += [layer.cycles for layer in run.layers]
-        layer_saturated += [layer.saturated for layer in run.layers]
-        per_image.append(run.cycles)
-        if tick:
-            tick()
+    for first in range(0, len(x_q), batch):
+        run = driver.run(loaded, x_q[first:first + batch], keep_memory=True)
+        for name, (cycles, saturated) in run.layer_stats().items():
+            layer_cycles[name] += cycles
+            layer_saturated[name] += saturated
+        for key in totals:
+            totals[key] += getattr(run, key)
+        for b in range(run.images):
+            image = first + b
+            for want in reference:
+                diff = first_difference(want.values[image], run.tensor(want.name, b))
+                if diff:
+                    mismatches.append({"image": image, "layer": want.name, "tensor": "output", **diff})
+                    break
+            correct += int(network.predict(run.logits[b][None])[0] == y[image])
+            if tick:
+                tick()
     wall = time.perf_counter() - started
     n = len(x_q)
-    mean_cycles = float(np.mean(per_image)) if per_image else 0.0
+    per_image = {key: (value / n if n else 0.0) for key, value in totals.items()}
+    mean_cycles = per_image["engine_cycles"]
     return {
         "backend": transport.name,
         "images": n,
+        "batch": batch,
         "accuracy": correct / n if n else 0.0,
         "reference_accuracy": float(np.mean(network.predict(reference[-1].values) == y)) if n else 0.0,
         "bit_exact": not mismatches,
@@ -76,11 +91,19 @@ def run_images(transport, program: Program, x, y, *, clock_mhz: float = 100.0,
         "cycles": {
             "source": "measured" if transport.measures_cycles else "analytic model",
             "per_image_mean": mean_cycles,
-            "per_layer_mean": {layer.name: float(c) / n for layer, c in zip(program.layers, layer_cycles)},
+            "per_layer_mean": {name: float(c) / n if n else 0.0 for name, c in layer_cycles.items()},
+        },
+        # per image: the host's and the bus's cost of running it (the batch's, shared out)
+        "per_image": {
+            "engine_cycles": mean_cycles,
+            "host_ms": per_image["host_seconds"] * 1e3,
+            "register_accesses": per_image["register_accesses"],
+            "bytes_read": per_image["bytes_read"],
+            "bytes_written": per_image["bytes_written"],
         },
         # saturated outputs per image (docs/arithmetic.md §5), the mean over the images run
-        "saturated_per_layer": {layer.name: float(s) / n if n else 0.0 for layer, s in zip(program.layers, layer_saturated)},
-        # host wall-clock time, driver included: real on the board, simulation time on sim
+        "saturated_per_layer": {name: float(s) / n if n else 0.0 for name, s in layer_saturated.items()},
+        # host wall-clock time, checking included: real on the board, simulation time on sim
         "wall_seconds": round(wall, 3),
         "estimate": {
             "clock_mhz": clock_mhz,
@@ -179,18 +202,38 @@ def _endpoints(width: int, unsigned: bool) -> tuple[int, int]:
     return lo, hi + 1
 
 
+def _single_layer_program(layer: Layer, width: int) -> Program:
+    return Program(width=width, input_shape=layer.in_shape, input_fl=layer.fl_in, layers=[layer],
+                   input_unsigned=layer.unsigned_in)
+
+
+def _externals(layer: Layer, skip) -> dict:
+    """A random layer's skip tensor, placed as an external tensor the host writes."""
+    return {} if skip is None else {"skip": (tuple(np.asarray(skip).shape), layer.unsigned_skip)}
+
+
 def _fitting_layer(driver: Driver, rng: np.random.Generator, index: int, attempts: int = 1000):
     """Draw random layers until one fits the engine's buffers (small builds refuse large layers)."""
     for _ in range(attempts):
         layer, x, skip = random_layer(rng, driver.config, index)
-        program = Program(width=driver.config.width, input_shape=layer.in_shape, input_fl=layer.fl_in, layers=[layer],
-                          input_unsigned=layer.unsigned_in)
         try:
-            driver.check(program)
+            place(_single_layer_program(layer, driver.config.width), driver.config, externals=_externals(layer, skip))
         except EngineMismatch:
             continue
         return layer, x, skip
     raise EngineMismatch(f"no random layer fits this engine after {attempts} draws: {driver.config.as_dict()}")
+
+
+def _run_single(driver: Driver, layer: Layer, x, skip) -> tuple[np.ndarray, int, int]:
+    """One layer as a one-command-list program: its output, CYCLES and saturated outputs."""
+    program = _single_layer_program(layer, driver.config.width)
+    loaded = driver.load_with(program, externals=_externals(layer, skip))
+    if skip is not None:
+        offset, words = loaded.placement.input_words(np.asarray(skip)[None], name="skip")
+        driver.transport.write_memory(offset, words)
+    run = driver.run(loaded, np.asarray(x)[None], keep_memory=True)
+    saturated = sum(sat for _, sat in run.layer_stats().values())
+    return run.tensor(layer.name, 0), run.engine_cycles, saturated
 
 
 def selftest(transport, *, seed: int, count: int, tick: Callable[[], None] | None = None) -> dict:
@@ -203,9 +246,9 @@ def selftest(transport, *, seed: int, count: int, tick: Callable[[], None] | Non
         layer, x, skip = _fitting_layer(driver, rng, index)
         expected = network.run_layer(layer, x[None], width=driver.config.width,
                                      skip=None if skip is None else skip[None])
-        got = driver.run_layer(layer, x, skip)
-        cycles += got.cycles
-        diff = first_difference(expected.values[0], got.values)
+        got, got_cycles, got_saturated = _run_single(driver, layer, x, skip)
+        cycles += got_cycles
+        diff = first_difference(expected.values[0], got)
         if diff:
             geometry = (f"{layer.role or layer.kind} in {layer.in_shape} k={layer.kernel} S={layer.stride} "
                         f"padding={layer.padding} pool={layer.pool} shift={int(layer.shift[0])}"
@@ -213,24 +256,24 @@ def selftest(transport, *, seed: int, count: int, tick: Callable[[], None] | Non
                         + "".join(f" {name}" for name in ("unsigned_in", "unsigned_skip", "unsigned_out")
                                   if getattr(layer, name)))
             mismatches.append({"layer": index, "description": geometry, "tensor": "output", **diff})
-        elif got.saturated != expected.saturated:
+        elif got_saturated != expected.saturated:
             mismatches.append({"layer": index, "tensor": "SATURATED", "index": None,
-                               "expected": expected.saturated, "got": got.saturated})
+                               "expected": expected.saturated, "got": got_saturated})
         if tick:
             tick()
     return {"backend": transport.name, "seed": seed, "layers": count, "mismatches": len(mismatches),
             "details": mismatches, "cycles": cycles, "engine": driver.config.as_dict()}
 
 
-def run_files(transport, *, program: str, data: str, images: int | None = None, clock_mhz: float = 100.0,
-              tick: Callable[[], None] | None = None) -> dict:
+def run_files(transport, *, program: str, data: str, images: int | None = None, batch: int = 1,
+              clock_mhz: float = 100.0, tick: Callable[[], None] | None = None) -> dict:
     """:func:`run_images` on a program file and the evaluation images of a data set (JSON-friendly)."""
     from .datasets import load_split, subset
 
     loaded = Program.load(program)
     x, y = load_split(data, "test")
     x, y = subset(x, y, images)
-    result = run_images(transport, loaded, x, y, clock_mhz=clock_mhz, tick=tick)
+    result = run_images(transport, loaded, x, y, batch=batch, clock_mhz=clock_mhz, tick=tick)
     result.update(program=program, data=data)
     return result
 
@@ -263,13 +306,12 @@ def measure_layers(transport, *, layers: list[dict], seed: int = 0) -> list[dict
                       weights=weights, bias=rng.integers(-1000, 1000, spec["c_out"]), inputs=[INPUT])
         x = rng.integers(lo, hi + 1, in_shape)
         program = Program(width=width, input_shape=in_shape, input_fl=0, layers=[layer])
-        driver.check(program)
         expected = network.run(program, x[None])[0]
-        got = driver.run_layer(layer, x)
-        jobs = driver.plan(layer, x)
+        got, cycles, _ = _run_single(driver, layer, x, None)
+        commands = place(program, driver.config).commands
         results.append({
-            "name": spec["name"], "macs": layer.macs, "cycles": got.cycles, "jobs": got.jobs,
-            "model_cycles": sum(job_cycles(driver.config, job.registers) for job in jobs),
-            "bit_exact": first_difference(expected.values[0], got.values) is None,
+            "name": spec["name"], "macs": layer.macs, "cycles": cycles, "jobs": len(commands),
+            "model_cycles": sum(job_cycles(driver.config, info.fields) for info in commands),
+            "bit_exact": first_difference(expected.values[0], got) is None,
         })
     return results

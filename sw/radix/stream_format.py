@@ -21,7 +21,9 @@ streams in: only the first input tile and the first pass's weight rows precede t
 pass, instead of the whole input map (:func:`job_words`, :func:`split_job_words`).
 
 The output stream carries, for each output-channel tile, for each output pixel (after pooling)
-in raster order, one group of ``cols`` lanes; TLAST marks the job's last word.
+in raster order, one group of ``cols`` lanes, of which only the words that hold the layer's
+channels are sent (all ``wt_words`` but in a last tile of fewer channels: :func:`tile_out_words`);
+``last`` marks the job's last word.
 
 A group of lanes is packed little-endian: lane 0 in the lowest W bits of the first word, lane
 ``64/W`` in the lowest bits of the second word, unused high bits zero. A lane holds a value of its
@@ -233,14 +235,25 @@ def decode_cotile_words(words, c_in: int, kernel: int, config: EngineConfig, *, 
     return {"weights": weights, "bias": bias, "shift": shift, "skip_shift": skip_shift, "skip": skip}
 
 
+def tile_out_words(c_out: int, tile: int, config: EngineConfig) -> int:
+    """Words per pixel of output tile ``tile`` in the output stream: those holding its channels."""
+    lanes = min(config.cols, c_out - tile * config.cols)
+    return min(config.wt_words, math.ceil(lanes * config.width / STREAM_BITS))
+
+
 def output_words(maps, config: EngineConfig) -> np.ndarray:
     """The output stream of a ``(C_out, H, W)`` map (after pooling); inverse of :func:`decode_output`."""
     maps = np.asarray(maps, dtype=np.int64)
-    n_tiles = tiles(maps.shape[0], config.cols)
+    c_out = maps.shape[0]
+    n_tiles = tiles(c_out, config.cols)
     lanes = np.zeros((n_tiles * config.cols,) + maps.shape[1:], dtype=np.int64)
-    lanes[: maps.shape[0]] = maps
-    groups = lanes.reshape(n_tiles, config.cols, -1).transpose(0, 2, 1).reshape(-1, config.cols)
-    return pack_lanes(groups, width=config.width)
+    lanes[:c_out] = maps
+    groups = lanes.reshape(n_tiles, config.cols, -1).transpose(0, 2, 1)
+    parts = []
+    for tile in range(n_tiles):
+        words = pack_lanes(groups[tile], width=config.width).reshape(-1, config.wt_words)
+        parts.append(words[:, :tile_out_words(c_out, tile, config)].reshape(-1))
+    return np.concatenate(parts)
 
 
 def _signed(raw, bits: int) -> np.ndarray:
@@ -250,19 +263,26 @@ def _signed(raw, bits: int) -> np.ndarray:
 
 def output_word_count(c_out: int, out_h: int, out_w: int, config: EngineConfig) -> int:
     """Words the engine sends for ``c_out`` channels of an ``out_h x out_w`` (after pooling) map."""
-    return tiles(c_out, config.cols) * out_h * out_w * config.wt_words
+    return out_h * out_w * sum(tile_out_words(c_out, tile, config) for tile in range(tiles(c_out, config.cols)))
 
 
 def decode_output(words, c_out: int, out_h: int, out_w: int, config: EngineConfig, *,
                   unsigned: bool = False) -> np.ndarray:
     """Output stream words to a ``(C_out, H, W)`` map (``out_h x out_w`` after pooling) of signed
-    values, or unsigned ones with ``unsigned`` (FLAGS.OUT_UNSIGNED)."""
+    values, or unsigned ones with ``unsigned`` (the output's signedness)."""
     expected = output_word_count(c_out, out_h, out_w, config)
     words = np.asarray(words, dtype=np.uint64)
     if words.size != expected:
         raise ValueError(f"output stream has {words.size} words, expected {expected}")
-    lanes = unpack_lanes(words, lanes=config.cols, width=config.width, unsigned=unsigned)
     n_tiles = tiles(c_out, config.cols)
+    padded = np.zeros((n_tiles, out_h * out_w, config.wt_words), dtype=np.uint64)
+    start = 0
+    for tile in range(n_tiles):
+        count = tile_out_words(c_out, tile, config)
+        size = out_h * out_w * count
+        padded[tile, :, :count] = words[start:start + size].reshape(-1, count)
+        start += size
+    lanes = unpack_lanes(padded.reshape(-1), lanes=config.cols, width=config.width, unsigned=unsigned)
     maps = lanes.reshape(n_tiles, out_h, out_w, config.cols).transpose(0, 3, 1, 2)
     return maps.reshape(n_tiles * config.cols, out_h, out_w)[:c_out]
 

@@ -23,7 +23,7 @@ from ..calibrate import CalibrationSettings, calibrate
 from ..ingest import UnsupportedModelError, ingest
 from ..program import Program
 from ..runner import run_images
-from ..transport import ReferenceTransport
+from ..command_exec import ReferenceBusTransport
 from . import CompressionError, channels, prune, share, svd, ttq
 from .storage import encode, program_storage
 from .training import FineTune, TrainingData, count_parameters, evaluate, kind_of, prepare, weight_layers
@@ -126,7 +126,7 @@ def engine_figures(program) -> dict:
     """MACs per image (all engine layers, and the convolutions') and cycles per image of the analytic
     cycle model through the reference backend (the geometry decides them, not the data)."""
     x = np.zeros((1,) + tuple(program.input_shape), dtype=np.float32)
-    run = run_images(ReferenceTransport(), program, x, np.zeros(1, dtype=np.int64))
+    run = run_images(ReferenceBusTransport(), program, x, np.zeros(1, dtype=np.int64))
     return {"macs": sum(layer.macs for layer in program.layers),
             "conv_macs": sum(layer.macs for layer in program.layers if layer.kind == "conv"),
             "cycles": run["cycles"]["per_image_mean"], "cycles_per_layer": run["cycles"]["per_layer_mean"],

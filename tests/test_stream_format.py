@@ -1,0 +1,94 @@
+"""The core's stream formats (radix.stream_format): what the placement lays out in memory and the
+reference bus engine decodes, round trips and the order of a job's parts."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from radix import golden
+from radix.engine_spec import EngineConfig
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([8, 16]), st.integers(1, 5), st.integers(1, 5), st.integers(1, 9),
+       st.integers(1, 9), st.integers(1, 5))
+def test_stream_formats_round_trip(seed, width, rows, cols, c_in, c_out, k):
+    from radix import stream_format as sf
+
+    config = EngineConfig(rows=rows, cols=cols, width=width)
+    rng = np.random.default_rng(seed)
+    lo, hi = golden.int_range(width)
+    x = rng.integers(lo, hi + 1, (c_in, 3, 4))
+    np.testing.assert_array_equal(sf.decode_input_words(sf.input_words(x, config), c_in, 3, 4, config), x)
+    w = rng.integers(lo, hi + 1, (c_out, c_in, k, k))
+    bias = rng.integers(-(2**47), 2**47, c_out)
+    shift = rng.integers(-128, 128, c_out)
+    n = min(cols, c_out)
+    plain = sf.decode_cotile_words(sf.cotile_words(w, bias, shift, 0, config), c_in, k, config)
+    np.testing.assert_array_equal(plain["weights"][:n], w[:n])
+    np.testing.assert_array_equal(plain["bias"][:n], bias[:n])
+    np.testing.assert_array_equal(plain["shift"][:n], shift[:n])
+    assert not plain["skip_shift"].any() and plain["skip"].size == 0
+    skip = rng.integers(lo, hi + 1, (c_out, 2, 3))
+    skip_shift = rng.integers(-128, 128, c_out)
+    words = sf.cotile_words(w, bias, shift, 0, config, skip=skip, skip_shift=skip_shift)
+    assert words.size == sf.cotile_word_count(c_in, k, config, skip_pixels=6)
+    added = sf.decode_cotile_words(words, c_in, k, config, skip_pixels=6)
+    np.testing.assert_array_equal(added["weights"][:n], w[:n])
+    np.testing.assert_array_equal(added["skip_shift"][:n], skip_shift[:n])
+    np.testing.assert_array_equal(added["skip"][:n], skip[:n].reshape(n, 6))
+    maps = rng.integers(lo, hi + 1, (c_out, 2, 3))
+    np.testing.assert_array_equal(sf.decode_output(sf.output_words(maps, config), c_out, 2, 3, config), maps)
+    # unsigned lanes (docs/arithmetic.md §1): the same W bits, read as 0..2^W-1
+    u_lo, u_hi = golden.tensor_range(width, unsigned=True)
+    ux = rng.integers(u_lo, u_hi + 1, (c_in, 3, 4))
+    ux.flat[0] = u_hi
+    np.testing.assert_array_equal(sf.decode_input_words(sf.input_words(ux, config), c_in, 3, 4, config,
+                                                        unsigned=True), ux)
+    uskip = rng.integers(u_lo, u_hi + 1, (c_out, 2, 3))
+    words = sf.cotile_words(w, bias, shift, 0, config, skip=uskip, skip_shift=skip_shift)
+    decoded = sf.decode_cotile_words(words, c_in, k, config, skip_pixels=6, skip_unsigned=True)
+    np.testing.assert_array_equal(decoded["skip"][:n], uskip[:n].reshape(n, 6))
+    umaps = rng.integers(u_lo, u_hi + 1, (c_out, 2, 3))
+    umaps.flat[0] = u_hi
+    np.testing.assert_array_equal(sf.decode_output(sf.output_words(umaps, config), c_out, 2, 3, config,
+                                                   unsigned=True), umaps)
+    assert sf.decode_output(sf.output_words(umaps, config), c_out, 2, 3, config).flat[0] == -1  # as signed
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 4), st.integers(1, 4), st.integers(1, 9), st.integers(1, 9),
+       st.integers(1, 3), st.booleans())
+def test_job_stream_interleaves_the_first_output_tile_with_the_input(seed, rows, cols, c_in, c_out, k, add):
+    from radix import stream_format as sf
+
+    config = EngineConfig(rows=rows, cols=cols, width=8)
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, (c_in, 3, 4))
+    w = rng.integers(-128, 128, (c_out, c_in, k, k))
+    bias, shift = rng.integers(-1000, 1000, c_out), rng.integers(-8, 8, c_out)
+    skip = rng.integers(-128, 128, (c_out, 2, 3)) if add else None
+    skip_shift = rng.integers(-4, 4, c_out) if add else None
+    words = sf.job_words(x, w, bias, shift, config, skip=skip, skip_shift=skip_shift)
+    cotiles = [sf.cotile_words(w, bias, shift, t, config, skip=skip, skip_shift=skip_shift)
+               for t in range(sf.tiles(c_out, cols))]
+    inputs = sf.input_words(x, config)
+    got_input, got_cotiles = sf.split_job_words(words, c_in=c_in, height=3, width_px=4, kernel=k, c_out=c_out,
+                                                config=config, skip_pixels=6 if add else 0)
+    np.testing.assert_array_equal(got_input, inputs)
+    assert len(got_cotiles) == len(cotiles)
+    for got, want in zip(got_cotiles, cotiles):
+        np.testing.assert_array_equal(got, want)
+    # What the engine needs for its first pass comes first: the header, input tile 0, then the
+    # first pass's weight rows (rows of tile 0, tap (0, 0)).
+    header = cols + (6 * config.wt_words if add else 0)
+    in_tile = inputs.size // sf.tiles(c_in, rows)
+    np.testing.assert_array_equal(words[:header], cotiles[0][:header])
+    np.testing.assert_array_equal(words[header:header + in_tile], inputs[:in_tile])
+    first_pass = rows * config.wt_words
+    np.testing.assert_array_equal(words[header + in_tile:header + in_tile + first_pass],
+                                  cotiles[0][header:header + first_pass])
+    with pytest.raises(ValueError, match="words, but a job of this layer streams"):
+        sf.split_job_words(words[:-1], c_in=c_in, height=3, width_px=4, kernel=k, c_out=c_out, config=config,
+                           skip_pixels=6 if add else 0)
