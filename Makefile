@@ -64,7 +64,7 @@ bitstream: $(STAMP)
 	CLOCK_MHZ=$(CLOCK_MHZ) BUILD=$(BUILD) RADIX=$(BIN)/radix boards/pynq_z2/bitstream.sh
 
 bench-perf: $(STAMP)
-	$(BIN)/python bench/performance.py --config 16x11 16x22
+	$(BIN)/python bench/performance.py
 
 clean:
 	rm -rf $(BUILD) sim/build

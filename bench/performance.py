@@ -13,9 +13,9 @@ driver (weights, bias and input streaming included) and reads the CYCLES registe
 Usage: ``python bench/performance.py [--json] [--quick] [--config ROWSxCOLS ...]``
 (``--quick``: the small layers only). ``--config`` names one or more W=8 array shapes, run
 side by side on the same layers, each against its own peak; the default is the default
-engine. ``--config 16x11 16x22`` compares the one-MAC-per-DSP shape of the same 176 DSP48E1s
-(16x11, the engine before packing; its cycles do not depend on packing) with the packed
-default (16x22, two 8x8 MACs per DSP48E1).
+engine (16x24, two 8x8 MACs per DSP48E1). A shape whose ``cols * 8`` is not a multiple of 64
+(e.g. 16x12) leaves empty lanes in every output tile in memory, which the next layer reads too
+(docs/engine.md, "Tensors in memory"), so wide layers may not fit its weight buffer.
 """
 
 from __future__ import annotations
