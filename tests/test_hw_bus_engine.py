@@ -6,7 +6,7 @@ import numpy as np
 
 from bus_pysim import run_list
 from radix.command_exec import execute
-from radix.engine_spec import BURST_BOUNDARY, MAX_BURST_BEATS, EngineConfig
+from radix.engine_spec import BURST_BOUNDARY, ERROR_CODE, MAX_BURST_BEATS, EngineConfig
 from radix.placement import place
 from test_placement import BASE, check_every_tensor, random_input, random_program
 
@@ -50,3 +50,22 @@ def test_reset_aborts_a_running_list_and_leaves_the_engine_idle():
     assert regs["CMD_DONE"] < placement.cmd_count
     # every write burst that went out was whole: the bus model raises on a short one
     assert all(beats >= 1 for _, beats in run.writes)
+
+
+def test_an_error_response_stops_the_list_after_the_commands_before_it():
+    _, placement, _, memory = placed(8)
+    reference = memory.copy()
+    bad = placement.cmd_count - 1
+    weights = placement.commands[bad].fields["wt_addr"]  # the last command's first weight read fails
+    run = run_list(CONFIG, memory, base=BASE, cmd_base=placement.cmd_base, cmd_count=placement.cmd_count,
+                   latency=30, pause=0.25, seed=4, error_at=weights)
+    regs = run.registers
+    assert regs["STATUS"] & 0b111 == 0b100, regs
+    assert (regs["ERR_CODE"], regs["ERR_INDEX"], regs["ERR_ADDR"]) == (ERROR_CODE["BUS"], bad, weights)
+    assert regs["CMD_DONE"] == bad
+    expected = execute(reference, cmd_base=placement.cmd_base, cmd_count=bad, win_base=BASE,
+                       win_size=placement.memory_bytes, config=CONFIG, base=BASE)
+    assert expected.done  # the commands before it ran whole: their outputs are in memory
+    for info in placement.commands[:bad]:
+        name = info.layer
+        np.testing.assert_array_equal(placement.tensor(memory, name), placement.tensor(reference, name))
