@@ -10,7 +10,7 @@ DEMO_IMAGES ?= 200
 DEMO_RESNET_IMAGES ?= 10
 CLOCK_MHZ ?= 100
 
-.PHONY: demo test venv verilog resources bench bench-quant bench-perf bench-resnet8-accuracy bench-mlperf-accuracy bitstream clean
+.PHONY: demo test venv verilog resources bench bench-quant bench-perf bench-host bench-resnet8-accuracy bench-mlperf-accuracy bitstream clean
 
 venv: $(STAMP)
 
@@ -65,6 +65,10 @@ bitstream: $(STAMP)
 
 bench-perf: $(STAMP)
 	$(BIN)/python bench/performance.py
+
+# per image: engine cycles (RTL), host time, register accesses, bytes, board estimate; v4 against v5
+bench-host: $(STAMP)
+	$(BIN)/python bench/host_overhead.py
 
 clean:
 	rm -rf $(BUILD) sim/build
