@@ -113,7 +113,11 @@ class BusEngine(wiring.Component):
         with m.If(regs.soft_reset & ~running):
             m.d.comb += clear.eq(1)
 
-        drained = stopping & reader.quiet & writer.drained
+        # registered (a one-cycle pulse): the clear it raises drives every register behind the
+        # register file. Once stopped, the masters issue nothing, so a cycle late they are still
+        # quiet and drained, and stopping is still set
+        drained = Signal()
+        m.d.sync += drained.eq(stopping & reader.quiet & writer.drained & ~drained)
         with m.If(drained):
             m.d.comb += clear.eq(1)
             m.d.sync += [stopping.eq(0), running.eq(0)]

@@ -16,7 +16,7 @@ from amaranth.lib.wiring import In, Out
 from radix.engine_spec import BUS_ADDR_BITS, BUS_BYTES, MAX_BURST_BEATS
 
 from .axi4 import DATA_BITS
-from .bus_read import BEATS_BITS, COUNT_BITS, STRIDE_BITS, burst_beats, in_window
+from .bus_read import _MAX_SHIFT, BEATS_BITS, COUNT_BITS, STRIDE_BITS, burst_beats, page_limit
 
 WriteDescriptor = data.StructLayout({
     "addr": BUS_ADDR_BITS,
@@ -31,6 +31,9 @@ WriteDescriptor = data.StructLayout({
 _AddressPart = data.StructLayout({"addr": BUS_ADDR_BITS, "beats": BEATS_BITS, "count": COUNT_BITS,
                                   "stride": STRIDE_BITS})
 _DataPart = data.StructLayout({"beats": BEATS_BITS, "imm": 1, "imm_data": DATA_BITS})
+# a burst waiting for its AW: first byte, end (first byte + bytes, 33 bits), beats and, in the issue
+# slot, whether it is in the window
+_Pending = data.StructLayout({"addr": BUS_ADDR_BITS, "end": BUS_ADDR_BITS + 1, "beats": 5, "window_ok": 1})
 
 
 class WriteMaster(wiring.Component):
@@ -39,12 +42,14 @@ class WriteMaster(wiring.Component):
     Ports: ``desc`` (descriptors), ``words`` (the data), the AXI write channels (``aw_*``,
     ``w_*``, ``b_*``), the window, ``stop`` (issue no new burst), ``flush`` (take and drop incoming data),
     and the outcomes: ``window_error`` / ``bus_error`` with ``error_addr``, ``quiet`` (nothing
-    planned, held or outstanding), ``drained`` (every issued burst complete), ``beats_written``.
-    The core's output stream carries exactly the words the descriptors write (its last tile only
-    the words holding channels, ``radix.stream_format``).
+    planned, held or outstanding; registered, a cycle late), ``drained`` (every issued burst
+    complete), ``beats_written``. The core's output stream carries exactly the words the
+    descriptors write (its last tile only the words holding channels, ``radix.stream_format``).
 
     An AW is issued only when the whole burst's data is in the FIFO, so once issued a burst always
-    completes, even if the list stops: nothing is ever left half done on the bus.
+    completes, even if the list stops: nothing is ever left half done on the bus. As in the read
+    master, the address walk makes one burst a cycle into a register (slot 1, with its end
+    address) and from there into a two-entry issue queue (with its window check).
     """
 
     def __init__(self, *, depth: int = 64, max_bursts: int = 16):
@@ -125,35 +130,67 @@ class WriteMaster(wiring.Component):
         ad = Signal(_AddressPart)
         a_groups, remaining = Signal(COUNT_BITS), Signal(BEATS_BITS)
         group_addr, addr = Signal(BUS_ADDR_BITS), Signal(BUS_ADDR_BITS)
+        near, to_boundary = Signal(), Signal(_MAX_SHIFT)  # page_limit(addr), registered with it
+
+        def goto(value):
+            near_value, to_boundary_value = page_limit(value)
+            return [addr.eq(value), near.eq(near_value), to_boundary.eq(to_boundary_value)]
+
         m.d.comb += addr_descs.r_en.eq(~a_active & ~self.stop)
         with m.If(addr_descs.r_rdy & ~a_active & ~self.stop):
             q = data.View(_AddressPart, addr_descs.r_data)
             m.d.sync += [ad.eq(q), a_active.eq((q.count != 0) & (q.beats != 0)), a_groups.eq(q.count),
-                         remaining.eq(q.beats), group_addr.eq(q.addr), addr.eq(q.addr)]
-        beats, _ = burst_beats(addr, remaining)
-        committed = Signal(range(self._depth + 1))  # held words that belong to issued bursts
+                         remaining.eq(q.beats), group_addr.eq(q.addr), *goto(q.addr)]
+        beats, last_burst, end, rest = burst_beats(addr, remaining, near, to_boundary)
         held = Signal(range(self._depth + 1))
-        window_ok = in_window(addr, beats, self.win_base, self.win_size)
-        issue = Signal()
+        uncommitted = Signal(range(self._depth + 1))  # held words that belong to no issued burst yet
+
+        # As in the read master: the walk makes one burst a cycle into slot 1, from where it enters
+        # the two-entry issue queue with its window check while the queue has a free entry.
+        slot1, slot1_valid = Signal(_Pending), Signal()
+        issue_q, queued = [Signal(_Pending, name=f"issue_q{i}") for i in range(2)], Signal(range(3))
+        q_read, q_write = Signal(), Signal()
+        head = Signal(_Pending)
+        m.d.comb += head.eq(Mux(q_read, issue_q[1], issue_q[0]))
+        walk, advance, issue = Signal(), Signal(), Signal()
+        halted = self.stop | self.window_error | self.bus_error
         m.d.comb += [
-            self.aw_addr.eq(addr),
-            self.aw_len.eq(beats - 1),
-            self.aw_valid.eq(a_active & (held - committed >= beats) & window_ok & lengths.w_rdy
-                             & burst_addrs.w_rdy & ~self.stop & ~self.window_error & ~self.bus_error),
+            self.aw_addr.eq(head.addr),
+            self.aw_len.eq(head.beats - 1),
+            self.aw_valid.eq((queued != 0) & (uncommitted >= head.beats) & head.window_ok & lengths.w_rdy
+                             & burst_addrs.w_rdy & ~halted),
             issue.eq(self.aw_valid & self.aw_ready),
-            lengths.w_data.eq(beats),
+            advance.eq(slot1_valid & (queued != 2)),
+            walk.eq(a_active & (~slot1_valid | advance)),
+            lengths.w_data.eq(head.beats),
             lengths.w_en.eq(issue),
-            burst_addrs.w_data.eq(addr),
+            burst_addrs.w_data.eq(head.addr),
             burst_addrs.w_en.eq(issue),
         ]
-        with m.If(a_active & ~window_ok & ~self.stop & ~self.window_error & ~self.bus_error):
-            m.d.sync += [self.window_error.eq(1), self.error_addr.eq(addr)]
+        with m.If(walk):
+            m.d.sync += [slot1.addr.eq(addr), slot1.end.eq(end), slot1.beats.eq(beats)]
+        checked = Signal(_Pending)
+        win_end = Signal(BUS_ADDR_BITS + 1)  # WIN_BASE + WIN_SIZE, registered (the window is set before START)
+        m.d.sync += win_end.eq(self.win_base + self.win_size)
+        m.d.comb += [checked.eq(slot1),
+                     checked.window_ok.eq((slot1.addr >= self.win_base) & (slot1.end <= win_end))]
+        with m.If(advance):
+            with m.If(q_write):
+                m.d.sync += issue_q[1].eq(checked)
+            with m.Else():
+                m.d.sync += issue_q[0].eq(checked)
+            m.d.sync += q_write.eq(~q_write)
         with m.If(issue):
-            with m.If(beats != remaining):
-                m.d.sync += [addr.eq(addr + (beats << 3)), remaining.eq(remaining - beats)]
-            with m.Elif(a_groups > 1):
+            m.d.sync += q_read.eq(~q_read)
+        m.d.sync += [slot1_valid.eq(walk | (slot1_valid & ~advance)), queued.eq(queued + advance - issue)]
+        with m.If((queued != 0) & ~head.window_ok & ~halted):
+            m.d.sync += [self.window_error.eq(1), self.error_addr.eq(head.addr)]
+        with m.If(walk):
+            with m.If(~last_burst):
+                m.d.sync += [*goto(end), remaining.eq(rest)]
+            with m.Elif(a_groups[1:] != 0):
                 m.d.sync += [a_groups.eq(a_groups - 1), group_addr.eq(group_addr + ad.stride),
-                             addr.eq(group_addr + ad.stride), remaining.eq(ad.beats)]
+                             *goto(group_addr + ad.stride), remaining.eq(ad.beats)]
             with m.Else():
                 m.d.sync += a_active.eq(0)
 
@@ -181,7 +218,7 @@ class WriteMaster(wiring.Component):
                 m.d.sync += w_busy.eq(0)
         m.d.sync += [
             held.eq(held + data_fifo.w_en - w_take),
-            committed.eq(committed + Mux(issue, beats, 0) - w_take),
+            uncommitted.eq(uncommitted + data_fifo.w_en - Mux(issue, head.beats, 0)),
         ]
 
         # -- B: responses, in order -------------------------------------------------------
@@ -195,6 +232,9 @@ class WriteMaster(wiring.Component):
         recent = Signal(2)
         m.d.sync += recent.eq(Cat(self.desc.valid & self.desc.ready, recent[0]))
         m.d.comb += self.drained.eq((outstanding == 0) & ~w_busy & ~lengths.r_rdy)
-        m.d.comb += self.quiet.eq(~a_active & ~addr_descs.r_rdy & ~d_active & ~data_descs.r_rdy & (held == 0)
-                                  & (outstanding == 0) & ~w_busy & ~lengths.r_rdy & ~self.desc.valid & ~recent.any())
+        # registered: a cycle late, which the command unit allows (it waits for quiet only after
+        # its last descriptor, whose valid, then `recent`, already clear quiet)
+        m.d.sync += self.quiet.eq(~a_active & ~slot1_valid & (queued == 0) & ~addr_descs.r_rdy & ~d_active
+                                  & ~data_descs.r_rdy & (held == 0) & (outstanding == 0) & ~w_busy
+                                  & ~lengths.r_rdy & ~self.desc.valid & ~recent.any())
         return m

@@ -17,8 +17,10 @@ Two cooperating parts:
 from __future__ import annotations
 
 import math
+import operator
+from functools import reduce
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -26,13 +28,14 @@ from radix.engine_spec import (BUS_ADDR_BITS, BUS_BYTES, COMMAND_BYTES, COMMAND_
                                OPCODE_CONV, EngineConfig)
 
 from .axi4 import DATA_BITS
-from .bus_read import ReadDescriptor
+from .bus_read import BEATS_BITS, ReadDescriptor
 from .bus_write import WriteDescriptor
 from .layout import LayerConfigLayout
 
 DEST_CORE, DEST_COMMAND = 0, 1
 CommandLayout = data.StructLayout({f.name: f.width for f in COMMAND_FIELDS})
 CODE_BITS = 4
+_Checks = data.StructLayout({"opcode": 1, "limit": 16, "band": 8, "align": 1, "unaligned": BUS_ADDR_BITS})
 WIDE = 50  # bits of the derived sizes and offsets: products of three 16-bit fields, in bytes
 
 
@@ -139,22 +142,53 @@ class CommandUnit(wiring.Component):
             (in_run, hw_in, Const(in_words), 0),
         ]
         step = Signal(range(len(steps) + 1))
-        phase = Signal(2)
-        # registered operands and product: a step takes three cycles and the multiplier's paths
-        # are register to register
+        step_hot = Signal(len(steps))  # 1 << step: selects the operands in an AND-OR tree
+        phase = Signal(range(5))
+        # registered operands (twice: the step's selection, then the DSP48E1 input registers),
+        # partial products and product: a step takes five cycles and the multiplier's paths are
+        # register to register. Each partial product (24 x 17 and 24 x 15 bits) fits one DSP48E1
+        # with its output register; their sum is a fabric adder.
         mul_a, mul_b = Signal(32), Signal(24)
+        op_a, op_b = Signal(32), Signal(24)
         held_a, held_b = Signal(32), Signal(24)
+        part_lo, part_hi = Signal(24 + 17), Signal(24 + 15)
         product = Signal(WIDE)
-        m.d.sync += [held_a.eq(mul_a), held_b.eq(mul_b), product.eq(held_a * held_b)]
+        m.d.sync += [op_a.eq(mul_a), op_b.eq(mul_b), held_a.eq(op_a), held_b.eq(op_b),
+                     part_lo.eq(held_a[:17] * held_b),
+                     part_hi.eq(held_a[17:] * held_b), product.eq(Cat(part_lo[:17], part_lo[17:] + part_hi))]
 
         # -- issuer: descriptor walk state ----------------------------------------------------
         o_tile = Signal(16)  # output tile being issued
         t_tile = Signal(16)  # input tile being issued (tile 0 only)
         wt_block = Signal(BUS_ADDR_BITS)  # the current output tile's weight block
         tile_words = Signal(WIDE)
+        # words of an output pixel that hold the layer's channels (docs/engine.md), for the checks and
+        # the runner: (out_ch + extra_lanes + lanes_per_word - 1) / lanes_per_word
         out_words = Signal(WIDE)
+        out_ch_up = Signal(17)  # out_ch + lanes_per_word - 1, for out_words
+        out_sum_lo = Signal(WIDE // 2 + 1)
+        out_room = Signal(signed(17))  # out_pixel_words - out_word_offset: room for out_words
+        checks = Signal(_Checks)  # the failed checks of the command, registered before the verdict
         synced = Signal()
-        in_tile_wt = Signal(WIDE)  # offset of input tile t's weight rows in tile 0's block
+        # registered compares: n changes only on the way to FETCH, many cycles before these are used,
+        # and the commands complete in order (`complete` reaches n only after n's input is read)
+        last_command = Signal()  # n + 1 == cmd_count (from next_n, set in FETCH: RECEIVE takes 8 words)
+        next_n = Signal(32)
+        caught_up = Signal()  # complete == n: every earlier command is complete
+        # and these, of counters that change a state or more before they are used
+        last_tile = Signal()  # o_tile + 1 == t_out
+        last_in_tile = Signal()  # t_tile + 1 == t_in
+        one_tile = Signal(WIDE)  # kk * chunk_words: one input tile's weight rows
+        m.d.sync += [last_tile.eq(o_tile + 1 == t_out), last_in_tile.eq(t_tile + 1 == t_in),
+                     one_tile.eq(kk * chunk_words), out_ch_up.eq(cmd.out_ch + lpw - 1)]
+        # The reads' addresses, kept in registers and stepped with the tiles (one adder each):
+        fetch_addr = Signal(BUS_ADDR_BITS)  # CMD_BASE + 64 n
+        in_base = Signal(BUS_ADDR_BITS)  # in_addr + 8 (in_off + t_tile * in_words)
+        tile_wt_addr = Signal(BUS_ADDR_BITS)  # input tile t_tile's weight rows: wt_addr + 8 cols + ...
+        wt_rest = Signal(BUS_ADDR_BITS)  # wt_block + 8 cols: the weights after the bias words
+        skip_base = Signal(BUS_ADDR_BITS)  # skip_addr + 8 (skip_off + o_tile * wt_words)
+        skip_have = Signal(signed(16 + wt_words.bit_length() + 2))  # skip_pixel_words - o_tile * wt_words
+        skip_beats = Signal(range(wt_words + 1))  # the skip read's beats per pixel, set in BIAS
 
         desc = self.read_desc.payload
         m.d.comb += desc.outer_count.eq(1)
@@ -175,10 +209,6 @@ class CommandUnit(wiring.Component):
         take_job = Signal()
         complete = self.commands_done
 
-        def out_words_of(cmd):
-            """Words of an output pixel that hold the layer's channels (docs/engine.md)."""
-            return (cmd.out_ch + extra_lanes + lpw - 1) >> (lpw.bit_length() - 1)
-
         def fail(code: str, addr=0):
             m.d.comb += [self.error.eq(1)]
             m.d.sync += [self.error_code.eq(ERROR_CODE[code]), self.error_index.eq(n), self.error_addr.eq(addr)]
@@ -187,7 +217,8 @@ class CommandUnit(wiring.Component):
         with m.FSM(name="issuer"):
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [n.eq(0), self.busy.eq(1), complete.eq(0), self.saturated.eq(0)]
+                    m.d.sync += [n.eq(0), self.busy.eq(1), complete.eq(0), self.saturated.eq(0),
+                                 fetch_addr.eq(self.cmd_base)]
                     with m.If(self.cmd_base[:6] != 0):
                         fail("ALIGN", self.cmd_base)
                     with m.Elif(self.cmd_count == 0):
@@ -195,37 +226,67 @@ class CommandUnit(wiring.Component):
                     with m.Else():
                         m.next = "FETCH"
             with m.State("FETCH"):
-                m.d.sync += word_count.eq(0)
-                with m.If(read(self.cmd_base + (n << 6)[:BUS_ADDR_BITS], COMMAND_WORDS, dest=DEST_COMMAND)):
+                m.d.sync += [word_count.eq(0), next_n.eq(n + 1)]
+                with m.If(read(fetch_addr, COMMAND_WORDS, dest=DEST_COMMAND)):
                     m.next = "RECEIVE"
             with m.State("RECEIVE"):
+                m.d.sync += last_command.eq(next_n == self.cmd_count)
                 with m.If(word_count == COMMAND_WORDS):
-                    m.d.sync += [step.eq(0), phase.eq(0)]
+                    m.d.sync += [step.eq(0), step_hot.eq(1), phase.eq(0)]
                     m.next = "DERIVE"
             with m.State("DERIVE"):
-                m.d.sync += phase.eq(Mux(phase == 2, 0, phase + 1))
+                m.d.sync += phase.eq(Mux(phase == 4, 0, phase + 1))
+                m.d.comb += [
+                    mul_a.eq(reduce(operator.or_, (Mux(step_hot[i], a, 0) for i, (_, a, _, _) in enumerate(steps)))),
+                    mul_b.eq(reduce(operator.or_, (Mux(step_hot[i], b, 0) for i, (_, _, b, _) in enumerate(steps)))),
+                ]
                 with m.Switch(step):
                     for index, (dst, a, b, shift) in enumerate(steps):
                         with m.Case(index):
-                            m.d.comb += [mul_a.eq(a), mul_b.eq(b)]
-                            with m.If(phase == 2):
-                                m.d.sync += [dst.eq(product >> shift), step.eq(step + 1)]
+                            with m.If(phase == 4):
+                                m.d.sync += [dst.eq(product >> shift), step.eq(step + 1), step_hot.eq(step_hot << 1)]
                     with m.Default():
                         m.next = "CHECK"
             with m.State("CHECK"):
-                self._check(m, cmd, fail, t_in=t_in, kk=kk, band_groups=band_groups, t_kk=t_kk, comp_px=comp_px,
-                            rows_out=rows_out, comp_h=comp_h, comp_w=comp_w, out_words=out_words_of(cmd),
+                # out_ch_up + extra_lanes in two adds of half the width (the low half's carry between)
+                m.d.sync += [out_sum_lo.eq(out_ch_up + extra_lanes[:WIDE // 2]),
+                             out_room.eq(cmd.out_pixel_words - cmd.out_word_offset)]
+                m.next = "CHECK_WORDS"
+            with m.State("CHECK_WORDS"):
+                out_sum = Cat(out_sum_lo[:WIDE // 2], extra_lanes[WIDE // 2:] + out_sum_lo[WIDE // 2])
+                m.d.sync += out_words.eq(out_sum >> (lpw.bit_length() - 1))
+                m.next = "CHECK_FLAGS"
+            with m.State("CHECK_FLAGS"):
+                self._check(m, cmd, checks, t_in=t_in, kk=kk, band_groups=band_groups, t_kk=t_kk, comp_px=comp_px,
+                            rows_out=rows_out, comp_h=comp_h, comp_w=comp_w, out_words=out_words, out_room=out_room,
                             offsets=(in_off, out_off, Mux(cmd.add, skip_off, 0)))
+                m.next = "VERDICT"
+            with m.State("VERDICT"):
+                # in the order of docs/engine.md; on success go on to HAND
+                with m.If(checks.opcode):
+                    fail("OPCODE")
+                with m.Elif(checks.limit.any()):
+                    fail("LIMIT")
+                with m.Elif(checks.band.any()):
+                    fail("BAND")
+                with m.Elif(checks.align):
+                    fail("ALIGN", checks.unaligned)
+                with m.Else():
+                    m.next = "HAND"
             with m.State("HAND"):
                 # wait for the runner's slot, then issue this job's reads
                 with m.If(~handed):
                     m.d.sync += [handed.eq(1), pending_cmd.eq(cmd), pending[0].eq(t_out), pending[1].eq(out_px),
                                  pending[2].eq(out_off + cmd.out_word_offset),
-                                 pending[3].eq(out_words_of(cmd)),
+                                 pending[3].eq(out_words),
                                  o_tile.eq(0), t_tile.eq(0), wt_block.eq(cmd.wt_addr),
-                                 tile_words.eq(cols + t_chunk), in_tile_wt.eq(0), synced.eq(~cmd.sync)]
+                                 tile_words.eq(cols + t_chunk), synced.eq(~cmd.sync),
+                                 in_base.eq(cmd.in_addr + (in_off << 3)), tile_wt_addr.eq(cmd.wt_addr + (cols << 3)),
+                                 wt_rest.eq(cmd.wt_addr + (cols << 3)), skip_base.eq(cmd.skip_addr + (skip_off << 3)),
+                                 skip_have.eq(cmd.skip_pixel_words)]
                     m.next = "BIAS"
             with m.State("BIAS"):
+                m.d.sync += skip_beats.eq(Mux(skip_have <= 0, 0, Mux(skip_have > wt_words, wt_words, skip_have)))
                 with m.If(read(wt_block, cols)):
                     with m.If(cmd.add):
                         m.next = "SKIP"
@@ -234,13 +295,10 @@ class CommandUnit(wiring.Component):
                     with m.Else():
                         m.next = "WEIGHTS"
             with m.State("SKIP"):
-                with m.If(synced | (complete == n)):
+                with m.If(synced | caught_up):
                     m.d.sync += synced.eq(1)
-                    have = cmd.skip_pixel_words - o_tile * wt_words
-                    beats = Mux(cmd.skip_pixel_words <= o_tile * wt_words, 0, Mux(have > wt_words, wt_words, have))
-                    base = cmd.skip_addr + ((skip_off + o_tile * wt_words) << 3)
-                    with m.If(read(base[:BUS_ADDR_BITS], beats, count=comp_w, stride=cmd.skip_pixel_words << 3,
-                                   fill=wt_words - beats, outer_count=comp_h, outer_stride=skip_row << 3)):
+                    with m.If(read(skip_base, skip_beats, count=comp_w, stride=cmd.skip_pixel_words << 3,
+                                   fill=wt_words - skip_beats, outer_count=comp_h, outer_stride=skip_row << 3)):
                         m.next = "INPUT_OR_WEIGHTS"
             with m.State("INPUT_OR_WEIGHTS"):
                 with m.If(o_tile == 0):
@@ -248,33 +306,34 @@ class CommandUnit(wiring.Component):
                 with m.Else():
                     m.next = "WEIGHTS"
             with m.State("INPUT"):
-                with m.If(synced | (complete == n)):
+                with m.If(synced | caught_up):
                     m.d.sync += synced.eq(1)
-                    base = (cmd.in_addr + ((in_off + t_tile * in_words) << 3))[:BUS_ADDR_BITS]
                     contiguous = cmd.in_pixel_words == in_words
-                    with m.If(read(base, Mux(contiguous, in_run, in_words), count=Mux(contiguous, 1, hw_in),
+                    with m.If(read(in_base, Mux(contiguous, in_run, in_words), count=Mux(contiguous, 1, hw_in),
                                    stride=cmd.in_pixel_words << 3)):
                         m.next = "TILE_WEIGHTS"
             with m.State("TILE_WEIGHTS"):
-                one_tile = kk * chunk_words  # one input tile's weight rows
-                with m.If(read((wt_block + ((cols + in_tile_wt) << 3))[:BUS_ADDR_BITS], one_tile)):
-                    with m.If(t_tile + 1 == t_in):
+                with m.If(read(tile_wt_addr, one_tile)):
+                    with m.If(last_in_tile):
                         m.next = "NEXT_TILE"
                     with m.Else():
-                        m.d.sync += [t_tile.eq(t_tile + 1), in_tile_wt.eq(in_tile_wt + one_tile)]
+                        m.d.sync += [t_tile.eq(t_tile + 1), in_base.eq(in_base + (in_words << 3)),
+                                     tile_wt_addr.eq(tile_wt_addr + (one_tile << 3))]
                         m.next = "INPUT"
             with m.State("WEIGHTS"):
-                with m.If(read((wt_block + (cols << 3))[:BUS_ADDR_BITS], t_chunk)):
+                with m.If(read(wt_rest, t_chunk)):
                     m.next = "NEXT_TILE"
             with m.State("NEXT_TILE"):
-                with m.If(o_tile + 1 == t_out):
-                    with m.If(n + 1 == self.cmd_count):
+                with m.If(last_tile):
+                    with m.If(last_command):
                         m.next = "FINISH"
                     with m.Else():
-                        m.d.sync += n.eq(n + 1)
+                        m.d.sync += [n.eq(next_n), fetch_addr.eq(fetch_addr + (1 << 6))]
                         m.next = "FETCH"
                 with m.Else():
-                    m.d.sync += [o_tile.eq(o_tile + 1), wt_block.eq(wt_block + (tile_words << 3))]
+                    m.d.sync += [o_tile.eq(o_tile + 1), wt_block.eq(wt_block + (tile_words << 3)),
+                                 wt_rest.eq(wt_rest + (tile_words << 3)), skip_base.eq(skip_base + (wt_words << 3)),
+                                 skip_have.eq(skip_have - wt_words)]
                     m.next = "BIAS"
             with m.State("FINISH"):
                 with m.If((complete == self.cmd_count) & self.writer_quiet):
@@ -287,39 +346,58 @@ class CommandUnit(wiring.Component):
         # -- runner -------------------------------------------------------------------------
         w = self.write_desc.payload
         o_out = Signal(16)
+        # output tile o_out's write, planned in registers before it is handed to the write master:
+        # the pixel's words from the tile's first on (job_out_words - o_out * wt_words; out_words is
+        # below 2^16 in a job past the BAND check), the beats per pixel (at most wt_words), the
+        # address, whether the tile's pixels are one run, and the tile's words
+        out_left, out_beats = Signal(signed(18 + wt_words.bit_length())), Signal(range(wt_words + 1))
+        out_addr, out_contiguous, out_run = Signal(BUS_ADDR_BITS), Signal(), Signal(BEATS_BITS)
+        last_out = Signal()  # o_out + 1 == job_t_out, registered: o_out changes two states before OUTPUTS
+        m.d.sync += last_out.eq(o_out + 1 == job_t_out)
         core_finished = Signal()
         with m.If(self.core_done):
             m.d.sync += core_finished.eq(1)
+        m.d.sync += caught_up.eq(complete == n)
+        # the core's start, from a register: high in the cycle after the job is taken (START)
+        m.d.sync += self.core_start.eq(take_job)
         with m.FSM(name="runner"):
             with m.State("WAIT"):
                 with m.If(handed & ~self.core_busy & ~self.hold):
                     m.d.comb += take_job.eq(1)
                     m.d.sync += [job.eq(pending_cmd), job_t_out.eq(pending[0]), job_out_px.eq(pending[1]),
                                  job_out_off.eq(pending[2]), job_out_words.eq(pending[3]), handed.eq(0),
-                                 o_out.eq(0), core_finished.eq(0)]
+                                 o_out.eq(0), out_left.eq(pending[3][:16]), core_finished.eq(0)]
                     m.next = "START"
-            with m.State("START"):
-                m.d.comb += self.core_start.eq(1)
+            with m.State("START"):  # core_start is high in this state
+                m.d.sync += out_addr.eq(job.out_addr + (job_out_off << 3))
+                m.next = "PLAN"
+            with m.State("PLAN"):
+                m.d.sync += out_beats.eq(Mux(out_left <= 0, 0, Mux(out_left > wt_words, wt_words, out_left)))
+                m.next = "SIZE"
+            with m.State("SIZE"):
+                # pixels whose words touch in memory are one run (the words dropped are not written);
+                # the tile's words (the core sends exactly these): out_beats (a few bits) times the
+                # pixels, to BEATS_BITS bits, by shifts and adds (no DSP48E1)
+                px = job_out_px[:BEATS_BITS]
+                m.d.sync += [out_contiguous.eq(job.out_pixel_words == out_beats),
+                             out_run.eq(sum(Mux(bit, px << i, 0) for i, bit in enumerate(out_beats)))]
                 m.next = "OUTPUTS"
             with m.State("OUTPUTS"):
-                have = job_out_words - o_out * wt_words
-                beats = Mux(job_out_words <= o_out * wt_words, 0, Mux(have > wt_words, wt_words, have))
-                # pixels whose words touch in memory are one run (the words dropped are not written)
-                contiguous = job.out_pixel_words == beats
-                total = beats * job_out_px  # the core sends exactly these words for the tile
                 m.d.comb += [
-                    w.addr.eq((job.out_addr + ((job_out_off + o_out * wt_words) << 3))[:BUS_ADDR_BITS]),
-                    w.run_beats.eq(Mux(contiguous, total, beats)),
-                    w.runs.eq(Mux(contiguous, 1, job_out_px)),
-                    w.beats.eq(total),
+                    w.addr.eq(out_addr),
+                    w.run_beats.eq(Mux(out_contiguous, out_run, out_beats)),
+                    w.runs.eq(Mux(out_contiguous, 1, job_out_px)),
+                    w.beats.eq(out_run),
                     w.stride.eq(job.out_pixel_words << 3),
                     self.write_desc.valid.eq(1),
                 ]
                 with m.If(self.write_desc.ready):
-                    with m.If(o_out + 1 == job_t_out):
+                    with m.If(last_out):
                         m.next = "DRAIN"
                     with m.Else():
-                        m.d.sync += o_out.eq(o_out + 1)
+                        m.d.sync += [o_out.eq(o_out + 1), out_left.eq(out_left - wt_words),
+                                     out_addr.eq(out_addr + (wt_words << 3))]
+                        m.next = "PLAN"
             with m.State("DRAIN"):
                 with m.If(core_finished & self.writer_quiet):
                     m.d.sync += self.saturated.eq(self.saturated + self.core_saturated)
@@ -347,24 +425,27 @@ class CommandUnit(wiring.Component):
         ]
         return m
 
-    def _check(self, m, cmd, fail, *, t_in, kk, band_groups, t_kk, comp_px, rows_out, comp_h, comp_w, out_words,
-               offsets):
-        """The command's checks in the order of docs/engine.md; on success go on to HAND."""
+    def _check(self, m, cmd, checks, *, t_in, kk, band_groups, t_kk, comp_px, rows_out, comp_h, comp_w, out_words,
+               out_room, offsets):
+        """Registers the command's checks of docs/engine.md into ``checks`` (a :data:`_Checks`):
+        each failing condition is a bit of ``limit`` or ``band``, ORed by the verdict."""
         cfg = self.config
         sizes = [cmd.in_ch, cmd.out_ch, cmd.in_h, cmd.in_w, cmd.out_h, cmd.out_w, cmd.in_pixel_words,
                  cmd.out_pixel_words, cmd.in_height, cmd.out_height]
-        limit = (Cat(*(size == 0 for size in sizes)).any()
-                 | (cmd.kernel == 0) | (cmd.kernel > 7) | (cmd.stride == 0) | (cmd.stride > 4)
-                 | (cmd.pad_top >= cmd.kernel) | (cmd.pad_left >= cmd.kernel)
-                 | (band_groups > cfg.in_depth) | (t_kk > cfg.wt_depth // cfg.rows) | (comp_px > cfg.acc_depth)
-                 | (cmd.pool & ((cmd.out_h < 2) | (cmd.out_w < 2))))
+        limit = Cat(Cat(*(size == 0 for size in sizes)).any(),
+                    (cmd.kernel == 0) | (cmd.kernel > 7) | (cmd.stride == 0) | (cmd.stride > 4),
+                    (cmd.pad_top >= cmd.kernel) | (cmd.pad_left >= cmd.kernel),
+                    band_groups > cfg.in_depth, t_kk > cfg.wt_depth // cfg.rows, comp_px > cfg.acc_depth,
+                    cmd.pool & ((cmd.out_h < 2) | (cmd.out_w < 2)))
         # a band starting 2^29 words (4 GB) or more into its tensor would wrap the address space
         offsets_wrap = Cat(*((offset >> (BUS_ADDR_BITS - 3)) != 0 for offset in offsets)).any()
         skip_band = cmd.add & ((cmd.skip_y0 + comp_h > cmd.skip_height) | (comp_w > cmd.skip_width)
                                | (cmd.skip_pixel_words == 0))
-        band = ((cmd.in_y0 + cmd.in_h > cmd.in_height) | (t_in * cfg.in_words > cmd.in_pixel_words)
-                | (cmd.out_y0 + rows_out > cmd.out_height) | (cmd.out_word_offset + out_words > cmd.out_pixel_words)
-                | skip_band | offsets_wrap)
+        # out_word_offset + out_words > out_pixel_words, as out_words > out_room (a 16-bit compare
+        # unless out_room is negative or out_words is 2^16 or more)
+        out_over = (out_room < 0) | (out_words[16:] != 0) | (out_words[:16] > out_room[:16])
+        band = Cat(cmd.in_y0 + cmd.in_h > cmd.in_height, t_in * cfg.in_words > cmd.in_pixel_words,
+                   cmd.out_y0 + rows_out > cmd.out_height, out_over, skip_band, offsets_wrap)
         # in the reference's order: the first unaligned address is the one reported
         addresses = [cmd.in_addr, cmd.out_addr, Mux(cmd.add, cmd.skip_addr, 0), cmd.wt_addr,
                      Mux(cmd.stats, cmd.stat_addr, 0)]
@@ -372,13 +453,5 @@ class CommandUnit(wiring.Component):
         unaligned = Const(0, BUS_ADDR_BITS)
         for addr in reversed(addresses):
             unaligned = Mux(addr[:3] != 0, addr, unaligned)
-        with m.If(cmd.opcode != OPCODE_CONV):
-            fail("OPCODE")
-        with m.Elif(limit):
-            fail("LIMIT")
-        with m.Elif(band):
-            fail("BAND")
-        with m.Elif(align):
-            fail("ALIGN", unaligned)
-        with m.Else():
-            m.next = "HAND"
+        m.d.sync += [checks.opcode.eq(cmd.opcode != OPCODE_CONV), checks.limit.eq(limit), checks.band.eq(band),
+                     checks.align.eq(align), checks.unaligned.eq(unaligned)]
