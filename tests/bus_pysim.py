@@ -38,10 +38,11 @@ class BusRun:
 def run_list(config: EngineConfig, memory: np.ndarray, *, base: int, cmd_base: int, cmd_count: int,
              win_base: int | None = None, win_size: int | None = None, latency: int = 30, pause: float = 0.0,
              seed: int = 1, max_cycles: int = 200_000, error_at: int | None = None,
-             reset_after: int | None = None) -> BusRun:
+             reset_after: int | None = None, restart: bool = False) -> BusRun:
     """Run a command list on the simulated engine; ``memory`` (uint64 words at bus address
     ``base``) is read and written in place. ``error_at`` answers SLVERR to the burst touching that
-    byte address; ``reset_after`` writes CTRL.RESET that many cycles after START."""
+    byte address; ``reset_after`` writes CTRL.RESET that many cycles after START; with ``restart``
+    the host writes START again as soon as STATUS.BUSY has fallen after it."""
     dut = BusEngine(config=config)
     rng = random.Random(seed)
     win_base = base if win_base is None else win_base
@@ -151,15 +152,18 @@ def run_list(config: EngineConfig, memory: np.ndarray, *, base: int, cmd_base: i
                             ("WIN_SIZE", win_size), ("CTRL", 1)):
             await lite_write(ctx, name, value)
         waited = 0
-        reset_sent = False
+        reset_at, reset_sent = reset_after, False
         while waited <= max_cycles:
             await ctx.tick().repeat(50)
             waited += 50
-            if reset_after is not None and waited >= reset_after and not reset_sent:
+            if reset_at is not None and waited >= reset_at and not reset_sent:
                 await lite_write(ctx, "CTRL", 1 << 2)
                 reset_sent = True
             status = await lite_read(ctx, "STATUS")
-            if status & 0b110 or (reset_sent and not status & 1):
+            if reset_sent and restart and not status & 1:
+                await lite_write(ctx, "CTRL", 1)
+                reset_at, reset_sent = None, False
+            elif status & 0b110 or (reset_sent and not status & 1):
                 break
         names = ("STATUS", "CYCLES", "SATURATED", "CMD_DONE", "ERR_CODE", "ERR_INDEX", "ERR_ADDR", "BEATS_READ",
                  "BEATS_WRITTEN")

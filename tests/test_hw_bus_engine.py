@@ -52,6 +52,16 @@ def test_reset_aborts_a_running_list_and_leaves_the_engine_idle():
     assert all(beats >= 1 for _, beats in run.writes)
 
 
+def test_a_start_once_busy_falls_after_a_reset_runs_the_whole_list_again():
+    program, placement, x, memory = placed(7)
+    run = run_list(CONFIG, memory, base=BASE, cmd_base=placement.cmd_base, cmd_count=placement.cmd_count,
+                   latency=30, pause=0.25, seed=5, reset_after=300, restart=True)
+    regs = run.registers
+    assert regs["STATUS"] & 0b111 == 0b010, regs
+    assert regs["CMD_DONE"] == placement.cmd_count
+    check_every_tensor(program, placement, memory, x)
+
+
 def test_an_error_response_stops_the_list_after_the_commands_before_it():
     _, placement, _, memory = placed(8)
     reference = memory.copy()

@@ -26,6 +26,7 @@ from .axil import RegisterFile, axi_lite_members
 from .bus_read import ReadMaster
 from .bus_write import WriteMaster
 from .command_unit import DEST_COMMAND, CommandUnit
+from .helpers import named_bits
 
 CYCLES_BITS = 32
 
@@ -66,8 +67,11 @@ class BusEngine(wiring.Component):
         m = Module()
         cfg = self._config
         m.submodules.regs = regs = RegisterFile(config=cfg, registers=BUS_REGISTERS)
-        clear = Signal()  # resets everything behind the register file
-        reset_behind = ResetInserter({"sync": clear})
+        # everything behind the register file resets on the edge after a clear request, from one
+        # register: the request's logic stays off the reset net's 5,000 loads
+        clear_request, clearing = named_bits("clear_request", "clearing")
+        m.d.sync += clearing.eq(clear_request)
+        reset_behind = ResetInserter({"sync": clearing})
         m.submodules.core = core = reset_behind(self._core_factory(config=cfg))
         m.submodules.commands = cu = reset_behind(CommandUnit(config=cfg))
         m.submodules.reader = reader = reset_behind(ReadMaster())
@@ -78,14 +82,14 @@ class BusEngine(wiring.Component):
             m.d.comb += inner.eq(outer) if member.flow == In else outer.eq(inner)
 
         # -- run, stop and error state ------------------------------------------------------
-        running, stopping, failed = Signal(), Signal(), Signal()
+        running, stopping, failed = named_bits("running", "stopping", "failed")
         err_code, err_index, err_addr = Signal(4), Signal(32), Signal(32)
         cycles = Signal(CYCLES_BITS)
         saturated, commands_done = Signal(32), Signal(32)
         beats_read, beats_written = Signal(32), Signal(32)
         cu_error_seen = Signal()
 
-        start = regs.start & ~running & ~stopping
+        start = regs.start & ~running & ~stopping & ~clearing
         with m.If(start):
             m.d.sync += [running.eq(1), cycles.eq(0), failed.eq(0), err_code.eq(0), err_index.eq(0),
                          err_addr.eq(0), beats_read.eq(0), beats_written.eq(0), saturated.eq(0),
@@ -108,18 +112,20 @@ class BusEngine(wiring.Component):
             m.d.sync += [failed.eq(1), err_addr.eq(writer.error_addr), err_index.eq(cu.commands_done),
                          err_code.eq(Mux(writer.window_error, ERROR_CODE["WINDOW"], ERROR_CODE["BUS"]))]
         # a command's error lets the commands before it complete, then stops the list
-        with m.If((failed & running & ~stopping & (cu.commands_done >= err_index)) | (regs.soft_reset & running)):
+        stop_request = Signal()
+        m.d.comb += stop_request.eq((failed & running & ~stopping & (cu.commands_done >= err_index))
+                                    | (regs.soft_reset & running))
+        with m.If(stop_request):
             m.d.sync += stopping.eq(1)
         with m.If(regs.soft_reset & ~running):
-            m.d.comb += clear.eq(1)
+            m.d.comb += clear_request.eq(1)
 
-        # registered (a one-cycle pulse): the clear it raises drives every register behind the
-        # register file. Once stopped, the masters issue nothing, so a cycle late they are still
-        # quiet and drained, and stopping is still set
+        # registered (a one-cycle pulse). Once stopped, the masters issue nothing, so a cycle late
+        # they are still quiet and drained, and stopping is still set
         drained = Signal()
         m.d.sync += drained.eq(stopping & reader.quiet & writer.drained & ~drained)
         with m.If(drained):
-            m.d.comb += clear.eq(1)
+            m.d.comb += clear_request.eq(1)
             m.d.sync += [stopping.eq(0), running.eq(0)]
             m.d.comb += regs.error_set.eq(failed)
         with m.If(cu.done & running & ~stopping & ~failed):
@@ -152,9 +158,12 @@ class BusEngine(wiring.Component):
         ]
         wiring.connect(m, cu.read_desc, reader.desc)
         wiring.connect(m, cu.write_desc, writer.desc)
+        # the masters' copy of `stopping`: its many loads stay off the error and stop logic's paths
+        masters_stop = Signal()
+        m.d.sync += masters_stop.eq(Mux(drained, 0, stopping | stop_request))
         for master in (reader, writer):
             m.d.comb += [master.win_base.eq(regs.cfg_win_base), master.win_size.eq(regs.cfg_win_size),
-                         master.stop.eq(stopping), master.flush.eq(stopping)]
+                         master.stop.eq(masters_stop), master.flush.eq(masters_stop)]
 
         # -- AXI master ports ---------------------------------------------------------------
         m.d.comb += [
@@ -182,7 +191,7 @@ class BusEngine(wiring.Component):
 
         # -- registers ----------------------------------------------------------------------
         m.d.comb += [
-            regs.busy.eq(running | stopping),
+            regs.busy.eq(running | stopping | clearing),  # idle once the reset behind has happened
             regs.cycles.eq(cycles),
             regs.saturated.eq(saturated),
             regs.cmd_done.eq(commands_done),

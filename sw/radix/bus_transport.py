@@ -12,7 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .engine_errors import EngineTimeout
 from .engine_spec import BUS_BYTES, field_mask_of, bus_register
+
+# Reads of STATUS a reset may take: each read is several bus cycles, and a reset waits at most
+# for the bursts already on the bus (16 beats each, a few outstanding) to complete.
+RESET_POLLS = 10_000
 
 
 class BusTransport:
@@ -66,8 +71,16 @@ class BusTransport:
         raise NotImplementedError
 
     def reset(self) -> None:
-        """Abort whatever the engine is doing and leave it idle (CTRL.RESET)."""
+        """Abort whatever the engine is doing and leave it idle (CTRL.RESET), then read STATUS
+        until BUSY falls: a START written while the reset completes would be ignored. The wait
+        is bounded (:data:`RESET_POLLS` reads); a transport with a clock of its own overrides it."""
         self.write(bus_register("CTRL").offset, field_mask_of("CTRL", "RESET"))
+        busy = field_mask_of("STATUS", "BUSY")
+        for _ in range(RESET_POLLS):
+            if not self.read(bus_register("STATUS").offset) & busy:
+                return
+        raise EngineTimeout(f"{self.name} transport: STATUS.BUSY still set after CTRL.RESET and "
+                            f"{RESET_POLLS} reads of STATUS; {self.diagnostics()}")
 
     def diagnostics(self) -> str:
         """State beyond the engine's registers for error reports, or ''."""
