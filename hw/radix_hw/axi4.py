@@ -54,3 +54,20 @@ def axi4_master_members(prefix: str = "m_axi") -> dict:
         f"{prefix}_bready": Out(1),
     })
     return out
+
+
+def bus_master_control_members() -> dict:
+    """The members both bus masters share with the engine around them: the window a burst must
+    keep to (``win_base``, ``win_size``), ``stop`` (issue no new burst), ``flush`` (drop data) and
+    the outcomes ``window_error`` / ``bus_error`` with ``error_addr`` (the failing burst's first
+    byte; the first error wins) and ``quiet``."""
+    return {
+        "win_base": In(BUS_ADDR_BITS),
+        "win_size": In(BUS_ADDR_BITS),
+        "stop": In(1),
+        "flush": In(1),
+        "window_error": Out(1),
+        "bus_error": Out(1),
+        "error_addr": Out(BUS_ADDR_BITS),
+        "quiet": Out(1),
+    }

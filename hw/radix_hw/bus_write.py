@@ -15,8 +15,10 @@ from amaranth.lib.wiring import In, Out
 
 from radix.engine_spec import BUS_ADDR_BITS, BUS_BYTES, MAX_BURST_BEATS
 
-from .axi4 import DATA_BITS
-from .bus_read import _MAX_SHIFT, BEATS_BITS, COUNT_BITS, STRIDE_BITS, burst_beats, page_limit
+from .axi4 import DATA_BITS, bus_master_control_members
+from .burst_cursor import BEATS_BITS, BURST_BITS, BurstCursor, IssueQueue
+from .helpers import named_bits
+from .bus_read import COUNT_BITS, STRIDE_BITS
 
 WriteDescriptor = data.StructLayout({
     "addr": BUS_ADDR_BITS,
@@ -33,7 +35,7 @@ _AddressPart = data.StructLayout({"addr": BUS_ADDR_BITS, "beats": BEATS_BITS, "c
 _DataPart = data.StructLayout({"beats": BEATS_BITS, "imm": 1, "imm_data": DATA_BITS})
 # a burst waiting for its AW: first byte, end (first byte + bytes, 33 bits), beats and, in the issue
 # slot, whether it is in the window
-_Pending = data.StructLayout({"addr": BUS_ADDR_BITS, "end": BUS_ADDR_BITS + 1, "beats": 5, "window_ok": 1})
+_Pending = data.StructLayout({"addr": BUS_ADDR_BITS, "end": BUS_ADDR_BITS + 1, "beats": BURST_BITS, "window_ok": 1})
 
 
 class WriteMaster(wiring.Component):
@@ -42,8 +44,8 @@ class WriteMaster(wiring.Component):
     Ports: ``desc`` (descriptors), ``words`` (the data), the AXI write channels (``aw_*``,
     ``w_*``, ``b_*``), the window, ``stop`` (issue no new burst), ``flush`` (take and drop incoming data),
     and the outcomes: ``window_error`` / ``bus_error`` with ``error_addr``, ``quiet`` (nothing
-    planned, held or outstanding; registered, a cycle late), ``drained`` (every issued burst
-    complete), ``beats_written``. The core's output stream carries exactly the words the
+    planned, held or outstanding; registered, a cycle late), ``drained`` (stopped, with every issued burst
+    complete). The core's output stream carries exactly the words the
     descriptors write (its last tile only the words holding channels, ``radix.stream_format``).
 
     An AW is issued only when the whole burst's data is in the FIFO, so once issued a burst always
@@ -72,16 +74,8 @@ class WriteMaster(wiring.Component):
             "b_resp": In(2),
             "b_valid": In(1),
             "b_ready": Out(1),
-            "win_base": In(BUS_ADDR_BITS),
-            "win_size": In(BUS_ADDR_BITS),
-            "stop": In(1),
-            "flush": In(1),
-            "window_error": Out(1),
-            "bus_error": Out(1),
-            "error_addr": Out(BUS_ADDR_BITS),
-            "quiet": Out(1),
+            **bus_master_control_members(),
             "drained": Out(1),
-            "beats_written": Out(32),
         })
 
     def elaborate(self, platform):
@@ -89,7 +83,7 @@ class WriteMaster(wiring.Component):
         m.submodules.addr_descs = addr_descs = SyncFIFOBuffered(width=_AddressPart.size, depth=4)
         m.submodules.data_descs = data_descs = SyncFIFOBuffered(width=_DataPart.size, depth=4)
         m.submodules.data_fifo = data_fifo = SyncFIFOBuffered(width=DATA_BITS, depth=self._depth)
-        m.submodules.lengths = lengths = SyncFIFOBuffered(width=5, depth=self._max_bursts)
+        m.submodules.lengths = lengths = SyncFIFOBuffered(width=BURST_BITS, depth=self._max_bursts)
         m.submodules.burst_addrs = burst_addrs = SyncFIFOBuffered(width=BUS_ADDR_BITS, depth=self._max_bursts)
 
         p = self.desc.payload
@@ -128,75 +122,73 @@ class WriteMaster(wiring.Component):
         # -- address side: bursts, issued when their data is held ----------------------------
         a_active = Signal()
         ad = Signal(_AddressPart)
-        a_groups, remaining = Signal(COUNT_BITS), Signal(BEATS_BITS)
-        group_addr, addr = Signal(BUS_ADDR_BITS), Signal(BUS_ADDR_BITS)
-        near, to_boundary = Signal(), Signal(_MAX_SHIFT)  # page_limit(addr), registered with it
-
-        def goto(value):
-            near_value, to_boundary_value = page_limit(value)
-            return [addr.eq(value), near.eq(near_value), to_boundary.eq(to_boundary_value)]
+        a_groups, group_addr = Signal(COUNT_BITS), Signal(BUS_ADDR_BITS)
+        more_groups = Signal()  # a_groups > 1, registered with it
+        cursor = BurstCursor("write")
 
         m.d.comb += addr_descs.r_en.eq(~a_active & ~self.stop)
         with m.If(addr_descs.r_rdy & ~a_active & ~self.stop):
             q = data.View(_AddressPart, addr_descs.r_data)
             m.d.sync += [ad.eq(q), a_active.eq((q.count != 0) & (q.beats != 0)), a_groups.eq(q.count),
-                         remaining.eq(q.beats), group_addr.eq(q.addr), *goto(q.addr)]
-        beats, last_burst, end, rest = burst_beats(addr, remaining, near, to_boundary)
+                         more_groups.eq(q.count[1:] != 0), group_addr.eq(q.addr), *cursor.move(q.addr, q.beats)]
+        beats, last_burst, _, end, step = cursor.burst()  # a write run is never empty
         held = Signal(range(self._depth + 1))
         uncommitted = Signal(range(self._depth + 1))  # held words that belong to no issued burst yet
 
         # As in the read master: the walk makes one burst a cycle into slot 1, from where it enters
-        # the two-entry issue queue with its window check while the queue has a free entry.
+        # the two-entry issue queue with its window check while the queue's second entry is free.
         slot1, slot1_valid = Signal(_Pending), Signal()
-        issue_q, queued = [Signal(_Pending, name=f"issue_q{i}") for i in range(2)], Signal(range(3))
-        q_read, q_write = Signal(), Signal()
-        head = Signal(_Pending)
-        m.d.comb += head.eq(Mux(q_read, issue_q[1], issue_q[0]))
-        walk, advance, issue = Signal(), Signal(), Signal()
-        halted = self.stop | self.window_error | self.bus_error
+        issue_q = IssueQueue(_Pending, name="write_issue")
+        head = issue_q.head
+        slot_free, walk, advance, issue = named_bits("slot_free", "walk", "advance", "issue")
+        halted = Signal()  # registered, as in the read master
+        m.d.sync += halted.eq(self.stop | self.window_error | self.bus_error)
+        aw_shown = Signal()  # as in the read master: a shown AW stays until taken
+        m.d.sync += aw_shown.eq(self.aw_valid & ~self.aw_ready)
+        # an issued burst's length and address enter their FIFOs, and its words leave the count
+        # of uncommitted ones, the cycle after the issue: the handshake's path ends at registers.
+        # The next AW waits that cycle (at most one every two cycles; a burst's W beats take as many)
+        issued, issued_beats = Signal(name="issued"), Signal(BURST_BITS, name="issued_beats")
+        issued_addr = Signal(BUS_ADDR_BITS, name="issued_addr")
+        m.d.sync += [issued.eq(issue), issued_beats.eq(head.beats), issued_addr.eq(head.addr)]
         m.d.comb += [
             self.aw_addr.eq(head.addr),
             self.aw_len.eq(head.beats - 1),
-            self.aw_valid.eq((queued != 0) & (uncommitted >= head.beats) & head.window_ok & lengths.w_rdy
-                             & burst_addrs.w_rdy & ~halted),
+            self.aw_valid.eq(issue_q.head_valid & ~issued & (uncommitted >= head.beats) & head.window_ok
+                             & lengths.w_rdy & burst_addrs.w_rdy & (~halted | aw_shown)),
             issue.eq(self.aw_valid & self.aw_ready),
-            advance.eq(slot1_valid & (queued != 2)),
-            walk.eq(a_active & (~slot1_valid | advance)),
-            lengths.w_data.eq(head.beats),
-            lengths.w_en.eq(issue),
-            burst_addrs.w_data.eq(head.addr),
-            burst_addrs.w_en.eq(issue),
+            advance.eq(slot1_valid & issue_q.room),
+            slot_free.eq(~slot1_valid | advance),
+            walk.eq(a_active & slot_free),
+            lengths.w_data.eq(issued_beats),
+            lengths.w_en.eq(issued),
+            burst_addrs.w_data.eq(issued_addr),
+            burst_addrs.w_en.eq(issued),
         ]
-        with m.If(walk):
-            m.d.sync += [slot1.addr.eq(addr), slot1.end.eq(end), slot1.beats.eq(beats)]
+        with m.If(slot_free):  # as in the read master: whether or not the walk goes on
+            m.d.sync += [slot1.addr.eq(cursor.addr), slot1.end.eq(end), slot1.beats.eq(beats)]
         checked = Signal(_Pending)
         win_end = Signal(BUS_ADDR_BITS + 1)  # WIN_BASE + WIN_SIZE, registered (the window is set before START)
         m.d.sync += win_end.eq(self.win_base + self.win_size)
         m.d.comb += [checked.eq(slot1),
                      checked.window_ok.eq((slot1.addr >= self.win_base) & (slot1.end <= win_end))]
-        with m.If(advance):
-            with m.If(q_write):
-                m.d.sync += issue_q[1].eq(checked)
-            with m.Else():
-                m.d.sync += issue_q[0].eq(checked)
-            m.d.sync += q_write.eq(~q_write)
-        with m.If(issue):
-            m.d.sync += q_read.eq(~q_read)
-        m.d.sync += [slot1_valid.eq(walk | (slot1_valid & ~advance)), queued.eq(queued + advance - issue)]
-        with m.If((queued != 0) & ~head.window_ok & ~halted):
+        issue_q.update(m, push=advance, entry=checked, pop=issue)
+        m.d.sync += slot1_valid.eq(walk | (slot1_valid & ~advance))
+        with m.If(issue_q.head_valid & ~head.window_ok & ~halted & ~self.window_error & ~self.bus_error):
             m.d.sync += [self.window_error.eq(1), self.error_addr.eq(head.addr)]
         with m.If(walk):
             with m.If(~last_burst):
-                m.d.sync += [*goto(end), remaining.eq(rest)]
-            with m.Elif(a_groups[1:] != 0):
-                m.d.sync += [a_groups.eq(a_groups - 1), group_addr.eq(group_addr + ad.stride),
-                             *goto(group_addr + ad.stride), remaining.eq(ad.beats)]
+                m.d.sync += step
+            with m.Elif(more_groups):
+                next_group = group_addr + ad.stride
+                m.d.sync += [a_groups.eq(a_groups - 1), more_groups.eq(a_groups > 2), group_addr.eq(next_group),
+                             *cursor.move(next_group, ad.beats)]
             with m.Else():
                 m.d.sync += a_active.eq(0)
 
         # -- W: the held words of each issued burst, WLAST on its last; the next burst's length is
         # taken in the cycle the current one's last beat goes, so bursts follow without a gap
-        w_left = Signal(5)
+        w_left = Signal(BURST_BITS)
         w_busy = Signal()
         w_take = Signal()
         m.d.comb += [
@@ -210,7 +202,7 @@ class WriteMaster(wiring.Component):
         w_free = ~w_busy | (w_take & (w_left == 1))
         m.d.comb += lengths.r_en.eq(w_free)
         with m.If(w_take):
-            m.d.sync += [w_left.eq(w_left - 1), self.beats_written.eq(self.beats_written + 1)]
+            m.d.sync += w_left.eq(w_left - 1)
         with m.If(w_free):
             with m.If(lengths.r_rdy):
                 m.d.sync += [w_busy.eq(1), w_left.eq(lengths.r_data)]
@@ -218,7 +210,7 @@ class WriteMaster(wiring.Component):
                 m.d.sync += w_busy.eq(0)
         m.d.sync += [
             held.eq(held + data_fifo.w_en - w_take),
-            uncommitted.eq(uncommitted + data_fifo.w_en - Mux(issue, head.beats, 0)),
+            uncommitted.eq(uncommitted + data_fifo.w_en - Mux(issued, issued_beats, 0)),
         ]
 
         # -- B: responses, in order -------------------------------------------------------
@@ -231,10 +223,11 @@ class WriteMaster(wiring.Component):
         # a descriptor takes two cycles to show at a FIFO's output: quiet waits for them
         recent = Signal(2)
         m.d.sync += recent.eq(Cat(self.desc.valid & self.desc.ready, recent[0]))
-        m.d.comb += self.drained.eq((outstanding == 0) & ~w_busy & ~lengths.r_rdy)
+        # drained once stopped (halted), no AW shown and every issued burst complete
+        m.d.comb += self.drained.eq(halted & ~aw_shown & ~issued & (outstanding == 0) & ~w_busy & ~lengths.r_rdy)
         # registered: a cycle late, which the command unit allows (it waits for quiet only after
         # its last descriptor, whose valid, then `recent`, already clear quiet)
-        m.d.sync += self.quiet.eq(~a_active & ~slot1_valid & (queued == 0) & ~addr_descs.r_rdy & ~d_active
+        m.d.sync += self.quiet.eq(~a_active & ~slot1_valid & issue_q.empty & ~addr_descs.r_rdy & ~d_active
                                   & ~data_descs.r_rdy & (held == 0) & (outstanding == 0) & ~w_busy
                                   & ~lengths.r_rdy & ~self.desc.valid & ~recent.any())
         return m

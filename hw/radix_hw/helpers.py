@@ -43,3 +43,9 @@ def computed_size(size, pool) -> Value:
     """Output rows or columns the engine computes: with pooling an odd last one is dropped
     before requantization, never computed nor counted (docs/arithmetic.md §5, §6)."""
     return Mux(pool, size & ~1, size)[:len(size)]
+
+
+def named_bits(*names: str) -> tuple:
+    """One-bit signals named ``names`` (Python 3.11 compiles a short tuple assignment without the
+    tuple Amaranth's name tracer looks for, so such signals would be anonymous in the netlist)."""
+    return tuple(Signal(name=name) for name in names)
