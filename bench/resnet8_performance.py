@@ -9,8 +9,11 @@ included), the ideal (MACs / PEs), PE utilisation, the analytic model's cycles; 
 the measured total, latency at 100 and 142.86 MHz and images/s — ESTIMATES at an assumed clock
 (no timing closure was run) — beside the published PYNQ-Z2 figures for this benchmark.
 
+The memory answers reads after a fixed latency (``radix_sim.bus_build.LATENCY`` cycles); with
+``--pause P`` every AXI channel also pauses at random with probability P (``--seed``).
+
 Usage: ``python bench/resnet8_performance.py [--images N] [--calibration-images N] [--config ROWSxCOLS]
-[--json]``.
+[--pause P] [--seed S] [--json]``.
 """
 
 from __future__ import annotations
@@ -47,8 +50,13 @@ def main(argv=None) -> int:
     parser.add_argument("--calibration-images", type=int, default=1000)
     parser.add_argument("--config", type=engine_shape, default=DEFAULT_CONFIG, metavar="ROWSxCOLS",
                         help="W=8 array shape (default: the default engine)")
+    parser.add_argument("--pause", type=float, default=0.0,
+                        help="probability of a pause on every AXI channel each cycle (default 0: never)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the pauses (default 1)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if not 0.0 <= args.pause < 1.0:
+        parser.error(f"--pause {args.pause}: a probability in [0, 1)")
     config = args.config
     from radix_sim.hostrun import run_host
 
@@ -61,7 +69,8 @@ def main(argv=None) -> int:
         program.save(path)
         start = time.perf_counter()
         result = run_host("radix.runner:run_files", {"program": str(path), "data": spec.dataset,
-                                                     "images": args.images}, config)
+                                                     "images": args.images}, config,
+                          pause=args.pause, seed=args.seed)
         seconds = time.perf_counter() - start
         # the reference backend reports the analytic cycle model for the same job plan
         modelled = run_files(ReferenceBusTransport(config), program=str(path), data=spec.dataset,
@@ -80,7 +89,8 @@ def main(argv=None) -> int:
                      f"{modelled[layer.name]:.0f}"])
     total = result["cycles"]["per_image_mean"]
     macs = sum(layer.macs for layer in program.layers)
-    summary = {"images": result["images"], "bit_exact": result["bit_exact"], "cycles_per_image": total,
+    summary = {"images": result["images"], "bit_exact": result["bit_exact"], "pause": args.pause,
+               "seed": args.seed, "cycles_per_image": total,
                "macs_per_image": macs, "utilisation": macs / pes / total,
                "estimates": {f"{mhz:.2f}MHz": {"latency_ms": 1e3 * total / (mhz * 1e6),
                                                "images_per_s": mhz * 1e6 / total} for mhz in CLOCKS_MHZ},
@@ -89,7 +99,8 @@ def main(argv=None) -> int:
         print(json.dumps({"config": config.as_dict(), "layers": layers, **summary}, indent=2))
         return 0 if result["bit_exact"] else 1
     print(f"ResNet-8 on the engine {config.rows}x{config.cols} W={config.width} "
-          f"({pes} PEs), Verilated RTL, {result['images']} mnist32rgb test images, {seconds:.0f} s of simulation; "
+          f"({pes} PEs), Verilated RTL, {result['images']} mnist32rgb test images, {seconds:.0f} s of simulation, "
+          f"AXI pauses with probability {args.pause} (seed {args.seed}); "
           f"bit-exact with the reference: {'yes' if result['bit_exact'] else 'NO'}")
     print(table(["layer", "fused", "MACs", "RTL cycles (measured)", "ideal", "PE util", "model cycles"], rows))
     print()
