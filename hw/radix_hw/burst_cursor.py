@@ -1,11 +1,12 @@
 """Splitting a run of consecutive 64-bit words into AXI bursts, one burst a cycle.
 
-Both bus masters walk runs (``beats`` words from a byte address) and cut them into bursts of at
-most 16 beats that never cross a 4 KB boundary (the Zynq HP ports are AXI3 inside). The walk
-is a loop through one cycle: this burst's length decides whether the next address is this
-burst's end or the next run's start. :class:`BurstCursor` keeps everything that loop needs
-from the current address and count in registers beside them, so the decision is a few LUT
-levels and the sums (next address, beats left) run beside it.
+Both bus masters walk runs (``beats`` words from an 8-byte aligned byte address; the command
+unit refuses other addresses) and cut them into bursts of at most 16 beats that never cross a
+4 KB boundary (the Zynq HP ports are AXI3 inside). Bursts end at 128-byte boundaries (16 beats):
+such a burst never crosses 4 KB, and after a run's first burst every burst starts on one, so
+the longest next burst is always 16 beats. The walk is a loop through one cycle (this burst's
+length decides whether the next address is this burst's end or the next run's start), so
+:class:`BurstCursor` keeps what the decision needs in registers beside the address and count.
 """
 
 from __future__ import annotations
@@ -17,22 +18,16 @@ from radix.engine_spec import BURST_BOUNDARY, BUS_ADDR_BITS, BUS_BYTES, MAX_BURS
 BEATS_BITS = 20  # beats in one run
 
 _BEAT_SHIFT = (BUS_BYTES - 1).bit_length()
-_BOUNDARY_SHIFT = (BURST_BOUNDARY - 1).bit_length()
 _MAX_SHIFT = (MAX_BURST_BEATS - 1).bit_length()
+_BLOCK_SHIFT = _BEAT_SHIFT + _MAX_SHIFT  # the 128-byte blocks bursts keep to
 BURST_BITS = _MAX_SHIFT + 1  # a burst's beats, 1..16
-if (1 << _BEAT_SHIFT, 1 << _BOUNDARY_SHIFT, 1 << _MAX_SHIFT) != (BUS_BYTES, BURST_BOUNDARY, MAX_BURST_BEATS):
-    raise ValueError("the bus width, burst boundary and longest burst must be powers of two")
+if (1 << _BEAT_SHIFT, 1 << _MAX_SHIFT) != (BUS_BYTES, MAX_BURST_BEATS) or BURST_BOUNDARY % (1 << _BLOCK_SHIFT):
+    raise ValueError("the bus width and longest burst must be powers of two, their product dividing 4 KB")
 
 
-def _page_limit(addr) -> tuple:
-    """``(near, limit)`` of byte address ``addr``: ``near`` when fewer than 16 beats are left to
-    the next 4 KB boundary, ``limit`` the longest burst from ``addr``: ``min(16, beats to it)``
-    (an unaligned address loses its first partial beat)."""
-    q = addr[_BEAT_SHIFT:_BOUNDARY_SHIFT]  # the beat within the page
-    c = addr[:_BEAT_SHIFT] != 0
-    near = q[_MAX_SHIFT:].all() & ((q[:_MAX_SHIFT] != 0) | c)
-    to_boundary = Mux(c, ~q[:_MAX_SHIFT], ~q[:_MAX_SHIFT] + 1)[:_MAX_SHIFT]
-    return near, Mux(near, to_boundary, MAX_BURST_BEATS)[:BURST_BITS]
+def _to_block_end(addr):
+    """Beats from 8-byte aligned ``addr`` to the end of its 128-byte block: 1..16."""
+    return MAX_BURST_BEATS - addr[_BEAT_SHIFT:_BLOCK_SHIFT]
 
 
 class BurstCursor:
@@ -47,40 +42,33 @@ class BurstCursor:
             raise ValueError(f"BurstCursor name must be an identifier, not {name!r}")
         self.addr = Signal(BUS_ADDR_BITS, name=f"{name}_addr")
         self.remaining = Signal(BEATS_BITS, name=f"{name}_remaining")
-        self._near = Signal(name=f"{name}_near")  # within 16 beats of a 4 KB boundary
-        self._limit = Signal(BURST_BITS, name=f"{name}_limit")  # the longest burst from addr
+        self._limit = Signal(BURST_BITS, name=f"{name}_limit")  # beats to the block's end
         self._last = Signal(name=f"{name}_last")  # remaining <= limit: the burst ends the run
         self._empty = Signal(name=f"{name}_empty")  # remaining == 0
 
     def move(self, addr, beats) -> list:
         """Statements that set the cursor to byte address ``addr`` with ``beats`` beats left."""
-        near, limit = _page_limit(addr)
-        return [self.addr.eq(addr), self.remaining.eq(beats), self._near.eq(near), self._limit.eq(limit),
-                self._last.eq((beats[BURST_BITS:] == 0) & (beats[:BURST_BITS] <= limit)),
-                self._empty.eq(beats == 0)]
+        limit = _to_block_end(addr)
+        return [self.addr.eq(addr), self.remaining.eq(beats), self._limit.eq(limit),
+                self._last.eq(beats <= limit), self._empty.eq(beats == 0)]
 
     def burst(self) -> tuple:
         """The burst at the cursor: ``(beats, last, empty, end, step)``.
 
-        ``beats`` is ``min(remaining, 16, beats to the next 4 KB boundary)``; ``last`` when it
+        ``beats`` is ``min(remaining, beats to the 128-byte block's end)``; ``last`` when it
         takes all ``remaining`` beats; ``empty`` when none are left; ``end`` its end
         (``addr + 8 * beats``, 33 bits: a burst that wraps past 2^32 is outside any window);
-        ``step`` the statements that move the cursor past it (when not ``last``). ``last`` and
-        ``empty`` are registers, ``end`` comes from incrementers of ``addr`` and a sum with
-        ``remaining``, not from ``beats``, and the step from the incrementers alone, so that the
-        walk's decision and the next burst's address are short paths.
+        ``step`` the statements that move the cursor past it (when not ``last``: to the next
+        block, 16 beats long).
         """
         addr, remaining, low = self.addr, self.remaining, self.remaining[:BURST_BITS]
         beats = Mux(self._last, low, self._limit)
-        c = addr[:_BEAT_SHIFT] != 0
-        # addr + 8 * limit: 16 beats on, the next boundary, or (unaligned) the boundary's last beat
-        full = Mux(self._near,
-                   Mux(c, Cat(addr[:_BEAT_SHIFT], Const(-1, _BOUNDARY_SHIFT - _BEAT_SHIFT), addr[_BOUNDARY_SHIFT:]),
-                       Cat(Const(0, _BOUNDARY_SHIFT), addr[_BOUNDARY_SHIFT:] + 1)),
-                   Cat(addr[:_BEAT_SHIFT + _MAX_SHIFT], addr[_BEAT_SHIFT + _MAX_SHIFT:] + 1))
-        end = Mux(self._last, addr + (low << _BEAT_SHIFT), full)
-        # a step follows a burst of `limit` beats, so `last` decides only whether it is taken
-        step = self.move(full[:BUS_ADDR_BITS], (remaining - self._limit)[:BEATS_BITS])
+        next_block = Cat(Const(0, _BLOCK_SHIFT), addr[_BLOCK_SHIFT:] + 1)  # 33 bits
+        end = Mux(self._last, addr + (low << _BEAT_SHIFT), next_block)
+        # after the step `limit` is 16, so the step's `last` is remaining - limit <= 16
+        step = [self.addr.eq(next_block[:BUS_ADDR_BITS]), self.remaining.eq(remaining - self._limit),
+                self._limit.eq(MAX_BURST_BEATS), self._last.eq(remaining <= self._limit + MAX_BURST_BEATS),
+                self._empty.eq(0)]
         return beats, self._last, self._empty, end, step
 
 
@@ -101,10 +89,19 @@ class IssueQueue:
         self.room = ~self._second_valid
         self.empty = ~self.head_valid & ~self._second_valid
 
+    def room_after(self, *, push, pop):
+        """Whether :attr:`room` holds in the next cycle, given this cycle's ``push`` and ``pop``."""
+        return pop | ~(self._second_valid | (self.head_valid & push))
+
     def update(self, m, *, push, entry, pop) -> None:
+        """Add the queue's logic to module ``m``."""
+        # a free second entry takes `entry` every cycle, so `push` (often a deep decision) only
+        # sets its flag
+        with m.If(~self._second_valid):
+            m.d.sync += self._second.eq(entry)
         with m.If(pop & self._second_valid):
             m.d.sync += [self.head.eq(self._second), self._second_valid.eq(0)]
         with m.Elif(pop | ~self.head_valid):
             m.d.sync += [self.head.eq(entry), self.head_valid.eq(push)]
         with m.Elif(push):
-            m.d.sync += [self._second.eq(entry), self._second_valid.eq(1)]
+            m.d.sync += self._second_valid.eq(1)

@@ -97,26 +97,14 @@ class ReadMaster(wiring.Component):
         more_rows, more_groups = named_bits("more_rows", "more_groups")
         cursor = BurstCursor("read")
 
-        # descriptors wait in a small queue, so the walker takes the next one the cycle after it
-        # finishes the current one (a command's many short reads follow closely). The queue
-        # is two registers: a free one takes the payload every cycle, and an accepted descriptor
-        # only sets its flag, so the command unit's paths end at a few flip-flops.
-        queue = [Signal(ReadDescriptor, name=f"desc{i}") for i in range(2)]
-        queued_desc = [Signal(name=f"desc{i}_valid") for i in range(2)]
-        desc_write, desc_read = named_bits("desc_write", "desc_read")
-        m.d.comb += self.desc.ready.eq(~Mux(desc_write, queued_desc[1], queued_desc[0]) & ~self.stop)
-        for entry, held in zip(queue, queued_desc):
-            with m.If(~held):
-                m.d.sync += entry.eq(self.desc.payload)
-        with m.If(self.desc.valid & self.desc.ready):
-            m.d.sync += desc_write.eq(~desc_write)
-            with m.If(desc_write):
-                m.d.sync += queued_desc[1].eq(1)
-            with m.Else():
-                m.d.sync += queued_desc[0].eq(1)
-        next_desc = Signal(ReadDescriptor)
-        next_valid = Mux(desc_read, queued_desc[1], queued_desc[0])
-        m.d.comb += next_desc.eq(Mux(desc_read, queue[1], queue[0]))
+        # descriptors wait in a two-entry queue whose head is a register, so the walker takes the
+        # next one without a multiplexer on its ~200 loads, and the command unit's paths end at
+        # the queue's registers
+        desc_q = IssueQueue(ReadDescriptor, name="desc")
+        take = Signal(name="take_desc")
+        m.d.comb += self.desc.ready.eq(desc_q.room & ~self.stop)
+        desc_q.update(m, push=self.desc.valid & self.desc.ready, entry=self.desc.payload, pop=take)
+        next_desc, next_valid = desc_q.head, desc_q.head_valid
 
         beats, last_burst, empty_group, end, step = cursor.burst()
 
@@ -126,7 +114,8 @@ class ReadMaster(wiring.Component):
         slot1, slot1_valid = Signal(_Pending), Signal()
         issue_q = IssueQueue(_Pending, name="read_issue")
         head = issue_q.head
-        slot_free, walk, advance, issue, record_only, pop = named_bits("slot_free", "walk", "advance", "issue",
+        slot_free = Signal(name="slot_free", init=1)
+        walk, advance, issue, record_only, pop = named_bits("walk", "advance", "issue",
                                                                         "record_only", "pop")
         unreserved = Signal(range(self._depth + 1), init=self._depth)  # data words no issued burst holds
         # room for any burst, registered: unreserved drops by at most one burst (16) a cycle, so
@@ -160,7 +149,6 @@ class ReadMaster(wiring.Component):
             record_only.eq(issue_q.head_valid & head.empty & record_room & ~halted),
             pop.eq(issue | record_only),
             advance.eq(slot1_valid & issue_q.room),
-            slot_free.eq(~slot1_valid | advance),
             walk.eq(active & slot_free),
             records.w_data.eq(record_q),
             records.w_en.eq(record_push),
@@ -181,7 +169,10 @@ class ReadMaster(wiring.Component):
         m.d.comb += [checked.eq(slot1),
                      checked.window_ok.eq((slot1.addr >= self.win_base) & (slot1.end <= win_end))]
         issue_q.update(m, push=advance, entry=checked, pop=pop)
-        m.d.sync += slot1_valid.eq(walk | (slot1_valid & ~advance))
+        slot1_next = walk | (slot1_valid & ~advance)
+        # slot 1 free (empty, or moving on into the queue), registered: computed from the next state
+        m.d.sync += [slot1_valid.eq(slot1_next),
+                     slot_free.eq(~slot1_next | issue_q.room_after(push=advance, pop=pop))]
         with m.If(issue_q.head_valid & ~head.empty & ~head.window_ok & ~halted & ~self.window_error
                   & ~self.bus_error):
             m.d.sync += [self.window_error.eq(1), self.error_addr.eq(head.addr), self.error_tag.eq(head.tag)]
@@ -204,13 +195,9 @@ class ReadMaster(wiring.Component):
                 m.d.sync += active.eq(0)
         # the next descriptor is taken the cycle after the walk finishes one: its ~200 loads are
         # then enabled from flip-flops, not from the walk's decision (a cycle per descriptor)
-        with m.If(next_valid & ~active & ~self.stop):
+        m.d.comb += take.eq(next_valid & ~active & ~self.stop)
+        with m.If(take):
             p = next_desc
-            m.d.sync += desc_read.eq(~desc_read)
-            with m.If(desc_read):
-                m.d.sync += queued_desc[1].eq(0)
-            with m.Else():
-                m.d.sync += queued_desc[0].eq(0)
             m.d.sync += [d.eq(p), active.eq((p.count != 0) & (p.outer_count != 0)), row_addr.eq(p.addr),
                          group_addr.eq(p.addr), *cursor.move(p.addr, p.beats), rows_left.eq(p.outer_count),
                          more_rows.eq(p.outer_count[1:] != 0), groups_left.eq(p.count),

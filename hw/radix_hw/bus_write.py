@@ -140,7 +140,8 @@ class WriteMaster(wiring.Component):
         slot1, slot1_valid = Signal(_Pending), Signal()
         issue_q = IssueQueue(_Pending, name="write_issue")
         head = issue_q.head
-        slot_free, walk, advance, issue = named_bits("slot_free", "walk", "advance", "issue")
+        slot_free = Signal(name="slot_free", init=1)
+        walk, advance, issue = named_bits("walk", "advance", "issue")
         halted = Signal()  # registered, as in the read master
         m.d.sync += halted.eq(self.stop | self.window_error | self.bus_error)
         aw_shown = Signal()  # as in the read master: a shown AW stays until taken
@@ -158,7 +159,6 @@ class WriteMaster(wiring.Component):
                              & lengths.w_rdy & burst_addrs.w_rdy & (~halted | aw_shown)),
             issue.eq(self.aw_valid & self.aw_ready),
             advance.eq(slot1_valid & issue_q.room),
-            slot_free.eq(~slot1_valid | advance),
             walk.eq(a_active & slot_free),
             lengths.w_data.eq(issued_beats),
             lengths.w_en.eq(issued),
@@ -173,7 +173,10 @@ class WriteMaster(wiring.Component):
         m.d.comb += [checked.eq(slot1),
                      checked.window_ok.eq((slot1.addr >= self.win_base) & (slot1.end <= win_end))]
         issue_q.update(m, push=advance, entry=checked, pop=issue)
-        m.d.sync += slot1_valid.eq(walk | (slot1_valid & ~advance))
+        slot1_next = walk | (slot1_valid & ~advance)
+        # slot 1 free (empty, or moving on into the queue), registered: computed from the next state
+        m.d.sync += [slot1_valid.eq(slot1_next),
+                     slot_free.eq(~slot1_next | issue_q.room_after(push=advance, pop=issue))]
         with m.If(issue_q.head_valid & ~head.window_ok & ~halted & ~self.window_error & ~self.bus_error):
             m.d.sync += [self.window_error.eq(1), self.error_addr.eq(head.addr)]
         with m.If(walk):

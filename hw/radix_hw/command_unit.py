@@ -191,12 +191,13 @@ class CommandUnit(wiring.Component):
         skip_beats = Signal(range(wt_words + 1))  # the skip read's beats per pixel, set in BIAS
 
         desc = self.read_desc.payload
-        m.d.comb += desc.outer_count.eq(1)
+        # every read carries its command's index: set once, so the tag's bits skip the state decode
+        m.d.comb += [desc.outer_count.eq(1), desc.tag.eq(n)]
 
         def read(addr, beats, *, count=1, stride=0, fill=0, outer_count=1, outer_stride=0, dest=DEST_CORE):
             m.d.comb += [desc.addr.eq(addr), desc.beats.eq(beats), desc.count.eq(count), desc.stride.eq(stride),
                          desc.fill.eq(fill), desc.outer_count.eq(outer_count), desc.outer_stride.eq(outer_stride),
-                         desc.dest.eq(dest), desc.tag.eq(n), self.read_desc.valid.eq(1)]
+                         desc.dest.eq(dest), self.read_desc.valid.eq(1)]
             return self.read_desc.ready
 
         # -- runner state -------------------------------------------------------------------
