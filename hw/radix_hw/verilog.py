@@ -64,8 +64,9 @@ ignored; an accepted START clears STATUS.DONE and STATUS.ERROR and runs the comm
 ERROR). The driver writes CMD_BASE, CMD_COUNT and the window once per loaded program, then per
 batch clears STATUS, writes START, waits and reads STATUS, CYCLES and the beat counters.
 
-CTRL.RESET aborts a running list: the engine issues no new burst, takes the data of the reads it
-issued, completes the write bursts it issued (their data is held before the address goes out),
+CTRL.RESET aborts a running list: within two cycles the engine issues no new burst (an address
+already shown stays until taken, as AXI requires), takes the data of the reads it issued,
+completes the write bursts it issued (their data is held before the address goes out),
 waits for their responses, and resets everything behind the register file; STATUS.BUSY falls
 then. The `cfg` registers and CTRL.IRQ_EN (written by the same write as usual) are kept. A
 START in the same write is ignored.
