@@ -41,6 +41,12 @@ def images(rng, program, count):
     return rng.integers(lo, hi + 1, (count,) + tuple(program.input_shape))
 
 
+def small_program(seed: int, width: int = 8):
+    """A two-convolution, one-FC random program small enough for the reference engine's tests."""
+    return random_program(np.random.default_rng(seed), width=width, c_in=2, h=6, k=3, stride=1, pad=1, pool=False,
+                          c_mid=3, fc_out=2)
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.sampled_from([(8, 8, 8), (8, 16, 24), (16, 4, 4), (16, 8, 12)]),
        st.integers(1, 5), st.integers(1, 3), st.booleans(), st.integers(1, 12), st.integers(1, 12),
@@ -112,8 +118,7 @@ def test_the_host_does_six_register_accesses_per_batch_and_no_per_layer_work():
 
 
 def test_refuses_program_of_other_width():
-    program = random_program(np.random.default_rng(0), width=16, c_in=2, h=6, k=3, stride=1, pad=1, pool=False,
-                             c_mid=3, fc_out=2)
+    program = small_program(0, width=16)
     with pytest.raises(EngineMismatch, match="16-bit.*DATA_WIDTH is 8"):
         Driver(ReferenceBusTransport(EngineConfig())).check(program)
 
@@ -147,8 +152,7 @@ class NeverDone(ReferenceBusTransport):
 
 
 def test_timeout_reports_registers_and_resets():
-    program = random_program(np.random.default_rng(1), width=8, c_in=2, h=6, k=3, stride=1, pad=1, pool=False,
-                             c_mid=3, fc_out=2)
+    program = small_program(1)
     transport = NeverDone(EngineConfig())
     driver = Driver(transport)
     loaded = driver.load(program)
@@ -158,8 +162,7 @@ def test_timeout_reports_registers_and_resets():
 
 
 def test_engine_fault_names_the_command_and_its_layer():
-    program = random_program(np.random.default_rng(2), width=8, c_in=2, h=6, k=3, stride=1, pad=1, pool=False,
-                             c_mid=3, fc_out=2)
+    program = small_program(2)
     transport = ReferenceBusTransport(EngineConfig())
     driver = Driver(transport)
     loaded = driver.load(program)

@@ -82,12 +82,27 @@ class IssueQueue:
     """
 
     def __init__(self, layout, *, name: str):
+        self._layout, self._name = layout, name
         self.head = Signal(layout, name=f"{name}_head")
         self.head_valid = Signal(name=f"{name}_head_valid")
         self._second = Signal(layout, name=f"{name}_second")
         self._second_valid = Signal(name=f"{name}_second_valid")
         self.room = ~self._second_valid
         self.empty = ~self.head_valid & ~self._second_valid
+
+    def feed(self, m, *, slot, slot_valid, slot_free, walk, advance, pop, win_base, win_size) -> None:
+        """Add the logic between a walk's slot 1 and this queue to module ``m``: ``slot`` (a
+        register of the queue's layout, ``addr`` and ``end`` set, ``window_ok`` not) enters with
+        its window check ``[win_base, win_base + win_size)`` when ``advance``; ``slot_valid``
+        follows ``walk`` and ``advance``; ``slot_free`` (slot 1 empty or moving on) is registered,
+        computed from the next state so the walk's decision starts at flip-flops."""
+        checked = Signal(self._layout, name=f"{self._name}_checked")
+        win_end = Signal(BUS_ADDR_BITS + 1)  # registered: the window is set before START
+        m.d.sync += win_end.eq(win_base + win_size)
+        m.d.comb += [checked.eq(slot), checked.window_ok.eq((slot.addr >= win_base) & (slot.end <= win_end))]
+        self.update(m, push=advance, entry=checked, pop=pop)
+        slot_next = walk | (slot_valid & ~advance)
+        m.d.sync += [slot_valid.eq(slot_next), slot_free.eq(~slot_next | self.room_after(push=advance, pop=pop))]
 
     def room_after(self, *, push, pop):
         """Whether :attr:`room` holds in the next cycle, given this cycle's ``push`` and ``pop``."""

@@ -111,7 +111,7 @@ class ReadMaster(wiring.Component):
         # The walk makes one burst (or empty group) a cycle into slot 1; from there it enters the
         # issue queue (two entries, the head a register) with its window check. Neither step waits
         # on this cycle's issue: slot 1 moves on while the queue's second entry is free.
-        slot1, slot1_valid = Signal(_Pending), Signal()
+        slot1, slot1_valid = Signal(_Pending, name="slot1"), Signal(name="slot1_valid")
         issue_q = IssueQueue(_Pending, name="read_issue")
         head = issue_q.head
         slot_free = Signal(name="slot_free", init=1)
@@ -163,16 +163,8 @@ class ReadMaster(wiring.Component):
                 slot1.record.dest.eq(d.dest),
                 slot1.addr.eq(cursor.addr), slot1.end.eq(end), slot1.empty.eq(empty_group), slot1.tag.eq(d.tag),
             ]
-        checked = Signal(_Pending)
-        win_end = Signal(BUS_ADDR_BITS + 1)  # WIN_BASE + WIN_SIZE, registered (the window is set before START)
-        m.d.sync += win_end.eq(self.win_base + self.win_size)
-        m.d.comb += [checked.eq(slot1),
-                     checked.window_ok.eq((slot1.addr >= self.win_base) & (slot1.end <= win_end))]
-        issue_q.update(m, push=advance, entry=checked, pop=pop)
-        slot1_next = walk | (slot1_valid & ~advance)
-        # slot 1 free (empty, or moving on into the queue), registered: computed from the next state
-        m.d.sync += [slot1_valid.eq(slot1_next),
-                     slot_free.eq(~slot1_next | issue_q.room_after(push=advance, pop=pop))]
+        issue_q.feed(m, slot=slot1, slot_valid=slot1_valid, slot_free=slot_free, walk=walk, advance=advance,
+                     pop=pop, win_base=self.win_base, win_size=self.win_size)
         with m.If(issue_q.head_valid & ~head.empty & ~head.window_ok & ~halted & ~self.window_error
                   & ~self.bus_error):
             m.d.sync += [self.window_error.eq(1), self.error_addr.eq(head.addr), self.error_tag.eq(head.tag)]

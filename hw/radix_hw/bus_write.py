@@ -137,7 +137,7 @@ class WriteMaster(wiring.Component):
 
         # As in the read master: the walk makes one burst a cycle into slot 1, from where it enters
         # the two-entry issue queue with its window check while the queue's second entry is free.
-        slot1, slot1_valid = Signal(_Pending), Signal()
+        slot1, slot1_valid = Signal(_Pending, name="slot1"), Signal(name="slot1_valid")
         issue_q = IssueQueue(_Pending, name="write_issue")
         head = issue_q.head
         slot_free = Signal(name="slot_free", init=1)
@@ -167,16 +167,8 @@ class WriteMaster(wiring.Component):
         ]
         with m.If(slot_free):  # as in the read master: whether or not the walk goes on
             m.d.sync += [slot1.addr.eq(cursor.addr), slot1.end.eq(end), slot1.beats.eq(beats)]
-        checked = Signal(_Pending)
-        win_end = Signal(BUS_ADDR_BITS + 1)  # WIN_BASE + WIN_SIZE, registered (the window is set before START)
-        m.d.sync += win_end.eq(self.win_base + self.win_size)
-        m.d.comb += [checked.eq(slot1),
-                     checked.window_ok.eq((slot1.addr >= self.win_base) & (slot1.end <= win_end))]
-        issue_q.update(m, push=advance, entry=checked, pop=issue)
-        slot1_next = walk | (slot1_valid & ~advance)
-        # slot 1 free (empty, or moving on into the queue), registered: computed from the next state
-        m.d.sync += [slot1_valid.eq(slot1_next),
-                     slot_free.eq(~slot1_next | issue_q.room_after(push=advance, pop=issue))]
+        issue_q.feed(m, slot=slot1, slot_valid=slot1_valid, slot_free=slot_free, walk=walk, advance=advance,
+                     pop=issue, win_base=self.win_base, win_size=self.win_size)
         with m.If(issue_q.head_valid & ~head.window_ok & ~halted & ~self.window_error & ~self.bus_error):
             m.d.sync += [self.window_error.eq(1), self.error_addr.eq(head.addr)]
         with m.If(walk):
