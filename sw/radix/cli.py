@@ -308,11 +308,12 @@ def _backend_args(p):
 
 
 def _engine_args(p):
-    from .engine_spec import DEFAULT_CONFIG
+    from .engine_spec import DEFAULT_CONFIG, EngineConfig
 
     p.add_argument("--rows", type=positive_int, default=DEFAULT_CONFIG.rows, help=f"array rows (default {DEFAULT_CONFIG.rows})")
     p.add_argument("--cols", type=positive_int, default=None,
-                   help="array columns (default: 22 at W=8, two MACs per DSP48E1; 11 at W=16)")
+                   help=f"array columns (default: {DEFAULT_CONFIG.cols} at W=8, two MACs per DSP48E1; "
+                        f"{EngineConfig(width=16).cols} at W=16)")
     p.add_argument("--width", type=int, choices=(8, 16), default=DEFAULT_CONFIG.width,
                    help=f"data width (default {DEFAULT_CONFIG.width})")
 
