@@ -101,8 +101,9 @@ class SystolicArray(wiring.Component):
                     pe.psum_in.eq(above.psum_out if above else Const(0, a)),
                 ]
 
-        # Output de-skew: column c leaves c cycles after column 0, so delay it cols-1-c cycles.
-        sums = [delay(m, pes[rows - 1][c].psum_out, cols - 1 - c, name=f"deskew{c}")
+        # Output de-skew: column c leaves c cycles after column 0, so delay it cols-1-c cycles
+        # (ending in a flip-flop: the accumulator's adder and bank write follow).
+        sums = [delay(m, pes[rows - 1][c].psum_out, cols - 1 - c, name=f"deskew{c}", flop_out=True)
                 for c in range(cols)]
         m.d.comb += self.sums.eq(Cat(*sums))
         return m
@@ -140,12 +141,13 @@ class SystolicArray(wiring.Component):
                     pe.psum1_in.eq(above.psum1_out if above else Const(0, s)),
                 ]
 
-        # Output de-skew per pair; each lane sum is sign-extended to the accumulator width.
+        # Output de-skew per pair; each lane sum is sign-extended to the accumulator width. The
+        # chains end in a flip-flop: the accumulator's adder and bank write follow them.
         sums = []
         for c in range(cols):
             bottom = pes[rows - 1][c // 2]
             column = delay(m, bottom.psum1_out if c % 2 else bottom.psum0_out, pairs - 1 - c // 2,
-                           name=f"deskew{c}")
+                           name=f"deskew{c}", flop_out=True)
             wide = Signal(signed(a), name=f"sum{c}")
             m.d.comb += wide.eq(column)
             sums.append(wide)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from radix.engine_spec import BUS_ADDR_BITS, MAX_BURST_BEATS
@@ -86,12 +87,19 @@ class ReadMaster(wiring.Component):
         m = Module()
         m.submodules.data_fifo = data_fifo = SyncFIFOBuffered(width=DATA_BITS, depth=self._depth)
         m.submodules.records = records = SyncFIFOBuffered(width=_Record.size, depth=self._max_bursts)
-        m.submodules.burst_addrs = burst_addrs = SyncFIFOBuffered(width=_Burst.size, depth=self._max_bursts)
+        # the issued bursts' addresses and tags, for an error response: a ring written at the AR
+        # handshake (R may follow a cycle later) and read at the oldest outstanding burst, with
+        # no FIFO level on the handshake's path (the bursts outstanding are counted anyway)
+        m.submodules.burst_addrs = burst_addrs = Memory(shape=_Burst, depth=self._max_bursts, init=[])
+        burst_write, burst_read = burst_addrs.write_port(), burst_addrs.read_port(domain="comb")
+        burst_in, burst_out = Signal(range(self._max_bursts)), Signal(range(self._max_bursts))
 
         # -- walking a descriptor: rows, groups, bursts ------------------------------------
         active = Signal()
         d = Signal(ReadDescriptor)
-        row_addr, group_addr = Signal(BUS_ADDR_BITS), Signal(BUS_ADDR_BITS)
+        # the next row's and the next group's addresses, kept ahead in registers so the walk's
+        # next cursor starts from flip-flops, not from an address adder
+        next_row, next_group = Signal(BUS_ADDR_BITS, name="next_row"), Signal(BUS_ADDR_BITS, name="next_group")
         rows_left, groups_left = Signal(16), Signal(COUNT_BITS)
         # more than one row / group left, registered with the counts so the walk's decision is short
         more_rows, more_groups = named_bits("more_rows", "more_groups")
@@ -126,11 +134,12 @@ class ReadMaster(wiring.Component):
         # FIFO meanwhile), so the handshake's path ends at a register; room is kept for that entry
         record_push, record_q = Signal(name="record_push"), Signal(_Record, name="record_q")
         m.d.sync += [record_push.eq(pop), record_q.eq(head.record)]
-        # room in both FIFOs, registered: each gains at most one entry a cycle, and the records
-        # FIFO one more from the pending push
+        # room for a record and a burst address, registered: each gains at most one entry a
+        # cycle, and the records FIFO one more from the pending push
+        outstanding = Signal(range(self._max_bursts + 1))
         record_room, burst_room = named_bits("record_room", "burst_room")
         m.d.sync += [record_room.eq(records.level < self._max_bursts - 3),
-                     burst_room.eq(burst_addrs.level < self._max_bursts - 1)]
+                     burst_room.eq(outstanding < self._max_bursts - 1)]
         can_record = record_room & burst_room
         # registered: a stop or an error holds the next burst back a cycle late; a burst issued
         # meanwhile completes like any other (its data is dropped under flush)
@@ -152,8 +161,10 @@ class ReadMaster(wiring.Component):
             walk.eq(active & slot_free),
             records.w_data.eq(record_q),
             records.w_en.eq(record_push),
-            burst_addrs.w_data.eq(Cat(head.addr, head.tag)),
-            burst_addrs.w_en.eq(issue),
+            burst_write.addr.eq(burst_in),
+            burst_write.data.eq(Cat(head.addr, head.tag)),
+            burst_write.en.eq(issue),
+            burst_read.addr.eq(burst_out),
         ]
         # slot 1 loads whenever it is free, so the walk's many loads leave the walk's decision
         with m.If(slot_free):
@@ -175,14 +186,13 @@ class ReadMaster(wiring.Component):
             m.d.sync += step
         with m.If(group_done):
             with m.If(more_groups):
-                next_group = group_addr + d.stride
                 m.d.sync += [groups_left.eq(groups_left - 1), more_groups.eq(groups_left > 2),
-                             group_addr.eq(next_group), *cursor.move(next_group, d.beats)]
+                             next_group.eq(next_group + d.stride), *cursor.move(next_group, d.beats)]
             with m.Elif(more_rows):
-                next_row = row_addr + d.outer_stride
                 m.d.sync += [rows_left.eq(rows_left - 1), more_rows.eq(rows_left > 2),
-                             groups_left.eq(d.count), more_groups.eq(d.count[1:] != 0), row_addr.eq(next_row),
-                             group_addr.eq(next_row), *cursor.move(next_row, d.beats)]
+                             groups_left.eq(d.count), more_groups.eq(d.count[1:] != 0),
+                             next_row.eq(next_row + d.outer_stride), next_group.eq(next_row + d.stride),
+                             *cursor.move(next_row, d.beats)]
             with m.Else():
                 m.d.sync += active.eq(0)
         # the next descriptor is taken the cycle after the walk finishes one: its ~200 loads are
@@ -190,13 +200,13 @@ class ReadMaster(wiring.Component):
         m.d.comb += take.eq(next_valid & ~active & ~self.stop)
         with m.If(take):
             p = next_desc
-            m.d.sync += [d.eq(p), active.eq((p.count != 0) & (p.outer_count != 0)), row_addr.eq(p.addr),
-                         group_addr.eq(p.addr), *cursor.move(p.addr, p.beats), rows_left.eq(p.outer_count),
+            m.d.sync += [d.eq(p), active.eq((p.count != 0) & (p.outer_count != 0)),
+                         next_row.eq(p.addr + p.outer_stride), next_group.eq(p.addr + p.stride),
+                         *cursor.move(p.addr, p.beats), rows_left.eq(p.outer_count),
                          more_rows.eq(p.outer_count[1:] != 0), groups_left.eq(p.count),
                          more_groups.eq(p.count[1:] != 0)]
 
         # -- the read data ---------------------------------------------------------------
-        outstanding = Signal(range(self._max_bursts + 1))
         r_take = self.r_valid & self.r_ready
         # RREADY from a register: the FIFO takes a word now if it held at most depth - 3 a cycle
         # ago (it gains at most one a cycle; its write side holds depth - 1). Bursts are issued
@@ -205,12 +215,19 @@ class ReadMaster(wiring.Component):
         m.d.comb += [
             data_fifo.w_data.eq(self.r_data),
             data_fifo.w_en.eq(r_take),
-            burst_addrs.r_en.eq(r_take & self.r_last),
         ]
         with m.If(r_take & self.r_resp[1] & ~self.window_error & ~self.bus_error):
-            burst = data.View(_Burst, burst_addrs.r_data)
+            burst = burst_read.data
             m.d.sync += [self.bus_error.eq(1), self.error_addr.eq(burst.addr), self.error_tag.eq(burst.tag)]
         m.d.sync += outstanding.eq(outstanding + issue - (r_take & self.r_last))
+
+        def ring_next(pointer):
+            return Mux(pointer == self._max_bursts - 1, 0, pointer + 1)
+
+        with m.If(issue):
+            m.d.sync += burst_in.eq(ring_next(burst_in))
+        with m.If(r_take & self.r_last):
+            m.d.sync += burst_out.eq(ring_next(burst_out))
         # quiet once stopped (halted), no AR shown (none can be shown then) and no read outstanding
         m.d.comb += self.quiet.eq(halted & ~ar_shown & (outstanding == 0))
 
@@ -232,13 +249,15 @@ class ReadMaster(wiring.Component):
         ]
         # The words leave through a register and a skid register (two entries), so neither the
         # consumer's valid nor this side's ready is a path between the two: a word is passed on
-        # while the skid register is empty; with flush it is dropped, and so are the two entries.
+        # while the skid register is empty; with flush it is dropped, and so are the two entries
+        # (a cycle on: ``valid`` comes from the register alone, off flush's fan-out, so a word may
+        # still leave in flush's first cycle; the engine resets its consumers once the masters are quiet).
         out, out_valid_r, skid, skid_valid = Signal(ReadWord), Signal(), Signal(ReadWord), Signal()
         leaves = out_valid_r & self.words.ready
         m.d.comb += [
             pass_on.eq(out_valid & ~skid_valid),  # under flush the skid register empties a cycle on
             self.words.payload.eq(out),
-            self.words.valid.eq(out_valid_r & ~self.flush),
+            self.words.valid.eq(out_valid_r),
         ]
         with m.If(self.flush):
             m.d.sync += [out_valid_r.eq(0), skid_valid.eq(0)]

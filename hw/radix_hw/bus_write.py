@@ -122,7 +122,8 @@ class WriteMaster(wiring.Component):
         # -- address side: bursts, issued when their data is held ----------------------------
         a_active = Signal()
         ad = Signal(_AddressPart)
-        a_groups, group_addr = Signal(COUNT_BITS), Signal(BUS_ADDR_BITS)
+        # the next group's address, kept ahead so the next cursor starts from flip-flops
+        a_groups, next_group = Signal(COUNT_BITS), Signal(BUS_ADDR_BITS, name="next_group")
         more_groups = Signal()  # a_groups > 1, registered with it
         cursor = BurstCursor("write")
 
@@ -130,7 +131,8 @@ class WriteMaster(wiring.Component):
         with m.If(addr_descs.r_rdy & ~a_active & ~self.stop):
             q = data.View(_AddressPart, addr_descs.r_data)
             m.d.sync += [ad.eq(q), a_active.eq((q.count != 0) & (q.beats != 0)), a_groups.eq(q.count),
-                         more_groups.eq(q.count[1:] != 0), group_addr.eq(q.addr), *cursor.move(q.addr, q.beats)]
+                         more_groups.eq(q.count[1:] != 0), next_group.eq(q.addr + q.stride),
+                         *cursor.move(q.addr, q.beats)]
         beats, last_burst, _, end, step = cursor.burst()  # a write run is never empty
         held = Signal(range(self._depth + 1))
         uncommitted = Signal(range(self._depth + 1))  # held words that belong to no issued burst yet
@@ -175,9 +177,8 @@ class WriteMaster(wiring.Component):
             with m.If(~last_burst):
                 m.d.sync += step
             with m.Elif(more_groups):
-                next_group = group_addr + ad.stride
-                m.d.sync += [a_groups.eq(a_groups - 1), more_groups.eq(a_groups > 2), group_addr.eq(next_group),
-                             *cursor.move(next_group, ad.beats)]
+                m.d.sync += [a_groups.eq(a_groups - 1), more_groups.eq(a_groups > 2),
+                             next_group.eq(next_group + ad.stride), *cursor.move(next_group, ad.beats)]
             with m.Else():
                 m.d.sync += a_active.eq(0)
 

@@ -9,14 +9,17 @@ def lane(value, index: int, width: int, *, signed: bool = True) -> Value:
     return part.as_signed() if signed else part
 
 
-def delay(m, value, cycles: int, *, name: str, reset_less: bool = True) -> Value:
+def delay(m, value, cycles: int, *, name: str, reset_less: bool = True, flop_out: bool = False) -> Value:
     """``value`` delayed by ``cycles`` clock cycles through a register chain.
 
     Data chains are reset-less so that synthesis can map them to shift-register LUTs; control
-    bits that must not carry stale state across a reset keep their reset.
+    bits that must not carry stale state across a reset keep their reset. With ``flop_out`` the
+    last stage keeps a reset, so it stays a flip-flop after a shift-register LUT: the chain's
+    output then starts a path a nanosecond later than an SRL's clock-to-out would.
     """
     for stage in range(cycles):
-        reg = Signal.like(value, name=f"{name}_d{stage + 1}", reset_less=reset_less)
+        last = stage == cycles - 1
+        reg = Signal.like(value, name=f"{name}_d{stage + 1}", reset_less=reset_less and not (flop_out and last))
         m.d.sync += reg.eq(value)
         value = reg
     return value

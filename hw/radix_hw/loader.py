@@ -113,6 +113,10 @@ class Loader(wiring.Component):
         free = Signal(2, init=0b11)
         skip_free = Signal(2, init=0b11)
         skip_addr = Signal(self.skip_addr_bits)
+        # The weight write address bank*wt_depth + wt_avail[bank], kept as a register: formed from
+        # ``bank`` (over a thousand loads: the bias lane registers) it was the default build's
+        # slowest path, into the weight memory's write enables.
+        wt_addr = Signal(self.wt_addr_bits)
         # The first output tile's header is followed by input tile 0, the others' by weights.
         first_cotile = Signal()
         # Per-job sizes registered at start and "last tile" flags kept with ch and co, so the
@@ -128,7 +132,7 @@ class Loader(wiring.Component):
         m.d.comb += [
             self.in_wr.addr.eq(in_addr),
             self.in_wr.data.eq(group(cfg.in_words, rows * width)),
-            self.wt_wr.addr.eq(Mux(bank, cfg.wt_depth, 0) + self.wt_avail[bank]),
+            self.wt_wr.addr.eq(wt_addr),
             self.wt_wr.data.eq(group(cfg.wt_words, cols * width)),
             self.skip_wr.addr.eq(skip_addr),
             self.skip_wr.data.eq(group(cfg.wt_words, cols * width)),
@@ -180,7 +184,9 @@ class Loader(wiring.Component):
 
             with m.State("WAIT_BANK"):
                 with m.If(free.bit_select(bank, 1)):
-                    m.d.sync += [free.bit_select(bank, 1).eq(0), lane_count.eq(0)]
+                    # A free bank's wt_avail is 0 (a release clears both).
+                    m.d.sync += [free.bit_select(bank, 1).eq(0), lane_count.eq(0),
+                                 wt_addr.eq(Mux(bank, cfg.wt_depth, 0))]
                     m.next = "BIAS"
 
             with m.State("BIAS"):
@@ -224,7 +230,8 @@ class Loader(wiring.Component):
                     next_word(cfg.wt_words)
                     with m.If(group_done(cfg.wt_words)):
                         m.d.comb += self.wt_wr.en.eq(1)
-                        m.d.sync += [self.wt_avail[bank].eq(self.wt_avail[bank] + 1), r.eq(r + 1)]
+                        m.d.sync += [self.wt_avail[bank].eq(self.wt_avail[bank] + 1), wt_addr.eq(wt_addr + 1),
+                                     r.eq(r + 1)]
                         with m.If(r == rows - 1):
                             m.d.sync += [r.eq(0), v.eq(v + 1),
                                          last_tap.eq((v + 1 == tap_last) & (u == tap_last))]
