@@ -50,10 +50,12 @@ def expected_base(bias, skip, skip_shift, width: int, unsigned: bool) -> np.ndar
     return bias + golden.align_skip(skip, np.clip(skip_shift, lo, hi), width, unsigned=unsigned)
 
 
-def run_first_passes(config: EngineConfig, bias, skip, skip_shift, sums, *, add: bool, unsigned: bool = False):
+def run_first_passes(config: EngineConfig, bias, skip, skip_shift, sums, *, add: bool, unsigned: bool = False,
+                     sum_pool: bool = False):
     """One single-pass tile per row of ``bias``/``skip_shift`` (``cols`` lanes), pixels
     ``skip[tile]``/``sums[tile]`` (pixels, cols); returns the drained words (tiles, pixels, cols)
-    and the cycles in which ``skip_release`` pulsed, per tile."""
+    and the cycles in which ``skip_release`` pulsed, per tile. With ``sum_pool`` (a summed job)
+    only pixel 0 is drained."""
     cols, acc_w, width = config.cols, config.acc_width, config.width
     n_tiles, pixels, _ = skip.shape
     harness = SkipHarness(config)
@@ -64,6 +66,7 @@ def run_first_passes(config: EngineConfig, bias, skip, skip_shift, sums, *, add:
     async def bench(ctx):
         ctx.set(acc.add, int(add))
         ctx.set(acc.skip_unsigned, int(unsigned))
+        ctx.set(acc.sum_pool, int(sum_pool))
         ctx.set(acc.start, 1)
         await ctx.tick()
         ctx.set(acc.start, 0)
@@ -83,7 +86,7 @@ def run_first_passes(config: EngineConfig, bias, skip, skip_shift, sums, *, add:
                 await ctx.tick()
                 cycle += 1
             # Meta of pixel n in cycle n, its sums META_LEAD cycles later.
-            for n in range(pixels + Accumulator.META_LEAD + 1):
+            for n in range(pixels + Accumulator.META_LEAD + 2):
                 if n < pixels:
                     ctx.set(acc.meta, {"valid": 1, "addr": n, "first": 1, "last": int(n == pixels - 1),
                                        "bank": bank})
@@ -99,7 +102,7 @@ def run_first_passes(config: EngineConfig, bias, skip, skip_shift, sums, *, add:
             assert ctx.get(acc.drain.full) >> bank & 1, f"tile {tile}: bank {bank} not full"
             ctx.set(acc.drain.bank, bank)
             ctx.set(acc.drain.en, 1)
-            for p in range(pixels):
+            for p in range(1 if sum_pool else pixels):
                 ctx.set(acc.drain.addr, p)
                 await ctx.tick()
                 drained[tile, p] = unpack_int(ctx.get(acc.drain.data), cols, acc_w)
@@ -150,3 +153,21 @@ def test_skip_shift_range_is_the_contracts():
         assert -(1 << (SHIFT_BITS - 1)) <= lo and hi < 1 << (SHIFT_BITS - 1)
         assert skip_shift_range(width, unsigned=True) == (lo + 1, hi)  # §9: an unsigned skip's bound
         assert skip_address_bits(config) >= (2 * config.acc_depth - 1).bit_length()
+
+
+@pytest.mark.parametrize("cols,width", [(5, 8), (3, 16)])
+def test_a_summed_job_writes_the_bias_plus_every_pixels_sums(cols, width):
+    """``sum_pool``: each tile's pixels add into one word at address 0, the bias once, wrapping
+    in A bits as the read-modify-write does; the bank is full, and released, once per tile."""
+    config = EngineConfig(rows=2, cols=cols, width=width, in_depth=16, wt_depth=16, acc_depth=64)
+    rng = np.random.default_rng(cols + width)
+    acc_w, n_tiles, pixels = config.acc_width, 3, config.acc_depth
+    bias = rng.integers(-(1 << (acc_w - 3)), 1 << (acc_w - 3), (n_tiles, cols))
+    sums = rng.integers(-(1 << (acc_w - 3)), 1 << (acc_w - 3), (n_tiles, pixels, cols))
+    skip = np.zeros((n_tiles, pixels, cols), dtype=np.int64)
+    drained, releases = run_first_passes(config, bias, skip, np.zeros((n_tiles, cols), dtype=np.int64), sums,
+                                         add=False, sum_pool=True)
+    total = bias + sums.sum(axis=1)
+    wrapped = (total + (1 << (acc_w - 1))) % (1 << acc_w) - (1 << (acc_w - 1))
+    np.testing.assert_array_equal(drained[:, 0], wrapped)
+    assert [[value for _, value in tile] for tile in releases] == [[1 << (t % 2)] for t in range(n_tiles)]

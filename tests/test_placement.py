@@ -1,4 +1,4 @@
-"""Engine version 5 in software: a program laid out in memory (radix.placement) and run by the
+"""Engine version 6 in software: a program laid out in memory (radix.placement) and run by the
 reference bus-master engine (radix.command_exec), against the golden model, bit for bit."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ BASE = 0x1000_0000  # a nonzero bus address, so that any base bug shows
 
 # -- random programs -----------------------------------------------------------------------------
 
-class _Net:
+class RandomNet:
     """Builds a random program layer by layer, tracking every tensor's shape, fl and signedness."""
 
     def __init__(self, rng, width: int, max_mid: int):
@@ -49,7 +49,9 @@ class _Net:
         return int(self.rng.integers(1, self.max_mid + 1))
 
     def layer(self, kind: str, source: str, c_out: int, *, kernel=1, stride=1, padding=(0, 0, 0, 0), pool=False,
-              relu=None, skip=None, unsigned_out=None, prefix="l") -> str:
+              relu=None, skip=None, unsigned_out=None, prefix="l", summed=False) -> str:
+        """A layer; a ``summed`` fc layer's weights repeat over its input map's pixels (a global
+        average pool folded into it), which the placement runs as one summed job per image."""
         rng, width = self.rng, self.width
         in_shape, fl_in, _ = self.tensors[source]
         if kind == "fc":
@@ -77,10 +79,15 @@ class _Net:
         lo, hi = golden.int_range(width)
         bias_bound = 1 << (shift + width - 3)
         name = self.name(prefix)
+        if summed:
+            pixels = math.prod(in_shape[1:])
+            weights = np.repeat(rng.integers(lo, hi + 1, (c_out, in_shape[0])), pixels, axis=1)
+        else:
+            weights = rng.integers(lo, hi + 1, weight_shape)
         self.layers.append(Layer(
             name=name, kind=kind, modules=[name], in_shape=in_shape, out_shape=out_shape, kernel=kernel,
             stride=stride, padding=padding, relu=relu, pool=pool, fl_in=fl_in, fl_w=fl_w, fl_out=fl_out,
-            weight_bits=width, weights=rng.integers(lo, hi + 1, weight_shape),
+            weight_bits=width, weights=weights,
             bias=rng.integers(-bias_bound, bias_bound, c_out), inputs=[source] + ([skip] if skip else []),
             fl_skip=fl_skip, unsigned_out=unsigned_out))
         self.tensors[name] = (out_shape, fl_out, unsigned_out)
@@ -149,8 +156,9 @@ class _Net:
 
 def random_program(rng, width: int, max_mid: int) -> Program:
     """A random graph: convs (strided, padded per side, pooled), identity and projection shortcuts,
-    concatenations, then one or two fully connected layers (the second sometimes adding the first)."""
-    net = _Net(rng, width, max_mid)
+    concatenations, then one or two fully connected layers (the first sometimes summing its input
+    map, as after a global average pool; the second sometimes adding the first)."""
+    net = RandomNet(rng, width, max_mid)
     for _ in range(int(rng.integers(2, 5))):
         op = str(rng.choice(["conv", "residual", "projection", "concat"]))
         source = net.latest() if rng.integers(3) else str(rng.choice(net.spatial()))
@@ -162,12 +170,14 @@ def random_program(rng, width: int, max_mid: int) -> Program:
     while math.prod(net.tensors[last][0]) > 300:  # keep the fully connected weights in one bank
         last = net.layer("conv", last, net.channels(), stride=2)
     classes = int(rng.integers(1, 30))
+    summed = bool(rng.integers(2))
     if rng.integers(2):
-        hidden = net.layer("fc", last, net.channels(), prefix="fc")
+        hidden = net.layer("fc", last, net.channels(), prefix="fc", summed=summed)
         if rng.integers(2):  # fc after fc, adding its input
             hidden = net.layer("fc", hidden, net.tensors[hidden][0][0], skip=hidden, prefix="fc")
         last = hidden
-    net.layer("fc", last, classes, relu=False, unsigned_out=False, prefix="out")
+        summed = False
+    net.layer("fc", last, classes, relu=False, unsigned_out=False, prefix="out", summed=summed)
     return net.program()
 
 
@@ -197,9 +207,10 @@ def small_depths(program: Program, config: EngineConfig) -> EngineConfig:
         f = info.fields
         t_in = f["in_ch"] // config.rows
         step = 2 if f["pool"] else 1
-        need_in = max(need_in, t_in * f["in_w"] * ((step - 1) * f["stride"] + f["kernel"]))
+        rows = f["in_h"] if f["sum_pool"] else (step - 1) * f["stride"] + f["kernel"]  # a summed job is one band
+        need_in = max(need_in, t_in * f["in_w"] * rows)
         need_wt = max(need_wt, t_in * f["kernel"] ** 2 * config.rows)
-        need_acc = max(need_acc, step * f["out_w"])
+        need_acc = max(need_acc, f["out_h"] * f["out_w"] if f["sum_pool"] else step * f["out_w"])
     return EngineConfig(rows=config.rows, cols=config.cols, width=config.width, in_depth=need_in,
                         wt_depth=need_wt, acc_depth=need_acc)
 
@@ -237,7 +248,7 @@ def expected_beats(placement) -> tuple[int, int]:
         if f["add"]:
             read += comp_h * comp_w * sum(max(0, min(cfg.wt_words, f["skip_pixel_words"] - o * cfg.wt_words))
                                           for o in range(t_out))
-        pixels = comp_h * comp_w // 4 if f["pool"] else comp_h * comp_w
+        pixels = 1 if f["sum_pool"] else comp_h * comp_w // 4 if f["pool"] else comp_h * comp_w
         written += pixels * -(-tensor_lanes(f["out_ch"], cfg) // cfg.lanes_per_word) + 1
     return read, written
 
@@ -268,7 +279,8 @@ def test_random_graphs_are_bit_exact_in_memory(config_name, batch, seed):
     assert result.done and not result.error and result.commands_done == placement.cmd_count
     check_every_tensor(program, placement, memory, x)
     assert (result.beats_read, result.beats_written) == expected_beats(placement)
-    if small:  # the buffers force bands: some convolution runs as several jobs
+    summed = any(info.fields["sum_pool"] for info in placement.commands)
+    if small and not summed:  # the buffers force bands (a summed job needs its whole map): some convolution runs as several jobs
         assert any(info.job > 0 for info in placement.commands if info.layer.startswith("l"))
 
 
@@ -276,7 +288,7 @@ def test_random_graphs_are_bit_exact_in_memory(config_name, batch, seed):
 
 def chain(width=8, *, c_in=3, h=8, c_mid=10, classes=7, seed=0) -> Program:
     """input -> conv 3x3 (pooled) -> conv 3x3 -> fc."""
-    net = _Net(np.random.default_rng(seed), width, c_mid)
+    net = RandomNet(np.random.default_rng(seed), width, c_mid)
     net.tensors[INPUT] = ((c_in, h, h), net.input_fl, net.input_unsigned)
     a = net.layer("conv", INPUT, c_mid, kernel=3, padding=(1, 1, 1, 1), pool=True)
     b = net.layer("conv", a, c_mid, kernel=3, padding=(1, 1, 1, 1))
@@ -331,7 +343,7 @@ def test_fc_batching_reads_the_weights_once():
 def test_fc_jobs_take_as_many_images_as_fit():
     """Fully connected layers (one adding its input) on an accumulator of 2 pixels: jobs of two
     images, the last of one, each reading its own images' inputs and skips."""
-    net = _Net(np.random.default_rng(6), 8, 20)
+    net = RandomNet(np.random.default_rng(6), 8, 20)
     net.tensors[INPUT] = ((20, 1, 1), net.input_fl, net.input_unsigned)
     hidden = net.layer("fc", INPUT, 20, prefix="fc")
     hidden = net.layer("fc", hidden, 20, skip=hidden, prefix="fc")
@@ -347,7 +359,7 @@ def test_fc_jobs_take_as_many_images_as_fit():
 
 def concat_skip_program(c: int, *, as_skip: str = "cat") -> Program:
     """Two convs of ``c`` channels concatenated; a conv of ``2c`` channels adds ``as_skip``."""
-    net = _Net(np.random.default_rng(1), 8, 2 * c)
+    net = RandomNet(np.random.default_rng(1), 8, 2 * c)
     net.tensors[INPUT] = ((2, 6, 6), net.input_fl, False)
     net.input_unsigned = False
     a = net.layer("conv", INPUT, c, kernel=3, padding=(1, 1, 1, 1), unsigned_out=False)
@@ -385,7 +397,7 @@ def test_skip_layout_is_checked():
     assert skip_shift.tolist() == list(program.layers[-1].skip_shift) + [config.width + 1] * 6
     # a fully connected layer adding the 2x3x3 network input as its 18 features: the input's
     # pixels are not the output's lanes
-    net = _Net(np.random.default_rng(4), 8, 8)
+    net = RandomNet(np.random.default_rng(4), 8, 8)
     net.tensors[INPUT] = ((2, 3, 3), net.input_fl, net.input_unsigned)
     net.layer("fc", INPUT, 18, skip=INPUT, prefix="fc")
     with pytest.raises(PlacementError, match=r"layer fc0: its skip tensor input \(2 channels of 3x3 pixels\) is not"):
@@ -648,3 +660,24 @@ def test_a_field_too_wide_is_refused(name):
     width = next(f.width for f in COMMAND_FIELDS if f.name == name)
     with pytest.raises(ValueError, match=f"command field {name}={1 << width} does not fit {width} bits"):
         encode_command(**{name: 1 << width})
+
+
+def test_a_pooled_classifier_runs_as_one_summed_job_per_image():
+    """An fc layer whose weights repeat over its input map (a global average pool folded in)
+    reads C weights per output, not C*H*W, in one summed job per image, bit-exact."""
+    config = EngineConfig(rows=16, cols=24, width=8)
+    net = RandomNet(np.random.default_rng(11), 8, 30)
+    net.tensors[INPUT] = ((3, 8, 8), net.input_fl, net.input_unsigned)
+    conv = net.layer("conv", INPUT, 40, kernel=3, padding=(1, 1, 1, 1))
+    net.layer("fc", conv, 10, relu=False, unsigned_out=False, prefix="out", summed=True)
+    program = net.program()
+    x = random_input(np.random.default_rng(12), program, 3)
+    placement, memory, result = run_placed(program, config, x, batch=3)
+    assert result.done
+    fc = [info for info in placement.commands if info.layer == "out1"]
+    assert [info.images for info in fc] == [(0,), (1,), (2,)]
+    assert all(info.fields["sum_pool"] == 1 and (info.fields["in_h"], info.fields["in_w"]) == (8, 8) for info in fc)
+    _, fc_words = placement.weights["out1"]
+    assert fc_words == config.cols + 3 * config.rows * config.wt_words  # 40 channels: three input tiles
+    check_every_tensor(program, placement, memory, x)
+    assert (result.beats_read, result.beats_written) == expected_beats(placement)

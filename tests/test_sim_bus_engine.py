@@ -10,7 +10,7 @@ from radix.command_exec import execute
 from radix.engine_spec import COMMAND_FIELD, ERROR_CODE, EngineConfig, decode_command, encode_command
 from radix.placement import PlacementError, place
 from radix_sim.bus_build import LATENCY, run_image
-from test_placement import BASE, check_every_tensor, random_input, random_program
+from test_placement import BASE, INPUT, RandomNet, check_every_tensor, random_input, random_program
 
 # small buffers, so layers split into bands and batched fully connected layers into several jobs
 CONFIG = EngineConfig(rows=8, cols=8, width=8, in_depth=160, wt_depth=640, acc_depth=64)
@@ -50,7 +50,24 @@ def stats_mask(placement) -> np.ndarray:
                                           (WIDE_CONFIG, 77013)])
 def test_random_networks_are_bit_exact_on_the_rtl(config, seed):
     program, placement, rng = fitting_program(seed, config)
-    x = random_input(rng, program, 2)
+    check_on_rtl(program, placement, random_input(rng, program, 2), config, seed)
+
+
+def test_a_summed_classifier_is_bit_exact_on_the_rtl():
+    """A global-average-pooled classifier as one summed job per image: two input tiles, two
+    output tiles, a map of exactly ACC_DEPTH pixels."""
+    net = RandomNet(np.random.default_rng(21), CONFIG.width, 16)
+    net.tensors[INPUT] = ((3, 8, 8), net.input_fl, net.input_unsigned)
+    conv = net.layer("conv", INPUT, 16, kernel=3, padding=(1, 1, 1, 1))
+    net.layer("fc", conv, 10, relu=False, unsigned_out=False, prefix="out", summed=True)
+    program = net.program()
+    placement = place(program, CONFIG, batch=2, base=BASE)
+    assert [info.fields["sum_pool"] for info in placement.commands if info.layer == "out1"] == [1, 1]
+    check_on_rtl(program, placement, random_input(np.random.default_rng(22), program, 2), CONFIG, 22)
+
+
+def check_on_rtl(program, placement, x, config, seed) -> None:
+    """The RTL under latency and pauses leaves the reference's memory, registers and beats."""
     memory = loaded_memory(placement, x)
     reference = memory.copy()
     expected = execute(reference, cmd_base=placement.cmd_base, cmd_count=placement.cmd_count, win_base=BASE,
@@ -78,7 +95,7 @@ def corrupt(memory, placement, index: int, **fields) -> None:
     memory[start:start + 8] = encode_command(**values)
 
 
-@pytest.mark.parametrize("case", ["opcode", "limit", "band", "align", "window"])
+@pytest.mark.parametrize("case", ["opcode", "limit", "summed", "band", "align", "window"])
 def test_errors_stop_the_list_on_the_rtl(case):
     program, placement, rng = fitting_program(5)
     x = random_input(rng, program, 2)
@@ -89,6 +106,8 @@ def test_errors_stop_the_list_on_the_rtl(case):
         corrupt(memory, placement, bad, opcode=7)
     elif case == "limit":
         corrupt(memory, placement, bad, stride=5)
+    elif case == "summed":  # a summed job is 1x1 with stride 1
+        corrupt(memory, placement, bad, sum_pool=1, stride=2)
     elif case == "band":
         fields = decode_command(memory[(placement.cmd_base - BASE) // 8 + bad * 8:][:8])
         corrupt(memory, placement, bad, in_y0=fields["in_height"])
@@ -103,8 +122,8 @@ def test_errors_stop_the_list_on_the_rtl(case):
                     win_size=win_size, seed=7, pause=0.3)
     regs = rtl["registers"]
     assert regs["STATUS"] & 0b111 == 0b100, regs  # ERROR, not DONE, not BUSY
-    assert (regs["ERR_CODE"], regs["ERR_INDEX"]) == (expected.error, expected.error_index) == (
-        ERROR_CODE[case.upper()], bad)
+    code = "LIMIT" if case == "summed" else case.upper()
+    assert (regs["ERR_CODE"], regs["ERR_INDEX"]) == (expected.error, expected.error_index) == (ERROR_CODE[code], bad)
     assert regs["ERR_ADDR"] == expected.error_addr
     assert regs["CMD_DONE"] == bad
     assert rtl["bus"]["violations"] == 0

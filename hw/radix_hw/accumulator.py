@@ -69,6 +69,13 @@ class Accumulator(wiring.Component):
     bank becomes ``full``): the tile's first pass, the only one that reads skip data, is then
     over, so the loader may refill that skip bank.
 
+    With ``sum_pool`` (the layer's SUM_POOL, a summed job) the sums cycle forms each pixel's
+    contribution (its sums; the bias too for the tile's first pixel, that of the first pass at
+    address 0: a job's pixels are at most ``acc_depth``), a fifth stage adds it to a running
+    sum in registers, restarted by the tile's first pixel, and keeps the tile's total in a
+    register of its bank, which the drain reads at every address: the tile's one pixel, the sum
+    over the whole map (docs/engine.md). The banks themselves are not written.
+
     ``acquire`` (with ``acquire_bank``) marks a tile's first pass starting (its registers are
     written one cycle later): the tile's biases,
     data shifts and skip shifts (``bias``/``shifts``/``skip_shifts``, one A-bit / 8-bit / 8-bit
@@ -102,6 +109,7 @@ class Accumulator(wiring.Component):
             "shifts": In(cols * SHIFT_BITS),
             "add": In(1),
             "skip_unsigned": In(1),
+            "sum_pool": In(1),
             "skip_shifts": In(cols * SHIFT_BITS),
             "skip_rd": In(ReadPort.Signature(addr_width=skip_address_bits(config),
                                              shape=cols * config.width)),
@@ -201,30 +209,54 @@ class Accumulator(wiring.Component):
         for c in range(cols):
             aligned = Mux(self.add, shifted[c], 0)
             first_base.append((lane(bank_bias, c, acc_w) + aligned + (rounding[c] & self.add))[:acc_w])
+        # A summed job's pixels contribute their sums alone, but for the tile's first (the bias).
+        zero_base = Signal()
+        m.d.sync += zero_base.eq(self.sum_pool & ~(meta1.first & (meta1.addr == 0)))
         base = Signal(cols * acc_w, reset_less=True)
-        m.d.sync += base.eq(Mux(meta2.first, Cat(*first_base), Mux(meta2.bank, read_data[1], read_data[0])))
+        m.d.sync += base.eq(Mux(zero_base, 0, Mux(meta2.first, Cat(*first_base),
+                                                  Mux(meta2.bank, read_data[1], read_data[0]))))
 
-        updated = Cat(*[(lane(base, c, acc_w) + lane(self.sums, c, acc_w))[:acc_w]
-                        for c in range(cols)])
+        updated = Cat(*[(lane(base, c, acc_w) + lane(self.sums, c, acc_w))[:acc_w] for c in range(cols)])
+
+        # A summed job: the running sum is a stage after the sums cycle, its choice between
+        # restarting and adding follows its adder, and its result waits in a register per bank
+        # (the drain reads that instead of the bank), so the bank's write data stays ``updated``
+        # alone: its path from the array's column sums has no multiplexer.
+        meta4 = Signal(meta_layout)
+        contribution = Signal(cols * acc_w, reset_less=True)
+        running = Signal(cols * acc_w, reset_less=True)
+        restart4 = Signal()
+        m.d.sync += [meta4.eq(meta3), contribution.eq(updated), restart4.eq(meta3.first & (meta3.addr == 0))]
+        summed = Cat(*[Mux(restart4, lane(contribution, c, acc_w),
+                           lane(running, c, acc_w) + lane(contribution, c, acc_w))[:acc_w] for c in range(cols)])
+        sum_results = Signal(data.ArrayLayout(cols * acc_w, 2), reset_less=True)
+        with m.If(meta4.valid):
+            m.d.sync += running.eq(summed)
+            with m.If(meta4.last):
+                m.d.sync += sum_results[meta4.bank].eq(summed)
         for b, wr in enumerate(write_ports):
             m.d.comb += [
                 wr.addr.eq(meta3.addr),
                 wr.data.eq(updated),
-                wr.en.eq(meta3.valid & (meta3.bank == b)),
+                wr.en.eq(meta3.valid & (meta3.bank == b) & ~self.sum_pool),
             ]
+        # the pixel that completes a tile: meta3's, or a summed job's meta4
+        write = Signal(meta_layout)
+        m.d.comb += write.eq(Mux(self.sum_pool, meta4.as_value(), meta3.as_value()))
 
-        tile_done = meta3.valid & meta3.last
+        tile_done = write.valid & write.last
         m.d.comb += [
-            self.drain.data.eq(Mux(self.drain.bank, read_data[1], read_data[0])),
+            self.drain.data.eq(Mux(self.sum_pool, sum_results[self.drain.bank],
+                                   Mux(self.drain.bank, read_data[1], read_data[0]))),
             self.drain.shifts.eq(shifts[self.drain.bank]),
             self.drain.full.eq(full),
-            self.skip_release.eq(Mux(tile_done, 1 << meta3.bank, 0)),
+            self.skip_release.eq(Mux(tile_done, 1 << write.bank, 0)),
         ]
         with m.If(self.start):
             m.d.sync += full.eq(0)
         with m.Else():
             with m.If(tile_done):
-                m.d.sync += full.bit_select(meta3.bank, 1).eq(1)
+                m.d.sync += full.bit_select(write.bank, 1).eq(1)
             with m.If(self.drain.release):
                 m.d.sync += full.bit_select(self.drain.bank, 1).eq(0)
         return m

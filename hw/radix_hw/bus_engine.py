@@ -1,4 +1,4 @@
-"""The bus-master engine (engine version 5): a whole command list from one START.
+"""The bus-master engine (engine version 6): a whole command list from one START.
 
 Ports (docs/engine.md, "Memory and commands"): ``s_axi_*`` (AXI4-Lite slave, the registers of
 ``radix.engine_spec.BUS_REGISTERS``), ``m_axi_*`` (AXI4 master to memory, :mod:`radix_hw.axi4`),

@@ -113,10 +113,15 @@ class CommandUnit(wiring.Component):
         t_chunk, t_kk, extra_lanes, in_run = (Signal(WIDE, name=name) for name in ("t_chunk", "t_kk", "extra_lanes",
                                                                                       "in_run"))
         scratch = Signal(WIDE)
-        comp_h = Mux(cmd.pool, cmd.out_h & ~1, cmd.out_h)[:16]
-        comp_w = Mux(cmd.pool, cmd.out_w & ~1, cmd.out_w)[:16]
-        rows_out = Mux(cmd.pool, comp_h >> 1, comp_h)[:16]
-        width_out = Mux(cmd.pool, comp_w >> 1, comp_w)[:16]
+        # the computed map (even-cropped by pooling) and the written one (halved by pooling, one
+        # pixel for a summed job), registered: the command is complete cycles before DERIVE
+        # reads them, and the checks then start from flip-flops
+        comp_h, comp_w, rows_out, width_out = (Signal(16, name=name) for name in ("comp_h", "comp_w", "rows_out",
+                                                                                  "width_out"))
+        m.d.sync += [comp_h.eq(Mux(cmd.pool, cmd.out_h & ~1, cmd.out_h)),
+                     comp_w.eq(Mux(cmd.pool, cmd.out_w & ~1, cmd.out_w)),
+                     rows_out.eq(Mux(cmd.sum_pool, 1, Mux(cmd.pool, cmd.out_h >> 1, cmd.out_h))),
+                     width_out.eq(Mux(cmd.sum_pool, 1, Mux(cmd.pool, cmd.out_w >> 1, cmd.out_w)))]
         mul_r, shift_r = reciprocal(rows, bits=17)
         mul_c, shift_c = reciprocal(cols, bits=17)
         chunk_words = rows * wt_words  # weight words per tap and input tile
@@ -190,15 +195,23 @@ class CommandUnit(wiring.Component):
         skip_have = Signal(signed(16 + wt_words.bit_length() + 2))  # skip_pixel_words - o_tile * wt_words
         skip_beats = Signal(range(wt_words + 1))  # the skip read's beats per pixel, set in BIAS
 
-        desc = self.read_desc.payload
+        # The read descriptors leave through a register (loaded while empty or being taken), so
+        # the state decode that forms them ends there, not in the read master's queue.
+        desc = Signal(ReadDescriptor, name="next_desc")
+        want_read = Signal()
+        load_desc = ~self.read_desc.valid | self.read_desc.ready
         # every read carries its command's index: set once, so the tag's bits skip the state decode
         m.d.comb += [desc.outer_count.eq(1), desc.tag.eq(n)]
+        # the payload loads whenever the register may (its enable then comes from flip-flops), the
+        # valid bit says whether a read was wanted
+        with m.If(load_desc):
+            m.d.sync += [self.read_desc.payload.eq(desc), self.read_desc.valid.eq(want_read)]
 
         def read(addr, beats, *, count=1, stride=0, fill=0, outer_count=1, outer_stride=0, dest=DEST_CORE):
             m.d.comb += [desc.addr.eq(addr), desc.beats.eq(beats), desc.count.eq(count), desc.stride.eq(stride),
                          desc.fill.eq(fill), desc.outer_count.eq(outer_count), desc.outer_stride.eq(outer_stride),
-                         desc.dest.eq(dest), self.read_desc.valid.eq(1)]
-            return self.read_desc.ready
+                         desc.dest.eq(dest), want_read.eq(1)]
+            return load_desc
 
         # -- runner state -------------------------------------------------------------------
         handed = Signal()  # a checked job waits for the runner
@@ -423,6 +436,7 @@ class CommandUnit(wiring.Component):
             self.layer.pad_left.eq(job.pad_left), self.layer.relu.eq(job.relu), self.layer.pool.eq(job.pool),
             self.layer.add.eq(job.add), self.layer.in_unsigned.eq(job.in_unsigned),
             self.layer.skip_unsigned.eq(job.skip_unsigned), self.layer.out_unsigned.eq(job.out_unsigned),
+            self.layer.sum_pool.eq(job.sum_pool),
         ]
         return m
 
@@ -437,7 +451,8 @@ class CommandUnit(wiring.Component):
                     (cmd.kernel == 0) | (cmd.kernel > 7) | (cmd.stride == 0) | (cmd.stride > 4),
                     (cmd.pad_top >= cmd.kernel) | (cmd.pad_left >= cmd.kernel),
                     band_groups > cfg.in_depth, t_kk > cfg.wt_depth // cfg.rows, comp_px > cfg.acc_depth,
-                    cmd.pool & ((cmd.out_h < 2) | (cmd.out_w < 2)))
+                    cmd.pool & ((cmd.out_h < 2) | (cmd.out_w < 2)),
+                    cmd.sum_pool & ((cmd.kernel != 1) | (cmd.stride != 1) | cmd.pool | cmd.add))
         # a band starting 2^29 words (4 GB) or more into its tensor would wrap the address space
         offsets_wrap = Cat(*((offset >> (BUS_ADDR_BITS - 3)) != 0 for offset in offsets)).any()
         skip_band = cmd.add & ((cmd.skip_y0 + comp_h > cmd.skip_height) | (comp_w > cmd.skip_width)

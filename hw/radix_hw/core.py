@@ -93,6 +93,7 @@ class ConvCore(wiring.Component):
         # The job's signedness (docs/arithmetic.md §12): the array extends input pixels, the
         # accumulator skip pixels, and the output unit reads ``layer.out_unsigned`` itself.
         m.d.comb += [accumulator.add.eq(self.layer.add), accumulator.skip_unsigned.eq(self.layer.skip_unsigned),
+                     accumulator.sum_pool.eq(self.layer.sum_pool),
                      array.x_unsigned.eq(self.layer.in_unsigned)]
 
         wiring.connect(m, wiring.flipped(self.s_in), loader.s_in)

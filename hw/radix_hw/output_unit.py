@@ -205,9 +205,10 @@ class OutputUnit(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
+                    # a summed job's bank holds one pixel
                     m.d.sync += [bank.eq(0), co.eq(0), saturated.eq(0),
-                                 last_i.eq(computed_size(layer.out_h, layer.pool) - 1),
-                                 last_j.eq(computed_size(layer.out_w, layer.pool) - 1)]
+                                 last_i.eq(Mux(layer.sum_pool, 0, computed_size(layer.out_h, layer.pool) - 1)),
+                                 last_j.eq(Mux(layer.sum_pool, 0, computed_size(layer.out_w, layer.pool) - 1))]
                     m.next = "WAIT"
             with m.State("WAIT"):
                 with m.If(self.acc.full.bit_select(bank, 1)):

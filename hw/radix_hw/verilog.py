@@ -28,7 +28,7 @@ from radix.engine_spec import DEFAULT_CONFIG, EngineConfig, EngineConfigError, b
 
 from .bus_engine import BusEngine
 
-MODULE_NAME = "radix_bus_engine"  # the top level (engine version 5): what Vivado, the simulators and Yosys see
+MODULE_NAME = "radix_bus_engine"  # the top level (engine version 6): what Vivado, the simulators and Yosys see
 CORE_MODULE_NAME = "radix_bus_engine_core"  # the Amaranth engine inside it
 DEFAULT_CLOCK_HZ = 100_000_000  # the overlay's FCLK_CLK0 (boards/pynq_z2)
 

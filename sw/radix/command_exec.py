@@ -1,4 +1,4 @@
-"""The reference bus-master engine (engine version 5): command lists executed over a numpy memory.
+"""The reference bus-master engine (engine version 6): command lists executed over a numpy memory.
 
 :func:`execute` runs a command list exactly as docs/engine.md ("Memory and commands") says: it
 fetches each command, checks it (``OPCODE``, ``LIMIT``, ``BAND``, ``ALIGN``, in that order), reads
@@ -32,7 +32,7 @@ from .cycle_model import job_cycles
 from .engine_spec import (BURST_BOUNDARY, BUS_ADDR_BITS, BUS_BYTES, BUS_REGISTERS, COMMAND_BYTES, COMMAND_WORDS,
                           DEFAULT_CONFIG, ERROR_CODE, ERROR_CODES, MAX_BURST_BEATS, OPCODE_CONV, EngineConfig,
                           build_value, bus_register, computed_map, decode_command, field_mask_of,
-                          pixel_words, skip_shift_range, tensor_lanes)
+                          pixel_words, skip_shift_range, tensor_lanes, written_map)
 
 WORDS_PER_BOUNDARY = BURST_BOUNDARY // BUS_BYTES
 STAT_MAX = (1 << 32) - 1
@@ -114,13 +114,16 @@ def _limit(f: dict, cfg: EngineConfig) -> str:
         return f"{comp_h * comp_w} computed pixels exceed ACC_DEPTH {cfg.acc_depth}"
     if f["pool"] and (f["out_h"] < 2 or f["out_w"] < 2):
         return f"pooling a {f['out_h']}x{f['out_w']} map (at least 2x2)"
+    if f["sum_pool"] and (k != 1 or f["stride"] != 1 or f["pool"] or f["add"]):
+        return (f"sum_pool with kernel {k}, stride {f['stride']}, pool {f['pool']}, add {f['add']} "
+                f"(kernel 1, stride 1, no pool or add)")
     return ""
 
 
 def _band(f: dict, cfg: EngineConfig) -> str:
     """Why a command's band, tile or channel range lies outside its tensor, or ''."""
     comp_h, comp_w = computed_map(f["out_h"], f["out_w"], f["pool"])
-    written_rows = comp_h // 2 if f["pool"] else comp_h
+    written_rows = written_map(f["out_h"], f["out_w"], pool=f["pool"], sum_pool=f["sum_pool"])[0]
     if f["in_y0"] + f["in_h"] > f["in_height"]:
         return f"input rows {f['in_y0']}..{f['in_y0'] + f['in_h'] - 1} beyond in_height {f['in_height']}"
     if f["out_y0"] + written_rows > f["out_height"]:
@@ -325,7 +328,7 @@ def _compute(stream: np.ndarray, f: dict, cfg: EngineConfig, skip_pixels: int) -
     out = golden.conv_job(
         x[None, used], part["weights"][:, used], part["bias"], stride=f["stride"], pad_top=f["pad_top"],
         pad_left=f["pad_left"], out_h=f["out_h"], out_w=f["out_w"], shift=part["shift"], relu=bool(f["relu"]),
-        pool=bool(f["pool"]), width=cfg.width, skip=skip, skip_shift=skip_shift,
+        pool=bool(f["pool"]), sum_pool=bool(f["sum_pool"]), width=cfg.width, skip=skip, skip_shift=skip_shift,
         unsigned_in=bool(f["in_unsigned"]), unsigned_skip=bool(f["skip_unsigned"]),
         unsigned_out=bool(f["out_unsigned"]))
     return out.values[0], out.saturated

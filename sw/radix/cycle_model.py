@@ -13,7 +13,9 @@ latency.
 
 from __future__ import annotations
 
-from .engine_spec import EngineConfig, computed_map
+import math
+
+from .engine_spec import EngineConfig, computed_map, written_map
 from .stream_format import (cotile_header_words, cotile_word_count, input_tile_words, input_word_count, tile_out_words,
                             tiles)
 
@@ -21,14 +23,14 @@ from .stream_format import (cotile_header_words, cotile_word_count, input_tile_w
 def job_cycles(config: EngineConfig, job: dict) -> int:
     """Cycles from the core's start to its last output word for a job's command fields ``job``
     (``radix.engine_spec.COMMAND_FIELDS`` by name: in_ch, in_h, in_w, out_ch, out_h, out_w,
-    kernel, pool, add)."""
+    kernel, pool, add, sum_pool)."""
     t_in = tiles(job["in_ch"], config.rows)
     t_out = tiles(job["out_ch"], config.cols)
     k = job["kernel"]
     pool = bool(job["pool"])
     h, w = computed_map(job["out_h"], job["out_w"], pool)
     p = h * w
-    pooled = (h // 2) * (w // 2) if pool else p
+    pooled = math.prod(written_map(job["out_h"], job["out_w"], pool=pool, sum_pool=bool(job.get("sum_pool", 0))))
     skip = p if job["add"] else 0
     load_input = input_word_count(job["in_ch"], job["in_h"], job["in_w"], config)
     tile_words = cotile_word_count(job["in_ch"], k, config, skip_pixels=skip)

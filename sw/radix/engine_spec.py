@@ -196,7 +196,7 @@ class Register:
 CORE_LAYER_FIELDS = {
     "in_ch": 16, "in_h": 16, "in_w": 16, "out_ch": 16, "out_h": 16, "out_w": 16,
     "kernel": 3, "stride": 3, "pad_top": 3, "pad_left": 3,
-    "relu": 1, "pool": 1, "add": 1, "in_unsigned": 1, "skip_unsigned": 1, "out_unsigned": 1,
+    "relu": 1, "pool": 1, "add": 1, "in_unsigned": 1, "skip_unsigned": 1, "out_unsigned": 1, "sum_pool": 1,
 }
 FIELD_MAX = (1 << 16) - 1  # the largest size a command's 16-bit fields hold
 
@@ -222,6 +222,15 @@ def build_value(reg: Register, config: EngineConfig) -> int | None:
     return None
 
 
+def written_map(out_h: int, out_w: int, *, pool: bool, sum_pool: bool) -> tuple[int, int]:
+    """The output rows and columns a job writes: the computed map halved by 2x2 pooling, or one
+    pixel when ``sum_pool`` sums the whole computed map."""
+    if sum_pool:
+        return 1, 1
+    comp_h, comp_w = computed_map(out_h, out_w, pool)
+    return (comp_h // 2, comp_w // 2) if pool else (comp_h, comp_w)
+
+
 def computed_map(out_h: int, out_w: int, pool: bool) -> tuple[int, int]:
     """The convolution output a job computes: with 2x2 pooling an odd last row/column is never
     computed (docs/arithmetic.md §6). Skip pixels and accumulator addresses cover this map."""
@@ -244,7 +253,8 @@ def _markdown_table(registers) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Engine version 5: the engine as a bus master (docs/engine.md, "Memory and commands").
+# Engine version 6: the engine as a bus master (docs/engine.md, "Memory and commands"); version 5
+# had no summed jobs (`sum_pool`).
 #
 # The tables below are the one definition of the bus-master engine's registers, its command
 # format and the layout of tensors in memory; the gateware (radix_hw.bus_engine), the driver's
@@ -252,7 +262,7 @@ def _markdown_table(registers) -> str:
 # docs/registers.md all take them from here.
 # ---------------------------------------------------------------------------------------------
 
-BUS_ENGINE_VERSION = 5  # 5: the engine fetches a command list and its data over an AXI master
+BUS_ENGINE_VERSION = 6  # 5: the engine fetches a command list and its data over an AXI master; 6: summed jobs
 BUS_ADDR_BITS = 32  # byte addresses on the AXI master
 BUS_BYTES = STREAM_BITS // 8  # bytes per AXI master beat (64-bit data)
 MAX_BURST_BEATS = 16  # the PS7 HP ports are AXI3 inside: at most 16 beats per burst
@@ -359,6 +369,8 @@ COMMAND_FIELDS: tuple[CommandField, ...] = (
     CommandField("skip_height", 5, 48, 16, "Rows of the skip tensor"),
     CommandField("wt_addr", 6, 0, 32, "Byte address of the job's bias words and weight rows"),
     CommandField("skip_width", 6, 32, 16, "Pixels per row of the skip tensor"),
+    CommandField("sum_pool", 6, 48, 1, "Sum all OUT_H x OUT_W computed pixels into one output pixel (a global average "
+                 "pool folded into a fully connected layer, docs/arithmetic.md §10): kernel 1, stride 1, no pool or add"),
     CommandField("stat_addr", 7, 0, 32, "Byte address of the stats word (with stats)"),
 )
 COMMAND_FIELD = {f.name: f for f in COMMAND_FIELDS}

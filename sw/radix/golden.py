@@ -296,7 +296,7 @@ def _per_channel(shift, ndim: int) -> np.ndarray:
 
 def conv_job(x_tile, w, b, *, stride: int, pad_top: int, pad_left: int, out_h: int, out_w: int, shift, relu: bool,
              pool: bool, width: int, skip=None, skip_shift=None, unsigned_in: bool = False,
-             unsigned_skip: bool = False, unsigned_out: bool = False) -> Requantized:
+             unsigned_skip: bool = False, unsigned_out: bool = False, sum_pool: bool = False) -> Requantized:
     """One engine job: a convolution over a spatial tile, exactly as the engine computes it.
 
     Output pixel ``(i, j)`` of the ``out_h x out_w`` map reads input pixel
@@ -304,17 +304,29 @@ def conv_job(x_tile, w, b, *, stride: int, pad_top: int, pad_left: int, out_h: i
     zero outside it (docs/engine.md); with ``skip`` (``(N, C_out, h, w)``, the computed map: with
     pooling even-cropped) the residual add (§9); then §5 and, if ``pool``, §6 (an odd last
     row/column is neither computed nor counted). A whole layer is the job with the whole map as
-    its tile. ``unsigned_*`` as for :func:`conv2d`.
+    its tile. ``unsigned_*`` as for :func:`conv2d`. With ``sum_pool`` (no ``pool``, no ``skip``)
+    the ``out_h x out_w`` pixels' products sum into one output pixel with the bias added once: a
+    global average pool folded into a fully connected layer whose weights repeat over the map
+    (§10), ``K = C_in * k * k * out_h * out_w``.
     """
     x_tile = np.asarray(x_tile, dtype=np.int64)
     _check_operands(x_tile, skip, width, unsigned_in=unsigned_in, unsigned_skip=unsigned_skip)
-    check_reduction(x_tile.shape[1] * np.asarray(w).shape[2] ** 2, add=skip is not None, unsigned_in=unsigned_in)
+    if sum_pool and (pool or skip is not None):
+        raise ContractError("a summed job has neither 2x2 pooling nor a residual add")
+    pixels = out_h * out_w if sum_pool else 1
+    check_reduction(x_tile.shape[1] * np.asarray(w).shape[2] ** 2 * pixels, add=skip is not None,
+                    unsigned_in=unsigned_in)
     k = np.asarray(w).shape[2]
     n, c, h, wd = x_tile.shape
     need_h = (out_h - 1) * stride + k
     need_w = (out_w - 1) * stride + k
     padded = np.zeros((n, c, max(need_h, pad_top + h), max(need_w, pad_left + wd)), dtype=np.int64)
     padded[:, :, pad_top : pad_top + h, pad_left : pad_left + wd] = x_tile
+    if sum_pool:
+        acc = conv_accumulate(padded[:, :, :need_h, :need_w], w, np.zeros(np.asarray(w).shape[0], dtype=np.int64),
+                              stride=stride, pad=0)
+        acc = acc.sum(axis=(2, 3), keepdims=True) + np.asarray(b, dtype=np.int64).reshape(1, -1, 1, 1)
+        return output_stage(acc, shift, relu=relu, pool=False, width=width, unsigned=unsigned_out)
     acc = conv_accumulate(padded[:, :, :need_h, :need_w], w, b, stride=stride, pad=0)
     if pool:
         acc = even_crop(acc)

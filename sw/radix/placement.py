@@ -1,4 +1,4 @@
-"""Lay a program out in the memory of the bus-master engine (engine version 5), once, at load.
+"""Lay a program out in the memory of the bus-master engine (engine version 6), once, at load.
 
 docs/engine.md, "Memory and commands", defines the layout this module makes: every tensor (the
 network input, every layer's output) gets one address per image of the batch, its pixels in
@@ -303,7 +303,10 @@ class _Builder:
         src = self.tensors[layer.inputs[0]]
         out = self.tensors[layer.name]
         c_out = int(layer.weights.shape[0])
-        if layer.kind == "fc":
+        summed = self._summed_weights(layer, src)
+        if summed is not None:
+            read_words, lanes, weights, kernel = src.words, np.asarray(src.lanes), summed, 1
+        elif layer.kind == "fc":
             read_words = src.height * src.width * src.pixel_words
             # the input as one pixel: pixel (y, x) of the storage is words (y*W + x)*P .., its lanes
             # follow; torch's flatten order is c*H*W + y*W + x
@@ -334,10 +337,33 @@ class _Builder:
                       out_word_offset=out.word_offset, out_height=out.height, wt_addr=wt_addr)
         if skip is not None:
             common.update(skip_pixel_words=skip.pixel_words, skip_height=skip.height, skip_width=skip.width)
-        if layer.kind == "fc":
+        if summed is not None:
+            self._summed_jobs(layer, src, out, common)
+        elif layer.kind == "fc":
             self._fc_jobs(layer, src, out, skip, dict(common, in_pixel_words=read_words))
         else:
             self._conv_jobs(layer, src, out, skip, in_ch, common)
+
+    def _summed_weights(self, layer: Layer, src: TensorPlace) -> np.ndarray | None:
+        """A fully connected layer over a map whose weights repeat over the map's pixels (a global
+        average pool folded into it, docs/arithmetic.md §10) as the ``(C_out, C, 1, 1)`` weights of
+        one summed job (``sum_pool``), which reads ``C`` weights per output instead of
+        ``C * H * W``; None when the layer is not such a layer or does not fit one job."""
+        pixels = src.height * src.width
+        if layer.kind != "fc" or layer.skip is not None or pixels == 1:
+            return None
+        per_pixel = layer.weights.reshape(layer.weights.shape[0], src.channels, pixels)
+        if not np.array_equal(per_pixel, np.broadcast_to(per_pixel[:, :, :1], per_pixel.shape)):
+            return None
+        geometry = jobs.geometry_of(kind="conv", in_shape=(src.words // self.config.in_words * self.config.rows,
+                                                           src.height, src.width),
+                                    c_out=per_pixel.shape[0], kernel=1, stride=1, padding=(0, 0, 0, 0), pool=False)
+        try:
+            if jobs.band_rows(geometry, self.config) < src.height:
+                return None
+        except jobs.LayerFitError:
+            return None
+        return per_pixel[:, :, :1].reshape(per_pixel.shape[0], src.channels, 1, 1)
 
     def _weight_block(self, layer: Layer, physical: np.ndarray) -> int:
         """Place the layer's bias words and weight rows (docs/engine.md), return the block's address."""
@@ -410,6 +436,14 @@ class _Builder:
                 if skip is not None:
                     fields.update(skip_addr=skip.view_addr + image * skip.image_bytes, skip_y0=r0)
                 self.jobs.append((layer.name, (image,), index, fields))
+
+    def _summed_jobs(self, layer: Layer, src: TensorPlace, out: TensorPlace, common: dict) -> None:
+        """One job per image that sums the whole input map's products into the output vector."""
+        for image in range(self.batch):
+            fields = dict(common, sum_pool=1, kernel=1, stride=1, in_h=src.height, in_w=src.width, out_h=src.height,
+                          out_w=src.width, in_addr=src.view_addr + image * src.image_bytes, in_height=src.height,
+                          out_addr=out.addr + image * out.image_bytes)
+            self.jobs.append((layer.name, (image,), 0, fields))
 
     def _fc_jobs(self, layer: Layer, src: TensorPlace, out: TensorPlace, skip, common: dict) -> None:
         """A fully connected layer reads each image's input as one pixel; several images make a

@@ -127,7 +127,9 @@ def random_layer(rng: np.random.Generator, config: EngineConfig, index: int) -> 
     Channel counts and sizes are chosen not to be multiples of the array; padding differs per
     side; fl combinations range from left-shifting (negative data shift) to saturating ones; about
     a third of the layers add a skip tensor with skip shifts from the leftmost the engine executes
-    to right shifts past ``W``, and some are average pools (diagonal weights, docs/arithmetic.md §10).
+    to right shifts past ``W``, some are average pools (diagonal weights, docs/arithmetic.md §10)
+    and some fully connected layers read a map with weights that repeat over its pixels (a global
+    average pool folded in, which the engine runs as one summed job).
     Each tensor is unsigned (§1) about as often as signed: the input, the skip tensor and the
     output (an unsigned output without a ReLU saturates its negative values to 0, §5), with
     values over the whole range of their signedness.
@@ -143,8 +145,13 @@ def random_layer(rng: np.random.Generator, config: EngineConfig, index: int) -> 
     if fc:
         k = stride = 1
         pool = False
-        features = int(rng.integers(1, 4 * config.rows + 3))
-        in_shape, weights = (features,), rng.integers(lo, hi + 1, (c_out, features))
+        if rng.random() < 0.4:  # a pooled classifier: the weights repeat over the map (§10)
+            channels, h, w = int(rng.integers(1, 3 * config.rows + 2)), *(int(v) for v in rng.integers(1, 9, 2))
+            in_shape = (channels, h, w)
+            weights = np.repeat(rng.integers(lo, hi + 1, (c_out, channels)), h * w, axis=1)
+        else:
+            features = int(rng.integers(1, 4 * config.rows + 3))
+            in_shape, weights = (features,), rng.integers(lo, hi + 1, (c_out, features))
     else:
         k = int(rng.integers(2, 5)) if avgpool else int(rng.integers(1, 8))
         stride = k if avgpool and k <= golden.STRIDE_RANGE[1] else int(rng.integers(1, 5))
