@@ -110,7 +110,8 @@ class ReadMaster(wiring.Component):
         # the queue's registers
         desc_q = IssueQueue(ReadDescriptor, name="desc")
         take = Signal(name="take_desc")
-        m.d.comb += self.desc.ready.eq(desc_q.room & ~self.stop)
+        # taken regardless of stop (off its fan-out): a descriptor taken then is never walked
+        m.d.comb += self.desc.ready.eq(desc_q.room)
         desc_q.update(m, push=self.desc.valid & self.desc.ready, entry=self.desc.payload, pop=take)
         next_desc, next_valid = desc_q.head, desc_q.head_valid
 
