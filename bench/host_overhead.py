@@ -27,7 +27,7 @@ batch 16. Per image it reports:
 The "before" column is engine version 4 (commit 440c986: a per-job host driver streaming every
 job's input map, weights and biases through an AXI DMA), batch 1 only (version 4 had no batch):
 ResNet-8's counts and cycles as quoted in issue 16, LeNet-5's measured at that commit, and both
-models' host time measured there as the v5 columns' is (see ``BEFORE``).
+models' host time measured there as the bus-master columns' is (see ``BEFORE``).
 
 Usage: ``python bench/host_overhead.py [--images N] [--rtl-images N] [--quick] [--json]``
 (``--quick``: no RTL runs, engine cycles from the analytic model, about 30 s).
@@ -52,7 +52,7 @@ from radix.calibrate import CalibrationSettings, calibrate
 from radix.command_exec import ReferenceBusTransport
 from radix.datasets import load_split, subset
 from radix.driver import Driver
-from radix.engine_spec import DEFAULT_CONFIG
+from radix.engine_spec import BUS_ENGINE_VERSION as AFTER, DEFAULT_CONFIG
 from radix.ingest import ingest
 from radix_models import get_spec, load_builtin
 
@@ -95,9 +95,9 @@ DMA_ACCESSES_PER_TRANSFER = 5  # version 4 only: PYNQ's DMA transfer() and the t
 # calls (a board reads STATUS at least once there; the reference reads its own dict), send()/
 # receive() calls and their words; host time = wall time in Driver.run_image minus the time in the
 # transport's _try_run (the golden engine: decoding the job's stream, computing it, encoding its
-# output), the fastest image after one warm-up image, as the v5 columns' host time is taken.
+# output), the fastest image after one warm-up image, as the bus-master columns' host time is taken.
 # For ResNet-8 this reproduces the issue's counts exactly; its host time is lower than the issue's
-# 19.6 ms (measured another way), and is the one the board estimate uses, like the v5 columns'.
+# 19.6 ms (measured another way), and is the one the board estimate uses, like the bus-master columns'.
 # LeNet-5's cycles are version 4's analytic model (version 4's RTL was not rerun; on ResNet-8 that
 # model is 0.3% under the RTL: 97,055 against 97,390).
 BEFORE = {
@@ -257,7 +257,7 @@ def measure_model(model: str, args) -> dict:
 
 def model_table(m: dict) -> str:
     b, after, ref, rtl = m["before"], m["after"], m["reference"], m["rtl"]
-    head = ["per image", "v4 (before): per-job driver, batch 1", "v5: batch 1", "v5: batch 16"]
+    head = ["per image", "v4 (before): per-job driver, batch 1", f"v{AFTER}: batch 1", f"v{AFTER}: batch 16"]
 
     def cycles_cell(batch):
         a = after[batch]
@@ -327,7 +327,7 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps({**meta, "bit_exact": exact, "models": results}, indent=2, default=str))
         return 0 if exact else 1
-    print(f"Host overhead per image, engine v4 (before) and v5 (after); {meta['date']}, {meta['machine']}, "
+    print(f"Host overhead per image, engine v4 (before) and v{AFTER} (after); {meta['date']}, {meta['machine']}, "
           f"load average {meta['load_average'][0]}, {seconds:.0f} s; every run bit-exact with the golden model: "
           f"{'yes' if exact else 'NO'}")
     for r in results:
@@ -341,14 +341,14 @@ def main(argv=None) -> int:
 Estimates. Board host ms = register accesses x {MMIO_US:g} us + x86 host ms x {HOST_FACTOR:g} + buffers.
 - MMIO {MMIO_US:g} us: {MMIO_SOURCE}.
 - CPU x{HOST_FACTOR:g}: {HOST_FACTOR_SOURCE}.
-- buffers: {BUFFER_SOURCE}. v5: 2 calls per batch (input written, logits read); v4: one per stream transfer
+- buffers: {BUFFER_SOURCE}. v{AFTER}: 2 calls per batch (input written, logits read); v4: one per stream transfer
   (send or receive) with its bytes, and {DMA_ACCESSES_PER_TRANSFER} DMA register accesses per transfer added to the MMIO term (assumed).
 images/s = clock / (engine cycles + board host ms x clock) serial (Driver.run waits for DONE before the next
 batch's host work: the end-to-end figure of this driver); overlapped = clock / max(engine cycles, board host ms x
 clock), an upper bound if the host prepared the next batch while the engine ran (the driver does not).
 Not in the board estimate: waking up on DONE (polling: a 50 us sleep and a STATUS read per poll; or an
 interrupt through asyncio) and quantizing the float input (network.quantize_input, outside Driver.run).
-Cycles are measured RTL cycles at an assumed clock (no timing closure). v5 RTL: {meta['sim']['memory_latency_cycles']}-cycle
+Cycles are measured RTL cycles at an assumed clock (no timing closure). v{AFTER} RTL: {meta['sim']['memory_latency_cycles']}-cycle
 memory latency, AXI pauses with probability {SIM_OPTIONS['pause']} (seed {SIM_OPTIONS['seed']}); v4's 97,390 streamed
 without a memory model (the DMA fed it).""")
     return 0 if exact else 1
