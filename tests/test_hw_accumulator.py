@@ -157,8 +157,8 @@ def test_skip_shift_range_is_the_contracts():
 
 @pytest.mark.parametrize("cols,width", [(5, 8), (3, 16)])
 def test_a_summed_job_writes_the_bias_plus_every_pixels_sums(cols, width):
-    """``sum_pool``: each tile's pixels add into one word at address 0, the bias once, wrapping
-    in A bits as the read-modify-write does; the bank is full, and released, once per tile."""
+    """``sum_pool``: each tile's pixels add into one word, drained at address 0, the bias once,
+    wrapping in A bits as the read-modify-write does; the bank is full, and released, once per tile."""
     config = EngineConfig(rows=2, cols=cols, width=width, in_depth=16, wt_depth=16, acc_depth=64)
     rng = np.random.default_rng(cols + width)
     acc_w, n_tiles, pixels = config.acc_width, 3, config.acc_depth

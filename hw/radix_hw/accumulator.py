@@ -209,9 +209,13 @@ class Accumulator(wiring.Component):
         for c in range(cols):
             aligned = Mux(self.add, shifted[c], 0)
             first_base.append((lane(bank_bias, c, acc_w) + aligned + (rounding[c] & self.add))[:acc_w])
+        def tile_start(meta):
+            """The slot is a tile's first pixel: its first pass's pixel 0."""
+            return meta.first & (meta.addr == 0)
+
         # A summed job's pixels contribute their sums alone, but for the tile's first (the bias).
         zero_base = Signal()
-        m.d.sync += zero_base.eq(self.sum_pool & ~(meta1.first & (meta1.addr == 0)))
+        m.d.sync += zero_base.eq(self.sum_pool & ~tile_start(meta1))
         base = Signal(cols * acc_w, reset_less=True)
         m.d.sync += base.eq(Mux(zero_base, 0, Mux(meta2.first, Cat(*first_base),
                                                   Mux(meta2.bank, read_data[1], read_data[0]))))
@@ -226,7 +230,7 @@ class Accumulator(wiring.Component):
         contribution = Signal(cols * acc_w, reset_less=True)
         running = Signal(cols * acc_w, reset_less=True)
         restart4 = Signal()
-        m.d.sync += [meta4.eq(meta3), contribution.eq(updated), restart4.eq(meta3.first & (meta3.addr == 0))]
+        m.d.sync += [meta4.eq(meta3), contribution.eq(updated), restart4.eq(tile_start(meta3))]
         summed = Cat(*[Mux(restart4, lane(contribution, c, acc_w),
                            lane(running, c, acc_w) + lane(contribution, c, acc_w))[:acc_w] for c in range(cols)])
         sum_results = Signal(data.ArrayLayout(cols * acc_w, 2), reset_less=True)

@@ -205,7 +205,7 @@ class OutputUnit(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    # a summed job's bank holds one pixel
+                    # a summed job's tile is one pixel (the accumulator's sum, docs/engine.md)
                     m.d.sync += [bank.eq(0), co.eq(0), saturated.eq(0),
                                  last_i.eq(Mux(layer.sum_pool, 0, computed_size(layer.out_h, layer.pool) - 1)),
                                  last_j.eq(Mux(layer.sum_pool, 0, computed_size(layer.out_w, layer.pool) - 1))]

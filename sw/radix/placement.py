@@ -325,7 +325,7 @@ class _Builder:
                                      f"{tuple(layer.in_shape)} with {layer.weights.shape[1]} weight channels")
             read_words, lanes, weights, kernel = src.words, np.asarray(src.lanes), layer.weights, layer.kernel
         core = _core_lanes(lanes, cfg, layer, src)
-        in_ch = read_words // cfg.in_words * cfg.rows  # the lanes of the input tiles read
+        in_ch = self._read_lanes(read_words)
         physical = np.zeros((c_out, in_ch, kernel, kernel), dtype=np.int64)
         physical[:, core] = weights
         wt_addr = self._weight_block(layer, physical)
@@ -344,6 +344,10 @@ class _Builder:
         else:
             self._conv_jobs(layer, src, out, skip, in_ch, common)
 
+    def _read_lanes(self, read_words: int) -> int:
+        """The lanes (a job's ``in_ch``) of the input tiles in ``read_words`` words per pixel."""
+        return read_words // self.config.in_words * self.config.rows
+
     def _summed_weights(self, layer: Layer, src: TensorPlace) -> np.ndarray | None:
         """A fully connected layer over a map whose weights repeat over the map's pixels (a global
         average pool folded into it, docs/arithmetic.md §10) as the ``(C_out, C, 1, 1)`` weights of
@@ -355,8 +359,7 @@ class _Builder:
         per_pixel = layer.weights.reshape(layer.weights.shape[0], src.channels, pixels)
         if not np.array_equal(per_pixel, np.broadcast_to(per_pixel[:, :, :1], per_pixel.shape)):
             return None
-        geometry = jobs.geometry_of(kind="conv", in_shape=(src.words // self.config.in_words * self.config.rows,
-                                                           src.height, src.width),
+        geometry = jobs.geometry_of(kind="conv", in_shape=(self._read_lanes(src.words), src.height, src.width),
                                     c_out=per_pixel.shape[0], kernel=1, stride=1, padding=(0, 0, 0, 0), pool=False)
         try:
             if jobs.band_rows(geometry, self.config) < src.height:
