@@ -158,32 +158,37 @@ def test_weight_rules_on_an_outlier():
 class _Layer:
     """The attributes of a FloatLayer that the arithmetic helpers read."""
 
-    def __init__(self, kind="conv", kernel=3, stride=1, padding=(1, 1, 1, 1), relu=False, pool=False):
+    def __init__(self, kind="conv", kernel=(3, 3), stride=(1, 1), padding=(1, 1, 1, 1), relu=False, pool=False,
+                 groups=1):
         self.kind, self.kernel, self.stride, self.padding, self.relu, self.pool = kind, kernel, stride, padding, relu, pool
+        self.groups = groups
 
 
 @pytest.mark.parametrize("width", [8, 16])
-@pytest.mark.parametrize("kernel, stride, padding, skip", [(3, 1, (1, 1, 1, 1), False), (3, 2, (0, 0, 1, 1), True),
-                                                           (1, 2, (0, 0, 0, 0), True), (5, 1, (2, 2, 2, 2), False)])
+@pytest.mark.parametrize("kernel, stride, padding, skip", [
+    ((3, 3), (1, 1), (1, 1, 1, 1), False), ((3, 3), (2, 2), (0, 0, 1, 1), True), ((1, 1), (2, 2), (0, 0, 0, 0), True),
+    ((5, 5), (1, 1), (2, 2, 2, 2), False), ((5, 2), (2, 1), (2, 1, 0, 0), True), ((1, 3), (1, 3), (0, 2, 0, 1), False)])
 @pytest.mark.parametrize("unsigned_skip", [False, True])
-def test_fast_accumulate_is_the_golden_models(width, kernel, stride, padding, skip, unsigned_skip):
-    rng = np.random.default_rng(kernel * 10 + stride)
+@pytest.mark.parametrize("groups", [1, 7])
+def test_fast_accumulate_is_the_golden_models(width, kernel, stride, padding, skip, unsigned_skip, groups):
+    rng = np.random.default_rng(kernel[0] * 100 + kernel[1] * 10 + stride[0])
     lo, hi = int_range(width)
     x = rng.integers(lo, hi + 1, (3, 7, 9, 8))
     x[0] = lo  # the extremes, where float32 would round
-    w = rng.integers(lo, hi + 1, (5, 7, kernel, kernel))
+    c_out = 14 if groups > 1 else 5  # depthwise with a depth multiplier of 2
+    w = rng.integers(lo, hi + 1, (c_out, 7 // groups) + kernel)
     w[0] = lo
-    b = rng.integers(-(1 << (2 * width + 10)), 1 << (2 * width + 10), 5)
-    layer = _Layer(kernel=kernel, stride=stride, padding=padding)
+    b = rng.integers(-(1 << (2 * width + 10)), 1 << (2 * width + 10), c_out)
+    layer = _Layer(kernel=kernel, stride=stride, padding=padding, groups=groups)
     args = {}
-    h_out = golden.conv_output_size(9, kernel, stride, padding[0], padding[2])
-    w_out = golden.conv_output_size(8, kernel, stride, padding[1], padding[3])
-    shifts = rng.integers(-3, 4, 5)
+    h_out = golden.conv_output_size(9, kernel[0], stride[0], padding[0], padding[2])
+    w_out = golden.conv_output_size(8, kernel[1], stride[1], padding[1], padding[3])
+    shifts = rng.integers(-3, 4, c_out)
     skip_lo, skip_hi = golden.tensor_range(width, unsigned=unsigned_skip)
-    s = (rng.integers(skip_lo, skip_hi + 1, (3, 5, h_out, w_out)), shifts, unsigned_skip) if skip else None
+    s = (rng.integers(skip_lo, skip_hi + 1, (3, c_out, h_out, w_out)), shifts, unsigned_skip) if skip else None
     if skip:
         args = {"skip": s[0], "skip_shift": shifts.reshape(1, -1, 1, 1), "width": width, "unsigned_skip": unsigned_skip}
-    expected = golden.conv_accumulate(x, w, b, stride=stride, pad=padding, **args)
+    expected = golden.conv_accumulate(x, w, b, stride=stride, pad=padding, groups=groups, **args)
     np.testing.assert_array_equal(_accumulate(layer, x, w, b, s, width), expected)
 
 

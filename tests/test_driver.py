@@ -137,7 +137,7 @@ def test_refuses_foreign_engine():
         Driver(transport)
     transport = ReferenceBusTransport(EngineConfig())
     transport.regs[bus_register("VERSION").offset] = 4
-    with pytest.raises(EngineMismatch, match="VERSION 4, this driver speaks version 6"):
+    with pytest.raises(EngineMismatch, match="VERSION 4, this driver speaks version 7"):
         Driver(transport)
 
 

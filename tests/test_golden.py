@@ -265,14 +265,25 @@ def test_accumulator_bound_is_exact_at_the_limit(width, unsigned_in, add):
 
 
 def test_refuses_out_of_contract_geometry():
-    with pytest.raises(golden.ContractError, match="kernel 8x8"):
-        golden.check_conv_geometry(c_in=1, height=9, width_px=9, kernel=8, stride=1, pad=0)
+    with pytest.raises(golden.ContractError, match="kernel 16x16"):
+        golden.check_conv_geometry(c_in=1, height=19, width_px=19, kernel=16, stride=1, pad=0)
+    with pytest.raises(golden.ContractError, match="kernel 3x16"):
+        golden.check_conv_geometry(c_in=1, height=19, width_px=19, kernel=(3, 16), stride=1, pad=0)
+    with pytest.raises(golden.ContractError, match=r"padding \(0, 2, 0, 0\).*0..1 left and right for a 3x2"):
+        golden.check_conv_geometry(c_in=1, height=9, width_px=9, kernel=(3, 2), stride=1, pad=(0, 2, 0, 0))
+    golden.check_conv_geometry(c_in=1, height=9, width_px=9, kernel=(3, 2), stride=(1, 4), pad=(2, 1, 2, 1))
+    with pytest.raises(golden.ContractError, match="groups=3 does not divide the 8 input and 6 output channels"):
+        golden.check_conv_geometry(c_in=8, height=9, width_px=9, kernel=3, stride=1, pad=0, groups=3, c_out=6)
+    # K counts one group's channels: a depthwise layer of 4096 channels reduces over 9 products
+    golden.check_conv_geometry(c_in=4096, height=3, width_px=3, kernel=3, stride=1, pad=0, groups=4096)
     with pytest.raises(golden.ContractError, match="reduction length"):
         golden.check_reduction(65536)
     with pytest.raises(golden.ContractError, match="an unsigned input"):
         golden.check_conv_geometry(c_in=4096, height=3, width_px=3, kernel=3, stride=1, pad=0, unsigned_in=True)
-    with pytest.raises(golden.ContractError, match="stride 5"):
+    with pytest.raises(golden.ContractError, match="stride 5x5"):
         golden.check_conv_geometry(c_in=1, height=9, width_px=9, kernel=3, stride=5, pad=0)
+    with pytest.raises(golden.ContractError, match="stride 1x5"):
+        golden.check_conv_geometry(c_in=1, height=9, width_px=9, kernel=3, stride=(1, 5), pad=0)
 
 
 def test_refuses_values_outside_their_tensor_range():

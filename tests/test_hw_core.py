@@ -1,6 +1,7 @@
 # amaranth: UnusedElaboratable=no
 """ConvCore end to end: job streams in, output stream out, bit for bit against radix.golden."""
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -10,7 +11,7 @@ from amaranth.hdl import ClockDomain, Module
 from amaranth.sim import Simulator
 
 from radix import golden
-from radix.engine_spec import EngineConfig, computed_map
+from radix.engine_spec import EngineConfig, computed_map, pair
 from radix.runner import natural_shift
 from radix.stream_format import decode_output, job_words, output_word_count
 from radix_hw.core import ConvCore
@@ -22,15 +23,37 @@ class Layer:
     c_out: int
     h: int
     w: int
-    k: int
-    stride: int = 1
-    pad: int = 0
+    k: int | tuple[int, int]  # a square kernel, or (KH, KW)
+    stride: int | tuple[int, int] = 1  # or (SH, SW)
+    pad: int | tuple[int, int, int, int] = 0  # every side, or (top, left, bottom, right)
     relu: bool = False
     pool: bool = False
     add: bool = False
     unsigned_in: bool = False  # docs/arithmetic.md §1: the input, skip and output tensors' signedness
     unsigned_skip: bool = False
     unsigned_out: bool = False
+
+    @property
+    def kernel(self) -> tuple[int, int]:
+        return pair(self.k, "kernel")
+
+    @property
+    def strides(self) -> tuple[int, int]:
+        return pair(self.stride, "stride")
+
+    @property
+    def padding(self) -> tuple[int, int, int, int]:
+        return golden.padding4(self.pad)
+
+    @property
+    def taps(self) -> int:
+        return math.prod(self.kernel)
+
+    @property
+    def out_size(self) -> tuple[int, int]:
+        (kh, kw), (sh, sw), (top, left, bottom, right) = self.kernel, self.strides, self.padding
+        return (golden.conv_output_size(self.h, kh, sh, top, bottom),
+                golden.conv_output_size(self.w, kw, sw, left, right))
 
 
 @dataclass
@@ -44,9 +67,10 @@ class Job:
     @property
     def registers(self) -> dict:
         lay = self.layer
+        (kh, kw), (sh, sw), (top, left, _, _) = lay.kernel, lay.strides, lay.padding
         return {"in_ch": lay.c_in, "in_h": lay.h, "in_w": lay.w, "out_ch": lay.c_out,
-                "out_h": self.out_h, "out_w": self.out_w, "kernel": lay.k, "stride": lay.stride,
-                "pad_top": lay.pad, "pad_left": lay.pad, "relu": int(lay.relu),
+                "out_h": self.out_h, "out_w": self.out_w, "kernel_h": kh, "kernel_w": kw, "stride_h": sh,
+                "stride_w": sw, "pad_top": top, "pad_left": left, "relu": int(lay.relu),
                 "pool": int(lay.pool), "add": int(lay.add), "in_unsigned": int(lay.unsigned_in),
                 "skip_unsigned": int(lay.unsigned_skip), "out_unsigned": int(lay.unsigned_out)}
 
@@ -87,23 +111,22 @@ def make_job(layer: Layer, config: EngineConfig, rng) -> Job:
     lo, hi = golden.int_range(width)
     x_lo, x_hi = golden.tensor_range(width, unsigned=layer.unsigned_in)
     x = rng.integers(x_lo, x_hi + 1, (layer.c_in, layer.h, layer.w))
-    weights = rng.integers(lo, hi + 1, (layer.c_out, layer.c_in, layer.k, layer.k))
+    weights = rng.integers(lo, hi + 1, (layer.c_out, layer.c_in) + layer.kernel)
     x.flat[0], weights.flat[0] = x_hi if layer.unsigned_in else x_lo, lo  # the largest product
     bias = rng.integers(-(1 << (2 * width + 2)), 1 << (2 * width + 2), layer.c_out)
     bias[0] = golden.int_range(config.acc_width - 1)[0]
     # Shifts near the accumulators' size keep most outputs in range; a few are extreme.
-    shift = natural_shift(width, layer.c_in * layer.k * layer.k) + 1 + rng.integers(-3, 3, layer.c_out)
+    shift = natural_shift(width, layer.c_in * layer.taps) + 1 + rng.integers(-3, 3, layer.c_out)
     extremes = [-width, config.acc_width, 0, -2, 60, -100]
     for c in range(min(layer.c_out - 1, len(extremes))):
         shift[c + 1] = extremes[c]
-    out_h = golden.conv_output_size(layer.h, layer.k, layer.stride, layer.pad)
-    out_w = golden.conv_output_size(layer.w, layer.k, layer.stride, layer.pad)
+    out_h, out_w = layer.out_size
     skip = skip_shift = stream_skip = None
     if layer.add:
         skip, skip_shift = random_skip(layer, (out_h, out_w), weights, bias, shift, config, rng)
         comp_h, comp_w = computed_map(out_h, out_w, layer.pool)
         stream_skip = skip[:, :comp_h, :comp_w]  # the stream carries the computed map only
-    expected = golden.conv2d(x[None], weights, bias, stride=layer.stride, pad=layer.pad,
+    expected = golden.conv2d(x[None], weights, bias, stride=layer.strides, pad=layer.padding,
                              shift=golden.clamp_shift(shift, width), relu=layer.relu,
                              pool=layer.pool, width=width,
                              skip=None if skip is None else skip[None], skip_shift=skip_shift,
@@ -191,7 +214,7 @@ def run_jobs(config: EngineConfig, jobs: list[Job], *, seed: int, ready_prob=1.0
 
 def _ideal_cycles(config: EngineConfig, job: Job) -> int:
     lay = job.layer
-    passes = math.ceil(lay.c_in / config.rows) * lay.k * lay.k * math.ceil(lay.c_out / config.cols)
+    passes = math.ceil(lay.c_in / config.rows) * lay.taps * math.ceil(lay.c_out / config.cols)
     return passes * max(job.out_h * job.out_w, config.min_pass)
 
 
@@ -241,6 +264,17 @@ CASES = [
     ((2, 5, 16), Layer(3, 9, 3, 4, 3, pad=1, add=True, unsigned_in=True, unsigned_skip=True), 0.7, 0.7),
     ((3, 2, 8), Layer(3, 11, 4, 5, 1, pool=True, add=True, unsigned_in=True, unsigned_skip=True,
                       unsigned_out=True), 1.0, 1.0),
+    # Rectangular kernels and strides (KH x KW, SH x SW), padding different on every side.
+    ((3, 2, 8), Layer(5, 3, 7, 6, (3, 1), stride=(2, 1), pad=(1, 0, 2, 0), relu=True), 0.7, 0.8),
+    ((4, 5, 8), Layer(6, 7, 6, 10, (1, 3), stride=(1, 3), pad=(0, 2, 0, 1)), 0.6, 0.9),
+    ((3, 2, 16), Layer(4, 5, 9, 8, (5, 2), stride=(2, 1), pad=(3, 1, 2, 0), pool=True), 0.8, 0.7),
+    ((2, 3, 8), Layer(3, 4, 11, 9, (7, 4), stride=(2, 2), pad=(6, 3, 2, 1), relu=True, add=True), 0.5, 0.8),
+    ((1, 1, 8), Layer(2, 3, 5, 9, (2, 7), stride=(4, 1), pad=(1, 6, 0, 3), unsigned_in=True), 1.0, 1.0),
+    ((5, 3, 16), Layer(7, 4, 8, 5, (4, 1), stride=(3, 4), pad=(2, 0, 3, 0), add=True), 0.7, 0.7),  # 2-word groups
+    # Kernels past 7 up to the limit of 15: DS-CNN's 10x4 stride-2 front with Keras "same"
+    # padding on its 49x10 map (one channel), and a 15x2 kernel with the largest padding.
+    ((2, 3, 8), Layer(1, 3, 49, 10, (10, 4), stride=(2, 2), pad=(4, 1, 5, 1), relu=True), 1.0, 1.0),
+    ((3, 2, 8), Layer(2, 3, 16, 5, (15, 2), stride=(1, 2), pad=(14, 1, 13, 0)), 0.8, 0.9),
 ]
 
 
@@ -275,28 +309,37 @@ def test_core_skip_bank_waits_for_its_last_reader():
     check(config, job, received, saturated)
 
 
-def random_layer(rng, config: EngineConfig, *, add: bool) -> Layer:
+def random_layer(rng, config: EngineConfig, *, add: bool, rectangular: bool = False) -> Layer:
     """A random layer whose whole map fits ``config`` (sizes down to 1x1, several tiles), each
-    tensor signed or unsigned at random."""
+    tensor signed or unsigned at random: a square kernel, one stride and the same padding on
+    every side, or with ``rectangular`` a ``KH x KW`` kernel with ``KH != KW``, strides
+    ``SH != SW`` and each side's padding drawn below its kernel dimension."""
     while True:
-        k = int(rng.choice([1, 1, 2, 3, 3, 5]))
-        stride = int(rng.choice([1, 1, 2, 3]))
-        pad = int(rng.integers(0, k))
-        h, w = (int(v) for v in rng.integers(1, 8, 2))
+        if rectangular:
+            kh, kw = (int(k) for k in rng.choice([1, 2, 3, 4, 5, 7], 2, replace=False))
+            sh, sw = (int(s) for s in rng.choice([1, 2, 3, 4], 2, replace=False))
+            pad = tuple(int(rng.integers(0, k)) for k in (kh, kw, kh, kw))
+            h, w = (int(v) for v in rng.integers(1, 12, 2))
+            k, stride = (kh, kw), (sh, sw)
+        else:
+            k = kh = kw = int(rng.choice([1, 1, 2, 3, 3, 5]))
+            stride = int(rng.choice([1, 1, 2, 3]))
+            pad = int(rng.integers(0, k))
+            h, w = (int(v) for v in rng.integers(1, 8, 2))
         c_in, c_out = (int(v) for v in rng.integers(1, 3 * max(config.rows, config.cols) + 1, 2))
-        out_h = golden.conv_output_size(h, k, stride, pad)
-        out_w = golden.conv_output_size(w, k, stride, pad)
+        layer = Layer(c_in, c_out, h, w, k, stride=stride, pad=pad)
+        out_h, out_w = layer.out_size
         if out_h < 1 or out_w < 1:
             continue
         pool = bool(rng.random() < 0.3) and out_h >= 2 and out_w >= 2
         t_in = math.ceil(c_in / config.rows)
         comp_h, comp_w = computed_map(out_h, out_w, pool)
-        if (t_in * h * w <= config.in_depth and t_in * k * k * config.rows <= config.wt_depth
+        if (t_in * h * w <= config.in_depth and t_in * kh * kw * config.rows <= config.wt_depth
                 and comp_h * comp_w <= config.acc_depth):
             unsigned_in, unsigned_skip, unsigned_out = (bool(u) for u in rng.random(3) < 0.5)
-            return Layer(c_in, c_out, h, w, k, stride=stride, pad=pad, relu=bool(rng.random() < 0.5),
-                         pool=pool, add=add, unsigned_in=unsigned_in, unsigned_skip=add and unsigned_skip,
-                         unsigned_out=unsigned_out)
+            return dataclasses.replace(layer, relu=bool(rng.random() < 0.5), pool=pool, add=add,
+                                       unsigned_in=unsigned_in, unsigned_skip=add and unsigned_skip,
+                                       unsigned_out=unsigned_out)
 
 
 @pytest.mark.parametrize("shape,seed", [((3, 5, 8), 21), ((2, 3, 16), 22), ((1, 2, 8), 23)])
@@ -307,6 +350,19 @@ def test_core_random_jobs_with_and_without_add(shape, seed):
     rng = np.random.default_rng(seed)
     jobs = [make_job(random_layer(rng, config, add=add), config, rng)
             for add in (True, False, True, True, False, True)]
+    results = run_jobs(config, jobs, seed=seed, ready_prob=0.6, valid_prob=0.8)
+    for job, (received, saturated, _) in zip(jobs, results):
+        check(config, job, received, saturated)
+
+
+@pytest.mark.parametrize("shape,seed", [((3, 5, 8), 31), ((2, 3, 16), 32), ((4, 2, 8), 33)])
+def test_core_random_rectangular_jobs(shape, seed):
+    """Random rectangular kernels and strides (``KH != KW``, ``SH != SW``) with padding drawn per
+    side, back to back on one core with and without residual adds, under stream stalls."""
+    config = small_config(*shape)
+    rng = np.random.default_rng(seed)
+    jobs = [make_job(random_layer(rng, config, add=add, rectangular=True), config, rng)
+            for add in (False, True, False, True, False)]
     results = run_jobs(config, jobs, seed=seed, ready_prob=0.6, valid_prob=0.8)
     for job, (received, saturated, _) in zip(jobs, results):
         check(config, job, received, saturated)

@@ -80,8 +80,8 @@ def run_unit(config, acc, shift, *, relu, pool, ready_prob, seed, size, unsigned
 
     async def feeder(ctx):
         ctx.set(unit.layer, {"in_ch": 1, "in_h": 1, "in_w": 1, "out_ch": c_out, "out_h": out_h,
-                             "out_w": out_w, "kernel": 1, "stride": 1, "pad_top": 0,
-                             "pad_left": 0, "relu": int(relu), "pool": int(pool),
+                             "out_w": out_w, "kernel_h": 1, "kernel_w": 1, "stride_h": 1,
+                             "stride_w": 1, "pad_top": 0, "pad_left": 0, "relu": int(relu), "pool": int(pool),
                              "out_unsigned": int(unsigned)})
         ctx.set(unit.start, 1)
         await ctx.tick()

@@ -218,6 +218,23 @@ def test_average_pooling_as_a_layer_and_folded():
     assert [layer.kind for layer in graph.layers] == ["conv", "fc"]
 
 
+def test_rectangular_kernels_strides_and_pools_match_torch():
+    """A DS-CNN-like front (10x4 kernel, strides 2x2, Keras 'same' padding given as F.pad), an even
+    kernel with padding='same' (PyTorch puts the odd padding after), strides 1x2, a 2x1 average
+    pool as a layer and an 11x3 global pool folded into the Linear (§7, §10)."""
+    model = nn.Sequential(nn.ZeroPad2d((1, 1, 4, 5)), nn.Conv2d(1, 4, (10, 4), stride=2), nn.ReLU(),
+                          nn.Conv2d(4, 6, (2, 4), padding="same"), nn.Conv2d(6, 6, (3, 1), stride=(1, 2)),
+                          nn.AvgPool2d((2, 1)), nn.AvgPool2d((11, 3)), nn.Flatten(), nn.Linear(6, 3))
+    graph = assert_float_graph_matches(randomise_batchnorms(model), (1, 49, 10))
+    front, same, strided, pool, fc = graph.layers
+    assert front.kernel == (10, 4) and front.stride == (2, 2) and front.padding == (4, 1, 5, 1)
+    assert front.out_shape == (4, 25, 5)
+    assert same.padding == (0, 1, 1, 2) and same.out_shape == (6, 25, 5)
+    assert strided.stride == (1, 2) and strided.out_shape == (6, 23, 3)
+    assert pool.role == "avgpool" and pool.kernel == pool.stride == (2, 1)
+    assert fc.kind == "fc"
+
+
 class GlobalMean(nn.Module):
     def __init__(self):
         super().__init__()
@@ -245,8 +262,8 @@ def test_batchnorm_after_relu_becomes_a_scale_layer():
 
 @pytest.mark.parametrize(
     "layer, reason",
-    [(nn.Conv2d(1, 2, 9), "kernel 9x9 outside 1..7"), (nn.Conv2d(1, 2, (3, 5)), "only square kernels"),
-     (nn.Conv2d(2, 2, 3, groups=2), "groups=2"), (nn.Conv2d(1, 2, 3, stride=5), "stride"),
+    [(nn.Conv2d(1, 2, 16), "kernel 16x16 outside 1..15"), (nn.Conv2d(1, 2, (3, 16)), "kernel 3x16 outside 1..15"),
+     (nn.Conv2d(2, 2, 3, dilation=2), "dilation"), (nn.Conv2d(1, 2, 3, stride=(1, 5)), "stride 1x5 outside"),
      (nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect"), "padding mode")],
 )
 def test_conv_limits(layer, reason):

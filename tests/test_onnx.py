@@ -216,3 +216,40 @@ def test_dynamic_image_size_gives_no_shape(tmp_path):
     module, shape = load_onnx(save(model, tmp_path / "dyn.onnx"))
     assert shape is None
     assert torch.equal(module(torch.tensor([[[[-1.0, 2.0]]]])), torch.tensor([[[[0.0, 2.0]]]]))
+
+
+class SeparableNet(nn.Module):
+    """MobileNetV1's depthwise-separable block and DS-CNN's rectangular front: a 10x4 stride-2
+    convolution, a depthwise 3x3 (groups = C) with BatchNorm and ReLU, a pointwise 1x1, a grouped
+    3x3 with a depth multiplier of 2, a global pool and a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.front = nn.Sequential(nn.Conv2d(1, 8, (10, 4), stride=2, padding=(4, 1)), nn.BatchNorm2d(8), nn.ReLU())
+        self.depthwise = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8), nn.ReLU())
+        self.pointwise = nn.Sequential(nn.Conv2d(8, 12, 1), nn.BatchNorm2d(12), nn.ReLU())
+        self.grouped = nn.Sequential(nn.Conv2d(12, 24, 3, stride=(2, 1), padding=1, groups=4), nn.ReLU())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 6))
+
+    def forward(self, x):
+        return self.head(self.grouped(self.pointwise(self.depthwise(self.front(x)))))
+
+
+def test_grouped_and_rectangular_convolutions_round_trip(tmp_path):
+    model = SeparableNet().eval()
+    for module in model.modules():  # statistics that matter when folded
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.3, 0.3)
+            module.running_var.uniform_(0.5, 2.0)
+    shape = (1, 49, 10)
+    module, got_shape = load_onnx(export(model, shape, tmp_path / "separable.onnx"))
+    reference, _ = ingest(model, shape)
+    graph, findings = ingest(module, got_shape)
+    assert all(f.supported for f in findings)
+    assert layout(graph) == layout(reference)
+    assert [(l.groups, l.kernel, l.stride) for l in graph.layers if l.kind == "conv"] == [
+        (1, (10, 4), (2, 2)), (8, (3, 3), (1, 1)), (1, (1, 1), (1, 1)), (4, (3, 3), (2, 1))]
+    x = random_images(shape)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    np.testing.assert_allclose(graph.forward(x.numpy())[graph.output], expected, rtol=1e-5, atol=1e-5)

@@ -1,4 +1,4 @@
-"""Engine version 6 in software: a program laid out in memory (radix.placement) and run by the
+"""Engine version 7 in software: a program laid out in memory (radix.placement) and run by the
 reference bus-master engine (radix.command_exec), against the golden model, bit for bit."""
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class RandomNet:
         return int(self.rng.integers(1, self.max_mid + 1))
 
     def layer(self, kind: str, source: str, c_out: int, *, kernel=1, stride=1, padding=(0, 0, 0, 0), pool=False,
-              relu=None, skip=None, unsigned_out=None, prefix="l", summed=False) -> str:
+              relu=None, skip=None, unsigned_out=None, prefix="l", summed=False, groups=1) -> str:
         """A layer; a ``summed`` fc layer's weights repeat over its input map's pixels (a global
         average pool folded into it), which the placement runs as one summed job per image."""
         rng, width = self.rng, self.width
@@ -60,8 +60,9 @@ class RandomNet:
         else:
             c_in, h, w = in_shape
             top, left, bottom, right = padding
-            conv_h, conv_w = (h + top + bottom - kernel) // stride + 1, (w + left + right - kernel) // stride + 1
-            reduction, weight_shape = c_in * kernel * kernel, (c_out, c_in, kernel, kernel)
+            (kh, kw), (sh, sw) = golden.pair(kernel), golden.pair(stride)
+            conv_h, conv_w = (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1
+            reduction, weight_shape = c_in // groups * kh * kw, (c_out, c_in // groups, kh, kw)
             out_shape = (c_out, conv_h // 2, conv_w // 2) if pool else (c_out, conv_h, conv_w)
         relu = bool(rng.integers(2)) if relu is None else relu
         if unsigned_out is None:
@@ -89,18 +90,33 @@ class RandomNet:
             stride=stride, padding=padding, relu=relu, pool=pool, fl_in=fl_in, fl_w=fl_w, fl_out=fl_out,
             weight_bits=width, weights=weights,
             bias=rng.integers(-bias_bound, bias_bound, c_out), inputs=[source] + ([skip] if skip else []),
-            fl_skip=fl_skip, unsigned_out=unsigned_out))
+            fl_skip=fl_skip, unsigned_out=unsigned_out, groups=groups))
         self.tensors[name] = (out_shape, fl_out, unsigned_out)
         return name
 
+    def grouped(self, source: str) -> str:
+        """A depthwise (``groups = C``) or grouped convolution, with a depth multiplier up to 2."""
+        rng = self.rng
+        c, h, w = self.tensors[source][0]
+        divisors = [g for g in range(1, min(c, self.max_mid) + 1) if c % g == 0]
+        groups = c if c <= self.max_mid and rng.integers(2) else int(rng.choice(divisors))
+        c_out = groups * (2 if 2 * groups <= self.max_mid and rng.integers(2) else 1)
+        stride = (1, 1) if min(h, w) < 5 else (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        return self.layer("conv", source, c_out, kernel=3, stride=stride, padding=(1, 1, 1, 1), groups=groups)
+
     def conv(self, source: str) -> str:
+        """A convolution, its kernel and stride rectangular about half of the time (§7)."""
         rng = self.rng
         _, h, w = self.tensors[source][0]
-        k = int(rng.integers(1, 4))
-        stride = int(rng.integers(1, 3)) if min(h, w) >= 5 else 1
-        padding = tuple(int(v) for v in rng.integers(0, k, 4))
-        conv_h = (h + padding[0] + padding[2] - k) // stride + 1
-        conv_w = (w + padding[1] + padding[3] - k) // stride + 1
+        kh, kw = (int(v) for v in rng.integers(1, 4, 2))
+        sh, sw = (int(v) for v in rng.integers(1, 3, 2)) if min(h, w) >= 5 else (1, 1)
+        if rng.integers(2):
+            kw, sw = kh, sh
+        padding = (int(rng.integers(0, kh)), int(rng.integers(0, kw)), int(rng.integers(0, kh)),
+                   int(rng.integers(0, kw)))
+        conv_h = (h + padding[0] + padding[2] - kh) // sh + 1
+        conv_w = (w + padding[1] + padding[3] - kw) // sw + 1
+        k, stride = (kh, kw), (sh, sw)
         if min(conv_h, conv_w) < 2:
             k, stride, padding, conv_h, conv_w = 1, 1, (0, 0, 0, 0), h, w
         pool = min(conv_h, conv_w) >= 4 and rng.integers(2) == 0
@@ -155,12 +171,12 @@ class RandomNet:
 
 
 def random_program(rng, width: int, max_mid: int) -> Program:
-    """A random graph: convs (strided, padded per side, pooled), identity and projection shortcuts,
-    concatenations, then one or two fully connected layers (the first sometimes summing its input
+    """A random graph: convs (rectangular, strided, padded per side, pooled), grouped and depthwise
+    convs, identity and projection shortcuts, concatenations, then one or two fully connected layers (the first sometimes summing its input
     map, as after a global average pool; the second sometimes adding the first)."""
     net = RandomNet(rng, width, max_mid)
     for _ in range(int(rng.integers(2, 5))):
-        op = str(rng.choice(["conv", "residual", "projection", "concat"]))
+        op = str(rng.choice(["conv", "residual", "projection", "concat", "grouped"]))
         source = net.latest() if rng.integers(3) else str(rng.choice(net.spatial()))
         if op == "residual" and (source in {layer.name for layer in net.layers if layer.kind == "concat"}
                                  or net.tensors[source][0][0] > max_mid):
@@ -207,9 +223,9 @@ def small_depths(program: Program, config: EngineConfig) -> EngineConfig:
         f = info.fields
         t_in = f["in_ch"] // config.rows
         step = 2 if f["pool"] else 1
-        rows = f["in_h"] if f["sum_pool"] else (step - 1) * f["stride"] + f["kernel"]  # a summed job is one band
+        rows = f["in_h"] if f["sum_pool"] else (step - 1) * f["stride_h"] + f["kernel_h"]  # a summed job: one band
         need_in = max(need_in, t_in * f["in_w"] * rows)
-        need_wt = max(need_wt, t_in * f["kernel"] ** 2 * config.rows)
+        need_wt = max(need_wt, t_in * f["kernel_h"] * f["kernel_w"] * config.rows)
         need_acc = max(need_acc, f["out_h"] * f["out_w"] if f["sum_pool"] else step * f["out_w"])
     return EngineConfig(rows=config.rows, cols=config.cols, width=config.width, in_depth=need_in,
                         wt_depth=need_wt, acc_depth=need_acc)
@@ -243,7 +259,7 @@ def expected_beats(placement) -> tuple[int, int]:
         f = info.fields
         t_in, t_out = f["in_ch"] // cfg.rows, -(-f["out_ch"] // cfg.cols)
         comp_h, comp_w = (f["out_h"] // 2 * 2, f["out_w"] // 2 * 2) if f["pool"] else (f["out_h"], f["out_w"])
-        read += COMMAND_WORDS + t_out * (cfg.cols + t_in * f["kernel"] ** 2 * cfg.rows * cfg.wt_words)
+        read += COMMAND_WORDS + t_out * (cfg.cols + t_in * f["kernel_h"] * f["kernel_w"] * cfg.rows * cfg.wt_words)
         read += t_in * f["in_h"] * f["in_w"] * cfg.in_words
         if f["add"]:
             read += comp_h * comp_w * sum(max(0, min(cfg.wt_words, f["skip_pixel_words"] - o * cfg.wt_words))
@@ -505,8 +521,10 @@ def first_of_layer(placement, name: str) -> int:
 @pytest.mark.parametrize("change, code, addr", [
     ({"opcode": 2}, "OPCODE", None),
     ({"out_h": 1}, "LIMIT", None),  # pooling a map of one row
-    ({"kernel": 0}, "LIMIT", None),
-    ({"stride": 5}, "LIMIT", None),
+    ({"kernel_h": 0}, "LIMIT", None),
+    ({"kernel_w": 0}, "LIMIT", None),
+    ({"stride_w": 5}, "LIMIT", None),
+    ({"pad_left": "kernel_w"}, "LIMIT", None),  # the left padding checked against KW
     ({"in_ch": 12}, "LIMIT", None),
     ({"in_y0": "in_height"}, "BAND", None),
     ({"out_word_offset": 1}, "BAND", None),
@@ -521,8 +539,8 @@ def test_a_bad_command_stops_the_list(change, code, addr):
     assert index > 0 and (placement.commands[index].fields["pool"] or "out_h" not in change)
     fields = placement.commands[index].fields
     (name, value), = change.items()
-    if value == "in_height":
-        value = fields["in_height"]
+    if value in ("in_height", "kernel_w"):
+        value = fields[value]
     elif value == "beyond":  # inside the window, past the memory: the bus answers DECERR
         value = BASE + placement.memory_bytes
     elif isinstance(value, str):

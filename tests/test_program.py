@@ -7,7 +7,8 @@ import struct
 import numpy as np
 import pytest
 
-from radix.program import DENSE_VERSION, FORMAT_VERSION, UNSIGNED_VERSION, Layer, Program, ProgramError
+from radix.program import (DENSE_VERSION, FORMAT_VERSION, GEOMETRY_VERSION, UNSIGNED_VERSION, Layer, Program,
+                           ProgramError)
 
 
 def small_program() -> Program:
@@ -116,12 +117,46 @@ def test_all_signed_programs_keep_the_older_format(tmp_path):
 def test_unsigned_tensors_round_trip_as_version_4(tmp_path):
     path = tmp_path / "p.radix"
     unsigned_program().save(path)
-    assert _version(path) == UNSIGNED_VERSION == FORMAT_VERSION == 4
+    assert _version(path) == UNSIGNED_VERSION == 4
     loaded = Program.load(path)
     assert loaded.input_unsigned and loaded.tensor_unsigned() == {"input": True, "c": True, "f": False}
     conv, fc = loaded.layers
     assert (conv.unsigned_in, conv.unsigned_skip, conv.unsigned_out) == (True, False, True)
     assert (fc.unsigned_in, fc.unsigned_skip, fc.unsigned_out) == (True, False, False)
+    assert conv.kernel == (3, 3) and conv.stride == (1, 1)
+    assert b'"kernel": 3' in path.read_bytes()  # square kernels stay one integer, as version 4 wrote them
+
+
+@pytest.mark.parametrize("unsigned", [False, True])
+def test_rectangular_kernels_and_strides_round_trip_as_version_5(tmp_path, unsigned):
+    """A 3x2 kernel with strides 2x1 needs version 5 (pairs); older versions load as squares."""
+    program = unsigned_program() if unsigned else small_program()
+    conv = program.layers[0]
+    conv.kernel, conv.stride = (3, 2), (2, 1)
+    conv.weights = np.random.default_rng(2).integers(-128, 128, (2, 1, 3, 2))
+    conv.out_shape = (2, 3, 3)
+    path = tmp_path / "p.radix"
+    program.save(path)
+    assert _version(path) == GEOMETRY_VERSION == FORMAT_VERSION == 5
+    loaded = Program.load(path)
+    assert loaded.layers[0].kernel == (3, 2) and loaded.layers[0].stride == (2, 1)
+    assert loaded.layers[1].kernel == (1, 1) and loaded.has_new_geometry
+    assert loaded.tensor_unsigned() == program.tensor_unsigned()
+    np.testing.assert_array_equal(loaded.layers[0].weights, conv.weights)
+
+
+def test_grouped_convolutions_round_trip_as_version_5(tmp_path):
+    program = small_program()
+    conv = program.layers[0]
+    conv.in_shape, conv.groups = (2, 6, 6), 2
+    program.input_shape = (2, 6, 6)
+    path = tmp_path / "p.radix"
+    program.save(path)
+    assert _version(path) == GEOMETRY_VERSION
+    loaded = Program.load(path)
+    assert loaded.layers[0].groups == 2 and loaded.layers[1].groups == 1
+    small_program().save(path)
+    assert b"groups" not in path.read_bytes() and Program.load(path).layers[0].groups == 1
 
 
 def test_link_signedness_follows_the_producers():

@@ -95,7 +95,7 @@ def corrupt(memory, placement, index: int, **fields) -> None:
     memory[start:start + 8] = encode_command(**values)
 
 
-@pytest.mark.parametrize("case", ["opcode", "limit", "summed", "band", "align", "window"])
+@pytest.mark.parametrize("case", ["opcode", "limit", "limit_rectangular", "summed", "band", "align", "window"])
 def test_errors_stop_the_list_on_the_rtl(case):
     program, placement, rng = fitting_program(5)
     x = random_input(rng, program, 2)
@@ -105,9 +105,11 @@ def test_errors_stop_the_list_on_the_rtl(case):
     if case == "opcode":
         corrupt(memory, placement, bad, opcode=7)
     elif case == "limit":
-        corrupt(memory, placement, bad, stride=5)
+        corrupt(memory, placement, bad, stride_w=5)
+    elif case == "limit_rectangular":  # the left padding is checked against KW, not KH
+        corrupt(memory, placement, bad, kernel_h=2, kernel_w=1, pad_top=0, pad_left=1)
     elif case == "summed":  # a summed job is 1x1 with stride 1
-        corrupt(memory, placement, bad, sum_pool=1, stride=2)
+        corrupt(memory, placement, bad, sum_pool=1, stride_w=2)
     elif case == "band":
         fields = decode_command(memory[(placement.cmd_base - BASE) // 8 + bad * 8:][:8])
         corrupt(memory, placement, bad, in_y0=fields["in_height"])
@@ -122,7 +124,7 @@ def test_errors_stop_the_list_on_the_rtl(case):
                     win_size=win_size, seed=7, pause=0.3)
     regs = rtl["registers"]
     assert regs["STATUS"] & 0b111 == 0b100, regs  # ERROR, not DONE, not BUSY
-    code = "LIMIT" if case == "summed" else case.upper()
+    code = "LIMIT" if case in ("limit_rectangular", "summed") else case.upper()
     assert (regs["ERR_CODE"], regs["ERR_INDEX"]) == (expected.error, expected.error_index) == (ERROR_CODE[code], bad)
     assert regs["ERR_ADDR"] == expected.error_addr
     assert regs["CMD_DONE"] == bad

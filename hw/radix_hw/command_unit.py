@@ -24,8 +24,8 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from radix.engine_spec import (BUS_ADDR_BITS, BUS_BYTES, COMMAND_BYTES, COMMAND_FIELDS, COMMAND_WORDS, ERROR_CODE,
-                               OPCODE_CONV, EngineConfig)
+from radix.engine_spec import (BUS_ADDR_BITS, COMMAND_FIELDS, COMMAND_WORDS, CORE_LAYER_FIELDS, ERROR_CODE,
+                               KERNEL_BITS, KERNEL_RANGE, OPCODE_CONV, STRIDE_RANGE, EngineConfig)
 
 from .axi4 import DATA_BITS
 from .bus_read import BEATS_BITS, ReadDescriptor
@@ -106,7 +106,7 @@ class CommandUnit(wiring.Component):
         m.d.comb += cmd.eq(Cat(*(raw.word_select(f.word, DATA_BITS)[f.lsb:f.lsb + f.width] for f in COMMAND_FIELDS)))
 
         # Derived values, one product per step of the shared multiplier.
-        t_in, t_out, kk = Signal(16), Signal(16), Signal(6)
+        t_in, t_out, kk = Signal(16), Signal(16), Signal(2 * KERNEL_BITS)  # kk: the KH*KW taps
         hw_in, band_groups, in_off, comp_px, out_px, out_off, skip_off, skip_row = (
             Signal(WIDE, name=name) for name in ("hw_in", "band_groups", "in_off", "comp_px", "out_px",
                                                  "out_off", "skip_off", "skip_row"))
@@ -140,15 +140,17 @@ class CommandUnit(wiring.Component):
             (scratch, cmd.skip_y0, cmd.skip_width, 0),
             (skip_off, scratch, cmd.skip_pixel_words, 0),
             (skip_row, cmd.skip_width, cmd.skip_pixel_words, 0),
-            (kk, cmd.kernel, cmd.kernel, 0),
+            (kk, cmd.kernel_h, cmd.kernel_w, 0),
             (t_kk, t_in, kk, 0),
             (t_chunk, t_kk, Const(chunk_words), 0),
             (extra_lanes, t_out - 1, Const(tile_lanes - cols), 0),
             (in_run, hw_in, Const(in_words), 0),
         ]
-        step = Signal(range(len(steps) + 1))
-        step_hot = Signal(len(steps))  # 1 << step: selects the operands in an AND-OR tree
+        # one-hot step: selects the operands in an AND-OR tree and enables the destination, so a
+        # destination's enable is three flip-flops ANDed, not a decode of a step count
+        step_hot = Signal(len(steps))
         phase = Signal(range(5))
+        phase_last = Signal()  # phase == 4, kept a cycle ahead
         # registered operands (twice: the step's selection, then the DSP48E1 input registers),
         # partial products and product: a step takes five cycles and the multiplier's paths are
         # register to register. Each partial product (24 x 17 and 24 x 15 bits) fits one DSP48E1
@@ -246,21 +248,21 @@ class CommandUnit(wiring.Component):
             with m.State("RECEIVE"):
                 m.d.sync += last_command.eq(next_n == self.cmd_count)
                 with m.If(word_count == COMMAND_WORDS):
-                    m.d.sync += [step.eq(0), step_hot.eq(1), phase.eq(0)]
+                    m.d.sync += [step_hot.eq(1), phase.eq(0), phase_last.eq(0)]
                     m.next = "DERIVE"
             with m.State("DERIVE"):
-                m.d.sync += phase.eq(Mux(phase == 4, 0, phase + 1))
+                m.d.sync += [phase.eq(Mux(phase_last, 0, phase + 1)), phase_last.eq(phase == 3)]
                 m.d.comb += [
                     mul_a.eq(reduce(operator.or_, (Mux(step_hot[i], a, 0) for i, (_, a, _, _) in enumerate(steps)))),
                     mul_b.eq(reduce(operator.or_, (Mux(step_hot[i], b, 0) for i, (_, _, b, _) in enumerate(steps)))),
                 ]
-                with m.Switch(step):
-                    for index, (dst, a, b, shift) in enumerate(steps):
-                        with m.Case(index):
-                            with m.If(phase == 4):
-                                m.d.sync += [dst.eq(product >> shift), step.eq(step + 1), step_hot.eq(step_hot << 1)]
-                    with m.Default():
-                        m.next = "CHECK"
+                with m.If(phase_last):
+                    m.d.sync += step_hot.eq(step_hot << 1)
+                    for index, (dst, _, _, shift) in enumerate(steps):
+                        with m.If(step_hot[index]):
+                            m.d.sync += dst.eq(product >> shift)
+                with m.If(step_hot == 0):
+                    m.next = "CHECK"
             with m.State("CHECK"):
                 # out_ch_up + extra_lanes in two adds of half the width (the low half's carry between)
                 m.d.sync += [out_sum_lo.eq(out_ch_up + extra_lanes[:WIDE // 2]),
@@ -271,7 +273,7 @@ class CommandUnit(wiring.Component):
                 m.d.sync += out_words.eq(out_sum >> (lpw.bit_length() - 1))
                 m.next = "CHECK_FLAGS"
             with m.State("CHECK_FLAGS"):
-                self._check(m, cmd, checks, t_in=t_in, kk=kk, band_groups=band_groups, t_kk=t_kk, comp_px=comp_px,
+                self._check(m, cmd, checks, t_in=t_in, band_groups=band_groups, t_kk=t_kk, comp_px=comp_px,
                             rows_out=rows_out, comp_h=comp_h, comp_w=comp_w, out_words=out_words, out_room=out_room,
                             offsets=(in_off, out_off, Mux(cmd.add, skip_off, 0)))
                 m.next = "VERDICT"
@@ -429,18 +431,11 @@ class CommandUnit(wiring.Component):
                     m.d.sync += complete.eq(complete + 1)
                     m.next = "WAIT"
 
-        m.d.comb += [
-            self.layer.in_ch.eq(job.in_ch), self.layer.in_h.eq(job.in_h), self.layer.in_w.eq(job.in_w),
-            self.layer.out_ch.eq(job.out_ch), self.layer.out_h.eq(job.out_h), self.layer.out_w.eq(job.out_w),
-            self.layer.kernel.eq(job.kernel), self.layer.stride.eq(job.stride), self.layer.pad_top.eq(job.pad_top),
-            self.layer.pad_left.eq(job.pad_left), self.layer.relu.eq(job.relu), self.layer.pool.eq(job.pool),
-            self.layer.add.eq(job.add), self.layer.in_unsigned.eq(job.in_unsigned),
-            self.layer.skip_unsigned.eq(job.skip_unsigned), self.layer.out_unsigned.eq(job.out_unsigned),
-            self.layer.sum_pool.eq(job.sum_pool),
-        ]
+        # the core's fields of the job, at the core's widths (LIMIT has checked the wider ones)
+        m.d.comb += [self.layer[name].eq(job[name]) for name in CORE_LAYER_FIELDS]
         return m
 
-    def _check(self, m, cmd, checks, *, t_in, kk, band_groups, t_kk, comp_px, rows_out, comp_h, comp_w, out_words,
+    def _check(self, m, cmd, checks, *, t_in, band_groups, t_kk, comp_px, rows_out, comp_h, comp_w, out_words,
                out_room, offsets):
         """Registers the command's checks of docs/engine.md into ``checks`` (a :data:`_Checks`):
         each failing condition is a bit of ``limit`` or ``band``, ORed by the verdict."""
@@ -448,11 +443,13 @@ class CommandUnit(wiring.Component):
         sizes = [cmd.in_ch, cmd.out_ch, cmd.in_h, cmd.in_w, cmd.out_h, cmd.out_w, cmd.in_pixel_words,
                  cmd.out_pixel_words, cmd.in_height, cmd.out_height]
         limit = Cat(Cat(*(size == 0 for size in sizes)).any(),
-                    (cmd.kernel == 0) | (cmd.kernel > 7) | (cmd.stride == 0) | (cmd.stride > 4),
-                    (cmd.pad_top >= cmd.kernel) | (cmd.pad_left >= cmd.kernel),
+                    *((size < KERNEL_RANGE[0]) | (size > KERNEL_RANGE[1]) for size in (cmd.kernel_h, cmd.kernel_w)),
+                    *((size < STRIDE_RANGE[0]) | (size > STRIDE_RANGE[1]) for size in (cmd.stride_h, cmd.stride_w)),
+                    (cmd.pad_top >= cmd.kernel_h) | (cmd.pad_left >= cmd.kernel_w),
                     band_groups > cfg.in_depth, t_kk > cfg.wt_depth // cfg.rows, comp_px > cfg.acc_depth,
                     cmd.pool & ((cmd.out_h < 2) | (cmd.out_w < 2)),
-                    cmd.sum_pool & ((cmd.kernel != 1) | (cmd.stride != 1) | cmd.pool | cmd.add))
+                    cmd.sum_pool & ((cmd.kernel_h != 1) | (cmd.kernel_w != 1) | (cmd.stride_h != 1)
+                                    | (cmd.stride_w != 1) | cmd.pool | cmd.add))
         # a band starting 2^29 words (4 GB) or more into its tensor would wrap the address space
         offsets_wrap = Cat(*((offset >> (BUS_ADDR_BITS - 3)) != 0 for offset in offsets)).any()
         skip_band = cmd.add & ((cmd.skip_y0 + comp_h > cmd.skip_height) | (comp_w > cmd.skip_width)

@@ -39,11 +39,13 @@ class ConvCore(wiring.Component):
     bank; the accumulator hands a skip bank back to the loader once the tile that read it has
     its last pixel written.
 
-    The layer must be one the driver accepts: nonzero sizes, ``1 <= kernel <= 7``,
-    ``1 <= stride <= 4``, padding below the kernel, ``T_in*IN_H*IN_W <= in_depth``,
-    ``T_in*k*k*rows <= wt_depth``, a computed map (``OUT_H x OUT_W``, with pooling cropped to
-    even sizes) of at most ``acc_depth`` pixels (with ``layer.add`` the skip pixels of one tile
-    fill at most one skip bank), with pooling an output of at least 2x2, and with ``layer.add``
+    The layer must be one the driver accepts: nonzero sizes, a ``KH x KW`` kernel with
+    ``1 <= KH, KW <= 15``, strides ``1 <= SH, SW <= 4`` (rows, columns), ``PAD_TOP < KH`` and
+    ``PAD_LEFT < KW``, ``T_in*IN_H*IN_W <= in_depth``, ``T_in*KH*KW*rows <= wt_depth``, a
+    computed map (``OUT_H x OUT_W``, with pooling cropped to even sizes) of at most
+    ``acc_depth`` pixels (with ``layer.add`` the skip pixels of one tile fill at most one skip
+    bank), with pooling an output of at least 2x2, with ``layer.sum_pool`` a 1x1 kernel of
+    stride 1 without pooling or add, and with ``layer.add``
     skip shifts in ``[-(A-W-2), W+1]``, or ``[-(A-W-3), W+1]`` for an unsigned skip (larger
     ones are clamped, which changes nothing).
     """

@@ -6,7 +6,7 @@ from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from radix.engine_spec import STREAM_BITS, EngineConfig
+from radix.engine_spec import KERNEL_BITS, STREAM_BITS, EngineConfig
 from radix.stream_format import BIAS_BITS, SHIFT_BITS, SKIP_SHIFT_OFFSET
 
 from .accumulator import skip_address_bits
@@ -34,7 +34,8 @@ class Loader(wiring.Component):
        ``bias``, ``shifts`` and ``skip_shifts``, lane 0 first); with ``layer.add``, the tile's
        skip pixels, ``wt_words`` words per computed output pixel, written to skip bank
        ``j % 2`` at ``bank*acc_depth + pixel`` (the accumulator address of the pixel) once that
-       skip bank is free; then the weight rows, ``wt_words`` words each, written to
+       skip bank is free; then the weight rows (per input tile, ``rows`` per tap ``(u, v)`` of
+       the ``KH x KW`` kernel in raster order), ``wt_words`` words each, written to
        ``bank*wt_depth + row``. ``wt_avail[b]`` counts the rows written so far, so compute may
        start on a bank before it is complete; ``wt_release`` (one bit per bank) returns a bank,
        clearing its count. Since the skip pixels precede the weight rows, a tile's skip data is
@@ -104,7 +105,7 @@ class Loader(wiring.Component):
                     m.d.sync += gather.word_select(word_index, STREAM_BITS).eq(word)
 
         x, y = Signal(16), Signal(16)
-        u, v = Signal(3), Signal(3)
+        u, v = Signal(KERNEL_BITS), Signal(KERNEL_BITS)
         r = Signal(range(rows))
         ch, co = Signal(17), Signal(17)  # first channel of the input / output tile
         in_addr = Signal(self.in_addr_bits)
@@ -123,8 +124,9 @@ class Loader(wiring.Component):
         # stream parsing compares counters with registers instead of sums of layer fields.
         in_w_last, in_h_last = Signal(16, name="in_w_last"), Signal(16, name="in_h_last")
         skip_w_last, skip_h_last = Signal(16, name="skip_w_last"), Signal(16, name="skip_h_last")
-        tap_last = Signal(3)
-        last_tap = Signal(name="last_tap")  # (u, v) == (tap_last, tap_last), kept with u and v
+        kh_last, kw_last = Signal(KERNEL_BITS, name="kh_last"), Signal(KERNEL_BITS, name="kw_last")
+        last_tap = Signal(name="last_tap")  # (u, v) == (kh_last, kw_last), kept with u and v
+        one_tap = (kh_last == 0) & (kw_last == 0)
         last_ch_tile, last_cotile = Signal(name="last_ch_tile"), Signal(name="last_cotile")
         last_skip_x = x == skip_w_last
         last_skip_y = y == skip_h_last
@@ -161,7 +163,8 @@ class Loader(wiring.Component):
                     m.d.sync += [in_w_last.eq(layer.in_w - 1), in_h_last.eq(layer.in_h - 1),
                                  skip_w_last.eq(computed_size(layer.out_w, layer.pool) - 1),
                                  skip_h_last.eq(computed_size(layer.out_h, layer.pool) - 1),
-                                 tap_last.eq(layer.kernel - 1), last_cotile.eq(cols >= layer.out_ch)]
+                                 kh_last.eq(layer.kernel_h - 1), kw_last.eq(layer.kernel_w - 1),
+                                 last_cotile.eq(cols >= layer.out_ch)]
                     m.d.sync += [x.eq(0), y.eq(0), ch.eq(0), co.eq(0), in_addr.eq(0), first_cotile.eq(1),
                                  word_index.eq(0), bank.eq(0), free.eq(0b11), skip_free.eq(0b11),
                                  self.wt_avail[0].eq(0), self.wt_avail[1].eq(0)]
@@ -203,7 +206,7 @@ class Loader(wiring.Component):
                     ]
                     with m.If(lane_count == cols - 1):
                         m.d.sync += [r.eq(0), u.eq(0), v.eq(0), ch.eq(0), x.eq(0), y.eq(0),
-                                     last_ch_tile.eq(rows >= layer.in_ch), last_tap.eq(tap_last == 0),
+                                     last_ch_tile.eq(rows >= layer.in_ch), last_tap.eq(one_tap),
                                      skip_addr.eq(Mux(bank, cfg.acc_depth, 0))]
                         with m.If(layer.add):
                             m.next = "SKIP"
@@ -233,13 +236,14 @@ class Loader(wiring.Component):
                         m.d.sync += [self.wt_avail[bank].eq(self.wt_avail[bank] + 1), wt_addr.eq(wt_addr + 1),
                                      r.eq(r + 1)]
                         with m.If(r == rows - 1):
+                            # taps in raster order: v over the KW columns, then u over the KH rows
                             m.d.sync += [r.eq(0), v.eq(v + 1),
-                                         last_tap.eq((v + 1 == tap_last) & (u == tap_last))]
-                            with m.If(v == tap_last):
+                                         last_tap.eq((v + 1 == kw_last) & (u == kh_last))]
+                            with m.If(v == kw_last):
                                 m.d.sync += [v.eq(0), u.eq(u + 1),
-                                             last_tap.eq((tap_last == 0) & (u + 1 == tap_last))]
+                                             last_tap.eq((kw_last == 0) & (u + 1 == kh_last))]
                             with m.If(last_tap):
-                                m.d.sync += [u.eq(0), last_tap.eq(tap_last == 0), ch.eq(ch + rows),
+                                m.d.sync += [u.eq(0), last_tap.eq(one_tap), ch.eq(ch + rows),
                                              last_ch_tile.eq(ch + 2 * rows >= layer.in_ch)]
                                 with m.If(last_ch_tile):
                                     m.d.sync += [ch.eq(0), co.eq(co + cols), bank.eq(~bank),

@@ -5,25 +5,27 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 
-from radix.engine_spec import EngineConfig
+from radix.engine_spec import KERNEL_BITS, EngineConfig
 
 from .helpers import computed_size, small_product
 from .layout import LayerConfigLayout, input_address_bits, pixel_meta_layout, weight_address_bits
 from .loader import weight_rows_bits
 
-COORD = signed(21)  # an input coordinate i*S + u - PAD: |value| < 2^19 for 16-bit sizes
+COORD = signed(21)  # an input coordinate i*SH + u - PAD_TOP (or j*SW + v - PAD_LEFT): |value| < 2^19
+TAP_OFFSET = signed(KERNEL_BITS + 1)  # a tap's offset u - PAD_TOP (or v - PAD_LEFT): both below the kernel
 
 
 class Sequencer(wiring.Component):
     """Runs a job's passes back to back through the array.
 
     Pass order: for each output-channel tile (weight/accumulator bank ``j % 2``), for each
-    input-channel tile ``t``, for each tap ``(u, v)``: one pass streams the ``OUT_H x OUT_W``
-    output pixels in raster order (with pooling, an odd last row or column is not computed),
-    pixel ``(i, j)`` reading input ``(i*S + u - PAD_TOP, j*S + v - PAD_LEFT)`` of tile ``t``
-    (zero outside the tile: padding and edges are formed here). Addresses are built
-    incrementally modulo the buffer size; the only products, ``PAD_TOP*IN_W`` and
-    ``STRIDE*IN_W``, are 3-bit shift-and-add.
+    input-channel tile ``t``, for each tap ``(u, v)`` of the ``KH x KW`` kernel in raster order
+    (``u`` the kernel row, ``v`` the column): one pass streams the ``OUT_H x OUT_W`` output
+    pixels in raster order (with pooling, an odd last row or column is not computed), pixel
+    ``(i, j)`` reading input ``(i*SH + u - PAD_TOP, j*SW + v - PAD_LEFT)`` of tile ``t`` (zero
+    outside the tile: padding and edges are formed here). Addresses are built incrementally
+    modulo the buffer size; the only products, ``PAD_TOP*IN_W`` and ``SH*IN_W``, are 4- and 3-bit
+    shift-and-add.
 
     Two cooperating parts:
 
@@ -90,11 +92,11 @@ class Sequencer(wiring.Component):
 
         pad_row_offset = Signal(addr_bits)  # PAD_TOP * IN_W
         first_tile_base = Signal(addr_bits)  # -PAD_TOP * IN_W, from pad_row_offset in SETUP
-        stride_row = Signal(addr_bits)      # STRIDE * IN_W
+        stride_row = Signal(addr_bits)      # SH * IN_W
 
         # Pass generator state: the pass whose weights load next.
         co, ch = Signal(17), Signal(17)
-        u, v = Signal(3), Signal(3)
+        u, v = Signal(KERNEL_BITS), Signal(KERNEL_BITS)
         wbank = Signal()
         row = Signal(weight_rows_bits(cfg))
         row_end = Signal(weight_rows_bits(cfg) + 1)  # row + rows, kept so WAIT only compares
@@ -106,7 +108,7 @@ class Sequencer(wiring.Component):
         d_valid = Signal()
         d_bank, d_first, d_last = Signal(), Signal(), Signal()
         d_base = Signal(addr_bits)
-        d_y0, d_x0 = Signal(signed(5)), Signal(signed(5))
+        d_y0, d_x0 = Signal(TAP_OFFSET), Signal(TAP_OFFSET)
 
         # "the last tap column / row", "the last input-channel tile", "the last output-channel
         # tile" and "the last row of the load", kept as registers updated with v, u, ch, co and
@@ -117,7 +119,7 @@ class Sequencer(wiring.Component):
         last_t, last_co = Signal(name="last_t"), Signal(name="last_co")
         next_tap_base, next_tile_base = Signal(addr_bits), Signal(addr_bits)
         m.d.sync += [next_tap_base.eq(tap_base + layer.in_w), next_tile_base.eq(tile_base + self.hw)]
-        single_tap = layer.kernel == 1
+        single_column, single_row = layer.kernel_w == 1, layer.kernel_h == 1
 
         loading = Signal()
         m.d.comb += [
@@ -131,10 +133,10 @@ class Sequencer(wiring.Component):
                     m.d.sync += [
                         co.eq(0), ch.eq(0), u.eq(0), v.eq(0), wbank.eq(0), row.eq(0), row_end.eq(rows),
                         last_step.eq(0),
-                        last_v.eq(single_tap), last_u.eq(single_tap),
+                        last_v.eq(single_column), last_u.eq(single_row),
                         last_t.eq(rows >= layer.in_ch), last_co.eq(cols >= layer.out_ch),
                         pad_row_offset.eq(offset),
-                        stride_row.eq(small_product(layer.stride, layer.in_w)[:addr_bits]),
+                        stride_row.eq(small_product(layer.stride_h, layer.in_w)[:addr_bits]),
                     ]
                     m.next = "SETUP"
             with m.State("SETUP"):
@@ -166,13 +168,13 @@ class Sequencer(wiring.Component):
                 d_y0.eq(u - layer.pad_top), d_x0.eq(v - layer.pad_left),
                 d_first.eq((ch == 0) & (u == 0) & (v == 0)),
                 d_last.eq(last_t & last_u & last_v),
-                row.eq(row_end), row_end.eq(row_end + rows), v.eq(v + 1), last_v.eq(v + 2 == layer.kernel),
+                row.eq(row_end), row_end.eq(row_end + rows), v.eq(v + 1), last_v.eq(v + 2 == layer.kernel_w),
             ]
             with m.If(last_v):
-                m.d.sync += [v.eq(0), last_v.eq(single_tap), u.eq(u + 1), last_u.eq(u + 2 == layer.kernel),
+                m.d.sync += [v.eq(0), last_v.eq(single_column), u.eq(u + 1), last_u.eq(u + 2 == layer.kernel_h),
                              tap_base.eq(next_tap_base)]
                 with m.If(last_u):
-                    m.d.sync += [u.eq(0), last_u.eq(single_tap), ch.eq(ch + rows),
+                    m.d.sync += [u.eq(0), last_u.eq(single_row), ch.eq(ch + rows),
                                  last_t.eq(ch + 2 * rows >= layer.in_ch),
                                  tile_base.eq(next_tile_base),
                                  tap_base.eq(next_tile_base)]
@@ -192,7 +194,7 @@ class Sequencer(wiring.Component):
         active = Signal()
         i, j = Signal(16), Signal(16)
         y, x = Signal(COORD), Signal(COORD)
-        x0 = Signal(signed(5))
+        x0 = Signal(TAP_OFFSET)
         row_base = Signal(addr_bits)  # address of input row y (modulo the buffer size)
         pixel = Signal(len(self.meta.addr))
         first_pixel = Signal()
@@ -237,13 +239,13 @@ class Sequencer(wiring.Component):
             with m.If(active):
                 m.d.sync += [pixel.eq(pixel + 1), first_pixel.eq(0)]
                 with m.If(j_last):
-                    m.d.sync += [j.eq(0), i.eq(i + 1), x.eq(x0), y.eq(y + layer.stride),
+                    m.d.sync += [j.eq(0), i.eq(i + 1), x.eq(x0), y.eq(y + layer.stride_h),
                                  row_base.eq(row_base + stride_row),
                                  j_last.eq(out_w_last == 0), i_last.eq(i + 1 == out_h_last)]
                     with m.If(i_last):
                         m.d.sync += active.eq(0)
                 with m.Else():
-                    m.d.sync += [j.eq(j + 1), x.eq(x + layer.stride), j_last.eq(j + 1 == out_w_last)]
+                    m.d.sync += [j.eq(j + 1), x.eq(x + layer.stride_w), j_last.eq(j + 1 == out_w_last)]
 
         inside = active & (y >= 0) & (y < layer.in_h) & (x >= 0) & (x < layer.in_w)
         inside_d = Signal()

@@ -346,9 +346,9 @@ def random_job(rng, config: EngineConfig, index: int) -> dict:
         garbage = rng.integers(0, 1 << 62, (config.acc_depth - len(contents), cols))
         contents += [pack_int(g, config.acc_width) for g in garbage]
         banks.append((contents, pack_int(shift_pad[lanes], SHIFT_BITS)))
-    layer = _layer_word({"in_ch": 1, "in_h": 1, "in_w": 1, "out_ch": c_out, "out_h": out_h,
-                         "out_w": out_w, "kernel": 1, "stride": 1, "relu": int(relu), "pool": int(pool),
-                         "out_unsigned": int(unsigned)})
+    layer = _layer_word({"in_ch": 1, "in_h": 1, "in_w": 1, "out_ch": c_out, "out_h": out_h, "out_w": out_w,
+                         "kernel_h": 1, "kernel_w": 1, "stride_h": 1, "stride_w": 1, "relu": int(relu),
+                         "pool": int(pool), "out_unsigned": int(unsigned)})
     return {
         "layer": layer, "tiles": banks, "words": words, "saturated": real.saturated,
         "ready_p": float(rng.choice([1.0, 0.8, 0.5, 0.25])), "load_delay": int(rng.integers(0, 12)),

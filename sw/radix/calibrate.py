@@ -579,7 +579,7 @@ def _calibrate_layer(layer: FloatLayer, inputs, fls: dict, float_out, fixed_fl, 
     program_layer = Layer(
         name=layer.name, kind=layer.kind, modules=list(layer.modules), inputs=list(layer.inputs),
         in_shape=tuple(layer.in_shape), out_shape=tuple(layer.out_shape), kernel=layer.kernel, stride=layer.stride,
-        padding=tuple(layer.padding), relu=layer.relu, pool=layer.pool, fl_in=int(fl_in),
+        padding=tuple(layer.padding), groups=layer.groups, relu=layer.relu, pool=layer.pool, fl_in=int(fl_in),
         fl_w=[int(f) for f in fl_w], fl_out=int(fl_out), fl_skip=None if fl_skip is None else int(fl_skip),
         weight_bits=wbits, weights=w_q, bias=b_q, role=layer.role, stats=stats, unsigned_out=out_unsigned,
     )
@@ -602,8 +602,9 @@ def _layer_weight_fls(layer: FloatLayer, bits: int, per_channel: bool, rule: str
 
 def _concat_layer(layer: FloatLayer, fl: int) -> Layer:
     return Layer(name=layer.name, kind="concat", modules=list(layer.modules), inputs=list(layer.inputs),
-                 in_shape=tuple(layer.in_shape), out_shape=tuple(layer.out_shape), kernel=1, stride=1,
-                 padding=(0, 0, 0, 0), relu=False, pool=False, fl_in=int(fl), fl_w=[0], fl_out=int(fl), weight_bits=0,
+                 in_shape=tuple(layer.in_shape), out_shape=tuple(layer.out_shape), kernel=(1, 1),
+                 stride=(1, 1), padding=(0, 0, 0, 0), relu=False, pool=False, fl_in=int(fl), fl_w=[0], fl_out=int(fl),
+                 weight_bits=0,
                  weights=np.zeros(0, dtype=np.int64), bias=np.zeros(0, dtype=np.int64),
                  input_shapes=[tuple(s) for s in layer.input_shapes])
 
@@ -648,14 +649,16 @@ def _accumulate(layer: FloatLayer, x_q, w_q, b_q, skip, width: int) -> np.ndarra
 
     top, left, bottom, right = layer.padding
     n, _, h, w = x_q.shape
-    h_out = golden.conv_output_size(h, layer.kernel, layer.stride, top, bottom)
-    w_out = golden.conv_output_size(w, layer.kernel, layer.stride, left, right)
+    (kh, kw), (sh, sw) = layer.kernel, layer.stride
+    h_out = golden.conv_output_size(h, kh, sh, top, bottom)
+    w_out = golden.conv_output_size(w, kw, sw, left, right)
     with torch.no_grad():
         xt = F.pad(torch.from_numpy(np.asarray(x_q, dtype=np.float64)), (left, max(right, 0), top, max(bottom, 0)))
-        y = F.conv2d(xt, torch.from_numpy(np.asarray(w_q, dtype=np.float64)), stride=layer.stride)
+        y = F.conv2d(xt, torch.from_numpy(np.asarray(w_q, dtype=np.float64)), stride=layer.stride,
+                     groups=layer.groups)
     y = y[:, :, :h_out, :w_out].numpy()
     if not np.array_equal(y, np.floor(y)):  # never seen: a convolution algorithm that rounds
-        return golden.conv_accumulate(x_q, w_q, b_q, stride=layer.stride, pad=layer.padding,
+        return golden.conv_accumulate(x_q, w_q, b_q, stride=layer.stride, pad=layer.padding, groups=layer.groups,
                                       **({} if skip is None else {"skip": skip[0].reshape((n, -1, h_out, w_out)),
                                                                   "skip_shift": skip[1], "width": width,
                                                                   "unsigned_skip": skip[2]}))
@@ -684,16 +687,18 @@ def _mean_preactivation(layer: FloatLayer, float_inputs) -> np.ndarray:
     else:
         top, left, bottom, right = layer.padding
         _, _, h, w = x.shape
-        k, s = layer.kernel, layer.stride
-        h_out = golden.conv_output_size(h, k, s, top, bottom)
-        w_out = golden.conv_output_size(w, k, s, left, right)
+        (kh, kw), (sh, sw) = layer.kernel, layer.stride
+        h_out = golden.conv_output_size(h, kh, sh, top, bottom)
+        w_out = golden.conv_output_size(w, kw, sw, left, right)
         xp = np.pad(x, ((0, 0), (0, 0), (top, max(bottom, 0)), (left, max(right, 0))))
-        taps = np.empty((x.shape[1], k, k))
-        for u in range(k):
-            for v in range(k):
-                window = xp[:, :, u:u + s * (h_out - 1) + 1:s, v:v + s * (w_out - 1) + 1:s]
+        taps = np.empty((x.shape[1], kh, kw))
+        for u in range(kh):
+            for v in range(kw):
+                window = xp[:, :, u:u + sh * (h_out - 1) + 1:sh, v:v + sw * (w_out - 1) + 1:sw]
                 taps[:, u, v] = window.mean(axis=(0, 2, 3))
-        mean = np.einsum("ocuv,cuv->o", weight, taps) + layer.bias
+        groups = layer.groups
+        mean = np.einsum("gocuv,gcuv->go", weight.reshape((groups, -1) + weight.shape[1:]),
+                         taps.reshape((groups, -1) + taps.shape[1:])).reshape(-1) + layer.bias
     if layer.skip is not None:
         skip = np.asarray(float_inputs[1], dtype=np.float64)
         mean = mean + _channel_mean(skip.reshape((len(skip), len(mean), -1)))

@@ -400,7 +400,8 @@ def cmd_check(args) -> dict:
             "supported": ok,
             "modules": [f.__dict__ for f in findings],
             "layers": [{"name": l.name, "kind": l.kind, "role": l.role, "inputs": l.inputs, "modules": l.modules,
-                        "out_shape": list(l.out_shape)} for l in layers],
+                        "out_shape": list(l.out_shape), "kernel": list(l.kernel), "stride": list(l.stride),
+                        "groups": l.groups} for l in layers],
         },
     }
 
@@ -511,6 +512,11 @@ def _scheme_text(calibration: dict) -> str:
 
 def _fmt_fl(values: list[int]) -> str:
     return str(values[0]) if len(set(values)) == 1 else f"{min(values)}..{max(values)}"
+
+
+def _fmt_pair(values) -> str:
+    """A kernel or stride: one number when square, else vertical x horizontal."""
+    return str(values[0]) if values[0] == values[1] else f"{values[0]}x{values[1]}"
 
 
 def _fmt_padding(padding) -> str:
@@ -729,9 +735,10 @@ def cmd_deploy(args) -> dict:
 
 def cmd_inspect(args) -> dict:
     program = _load_program(args.program)
-    rows = [[l.name, l.role or l.kind, ", ".join(l.inputs), "x".join(map(str, l.in_shape)),
+    rows = [[l.name, (l.role or l.kind) + (f" g{l.groups}" if l.groups > 1 else ""), ", ".join(l.inputs),
+             "x".join(map(str, l.in_shape)),
              "x".join(map(str, l.out_shape)),
-             f"{l.kernel}/{l.stride}/{_fmt_padding(l.padding)}" if l.kind == "conv" else "-",
+             f"{_fmt_pair(l.kernel)}/{_fmt_pair(l.stride)}/{_fmt_padding(l.padding)}" if l.kind == "conv" else "-",
              "+".join(flag for flag, on in (("add", l.skip), ("relu", l.relu), ("pool", l.pool)) if on) or "-",
              _fl(l.fl_in, l.unsigned_in), "-" if l.fl_skip is None else _fl(l.fl_skip, l.unsigned_skip),
              _fmt_fl(l.fl_w) if l.kind != "concat" else "-", _fl(l.fl_out, l.unsigned_out),

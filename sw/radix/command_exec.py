@@ -1,4 +1,4 @@
-"""The reference bus-master engine (engine version 6): command lists executed over a numpy memory.
+"""The reference bus-master engine (engine version 7): command lists executed over a numpy memory.
 
 :func:`execute` runs a command list exactly as docs/engine.md ("Memory and commands") says: it
 fetches each command, checks it (``OPCODE``, ``LIMIT``, ``BAND``, ``ALIGN``, in that order), reads
@@ -95,28 +95,28 @@ def _limit(f: dict, cfg: EngineConfig) -> str:
     for name in ("in_ch", "out_ch", "in_h", "in_w", "out_h", "out_w"):
         if f[name] == 0:
             return f"{name} is 0"
-    k = f["kernel"]
-    if not golden.KERNEL_RANGE[0] <= k <= golden.KERNEL_RANGE[1]:
-        return f"kernel {k} outside {golden.KERNEL_RANGE[0]}..{golden.KERNEL_RANGE[1]}"
-    if not golden.STRIDE_RANGE[0] <= f["stride"] <= golden.STRIDE_RANGE[1]:
-        return f"stride {f['stride']} outside {golden.STRIDE_RANGE[0]}..{golden.STRIDE_RANGE[1]}"
-    if f["pad_top"] >= k or f["pad_left"] >= k:
-        return f"padding (top {f['pad_top']}, left {f['pad_left']}) not below the kernel {k}"
+    kh, kw, sh, sw = f["kernel_h"], f["kernel_w"], f["stride_h"], f["stride_w"]
+    if not all(golden.KERNEL_RANGE[0] <= k <= golden.KERNEL_RANGE[1] for k in (kh, kw)):
+        return f"kernel {kh}x{kw} outside {golden.KERNEL_RANGE[0]}..{golden.KERNEL_RANGE[1]} per dimension"
+    if not all(golden.STRIDE_RANGE[0] <= s <= golden.STRIDE_RANGE[1] for s in (sh, sw)):
+        return f"stride {sh}x{sw} outside {golden.STRIDE_RANGE[0]}..{golden.STRIDE_RANGE[1]} per dimension"
+    if f["pad_top"] >= kh or f["pad_left"] >= kw:
+        return f"padding (top {f['pad_top']}, left {f['pad_left']}) not below the {kh}x{kw} kernel"
     if f["in_ch"] % cfg.rows:
         return f"in_ch {f['in_ch']} is not a multiple of the {cfg.rows} rows"
     t_in = f["in_ch"] // cfg.rows
     if t_in * f["in_h"] * f["in_w"] > cfg.in_depth:
         return f"{t_in * f['in_h'] * f['in_w']} input pixel groups exceed IN_DEPTH {cfg.in_depth}"
-    if t_in * k * k * cfg.rows > cfg.wt_depth:
-        return f"{t_in * k * k * cfg.rows} weight rows per output tile exceed WT_DEPTH {cfg.wt_depth}"
+    if t_in * kh * kw * cfg.rows > cfg.wt_depth:
+        return f"{t_in * kh * kw * cfg.rows} weight rows per output tile exceed WT_DEPTH {cfg.wt_depth}"
     comp_h, comp_w = computed_map(f["out_h"], f["out_w"], f["pool"])
     if comp_h * comp_w > cfg.acc_depth:
         return f"{comp_h * comp_w} computed pixels exceed ACC_DEPTH {cfg.acc_depth}"
     if f["pool"] and (f["out_h"] < 2 or f["out_w"] < 2):
         return f"pooling a {f['out_h']}x{f['out_w']} map (at least 2x2)"
-    if f["sum_pool"] and (k != 1 or f["stride"] != 1 or f["pool"] or f["add"]):
-        return (f"sum_pool with kernel {k}, stride {f['stride']}, pool {f['pool']}, add {f['add']} "
-                f"(kernel 1, stride 1, no pool or add)")
+    if f["sum_pool"] and ((kh, kw, sh, sw) != (1, 1, 1, 1) or f["pool"] or f["add"]):
+        return (f"sum_pool with kernel {kh}x{kw}, stride {sh}x{sw}, pool {f['pool']}, add {f['add']} "
+                f"(kernel 1x1, stride 1, no pool or add)")
     return ""
 
 
@@ -255,7 +255,7 @@ def _pixel_rows(y0: int, rows: int, width: int, columns: int) -> np.ndarray:
 
 def _run_job(bus: _Bus, f: dict, cfg: EngineConfig) -> int:
     """Read one checked command's data, compute it, write its outputs; its saturated outputs."""
-    k, c_in, c_out = f["kernel"], f["in_ch"], f["out_ch"]
+    k, c_in, c_out = (f["kernel_h"], f["kernel_w"]), f["in_ch"], f["out_ch"]
     t_in, t_out = c_in // cfg.rows, stream_format.tiles(c_out, cfg.cols)
     comp_h, comp_w = computed_map(f["out_h"], f["out_w"], f["pool"])
     skip_pixels = comp_h * comp_w if f["add"] else 0
@@ -310,7 +310,7 @@ def _run_job(bus: _Bus, f: dict, cfg: EngineConfig) -> int:
 def _compute(stream: np.ndarray, f: dict, cfg: EngineConfig, skip_pixels: int) -> tuple[np.ndarray, int]:
     """The core on one job's input stream: its ``(out_ch, h, w)`` output (after pooling) and
     saturated count, with :func:`radix.golden.conv_job` on the decoded stream."""
-    k, c_in, c_out = f["kernel"], f["in_ch"], f["out_ch"]
+    k, c_in, c_out = (f["kernel_h"], f["kernel_w"]), f["in_ch"], f["out_ch"]
     comp_h, comp_w = computed_map(f["out_h"], f["out_w"], f["pool"])
     input_part, cotiles = stream_format.split_job_words(
         stream, c_in=c_in, height=f["in_h"], width_px=f["in_w"], kernel=k, c_out=c_out, config=cfg,
@@ -326,7 +326,8 @@ def _compute(stream: np.ndarray, f: dict, cfg: EngineConfig, skip_pixels: int) -
     # the engine clamps the skip shifts when a tile starts (docs/engine.md, step 5)
     skip_shift = np.clip(part["skip_shift"], *skip_shift_range(cfg.width, unsigned=bool(f["skip_unsigned"])))
     out = golden.conv_job(
-        x[None, used], part["weights"][:, used], part["bias"], stride=f["stride"], pad_top=f["pad_top"],
+        x[None, used], part["weights"][:, used], part["bias"], stride=(f["stride_h"], f["stride_w"]),
+        pad_top=f["pad_top"],
         pad_left=f["pad_left"], out_h=f["out_h"], out_w=f["out_w"], shift=part["shift"], relu=bool(f["relu"]),
         pool=bool(f["pool"]), sum_pool=bool(f["sum_pool"]), width=cfg.width, skip=skip, skip_shift=skip_shift,
         unsigned_in=bool(f["in_unsigned"]), unsigned_skip=bool(f["skip_unsigned"]),

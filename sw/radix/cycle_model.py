@@ -23,10 +23,10 @@ from .stream_format import (cotile_header_words, cotile_word_count, input_tile_w
 def job_cycles(config: EngineConfig, job: dict) -> int:
     """Cycles from the core's start to its last output word for a job's command fields ``job``
     (``radix.engine_spec.COMMAND_FIELDS`` by name: in_ch, in_h, in_w, out_ch, out_h, out_w,
-    kernel, pool, add, sum_pool)."""
+    kernel_h, kernel_w, pool, add, sum_pool)."""
     t_in = tiles(job["in_ch"], config.rows)
     t_out = tiles(job["out_ch"], config.cols)
-    k = job["kernel"]
+    k = (job["kernel_h"], job["kernel_w"])
     pool = bool(job["pool"])
     h, w = computed_map(job["out_h"], job["out_w"], pool)
     p = h * w
@@ -36,7 +36,7 @@ def job_cycles(config: EngineConfig, job: dict) -> int:
     tile_words = cotile_word_count(job["in_ch"], k, config, skip_pixels=skip)
     header = cotile_header_words(config, skip_pixels=skip)
     pass_cycles = max(p, config.min_pass)
-    tile_compute = t_in * k * k * pass_cycles
+    tile_compute = t_in * math.prod(k) * pass_cycles
     first_pass_ready = header + input_tile_words(job["in_h"], job["in_w"], config) + config.rows * config.wt_words
     first_tile = max(first_pass_ready + tile_compute, load_input + tile_words + pass_cycles)
     tile_drain = pooled * config.wt_words

@@ -12,6 +12,7 @@ as it is.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 
 from .errors import InputError
@@ -193,9 +194,17 @@ class Register:
 
 # The convolution core's job descriptor (radix_hw.layout.LayerConfigLayout): the command fields
 # the core reads, at the widths it holds them (a command's wider fields are checked first).
+# Kernels KH x KW and strides SH x SW the engine runs, per dimension (docs/arithmetic.md §7): up
+# to 15 taps takes the 10x4 kernel of MLPerf Tiny's keyword spotting network; padding lies below
+# the kernel, so it fits the kernel's bits.
+KERNEL_RANGE = (1, 15)
+STRIDE_RANGE = (1, 4)
+KERNEL_BITS = KERNEL_RANGE[1].bit_length()
+STRIDE_BITS = STRIDE_RANGE[1].bit_length()
 CORE_LAYER_FIELDS = {
     "in_ch": 16, "in_h": 16, "in_w": 16, "out_ch": 16, "out_h": 16, "out_w": 16,
-    "kernel": 3, "stride": 3, "pad_top": 3, "pad_left": 3,
+    "kernel_h": KERNEL_BITS, "kernel_w": KERNEL_BITS, "stride_h": STRIDE_BITS, "stride_w": STRIDE_BITS,
+    "pad_top": KERNEL_BITS, "pad_left": KERNEL_BITS,
     "relu": 1, "pool": 1, "add": 1, "in_unsigned": 1, "skip_unsigned": 1, "out_unsigned": 1, "sum_pool": 1,
 }
 FIELD_MAX = (1 << 16) - 1  # the largest size a command's 16-bit fields hold
@@ -231,6 +240,17 @@ def written_map(out_h: int, out_w: int, *, pool: bool, sum_pool: bool) -> tuple[
     return (comp_h // 2, comp_w // 2) if pool else (comp_h, comp_w)
 
 
+def pair(value, what: str = "size") -> tuple[int, int]:
+    """``(vertical, horizontal)`` from one int (square) or a 2-sequence: kernels ``KH x KW`` and
+    strides ``SH x SW`` are rectangular (docs/arithmetic.md §7)."""
+    if isinstance(value, numbers.Integral):
+        return (int(value), int(value))
+    values = tuple(int(v) for v in value)
+    if len(values) != 2:
+        raise ValueError(f"{what} {value!r}: give one value or (vertical, horizontal)")
+    return values
+
+
 def computed_map(out_h: int, out_w: int, pool: bool) -> tuple[int, int]:
     """The convolution output a job computes: with 2x2 pooling an odd last row/column is never
     computed (docs/arithmetic.md §6). Skip pixels and accumulator addresses cover this map."""
@@ -253,8 +273,8 @@ def _markdown_table(registers) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Engine version 6: the engine as a bus master (docs/engine.md, "Memory and commands"); version 5
-# had no summed jobs (`sum_pool`).
+# Engine version 7: the engine as a bus master (docs/engine.md, "Memory and commands"); version 6
+# had square kernels and strides only (`kernel`, `stride`), version 5 no summed jobs (`sum_pool`).
 #
 # The tables below are the one definition of the bus-master engine's registers, its command
 # format and the layout of tensors in memory; the gateware (radix_hw.bus_engine), the driver's
@@ -262,7 +282,9 @@ def _markdown_table(registers) -> str:
 # docs/registers.md all take them from here.
 # ---------------------------------------------------------------------------------------------
 
-BUS_ENGINE_VERSION = 6  # 5: the engine fetches a command list and its data over an AXI master; 6: summed jobs
+# 5: the engine fetches a command list and its data over an AXI master; 6: summed jobs; 7: rectangular
+# kernels and strides (kernel_h/kernel_w, stride_h/stride_w)
+BUS_ENGINE_VERSION = 7
 BUS_ADDR_BITS = 32  # byte addresses on the AXI master
 BUS_BYTES = STREAM_BITS // 8  # bytes per AXI master beat (64-bit data)
 MAX_BURST_BEATS = 16  # the PS7 HP ports are AXI3 inside: at most 16 beats per burst
@@ -344,10 +366,10 @@ COMMAND_FIELDS: tuple[CommandField, ...] = (
     CommandField("out_unsigned", 0, 13, 1, "The output tensor is unsigned"),
     CommandField("sync", 0, 14, 1, "Read no input or skip pixel before every earlier command's writes have their responses"),
     CommandField("stats", 0, 15, 1, "Write the stats word to stat_addr when the command completes"),
-    CommandField("kernel", 0, 16, 4, "Kernel size k (1..7)"),
-    CommandField("stride", 0, 20, 4, "Stride S (1..4)"),
-    CommandField("pad_top", 0, 24, 4, "Zero rows above the band (0..k-1)"),
-    CommandField("pad_left", 0, 28, 4, "Zero columns left of the map (0..k-1)"),
+    CommandField("kernel_h", 0, 16, 4, f"Kernel rows KH ({KERNEL_RANGE[0]}..{KERNEL_RANGE[1]})"),
+    CommandField("stride_h", 0, 20, 4, f"Vertical stride SH ({STRIDE_RANGE[0]}..{STRIDE_RANGE[1]})"),
+    CommandField("pad_top", 0, 24, 4, "Zero rows above the band (0..KH-1)"),
+    CommandField("pad_left", 0, 28, 4, "Zero columns left of the map (0..KW-1)"),
     CommandField("in_ch", 0, 32, 16, "Input lanes C_in (the input tensor's lanes, a multiple of rows)"),
     CommandField("out_ch", 0, 48, 16, "Output channels C_out"),
     CommandField("in_h", 1, 0, 16, "Input rows of the band"),
@@ -370,8 +392,10 @@ COMMAND_FIELDS: tuple[CommandField, ...] = (
     CommandField("wt_addr", 6, 0, 32, "Byte address of the job's bias words and weight rows"),
     CommandField("skip_width", 6, 32, 16, "Pixels per row of the skip tensor"),
     CommandField("sum_pool", 6, 48, 1, "Sum all OUT_H x OUT_W computed pixels into one output pixel (a global average "
-                 "pool folded into a fully connected layer, docs/arithmetic.md §10): kernel 1, stride 1, no pool or add"),
+                 "pool folded into a fully connected layer, docs/arithmetic.md §10): kernel 1x1, stride 1, no pool or add"),
     CommandField("stat_addr", 7, 0, 32, "Byte address of the stats word (with stats)"),
+    CommandField("kernel_w", 7, 32, 4, f"Kernel columns KW ({KERNEL_RANGE[0]}..{KERNEL_RANGE[1]})"),
+    CommandField("stride_w", 7, 36, 4, f"Horizontal stride SW ({STRIDE_RANGE[0]}..{STRIDE_RANGE[1]})"),
 )
 COMMAND_FIELD = {f.name: f for f in COMMAND_FIELDS}
 STATS_CYCLES_BITS = 32  # stats word: bits 0..31 cycles from START to the command's end, 32..63 its saturations

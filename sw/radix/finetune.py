@@ -122,7 +122,8 @@ class EngineArithmetic(torch.nn.Module):
             acc = F.linear(x.reshape(x.shape[0], -1), w_int, b_int)
         else:
             top, left, bottom, right = layer.padding
-            acc = F.conv2d(F.pad(x, (left, right, top, bottom)), w_int, b_int, stride=layer.stride)
+            acc = F.conv2d(F.pad(x, (left, right, top, bottom)), w_int, b_int, stride=layer.stride,
+                           groups=layer.groups)
         if fixed.skip is not None:  # §9: the skip tensor at the accumulator's alignment
             skip = inputs[1].reshape(acc.shape)
             shifts = np.minimum(np.asarray(fixed.skip_shift), skip_shift_range(width)[1])

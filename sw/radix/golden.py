@@ -16,16 +16,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .engine_spec import (SUPPORTED_WIDTHS, accumulator_width, data_shift_range, max_reduction, skip_shift_range,
-                          tensor_range)
+from .engine_spec import (KERNEL_RANGE, STRIDE_RANGE, SUPPORTED_WIDTHS, accumulator_width, data_shift_range,
+                          max_reduction, pair, skip_shift_range, tensor_range)
 from .errors import InputError
 
-# tensor_range (§1), max_reduction (§3) and skip_shift_range (§9) are the contract's limits, defined
-# once in engine_spec (the gateware's source too) and part of this module's interface.
-MAX_REDUCTION = max_reduction()  # §3: largest K = C_in * k * k of a signed input without an add
+# tensor_range (§1), max_reduction (§3), skip_shift_range (§9), KERNEL_RANGE and STRIDE_RANGE (§7) are
+# the contract's limits, defined once in engine_spec (the gateware's source too) and part of this
+# module's interface.
+MAX_REDUCTION = max_reduction()  # §3: largest K = C_in * KH * KW of a signed input without an add
 MAX_REDUCTION_WITH_ADD = max_reduction(add=True)  # §9: a residual add needs one more bit of headroom
-KERNEL_RANGE = (1, 7)
-STRIDE_RANGE = (1, 4)
 
 
 class ContractError(InputError):
@@ -170,21 +169,31 @@ def padding4(pad) -> tuple[int, int, int, int]:
     return values
 
 
-def check_conv_geometry(*, c_in: int, height: int, width_px: int, kernel: int, stride: int, pad, add: bool = False,
-                        unsigned_in: bool = False) -> None:
-    """Refuse a convolution outside the contract's limits (§3, §7, §9), naming the limit."""
-    if not KERNEL_RANGE[0] <= kernel <= KERNEL_RANGE[1]:
-        raise ContractError(f"kernel {kernel}x{kernel} outside the supported {KERNEL_RANGE[0]}..{KERNEL_RANGE[1]}")
-    if not STRIDE_RANGE[0] <= stride <= STRIDE_RANGE[1]:
-        raise ContractError(f"stride {stride} outside the supported {STRIDE_RANGE[0]}..{STRIDE_RANGE[1]}")
+def check_conv_geometry(*, c_in: int, height: int, width_px: int, kernel, stride, pad, add: bool = False,
+                        unsigned_in: bool = False, groups: int = 1, c_out: int | None = None) -> None:
+    """Refuse a convolution outside the contract's limits (§3, §7, §9), naming the limit.
+    ``kernel`` and ``stride`` are one int (square) or ``(vertical, horizontal)``; ``groups``
+    divides ``c_in`` (and ``c_out`` when given)."""
+    if groups < 1 or c_in % groups or (c_out is not None and c_out % groups):
+        raise ContractError(f"groups={groups} does not divide the {c_in} input"
+                            + ("" if c_out is None else f" and {c_out} output") + " channels")
+    kh, kw = pair(kernel, "kernel")
+    sh, sw = pair(stride, "stride")
+    if not all(KERNEL_RANGE[0] <= k <= KERNEL_RANGE[1] for k in (kh, kw)):
+        raise ContractError(f"kernel {kh}x{kw} outside the supported {KERNEL_RANGE[0]}..{KERNEL_RANGE[1]} "
+                            "per dimension")
+    if not all(STRIDE_RANGE[0] <= s <= STRIDE_RANGE[1] for s in (sh, sw)):
+        raise ContractError(f"stride {sh}x{sw} outside the supported {STRIDE_RANGE[0]}..{STRIDE_RANGE[1]} "
+                            "per dimension")
     top, left, bottom, right = padding4(pad)
-    if not all(0 <= p < kernel for p in (top, left, bottom, right)):
-        raise ContractError(f"padding {(top, left, bottom, right)} outside the supported 0..{kernel - 1} per side "
-                            f"for a {kernel}x{kernel} kernel")
-    check_reduction(c_in * kernel * kernel, add=add, unsigned_in=unsigned_in)
-    if (conv_output_size(height, kernel, stride, top, bottom) < 1
-            or conv_output_size(width_px, kernel, stride, left, right) < 1):
-        raise ContractError(f"a {kernel}x{kernel} kernel with padding {(top, left, bottom, right)} does not fit "
+    if not (all(0 <= p < kh for p in (top, bottom)) and all(0 <= p < kw for p in (left, right))):
+        raise ContractError(f"padding {(top, left, bottom, right)} (top, left, bottom, right) outside the "
+                            f"supported 0..{kh - 1} above and below, 0..{kw - 1} left and right for a {kh}x{kw} "
+                            "kernel")
+    check_reduction(c_in // groups * kh * kw, add=add, unsigned_in=unsigned_in)
+    if (conv_output_size(height, kh, sh, top, bottom) < 1
+            or conv_output_size(width_px, kw, sw, left, right) < 1):
+        raise ContractError(f"a {kh}x{kw} kernel with padding {(top, left, bottom, right)} does not fit "
                             f"a {height}x{width_px} map")
 
 
@@ -192,7 +201,7 @@ def check_reduction(k: int, *, add: bool = False, unsigned_in: bool = False) -> 
     """Refuse ``K`` products per output beyond :func:`max_reduction` (§3, §9), naming the limit."""
     limit = max_reduction(add=add, unsigned_in=unsigned_in)
     if k > limit:
-        what = ", ".join(["K = C_in*k*k or in_features"] + ["an unsigned input"] * unsigned_in
+        what = ", ".join(["K = C_in/groups*KH*KW or in_features"] + ["an unsigned input"] * unsigned_in
                          + ["a residual add"] * add)
         raise ContractError(f"reduction length {k} exceeds the accumulator limit {limit} ({what}; §3)")
 
@@ -212,9 +221,12 @@ def align_skip(skip, skip_shift, width: int, *, unsigned: bool = False) -> np.nd
     return round_shift(skip, np.minimum(t, hi))
 
 
-def conv_accumulate(x, w, b, *, stride: int, pad, skip=None, skip_shift=None, width: int | None = None,
-                    unsigned_skip: bool = False) -> np.ndarray:
-    """Exact accumulators of a convolution (§7): ``(N, C_in, H, W)`` -> ``(N, C_out, H_out, W_out)``.
+def conv_accumulate(x, w, b, *, stride, pad, skip=None, skip_shift=None, width: int | None = None,
+                    unsigned_skip: bool = False, groups: int = 1) -> np.ndarray:
+    """Exact accumulators of a convolution (§7): ``(N, C_in, H, W)`` -> ``(N, C_out, H_out, W_out)``
+    with weights ``(C_out, C_in / groups, KH, KW)`` and ``stride`` one int or ``(SH, SW)``: output
+    channel ``c`` of group ``g = c // (C_out / groups)`` reads input channels ``g * C_in / groups ..``
+    (§7; ``groups = C_in = C_out`` is a depthwise convolution).
 
     With ``skip`` (the output's shape, before any pooling crop), the aligned skip tensor is added
     (§9); then ``skip_shift`` (per output channel or one value) and ``width`` are required, and
@@ -224,15 +236,21 @@ def conv_accumulate(x, w, b, *, stride: int, pad, skip=None, skip_shift=None, wi
     w = np.asarray(w, dtype=np.int64)
     top, left, bottom, right = padding4(pad)
     n, c_in, h, wd = x.shape
-    c_out, _, k, _ = w.shape
-    h_out = conv_output_size(h, k, stride, top, bottom)
-    w_out = conv_output_size(wd, k, stride, left, right)
+    c_out, c_group, kh, kw = w.shape
+    if c_group * groups != c_in or c_out % groups:
+        raise ContractError(f"weights {w.shape} with groups={groups} do not take {c_in} input channels")
+    sh, sw = pair(stride, "stride")
+    h_out = conv_output_size(h, kh, sh, top, bottom)
+    w_out = conv_output_size(wd, kw, sw, left, right)
     xp = np.pad(x, ((0, 0), (0, 0), (top, max(bottom, 0)), (left, max(right, 0))))
-    acc = np.zeros((n, c_out, h_out, w_out), dtype=np.int64)
-    for u in range(k):
-        for v in range(k):
-            window = xp[:, :, u : u + stride * (h_out - 1) + 1 : stride, v : v + stride * (w_out - 1) + 1 : stride]
-            acc += np.einsum("nchw,oc->nohw", window, w[:, :, u, v])
+    acc = np.zeros((n, groups, c_out // groups, h_out, w_out), dtype=np.int64)
+    wg = w.reshape(groups, c_out // groups, c_group, kh, kw)
+    for u in range(kh):
+        for v in range(kw):
+            window = xp[:, :, u : u + sh * (h_out - 1) + 1 : sh, v : v + sw * (w_out - 1) + 1 : sw]
+            window = window.reshape(n, groups, c_group, h_out, w_out)
+            acc += np.einsum("ngchw,goc->ngohw", window, wg[:, :, :, u, v])
+    acc = acc.reshape(n, c_out, h_out, w_out)
     acc += np.asarray(b, dtype=np.int64).reshape(1, c_out, 1, 1)
     if skip is not None:
         acc += align_skip(skip, _per_channel(skip_shift, 4), width, unsigned=unsigned_skip)
@@ -246,19 +264,19 @@ def _check_operands(x, skip, width: int, *, unsigned_in: bool, unsigned_skip: bo
         check_values(skip, width, unsigned=unsigned_skip, what="the skip tensor")
 
 
-def conv2d(x, w, b, *, stride: int, pad, shift, relu: bool, pool: bool, width: int, skip=None,
+def conv2d(x, w, b, *, stride, pad, shift, relu: bool, pool: bool, width: int, skip=None,
            skip_shift=None, unsigned_in: bool = False, unsigned_skip: bool = False,
-           unsigned_out: bool = False) -> Requantized:
+           unsigned_out: bool = False, groups: int = 1) -> Requantized:
     """A whole engine convolution: accumulate (with the residual add, if ``skip``), requantize,
     ReLU, saturate, optional 2x2 pool. ``unsigned_*`` give the signedness of the input, the skip
-    tensor and the output (§1)."""
+    tensor and the output (§1); ``groups`` as for :func:`conv_accumulate`."""
     x = np.asarray(x, dtype=np.int64)
     w = np.asarray(w, dtype=np.int64)
     _check_operands(x, skip, width, unsigned_in=unsigned_in, unsigned_skip=unsigned_skip)
-    check_conv_geometry(c_in=x.shape[1], height=x.shape[2], width_px=x.shape[3], kernel=w.shape[2], stride=stride,
-                        pad=pad, add=skip is not None, unsigned_in=unsigned_in)
+    check_conv_geometry(c_in=x.shape[1], height=x.shape[2], width_px=x.shape[3], kernel=w.shape[2:], stride=stride,
+                        pad=pad, add=skip is not None, unsigned_in=unsigned_in, groups=groups, c_out=w.shape[0])
     acc = conv_accumulate(x, w, b, stride=stride, pad=pad, skip=skip, skip_shift=skip_shift, width=width,
-                          unsigned_skip=unsigned_skip)
+                          unsigned_skip=unsigned_skip, groups=groups)
     return output_stage(acc, shift, relu=relu, pool=pool, width=width, unsigned=unsigned_out)
 
 
@@ -294,32 +312,33 @@ def _per_channel(shift, ndim: int) -> np.ndarray:
     return shift.reshape((1, -1) + (1,) * (ndim - 2))
 
 
-def conv_job(x_tile, w, b, *, stride: int, pad_top: int, pad_left: int, out_h: int, out_w: int, shift, relu: bool,
+def conv_job(x_tile, w, b, *, stride, pad_top: int, pad_left: int, out_h: int, out_w: int, shift, relu: bool,
              pool: bool, width: int, skip=None, skip_shift=None, unsigned_in: bool = False,
              unsigned_skip: bool = False, unsigned_out: bool = False, sum_pool: bool = False) -> Requantized:
     """One engine job: a convolution over a spatial tile, exactly as the engine computes it.
 
     Output pixel ``(i, j)`` of the ``out_h x out_w`` map reads input pixel
-    ``(i*stride + u - pad_top, j*stride + v - pad_left)`` of the ``(N, C_in, IN_H, IN_W)`` tile,
+    ``(i*SH + u - pad_top, j*SW + v - pad_left)`` of the ``(N, C_in, IN_H, IN_W)`` tile (weights
+    ``(C_out, C_in, KH, KW)``, ``stride`` one int or ``(SH, SW)``),
     zero outside it (docs/engine.md); with ``skip`` (``(N, C_out, h, w)``, the computed map: with
     pooling even-cropped) the residual add (§9); then §5 and, if ``pool``, §6 (an odd last
     row/column is neither computed nor counted). A whole layer is the job with the whole map as
     its tile. ``unsigned_*`` as for :func:`conv2d`. With ``sum_pool`` (no ``pool``, no ``skip``)
     the ``out_h x out_w`` pixels' products sum into one output pixel with the bias added once: a
     global average pool folded into a fully connected layer whose weights repeat over the map
-    (§10), ``K = C_in * k * k * out_h * out_w``.
+    (§10), ``K = C_in * KH * KW * out_h * out_w``.
     """
     x_tile = np.asarray(x_tile, dtype=np.int64)
     _check_operands(x_tile, skip, width, unsigned_in=unsigned_in, unsigned_skip=unsigned_skip)
     if sum_pool and (pool or skip is not None):
         raise ContractError("a summed job has neither 2x2 pooling nor a residual add")
     pixels = out_h * out_w if sum_pool else 1
-    check_reduction(x_tile.shape[1] * np.asarray(w).shape[2] ** 2 * pixels, add=skip is not None,
-                    unsigned_in=unsigned_in)
-    k = np.asarray(w).shape[2]
+    kh, kw = np.asarray(w).shape[2:]
+    sh, sw = pair(stride, "stride")
+    check_reduction(x_tile.shape[1] * kh * kw * pixels, add=skip is not None, unsigned_in=unsigned_in)
     n, c, h, wd = x_tile.shape
-    need_h = (out_h - 1) * stride + k
-    need_w = (out_w - 1) * stride + k
+    need_h = (out_h - 1) * sh + kh
+    need_w = (out_w - 1) * sw + kw
     padded = np.zeros((n, c, max(need_h, pad_top + h), max(need_w, pad_left + wd)), dtype=np.int64)
     padded[:, :, pad_top : pad_top + h, pad_left : pad_left + wd] = x_tile
     if sum_pool:

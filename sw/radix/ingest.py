@@ -43,8 +43,10 @@ def fc_input_limit(config: EngineConfig = DEFAULT_CONFIG) -> int:
 # What ingestion accepts and what becomes of it: the README's table is generated from this
 # (supported_operations_markdown(); tests/test_ingest.py keeps the README in step).
 SUPPORTED_OPERATIONS = (
-    ("`nn.Conv2d`", "an engine layer: square kernel 1..7, stride 1..4, zero padding per side below the kernel "
-                    "(`padding=\"same\"` for odd kernels), no groups or dilation"),
+    ("`nn.Conv2d`", f"an engine layer: kernel KH x KW of {golden.KERNEL_RANGE[0]}..{golden.KERNEL_RANGE[1]} each, "
+                    f"strides {golden.STRIDE_RANGE[0]}..{golden.STRIDE_RANGE[1]} each, zero padding per side below "
+                    "the kernel (`padding=\"same\"` as PyTorch places it), `groups` (depthwise: `groups = C`), "
+                    "no dilation"),
     ("`nn.Linear`", "an engine layer (a 1x1 convolution of a 1x1 map); its input flattened first; at most "
                     f"{fc_input_limit():,} inputs on the default engine, an average pool folded into it counted"),
     ("`nn.BatchNorm1d/2d` (running statistics)", "folded into the Conv2d/Linear before it; elsewhere a per-channel "
@@ -56,7 +58,8 @@ SUPPORTED_OPERATIONS = (
     ("`nn.ZeroPad2d`, `nn.ConstantPad2d(p, 0)`, `F.pad` (constant 0)", "fused into the next convolution's "
                                                                       "padding, any four sides"),
     ("`nn.AvgPool2d(k)`, `nn.AdaptiveAvgPool2d`, `F.avg_pool2d`, `x.mean((2, 3))`",
-     "k x k / k or global: folded into a following Linear, else a layer with diagonal weights (§10)"),
+     "kh x kw with stride kh x kw, or global: folded into a following Linear, else a layer with diagonal weights "
+     "(§10)"),
     ("`torch.cat(dim=1)`", "channel concatenation: data movement, its inputs share one fl (§11)"),
     ("`nn.Flatten`, `torch.flatten(x, 1)`, `x.view(x.size(0), -1)`, `x.reshape(x.shape[0], -1)`", "free"),
     ("`nn.Dropout`, `nn.Identity`, `F.dropout`", "free at inference"),
@@ -122,7 +125,8 @@ class Finding:
 class FloatLayer:
     """A node of the float engine graph, BN folded.
 
-    ``kind`` is ``"conv"`` (weights ``(C_out, C_in, k, k)``), ``"fc"`` (``(F_out, F_in)``) or
+    ``kind`` is ``"conv"`` (weights ``(C_out, C_in / groups, KH, KW)``, ``kernel`` ``(KH, KW)`` and
+    ``stride`` ``(SH, SW)``), ``"fc"`` (``(F_out, F_in)``) or
     ``"concat"`` (no weights). ``inputs`` names the tensors read: the main input first and, for a
     conv/fc layer with a residual add, the skip tensor second; a concatenation's inputs in order.
     A layer's output tensor is named by the layer. ``padding`` is ``(top, left, bottom, right)``.
@@ -136,8 +140,8 @@ class FloatLayer:
     inputs: list[str]
     weight: np.ndarray | None = None
     bias: np.ndarray | None = None
-    kernel: int = 1
-    stride: int = 1
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int, int, int] = (0, 0, 0, 0)
     relu: bool = False
     pool: bool = False
@@ -145,6 +149,10 @@ class FloatLayer:
     out_shape: tuple[int, ...] = ()
     role: str = ""
     input_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    groups: int = 1
+
+    def __post_init__(self):
+        self.kernel, self.stride = golden.pair(self.kernel, "kernel"), golden.pair(self.stride, "stride")
 
     @property
     def skip(self) -> str | None:
@@ -163,7 +171,7 @@ class FloatLayer:
             y = F.linear(x.reshape(x.shape[0], -1), w, b)
         else:
             top, left, bottom, right = self.padding
-            y = F.conv2d(F.pad(x, (left, right, top, bottom)), w, b, stride=self.stride)
+            y = F.conv2d(F.pad(x, (left, right, top, bottom)), w, b, stride=self.stride, groups=self.groups)
         if self.skip is not None:
             y = y + tensors[self.skip].reshape(y.shape)
         if self.relu:
@@ -175,7 +183,8 @@ class FloatLayer:
     def geometry(self) -> jobs.Geometry:
         """The layer as :func:`radix.jobs.band_rows` sees it."""
         return jobs.geometry_of(kind=self.kind, in_shape=self.in_shape, c_out=self.weight.shape[0],
-                                kernel=self.kernel, stride=self.stride, padding=self.padding, pool=self.pool)
+                                kernel=self.kernel, stride=self.stride, padding=self.padding, pool=self.pool,
+                                groups=self.groups)
 
 
 @dataclass
@@ -339,28 +348,26 @@ class _Walker:
         return layer
 
     def avgpool_layer(self, pooled: _AvgPooled) -> _Tensor:
-        """Average pooling as an engine layer with diagonal weights ``1/k^2`` (§10)."""
+        """Average pooling as an engine layer with diagonal weights ``1/(kh kw)`` (§10)."""
         source, name = pooled.source, pooled.module
         c, h, w = source.shape
         kh, kw = pooled.window
         out_shape = pooled.out_shape
-        if pooled.is_global and (h != w or h > golden.KERNEL_RANGE[1]):
+        if pooled.is_global:  # a fully connected layer whose weights repeat per pixel: one summed job
             weight = np.zeros((c, c, h * w))
             for ch in range(c):
                 weight[ch, ch, :] = 1.0 / (h * w)
             layer = FloatLayer(name, "fc", [pooled.module], [source.name], weight.reshape(c, c * h * w), np.zeros(c),
                                in_shape=(c * h * w,), out_shape=out_shape, role="avgpool")
             return self.new_layer(layer)
-        if kh != kw:
-            raise _Refused(f"{kh}x{kw} average pooling: only square windows, or global pooling")
-        if not pooled.is_global and kh > golden.STRIDE_RANGE[1]:
-            raise _Refused(f"{kh}x{kh} average pooling with stride {kh}: the engine's stride limit is "
+        if max(kh, kw) > golden.STRIDE_RANGE[1]:
+            raise _Refused(f"{kh}x{kw} average pooling with stride {kh}x{kw}: the engine's stride limit is "
                            f"{golden.STRIDE_RANGE[1]} unless the pooling is global or folds into a following Linear")
-        stride = 1 if pooled.is_global else kh
-        weight = np.zeros((c, c, kh, kh))
+        stride = (kh, kw)
+        weight = np.zeros((c, c, kh, kw))
         for ch in range(c):
-            weight[ch, ch] = 1.0 / (kh * kh)
-        layer = FloatLayer(name, "conv", [pooled.module], [source.name], weight, np.zeros(c), kernel=kh,
+            weight[ch, ch] = 1.0 / (kh * kw)
+        layer = FloatLayer(name, "conv", [pooled.module], [source.name], weight, np.zeros(c), kernel=(kh, kw),
                            stride=stride, in_shape=source.shape, out_shape=out_shape, role="avgpool")
         return self.new_layer(layer)
 
@@ -502,17 +509,19 @@ class _Walker:
             if source.name == INPUT:
                 self.note_input_mismatch(name, "Conv2d", "channels", conv.in_channels)
             raise _Refused(f"expects {conv.in_channels} input channels, gets shape {source.shape}")
-        k = conv.kernel_size[0]
+        (kh, kw), (sh, sw) = tuple(conv.kernel_size), tuple(conv.stride)
         own = _conv_padding(conv)
         padding = tuple(a + b for a, b in zip(own, extra))
         c, h, w = source.shape
-        golden.check_conv_geometry(c_in=c, height=h, width_px=w, kernel=k, stride=conv.stride[0], pad=padding)
+        golden.check_conv_geometry(c_in=c, height=h, width_px=w, kernel=(kh, kw), stride=(sh, sw), pad=padding,
+                                   groups=conv.groups, c_out=conv.out_channels)
         top, left, bottom, right = padding
-        out = (conv.out_channels, golden.conv_output_size(h, k, conv.stride[0], top, bottom),
-               golden.conv_output_size(w, k, conv.stride[0], left, right))
+        out = (conv.out_channels, golden.conv_output_size(h, kh, sh, top, bottom),
+               golden.conv_output_size(w, kw, sw, left, right))
         weight = conv.weight.detach().double().numpy().copy()
-        layer = FloatLayer(name, "conv", [name] + fused, [source.name], weight, _bias_of(conv, weight.shape[0]), kernel=k,
-                           stride=conv.stride[0], padding=padding, in_shape=source.shape, out_shape=out)
+        layer = FloatLayer(name, "conv", [name] + fused, [source.name], weight, _bias_of(conv, weight.shape[0]),
+                           kernel=(kh, kw), stride=(sh, sw), padding=padding, in_shape=source.shape, out_shape=out,
+                           groups=conv.groups)
         return self.new_layer(layer)
 
     def linear(self, node, linear: nn.Linear, name: str, x):
@@ -635,7 +644,8 @@ class _Walker:
             if isinstance(value, _Tensor) and value.exclusive and value.name != INPUT and len(_users(operand)) == 1 \
                     and operands[0] is not operands[1]:
                 layer = self.by_name[value.name]
-                if layer.kind in ("conv", "fc") and not (layer.relu or layer.pool or layer.skip):
+                # a grouped convolution's output tiles run as separate jobs: its add is an identity layer
+                if layer.kind in ("conv", "fc") and not (layer.relu or layer.pool or layer.skip) and layer.groups == 1:
                     candidates.append((self.layers.index(layer), layer, value))
         tensors = [self.materialise(v) for v in values]
         if tensors[0].shape != tensors[1].shape:
@@ -773,29 +783,27 @@ def _batchnorm_problem(bn) -> str | None:
 
 def _conv_problem(conv: nn.Conv2d) -> str | None:
     kh, kw = conv.kernel_size
-    if kh != kw:
-        return f"kernel {kh}x{kw}: only square kernels"
-    if not golden.KERNEL_RANGE[0] <= kh <= golden.KERNEL_RANGE[1]:
-        return f"kernel {kh}x{kw} outside {golden.KERNEL_RANGE[0]}..{golden.KERNEL_RANGE[1]}"
-    if conv.stride[0] != conv.stride[1] or not golden.STRIDE_RANGE[0] <= conv.stride[0] <= golden.STRIDE_RANGE[1]:
-        return f"stride {conv.stride}: only equal strides {golden.STRIDE_RANGE[0]}..{golden.STRIDE_RANGE[1]}"
+    if not all(golden.KERNEL_RANGE[0] <= k <= golden.KERNEL_RANGE[1] for k in (kh, kw)):
+        return f"kernel {kh}x{kw} outside {golden.KERNEL_RANGE[0]}..{golden.KERNEL_RANGE[1]} per dimension"
+    if not all(golden.STRIDE_RANGE[0] <= s <= golden.STRIDE_RANGE[1] for s in conv.stride):
+        return (f"stride {conv.stride[0]}x{conv.stride[1]} outside {golden.STRIDE_RANGE[0]}..{golden.STRIDE_RANGE[1]} "
+                "per dimension")
     if conv.padding_mode != "zeros":
         return f"padding mode {conv.padding_mode!r}: only zeros"
     if conv.dilation != (1, 1):
         return f"dilation {conv.dilation}: only 1"
-    if conv.groups != 1:
-        return f"groups={conv.groups}: grouped/depthwise convolution is not supported"
-    if conv.padding == "same" and kh % 2 == 0:
-        return f"padding='same' with an even kernel {kh}x{kw} pads unevenly in PyTorch: give the padding explicitly"
     return None
 
 
 def _conv_padding(conv: nn.Conv2d) -> tuple[int, int, int, int]:
+    """``(top, left, bottom, right)``; ``padding="same"`` (stride 1 in PyTorch) puts the odd one of an
+    even kernel's ``k - 1`` padding after, as PyTorch does."""
     if conv.padding == "valid":
         return (0, 0, 0, 0)
     if conv.padding == "same":
-        p = (conv.kernel_size[0] - 1) // 2
-        return (p, p, p, p)
+        (kh, kw) = conv.kernel_size
+        top, left = (kh - 1) // 2, (kw - 1) // 2
+        return (top, left, kh - 1 - top, kw - 1 - left)
     ph, pw = conv.padding
     return (ph, pw, ph, pw)
 

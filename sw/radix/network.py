@@ -65,7 +65,7 @@ def run_layer(layer: Layer, x, *, width: int, skip=None) -> golden.Requantized:
                              relu=layer.relu, width=width, **args)
     return golden.conv2d(
         x, layer.weights, layer.bias, stride=layer.stride, pad=layer.padding, shift=layer.shift,
-        relu=layer.relu, pool=layer.pool, width=width, **args,
+        relu=layer.relu, pool=layer.pool, width=width, groups=layer.groups, **args,
     )
 
 

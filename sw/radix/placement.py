@@ -1,4 +1,4 @@
-"""Lay a program out in the memory of the bus-master engine (engine version 6), once, at load.
+"""Lay a program out in the memory of the bus-master engine (engine version 7), once, at load.
 
 docs/engine.md, "Memory and commands", defines the layout this module makes: every tensor (the
 network input, every layer's output) gets one address per image of the batch, its pixels in
@@ -27,7 +27,8 @@ from . import golden, jobs, stream_format
 from .command_exec import command_error
 from .engine_errors import EngineMismatch
 from .engine_spec import (BUS_ADDR_BITS, BUS_BYTES, COMMAND_BYTES, COMMAND_FIELD, OPCODE_CONV, EngineConfig,
-                          canonical_lane, computed_map, encode_command, pixel_words, skip_shift_range, tensor_lanes)
+                          canonical_lane, computed_map, encode_command, pair, pixel_words, skip_shift_range,
+                          tensor_lanes)
 from .errors import InputError
 from .program import INPUT, Layer, Program
 
@@ -304,8 +305,11 @@ class _Builder:
         out = self.tensors[layer.name]
         c_out = int(layer.weights.shape[0])
         summed = self._summed_weights(layer, src)
+        if layer.kind == "conv" and layer.groups > 1:
+            self._grouped_layer(layer, src, out)
+            return
         if summed is not None:
-            read_words, lanes, weights, kernel = src.words, np.asarray(src.lanes), summed, 1
+            read_words, lanes, weights, kernel = src.words, np.asarray(src.lanes), summed, (1, 1)
         elif layer.kind == "fc":
             read_words = src.height * src.width * src.pixel_words
             # the input as one pixel: pixel (y, x) of the storage is words (y*W + x)*P .., its lanes
@@ -317,7 +321,7 @@ class _Builder:
                 raise PlacementError(f"layer {layer.name}: {layer.weights.shape[1]} input features, but its input "
                                      f"{src.name} holds {lanes.size} values")
             weights = layer.weights.reshape(c_out, -1, 1, 1)
-            kernel = 1
+            kernel = (1, 1)
         else:
             if ((src.channels, src.height, src.width) != _shape3(layer.in_shape)
                     or layer.weights.shape[1] != src.channels):
@@ -326,7 +330,7 @@ class _Builder:
             read_words, lanes, weights, kernel = src.words, np.asarray(src.lanes), layer.weights, layer.kernel
         core = _core_lanes(lanes, cfg, layer, src)
         in_ch = self._read_lanes(read_words)
-        physical = np.zeros((c_out, in_ch, kernel, kernel), dtype=np.int64)
+        physical = np.zeros((c_out, in_ch) + tuple(kernel), dtype=np.int64)
         physical[:, core] = weights
         wt_addr = self._weight_block(layer, physical)
         skip = self._skip(layer, out) if layer.skip is not None else None
@@ -368,11 +372,13 @@ class _Builder:
             return None
         return per_pixel[:, :, :1].reshape(per_pixel.shape[0], src.channels, 1, 1)
 
-    def _weight_block(self, layer: Layer, physical: np.ndarray) -> int:
-        """Place the layer's bias words and weight rows (docs/engine.md), return the block's address."""
+    def _weight_block(self, layer: Layer, physical: np.ndarray, channels: slice = slice(None)) -> int:
+        """Place the bias words and weight rows (docs/engine.md) of the layer's output ``channels``
+        (all by default), whose weights over the job's lanes are ``physical``; return the block's
+        address."""
         cfg = self.config
         c_out = physical.shape[0]
-        shift = golden.clamp_shift(layer.shift, cfg.width)
+        shift = golden.clamp_shift(layer.shift[channels], cfg.width)
         skip_shift = np.zeros(c_out, dtype=np.int64)
         if layer.skip is not None:
             lowest = skip_shift_range(cfg.width, unsigned=layer.unsigned_skip)[0]
@@ -387,7 +393,7 @@ class _Builder:
         lane_skip_shift = np.full(tiles * cfg.cols, cfg.width + 1, dtype=np.int64)
         lane_skip_shift[:c_out] = skip_shift
         lane_bias = np.zeros(tiles * cfg.cols, dtype=np.int64)
-        lane_bias[:c_out] = layer.bias
+        lane_bias[:c_out] = layer.bias[channels]
         lane_shift = np.zeros(tiles * cfg.cols, dtype=np.int64)
         lane_shift[:c_out] = shift
         parts = []
@@ -419,9 +425,55 @@ class _Builder:
                 f"the engine adds a skip lane by lane")
         return skip
 
-    def _conv_jobs(self, layer: Layer, src: TensorPlace, out: TensorPlace, skip, in_ch: int, common: dict) -> None:
+    def _grouped_layer(self, layer: Layer, src: TensorPlace, out: TensorPlace) -> None:
+        """A grouped (or depthwise) convolution as one dense job set per output tile: the tile's
+        ``cols`` output channels read only the input tiles that hold their groups' input channels,
+        with block-diagonal weights over those lanes (docs/engine.md, "Grouped convolutions")."""
         cfg = self.config
-        geometry = dataclasses.replace(layer.geometry(), c_in=in_ch)
+        if layer.skip is not None:
+            raise PlacementError(f"layer {layer.name}: a grouped convolution with a residual add (the add belongs "
+                                 "to an identity layer after it)")
+        if (src.channels, src.height, src.width) != _shape3(layer.in_shape):
+            raise PlacementError(f"layer {layer.name}: reads {src.name} of shape {src.shape}, but its input is "
+                                 f"{tuple(layer.in_shape)}")
+        c_out, per_group_in = layer.weights.shape[:2]
+        per_group_out = c_out // layer.groups
+        lanes = np.asarray(src.lanes)
+        tiles = stream_format.tiles(c_out, cfg.cols)
+        for tile in range(tiles):
+            first, last = tile * cfg.cols, min((tile + 1) * cfg.cols, c_out)
+            lo, hi = first // per_group_out * per_group_in, ((last - 1) // per_group_out + 1) * per_group_in
+            # whole input tiles around the lanes of input channels lo .. hi - 1
+            start = int(lanes[lo:hi].min()) // cfg.lanes_per_word // cfg.in_words * cfg.in_words
+            end = -(-(int(lanes[lo:hi].max()) // cfg.lanes_per_word + 1) // cfg.in_words) * cfg.in_words
+            if src.word_offset + end > src.pixel_words:
+                raise PlacementError(f"layer {layer.name}: the input tiles of output tile {tile} run past the "
+                                     f"{src.pixel_words}-word pixels of {src.name}")
+            view = dataclasses.replace(src, word_offset=src.word_offset + start, words=end - start,
+                                       lanes=tuple(int(v) - start * cfg.lanes_per_word for v in lanes))
+            core = _core_lanes(np.asarray(view.lanes[lo:hi]), cfg, layer, view)
+            in_ch = self._read_lanes(end - start)
+            physical = np.zeros((last - first, in_ch) + tuple(layer.kernel), dtype=np.int64)
+            for c in range(first, last):
+                group_start = c // per_group_out * per_group_in - lo
+                physical[c - first, core[group_start:group_start + per_group_in]] = layer.weights[c]
+            wt_addr = self._weight_block(layer, physical, slice(first, last))
+            target = dataclasses.replace(out, word_offset=out.word_offset + tile * cfg.wt_words)
+            common = dict(opcode=OPCODE_CONV, relu=int(layer.relu), in_unsigned=int(layer.unsigned_in),
+                          out_unsigned=int(layer.unsigned_out), in_ch=in_ch, out_ch=last - first,
+                          in_pixel_words=src.pixel_words, out_pixel_words=out.pixel_words,
+                          out_word_offset=target.word_offset, out_height=out.height, wt_addr=wt_addr)
+            self._conv_jobs(layer, view, target, None, in_ch, common,
+                            first_job=len(self._layer_jobs(layer)) // self.batch)
+
+    def _layer_jobs(self, layer: Layer) -> list:
+        """The jobs placed so far for ``layer`` (all images)."""
+        return [job for job in self.jobs if job[0] == layer.name]
+
+    def _conv_jobs(self, layer: Layer, src: TensorPlace, out: TensorPlace, skip, in_ch: int, common: dict, *,
+                   first_job: int = 0) -> None:
+        cfg = self.config
+        geometry = dataclasses.replace(layer.geometry(), c_in=in_ch, groups=1)
         try:
             bands = jobs.bands(geometry, cfg)
         except jobs.LayerFitError as exc:
@@ -431,19 +483,19 @@ class _Builder:
         for image in range(self.batch):
             for index, (r0, rows) in enumerate(bands):
                 y0, y1 = geometry.input_rows(r0, rows)
-                fields = dict(common, pool=int(layer.pool), kernel=layer.kernel, stride=layer.stride,
-                              pad_top=y0 - (r0 * layer.stride - geometry.pad_top), pad_left=geometry.pad_left,
+                fields = dict(common, pool=int(layer.pool), **window_fields(layer.kernel, layer.stride),
+                              pad_top=y0 - (r0 * geometry.stride[0] - geometry.pad_top), pad_left=geometry.pad_left,
                               in_h=y1 - y0, in_w=geometry.width, out_h=rows, out_w=comp_w,
                               in_addr=src.view_addr + image * src.image_bytes, in_y0=y0, in_height=src.height,
                               out_y0=r0 // div, out_addr=out.addr + image * out.image_bytes)
                 if skip is not None:
                     fields.update(skip_addr=skip.view_addr + image * skip.image_bytes, skip_y0=r0)
-                self.jobs.append((layer.name, (image,), index, fields))
+                self.jobs.append((layer.name, (image,), first_job + index, fields))
 
     def _summed_jobs(self, layer: Layer, src: TensorPlace, out: TensorPlace, common: dict) -> None:
         """One job per image that sums the whole input map's products into the output vector."""
         for image in range(self.batch):
-            fields = dict(common, sum_pool=1, kernel=1, stride=1, in_h=src.height, in_w=src.width, out_h=src.height,
+            fields = dict(common, sum_pool=1, **window_fields(1, 1), in_h=src.height, in_w=src.width, out_h=src.height,
                           out_w=src.width, in_addr=src.view_addr + image * src.image_bytes, in_height=src.height,
                           out_addr=out.addr + image * out.image_bytes)
             self.jobs.append((layer.name, (image,), 0, fields))
@@ -463,12 +515,18 @@ class _Builder:
         per_job = min(self.batch, cfg.in_depth // t_in, cfg.acc_depth, jobs.REGISTER_FIELD_MAX)
         for index, first in enumerate(range(0, self.batch, per_job)):
             images = tuple(range(first, min(first + per_job, self.batch)))
-            fields = dict(common, kernel=1, stride=1, in_h=1, in_w=len(images), out_h=1, out_w=len(images),
+            fields = dict(common, **window_fields(1, 1), in_h=1, in_w=len(images), out_h=1, out_w=len(images),
                           in_addr=src.addr + first * src.image_bytes, in_height=1,
                           out_addr=out.addr + first * out.image_bytes)
             if skip is not None:
                 fields.update(skip_addr=skip.view_addr + first * skip.image_bytes, skip_width=len(images))
             self.jobs.append((layer.name, images, index, fields))
+
+
+def window_fields(kernel, stride) -> dict[str, int]:
+    """A job's kernel and stride command fields from one int (square) or ``(vertical, horizontal)``."""
+    (kh, kw), (sh, sw) = pair(kernel, "kernel"), pair(stride, "stride")
+    return dict(kernel_h=kh, kernel_w=kw, stride_h=sh, stride_w=sw)
 
 
 def _core_lanes(lanes: np.ndarray, config: EngineConfig, layer: Layer, src: TensorPlace) -> np.ndarray:

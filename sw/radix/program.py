@@ -34,6 +34,12 @@ entry ``"unsigned_in"``, ``"unsigned_skip"`` and ``"unsigned_out"``. A program w
 all signed is written as version 2 or 3 exactly as before; versions 1 to 3 load with every
 tensor signed. Saving and loading refuse signedness the contract does not allow
 (:meth:`Program.check_signedness`).
+
+**Rectangular kernels and strides, groups** (version 5, written only when some layer's kernel or
+stride is not square or a convolution is grouped, docs/arithmetic.md §7): every layer entry's
+``"kernel"`` and ``"stride"`` are ``[vertical, horizontal]`` pairs (one integer each in versions 1
+to 4, which still load as squares) and ``"groups"`` its groups (1 when absent: versions 1 to 4);
+the unsigned fields are written as in version 4. Other programs are written as before.
 """
 
 from __future__ import annotations
@@ -55,8 +61,9 @@ MAGIC = b"RADIXPRG"
 DENSE_VERSION = 2
 COMPRESSED_VERSION = 3  # compressed weights
 UNSIGNED_VERSION = 4  # some tensor is unsigned (docs/arithmetic.md §1)
-FORMAT_VERSION = UNSIGNED_VERSION  # the newest this radix writes: 4 with unsigned tensors, else 3 or 2
-READABLE_VERSIONS = (1, 2, 3, 4)
+GEOMETRY_VERSION = 5  # some kernel or stride is not square, or a convolution is grouped (docs/arithmetic.md §7)
+FORMAT_VERSION = GEOMETRY_VERSION  # the newest this radix writes: 5 for that geometry, 4 with unsigned, else 3 or 2
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 SIGNEDNESS_FIELDS = ("unsigned_in", "unsigned_skip", "unsigned_out")  # per layer, from version 4
 WEIGHT_STORAGE = ("dense", "compressed")
 INPUT = "input"  # the network input's tensor name
@@ -73,8 +80,10 @@ class Layer:
     """One layer of the program: a convolution or fully connected layer with its fused residual
     add, ReLU and pooling, or a concatenation (``kind="concat"``: no weights, docs/arithmetic.md §11).
 
-    ``inputs`` names the tensors read (main input first, then a residual add's skip); ``padding``
-    is ``(top, left, bottom, right)``. ``fl_w`` has one entry per output channel when weights were
+    ``inputs`` names the tensors read (main input first, then a residual add's skip); ``kernel``
+    and ``stride`` are ``(vertical, horizontal)`` (one int is taken as square); ``padding`` is
+    ``(top, left, bottom, right)``; a convolution's weights are ``(C_out, C_in / groups, KH, KW)``
+    (``groups = C_in = C_out``: depthwise). ``fl_w`` has one entry per output channel when weights were
     calibrated per channel, else one entry; ``fl_skip`` is the skip tensor's fl (None without an
     add). ``shift`` and ``skip_shift`` have one entry per output channel (§5, §9). ``role`` says
     what a layer that is not a Conv2d/Linear of the model stands for (``avgpool``, ``identity``).
@@ -91,8 +100,8 @@ class Layer:
     modules: list[str]
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
-    kernel: int
-    stride: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
     padding: tuple[int, int, int, int]
     relu: bool
     pool: bool
@@ -110,6 +119,10 @@ class Layer:
     unsigned_in: bool = False
     unsigned_skip: bool = False
     unsigned_out: bool = False
+    groups: int = 1
+
+    def __post_init__(self):
+        self.kernel, self.stride = golden.pair(self.kernel, "kernel"), golden.pair(self.stride, "stride")
 
     @property
     def skip(self) -> str | None:
@@ -138,7 +151,8 @@ class Layer:
     def geometry(self) -> jobs.Geometry:
         """The layer as the engine's fit rule sees it (:mod:`radix.jobs`)."""
         return jobs.geometry_of(kind=self.kind, in_shape=self.in_shape, c_out=self.weights.shape[0],
-                                kernel=self.kernel, stride=self.stride, padding=self.padding, pool=self.pool)
+                                kernel=self.kernel, stride=self.stride, padding=self.padding, pool=self.pool,
+                                groups=self.groups)
 
     @property
     def conv_shape(self) -> tuple[int, int]:
@@ -146,8 +160,8 @@ class Layer:
         if self.kind != "conv":
             return 1, 1
         top, left, bottom, right = self.padding
-        return ((self.in_shape[1] + top + bottom - self.kernel) // self.stride + 1,
-                (self.in_shape[2] + left + right - self.kernel) // self.stride + 1)
+        (kh, kw), (sh, sw) = self.kernel, self.stride
+        return ((self.in_shape[1] + top + bottom - kh) // sh + 1, (self.in_shape[2] + left + right - kw) // sw + 1)
 
     @property
     def reduction(self) -> int:
@@ -198,6 +212,13 @@ class Program:
     def has_unsigned(self) -> bool:
         """Whether any tensor is unsigned (the program then needs format version 4)."""
         return any(self.tensor_unsigned().values())
+
+    @property
+    def has_new_geometry(self) -> bool:
+        """Whether any layer's kernel or stride is not square or it is grouped (the program then
+        needs format version 5)."""
+        return any(layer.kernel[0] != layer.kernel[1] or layer.stride[0] != layer.stride[1] or layer.groups != 1
+                   for layer in self.layers)
 
     def link_signedness(self) -> None:
         """Set every layer's ``unsigned_in`` and ``unsigned_skip`` from the tensors it reads, and a
@@ -255,9 +276,10 @@ class Program:
                                f"{', '.join(WEIGHT_STORAGE)}")
         compressed = self.weight_storage == "compressed"
         self.check_signedness(str(path))
-        # all-signed programs keep the older versions' layout, byte for byte
-        unsigned = self.has_unsigned
-        dropped = ("weights", "bias") + (() if unsigned else SIGNEDNESS_FIELDS)
+        # all-signed programs of square, ungrouped layers keep the older versions' layout, byte for byte
+        geometry = self.has_new_geometry
+        unsigned = self.has_unsigned or geometry
+        dropped = ("weights", "bias") + (() if unsigned else SIGNEDNESS_FIELDS) + (() if geometry else ("groups",))
         arrays: list[np.ndarray] = []
         layers = []
         for layer in self.layers:
@@ -265,6 +287,8 @@ class Program:
             entry["in_shape"] = list(layer.in_shape)
             entry["out_shape"] = list(layer.out_shape)
             entry["padding"] = list(layer.padding)
+            entry["kernel"], entry["stride"] = ((list(layer.kernel), list(layer.stride)) if geometry
+                                                else (layer.kernel[0], layer.stride[0]))
             entry["input_shapes"] = [list(s) for s in layer.input_shapes]
             if compressed and layer.kind != "concat":
                 entry["weights"] = _encoded_ref(arrays, layer.weights)
@@ -291,7 +315,8 @@ class Program:
         header_bytes = json.dumps(header, sort_keys=True).encode()
         payload = b"".join(arr.tobytes() for arr in arrays)
         digest = hashlib.sha256(header_bytes + payload).digest()
-        version = UNSIGNED_VERSION if unsigned else COMPRESSED_VERSION if compressed else DENSE_VERSION
+        version = (GEOMETRY_VERSION if geometry else UNSIGNED_VERSION if unsigned
+                   else COMPRESSED_VERSION if compressed else DENSE_VERSION)
         preamble = _PREAMBLE.pack(MAGIC, version, len(header_bytes), len(payload), digest)
         write_atomically(Path(path), preamble + header_bytes + payload)
 
@@ -429,6 +454,9 @@ def _layer_from(entry: dict, payload: bytes, version: int) -> Layer:
     fields["bias"] = _read_array(entry["bias"], payload)
     fields["in_shape"] = tuple(entry["in_shape"])
     fields["out_shape"] = tuple(entry["out_shape"])
+    fields["kernel"] = golden.pair(entry["kernel"], "kernel")
+    fields["stride"] = golden.pair(entry["stride"], "stride")
+    fields["groups"] = int(entry.get("groups", 1))
     if version == 1:
         fields["padding"] = (int(fields.pop("pad")),) * 4
         fields["inputs"] = []  # version 1 had no graph: _chain_inputs links the layers

@@ -124,7 +124,9 @@ def random_layer(rng: np.random.Generator, config: EngineConfig, index: int) -> 
     """A random layer within the engine's limits, with a random integer input image and, for a
     residual add, a random skip tensor (else None).
 
-    Channel counts and sizes are chosen not to be multiples of the array; padding differs per
+    Channel counts and sizes are chosen not to be multiples of the array; a fifth of the
+    convolutions are grouped (half of those depthwise); kernels and strides are
+    rectangular half of the time (``KH x KW``, ``SH x SW``, docs/arithmetic.md §7); padding differs per
     side; fl combinations range from left-shifting (negative data shift) to saturating ones; about
     a third of the layers add a skip tensor with skip shifts from the leftmost the engine executes
     to right shifts past ``W``, some are average pools (diagonal weights, docs/arithmetic.md §10)
@@ -141,6 +143,10 @@ def random_layer(rng: np.random.Generator, config: EngineConfig, index: int) -> 
     unsigned_in, unsigned_skip, unsigned_out = (bool(u) for u in rng.random(3) < 0.5)
     c_in = int(rng.integers(1, 3 * config.rows + 2))
     c_out = c_in if avgpool else int(rng.integers(1, 3 * config.cols + 2))
+    groups = 1
+    if not (fc or avgpool) and rng.random() < 0.2:  # depthwise half of the time, else any divisor of C_in
+        groups = c_in if rng.random() < 0.5 else int(rng.choice([g for g in range(1, c_in + 1) if c_in % g == 0]))
+        c_out = groups * int(rng.integers(1, 3))
     padding = (0, 0, 0, 0)
     if fc:
         k = stride = 1
@@ -153,22 +159,29 @@ def random_layer(rng: np.random.Generator, config: EngineConfig, index: int) -> 
             features = int(rng.integers(1, 4 * config.rows + 3))
             in_shape, weights = (features,), rng.integers(lo, hi + 1, (c_out, features))
     else:
-        k = int(rng.integers(2, 5)) if avgpool else int(rng.integers(1, 8))
-        stride = k if avgpool and k <= golden.STRIDE_RANGE[1] else int(rng.integers(1, 5))
+        # kernels and strides square half of the time, else each dimension drawn on its own (§7)
+        kh, kw = (int(v) for v in (rng.integers(2, 5, 2) if avgpool else rng.integers(1, 8, 2)))
+        sh, sw = (int(v) for v in rng.integers(1, 5, 2))
+        if rng.random() < 0.5:
+            kw, sw = kh, sh
+        if avgpool:
+            sh, sw = (kh, kw) if max(kh, kw) <= golden.STRIDE_RANGE[1] else (sh, sw)
+        k, stride = (kh, kw), (sh, sw)
         if not avgpool:
-            padding = tuple(int(p) for p in rng.integers(0, k, size=4))
-        h = int(rng.integers(max(1, k - padding[0] - padding[2]), k + 3 * stride + 6))
-        w = int(rng.integers(max(1, k - padding[1] - padding[3]), k + 3 * stride + 6))
-        conv_h = golden.conv_output_size(h, k, stride, padding[0], padding[2])
-        conv_w = golden.conv_output_size(w, k, stride, padding[1], padding[3])
+            padding = tuple(int(p) for p in (rng.integers(0, kh), rng.integers(0, kw), rng.integers(0, kh),
+                                             rng.integers(0, kw)))
+        h = int(rng.integers(max(1, kh - padding[0] - padding[2]), kh + 3 * sh + 6))
+        w = int(rng.integers(max(1, kw - padding[1] - padding[3]), kw + 3 * sw + 6))
+        conv_h = golden.conv_output_size(h, kh, sh, padding[0], padding[2])
+        conv_w = golden.conv_output_size(w, kw, sw, padding[1], padding[3])
         pool = not avgpool and bool(rng.random() < 0.4) and min(conv_h, conv_w) >= 2
         in_shape = (c_in, h, w)
         if avgpool:
-            weights = np.zeros((c_out, c_in, k, k), dtype=np.int64)
+            weights = np.zeros((c_out, c_in, kh, kw), dtype=np.int64)
             weights[np.arange(c_out), np.arange(c_in)] = int(rng.integers(1, hi + 1))
         else:
-            weights = rng.integers(lo, hi + 1, (c_out, c_in, k, k))
-    add = not avgpool and rng.random() < 0.35
+            weights = rng.integers(lo, hi + 1, (c_out, c_in // groups, kh, kw))
+    add = not avgpool and groups == 1 and rng.random() < 0.35
     reduction = int(np.prod(weights.shape[1:]))
     if add and reduction > golden.max_reduction(add=True, unsigned_in=unsigned_in):
         add = False
@@ -199,7 +212,7 @@ def random_layer(rng: np.random.Generator, config: EngineConfig, index: int) -> 
                   pool=pool, fl_in=fl_in, fl_w=[fl_w], fl_out=fl_in + fl_w - shift, weight_bits=width,
                   weights=weights, bias=bias, inputs=[INPUT, "skip"] if add else [INPUT], fl_skip=fl_skip,
                   role="avgpool" if avgpool else "", unsigned_in=unsigned_in, unsigned_skip=add and unsigned_skip,
-                  unsigned_out=unsigned_out)
+                  unsigned_out=unsigned_out, groups=groups)
     return layer, x, skip
 
 
@@ -257,7 +270,8 @@ def selftest(transport, *, seed: int, count: int, tick: Callable[[], None] | Non
         cycles += got_cycles
         diff = first_difference(expected.values[0], got)
         if diff:
-            geometry = (f"{layer.role or layer.kind} in {layer.in_shape} k={layer.kernel} S={layer.stride} "
+            geometry = (f"{layer.role or layer.kind} in {layer.in_shape} k={'x'.join(map(str, layer.kernel))} "
+                        f"S={'x'.join(map(str, layer.stride))} groups={layer.groups} "
                         f"padding={layer.padding} pool={layer.pool} shift={int(layer.shift[0])}"
                         + ("" if skip is None else f" add skip_shift={int(layer.skip_shift[0])}")
                         + "".join(f" {name}" for name in ("unsigned_in", "unsigned_skip", "unsigned_out")

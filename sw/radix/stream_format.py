@@ -9,7 +9,8 @@ of two kinds of parts:
   a residual add (FLAGS.ADD), the tile's *skip pixels*: for each computed output pixel (before
   pooling; with pooling the even-cropped map, docs/arithmetic.md §6) in raster order, one group
   of ``cols`` lanes (skip ``b[co, i, j]`` in lane ``co - tile*cols``); then the *weight rows*:
-  for each input-channel tile ``t``, for each kernel tap ``(u, v)`` in raster order, for each
+  for each input-channel tile ``t``, for each kernel tap ``(u, v)`` of the ``KH x KW`` kernel in
+  raster order (``v`` fastest), for each
   array row ``r``, one row of ``cols`` lanes (weight ``w[co, t*rows + r, u, v]`` in lane
   ``co - tile*cols``; lanes beyond the layer's channels are zero).
 
@@ -40,7 +41,7 @@ import math
 
 import numpy as np
 
-from .engine_spec import STREAM_BITS, EngineConfig
+from .engine_spec import STREAM_BITS, EngineConfig, pair
 
 BIAS_BITS = 48
 SHIFT_BITS = 8  # the data shift and the skip shift fields of a bias word
@@ -121,12 +122,12 @@ def cotile_words(weights, bias, shift, tile: int, config: EngineConfig, *, skip=
     """Stream words of output-channel tile ``tile``: bias words, skip pixels (with ``skip``, the
     ``(C_out, h, w)`` computed-size skip map, and its per-channel ``skip_shift``), weight rows."""
     weights = np.asarray(weights, dtype=np.int64)
-    c_out, c_in, k, _ = weights.shape
+    c_out, c_in, kh, kw = weights.shape
     n_in_tiles = tiles(c_in, config.rows)
-    w = np.zeros((config.cols, n_in_tiles * config.rows, k, k), dtype=np.int64)
+    w = np.zeros((config.cols, n_in_tiles * config.rows, kh, kw), dtype=np.int64)
     w[:, :c_in] = _tile_lanes(weights, tile, config.cols)
     # (cols, t, r, u, v) -> (t, u, v, r, cols): one row of cols lanes per (t, u, v, r)
-    rows = w.reshape(config.cols, n_in_tiles, config.rows, k, k).transpose(1, 3, 4, 2, 0)
+    rows = w.reshape(config.cols, n_in_tiles, config.rows, kh, kw).transpose(1, 3, 4, 2, 0)
     per_channel = (c_out,)
     b = _tile_lanes(np.broadcast_to(np.asarray(bias, dtype=np.int64), per_channel), tile, config.cols)
     s = _tile_lanes(np.broadcast_to(np.asarray(shift, dtype=np.int64), per_channel), tile, config.cols)
@@ -145,12 +146,14 @@ def cotile_header_words(config: EngineConfig, *, skip_pixels: int = 0) -> int:
     return config.cols + skip_pixels * config.wt_words
 
 
-def tile_weight_words(kernel: int, config: EngineConfig) -> int:
-    """Words of one output tile's weight rows for one input-channel tile."""
-    return kernel * kernel * config.rows * config.wt_words
+def tile_weight_words(kernel, config: EngineConfig) -> int:
+    """Words of one output tile's weight rows for one input-channel tile of a ``kernel`` (one int,
+    square, or ``(KH, KW)``) kernel."""
+    kh, kw = pair(kernel, "kernel")
+    return kh * kw * config.rows * config.wt_words
 
 
-def cotile_word_count(c_in: int, kernel: int, config: EngineConfig, *, skip_pixels: int = 0) -> int:
+def cotile_word_count(c_in: int, kernel, config: EngineConfig, *, skip_pixels: int = 0) -> int:
     """Words of one output-channel tile: bias words, ``skip_pixels`` skip groups, weight rows."""
     return (cotile_header_words(config, skip_pixels=skip_pixels)
             + tiles(c_in, config.rows) * tile_weight_words(kernel, config))
@@ -168,11 +171,11 @@ def input_word_count(c_in: int, height: int, width_px: int, config: EngineConfig
 
 def job_words(x, weights, bias, shift, config: EngineConfig, *, skip=None, skip_shift=None) -> np.ndarray:
     """The whole input stream of one job, in the order of the module docstring."""
-    c_out, c_in, k, _ = np.asarray(weights).shape
+    c_out, c_in = np.asarray(weights).shape[:2]
     inputs = input_words(x, config).reshape(-1, input_tile_words(*np.asarray(x).shape[1:], config))
     cotiles = [cotile_words(weights, bias, shift, t, config, skip=skip, skip_shift=skip_shift)
                for t in range(tiles(c_out, config.cols))]
-    weight_part = tiles(c_in, config.rows) * tile_weight_words(k, config)
+    weight_part = tiles(c_in, config.rows) * tile_weight_words(np.asarray(weights).shape[2:], config)
     header, first_weights = np.split(cotiles[0], [cotiles[0].size - weight_part])
     parts = [header]
     for tile, tile_weights in zip(inputs, first_weights.reshape(len(inputs), -1)):
@@ -180,7 +183,7 @@ def job_words(x, weights, bias, shift, config: EngineConfig, *, skip=None, skip_
     return np.concatenate(parts + cotiles[1:])
 
 
-def split_job_words(words, *, c_in: int, height: int, width_px: int, kernel: int, c_out: int,
+def split_job_words(words, *, c_in: int, height: int, width_px: int, kernel, c_out: int,
                     config: EngineConfig, skip_pixels: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
     """Inverse of the ordering of :func:`job_words`: ``(input words, [cotile words per output tile])``,
     each as :func:`input_words` and :func:`cotile_words` make them."""
@@ -218,9 +221,10 @@ def decode_input_words(words, c_in: int, height: int, width_px: int, config: Eng
     return x.reshape(n_tiles * config.rows, height, width_px)[:c_in]
 
 
-def decode_cotile_words(words, c_in: int, kernel: int, config: EngineConfig, *, skip_pixels: int = 0,
+def decode_cotile_words(words, c_in: int, kernel, config: EngineConfig, *, skip_pixels: int = 0,
                         skip_unsigned: bool = False) -> dict:
-    """Inverse of :func:`cotile_words` for one tile: ``weights`` (cols, C_in, k, k), ``bias``,
+    """Inverse of :func:`cotile_words` for one tile of a ``kernel`` (int or ``(KH, KW)``) kernel:
+    ``weights`` (cols, C_in, KH, KW), ``bias``,
     ``shift``, ``skip_shift`` (cols,) and ``skip`` (cols, skip_pixels; unsigned values with
     ``skip_unsigned``)."""
     words = np.asarray(words, dtype=np.uint64)
@@ -230,8 +234,9 @@ def decode_cotile_words(words, c_in: int, kernel: int, config: EngineConfig, *, 
     skip = unpack_lanes(words[config.cols : skip_end], lanes=config.cols, width=config.width,
                         unsigned=skip_unsigned).T
     rows = unpack_lanes(words[skip_end:], lanes=config.cols, width=config.width)
-    w = rows.reshape(n_tiles, kernel, kernel, config.rows, config.cols).transpose(4, 0, 3, 1, 2)
-    weights = w.reshape(config.cols, n_tiles * config.rows, kernel, kernel)[:, :c_in]
+    kh, kw = pair(kernel, "kernel")
+    w = rows.reshape(n_tiles, kh, kw, config.rows, config.cols).transpose(4, 0, 3, 1, 2)
+    weights = w.reshape(config.cols, n_tiles * config.rows, kh, kw)[:, :c_in]
     return {"weights": weights, "bias": bias, "shift": shift, "skip_shift": skip_shift, "skip": skip}
 
 

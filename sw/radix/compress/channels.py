@@ -126,6 +126,8 @@ def _readers(node: fx.Node) -> list[fx.Node]:
 
 def _follow(start: fx.Node, modules: dict) -> Chain | None:
     producer = modules[start.target]
+    if isinstance(producer, nn.Conv2d) and producer.groups != 1:
+        return None  # a grouped layer's output channels are tied to its input channels
     channels = producer.out_channels if isinstance(producer, nn.Conv2d) else producer.out_features
     node, flat, batchnorms = start, isinstance(producer, nn.Linear), []
     relu, constant = False, True
