@@ -324,3 +324,15 @@ def test_the_stated_linear_limit_is_the_fit_rule(config):
     band_rows(fc(limit), config)
     with pytest.raises(LayerFitError):
         band_rows(fc(limit + 1), config)
+
+
+def test_a_folded_global_pool_counts_only_its_channels():
+    """DS-CNN's 25x5 pool folded into its classifier gives a Linear of 64 x 125 = 8,000 inputs,
+    beyond the weight bank as a plain fully connected layer; its weights repeat over the pixels,
+    so it runs as one summed job and is accepted. A Linear of as many distinct weights is not."""
+    from radix_models.mlperf_tiny import dscnn
+
+    graph, _ = ingest(dscnn(), (1, 49, 10))
+    assert graph.layers[-1].kind == "fc" and graph.layers[-1].in_shape == (8000,)
+    assert "does not fit the engine" in refused(
+        nn.Sequential(nn.Conv2d(1, 64, 3, padding=1), nn.Flatten(), nn.Linear(8000, 12)), (1, 25, 5))

@@ -48,7 +48,8 @@ SUPPORTED_OPERATIONS = (
                     "the kernel (`padding=\"same\"` as PyTorch places it), `groups` (depthwise: `groups = C`), "
                     "no dilation"),
     ("`nn.Linear`", "an engine layer (a 1x1 convolution of a 1x1 map); its input flattened first; at most "
-                    f"{fc_input_limit():,} inputs on the default engine, an average pool folded into it counted"),
+                    f"{fc_input_limit():,} inputs on the default engine, of which a global average pool folded "
+                    "into it counts only the channels (one summed job)"),
     ("`nn.BatchNorm1d/2d` (running statistics)", "folded into the Conv2d/Linear before it; elsewhere a per-channel "
                                                   "scale layer"),
     ("`nn.ReLU`, `F.relu`, `torch.relu`, `x.relu()`", "fused into the layer before it; elsewhere an identity layer"),
@@ -774,6 +775,25 @@ def _arg(node: fx.Node, index: int, name: str, default=None):
     return node.kwargs.get(name, default)
 
 
+def _runs_summed(layer: FloatLayer, source_shape: tuple, config: EngineConfig) -> bool:
+    """Whether a fully connected layer over a ``(C, H, W)`` map runs as one summed job per image
+    (its weights repeat over the map's pixels, as after a folded global average pool, and the map
+    fits one job: the placement's rule, ``radix.placement``), so that only its ``C`` weights per
+    output count against the weight bank."""
+    if layer.kind != "fc" or layer.skip is not None or len(source_shape) != 3 or source_shape[1:] == (1, 1):
+        return False
+    channels, height, width = source_shape
+    per_pixel = layer.weight.reshape(layer.weight.shape[0], channels, height * width)
+    if not np.array_equal(per_pixel, np.broadcast_to(per_pixel[:, :, :1], per_pixel.shape)):
+        return False
+    geometry = jobs.geometry_of(kind="conv", in_shape=source_shape, c_out=layer.weight.shape[0], kernel=1, stride=1,
+                                padding=(0, 0, 0, 0), pool=False)
+    try:
+        return jobs.band_rows(geometry, config) >= height
+    except jobs.LayerFitError:
+        return False
+
+
 def _batchnorm_problem(bn) -> str | None:
     if not bn.track_running_stats or bn.running_mean is None:
         return ("BatchNorm without running statistics (track_running_stats=False) normalises each batch by its own "
@@ -996,13 +1016,15 @@ def ingest(model: nn.Module, input_shape: tuple[int, int, int], *,
         raise InputShapeMismatch(findings, **walker.input_mismatch)
     # the layers built so far are checked against the engine even when a refusal stops the model
     layers = _reachable(walker.layers, walker.output.name) if walker.output is not None else walker.layers
+    shapes = {INPUT: tuple(int(s) for s in input_shape), **{layer.name: tuple(layer.out_shape) for layer in layers}}
     for layer in layers:
         if layer.kind == "concat":
             continue
         try:
             jobs.band_rows(layer.geometry(), config)
         except jobs.LayerFitError as exc:
-            _refuse_layer(findings, layer, f"does not fit the engine: {exc}")
+            if not _runs_summed(layer, shapes.get(layer.inputs[0], ()), config):
+                _refuse_layer(findings, layer, f"does not fit the engine: {exc}")
     if any(not f.supported for f in findings) or walker.output is None:
         if walker.output is None and all(f.supported for f in findings):
             findings.append(Finding("<model>", type(model).__name__, False, "has no Conv2d or Linear layer"))
