@@ -2,6 +2,7 @@
 
 import operator
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -158,3 +159,22 @@ def test_training_is_deterministic(one_thread, capsys):
     first, second = (train(spec, epochs=1, seed=3).state_dict() for _ in range(2))
     assert all(torch.equal(first[k], second[k]) for k in first)
     assert "epoch   1/1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("factory, shape, macs, depthwise", [
+    ("mobilenet_vww", (3, 96, 96), 7_493_760, 13),  # MLPerf Tiny: 7.49 M MACs
+    ("dscnn", (1, 49, 10), 2_752_000, 4),  # the 25x5 pool folded into the classifier counted
+    ("autoencoder", (640,), 264_192, 0),
+])
+def test_mlperf_tiny_topologies_ingest_with_their_mac_counts(factory, shape, macs, depthwise):
+    """The reference topologies as Keras defines them ingest whole: every depthwise layer is one
+    grouped engine layer (groups = C), and the multiply-accumulates are the published ones."""
+    import radix_models.mlperf_tiny as tiny
+
+    graph, findings = ingest(getattr(tiny, factory)(), shape)
+    assert all(f.supported for f in findings)
+    layers = graph.engine_layers()
+    count = sum(int(np.prod(l.weight.shape)) * (int(np.prod(l.out_shape[1:])) if l.kind == "conv" else 1)
+                for l in layers)
+    assert count == macs
+    assert sum(l.groups == l.in_shape[0] == l.out_shape[0] > 1 for l in layers) == depthwise
