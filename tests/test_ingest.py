@@ -336,3 +336,11 @@ def test_a_folded_global_pool_counts_only_its_channels():
     assert graph.layers[-1].kind == "fc" and graph.layers[-1].in_shape == (8000,)
     assert "does not fit the engine" in refused(
         nn.Sequential(nn.Conv2d(1, 64, 3, padding=1), nn.Flatten(), nn.Linear(8000, 12)), (1, 25, 5))
+
+
+def test_check_says_how_a_depthwise_layer_runs():
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4), nn.Conv2d(4, 8, 3, groups=2), nn.Conv2d(8, 8, 1))
+    _, findings = ingest(model, (4, 9, 9))
+    reasons = {f.name: f.reason for f in findings}
+    assert reasons["0"].startswith("depthwise: runs on the array as block-diagonal jobs")
+    assert reasons["1"].startswith("grouped: ") and reasons["2"] == ""

@@ -462,7 +462,10 @@ class _Walker:
         x = self.values.get(node.all_input_nodes[0]) if node.all_input_nodes else None
         operation = _operation(node, module)
         if operation == "conv":
-            return self.conv(node, module, name, x), ""
+            grouped = ("" if module.groups == 1 else
+                       f"{'depthwise' if module.groups == module.in_channels == module.out_channels else 'grouped'}: "
+                       "runs on the array as block-diagonal jobs, exact but slow (docs/engine.md)")
+            return self.conv(node, module, name, x), grouped
         if operation == "linear":
             return self.linear(node, module, name, x)
         if operation == "batchnorm":
