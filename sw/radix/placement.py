@@ -426,9 +426,12 @@ class _Builder:
         return skip
 
     def _grouped_layer(self, layer: Layer, src: TensorPlace, out: TensorPlace) -> None:
-        """A grouped (or depthwise) convolution as one dense job set per output tile: the tile's
-        ``cols`` output channels read only the input tiles that hold their groups' input channels,
-        with block-diagonal weights over those lanes (docs/engine.md, "Grouped convolutions")."""
+        """A grouped (or depthwise) convolution as one dense job set per chunk of output channels:
+        the chunk reads only the input tiles that hold its groups' input channels, with
+        block-diagonal weights over those lanes (docs/engine.md, "Grouped convolutions"). A chunk is
+        an output tile (``cols`` channels), or, for a depthwise layer (one input channel per group)
+        whose tensors' lanes are the channels, the ``rows * C_out/groups`` channels of one input tile,
+        so that no job reads an input tile for a few of its channels."""
         cfg = self.config
         if layer.skip is not None:
             raise PlacementError(f"layer {layer.name}: a grouped convolution with a residual add (the add belongs "
@@ -439,16 +442,19 @@ class _Builder:
         c_out, per_group_in = layer.weights.shape[:2]
         per_group_out = c_out // layer.groups
         lanes = np.asarray(src.lanes)
-        tiles = stream_format.tiles(c_out, cfg.cols)
-        for tile in range(tiles):
-            first, last = tile * cfg.cols, min((tile + 1) * cfg.cols, c_out)
+        chunk = cfg.rows * per_group_out
+        if not (per_group_in == 1 and chunk <= cfg.cols and cfg.tile_lanes == cfg.cols
+                and chunk % cfg.lanes_per_word == 0 and cfg.rows % cfg.lanes_per_word == 0):
+            chunk = cfg.cols  # an output tile: its lanes start a word whatever the layout
+        for first in range(0, c_out, chunk):
+            last = min(first + chunk, c_out)
             lo, hi = first // per_group_out * per_group_in, ((last - 1) // per_group_out + 1) * per_group_in
             # whole input tiles around the lanes of input channels lo .. hi - 1
             start = int(lanes[lo:hi].min()) // cfg.lanes_per_word // cfg.in_words * cfg.in_words
             end = -(-(int(lanes[lo:hi].max()) // cfg.lanes_per_word + 1) // cfg.in_words) * cfg.in_words
             if src.word_offset + end > src.pixel_words:
-                raise PlacementError(f"layer {layer.name}: the input tiles of output tile {tile} run past the "
-                                     f"{src.pixel_words}-word pixels of {src.name}")
+                raise PlacementError(f"layer {layer.name}: the input tiles of output channels {first}..{last - 1} run "
+                                     f"past the {src.pixel_words}-word pixels of {src.name}")
             view = dataclasses.replace(src, word_offset=src.word_offset + start, words=end - start,
                                        lanes=tuple(int(v) - start * cfg.lanes_per_word for v in lanes))
             core = _core_lanes(np.asarray(view.lanes[lo:hi]), cfg, layer, view)
@@ -458,7 +464,8 @@ class _Builder:
                 group_start = c // per_group_out * per_group_in - lo
                 physical[c - first, core[group_start:group_start + per_group_in]] = layer.weights[c]
             wt_addr = self._weight_block(layer, physical, slice(first, last))
-            target = dataclasses.replace(out, word_offset=out.word_offset + tile * cfg.wt_words)
+            target = dataclasses.replace(out, word_offset=out.word_offset
+                                         + canonical_lane(first, cfg) // cfg.lanes_per_word)
             common = dict(opcode=OPCODE_CONV, relu=int(layer.relu), in_unsigned=int(layer.unsigned_in),
                           out_unsigned=int(layer.unsigned_out), in_ch=in_ch, out_ch=last - first,
                           in_pixel_words=src.pixel_words, out_pixel_words=out.pixel_words,
