@@ -327,9 +327,8 @@ def _compute(stream: np.ndarray, f: dict, cfg: EngineConfig, skip_pixels: int) -
     skip_shift = np.clip(part["skip_shift"], *skip_shift_range(cfg.width, unsigned=bool(f["skip_unsigned"])))
     out = golden.conv_job(
         x[None, used], part["weights"][:, used], part["bias"], stride=(f["stride_h"], f["stride_w"]),
-        pad_top=f["pad_top"],
-        pad_left=f["pad_left"], out_h=f["out_h"], out_w=f["out_w"], shift=part["shift"], relu=bool(f["relu"]),
-        pool=bool(f["pool"]), sum_pool=bool(f["sum_pool"]), width=cfg.width, skip=skip, skip_shift=skip_shift,
+        pad_top=f["pad_top"], pad_left=f["pad_left"], out_h=f["out_h"], out_w=f["out_w"], shift=part["shift"],
+        relu=bool(f["relu"]), pool=bool(f["pool"]), sum_pool=bool(f["sum_pool"]), width=cfg.width, skip=skip, skip_shift=skip_shift,
         unsigned_in=bool(f["in_unsigned"]), unsigned_skip=bool(f["skip_unsigned"]),
         unsigned_out=bool(f["out_unsigned"]))
     return out.values[0], out.saturated

@@ -312,6 +312,17 @@ def _per_channel(shift, ndim: int) -> np.ndarray:
     return shift.reshape((1, -1) + (1,) * (ndim - 2))
 
 
+def summed_weights(weights, channels: int, pixels: int) -> np.ndarray | None:
+    """The ``(F_out, channels)`` weights of a fully connected layer over a ``channels``-channel map
+    of ``pixels`` pixels (flattened in PyTorch's order) when its weights repeat over the pixels, as
+    after a global average pool folded into it (§10: the layer is then a summed job), else None."""
+    weights = np.asarray(weights)
+    per_pixel = weights.reshape(weights.shape[0], channels, pixels)
+    if not np.array_equal(per_pixel, np.broadcast_to(per_pixel[:, :, :1], per_pixel.shape)):
+        return None
+    return per_pixel[:, :, 0]
+
+
 def conv_job(x_tile, w, b, *, stride, pad_top: int, pad_left: int, out_h: int, out_w: int, shift, relu: bool,
              pool: bool, width: int, skip=None, skip_shift=None, unsigned_in: bool = False,
              unsigned_skip: bool = False, unsigned_out: bool = False, sum_pool: bool = False) -> Requantized:

@@ -786,15 +786,9 @@ def _runs_summed(layer: FloatLayer, source_shape: tuple, config: EngineConfig) -
     if layer.kind != "fc" or layer.skip is not None or len(source_shape) != 3 or source_shape[1:] == (1, 1):
         return False
     channels, height, width = source_shape
-    per_pixel = layer.weight.reshape(layer.weight.shape[0], channels, height * width)
-    if not np.array_equal(per_pixel, np.broadcast_to(per_pixel[:, :, :1], per_pixel.shape)):
-        return False
-    geometry = jobs.geometry_of(kind="conv", in_shape=source_shape, c_out=layer.weight.shape[0], kernel=1, stride=1,
-                                padding=(0, 0, 0, 0), pool=False)
-    try:
-        return jobs.band_rows(geometry, config) >= height
-    except jobs.LayerFitError:
-        return False
+    return (golden.summed_weights(layer.weight, channels, height * width) is not None
+            and jobs.summed_job_fits(c_in=channels, height=height, width=width, c_out=layer.weight.shape[0],
+                                     config=config))
 
 
 def _batchnorm_problem(bn) -> str | None:

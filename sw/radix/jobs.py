@@ -82,6 +82,17 @@ def grouped_input_lanes(geometry: Geometry, config: EngineConfig) -> int:
     return min(math.ceil(g.c_in / cfg.rows), math.ceil(words / cfg.in_words)) * cfg.rows
 
 
+def summed_job_fits(*, c_in: int, height: int, width: int, c_out: int, config: EngineConfig) -> bool:
+    """Whether a summed job (a 1x1 convolution whose pixels' products sum into one output pixel,
+    docs/engine.md "Summed jobs") over a ``c_in x height x width`` map fits one job."""
+    geometry = geometry_of(kind="conv", in_shape=(c_in, height, width), c_out=c_out, kernel=1, stride=1,
+                           padding=(0, 0, 0, 0), pool=False)
+    try:
+        return band_rows(geometry, config) >= height
+    except LayerFitError:
+        return False
+
+
 def band_rows(geometry: Geometry, config: EngineConfig) -> int:
     """Output rows per job; raises :class:`LayerFitError` naming the limit when not even one fits.
 

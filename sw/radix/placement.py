@@ -304,10 +304,10 @@ class _Builder:
         src = self.tensors[layer.inputs[0]]
         out = self.tensors[layer.name]
         c_out = int(layer.weights.shape[0])
-        summed = self._summed_weights(layer, src)
         if layer.kind == "conv" and layer.groups > 1:
             self._grouped_layer(layer, src, out)
             return
+        summed = self._summed_weights(layer, src)
         if summed is not None:
             read_words, lanes, weights, kernel = src.words, np.asarray(src.lanes), summed, (1, 1)
         elif layer.kind == "fc":
@@ -334,13 +334,7 @@ class _Builder:
         physical[:, core] = weights
         wt_addr = self._weight_block(layer, physical)
         skip = self._skip(layer, out) if layer.skip is not None else None
-        common = dict(opcode=OPCODE_CONV, relu=int(layer.relu), add=int(skip is not None),
-                      in_unsigned=int(layer.unsigned_in), skip_unsigned=int(skip is not None and layer.unsigned_skip),
-                      out_unsigned=int(layer.unsigned_out), in_ch=in_ch, out_ch=c_out,
-                      in_pixel_words=src.pixel_words, out_pixel_words=out.pixel_words,
-                      out_word_offset=out.word_offset, out_height=out.height, wt_addr=wt_addr)
-        if skip is not None:
-            common.update(skip_pixel_words=skip.pixel_words, skip_height=skip.height, skip_width=skip.width)
+        common = _layer_fields(layer, src, out, in_ch=in_ch, out_ch=c_out, wt_addr=wt_addr, skip=skip)
         if summed is not None:
             self._summed_jobs(layer, src, out, common)
         elif layer.kind == "fc":
@@ -360,17 +354,12 @@ class _Builder:
         pixels = src.height * src.width
         if layer.kind != "fc" or layer.skip is not None or pixels == 1:
             return None
-        per_pixel = layer.weights.reshape(layer.weights.shape[0], src.channels, pixels)
-        if not np.array_equal(per_pixel, np.broadcast_to(per_pixel[:, :, :1], per_pixel.shape)):
+        per_channel = golden.summed_weights(layer.weights, src.channels, pixels)
+        if per_channel is None or not jobs.summed_job_fits(c_in=self._read_lanes(src.words), height=src.height,
+                                                           width=src.width, c_out=per_channel.shape[0],
+                                                           config=self.config):
             return None
-        geometry = jobs.geometry_of(kind="conv", in_shape=(self._read_lanes(src.words), src.height, src.width),
-                                    c_out=per_pixel.shape[0], kernel=1, stride=1, padding=(0, 0, 0, 0), pool=False)
-        try:
-            if jobs.band_rows(geometry, self.config) < src.height:
-                return None
-        except jobs.LayerFitError:
-            return None
-        return per_pixel[:, :, :1].reshape(per_pixel.shape[0], src.channels, 1, 1)
+        return per_channel.reshape(per_channel.shape + (1, 1))
 
     def _weight_block(self, layer: Layer, physical: np.ndarray, channels: slice = slice(None)) -> int:
         """Place the bias words and weight rows (docs/engine.md) of the layer's output ``channels``
@@ -442,6 +431,7 @@ class _Builder:
         c_out, per_group_in = layer.weights.shape[:2]
         per_group_out = c_out // layer.groups
         lanes = np.asarray(src.lanes)
+        first_job = 0
         chunk = cfg.rows * per_group_out
         if not (per_group_in == 1 and chunk <= cfg.cols and cfg.tile_lanes == cfg.cols
                 and chunk % cfg.lanes_per_word == 0 and cfg.rows % cfg.lanes_per_word == 0):
@@ -466,19 +456,13 @@ class _Builder:
             wt_addr = self._weight_block(layer, physical, slice(first, last))
             target = dataclasses.replace(out, word_offset=out.word_offset
                                          + canonical_lane(first, cfg) // cfg.lanes_per_word)
-            common = dict(opcode=OPCODE_CONV, relu=int(layer.relu), in_unsigned=int(layer.unsigned_in),
-                          out_unsigned=int(layer.unsigned_out), in_ch=in_ch, out_ch=last - first,
-                          in_pixel_words=src.pixel_words, out_pixel_words=out.pixel_words,
-                          out_word_offset=target.word_offset, out_height=out.height, wt_addr=wt_addr)
-            self._conv_jobs(layer, view, target, None, in_ch, common,
-                            first_job=len(self._layer_jobs(layer)) // self.batch)
-
-    def _layer_jobs(self, layer: Layer) -> list:
-        """The jobs placed so far for ``layer`` (all images)."""
-        return [job for job in self.jobs if job[0] == layer.name]
+            common = _layer_fields(layer, view, target, in_ch=in_ch, out_ch=last - first, wt_addr=wt_addr)
+            first_job += self._conv_jobs(layer, view, target, None, in_ch, common, first_job=first_job)
 
     def _conv_jobs(self, layer: Layer, src: TensorPlace, out: TensorPlace, skip, in_ch: int, common: dict, *,
-                   first_job: int = 0) -> None:
+                   first_job: int = 0) -> int:
+        """The band jobs of a convolution for every image, numbered from ``first_job``; returns the
+        bands per image."""
         cfg = self.config
         geometry = dataclasses.replace(layer.geometry(), c_in=in_ch, groups=1)
         try:
@@ -498,6 +482,7 @@ class _Builder:
                 if skip is not None:
                     fields.update(skip_addr=skip.view_addr + image * skip.image_bytes, skip_y0=r0)
                 self.jobs.append((layer.name, (image,), first_job + index, fields))
+        return len(bands)
 
     def _summed_jobs(self, layer: Layer, src: TensorPlace, out: TensorPlace, common: dict) -> None:
         """One job per image that sums the whole input map's products into the output vector."""
@@ -528,6 +513,20 @@ class _Builder:
             if skip is not None:
                 fields.update(skip_addr=skip.view_addr + first * skip.image_bytes, skip_width=len(images))
             self.jobs.append((layer.name, images, index, fields))
+
+
+def _layer_fields(layer: Layer, src: TensorPlace, out: TensorPlace, *, in_ch: int, out_ch: int, wt_addr: int,
+                  skip: TensorPlace | None = None) -> dict[str, int]:
+    """The command fields every job of a layer shares: its flags, channels, weight block and the
+    tensors' pixel layouts (the bands and images set the rest)."""
+    fields = dict(opcode=OPCODE_CONV, relu=int(layer.relu), add=int(skip is not None),
+                  in_unsigned=int(layer.unsigned_in), skip_unsigned=int(skip is not None and layer.unsigned_skip),
+                  out_unsigned=int(layer.unsigned_out), in_ch=in_ch, out_ch=out_ch,
+                  in_pixel_words=src.pixel_words, out_pixel_words=out.pixel_words,
+                  out_word_offset=out.word_offset, out_height=out.height, wt_addr=wt_addr)
+    if skip is not None:
+        fields.update(skip_pixel_words=skip.pixel_words, skip_height=skip.height, skip_width=skip.width)
+    return fields
 
 
 def window_fields(kernel, stride) -> dict[str, int]:

@@ -454,8 +454,6 @@ def _layer_from(entry: dict, payload: bytes, version: int) -> Layer:
     fields["bias"] = _read_array(entry["bias"], payload)
     fields["in_shape"] = tuple(entry["in_shape"])
     fields["out_shape"] = tuple(entry["out_shape"])
-    fields["kernel"] = golden.pair(entry["kernel"], "kernel")
-    fields["stride"] = golden.pair(entry["stride"], "stride")
     fields["groups"] = int(entry.get("groups", 1))
     if version == 1:
         fields["padding"] = (int(fields.pop("pad")),) * 4
