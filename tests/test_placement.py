@@ -700,3 +700,33 @@ def test_a_pooled_classifier_runs_as_one_summed_job_per_image():
     assert fc_words == config.cols + 3 * config.rows * config.wt_words  # 40 channels: three input tiles
     check_every_tensor(program, placement, memory, x)
     assert (result.beats_read, result.beats_written) == expected_beats(placement)
+
+
+@pytest.mark.parametrize("shape, stride, sampled", [
+    ((20, 8, 12), (2, 2), True), ((20, 8, 12), (1, 3), True), ((20, 8, 12), (3, 2), False),  # 8 rows, SH 3
+    ((20, 8, 12), (2, 1), False),  # SW 1: the row bands already read only the rows they need
+])
+def test_a_strided_pointwise_conv_reads_only_the_columns_it_samples(shape, stride, sampled):
+    """A 1x1 convolution with a stride (a projection shortcut) reads its input as a map of every
+    SW-th pixel and every SH-th row: 1 / SW of the input's words instead of all, bit-exact, within
+    the input tensor's bytes."""
+    config = EngineConfig(rows=16, cols=24, width=8)
+    net = RandomNet(np.random.default_rng(21), 8, 30)
+    net.tensors[INPUT] = (shape, net.input_fl, net.input_unsigned)
+    net.layer("conv", INPUT, 24, kernel=1, stride=stride, relu=False, prefix="proj")
+    program = net.program()
+    x = random_input(np.random.default_rng(22), program, 2)
+    placement, memory, result = run_placed(program, config, x, batch=2)
+    assert result.done and not result.error
+    check_every_tensor(program, placement, memory, x)
+    assert (result.beats_read, result.beats_written) == expected_beats(placement)
+    c, h, w = shape
+    src_words = placement.tensors[INPUT].pixel_words
+    read = sum(info.fields["in_h"] * info.fields["in_w"] for info in placement.commands) // 2  # per image
+    views = {(info.fields["in_pixel_words"], info.fields["stride_h"], info.fields["stride_w"])
+             for info in placement.commands}
+    if sampled:
+        assert read == h * w // stride[1]
+        assert views == {(src_words * stride[1], 1, 1)}
+    else:
+        assert views == {(src_words, *stride)}

@@ -471,6 +471,7 @@ class _Builder:
             raise PlacementError(f"layer {layer.name}: {exc}") from None
         _, comp_w = computed_map(geometry.out_h, geometry.out_w, layer.pool)
         div = 2 if layer.pool else 1
+        sampled = _sampling_view(geometry)
         for image in range(self.batch):
             for index, (r0, rows) in enumerate(bands):
                 y0, y1 = geometry.input_rows(r0, rows)
@@ -479,6 +480,10 @@ class _Builder:
                               in_h=y1 - y0, in_w=geometry.width, out_h=rows, out_w=comp_w,
                               in_addr=src.view_addr + image * src.image_bytes, in_y0=y0, in_height=src.height,
                               out_y0=r0 // div, out_addr=out.addr + image * out.image_bytes)
+                if sampled:
+                    fields.update(**window_fields(1, 1), in_y0=r0, in_h=rows, in_w=sampled[0],
+                                  in_height=src.height // geometry.stride[0],
+                                  in_pixel_words=src.pixel_words * geometry.stride[1])
                 if skip is not None:
                     fields.update(skip_addr=skip.view_addr + image * skip.image_bytes, skip_y0=r0)
                 self.jobs.append((layer.name, (image,), first_job + index, fields))
@@ -527,6 +532,24 @@ def _layer_fields(layer: Layer, src: TensorPlace, out: TensorPlace, *, in_ch: in
     if skip is not None:
         fields.update(skip_pixel_words=skip.pixel_words, skip_height=skip.height, skip_width=skip.width)
     return fields
+
+
+def _sampling_view(geometry: jobs.Geometry) -> tuple[int] | None:
+    """``(view width,)`` when a convolution only samples its input: a 1x1 kernel with a
+    horizontal stride, no padding and strides that divide the map (ResNet's projection shortcuts).
+
+    Such a job then reads its input as a stride-1 map whose pixels are every SW-th pixel (the
+    pixel stride times SW) and whose rows are every SH-th row (a row pitch of SH * W / SW of
+    those pixels): it streams ``1 / SW`` of the map instead of all of it, and the columns it
+    computes are the first ``W / SW`` of each view row, exactly the sampled ones. The view covers
+    the same bytes as the tensor, so it reads nothing outside it.
+    """
+    (sh, sw), g = geometry.stride, geometry
+    if g.kernel != (1, 1) or sw == 1 or g.pool or g.pad_top or g.pad_left:  # SW = 1: the bands read less
+        return None
+    if g.height % sh or g.width % sw or (g.out_h, g.out_w) != (g.height // sh, g.width // sw):
+        return None
+    return (sh * g.width // sw,)
 
 
 def window_fields(kernel, stride) -> dict[str, int]:
