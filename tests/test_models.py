@@ -11,10 +11,13 @@ from radix.datasets import load_split
 from radix.engine_spec import DEFAULT_CONFIG
 from radix.ingest import ingest
 from radix_models import BUILTIN_MODELS, UnknownModelError, load_builtin
-from radix_models.train import accuracy, random_recolour, train
+from radix_models.train import RECIPES, random_recolour, split_score, train
 
-# resnet8: the 95% the training recipe was designed to reach on mnist32rgb.
-ACCURACY_FLOOR = {"lenet5": 0.97, "digitsnet": 0.95, "resnet8": 0.95, "vggnet": 0.97}
+# resnet8: the 95% the training recipe was designed to reach on mnist32rgb. mobilenet_vww: 90.4%
+# committed (MLPerf's quality target on the real Visual Wake Words is 80%). The autoencoder's
+# score is the ROC AUC of its reconstruction error on machine640's normal and anomalous halves.
+ACCURACY_FLOOR = {"lenet5": 0.97, "digitsnet": 0.95, "resnet8": 0.95, "vggnet": 0.97,
+                  "mobilenet_vww": 0.88, "dscnn": 0.95, "autoencoder": 0.95}
 
 
 def test_registry_specs():
@@ -133,8 +136,8 @@ def test_builtin_reaches_accuracy_floor(name):
     assert not model.training
     x, y = load_split(spec.dataset, "test")
     out = model(torch.from_numpy(x[:2]))
-    assert out.shape == (2, 10)
-    assert accuracy(model, x, y) >= ACCURACY_FLOOR[name]
+    assert out.shape == ((2,) + spec.input_shape if RECIPES[name].reconstruct else (2, len(np.unique(y))))
+    assert split_score(spec, model, x, y) >= ACCURACY_FLOOR[name]
 
 
 def test_unknown_model_names_it_and_lists_known():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from radix.cli import main
-from radix.evaluate import _auc, _spearman, reconstruction_report
+from radix.evaluate import _spearman, roc_auc, reconstruction_report
 
 MODELS = textwrap.dedent("""
     import torch
@@ -96,7 +96,7 @@ def test_rank_statistics_against_hand_computed_values():
     assert _spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     assert _spearman([1, 1, 1], [1, 2, 3]) is None
     # ties share a rank: scores (0.1, 0.4, 0.4, 0.9) for labels (0, 0, 1, 1): pairs won 3 of 4, one tie
-    assert _auc(np.array([0.1, 0.4, 0.4, 0.9]), np.array([0, 0, 1, 1])) == pytest.approx(3.5 / 4)
+    assert roc_auc(np.array([0.1, 0.4, 0.4, 0.9]), np.array([0, 0, 1, 1])) == pytest.approx(3.5 / 4)
 
 
 def test_reconstruction_report_is_exact_for_a_perfect_program():

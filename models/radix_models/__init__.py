@@ -4,6 +4,7 @@
 them. The weights are plain state_dicts written by ``python -m radix_models.train NAME``.
 """
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -13,6 +14,7 @@ from torch import nn
 
 from .digitsnet import DigitsNet
 from .lenet5 import LeNet5
+from .mlperf_tiny import autoencoder, dscnn, mobilenet_vww
 from .resnet8 import ResNet8
 from .vggnet import VGGNet
 
@@ -27,7 +29,7 @@ class ModelSpec:
     factory: Callable[[], nn.Module]
     weights: Path
     dataset: str
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
 
 
 class UnknownModelError(KeyError):
@@ -44,6 +46,11 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
         ModelSpec("digitsnet", DigitsNet, _WEIGHTS / "digitsnet.pt", "digits", (1, 8, 8)),
         ModelSpec("resnet8", ResNet8, _WEIGHTS / "resnet8.pt", "mnist32rgb", (3, 32, 32)),
         ModelSpec("vggnet", VGGNet, _WEIGHTS / "vggnet.pt", "mnist5k", (1, 28, 28)),
+        # The MLPerf Tiny topologies, trained on offline stand-ins for their data sets
+        # (radix.tiny_datasets): the KWS classifier has one output per digit.
+        ModelSpec("mobilenet_vww", mobilenet_vww, _WEIGHTS / "mobilenet_vww.pt", "digitwake96", (3, 96, 96)),
+        ModelSpec("dscnn", functools.partial(dscnn, classes=10), _WEIGHTS / "dscnn.pt", "mnist49x10", (1, 49, 10)),
+        ModelSpec("autoencoder", autoencoder, _WEIGHTS / "autoencoder.pt", "machine640", (640,)),
     )
 }
 

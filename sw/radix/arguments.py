@@ -70,7 +70,7 @@ def _number(text: str) -> float:
 # The built-in models' names for the commands' help. They are defined with their weights in
 # radix_models, which imports torch; the help must print on the board without it, so the names
 # are repeated here and tests/test_cli.py keeps the two in step.
-BUILT_IN_MODELS = ("lenet5", "digitsnet", "resnet8", "vggnet")
+BUILT_IN_MODELS = ("lenet5", "digitsnet", "resnet8", "vggnet", "mobilenet_vww", "dscnn", "autoencoder")
 
 # "--data" in every command's help: the named sets (radix.datasets) or a file
 DATA_CHOICES = ", ".join(DATASETS) + " or a .npz"

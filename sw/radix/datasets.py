@@ -31,8 +31,15 @@ numpy 1.21). The named sets read their pixels from host packages, imported lazil
     digit is visible in each channel, lighter or darker than its background. Split: that of
     ``mnist5k`` (``train`` and ``test`` hold the same digits as there, 4,000 / 1,000).
 
+``digitwake96``, ``mnist49x10``, ``machine640``
+    Offline stand-ins for the MLPerf Tiny data sets (Visual Wake Words, Speech Commands,
+    ToyADMOS), for the built-ins ``mobilenet_vww``, ``dscnn`` and ``autoencoder``: a 96x96
+    photo with or without a digit (labels 1 / 0), the digits as 1x49x10 maps (0..9), and
+    synthetic 640-bin machine spectra (vectors (N, 640); label 1 anomalous, the ``train``
+    split normal only). Recipes in :mod:`radix.tiny_datasets`.
+
 ``all`` returns every image of a named set in the package's original order. Labels ``y``
-are int64 class indices 0..9.
+are int64 class indices (0..9 for the digit sets).
 
 A path ending in ``.npz`` names a file with arrays ``x`` (N, C, H, W) images, or (N, F) vectors
 for models whose input is a vector (MLPs, autoencoders), and ``y`` (N, integer labels); its
@@ -47,9 +54,10 @@ import zlib
 
 import numpy as np
 
+from . import tiny_datasets
 from .errors import InputError
 
-DATASETS = ("mnist5k", "digits", "mnist32rgb")
+DATASETS = ("mnist5k", "digits", "mnist32rgb", "digitwake96", "mnist49x10", "machine640")
 SPLITS = ("train", "test", "all")
 
 _MNIST_TRAIN_PER_CLASS = 400
@@ -110,6 +118,8 @@ def load_split(
         )
     x, y, train, test = _NAMED[source]()
     index = {"train": train, "test": test, "all": np.arange(len(y))}[split]
+    if x.dtype == np.uint8:  # kept as whole pixels (a quarter of the memory), given out scaled
+        return x[index].astype(np.float32) / np.float32(255), y[index]
     return x[index], y[index]
 
 
@@ -155,7 +165,25 @@ def _mnist32rgb():
     return _readonly(x, y, train, test)
 
 
-_NAMED = {"mnist5k": _mnist5k, "digits": _digits, "mnist32rgb": _mnist32rgb}
+@functools.lru_cache(maxsize=None)
+def _digitwake96():
+    grey, _, train, test = _mnist5k()
+    return _readonly(*tiny_datasets.digitwake96(grey, train, test))
+
+
+@functools.lru_cache(maxsize=None)
+def _mnist49x10():
+    grey, y, train, test = _mnist5k()
+    return _readonly(tiny_datasets.mnist49x10(grey), y, train, test)
+
+
+@functools.lru_cache(maxsize=None)
+def _machine640():
+    return _readonly(*tiny_datasets.machine640())
+
+
+_NAMED = {"mnist5k": _mnist5k, "digits": _digits, "mnist32rgb": _mnist32rgb, "digitwake96": _digitwake96,
+          "mnist49x10": _mnist49x10, "machine640": _machine640}
 
 
 def _readonly(*arrays):

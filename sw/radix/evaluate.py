@@ -88,7 +88,7 @@ def reconstruction_report(program: Program, x, y, outputs, float_outputs=None) -
     labels = np.asarray(y)
     anomaly_labels = set(np.unique(labels).tolist()) == {0, 1}
     if anomaly_labels:
-        report["auc"] = _auc(error, labels)
+        report["auc"] = roc_auc(error, labels)
     if float_outputs is not None:
         reference = np.asarray(float_outputs, dtype=np.float64).reshape(n, -1)
         float_error = np.mean((target - reference) ** 2, axis=1)
@@ -98,7 +98,7 @@ def reconstruction_report(program: Program, x, y, outputs, float_outputs=None) -
                       float(10 * np.log10(max(float(np.sum(reference**2)), 1e-300) / noise)),
                       error_rank_correlation=_spearman(error, float_error))
         if anomaly_labels:
-            report["float_auc"] = _auc(float_error, labels)
+            report["float_auc"] = roc_auc(float_error, labels)
     return report
 
 
@@ -117,7 +117,7 @@ def _spearman(a, b) -> float | None:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def _auc(score, labels) -> float:
+def roc_auc(score, labels) -> float:
     """Area under the ROC curve of ``score`` for labels 1 against 0 (Mann-Whitney, ties halved)."""
     ranks = _ranks(score)
     positive = labels == 1
