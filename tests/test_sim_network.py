@@ -187,3 +187,76 @@ def test_user_rectangular_kernel_model_check_calibrate_eval_and_rtl(tmp_path, ca
     torch.onnx.export(resolve(spec).module, torch.zeros(1, 1, 49, 10), onnx_path, dynamo=False)
     assert main(["check", str(onnx_path), "--json"]) == 0
     assert [l["kind"] for l in json.loads(capsys.readouterr().out)["layers"]] == ["conv"] * 5 + ["fc"]
+
+
+MOBILENET_STYLE = '''
+import torch
+from torch import nn
+
+
+def block(c_in, c_out, stride):
+    """MobileNetV1's depthwise-separable block with Keras "same" padding (stride 2: one row and
+    column after), BatchNorm and ReLU after each convolution."""
+    pad = [nn.ZeroPad2d((0, 1, 0, 1))] if stride == 2 else []
+    return nn.Sequential(*pad, nn.Conv2d(c_in, c_in, 3, stride, 0 if pad else 1, groups=c_in, bias=False),
+                         nn.BatchNorm2d(c_in), nn.ReLU(),
+                         nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
+
+
+def build():
+    torch.manual_seed(9)
+    model = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(3, 8, 3, 2, bias=False), nn.BatchNorm2d(8),
+                          nn.ReLU(), block(8, 16, 1), block(16, 32, 2), block(32, 32, 1),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 2))
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+'''
+
+
+def test_user_mobilenet_style_model_and_its_onnx_export_on_rtl(tmp_path, capsys):
+    """A MobileNetV1-style model (PyTorch groups = C, Keras "same" strided padding, a global pool
+    before the classifier) from the user's own file and its ONNX export: each checks, calibrates,
+    evaluates and runs on the RTL bit-exact with the reference."""
+    import numpy as np
+    import torch
+
+    from radix.modelspec import resolve
+
+    (tmp_path / "mobile.py").write_text(MOBILENET_STYLE)
+    spec = f"{tmp_path / 'mobile.py'}:build"
+    x, _ = load_split("digitwake96", "test")
+    small = x[:40, :, :32, :32]  # corners of the wake photos: 3x32x32 images
+    with torch.no_grad():
+        labels = resolve(spec).module(torch.from_numpy(np.ascontiguousarray(small))).argmax(1).numpy()
+    np.savez(tmp_path / "photos.npz", x=small, y=labels)
+    onnx_path = tmp_path / "mobile.onnx"
+    torch.onnx.export(resolve(spec).module, torch.zeros(1, 3, 32, 32), onnx_path, dynamo=False)
+    data = str(tmp_path / "photos.npz")
+    for model, extra in ((spec, ["--input-shape", "3,32,32"]), (str(onnx_path), [])):
+        assert main(["check", model, *extra, "--json"]) == 0
+        layers = json.loads(capsys.readouterr().out)["layers"]
+        assert [l["groups"] for l in layers if l["kind"] == "conv"] == [1, 8, 1, 16, 1, 32, 1], model
+        program = tmp_path / f"{model.rsplit('.', 1)[-1]}.radix"
+        assert main(["calibrate", model, "--data", data, "-o", str(program)]) == 0
+        capsys.readouterr()
+        assert main(["eval", str(program), "--data", data, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["task"] == "classify"
+        assert main(["run", str(program), "--backend", "sim", "--data", data, "--images", "1", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["bit_exact"] is True, model
+
+
+def test_builtin_autoencoder_on_its_data_and_rtl(tmp_path, capsys):
+    """MLPerf Tiny's anomaly-detection autoencoder (640 inputs), trained on machine640: calibrated
+    at 8 bits it keeps the float model's anomaly ranking and runs on the RTL bit-exact."""
+    program = tmp_path / "autoencoder.radix"
+    assert main(["calibrate", "autoencoder", "--data", "machine640", "--images", "500", "-o", str(program)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(program), "--data", "machine640", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["task"] == "reconstruct"
+    assert report["auc"] >= report["float_auc"] - 0.01 and report["error_rank_correlation"] > 0.95, report
+    assert main(["run", str(program), "--backend", "sim", "--data", "machine640", "--images", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["bit_exact"] is True
