@@ -37,15 +37,11 @@ demo: $(STAMP)
 	$(BIN)/radix run $(BUILD)/resnet8-8.radix --backend reference --data mnist32rgb --images 100
 	$(BIN)/radix run $(BUILD)/resnet8-8.radix --backend sim --data mnist32rgb --images $(DEMO_RESNET_IMAGES)
 	# a depthwise network on the RTL: MLPerf Tiny's keyword-spotting topology (DS-CNN: a 10x4
-	# stride-2 front, four depthwise-separable blocks), seeded random weights and inputs, labelled
-	# with the float model's own predictions (so top-1 is the 8-bit program's agreement with float)
-	$(BIN)/python -c "import numpy as np, torch; from radix_models.mlperf_tiny import dscnn; \
-	    x = np.random.default_rng(0).normal(size=(300, 1, 49, 10)).astype('float32'); \
-	    y = dscnn()(torch.from_numpy(x)).argmax(1).numpy(); np.savez('$(BUILD)/mfcc-random.npz', x=x, y=y)"
-	$(BIN)/radix check models/radix_models/mlperf_tiny.py:dscnn --input-shape 1,49,10
-	$(BIN)/radix calibrate models/radix_models/mlperf_tiny.py:dscnn --data $(BUILD)/mfcc-random.npz --images 200 \
-	    -o $(BUILD)/dscnn-8.radix
-	$(BIN)/radix run $(BUILD)/dscnn-8.radix --backend sim --data $(BUILD)/mfcc-random.npz --images 2
+	# stride-2 front, four depthwise-separable blocks), trained on the offline mnist49x10 maps
+	$(BIN)/radix check dscnn
+	$(BIN)/radix calibrate dscnn --data mnist49x10 --images 500 -o $(BUILD)/dscnn-8.radix
+	$(BIN)/radix eval $(BUILD)/dscnn-8.radix --data mnist49x10
+	$(BIN)/radix run $(BUILD)/dscnn-8.radix --backend sim --data mnist49x10 --images 2
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
