@@ -126,8 +126,9 @@ def random_layer(rng: np.random.Generator, config: EngineConfig, index: int) -> 
 
     Channel counts and sizes are chosen not to be multiples of the array; a fifth of the
     convolutions are grouped (half of those depthwise); kernels and strides are
-    rectangular half of the time (``KH x KW``, ``SH x SW``, docs/arithmetic.md §7); padding differs per
-    side; fl combinations range from left-shifting (negative data shift) to saturating ones; about
+    rectangular half of the time (``KH x KW``, ``SH x SW``, docs/arithmetic.md §7), and a 1x1
+    kernel's map is cut to a multiple of its strides half of the time (the placement's sampling
+    view, docs/engine.md); padding differs per side; fl combinations range from left-shifting (negative data shift) to saturating ones; about
     a third of the layers add a skip tensor with skip shifts from the leftmost the engine executes
     to right shifts past ``W``, some are average pools (diagonal weights, docs/arithmetic.md §10)
     and some fully connected layers read a map with weights that repeat over its pixels (a global
@@ -172,6 +173,9 @@ def random_layer(rng: np.random.Generator, config: EngineConfig, index: int) -> 
                                              rng.integers(0, kw)))
         h = int(rng.integers(max(1, kh - padding[0] - padding[2]), kh + 3 * sh + 6))
         w = int(rng.integers(max(1, kw - padding[1] - padding[3]), kw + 3 * sw + 6))
+        if k == (1, 1) and rng.random() < 0.5:
+            # maps the strides divide: the placement's sampling view of a strided 1x1 convolution
+            h, w = max(sh, h - h % sh), max(sw, w - w % sw)
         conv_h = golden.conv_output_size(h, kh, sh, padding[0], padding[2])
         conv_w = golden.conv_output_size(w, kw, sw, padding[1], padding[3])
         pool = not avgpool and bool(rng.random() < 0.4) and min(conv_h, conv_w) >= 2
