@@ -1,10 +1,10 @@
 """The MLPerf Tiny reference topologies beside ResNet-8, as Keras/TFLite define them, in PyTorch.
 
-These are *topologies*: no trained weights for them ship with Radix (their data sets, Visual Wake
-Words, Speech Commands and ToyADMOS, do not ship offline), so each factory draws seeded random
-weights and random BatchNorm statistics. They measure what does not depend on training (engine
-cycles, the placement, the quantization's agreement with the float model of the same weights);
-users bring MLCommons' trained weights through ``--weights`` or an ONNX export.
+Each factory draws seeded random weights and random BatchNorm statistics: the bare topology, for
+what does not depend on training (engine cycles, the placement). The built-ins ``mobilenet_vww``,
+``dscnn`` (10 classes) and ``autoencoder`` are these factories with weights trained on offline
+stand-ins for Visual Wake Words, Speech Commands and ToyADMOS (models/README.md); users bring
+MLCommons' trained weights through ``--weights`` or an ONNX export.
 
 * :func:`mobilenet_vww`: Visual Wake Words, MobileNetV1 at width 0.25 on 96x96x3: a 3x3 stride-2
   stem to 8 channels, 13 depthwise-separable blocks (depthwise 3x3, pointwise 1x1, BatchNorm and
