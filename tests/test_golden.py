@@ -197,6 +197,16 @@ def test_quantize_unsigned_saturates_to_0_and_2w_minus_1(value, expected):
     assert golden.tensor_range(8) == (-128, 127)
 
 
+@pytest.mark.parametrize("value, fl", [(0.3, 107), (-0.3, 107), (1e30, 40), (-1e30, 40)])
+def test_values_beyond_int64_saturate_to_their_own_end(value, fl):
+    """A dead channel's tiny weights give it a huge fl; its bias, scaled, lies beyond int64 and must
+    still saturate to the end of its sign, not wrap in the cast (§2, §4)."""
+    acc_lo, acc_hi = golden.tensor_range(golden.acc_width(8) - 1)
+    assert golden.quantize_bias(value, fl, 8) == (acc_hi if value > 0 else acc_lo)
+    assert golden.quantize(value, fl, 8) == (127 if value > 0 else -128)
+    assert golden.quantize(value, fl, 8, unsigned=True) == (255 if value > 0 else 0)
+
+
 def test_unsigned_output_without_relu_saturates_negatives_and_counts_them():
     """§5: r = -3 becomes 0 and counts as saturated; with a ReLU it becomes 0 and does not."""
     acc = np.array([-3, 0, 255, 256, 1000])

@@ -60,7 +60,15 @@ def quantize(x, fl: int, bits: int, *, unsigned: bool = False) -> np.ndarray:
     ``fl`` may be a scalar or an array broadcasting against ``x`` (per-channel weights).
     """
     scaled = np.asarray(x, dtype=np.float64) * np.ldexp(1.0, np.asarray(fl, dtype=np.int32))
-    return saturate(np.floor(scaled + 0.5), bits, unsigned=unsigned)
+    return _round_saturate(scaled, bits, unsigned=unsigned)
+
+
+def _round_saturate(scaled, bits: int, *, unsigned: bool = False) -> np.ndarray:
+    """Round half up and saturate scaled floats (§2), clamped while still floats: a value beyond
+    int64 (a large fl, e.g. a dead channel's tiny weights giving its bias fl 107) would wrap to
+    the wrong end in the cast."""
+    lo, hi = tensor_range(bits, unsigned=unsigned)
+    return np.clip(np.floor(scaled + 0.5), lo, hi).astype(np.int64)
 
 
 def check_values(values, width: int, *, unsigned: bool, what: str) -> None:
@@ -83,7 +91,7 @@ def quantize_bias(bias, fl_b, width: int) -> np.ndarray:
     """
     bias = np.asarray(bias, dtype=np.float64)
     scaled = bias * np.ldexp(1.0, np.asarray(fl_b, dtype=np.int32))
-    return saturate(np.floor(scaled + 0.5), acc_width(width) - 1)
+    return _round_saturate(scaled, acc_width(width) - 1)
 
 
 def shift_range(width: int) -> tuple[int, int]:
