@@ -10,7 +10,7 @@ DEMO_IMAGES ?= 200
 DEMO_RESNET_IMAGES ?= 10
 CLOCK_MHZ ?= 100
 
-.PHONY: demo test venv verilog resources bench bench-quant bench-perf bench-host bench-resnet8-accuracy bench-mlperf-accuracy bitstream clean
+.PHONY: demo test venv verilog resources bench bench-quant bench-perf bench-host bench-resnet8-accuracy bench-mlperf-accuracy bench-mlperf-tiny-accuracy bitstream clean
 
 venv: $(STAMP)
 
@@ -67,6 +67,11 @@ bench-resnet8-accuracy: $(STAMP)
 bench-mlperf-accuracy: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/mlperf_resnet8_accuracy.py
+
+# MLCommons' own VWW, KWS and AD models: Radix 8-bit against MLCommons' int8 TFLite (about 3 minutes)
+bench-mlperf-tiny-accuracy: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/mlperf_tiny_accuracy.py
 
 bitstream: $(STAMP)
 	CLOCK_MHZ=$(CLOCK_MHZ) BUILD=$(BUILD) RADIX=$(BIN)/radix boards/pynq_z2/bitstream.sh

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from radix_models.mlperf_resnet8 import INPUT_SHAPE, KERAS_BN_EPSILON, WEIGHTS, mlperf_resnet8
+from radix_models.tflite_runner import TFLiteRunner
 
 REPO = "mlcommons/tiny"
 LICENSE = "Apache-2.0"
@@ -157,69 +158,19 @@ def state_dict_from_h5(source) -> dict[str, torch.Tensor]:
 # ------------------------------------------------------------------------------------- TFLite
 
 
-class TFLiteModel:
-    """A TFLite model run with ai-edge-litert's reference kernels (no delegate, so every
-    intermediate tensor stays readable): ``logits(x)`` for float images ``(N, 3, 32, 32)`` in
-    raw 0..255 pixels; an int8 model's input is quantized as its input details say."""
+class TFLiteModel(TFLiteRunner):
+    """MLCommons' ResNet-8 as TFLite (:class:`TFLiteRunner`): ``run(x)`` for float images
+    ``(N, 3, 32, 32)`` in raw 0..255 pixels, its output one softmax of the dense layer's logits."""
 
     def __init__(self, model, *, batch: int = 100) -> None:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-        kwargs = {"model_content": model} if isinstance(model, bytes) else {"model_path": str(model)}
-        self.interpreter = Interpreter(**kwargs, experimental_preserve_all_tensors=True,
-                                       experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-        self.batch = batch
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
-        softmax = [op for op in self.interpreter._get_ops_details() if op["op_name"] == "SOFTMAX"]
-        if len(softmax) != 1 or softmax[0]["outputs"][0] != self.output["index"]:
+        super().__init__(model if isinstance(model, bytes) else Path(model).read_bytes(), batch=batch)
+        if self.logits is self.output:
             raise ValueError("expected the model's output to be one softmax of the logits")
-        logits_index = int(softmax[0]["inputs"][0])
-        self.dense = next(t for t in self.interpreter.get_tensor_details() if t["index"] == logits_index)
-        self.interpreter.resize_tensor_input(self.input["index"], [batch, *self.input["shape"][1:]])
-        self.interpreter.allocate_tensors()
-
-    @property
-    def quantized(self) -> bool:
-        return self.input["dtype"] != np.float32
-
-    def quantize_input(self, x_nhwc: np.ndarray) -> np.ndarray:
-        """``q = clip(round(x / scale) + zero_point)`` in the input tensor's integer type."""
-        if not self.quantized:
-            return x_nhwc.astype(np.float32)
-        scale, zero = self.input["quantization"]
-        info = np.iinfo(self.input["dtype"])
-        q = np.round(x_nhwc.astype(np.float64) / scale) + zero
-        return np.clip(q, info.min, info.max).astype(self.input["dtype"])
 
     def run(self, x) -> tuple[np.ndarray, np.ndarray]:
-        """``(logits, output)``, both dequantized floats: the dense layer's output (before the
-        softmax) and the model's output (the softmax)."""
-        x = np.asarray(x)
-        if tuple(x.shape[1:]) != INPUT_SHAPE:
-            raise ValueError(f"images of shape {x.shape[1:]}, expected {INPUT_SHAPE}")
-        logits, outputs = [], []
-        for start in range(0, len(x), self.batch):
-            part = x[start:start + self.batch].transpose(0, 2, 3, 1)  # NCHW -> NHWC
-            n = len(part)
-            if n < self.batch:
-                part = np.concatenate([part, np.zeros((self.batch - n,) + part.shape[1:], part.dtype)])
-            self.interpreter.set_tensor(self.input["index"], self.quantize_input(part))
-            self.interpreter.invoke()
-            logits.append(self._dequantized(self.dense)[:n])
-            outputs.append(self._dequantized(self.output)[:n])
-        return np.concatenate(logits), np.concatenate(outputs)
-
-    def raw(self, which: str) -> np.ndarray:
-        """The last batch's integer tensor (``dense`` or ``output``), not dequantized."""
-        return self.interpreter.get_tensor((self.dense if which == "dense" else self.output)["index"])
-
-    def _dequantized(self, detail: dict) -> np.ndarray:
-        values = self.interpreter.get_tensor(detail["index"])
-        if values.dtype == np.float32:
-            return values.astype(np.float64)
-        scale, zero = detail["quantization"]
-        return (values.astype(np.float64) - zero) * scale
+        if tuple(np.shape(x)[1:]) != INPUT_SHAPE:
+            raise ValueError(f"images of shape {np.shape(x)[1:]}, expected {INPUT_SHAPE}")
+        return super().run(x)
 
 
 def check_images(seed: int = 0) -> np.ndarray:
