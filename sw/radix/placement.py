@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import golden, jobs, stream_format
+from . import golden, jobs, space_to_depth, stream_format
 from .command_exec import command_error
 from .engine_errors import EngineMismatch
 from .engine_spec import (BUS_ADDR_BITS, BUS_BYTES, COMMAND_BYTES, COMMAND_FIELD, OPCODE_CONV, EngineConfig,
@@ -31,6 +31,7 @@ from .engine_spec import (BUS_ADDR_BITS, BUS_BYTES, COMMAND_BYTES, COMMAND_FIELD
                           tensor_lanes)
 from .errors import InputError
 from .program import INPUT, Layer, Program
+from .space_to_depth import SpaceToDepth
 
 REGION_ALIGN = 4096  # regions (and the whole buffer) are whole 4 KB pages
 TENSOR_ALIGN = 64  # tensors and weight blocks start on a cache line (the board flushes by line)
@@ -112,6 +113,7 @@ class Placement:
     weights: dict[str, tuple[int, int]]
     commands: list[CommandInfo]
     externals: tuple[str, ...] = ()
+    input_blocks: SpaceToDepth | None = None  # the input written space-to-depth (radix.space_to_depth)
 
     @property
     def cmd_count(self) -> int:
@@ -127,10 +129,13 @@ class Placement:
             raise InputError(f"tensor {name!r} is neither the network input nor an external tensor")
         place = self.tensors[name]
         x = np.asarray(x_q, dtype=np.int64)
-        if x.ndim != len(place.shape) + 1 or tuple(x.shape[1:]) != place.shape or not 1 <= x.shape[0] <= self.batch:
+        shape = tuple(self.program.input_shape) if name == INPUT else place.shape
+        if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape or not 1 <= x.shape[0] <= self.batch:
             raise InputError(f"input images of shape {tuple(x.shape)} do not fit the placement's input: up to "
-                             f"{self.batch} images of {place.shape}")
+                             f"{self.batch} images of {shape}")
         golden.check_values(x, self.program.width, unsigned=place.unsigned, what="the input images")
+        if name == INPUT and self.input_blocks is not None:
+            x = self.input_blocks.images(x)
         pixels = place.height * place.width
         maps = x.reshape(x.shape[0], place.channels, pixels)
         lanes = np.zeros((x.shape[0], pixels, place.pixel_words * self.config.lanes_per_word), dtype=np.int64)
@@ -151,7 +156,10 @@ class Placement:
         own = words.reshape(-1, place.pixel_words)[:, place.word_offset : place.word_offset + place.words]
         lanes = stream_format.unpack_lanes(own.reshape(-1), lanes=place.words * self.config.lanes_per_word,
                                            width=self.config.width, unsigned=place.unsigned)
-        return lanes[:, np.asarray(place.lanes)].T.reshape(place.shape)
+        values = lanes[:, np.asarray(place.lanes)].T.reshape(place.shape)
+        if name == INPUT and self.input_blocks is not None:
+            return self.input_blocks.image(values)
+        return values
 
     def logits(self, memory_words) -> np.ndarray:
         """The last layer's output of every image, ``(batch, F)``."""
@@ -188,9 +196,11 @@ def place(program: Program, config: EngineConfig, *, batch: int = 1, base: int =
         raise PlacementError(f"base address 0x{base:X} is not {COMMAND_BYTES}-byte aligned")
     program.check_signedness("program")
     externals = dict(externals or {})
-    tensors, tensor_bytes = _place_tensors(program, config, batch, base, externals)
-    builder = _Builder(program, config, batch, tensors, weight_base=base + _round_up(tensor_bytes, REGION_ALIGN))
-    for layer in program.layers:
+    input_blocks = space_to_depth.plan(program, config) if INPUT not in externals else None
+    engine_program = program if input_blocks is None else space_to_depth.rewrite(program, input_blocks)
+    tensors, tensor_bytes = _place_tensors(engine_program, config, batch, base, externals)
+    builder = _Builder(engine_program, config, batch, tensors, weight_base=base + _round_up(tensor_bytes, REGION_ALIGN))
+    for layer in engine_program.layers:
         if layer.kind != "concat":
             builder.add_layer(layer)
     cmd_base = _round_up(builder.weight_end, REGION_ALIGN)
@@ -219,7 +229,7 @@ def place(program: Program, config: EngineConfig, *, batch: int = 1, base: int =
         memory[start : start + len(words)] = words
         commands.append(CommandInfo(index, layer_name, images, job, fields, fields["stat_addr"]))
     return Placement(program, config, batch, base, memory_bytes, memory, cmd_base, tensors, builder.weights, commands,
-                     tuple(externals))
+                     tuple(externals), input_blocks)
 
 
 def _round_up(value: int, align: int) -> int:
