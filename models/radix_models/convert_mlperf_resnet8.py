@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from radix.modelspec import sha256_of
 from radix_models.mlperf_resnet8 import INPUT_SHAPE, KERAS_BN_EPSILON, WEIGHTS, mlperf_resnet8
 from radix_models.tflite_runner import TFLiteRunner
 
@@ -234,7 +235,7 @@ def main(argv=None) -> int:
         print("the converted model does not match the TFLite model: not written", file=sys.stderr)
         return 1
     torch.save(model.state_dict(), args.output)
-    print(f"wrote {args.output} (sha256 {hashlib.sha256(Path(args.output).read_bytes()).hexdigest()})")
+    print(f"wrote {args.output} (sha256 {sha256_of(args.output)})")
     return 0
 
 

@@ -88,7 +88,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import math
 import sys
@@ -99,6 +98,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from radix.engine_spec import pair
+from radix.modelspec import sha256_of
 from radix_models.convert_mlperf_resnet8 import git_blob_sha, read_from_git
 from radix_models.tflite_runner import TFLiteRunner
 from radix_models.mlperf_tiny import autoencoder, dscnn, mobilenet_vww
@@ -327,15 +328,16 @@ def factory_layers(model: nn.Module) -> list[FactoryLayer]:
     return layers
 
 
+def _tflite_order(shape: tuple) -> tuple:
+    """A PyTorch per-sample shape, ``(C, H, W)`` or ``(F,)``, in TFLite's order (HWC)."""
+    return (shape[1], shape[2], shape[0]) if len(shape) == 3 else tuple(shape)
+
+
 def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """TensorFlow's "same" padding (before, after) of one spatial axis."""
     out = math.ceil(size / stride)
     total = max((out - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
-
-
-def _pair(v) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
 # ------------------------------------------------------------------------------- the mapping
@@ -367,8 +369,7 @@ def convert(tflite: TFLiteGraph, model: nn.Module, input_shape: tuple) -> Conver
     # the shape of the running tensor, PyTorch order without the batch: (C, H, W) or (F,)
     shape = tuple(input_shape)
     tf_input = tflite.input.shape[1:]
-    expected = (shape[1], shape[2], shape[0]) if len(shape) == 3 else shape
-    if tuple(tf_input) != tuple(expected):
+    if tuple(tf_input) != _tflite_order(shape):
         raise ConversionError(f"TFLite input {tflite.input.shape} is not the factory's input {input_shape} (NHWC)")
     params = model.state_dict()
     state: dict = {}
@@ -397,8 +398,7 @@ def convert(tflite: TFLiteGraph, model: nn.Module, input_shape: tuple) -> Conver
         else:
             raise ConversionError(f"{where}: operator {op.kind} is not mapped")
         got = op.outputs[0].shape[1:]
-        want = (shape[1], shape[2], shape[0]) if len(shape) == 3 else shape
-        if tuple(got) != tuple(want):
+        if tuple(got) != _tflite_order(shape):
             raise ConversionError(f"{where}: TFLite output {op.outputs[0].shape}, the factory's {shape} (C,H,W)")
         if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
             weight = op.inputs[1]
@@ -489,12 +489,12 @@ def _map_conv(op, layer, shape, where, state, params) -> tuple:
         if weight.shape[3] != c:
             raise ConversionError(f"{where}: the TFLite kernel reads {weight.shape[3]} channels, the map has {c}")
         torch_weight = weight.data.transpose(0, 3, 1, 2)  # (O, KH, KW, I) -> (O, I, KH, KW)
-    if (kh, kw) != _pair(conv.kernel_size):
+    if (kh, kw) != pair(conv.kernel_size):
         raise ConversionError(f"{where}: kernel {kh}x{kw}, the factory's {conv.kernel_size}")
     stride = (o.get("strideH"), o.get("strideW"))
-    if stride != _pair(conv.stride):
+    if stride != pair(conv.stride):
         raise ConversionError(f"{where}: stride {stride}, the factory's {conv.stride}")
-    if (o.get("dilationHFactor", 1), o.get("dilationWFactor", 1)) != (1, 1) or _pair(conv.dilation) != (1, 1):
+    if (o.get("dilationHFactor", 1), o.get("dilationWFactor", 1)) != (1, 1) or pair(conv.dilation) != (1, 1):
         raise ConversionError(f"{where}: dilation is not mapped")
     if o.get("padding") == "SAME":
         top, bottom = _same_padding(h, kh, stride[0])
@@ -503,7 +503,7 @@ def _map_conv(op, layer, shape, where, state, params) -> tuple:
         top = bottom = left = right = 0
     else:
         raise ConversionError(f"{where}: padding {o.get('padding')}")
-    ph, pw = _pair(conv.padding)
+    ph, pw = pair(conv.padding)
     pl, pr, pt, pb = layer.pad
     factory_pad = (pt + ph, pb + ph, pl + pw, pr + pw)
     if (top, bottom, left, right) != factory_pad:
@@ -548,10 +548,10 @@ def _map_pool(op, layer, shape, where) -> tuple:
         raise ConversionError(f"{where}: padding {o.get('padding')}, activation {o.get('fusedActivationFunction')}")
     pool = layer.module
     if isinstance(pool, nn.AdaptiveAvgPool2d):
-        if _pair(pool.output_size) != (1, 1) or window != (h, w):
+        if pair(pool.output_size) != (1, 1) or window != (h, w):
             raise ConversionError(f"{where}: a {window} pool of the {h}x{w} map, the factory's {pool}")
         return (c, 1, 1)
-    if window != _pair(pool.kernel_size) or stride != _pair(pool.stride) or _pair(pool.padding) != (0, 0) \
+    if window != pair(pool.kernel_size) or stride != pair(pool.stride) or pair(pool.padding) != (0, 0) \
             or pool.ceil_mode:
         raise ConversionError(f"{where}: window {window} stride {stride}, the factory's {pool}")
     return (c, (h - window[0]) // stride[0] + 1, (w - window[1]) // stride[1] + 1)
@@ -653,10 +653,6 @@ def passed(result: dict, hybrid: list) -> bool:
     return True
 
 
-def sha256(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repo", help="a clone or bare mirror of mlcommons/tiny (git dir) to read the files from")
@@ -705,7 +701,7 @@ def main(argv=None) -> int:
         args.output_dir.mkdir(parents=True, exist_ok=True)
         out = args.output_dir / spec.weights.name
         torch.save(model.state_dict(), out)
-        print(f"  wrote {out} (sha256 {sha256(out)})")
+        print(f"  wrote {out} (sha256 {sha256_of(out)})")
     return status
 
 

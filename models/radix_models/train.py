@@ -7,10 +7,9 @@ Adam with a cosine learning-rate decay, mini-batches of 64, cross-entropy for a 
 the mean squared error of the output against the input for the autoencoder. Each model's
 :data:`RECIPES` entry gives its epochs, learning rate and augmentation: LeNet-5's images get
 a light random affine transform (VGGNet's and DS-CNN's too), ResNet-8's and MobileNet's a random
-recolouring. Prints the loss
-of every epoch and the final test-split score (top-1, or for the autoencoder the ROC AUC of its
-reconstruction error as an anomaly score), then saves the state_dict to ``weights/NAME.pt`` in
-this package.
+recolouring. Prints the loss of every epoch and the final test-split score (top-1, or for the
+autoencoder the ROC AUC of its reconstruction error as an anomaly score), then saves the
+state_dict to ``weights/NAME.pt`` in this package.
 """
 
 import argparse

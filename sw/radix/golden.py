@@ -48,9 +48,11 @@ def int_range(bits: int) -> tuple[int, int]:
 
 
 def saturate(values, bits: int, *, unsigned: bool = False) -> np.ndarray:
-    """Clamp integers to the ``bits``-bit range, signed or unsigned (§1, §2)."""
+    """Clamp values to the ``bits``-bit range, signed or unsigned (§1, §2), as int64. Clamped
+    before the cast: a float beyond int64 (a dead channel's bias at weight fl 107) would wrap to
+    the wrong end in it."""
     lo, hi = tensor_range(bits, unsigned=unsigned)
-    return np.clip(np.asarray(values, dtype=np.int64), lo, hi)
+    return np.clip(np.asarray(values), lo, hi).astype(np.int64)
 
 
 def quantize(x, fl: int, bits: int, *, unsigned: bool = False) -> np.ndarray:
@@ -60,15 +62,7 @@ def quantize(x, fl: int, bits: int, *, unsigned: bool = False) -> np.ndarray:
     ``fl`` may be a scalar or an array broadcasting against ``x`` (per-channel weights).
     """
     scaled = np.asarray(x, dtype=np.float64) * np.ldexp(1.0, np.asarray(fl, dtype=np.int32))
-    return _round_saturate(scaled, bits, unsigned=unsigned)
-
-
-def _round_saturate(scaled, bits: int, *, unsigned: bool = False) -> np.ndarray:
-    """Round half up and saturate scaled floats (§2), clamped while still floats: a value beyond
-    int64 (a large fl, e.g. a dead channel's tiny weights giving its bias fl 107) would wrap to
-    the wrong end in the cast."""
-    lo, hi = tensor_range(bits, unsigned=unsigned)
-    return np.clip(np.floor(scaled + 0.5), lo, hi).astype(np.int64)
+    return saturate(np.floor(scaled + 0.5), bits, unsigned=unsigned)
 
 
 def check_values(values, width: int, *, unsigned: bool, what: str) -> None:
@@ -91,7 +85,7 @@ def quantize_bias(bias, fl_b, width: int) -> np.ndarray:
     """
     bias = np.asarray(bias, dtype=np.float64)
     scaled = bias * np.ldexp(1.0, np.asarray(fl_b, dtype=np.int32))
-    return _round_saturate(scaled, acc_width(width) - 1)
+    return saturate(np.floor(scaled + 0.5), acc_width(width) - 1)
 
 
 def shift_range(width: int) -> tuple[int, int]:

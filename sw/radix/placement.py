@@ -31,7 +31,6 @@ from .engine_spec import (BUS_ADDR_BITS, BUS_BYTES, COMMAND_BYTES, COMMAND_FIELD
                           tensor_lanes)
 from .errors import InputError
 from .program import INPUT, Layer, Program
-from .space_to_depth import SpaceToDepth
 
 REGION_ALIGN = 4096  # regions (and the whole buffer) are whole 4 KB pages
 TENSOR_ALIGN = 64  # tensors and weight blocks start on a cache line (the board flushes by line)
@@ -113,7 +112,7 @@ class Placement:
     weights: dict[str, tuple[int, int]]
     commands: list[CommandInfo]
     externals: tuple[str, ...] = ()
-    input_blocks: SpaceToDepth | None = None  # the input written space-to-depth (radix.space_to_depth)
+    input_blocks: space_to_depth.SpaceToDepth | None = None  # the input written space-to-depth
 
     @property
     def cmd_count(self) -> int:
@@ -196,7 +195,7 @@ def place(program: Program, config: EngineConfig, *, batch: int = 1, base: int =
         raise PlacementError(f"base address 0x{base:X} is not {COMMAND_BYTES}-byte aligned")
     program.check_signedness("program")
     externals = dict(externals or {})
-    input_blocks = space_to_depth.plan(program, config) if INPUT not in externals else None
+    input_blocks = space_to_depth.plan(program, config)
     engine_program = program if input_blocks is None else space_to_depth.rewrite(program, input_blocks)
     tensors, tensor_bytes = _place_tensors(engine_program, config, batch, base, externals)
     builder = _Builder(engine_program, config, batch, tensors, weight_base=base + _round_up(tensor_bytes, REGION_ALIGN))
@@ -481,7 +480,7 @@ class _Builder:
             raise PlacementError(f"layer {layer.name}: {exc}") from None
         _, comp_w = computed_map(geometry.out_h, geometry.out_w, layer.pool)
         div = 2 if layer.pool else 1
-        sampled = _sampling_view(geometry)
+        view_width = _sampling_view_width(geometry)
         for image in range(self.batch):
             for index, (r0, rows) in enumerate(bands):
                 y0, y1 = geometry.input_rows(r0, rows)
@@ -490,8 +489,8 @@ class _Builder:
                               in_h=y1 - y0, in_w=geometry.width, out_h=rows, out_w=comp_w,
                               in_addr=src.view_addr + image * src.image_bytes, in_y0=y0, in_height=src.height,
                               out_y0=r0 // div, out_addr=out.addr + image * out.image_bytes)
-                if sampled:
-                    fields.update(**window_fields(1, 1), in_y0=r0, in_h=rows, in_w=sampled[0],
+                if view_width is not None:
+                    fields.update(**window_fields(1, 1), in_y0=r0, in_h=rows, in_w=view_width,
                                   in_height=src.height // geometry.stride[0],
                                   in_pixel_words=src.pixel_words * geometry.stride[1])
                 if skip is not None:
@@ -544,8 +543,8 @@ def _layer_fields(layer: Layer, src: TensorPlace, out: TensorPlace, *, in_ch: in
     return fields
 
 
-def _sampling_view(geometry: jobs.Geometry) -> tuple[int] | None:
-    """``(view width,)`` when a convolution only samples its input: a 1x1 kernel with a
+def _sampling_view_width(geometry: jobs.Geometry) -> int | None:
+    """The view's width (row pitch in view pixels) when a convolution only samples its input: a 1x1 kernel with a
     horizontal stride, no padding and strides that divide the map (ResNet's projection shortcuts).
 
     Such a job then reads its input as a stride-1 map whose pixels are every SW-th pixel (the
@@ -559,7 +558,7 @@ def _sampling_view(geometry: jobs.Geometry) -> tuple[int] | None:
         return None
     if g.height % sh or g.width % sw or (g.out_h, g.out_w) != (g.height // sh, g.width // sw):
         return None
-    return (sh * g.width // sw,)
+    return sh * g.width // sw
 
 
 def window_fields(kernel, stride) -> dict[str, int]:

@@ -125,11 +125,11 @@ def random_layer(rng: np.random.Generator, config: EngineConfig, index: int) -> 
     residual add, a random skip tensor (else None).
 
     Channel counts and sizes are chosen not to be multiples of the array; a fifth of the
-    convolutions are grouped (half of those depthwise); kernels and strides are
-    rectangular half of the time (``KH x KW``, ``SH x SW``, docs/arithmetic.md §7), and a 1x1
-    kernel's map is cut to a multiple of its strides half of the time (the placement's sampling
-    view, docs/engine.md); padding differs per side; fl combinations range from left-shifting (negative data shift) to saturating ones; about
-    a third of the layers add a skip tensor with skip shifts from the leftmost the engine executes
+    convolutions are grouped (half of those depthwise); kernels and strides are rectangular half
+    of the time (``KH x KW``, ``SH x SW``, docs/arithmetic.md §7), and a 1x1 kernel's map is cut
+    to a multiple of its strides half of the time (the placement's sampling view,
+    docs/engine.md); padding differs per side; fl combinations range from left-shifting (negative
+    data shift) to saturating ones; about a third of the layers add a skip tensor with skip shifts from the leftmost the engine executes
     to right shifts past ``W``, some are average pools (diagonal weights, docs/arithmetic.md §10)
     and some fully connected layers read a map with weights that repeat over its pixels (a global
     average pool folded in, which the engine runs as one summed job).

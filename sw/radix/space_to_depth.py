@@ -71,7 +71,8 @@ class SpaceToDepth:
                 b, dx = divmod(v - left, sw)
                 weights[:, :, dy, dx, a - rows[0], b - cols[0]] = layer.weights[:, :, u, v]
         _, hb, wb = self.shape
-        out_h, out_w = _conv_map(layer)
+        geometry = layer.geometry()
+        out_h, out_w = geometry.out_h, geometry.out_w
         pad = (-rows[0], -cols[0], out_h - 1 + len(rows) - hb + rows[0], out_w - 1 + len(cols) - wb + cols[0])
         return dataclasses.replace(layer, in_shape=self.shape, kernel=(len(rows), len(cols)), stride=(1, 1),
                                    padding=pad, weights=weights.reshape(c_out, c * sh * sw, len(rows), len(cols)))
@@ -80,12 +81,6 @@ class SpaceToDepth:
 def _taps(kernel: int, pad: int, stride: int) -> list[int]:
     """The block offsets ``floor((u - pad) / stride)`` the taps ``u`` of one dimension reach."""
     return list(range((0 - pad) // stride, (kernel - 1 - pad) // stride + 1))
-
-
-def _conv_map(layer: Layer) -> tuple[int, int]:
-    """The layer's convolution output rows and columns (before pooling)."""
-    geometry = layer.geometry()
-    return geometry.out_h, geometry.out_w
 
 
 def plan(program: Program, config: EngineConfig) -> SpaceToDepth | None:
