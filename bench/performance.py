@@ -1,7 +1,7 @@
 """Engine performance: measured RTL cycles against the ideal and the analytic model.
 
-For LeNet-5's layers and VGG-16-style 3x3 layers (64-512 channels, spatially reduced so they
-simulate in minutes), one simulation of the default engine runs each layer through the host
+For LeNet-5's layers, two RGB first layers (ResNet-8's stem, VGG-16's conv1_1) and VGG-16-style
+3x3 layers (64-512 channels, spatially reduced so they simulate in minutes), one simulation of the default engine runs each layer through the host
 driver (weights, bias and input streaming included) and reads the CYCLES register. It prints:
 
 - measured cycles, and the ideal = MACs / PEs;
@@ -46,6 +46,15 @@ VGG = [
 ]
 
 
+# few-channel first layers, which the engine runs folded (docs/engine.md, "Few-channel layers");
+# VGG-16's conv1_1 spatially reduced from 224x224 like the layers above
+FIRST_LAYERS = [
+    dict(name="resnet8 stem 3->16 @32x32", kind="conv", c_in=3, c_out=16, size=32, kernel=3, stride=1, pad=1, pool=False),
+    dict(name="vgg16 conv1_1 3->64 @32x32", kind="conv", c_in=3, c_out=64, size=32, kernel=3, stride=1, pad=1,
+         pool=False),
+]
+
+
 def run(config: EngineConfig, layers: list[dict]) -> tuple[list[dict], float]:
     """Measure ``layers`` on the RTL of ``config``; per layer the runner's record plus derived
     ideal cycles, utilisation of this build's peak, model error and GOP/s estimates."""
@@ -72,7 +81,7 @@ def main(argv=None) -> int:
                         help="array shapes to run side by side (default: the default engine)")
     args = parser.parse_args(argv)
 
-    layers = LENET + (VGG[:1] if args.quick else VGG)
+    layers = LENET + FIRST_LAYERS + (VGG[:1] if args.quick else VGG)
     runs = [(config, *run(config, layers)) for config in args.config]
     if args.json:
         print(json.dumps([{"config": c.as_dict(), "macs_per_cycle": c.macs_per_cycle, "dsps": c.dsps,

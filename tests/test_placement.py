@@ -224,7 +224,8 @@ def small_depths(program: Program, config: EngineConfig) -> EngineConfig:
         t_in = f["in_ch"] // config.rows
         step = 2 if f["pool"] else 1
         rows = f["in_h"] if f["sum_pool"] else (step - 1) * f["stride_h"] + f["kernel_h"]  # a summed job: one band
-        need_in = max(need_in, t_in * f["in_w"] * rows)
+        fold = f["fold_taps"] - 1 if f["fold_lanes"] else 0  # a folded band starts at F - 1 (docs/engine.md)
+        need_in = max(need_in, t_in * f["in_w"] * rows + fold)
         need_wt = max(need_wt, t_in * f["kernel_h"] * f["kernel_w"] * config.rows)
         need_acc = max(need_acc, f["out_h"] * f["out_w"] if f["sum_pool"] else step * f["out_w"])
     return EngineConfig(rows=config.rows, cols=config.cols, width=config.width, in_depth=need_in,
@@ -448,7 +449,7 @@ def test_other_refusals_name_the_layer():
     program = chain(c_mid=10)
     with pytest.raises(PlacementError, match="program is 8-bit, the engine's DATA_WIDTH is 16"):
         place(program, EngineConfig(rows=4, cols=4, width=16))
-    with pytest.raises(PlacementError, match="layer l0: 144 weight rows per output tile exceed the engine's WT_DEPTH"):
+    with pytest.raises(PlacementError, match="layer l1: 144 weight rows per output tile exceed the engine's WT_DEPTH"):
         place(program, EngineConfig(rows=16, cols=24, width=8, wt_depth=100))
     with pytest.raises(PlacementError, match="layer out2: 128 input pixel groups exceed the engine's IN_DEPTH 100"):
         place(chain(h=16, c_mid=30), EngineConfig(rows=16, cols=24, width=8, in_depth=100))

@@ -66,6 +66,25 @@ def test_a_summed_classifier_is_bit_exact_on_the_rtl():
     check_on_rtl(program, placement, random_input(np.random.default_rng(22), program, 2), CONFIG, 22)
 
 
+@pytest.mark.parametrize("channels, seed", [(1, 31), (3, 32)])
+def test_folded_few_channel_layers_are_bit_exact_on_the_rtl(channels, seed):
+    """Few-channel layers run folded (docs/engine.md, "Few-channel layers"): a rectangular first
+    layer padded on every side, one with a residual add, a strided and pooled one; every lane
+    group's column bounds and the unused lanes matter at the map's edges."""
+    net = RandomNet(np.random.default_rng(seed), CONFIG.width, 8)
+    net.tensors[INPUT] = ((channels, 9, 13), net.input_fl, net.input_unsigned)
+    first = net.layer("conv", INPUT, 4, kernel=(3, 5), padding=(1, 2, 1, 2))
+    second = net.layer("conv", first, 4, kernel=3, padding=(1, 1, 1, 1), skip=first)
+    third = net.layer("conv", second, 3, kernel=(2, 3), stride=(1, 2), padding=(0, 1, 1, 1), pool=True)
+    net.layer("fc", third, 7, relu=False, unsigned_out=False, prefix="out")
+    program = net.program()
+    placement = place(program, CONFIG, batch=2, base=BASE)
+    folds = {info.layer: (info.fields["fold_lanes"], info.fields["fold_taps"], info.fields["kernel_w"])
+             for info in placement.commands if info.fields["fold_lanes"]}
+    assert set(folds) == {first, second, third} and folds[first][0] == channels
+    check_on_rtl(program, placement, random_input(np.random.default_rng(seed), program, 2), CONFIG, seed)
+
+
 def check_on_rtl(program, placement, x, config, seed) -> None:
     """The RTL under latency and pauses leaves the reference's memory, registers and beats."""
     memory = loaded_memory(placement, x)
@@ -95,7 +114,7 @@ def corrupt(memory, placement, index: int, **fields) -> None:
     memory[start:start + 8] = encode_command(**values)
 
 
-@pytest.mark.parametrize("case", ["opcode", "limit", "limit_rectangular", "summed", "band", "align", "window"])
+@pytest.mark.parametrize("case", ["opcode", "limit", "limit_rectangular", "summed", "fold", "band", "align", "window"])
 def test_errors_stop_the_list_on_the_rtl(case):
     program, placement, rng = fitting_program(5)
     x = random_input(rng, program, 2)
@@ -110,6 +129,8 @@ def test_errors_stop_the_list_on_the_rtl(case):
         corrupt(memory, placement, bad, kernel_h=2, kernel_w=1, pad_top=0, pad_left=1)
     elif case == "summed":  # a summed job is 1x1 with stride 1
         corrupt(memory, placement, bad, sum_pool=1, stride_w=2)
+    elif case == "fold":  # 5 lanes folded over 2 taps need 10 of the 8 rows
+        corrupt(memory, placement, bad, fold_lanes=5, fold_taps=2)
     elif case == "band":
         fields = decode_command(memory[(placement.cmd_base - BASE) // 8 + bad * 8:][:8])
         corrupt(memory, placement, bad, in_y0=fields["in_height"])
@@ -124,7 +145,7 @@ def test_errors_stop_the_list_on_the_rtl(case):
                     win_size=win_size, seed=7, pause=0.3)
     regs = rtl["registers"]
     assert regs["STATUS"] & 0b111 == 0b100, regs  # ERROR, not DONE, not BUSY
-    code = "LIMIT" if case in ("limit_rectangular", "summed") else case.upper()
+    code = "LIMIT" if case in ("limit_rectangular", "summed", "fold") else case.upper()
     assert (regs["ERR_CODE"], regs["ERR_INDEX"]) == (expected.error, expected.error_index) == (ERROR_CODE[code], bad)
     assert regs["ERR_ADDR"] == expected.error_addr
     assert regs["CMD_DONE"] == bad

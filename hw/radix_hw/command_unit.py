@@ -25,7 +25,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from radix.engine_spec import (BUS_ADDR_BITS, COMMAND_FIELDS, COMMAND_WORDS, CORE_LAYER_FIELDS, ERROR_CODE,
-                               KERNEL_BITS, KERNEL_RANGE, OPCODE_CONV, STRIDE_RANGE, EngineConfig)
+                               FOLD_SPAN, KERNEL_BITS, KERNEL_RANGE, OPCODE_CONV, STRIDE_RANGE, EngineConfig)
 
 from .axi4 import DATA_BITS
 from .bus_read import BEATS_BITS, ReadDescriptor
@@ -440,16 +440,21 @@ class CommandUnit(wiring.Component):
         """Registers the command's checks of docs/engine.md into ``checks`` (a :data:`_Checks`):
         each failing condition is a bit of ``limit`` or ``band``, ORed by the verdict."""
         cfg = self.config
+        folded = cmd.fold_lanes != 0
+        fold_span = cmd.kernel_w * cmd.fold_taps  # the kernel columns a folded job covers
         sizes = [cmd.in_ch, cmd.out_ch, cmd.in_h, cmd.in_w, cmd.out_h, cmd.out_w, cmd.in_pixel_words,
                  cmd.out_pixel_words, cmd.in_height, cmd.out_height]
         limit = Cat(Cat(*(size == 0 for size in sizes)).any(),
                     *((size < KERNEL_RANGE[0]) | (size > KERNEL_RANGE[1]) for size in (cmd.kernel_h, cmd.kernel_w)),
                     *((size < STRIDE_RANGE[0]) | (size > STRIDE_RANGE[1]) for size in (cmd.stride_h, cmd.stride_w)),
-                    (cmd.pad_top >= cmd.kernel_h) | (cmd.pad_left >= cmd.kernel_w),
+                    (cmd.pad_top >= cmd.kernel_h) | (cmd.pad_left >= Mux(folded, fold_span, cmd.kernel_w)),
                     band_groups > cfg.in_depth, t_kk > cfg.wt_depth // cfg.rows, comp_px > cfg.acc_depth,
                     cmd.pool & ((cmd.out_h < 2) | (cmd.out_w < 2)),
                     cmd.sum_pool & ((cmd.kernel_h != 1) | (cmd.kernel_w != 1) | (cmd.stride_h != 1)
-                                    | (cmd.stride_w != 1) | cmd.pool | cmd.add))
+                                    | (cmd.stride_w != 1) | cmd.pool | cmd.add | folded),
+                    # a folded job (docs/engine.md, "Few-channel layers")
+                    folded & ((cmd.in_ch != cfg.rows) | (cmd.fold_taps < 2) | (cmd.fold_lanes * cmd.fold_taps > cfg.rows)
+                              | (fold_span > FOLD_SPAN) | (band_groups + cmd.fold_taps - 1 > cfg.in_depth)))
         # a band starting 2^29 words (4 GB) or more into its tensor would wrap the address space
         offsets_wrap = Cat(*((offset >> (BUS_ADDR_BITS - 3)) != 0 for offset in offsets)).any()
         skip_band = cmd.add & ((cmd.skip_y0 + comp_h > cmd.skip_height) | (comp_w > cmd.skip_width)

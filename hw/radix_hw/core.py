@@ -10,6 +10,7 @@ from radix.engine_spec import STREAM_BITS, EngineConfig
 from .accumulator import Accumulator
 from .array import SystolicArray
 from .helpers import delay
+from .input_buffer import InputBuffer
 from .layout import OUTPUT_WORD_LAYOUT, LayerConfigLayout
 from .loader import Loader
 from .output_unit import OutputUnit
@@ -27,7 +28,8 @@ class ConvCore(wiring.Component):
     accepted and ``busy`` falls with it. ``saturated`` counts saturated outputs of the current
     or last job (docs/arithmetic.md §5).
 
-    Datapath: :class:`Loader` -> input buffer, double-buffered weight banks and double-buffered
+    Datapath: :class:`Loader` -> :class:`InputBuffer` (one memory per lane; a folded job's
+    lanes hold neighbouring pixels, docs/engine.md), double-buffered weight banks and double-buffered
     skip banks (block RAM) -> :class:`Sequencer` (pass loops, shadow-weight loads, pixel
     addresses with on-chip padding) -> :class:`SystolicArray` -> :class:`Accumulator` (two
     banks, read-modify-write; a first pass adds bias and, with ``layer.add``, the aligned skip
@@ -45,7 +47,10 @@ class ConvCore(wiring.Component):
     computed map (``OUT_H x OUT_W``, with pooling cropped to even sizes) of at most
     ``acc_depth`` pixels (with ``layer.add`` the skip pixels of one tile fill at most one skip
     bank), with pooling an output of at least 2x2, with ``layer.sum_pool`` a 1x1 kernel of
-    stride 1 without pooling or add, and with ``layer.add``
+    stride 1 without pooling, add or fold, with ``layer.fold_lanes`` (a folded job, docs/engine.md)
+    one input tile, ``2 <= fold_taps``, ``fold_lanes * fold_taps <= rows``, ``kernel_w * fold_taps
+    <= 16``, ``PAD_LEFT < kernel_w * fold_taps`` and ``IN_H*IN_W + fold_taps - 1 <= in_depth``,
+    and with ``layer.add``
     skip shifts in ``[-(A-W-2), W+1]``, or ``[-(A-W-3), W+1]`` for an unsigned skip (larger
     ones are clamped, which changes nothing).
     """
@@ -73,8 +78,7 @@ class ConvCore(wiring.Component):
             rows=cfg.rows, cols=cfg.cols, width=cfg.width, macs_per_dsp=cfg.macs_per_dsp)
         m.submodules.accumulator = accumulator = Accumulator(config=cfg)
         m.submodules.output = output = OutputUnit(config=cfg)
-        m.submodules.input_buffer = input_buffer = Memory(
-            shape=cfg.rows * cfg.width, depth=cfg.in_depth, init=[])
+        m.submodules.input_buffer = input_buffer = InputBuffer(config=cfg)
         m.submodules.weight_banks = weight_banks = Memory(
             shape=cfg.cols * cfg.width, depth=2 * cfg.wt_depth, init=[])
         m.submodules.skip_banks = skip_banks = Memory(
@@ -99,17 +103,21 @@ class ConvCore(wiring.Component):
                      array.x_unsigned.eq(self.layer.in_unsigned)]
 
         wiring.connect(m, wiring.flipped(self.s_in), loader.s_in)
-        wiring.connect(m, loader.in_wr, input_buffer.write_port())
+        wiring.connect(m, loader.in_wr, input_buffer.wr)
         wiring.connect(m, loader.wt_wr, weight_banks.write_port())
         wiring.connect(m, loader.skip_wr, skip_banks.write_port())
         wiring.connect(m, accumulator.skip_rd, skip_banks.read_port())
-        wiring.connect(m, sequencer.in_rd, input_buffer.read_port())
+        wiring.connect(m, sequencer.in_rd, input_buffer.rd)
         wiring.connect(m, sequencer.wt_rd, weight_banks.read_port())
         wiring.connect(m, output.acc, accumulator.drain)
         wiring.connect(m, output.m_out, wiring.flipped(self.m_out))
 
         m.d.comb += [
             sequencer.hw.eq(loader.hw),
+            input_buffer.fold_lanes.eq(self.layer.fold_lanes),
+            input_buffer.fold_taps.eq(self.layer.fold_taps),
+            sequencer.lane_offset.eq(input_buffer.lane_offset),
+            sequencer.lane_unused.eq(input_buffer.lane_unused),
             sequencer.wt_avail.eq(loader.wt_avail),
             loader.wt_release.eq(sequencer.wt_release),
             sequencer.acc_full.eq(accumulator.drain.full),

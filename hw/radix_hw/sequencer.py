@@ -1,6 +1,6 @@
 """The compute sequencer: pass order, shadow-weight loading and pixel issue."""
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
@@ -8,6 +8,7 @@ from amaranth.lib.wiring import In, Out
 from radix.engine_spec import KERNEL_BITS, EngineConfig
 
 from .helpers import computed_size, small_product
+from .input_buffer import lane_offset_bits
 from .layout import LayerConfigLayout, input_address_bits, pixel_meta_layout, weight_address_bits
 from .loader import weight_rows_bits
 
@@ -23,7 +24,11 @@ class Sequencer(wiring.Component):
     (``u`` the kernel row, ``v`` the column): one pass streams the ``OUT_H x OUT_W`` output
     pixels in raster order (with pooling, an odd last row or column is not computed), pixel
     ``(i, j)`` reading input ``(i*SH + u - PAD_TOP, j*SW + v - PAD_LEFT)`` of tile ``t`` (zero
-    outside the tile: padding and edges are formed here). Addresses are built incrementally
+    outside the tile: padding and edges are formed here). In a folded job (``layer.fold_lanes``,
+    docs/engine.md) tap column ``v`` reads column ``j*SW + v*fold_taps - PAD_LEFT`` from the input
+    buffer's base ``fold_taps - 1``, and lane ``l`` the column ``lane_offset[l]`` further right:
+    each lane is zeroed outside the tile by its own column bounds, an unused lane
+    (``lane_unused``) always. Addresses are built incrementally
     modulo the buffer size; the only products, ``PAD_TOP*IN_W`` and ``SH*IN_W``, are 4- and 3-bit
     shift-and-add.
 
@@ -68,6 +73,8 @@ class Sequencer(wiring.Component):
             "wt_release": Out(2),
             "wt_rd": In(ReadPort.Signature(addr_width=self.wt_addr_bits, shape=cols * width)),
             "in_rd": In(ReadPort.Signature(addr_width=self.in_addr_bits, shape=rows * width)),
+            "lane_offset": In(rows * lane_offset_bits(config)),
+            "lane_unused": In(rows),
             "acc_full": In(2),
             "acquire": Out(1),
             "acquire_bank": Out(1),
@@ -91,12 +98,16 @@ class Sequencer(wiring.Component):
         since = Signal(range(since_max + 1), init=since_max)
 
         pad_row_offset = Signal(addr_bits)  # PAD_TOP * IN_W
-        first_tile_base = Signal(addr_bits)  # -PAD_TOP * IN_W, from pad_row_offset in SETUP
+        # the input buffer's base: F - 1 in a folded job (radix_hw.input_buffer), else 0
+        fold_base = Signal(KERNEL_BITS)
+        first_tile_base = Signal(addr_bits)  # fold_base - PAD_TOP * IN_W, from pad_row_offset in SETUP
         stride_row = Signal(addr_bits)      # SH * IN_W
 
         # Pass generator state: the pass whose weights load next.
         co, ch = Signal(17), Signal(17)
         u, v = Signal(KERNEL_BITS), Signal(KERNEL_BITS)
+        v_column = Signal(KERNEL_BITS)  # the tap's first kernel column: v, or v * fold_taps folded
+        column_step = Signal(KERNEL_BITS)  # 1, or fold_taps in a folded job
         wbank = Signal()
         row = Signal(weight_rows_bits(cfg))
         row_end = Signal(weight_rows_bits(cfg) + 1)  # row + rows, kept so WAIT only compares
@@ -131,7 +142,10 @@ class Sequencer(wiring.Component):
                 with m.If(self.start):
                     offset = small_product(layer.pad_top, layer.in_w)[:addr_bits]
                     m.d.sync += [
-                        co.eq(0), ch.eq(0), u.eq(0), v.eq(0), wbank.eq(0), row.eq(0), row_end.eq(rows),
+                        co.eq(0), ch.eq(0), u.eq(0), v.eq(0), v_column.eq(0), wbank.eq(0), row.eq(0),
+                        row_end.eq(rows),
+                        column_step.eq(Mux(layer.fold_lanes != 0, layer.fold_taps, 1)),
+                        fold_base.eq(Mux(layer.fold_lanes != 0, layer.fold_taps - 1, 0)),
                         last_step.eq(0),
                         last_v.eq(single_column), last_u.eq(single_row),
                         last_t.eq(rows >= layer.in_ch), last_co.eq(cols >= layer.out_ch),
@@ -142,8 +156,8 @@ class Sequencer(wiring.Component):
             with m.State("SETUP"):
                 # A cycle apart from START, so the product above and this negation are two
                 # paths; the first weight rows are many cycles away.
-                m.d.sync += [first_tile_base.eq(-pad_row_offset), tile_base.eq(-pad_row_offset),
-                             tap_base.eq(-pad_row_offset)]
+                base = fold_base - pad_row_offset
+                m.d.sync += [first_tile_base.eq(base), tile_base.eq(base), tap_base.eq(base)]
                 m.next = "WAIT"
             with m.State("WAIT"):
                 rows_ready = self.wt_avail[wbank] >= row_end
@@ -165,13 +179,15 @@ class Sequencer(wiring.Component):
         with m.If(last_step):
             m.d.sync += [
                 d_valid.eq(1), d_bank.eq(wbank), d_base.eq(tap_base),
-                d_y0.eq(u - layer.pad_top), d_x0.eq(v - layer.pad_left),
+                d_y0.eq(u - layer.pad_top), d_x0.eq(v_column - layer.pad_left),
                 d_first.eq((ch == 0) & (u == 0) & (v == 0)),
                 d_last.eq(last_t & last_u & last_v),
                 row.eq(row_end), row_end.eq(row_end + rows), v.eq(v + 1), last_v.eq(v + 2 == layer.kernel_w),
+                v_column.eq(v_column + column_step),
             ]
             with m.If(last_v):
-                m.d.sync += [v.eq(0), last_v.eq(single_column), u.eq(u + 1), last_u.eq(u + 2 == layer.kernel_h),
+                m.d.sync += [v.eq(0), v_column.eq(0), last_v.eq(single_column), u.eq(u + 1),
+                             last_u.eq(u + 2 == layer.kernel_h),
                              tap_base.eq(next_tap_base)]
                 with m.If(last_u):
                     m.d.sync += [u.eq(0), last_u.eq(single_row), ch.eq(ch + rows),
@@ -247,8 +263,19 @@ class Sequencer(wiring.Component):
                 with m.Else():
                     m.d.sync += [j.eq(j + 1), x.eq(x + layer.stride_w), j_last.eq(j + 1 == out_w_last)]
 
-        inside = active & (y >= 0) & (y < layer.in_h) & (x >= 0) & (x < layer.in_w)
-        inside_d = Signal()
+        # Lane l reads the pixel lane_offset[l] columns right of x (a folded job; else 0): its
+        # column bounds, registered per job, are -offset <= x < IN_W - offset; an unused lane's
+        # range is empty.
+        offset_bits = lane_offset_bits(cfg)
+        column_lo = [Signal(COORD, name=f"column_lo_{l}") for l in range(rows)]
+        column_hi = [Signal(COORD, name=f"column_hi_{l}") for l in range(rows)]
+        for l in range(rows):
+            offset = self.lane_offset[l * offset_bits:(l + 1) * offset_bits]
+            m.d.sync += [column_lo[l].eq(-offset),
+                         column_hi[l].eq(Mux(self.lane_unused[l], -offset, layer.in_w - offset))]
+        row_inside = active & (y >= 0) & (y < layer.in_h)
+        inside = Cat(*(row_inside & (x >= column_lo[l]) & (x < column_hi[l]) for l in range(rows)))
+        inside_d = Signal(rows)
         swap_d = Signal()
         m.d.comb += [
             self.in_rd.addr.eq((row_base + x)[:addr_bits]),
@@ -261,7 +288,8 @@ class Sequencer(wiring.Component):
         m.d.sync += [
             inside_d.eq(inside),
             swap_d.eq(active & first_pixel),
-            self.x.eq(Mux(inside_d, self.in_rd.data, 0)),
+            self.x.eq(Cat(*(Mux(inside_d[l], self.in_rd.data[l * cfg.width:(l + 1) * cfg.width], 0)
+                            for l in range(rows)))),
             self.swap.eq(swap_d),
         ]
         return m

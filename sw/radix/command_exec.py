@@ -30,7 +30,7 @@ from . import golden, stream_format
 from .bus_transport import BusTransport
 from .cycle_model import job_cycles
 from .engine_spec import (BURST_BOUNDARY, BUS_ADDR_BITS, BUS_BYTES, BUS_REGISTERS, COMMAND_BYTES, COMMAND_WORDS,
-                          DEFAULT_CONFIG, ERROR_CODE, ERROR_CODES, MAX_BURST_BEATS, OPCODE_CONV, EngineConfig,
+                          DEFAULT_CONFIG, ERROR_CODE, ERROR_CODES, FOLD_SPAN, MAX_BURST_BEATS, OPCODE_CONV, EngineConfig,
                           build_value, bus_register, computed_map, decode_command, field_mask_of,
                           pixel_words, skip_shift_range, tensor_lanes, written_map)
 
@@ -100,10 +100,14 @@ def _limit(f: dict, cfg: EngineConfig) -> str:
         return f"kernel {kh}x{kw} outside {golden.KERNEL_RANGE[0]}..{golden.KERNEL_RANGE[1]} per dimension"
     if not all(golden.STRIDE_RANGE[0] <= s <= golden.STRIDE_RANGE[1] for s in (sh, sw)):
         return f"stride {sh}x{sw} outside {golden.STRIDE_RANGE[0]}..{golden.STRIDE_RANGE[1]} per dimension"
-    if f["pad_top"] >= kh or f["pad_left"] >= kw:
-        return f"padding (top {f['pad_top']}, left {f['pad_left']}) not below the {kh}x{kw} kernel"
+    span = kw * f["fold_taps"] if f["fold_lanes"] else kw  # the kernel columns a folded job covers
+    if f["pad_top"] >= kh or f["pad_left"] >= span:
+        return f"padding (top {f['pad_top']}, left {f['pad_left']}) not below the {kh}x{span} kernel"
     if f["in_ch"] % cfg.rows:
         return f"in_ch {f['in_ch']} is not a multiple of the {cfg.rows} rows"
+    fold = _fold_limit(f, cfg)
+    if fold:
+        return fold
     t_in = f["in_ch"] // cfg.rows
     if t_in * f["in_h"] * f["in_w"] > cfg.in_depth:
         return f"{t_in * f['in_h'] * f['in_w']} input pixel groups exceed IN_DEPTH {cfg.in_depth}"
@@ -114,9 +118,25 @@ def _limit(f: dict, cfg: EngineConfig) -> str:
         return f"{comp_h * comp_w} computed pixels exceed ACC_DEPTH {cfg.acc_depth}"
     if f["pool"] and (f["out_h"] < 2 or f["out_w"] < 2):
         return f"pooling a {f['out_h']}x{f['out_w']} map (at least 2x2)"
-    if f["sum_pool"] and ((kh, kw, sh, sw) != (1, 1, 1, 1) or f["pool"] or f["add"]):
-        return (f"sum_pool with kernel {kh}x{kw}, stride {sh}x{sw}, pool {f['pool']}, add {f['add']} "
-                f"(kernel 1x1, stride 1, no pool or add)")
+    if f["sum_pool"] and ((kh, kw, sh, sw) != (1, 1, 1, 1) or f["pool"] or f["add"] or f["fold_lanes"]):
+        return (f"sum_pool with kernel {kh}x{kw}, stride {sh}x{sw}, pool {f['pool']}, add {f['add']}, fold_lanes "
+                f"{f['fold_lanes']} (kernel 1x1, stride 1, no pool, add or fold)")
+    return ""
+
+
+def _fold_limit(f: dict, cfg: EngineConfig) -> str:
+    """Why a folded job's ``fold_taps``/``fold_lanes`` are outside docs/engine.md's limits, or ''."""
+    lanes, taps = f["fold_lanes"], f["fold_taps"]
+    if not lanes:
+        return ""
+    if f["in_ch"] != cfg.rows:
+        return f"a folded job reads one input tile (in_ch {f['in_ch']}, not {cfg.rows})"
+    if taps < 2 or lanes * taps > cfg.rows:
+        return f"fold of {taps} taps of {lanes} lanes (2 or more taps, at most {cfg.rows} lanes)"
+    if f["kernel_w"] * taps > FOLD_SPAN:
+        return f"a folded kernel of {f['kernel_w']}x{taps} columns (at most {FOLD_SPAN})"
+    if f["in_h"] * f["in_w"] + taps - 1 > cfg.in_depth:
+        return f"{f['in_h'] * f['in_w']} input pixel groups and {taps - 1} of fold exceed IN_DEPTH {cfg.in_depth}"
     return ""
 
 
@@ -321,17 +341,30 @@ def _compute(stream: np.ndarray, f: dict, cfg: EngineConfig, skip_pixels: int) -
     part = {key: np.concatenate([tile[key] for tile in tiles])[:c_out] for key in tiles[0]}
     # lanes whose weights are all zero (the tensor's unused lanes) add exactly nothing: leaving
     # them out keeps the golden model's reduction check to the layer's real products
-    used = np.flatnonzero(np.any(part["weights"] != 0, axis=(0, 2, 3)))
+    weights = part["weights"]
+    if f["fold_lanes"]:
+        x, weights = unfold(x, weights, lanes=f["fold_lanes"], taps=f["fold_taps"])
+    used = np.flatnonzero(np.any(weights != 0, axis=(0, 2, 3)))
     skip = part["skip"].reshape(1, c_out, comp_h, comp_w) if f["add"] else None
     # the engine clamps the skip shifts when a tile starts (docs/engine.md, step 5)
     skip_shift = np.clip(part["skip_shift"], *skip_shift_range(cfg.width, unsigned=bool(f["skip_unsigned"])))
     out = golden.conv_job(
-        x[None, used], part["weights"][:, used], part["bias"], stride=(f["stride_h"], f["stride_w"]),
+        x[None, used], weights[:, used], part["bias"], stride=(f["stride_h"], f["stride_w"]),
         pad_top=f["pad_top"], pad_left=f["pad_left"], out_h=f["out_h"], out_w=f["out_w"], shift=part["shift"],
         relu=bool(f["relu"]), pool=bool(f["pool"]), sum_pool=bool(f["sum_pool"]), width=cfg.width, skip=skip, skip_shift=skip_shift,
         unsigned_in=bool(f["in_unsigned"]), unsigned_skip=bool(f["skip_unsigned"]),
         unsigned_out=bool(f["out_unsigned"]))
     return out.values[0], out.saturated
+
+
+def unfold(x: np.ndarray, weights: np.ndarray, *, lanes: int, taps: int) -> tuple[np.ndarray, np.ndarray]:
+    """A folded job (docs/engine.md, "Few-channel layers") as the convolution it computes: the
+    input's first ``lanes`` channels and ``(C_out, lanes, KH, KW * taps)`` weights, whose column
+    ``v * taps + g`` is the folded weights' column ``v`` at lane ``g * lanes + c``. Lanes from
+    ``lanes * taps`` on are never multiplied (the engine zeroes them)."""
+    c_out, _, kh, kw = weights.shape
+    grouped = weights[:, : lanes * taps].reshape(c_out, taps, lanes, kh, kw)
+    return x[:lanes], grouped.transpose(0, 2, 3, 4, 1).reshape(c_out, lanes, kh, kw * taps)
 
 
 class ReferenceBusTransport(BusTransport):

@@ -201,11 +201,15 @@ KERNEL_RANGE = (1, 15)
 STRIDE_RANGE = (1, 4)
 KERNEL_BITS = KERNEL_RANGE[1].bit_length()
 STRIDE_BITS = STRIDE_RANGE[1].bit_length()
+# A folded job's kernel covers at most this many columns (kernel_w * fold_taps): its tap column
+# offsets then fit the sequencer's KERNEL_BITS + 1 signed bits.
+FOLD_SPAN = 1 << KERNEL_BITS
 CORE_LAYER_FIELDS = {
     "in_ch": 16, "in_h": 16, "in_w": 16, "out_ch": 16, "out_h": 16, "out_w": 16,
     "kernel_h": KERNEL_BITS, "kernel_w": KERNEL_BITS, "stride_h": STRIDE_BITS, "stride_w": STRIDE_BITS,
     "pad_top": KERNEL_BITS, "pad_left": KERNEL_BITS,
     "relu": 1, "pool": 1, "add": 1, "in_unsigned": 1, "skip_unsigned": 1, "out_unsigned": 1, "sum_pool": 1,
+    "fold_taps": KERNEL_BITS, "fold_lanes": 8,
 }
 FIELD_MAX = (1 << 16) - 1  # the largest size a command's 16-bit fields hold
 
@@ -283,8 +287,9 @@ def _markdown_table(registers) -> str:
 # ---------------------------------------------------------------------------------------------
 
 # 5: the engine fetches a command list and its data over an AXI master; 6: summed jobs; 7: rectangular
-# kernels and strides (kernel_h/kernel_w, stride_h/stride_w)
-BUS_ENGINE_VERSION = 7
+# kernels and strides (kernel_h/kernel_w, stride_h/stride_w); 8: kernel columns folded into the rows
+# of a few-channel layer (fold_taps, fold_lanes)
+BUS_ENGINE_VERSION = 8
 BUS_ADDR_BITS = 32  # byte addresses on the AXI master
 BUS_BYTES = STREAM_BITS // 8  # bytes per AXI master beat (64-bit data)
 MAX_BURST_BEATS = 16  # the PS7 HP ports are AXI3 inside: at most 16 beats per burst
@@ -396,6 +401,10 @@ COMMAND_FIELDS: tuple[CommandField, ...] = (
     CommandField("stat_addr", 7, 0, 32, "Byte address of the stats word (with stats)"),
     CommandField("kernel_w", 7, 32, 4, f"Kernel columns KW ({KERNEL_RANGE[0]}..{KERNEL_RANGE[1]})"),
     CommandField("stride_w", 7, 36, 4, f"Horizontal stride SW ({STRIDE_RANGE[0]}..{STRIDE_RANGE[1]})"),
+    CommandField("fold_taps", 7, 40, 4, "With fold_lanes: kernel columns F folded into the rows, a tap column step of F "
+                 f"(2..15, F * fold_lanes <= rows, kernel_w * F <= {FOLD_SPAN})"),
+    CommandField("fold_lanes", 7, 48, 8, "Input channels C of a folded job (docs/engine.md, \"Few-channel layers\"): "
+                 "lane g*C + c holds channel c of the pixel g columns right; 0: no fold"),
 )
 COMMAND_FIELD = {f.name: f for f in COMMAND_FIELDS}
 STATS_CYCLES_BITS = 32  # stats word: bits 0..31 cycles from START to the command's end, 32..63 its saturations

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import golden, jobs, space_to_depth, stream_format
+from . import golden, jobs, space_to_depth, stream_format, tap_fold
 from .command_exec import command_error
 from .engine_errors import EngineMismatch
 from .engine_spec import (BUS_ADDR_BITS, BUS_BYTES, COMMAND_BYTES, COMMAND_FIELD, OPCODE_CONV, EngineConfig,
@@ -341,6 +341,14 @@ class _Builder:
         in_ch = self._read_lanes(read_words)
         physical = np.zeros((c_out, in_ch) + tuple(kernel), dtype=np.int64)
         physical[:, core] = weights
+        fold = None
+        if summed is None and layer.kind != "fc":
+            fold = tap_fold.plan(channels=core.size, lanes_in_order=bool(np.array_equal(core, np.arange(core.size))),
+                                 in_ch=in_ch, kernel_w=pair(kernel, "kernel")[1], config=cfg)
+        if fold is not None and _fold_config(cfg, fold, layer, in_ch) is None:
+            fold = None  # the band would not fit beside the fold's F - 1 extra pixel groups
+        if fold is not None:
+            physical = fold.weights(physical)
         wt_addr = self._weight_block(layer, physical)
         skip = self._skip(layer, out) if layer.skip is not None else None
         common = _layer_fields(layer, src, out, in_ch=in_ch, out_ch=c_out, wt_addr=wt_addr, skip=skip)
@@ -349,7 +357,7 @@ class _Builder:
         elif layer.kind == "fc":
             self._fc_jobs(layer, src, out, skip, dict(common, in_pixel_words=read_words))
         else:
-            self._conv_jobs(layer, src, out, skip, in_ch, common)
+            self._conv_jobs(layer, src, out, skip, in_ch, common, fold=fold)
 
     def _read_lanes(self, read_words: int) -> int:
         """The lanes (a job's ``in_ch``) of the input tiles in ``read_words`` words per pixel."""
@@ -469,18 +477,20 @@ class _Builder:
             first_job += self._conv_jobs(layer, view, target, None, in_ch, common, first_job=first_job)
 
     def _conv_jobs(self, layer: Layer, src: TensorPlace, out: TensorPlace, skip, in_ch: int, common: dict, *,
-                   first_job: int = 0) -> int:
+                   first_job: int = 0, fold: tap_fold.TapFold | None = None) -> int:
         """The band jobs of a convolution for every image, numbered from ``first_job``; returns the
-        bands per image."""
+        bands per image. With ``fold`` the jobs run folded (radix.tap_fold)."""
         cfg = self.config
         geometry = dataclasses.replace(layer.geometry(), c_in=in_ch, groups=1)
+        if fold is not None:
+            geometry, cfg = _folded(geometry, fold), _fold_config(cfg, fold, layer, in_ch)
         try:
             bands = jobs.bands(geometry, cfg)
         except jobs.LayerFitError as exc:
             raise PlacementError(f"layer {layer.name}: {exc}") from None
         _, comp_w = computed_map(geometry.out_h, geometry.out_w, layer.pool)
         div = 2 if layer.pool else 1
-        view_width = _sampling_view_width(geometry)
+        view_width = _sampling_view_width(geometry) if fold is None else None  # a fold reads every column
         for image in range(self.batch):
             for index, (r0, rows) in enumerate(bands):
                 y0, y1 = geometry.input_rows(r0, rows)
@@ -495,6 +505,8 @@ class _Builder:
                                   in_pixel_words=src.pixel_words * geometry.stride[1])
                 if skip is not None:
                     fields.update(skip_addr=skip.view_addr + image * skip.image_bytes, skip_y0=r0)
+                if fold is not None:
+                    fields.update(fold.fields())
                 self.jobs.append((layer.name, (image,), first_job + index, fields))
         return len(bands)
 
@@ -527,6 +539,24 @@ class _Builder:
             if skip is not None:
                 fields.update(skip_addr=skip.view_addr + first * skip.image_bytes, skip_width=len(images))
             self.jobs.append((layer.name, images, index, fields))
+
+
+def _folded(geometry: jobs.Geometry, fold: tap_fold.TapFold) -> jobs.Geometry:
+    """A folded job's geometry: its kernel ``KH x ceil(KW / F)``."""
+    return dataclasses.replace(geometry, kernel=(geometry.kernel[0], fold.folded_kernel_w))
+
+
+def _fold_config(config: EngineConfig, fold: tap_fold.TapFold, layer: Layer, in_ch: int) -> EngineConfig | None:
+    """The engine as a folded job's bands see it: a folded job's input buffer holds its band from
+    address ``F - 1`` on (docs/engine.md, "Few-channel layers"); None if no band fits then."""
+    if config.in_depth <= fold.taps - 1:
+        return None
+    folded = dataclasses.replace(config, in_depth=config.in_depth - (fold.taps - 1))
+    try:
+        jobs.bands(_folded(dataclasses.replace(layer.geometry(), c_in=in_ch, groups=1), fold), folded)
+    except jobs.LayerFitError:
+        return None
+    return folded
 
 
 def _layer_fields(layer: Layer, src: TensorPlace, out: TensorPlace, *, in_ch: int, out_ch: int, wt_addr: int,

@@ -124,7 +124,8 @@ def random_layer(rng: np.random.Generator, config: EngineConfig, index: int) -> 
     """A random layer within the engine's limits, with a random integer input image and, for a
     residual add, a random skip tensor (else None).
 
-    Channel counts and sizes are chosen not to be multiples of the array; a fifth of the
+    Channel counts and sizes are chosen not to be multiples of the array, a third of the layers
+    with at most ``rows / 2`` input channels (which the placement folds, docs/engine.md); a fifth of the
     convolutions are grouped (half of those depthwise); kernels and strides are rectangular half
     of the time (``KH x KW``, ``SH x SW``, docs/arithmetic.md §7), and a 1x1 kernel's map is cut
     to a multiple of its strides half of the time (the placement's sampling view,
@@ -143,6 +144,8 @@ def random_layer(rng: np.random.Generator, config: EngineConfig, index: int) -> 
     avgpool = not fc and rng.random() < 0.15
     unsigned_in, unsigned_skip, unsigned_out = (bool(u) for u in rng.random(3) < 0.5)
     c_in = int(rng.integers(1, 3 * config.rows + 2))
+    if c_in > 2 * config.rows:  # a third of the layers have at most rows / 2 input channels: folded jobs
+        c_in = 1 + (c_in - 1) % max(1, config.rows // 2)
     c_out = c_in if avgpool else int(rng.integers(1, 3 * config.cols + 2))
     groups = 1
     if not (fc or avgpool) and rng.random() < 0.2:  # depthwise half of the time, else any divisor of C_in
