@@ -5,7 +5,8 @@ Two cooperating parts:
 * the **issuer** fetches command ``n`` (one 8-beat burst), checks it (``OPCODE``, ``LIMIT``,
   ``BAND``, ``ALIGN``), computes its addresses with one shared multiplier, hands the job to the
   runner and issues the job's read descriptors in the order the core's input stream takes them
-  (bias words, skip pixels, input tile ``t`` then its weight rows, the other tiles' weights).
+  (bias words, skip pixels, per input tile ``t`` its first tap's weight rows, the tile and the
+  rest of its weight rows, the other tiles' weights).
   With ``sync`` it waits, before the first input or skip read, until every earlier command is
   complete. It then goes on with command ``n + 1`` while the core still computes ``n``, so the
   next command and its weights are read while the current job computes and drains.
@@ -30,12 +31,15 @@ from radix.engine_spec import (BUS_ADDR_BITS, COMMAND_FIELDS, COMMAND_WORDS, COR
 from .axi4 import DATA_BITS
 from .bus_read import BEATS_BITS, ReadDescriptor
 from .bus_write import WriteDescriptor
+from .helpers import small_product
 from .layout import LayerConfigLayout
 
 DEST_CORE, DEST_COMMAND = 0, 1
 CommandLayout = data.StructLayout({f.name: f.width for f in COMMAND_FIELDS})
 CODE_BITS = 4
 _Checks = data.StructLayout({"opcode": 1, "limit": 16, "band": 8, "align": 1, "unaligned": BUS_ADDR_BITS})
+_FoldChecks = data.StructLayout({"folded": 1, "pad": 1, "limit": 1})
+_FoldTerms = data.StructLayout({"span": 2 * 4 + 1, "rows": 8 + 4 + 1, "groups_high": 1, "groups": 23})
 WIDE = 50  # bits of the derived sizes and offsets: products of three 16-bit fields, in bytes
 
 
@@ -176,6 +180,8 @@ class CommandUnit(wiring.Component):
         out_sum_lo = Signal(WIDE // 2 + 1)
         out_room = Signal(signed(17))  # out_pixel_words - out_word_offset: room for out_words
         checks = Signal(_Checks)  # the failed checks of the command, registered before the verdict
+        fold_terms = Signal(_FoldTerms)  # a folded job's sizes, registered in CHECK
+        fold_checks = Signal(_FoldChecks)  # and its checks, registered in CHECK_WORDS
         synced = Signal()
         # registered compares: n changes only on the way to FETCH, many cycles before these are used,
         # and the commands complete in order (`complete` reaches n only after n's input is read)
@@ -186,12 +192,16 @@ class CommandUnit(wiring.Component):
         last_tile = Signal()  # o_tile + 1 == t_out
         last_in_tile = Signal()  # t_tile + 1 == t_in
         one_tile = Signal(WIDE)  # kk * chunk_words: one input tile's weight rows
+        one_tap = Signal()  # kk == 1: an input tile's weight rows are its first tap's
+        rest_of_tile = Signal(WIDE)  # (kk - 1) * chunk_words: the weight rows after the input tile
         m.d.sync += [last_tile.eq(o_tile + 1 == t_out), last_in_tile.eq(t_tile + 1 == t_in),
-                     one_tile.eq(kk * chunk_words), out_ch_up.eq(cmd.out_ch + lpw - 1)]
+                     one_tile.eq(kk * chunk_words), one_tap.eq(kk == 1), rest_of_tile.eq(one_tile - chunk_words),
+                     out_ch_up.eq(cmd.out_ch + lpw - 1)]
         # The reads' addresses, kept in registers and stepped with the tiles (one adder each):
         fetch_addr = Signal(BUS_ADDR_BITS)  # CMD_BASE + 64 n
         in_base = Signal(BUS_ADDR_BITS)  # in_addr + 8 (in_off + t_tile * in_words)
         tile_wt_addr = Signal(BUS_ADDR_BITS)  # input tile t_tile's weight rows: wt_addr + 8 cols + ...
+        tile_rest_addr = Signal(BUS_ADDR_BITS)  # and those after its first tap: tile_wt_addr + 8 chunk_words
         wt_rest = Signal(BUS_ADDR_BITS)  # wt_block + 8 cols: the weights after the bias words
         skip_base = Signal(BUS_ADDR_BITS)  # skip_addr + 8 (skip_off + o_tile * wt_words)
         skip_have = Signal(signed(16 + wt_words.bit_length() + 2))  # skip_pixel_words - o_tile * wt_words
@@ -267,13 +277,15 @@ class CommandUnit(wiring.Component):
                 # out_ch_up + extra_lanes in two adds of half the width (the low half's carry between)
                 m.d.sync += [out_sum_lo.eq(out_ch_up + extra_lanes[:WIDE // 2]),
                              out_room.eq(cmd.out_pixel_words - cmd.out_word_offset)]
+                self._fold_terms(m, cmd, fold_terms, band_groups=band_groups)
                 m.next = "CHECK_WORDS"
             with m.State("CHECK_WORDS"):
+                self._check_fold(m, cmd, fold_terms, fold_checks)
                 out_sum = Cat(out_sum_lo[:WIDE // 2], extra_lanes[WIDE // 2:] + out_sum_lo[WIDE // 2])
                 m.d.sync += out_words.eq(out_sum >> (lpw.bit_length() - 1))
                 m.next = "CHECK_FLAGS"
             with m.State("CHECK_FLAGS"):
-                self._check(m, cmd, checks, t_in=t_in, band_groups=band_groups, t_kk=t_kk, comp_px=comp_px,
+                self._check(m, cmd, checks, fold_checks, t_in=t_in, band_groups=band_groups, t_kk=t_kk, comp_px=comp_px,
                             rows_out=rows_out, comp_h=comp_h, comp_w=comp_w, out_words=out_words, out_room=out_room,
                             offsets=(in_off, out_off, Mux(cmd.add, skip_off, 0)))
                 m.next = "VERDICT"
@@ -298,6 +310,7 @@ class CommandUnit(wiring.Component):
                                  o_tile.eq(0), t_tile.eq(0), wt_block.eq(cmd.wt_addr),
                                  tile_words.eq(cols + t_chunk), synced.eq(~cmd.sync),
                                  in_base.eq(cmd.in_addr + (in_off << 3)), tile_wt_addr.eq(cmd.wt_addr + (cols << 3)),
+                                 tile_rest_addr.eq(cmd.wt_addr + ((cols + chunk_words) << 3)),
                                  wt_rest.eq(cmd.wt_addr + (cols << 3)), skip_base.eq(cmd.skip_addr + (skip_off << 3)),
                                  skip_have.eq(cmd.skip_pixel_words)]
                     m.next = "BIAS"
@@ -307,7 +320,7 @@ class CommandUnit(wiring.Component):
                     with m.If(cmd.add):
                         m.next = "SKIP"
                     with m.Elif(o_tile == 0):
-                        m.next = "INPUT"
+                        m.next = "FIRST_TAP"
                     with m.Else():
                         m.next = "WEIGHTS"
             with m.State("SKIP"):
@@ -318,24 +331,34 @@ class CommandUnit(wiring.Component):
                         m.next = "INPUT_OR_WEIGHTS"
             with m.State("INPUT_OR_WEIGHTS"):
                 with m.If(o_tile == 0):
-                    m.next = "INPUT"
+                    m.next = "FIRST_TAP"
                 with m.Else():
                     m.next = "WEIGHTS"
+            with m.State("FIRST_TAP"):
+                # the first pass's weight rows, which the core takes before the input tile it trails
+                with m.If(read(tile_wt_addr, chunk_words)):
+                    m.next = "INPUT"
             with m.State("INPUT"):
                 with m.If(synced | caught_up):
                     m.d.sync += synced.eq(1)
                     contiguous = cmd.in_pixel_words == in_words
                     with m.If(read(in_base, Mux(contiguous, in_run, in_words), count=Mux(contiguous, 1, hw_in),
                                    stride=cmd.in_pixel_words << 3)):
-                        m.next = "TILE_WEIGHTS"
+                        with m.If(one_tap):
+                            m.next = "TILE_DONE"
+                        with m.Else():
+                            m.next = "TILE_WEIGHTS"
             with m.State("TILE_WEIGHTS"):
-                with m.If(read(tile_wt_addr, one_tile)):
-                    with m.If(last_in_tile):
-                        m.next = "NEXT_TILE"
-                    with m.Else():
-                        m.d.sync += [t_tile.eq(t_tile + 1), in_base.eq(in_base + (in_words << 3)),
-                                     tile_wt_addr.eq(tile_wt_addr + (one_tile << 3))]
-                        m.next = "INPUT"
+                with m.If(read(tile_rest_addr, rest_of_tile)):
+                    m.next = "TILE_DONE"
+            with m.State("TILE_DONE"):
+                with m.If(last_in_tile):
+                    m.next = "NEXT_TILE"
+                with m.Else():
+                    m.d.sync += [t_tile.eq(t_tile + 1), in_base.eq(in_base + (in_words << 3)),
+                                 tile_wt_addr.eq(tile_wt_addr + (one_tile << 3)),
+                                 tile_rest_addr.eq(tile_rest_addr + (one_tile << 3))]
+                    m.next = "FIRST_TAP"
             with m.State("WEIGHTS"):
                 with m.If(read(wt_rest, t_chunk)):
                     m.next = "NEXT_TILE"
@@ -435,26 +458,47 @@ class CommandUnit(wiring.Component):
         m.d.comb += [self.layer[name].eq(job[name]) for name in CORE_LAYER_FIELDS]
         return m
 
-    def _check(self, m, cmd, checks, *, t_in, band_groups, t_kk, comp_px, rows_out, comp_h, comp_w, out_words,
-               out_room, offsets):
+    def _fold_terms(self, m, cmd, terms, *, band_groups):
+        """Registers a folded job's sizes (docs/engine.md, "Few-channel layers") into ``terms``
+        (a :data:`_FoldTerms`): the kernel columns it covers and its lanes (shift-and-add, never
+        a DSP48E1) and the input buffer it needs, ``band_groups + fold_taps - 1``."""
+        low = len(terms.groups) - 2  # band_groups below 2^low; IN_DEPTH is at most 2^20
+        m.d.sync += [
+            terms.span.eq(small_product(cmd.fold_taps, cmd.kernel_w)),
+            terms.rows.eq(small_product(cmd.fold_taps, cmd.fold_lanes)),
+            terms.groups_high.eq(band_groups[low:] != 0),
+            terms.groups.eq(band_groups[:low] + cmd.fold_taps - 1),
+        ]
+
+    def _check_fold(self, m, cmd, terms, fold_checks):
+        """Registers a folded job's checks from its ``terms`` into ``fold_checks`` (a
+        :data:`_FoldChecks`), a state ahead of the others."""
+        cfg = self.config
+        folded = cmd.fold_lanes != 0
+        m.d.sync += [
+            fold_checks.folded.eq(folded),
+            fold_checks.pad.eq(cmd.pad_left >= Mux(folded, terms.span, cmd.kernel_w)),
+            fold_checks.limit.eq(folded & ((cmd.in_ch != cfg.rows) | (cmd.fold_taps < 2) | (terms.rows > cfg.rows)
+                                           | (terms.span > FOLD_SPAN) | terms.groups_high
+                                           | (terms.groups > cfg.in_depth))),
+        ]
+
+    def _check(self, m, cmd, checks, fold_checks, *, t_in, band_groups, t_kk, comp_px, rows_out, comp_h, comp_w,
+               out_words, out_room, offsets):
         """Registers the command's checks of docs/engine.md into ``checks`` (a :data:`_Checks`):
         each failing condition is a bit of ``limit`` or ``band``, ORed by the verdict."""
         cfg = self.config
-        folded = cmd.fold_lanes != 0
-        fold_span = cmd.kernel_w * cmd.fold_taps  # the kernel columns a folded job covers
         sizes = [cmd.in_ch, cmd.out_ch, cmd.in_h, cmd.in_w, cmd.out_h, cmd.out_w, cmd.in_pixel_words,
                  cmd.out_pixel_words, cmd.in_height, cmd.out_height]
         limit = Cat(Cat(*(size == 0 for size in sizes)).any(),
                     *((size < KERNEL_RANGE[0]) | (size > KERNEL_RANGE[1]) for size in (cmd.kernel_h, cmd.kernel_w)),
                     *((size < STRIDE_RANGE[0]) | (size > STRIDE_RANGE[1]) for size in (cmd.stride_h, cmd.stride_w)),
-                    (cmd.pad_top >= cmd.kernel_h) | (cmd.pad_left >= Mux(folded, fold_span, cmd.kernel_w)),
+                    (cmd.pad_top >= cmd.kernel_h) | fold_checks.pad,
                     band_groups > cfg.in_depth, t_kk > cfg.wt_depth // cfg.rows, comp_px > cfg.acc_depth,
                     cmd.pool & ((cmd.out_h < 2) | (cmd.out_w < 2)),
                     cmd.sum_pool & ((cmd.kernel_h != 1) | (cmd.kernel_w != 1) | (cmd.stride_h != 1)
-                                    | (cmd.stride_w != 1) | cmd.pool | cmd.add | folded),
-                    # a folded job (docs/engine.md, "Few-channel layers")
-                    folded & ((cmd.in_ch != cfg.rows) | (cmd.fold_taps < 2) | (cmd.fold_lanes * cmd.fold_taps > cfg.rows)
-                              | (fold_span > FOLD_SPAN) | (band_groups + cmd.fold_taps - 1 > cfg.in_depth)))
+                                    | (cmd.stride_w != 1) | cmd.pool | cmd.add | fold_checks.folded),
+                    fold_checks.limit)
         # a band starting 2^29 words (4 GB) or more into its tensor would wrap the address space
         offsets_wrap = Cat(*((offset >> (BUS_ADDR_BITS - 3)) != 0 for offset in offsets)).any()
         skip_band = cmd.add & ((cmd.skip_y0 + comp_h > cmd.skip_height) | (comp_w > cmd.skip_width)

@@ -114,6 +114,9 @@ class ConvCore(wiring.Component):
 
         m.d.comb += [
             sequencer.hw.eq(loader.hw),
+            sequencer.hw_valid.eq(loader.hw_valid),
+            sequencer.in_tiles_done.eq(loader.in_tiles_done),
+            sequencer.in_rows_done.eq(loader.in_rows_done),
             input_buffer.fold_lanes.eq(self.layer.fold_lanes),
             input_buffer.fold_taps.eq(self.layer.fold_taps),
             sequencer.lane_offset.eq(input_buffer.lane_offset),

@@ -14,6 +14,11 @@ from .helpers import computed_size
 from .layout import LayerConfigLayout, input_address_bits, weight_address_bits
 
 
+# Where the loader goes after an input tile: back to the tile's weight rows, or, when the tap
+# before it was the first output tile's last (a 1x1 kernel), on to the next tile or to idle.
+RESUME = ("WEIGHTS", "WAIT_BANK", "IDLE")
+
+
 def weight_rows_bits(config: EngineConfig) -> int:
     """Width of a count of weight rows in one bank (0 .. wt_depth)."""
     return max(1, ceil_log2(config.wt_depth + 1))
@@ -23,12 +28,16 @@ class Loader(wiring.Component):
     """Consumes one job's input stream (radix.stream_format) and fills the on-chip buffers.
 
     The parts arrive in the order of radix.stream_format: the first output tile's bias words
-    and skip pixels, then each input tile followed by that tile's weight rows of the first
-    output tile, then the other output tiles whole.
+    and skip pixels, then for each input tile the first output tile's weight rows of its first
+    tap, the input tile, and the rest of that tile's weight rows, then the other output tiles
+    whole.
 
     * An input tile: ``in_words`` words per pixel group, written to the input buffer at
-      consecutive addresses (``t*IN_H*IN_W + y*IN_W + x``). ``hw`` is set to ``IN_H*IN_W``
-      once the first input-channel tile is in (no multiplier needed).
+      consecutive addresses (``t*IN_H*IN_W + y*IN_W + x``); ``in_tiles_done`` counts the
+      input tiles written since ``start`` and ``in_rows_done`` the rows of the next one (the
+      sequencer's first pass on a tile trails them). ``hw`` is set
+      to ``IN_H*IN_W`` once the first input-channel tile is in (no multiplier needed), and
+      ``hw_valid`` rises a cycle later.
     * Per output-channel tile ``j``, into weight bank ``j % 2`` once that bank is free: the
       ``cols`` bias words (bias, data shift and skip shift shift into per-bank lane registers
        ``bias``, ``shifts`` and ``skip_shifts``, lane 0 first); with ``layer.add``, the tile's
@@ -40,7 +49,8 @@ class Loader(wiring.Component):
        start on a bank before it is complete; ``wt_release`` (one bit per bank) returns a bank,
        clearing its count. Since the skip pixels precede the weight rows, a tile's skip data is
        complete before its first pass can start; since input tile ``t`` precedes the first
-       output tile's weight rows of ``t``, so is every input tile a pass reads.
+       output tile's weight rows of ``t`` but the first tap's, so is every input tile a pass
+       reads but the first pass on it, which waits for each input row.
 
     A skip bank is free at ``start`` and again once ``skip_release`` pulses for it: the
     accumulator pulses it when the tile that used the bank has its last pixel written, so its
@@ -71,6 +81,9 @@ class Loader(wiring.Component):
             "wt_wr": In(WritePort.Signature(addr_width=self.wt_addr_bits, shape=cols * width)),
             "skip_wr": In(WritePort.Signature(addr_width=self.skip_addr_bits, shape=cols * width)),
             "hw": Out(self.in_addr_bits),
+            "hw_valid": Out(1),
+            "in_tiles_done": Out(16),
+            "in_rows_done": Out(16),
             "wt_avail": Out(data.ArrayLayout(weight_rows_bits(config), 2)),
             "wt_release": In(2),
             "bias": Out(data.ArrayLayout(cols * config.acc_width, 2)),
@@ -118,8 +131,14 @@ class Loader(wiring.Component):
         # ``bank`` (over a thousand loads: the bias lane registers) it was the default build's
         # slowest path, into the weight memory's write enables.
         wt_addr = Signal(self.wt_addr_bits)
-        # The first output tile's header is followed by input tile 0, the others' by weights.
+        # The first output tile streams each input tile after that tile's first tap of weight rows
+        # (``input_due``: the tap being written is one), then returns to ``resume``.
         first_cotile = Signal()
+        input_due = Signal()
+        resume = Signal(range(len(RESUME)))
+        first_input = Signal()  # the input tile being written is the first (it sets ``hw``)
+        hw_set = Signal()
+        m.d.sync += self.hw_valid.eq(hw_set)
         # Per-job sizes registered at start and "last tile" flags kept with ch and co, so the
         # stream parsing compares counters with registers instead of sums of layer fields.
         in_w_last, in_h_last = Signal(16, name="in_w_last"), Signal(16, name="in_h_last")
@@ -151,11 +170,17 @@ class Loader(wiring.Component):
             with m.If(self.skip_release[b]):
                 m.d.sync += skip_free[b].eq(1)
 
-        def after_header():
-            with m.If(first_cotile):
+        def goto(state: str):
+            """The state after a tap's weight rows: first an input tile if one is due after it."""
+            with m.If(input_due):
+                m.d.sync += [resume.eq(RESUME.index(state)), input_due.eq(0)]
                 m.next = "INPUT"
             with m.Else():
-                m.next = "WEIGHTS"
+                m.next = state
+
+        def after_header():
+            m.d.sync += input_due.eq(first_cotile)
+            m.next = "WEIGHTS"
 
         with m.FSM():
             with m.State("IDLE"):
@@ -166,6 +191,8 @@ class Loader(wiring.Component):
                                  kh_last.eq(layer.kernel_h - 1), kw_last.eq(layer.kernel_w - 1),
                                  last_cotile.eq(cols >= layer.out_ch)]
                     m.d.sync += [x.eq(0), y.eq(0), ch.eq(0), co.eq(0), in_addr.eq(0), first_cotile.eq(1),
+                                 self.in_tiles_done.eq(0), self.in_rows_done.eq(0), first_input.eq(1),
+                                 hw_set.eq(0),
                                  word_index.eq(0), bank.eq(0), free.eq(0b11), skip_free.eq(0b11),
                                  self.wt_avail[0].eq(0), self.wt_avail[1].eq(0)]
                     m.next = "WAIT_BANK"
@@ -178,12 +205,16 @@ class Loader(wiring.Component):
                         m.d.comb += self.in_wr.en.eq(1)
                         m.d.sync += [in_addr.eq(in_addr + 1), x.eq(x + 1)]
                         with m.If(x == in_w_last):
-                            m.d.sync += [x.eq(0), y.eq(y + 1)]
+                            m.d.sync += [x.eq(0), y.eq(y + 1), self.in_rows_done.eq(self.in_rows_done + 1)]
                             with m.If(y == in_h_last):
-                                m.d.sync += y.eq(0)
-                                with m.If(ch == 0):
-                                    m.d.sync += self.hw.eq(in_addr + 1)
-                                m.next = "WEIGHTS"
+                                m.d.sync += [y.eq(0), first_input.eq(0), self.in_rows_done.eq(0),
+                                             self.in_tiles_done.eq(self.in_tiles_done + 1)]
+                                with m.If(first_input):
+                                    m.d.sync += [self.hw.eq(in_addr + 1), hw_set.eq(1)]
+                                with m.Switch(resume):
+                                    for index, state in enumerate(RESUME):
+                                        with m.Case(index):
+                                            m.next = state
 
             with m.State("WAIT_BANK"):
                 with m.If(free.bit_select(bank, 1)):
@@ -250,9 +281,13 @@ class Loader(wiring.Component):
                                                  first_cotile.eq(0),
                                                  last_cotile.eq(co + 2 * cols >= layer.out_ch)]
                                     with m.If(last_cotile):
-                                        m.next = "IDLE"
+                                        goto("IDLE")
                                     with m.Else():
-                                        m.next = "WAIT_BANK"
-                                with m.Elif(first_cotile):
-                                    m.next = "INPUT"
+                                        goto("WAIT_BANK")
+                                with m.Else():
+                                    goto("WEIGHTS")
+                                    # the next input tile follows its first tap (after goto: wins)
+                                    m.d.sync += input_due.eq(first_cotile)
+                            with m.Else():
+                                goto("WEIGHTS")
         return m

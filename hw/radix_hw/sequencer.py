@@ -44,7 +44,9 @@ class Sequencer(wiring.Component):
       once a tile's first pass finds its accumulator bank free (``acc_full``; then it pulses
       ``acquire``) and at least 3 cycles after the previous pass began (accumulator
       read-modify-write distance). Taking a tile's last pass releases its weight bank (a cycle
-      later).
+      later). A pixel whose input row the loader has not yet written (``in_tiles_done``,
+      ``in_rows_done``: only the first pass on an input tile gets there, its weight rows
+      precede the tile) waits: the slot goes out as a bubble (``meta.valid`` clear).
 
     With data ready, passes follow each other without gaps and last ``max(P, 2*rows + cols - 1,
     3)`` cycles (``P`` output pixels): ``rows + cols - 2`` cycles of swap wave, ``rows`` shifts
@@ -69,6 +71,9 @@ class Sequencer(wiring.Component):
             "start": In(1),
             "layer": In(LayerConfigLayout),
             "hw": In(self.in_addr_bits),
+            "hw_valid": In(1),
+            "in_tiles_done": In(16),
+            "in_rows_done": In(16),
             "wt_avail": In(data.ArrayLayout(weight_rows_bits(config), 2)),
             "wt_release": Out(2),
             "wt_rd": In(ReadPort.Signature(addr_width=self.wt_addr_bits, shape=cols * width)),
@@ -113,11 +118,16 @@ class Sequencer(wiring.Component):
         row_end = Signal(weight_rows_bits(cfg) + 1)  # row + rows, kept so WAIT only compares
         row_step = Signal(range(rows))
         tile_base = Signal(addr_bits)  # t*IN_H*IN_W - PAD_TOP*IN_W
+        # the next input tile's base waits for ``hw`` (the loader knows IN_H*IN_W once input tile
+        # 0 is in, which a 1x1 kernel's tile 0 passes need not wait for)
+        tile_pending = Signal()
+        t_index = Signal(16)  # the input tile of the pass whose weights load next
         tap_base = Signal(addr_bits)   # tile_base + u*IN_W: row address of input row u - PAD_TOP
 
         # The one-entry pass descriptor.
         d_valid = Signal()
         d_bank, d_first, d_last = Signal(), Signal(), Signal()
+        d_tile = Signal(16)
         d_base = Signal(addr_bits)
         d_y0, d_x0 = Signal(TAP_OFFSET), Signal(TAP_OFFSET)
 
@@ -142,7 +152,8 @@ class Sequencer(wiring.Component):
                 with m.If(self.start):
                     offset = small_product(layer.pad_top, layer.in_w)[:addr_bits]
                     m.d.sync += [
-                        co.eq(0), ch.eq(0), u.eq(0), v.eq(0), v_column.eq(0), wbank.eq(0), row.eq(0),
+                        co.eq(0), ch.eq(0), t_index.eq(0), tile_pending.eq(0), u.eq(0), v.eq(0), v_column.eq(0),
+                        wbank.eq(0), row.eq(0),
                         row_end.eq(rows),
                         column_step.eq(Mux(layer.fold_lanes != 0, layer.fold_taps, 1)),
                         fold_base.eq(Mux(layer.fold_lanes != 0, layer.fold_taps - 1, 0)),
@@ -161,8 +172,11 @@ class Sequencer(wiring.Component):
                 m.next = "WAIT"
             with m.State("WAIT"):
                 rows_ready = self.wt_avail[wbank] >= row_end
+                with m.If(tile_pending):
+                    with m.If(self.hw_valid):
+                        m.d.sync += [tile_base.eq(next_tile_base), tap_base.eq(next_tile_base), tile_pending.eq(0)]
                 # The first read follows one cycle after leaving WAIT.
-                with m.If(~d_valid & (since >= max(gap - 1, 0)) & rows_ready):
+                with m.Elif(~d_valid & (since >= max(gap - 1, 0)) & rows_ready):
                     m.d.sync += [row_step.eq(rows - 1), last_step.eq(rows == 1)]
                     m.next = "LOAD"
             with m.State("LOAD"):
@@ -178,7 +192,7 @@ class Sequencer(wiring.Component):
         # so these updates need not decode the state (whose fan-out would lengthen the path).
         with m.If(last_step):
             m.d.sync += [
-                d_valid.eq(1), d_bank.eq(wbank), d_base.eq(tap_base),
+                d_valid.eq(1), d_bank.eq(wbank), d_base.eq(tap_base), d_tile.eq(t_index),
                 d_y0.eq(u - layer.pad_top), d_x0.eq(v_column - layer.pad_left),
                 d_first.eq((ch == 0) & (u == 0) & (v == 0)),
                 d_last.eq(last_t & last_u & last_v),
@@ -190,12 +204,11 @@ class Sequencer(wiring.Component):
                              last_u.eq(u + 2 == layer.kernel_h),
                              tap_base.eq(next_tap_base)]
                 with m.If(last_u):
-                    m.d.sync += [u.eq(0), last_u.eq(single_row), ch.eq(ch + rows),
-                                 last_t.eq(ch + 2 * rows >= layer.in_ch),
-                                 tile_base.eq(next_tile_base),
-                                 tap_base.eq(next_tile_base)]
+                    m.d.sync += [u.eq(0), last_u.eq(single_row), ch.eq(ch + rows), t_index.eq(t_index + 1),
+                                 last_t.eq(ch + 2 * rows >= layer.in_ch), tile_pending.eq(1)]
                     with m.If(last_t):
-                        m.d.sync += [ch.eq(0), row.eq(0), row_end.eq(rows), wbank.eq(~wbank),
+                        m.d.sync += [ch.eq(0), t_index.eq(0), tile_pending.eq(0), row.eq(0), row_end.eq(rows),
+                                     wbank.eq(~wbank),
                                      co.eq(co + cols), last_t.eq(rows >= layer.in_ch),
                                      last_co.eq(co + 2 * cols >= layer.out_ch),
                                      tile_base.eq(first_tile_base),
@@ -226,8 +239,26 @@ class Sequencer(wiring.Component):
             m.d.sync += [out_h_last.eq(computed_size(layer.out_h, layer.pool) - 1),
                          out_w_last.eq(computed_size(layer.out_w, layer.pool) - 1)]
         last_pixel = j_last & i_last
+        # The first pass on an input tile may start before the tile is in (its weight rows come
+        # first): a pixel waits while its input row y is still streaming in. Later passes never
+        # wait (their rows follow the tile). ``since`` counts only the cycles that issue or idle,
+        # so consecutive passes still read a pixel at least MIN_PASS cycles apart and the next
+        # pass's weights still shift in behind this one's swap wave.
+        # ``waiting`` is registered: it is formed for each row the next cycle may issue from (this
+        # pass's row, its next row, or the next pass's first row) from the loader's progress of
+        # this cycle, which only grows, so a late view of it only waits longer.
+        p_tile = Signal(16)
+        y_next = Signal(COORD)  # y + SH, kept with y
+
+        def row_missing(row, tile):
+            """Input row ``row`` of input tile ``tile`` is in the map and not yet written."""
+            return ((row >= 0) & (row < layer.in_h)
+                    & ((tile > self.in_tiles_done) | ((tile == self.in_tiles_done) & (row >= self.in_rows_done))))
+
+        waiting = Signal()
+        stall = active & waiting
         bank_free = ~self.acc_full.bit_select(d_bank, 1)
-        take = (d_valid & (~active | last_pixel) & (since >= self.MIN_PASS - 1)
+        take = (d_valid & (~active | (last_pixel & ~stall)) & (since >= self.MIN_PASS - 1)
                 & (~d_first | bank_free))
 
         # The descriptor's bank, a register: it selects the biases to acquire without waiting
@@ -238,24 +269,32 @@ class Sequencer(wiring.Component):
         release = Signal(2)
         m.d.sync += release.eq(0)
         m.d.comb += self.wt_release.eq(release)
+        missing_here, missing_next, missing_first = (Signal(name=name) for name in (
+            "missing_here", "missing_next", "missing_first"))
+        m.d.comb += [missing_here.eq(row_missing(y, p_tile)), missing_next.eq(row_missing(y_next, p_tile)),
+                     missing_first.eq(row_missing(d_y0, d_tile))]
+        m.d.sync += waiting.eq(missing_here)
         with m.If(self.start):
-            m.d.sync += [active.eq(0), d_valid.eq(0), since.eq(since_max)]
+            m.d.sync += [active.eq(0), d_valid.eq(0), since.eq(since_max), waiting.eq(0)]
         with m.Elif(take):
+            m.d.sync += waiting.eq(missing_first)
             m.d.sync += [
                 d_valid.eq(0), since.eq(0), active.eq(1), first_pixel.eq(1),
-                i.eq(0), j.eq(0), y.eq(d_y0), x.eq(d_x0), x0.eq(d_x0), row_base.eq(d_base),
+                i.eq(0), j.eq(0), y.eq(d_y0), y_next.eq(d_y0 + layer.stride_h), x.eq(d_x0), x0.eq(d_x0),
+                row_base.eq(d_base),
                 j_last.eq(out_w_last == 0), i_last.eq(out_h_last == 0),
-                pixel.eq(0), p_bank.eq(d_bank), p_first.eq(d_first), p_last.eq(d_last),
+                pixel.eq(0), p_bank.eq(d_bank), p_first.eq(d_first), p_last.eq(d_last), p_tile.eq(d_tile),
             ]
             m.d.comb += self.acquire.eq(d_first)
             m.d.sync += release.eq(Mux(d_last, 1 << d_bank, 0))
         with m.Else():
-            with m.If(since != since_max):
+            with m.If((since != since_max) & ~stall):
                 m.d.sync += since.eq(since + 1)
-            with m.If(active):
+            with m.If(active & ~stall):
                 m.d.sync += [pixel.eq(pixel + 1), first_pixel.eq(0)]
                 with m.If(j_last):
-                    m.d.sync += [j.eq(0), i.eq(i + 1), x.eq(x0), y.eq(y + layer.stride_h),
+                    m.d.sync += [waiting.eq(missing_next),
+                                 j.eq(0), i.eq(i + 1), x.eq(x0), y.eq(y_next), y_next.eq(y_next + layer.stride_h),
                                  row_base.eq(row_base + stride_row),
                                  j_last.eq(out_w_last == 0), i_last.eq(i + 1 == out_h_last)]
                     with m.If(i_last):
@@ -279,7 +318,7 @@ class Sequencer(wiring.Component):
         swap_d = Signal()
         m.d.comb += [
             self.in_rd.addr.eq((row_base + x)[:addr_bits]),
-            self.meta.valid.eq(active),
+            self.meta.valid.eq(active & ~stall),
             self.meta.addr.eq(pixel),
             self.meta.first.eq(p_first),
             self.meta.last.eq(p_last & last_pixel),
@@ -287,7 +326,7 @@ class Sequencer(wiring.Component):
         ]
         m.d.sync += [
             inside_d.eq(inside),
-            swap_d.eq(active & first_pixel),
+            swap_d.eq(active & first_pixel & ~stall),
             self.x.eq(Cat(*(Mux(inside_d[l], self.in_rd.data[l * cfg.width:(l + 1) * cfg.width], 0)
                             for l in range(rows)))),
             self.swap.eq(swap_d),

@@ -297,9 +297,12 @@ def _run_job(bus: _Bus, f: dict, cfg: EngineConfig) -> int:
             word = o * cfg.wt_words + np.arange(cfg.wt_words)
             parts.append(np.where(word < f["skip_pixel_words"], skip_start + word, -1).reshape(-1))
         if o == 0:
+            first_tap = stream_format.first_tap_words(cfg)
             for t in range(t_in):
+                weights = tile + cfg.cols + t * tile_weights + np.arange(tile_weights)
+                parts.append(weights[:first_tap])
                 parts.append((in_start.reshape(-1, 1) + t * cfg.in_words + np.arange(cfg.in_words)).reshape(-1))
-                parts.append(tile + cfg.cols + t * tile_weights + np.arange(tile_weights))
+                parts.append(weights[first_tap:])
         else:
             parts.append(tile + cfg.cols + np.arange(t_in * tile_weights))
     source = np.concatenate(parts)

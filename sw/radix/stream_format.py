@@ -15,11 +15,12 @@ of two kinds of parts:
   ``co - tile*cols``; lanes beyond the layer's channels are zero).
 
 They are sent in this order: the first output tile's bias words and skip pixels; then, for
-each input-channel tile ``t``, input tile ``t`` followed by the first output tile's weight
-rows of ``t``; then the other output tiles whole, in order. Interleaving the first output
-tile with the input lets its passes on input tile ``t`` run while input tile ``t + 1`` still
-streams in: only the first input tile and the first pass's weight rows precede the first
-pass, instead of the whole input map (:func:`job_words`, :func:`split_job_words`).
+each input-channel tile ``t``, the first output tile's weight rows of ``t``'s first tap
+(:func:`first_tap_words`), input tile ``t``, and the rest of that tile's weight rows of ``t``;
+then the other output tiles whole, in order. Interleaving the first output tile with the input
+lets its passes on input tile ``t`` run while input tile ``t + 1`` still streams in, and its
+first pass on ``t`` trail input tile ``t`` as it streams in (docs/engine.md): only the first
+pass's weight rows precede it (:func:`job_words`, :func:`split_job_words`).
 
 The output stream carries, for each output-channel tile, for each output pixel (after pooling)
 in raster order, one group of ``cols`` lanes, of which only the words that hold the layer's
@@ -177,10 +178,17 @@ def job_words(x, weights, bias, shift, config: EngineConfig, *, skip=None, skip_
                for t in range(tiles(c_out, config.cols))]
     weight_part = tiles(c_in, config.rows) * tile_weight_words(np.asarray(weights).shape[2:], config)
     header, first_weights = np.split(cotiles[0], [cotiles[0].size - weight_part])
+    first_tap = first_tap_words(config)
     parts = [header]
     for tile, tile_weights in zip(inputs, first_weights.reshape(len(inputs), -1)):
-        parts += [tile, tile_weights]
+        parts += [tile_weights[:first_tap], tile, tile_weights[first_tap:]]
     return np.concatenate(parts + cotiles[1:])
+
+
+def first_tap_words(config: EngineConfig) -> int:
+    """Words of one tap's weight rows of one input tile, which precede the input tile in a job's
+    stream (the first pass's)."""
+    return config.rows * config.wt_words
 
 
 def split_job_words(words, *, c_in: int, height: int, width_px: int, kernel, c_out: int,
@@ -197,9 +205,11 @@ def split_job_words(words, *, c_in: int, height: int, width_px: int, kernel, c_o
     if words.size != expected:
         raise ValueError(f"{words.size} words, but a job of this layer streams {expected}")
     interleaved = words[header : header + n_in * (in_tile + tile_weights)].reshape(n_in, in_tile + tile_weights)
-    first = np.concatenate([words[:header], interleaved[:, in_tile:].reshape(-1)])
+    first_tap = first_tap_words(config)
+    weights = np.concatenate([interleaved[:, :first_tap], interleaved[:, first_tap + in_tile:]], axis=1)
+    first = np.concatenate([words[:header], weights.reshape(-1)])
     rest = words[header + n_in * (in_tile + tile_weights):].reshape(-1, cotile)
-    return interleaved[:, :in_tile].reshape(-1), [first, *rest]
+    return interleaved[:, first_tap:first_tap + in_tile].reshape(-1), [first, *rest]
 
 
 def decode_bias_words(words) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
