@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from radix import golden, network
 from radix.command_exec import ReferenceBusTransport
 from radix.driver import Driver, EngineFault, EngineMismatch, EngineTimeout
-from radix.engine_spec import ERROR_CODE, EngineConfig, bus_register
+from radix.engine_spec import BUS_ENGINE_VERSION, ERROR_CODE, EngineConfig, bus_register
 from radix.placement import PlacementError
 from radix.program import Layer, Program, ProgramError
 
@@ -137,7 +137,7 @@ def test_refuses_foreign_engine():
         Driver(transport)
     transport = ReferenceBusTransport(EngineConfig())
     transport.regs[bus_register("VERSION").offset] = 4
-    with pytest.raises(EngineMismatch, match="VERSION 4, this driver speaks version 7"):
+    with pytest.raises(EngineMismatch, match=f"VERSION 4, this driver speaks version {BUS_ENGINE_VERSION}"):
         Driver(transport)
 
 

@@ -1,4 +1,4 @@
-"""Engine version 7 in software: a program laid out in memory (radix.placement) and run by the
+"""Engine version 8 in software: a program laid out in memory (radix.placement) and run by the
 reference bus-master engine (radix.command_exec), against the golden model, bit for bit."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The reference bus-master engine (engine version 7): command lists executed over a numpy memory.
+"""The reference bus-master engine (engine version 8): command lists executed over a numpy memory.
 
 :func:`execute` runs a command list exactly as docs/engine.md ("Memory and commands") says: it
 fetches each command, checks it (``OPCODE``, ``LIMIT``, ``BAND``, ``ALIGN``, in that order), reads

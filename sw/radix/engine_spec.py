@@ -277,8 +277,9 @@ def _markdown_table(registers) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Engine version 7: the engine as a bus master (docs/engine.md, "Memory and commands"); version 6
-# had square kernels and strides only (`kernel`, `stride`), version 5 no summed jobs (`sum_pool`).
+# Engine version 8: the engine as a bus master (docs/engine.md, "Memory and commands"); version 7
+# had no folded jobs (`fold_taps`, `fold_lanes`), version 6 square kernels and strides only
+# (`kernel`, `stride`), version 5 no summed jobs (`sum_pool`).
 #
 # The tables below are the one definition of the bus-master engine's registers, its command
 # format and the layout of tensors in memory; the gateware (radix_hw.bus_engine), the driver's

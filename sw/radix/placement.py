@@ -1,4 +1,4 @@
-"""Lay a program out in the memory of the bus-master engine (engine version 7), once, at load.
+"""Lay a program out in the memory of the bus-master engine (engine version 8), once, at load.
 
 docs/engine.md, "Memory and commands", defines the layout this module makes: every tensor (the
 network input, every layer's output) gets one address per image of the batch, its pixels in
