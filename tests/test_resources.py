@@ -7,6 +7,9 @@ from radix.engine_spec import EngineConfig
 from radix_hw.resources import count_cells, format_report, synthesize
 from radix_hw.verilog import MODULE_NAME
 
+# one synthesis for the whole module: its tests stay on one xdist worker (make test: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("resources")
+
 # 3 rows x 5 columns at W=8: two packed pairs and one half-used DSP per row; small buffers keep
 # the synthesis of the bus engine (core, command unit, read and write masters) to about a minute
 # and a half.

@@ -12,6 +12,9 @@ from radix.engine_spec import EngineConfig
 from radix_hw import timing
 from radix_hw.verilog import generate
 
+# one synthesis for the whole module: its tests stay on one xdist worker (make test: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("timing")
+
 
 def _ff(d, q):
     return {"type": "FDRE", "port_directions": {"C": "input", "D": "input", "CE": "input", "R": "input", "Q": "output"},
