@@ -25,8 +25,9 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from radix.engine_spec import (BUS_ADDR_BITS, COMMAND_FIELDS, COMMAND_WORDS, CORE_LAYER_FIELDS, ERROR_CODE,
-                               FOLD_SPAN, KERNEL_BITS, KERNEL_RANGE, OPCODE_CONV, STRIDE_RANGE, EngineConfig)
+from radix.engine_spec import (BUS_ADDR_BITS, COMMAND_FIELD, COMMAND_FIELDS, COMMAND_WORDS, CORE_LAYER_FIELDS,
+                               ERROR_CODE, FOLD_SPAN, KERNEL_BITS, KERNEL_RANGE, OPCODE_CONV, STRIDE_RANGE,
+                               EngineConfig)
 
 from .axi4 import DATA_BITS
 from .bus_read import BEATS_BITS, ReadDescriptor
@@ -39,7 +40,6 @@ CommandLayout = data.StructLayout({f.name: f.width for f in COMMAND_FIELDS})
 CODE_BITS = 4
 _Checks = data.StructLayout({"opcode": 1, "limit": 16, "band": 8, "align": 1, "unaligned": BUS_ADDR_BITS})
 _FoldChecks = data.StructLayout({"folded": 1, "pad": 1, "limit": 1})
-_FoldTerms = data.StructLayout({"span": 2 * 4 + 1, "rows": 8 + 4 + 1, "groups_high": 1, "groups": 23})
 WIDE = 50  # bits of the derived sizes and offsets: products of three 16-bit fields, in bytes
 
 
@@ -180,7 +180,7 @@ class CommandUnit(wiring.Component):
         out_sum_lo = Signal(WIDE // 2 + 1)
         out_room = Signal(signed(17))  # out_pixel_words - out_word_offset: room for out_words
         checks = Signal(_Checks)  # the failed checks of the command, registered before the verdict
-        fold_terms = Signal(_FoldTerms)  # a folded job's sizes, registered in CHECK
+        fold_terms = Signal(self._fold_terms_layout())  # a folded job's sizes, registered in CHECK
         fold_checks = Signal(_FoldChecks)  # and its checks, registered in CHECK_WORDS
         synced = Signal()
         # registered compares: n changes only on the way to FETCH, many cycles before these are used,
@@ -458,11 +458,20 @@ class CommandUnit(wiring.Component):
         m.d.comb += [self.layer[name].eq(job[name]) for name in CORE_LAYER_FIELDS]
         return m
 
+    def _fold_terms_layout(self) -> data.StructLayout:
+        """A folded job's sizes at the widths their command fields give them: the kernel columns
+        it covers (``kernel_w * fold_taps``), its lanes (``fold_lanes * fold_taps``), whether its
+        input band reaches past IN_DEPTH's bits, and the pixel groups it needs below that."""
+        taps = COMMAND_FIELD["fold_taps"].width
+        return data.StructLayout({"span": COMMAND_FIELD["kernel_w"].width + taps,
+                                  "rows": COMMAND_FIELD["fold_lanes"].width + taps,
+                                  "groups_high": 1, "groups": self.config.in_depth.bit_length() + 1})
+
     def _fold_terms(self, m, cmd, terms, *, band_groups):
         """Registers a folded job's sizes (docs/engine.md, "Few-channel layers") into ``terms``
-        (a :data:`_FoldTerms`): the kernel columns it covers and its lanes (shift-and-add, never
-        a DSP48E1) and the input buffer it needs, ``band_groups + fold_taps - 1``."""
-        low = len(terms.groups) - 2  # band_groups below 2^low; IN_DEPTH is at most 2^20
+        (:meth:`_fold_terms_layout`): the kernel columns it covers and its lanes (shift-and-add,
+        never a DSP48E1) and the input buffer it needs, ``band_groups + fold_taps - 1``."""
+        low = len(terms.groups) - 1  # band_groups below 2^low, which exceeds IN_DEPTH
         m.d.sync += [
             terms.span.eq(small_product(cmd.fold_taps, cmd.kernel_w)),
             terms.rows.eq(small_product(cmd.fold_taps, cmd.fold_lanes)),

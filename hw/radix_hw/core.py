@@ -121,6 +121,7 @@ class ConvCore(wiring.Component):
             input_buffer.fold_taps.eq(self.layer.fold_taps),
             sequencer.lane_offset.eq(input_buffer.lane_offset),
             sequencer.lane_unused.eq(input_buffer.lane_unused),
+            sequencer.in_base.eq(input_buffer.base),
             sequencer.wt_avail.eq(loader.wt_avail),
             loader.wt_release.eq(sequencer.wt_release),
             sequencer.acc_full.eq(accumulator.drain.full),

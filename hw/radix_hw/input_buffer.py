@@ -6,13 +6,10 @@ from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from radix.engine_spec import KERNEL_BITS, EngineConfig
+from radix.engine_spec import CORE_LAYER_FIELDS, EngineConfig
 
 from .helpers import lane
 from .layout import input_address_bits
-
-FOLD_LANES_BITS = 8  # the command's fold_lanes field
-
 
 def lane_offset_bits(config: EngineConfig) -> int:
     """Width of a lane's column offset ``g`` in a folded job (``0 .. rows - 1``)."""
@@ -39,12 +36,13 @@ class InputBuffer(wiring.Component):
     pixel written at ``a`` takes channel ``c`` of the incoming group and is stored at
     ``a + F - 1 - g``: the group read at ``p + F - 1`` then holds, in lanes ``g*C .. g*C + C - 1``,
     the pixel ``g`` columns right of pixel ``p``. (The ``F - 1`` keeps every write address at or
-    above zero; the sequencer reads from the same base.) Lanes with ``g >= F`` are not written;
+    above zero; the sequencer reads from the same ``base``.) Lanes with ``g >= F`` are not written;
     ``lane_offset`` gives each lane's ``g`` and ``lane_unused`` marks those lanes, so the
     sequencer can zero what lies outside the map and what no lane of the fold holds.
 
-    ``fold_lanes`` and ``fold_taps`` must be stable from a job's start: the lane map follows
-    them a cycle later, long before the job's first input word (its bias words come first).
+    ``fold_lanes`` and ``fold_taps`` must be stable from a job's start: the lane map and
+    ``base`` (``F - 1``, or 0 without a fold) follow them a cycle later, long before the job's
+    first input word (its bias words come first) and in time for the sequencer's SETUP.
     """
 
     def __init__(self, *, config: EngineConfig):
@@ -54,12 +52,13 @@ class InputBuffer(wiring.Component):
         rows, width = config.rows, config.width
         addr_bits = input_address_bits(config)
         super().__init__({
-            "fold_lanes": In(FOLD_LANES_BITS),
-            "fold_taps": In(KERNEL_BITS),
+            "fold_lanes": In(CORE_LAYER_FIELDS["fold_lanes"]),
+            "fold_taps": In(CORE_LAYER_FIELDS["fold_taps"]),
             "wr": Out(WritePort.Signature(addr_width=addr_bits, shape=rows * width)),
             "rd": Out(ReadPort.Signature(addr_width=addr_bits, shape=rows * width)),
             "lane_offset": Out(rows * lane_offset_bits(config)),
             "lane_unused": Out(rows),
+            "base": Out(CORE_LAYER_FIELDS["fold_taps"]),
         })
 
     def elaborate(self, platform):
@@ -82,7 +81,7 @@ class InputBuffer(wiring.Component):
                 for index in range(rows):
                     m.d.sync += [offsets[index].eq(0), sources[index].eq(index)]
         folded = Signal()
-        base = Signal(KERNEL_BITS)  # F - 1 in a folded job, else 0
+        base = self.base  # F - 1 in a folded job, else 0
         unused = Signal(rows)
         m.d.sync += [folded.eq(self.fold_lanes != 0), base.eq(Mux(self.fold_lanes != 0, self.fold_taps - 1, 0))]
         m.d.comb += [unused[index].eq(folded & (offsets[index] >= self.fold_taps)) for index in range(rows)]

@@ -136,8 +136,7 @@ class Loader(wiring.Component):
         first_cotile = Signal()
         input_due = Signal()
         resume = Signal(range(len(RESUME)))
-        first_input = Signal()  # the input tile being written is the first (it sets ``hw``)
-        hw_set = Signal()
+        hw_set = Signal()  # the first input tile is in (``hw`` holds IN_H*IN_W)
         m.d.sync += self.hw_valid.eq(hw_set)
         # Per-job sizes registered at start and "last tile" flags kept with ch and co, so the
         # stream parsing compares counters with registers instead of sums of layer fields.
@@ -191,8 +190,7 @@ class Loader(wiring.Component):
                                  kh_last.eq(layer.kernel_h - 1), kw_last.eq(layer.kernel_w - 1),
                                  last_cotile.eq(cols >= layer.out_ch)]
                     m.d.sync += [x.eq(0), y.eq(0), ch.eq(0), co.eq(0), in_addr.eq(0), first_cotile.eq(1),
-                                 self.in_tiles_done.eq(0), self.in_rows_done.eq(0), first_input.eq(1),
-                                 hw_set.eq(0),
+                                 self.in_tiles_done.eq(0), self.in_rows_done.eq(0), hw_set.eq(0),
                                  word_index.eq(0), bank.eq(0), free.eq(0b11), skip_free.eq(0b11),
                                  self.wt_avail[0].eq(0), self.wt_avail[1].eq(0)]
                     m.next = "WAIT_BANK"
@@ -207,9 +205,9 @@ class Loader(wiring.Component):
                         with m.If(x == in_w_last):
                             m.d.sync += [x.eq(0), y.eq(y + 1), self.in_rows_done.eq(self.in_rows_done + 1)]
                             with m.If(y == in_h_last):
-                                m.d.sync += [y.eq(0), first_input.eq(0), self.in_rows_done.eq(0),
+                                m.d.sync += [y.eq(0), self.in_rows_done.eq(0),
                                              self.in_tiles_done.eq(self.in_tiles_done + 1)]
-                                with m.If(first_input):
+                                with m.If(~hw_set):
                                     m.d.sync += [self.hw.eq(in_addr + 1), hw_set.eq(1)]
                                 with m.Switch(resume):
                                     for index, state in enumerate(RESUME):

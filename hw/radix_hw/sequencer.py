@@ -26,7 +26,7 @@ class Sequencer(wiring.Component):
     ``(i, j)`` reading input ``(i*SH + u - PAD_TOP, j*SW + v - PAD_LEFT)`` of tile ``t`` (zero
     outside the tile: padding and edges are formed here). In a folded job (``layer.fold_lanes``,
     docs/engine.md) tap column ``v`` reads column ``j*SW + v*fold_taps - PAD_LEFT`` from the input
-    buffer's base ``fold_taps - 1``, and lane ``l`` the column ``lane_offset[l]`` further right:
+    buffer's base (``in_base``, ``fold_taps - 1``), and lane ``l`` the column ``lane_offset[l]`` further right:
     each lane is zeroed outside the tile by its own column bounds, an unused lane
     (``lane_unused``) always. Addresses are built incrementally
     modulo the buffer size; the only products, ``PAD_TOP*IN_W`` and ``SH*IN_W``, are 4- and 3-bit
@@ -80,6 +80,7 @@ class Sequencer(wiring.Component):
             "in_rd": In(ReadPort.Signature(addr_width=self.in_addr_bits, shape=rows * width)),
             "lane_offset": In(rows * lane_offset_bits(config)),
             "lane_unused": In(rows),
+            "in_base": In(KERNEL_BITS),
             "acc_full": In(2),
             "acquire": Out(1),
             "acquire_bank": Out(1),
@@ -103,9 +104,7 @@ class Sequencer(wiring.Component):
         since = Signal(range(since_max + 1), init=since_max)
 
         pad_row_offset = Signal(addr_bits)  # PAD_TOP * IN_W
-        # the input buffer's base: F - 1 in a folded job (radix_hw.input_buffer), else 0
-        fold_base = Signal(KERNEL_BITS)
-        first_tile_base = Signal(addr_bits)  # fold_base - PAD_TOP * IN_W, from pad_row_offset in SETUP
+        first_tile_base = Signal(addr_bits)  # in_base - PAD_TOP * IN_W, from pad_row_offset in SETUP
         stride_row = Signal(addr_bits)      # SH * IN_W
 
         # Pass generator state: the pass whose weights load next.
@@ -156,7 +155,6 @@ class Sequencer(wiring.Component):
                         wbank.eq(0), row.eq(0),
                         row_end.eq(rows),
                         column_step.eq(Mux(layer.fold_lanes != 0, layer.fold_taps, 1)),
-                        fold_base.eq(Mux(layer.fold_lanes != 0, layer.fold_taps - 1, 0)),
                         last_step.eq(0),
                         last_v.eq(single_column), last_u.eq(single_row),
                         last_t.eq(rows >= layer.in_ch), last_co.eq(cols >= layer.out_ch),
@@ -167,7 +165,7 @@ class Sequencer(wiring.Component):
             with m.State("SETUP"):
                 # A cycle apart from START, so the product above and this negation are two
                 # paths; the first weight rows are many cycles away.
-                base = fold_base - pad_row_offset
+                base = self.in_base - pad_row_offset
                 m.d.sync += [first_tile_base.eq(base), tile_base.eq(base), tap_base.eq(base)]
                 m.next = "WAIT"
             with m.State("WAIT"):
@@ -277,9 +275,8 @@ class Sequencer(wiring.Component):
         with m.If(self.start):
             m.d.sync += [active.eq(0), d_valid.eq(0), since.eq(since_max), waiting.eq(0)]
         with m.Elif(take):
-            m.d.sync += waiting.eq(missing_first)
             m.d.sync += [
-                d_valid.eq(0), since.eq(0), active.eq(1), first_pixel.eq(1),
+                waiting.eq(missing_first), d_valid.eq(0), since.eq(0), active.eq(1), first_pixel.eq(1),
                 i.eq(0), j.eq(0), y.eq(d_y0), y_next.eq(d_y0 + layer.stride_h), x.eq(d_x0), x0.eq(d_x0),
                 row_base.eq(d_base),
                 j_last.eq(out_w_last == 0), i_last.eq(out_h_last == 0),

@@ -341,12 +341,14 @@ class _Builder:
         in_ch = self._read_lanes(read_words)
         physical = np.zeros((c_out, in_ch) + tuple(kernel), dtype=np.int64)
         physical[:, core] = weights
-        fold = None
+        fold, band_config = None, cfg
         if summed is None and layer.kind != "fc":
             fold = tap_fold.plan(channels=core.size, lanes_in_order=bool(np.array_equal(core, np.arange(core.size))),
                                  in_ch=in_ch, kernel_w=pair(kernel, "kernel")[1], config=cfg)
-        if fold is not None and _fold_config(cfg, fold, layer, in_ch) is None:
-            fold = None  # the band would not fit beside the fold's F - 1 extra pixel groups
+        if fold is not None:
+            band_config = _fold_config(cfg, fold, layer, in_ch)
+            if band_config is None:  # the band would not fit beside the fold's F - 1 extra pixel groups
+                fold, band_config = None, cfg
         if fold is not None:
             physical = fold.weights(physical)
         wt_addr = self._weight_block(layer, physical)
@@ -357,7 +359,7 @@ class _Builder:
         elif layer.kind == "fc":
             self._fc_jobs(layer, src, out, skip, dict(common, in_pixel_words=read_words))
         else:
-            self._conv_jobs(layer, src, out, skip, in_ch, common, fold=fold)
+            self._conv_jobs(layer, src, out, skip, in_ch, common, fold=fold, band_config=band_config)
 
     def _read_lanes(self, read_words: int) -> int:
         """The lanes (a job's ``in_ch``) of the input tiles in ``read_words`` words per pixel."""
@@ -477,15 +479,16 @@ class _Builder:
             first_job += self._conv_jobs(layer, view, target, None, in_ch, common, first_job=first_job)
 
     def _conv_jobs(self, layer: Layer, src: TensorPlace, out: TensorPlace, skip, in_ch: int, common: dict, *,
-                   first_job: int = 0, fold: tap_fold.TapFold | None = None) -> int:
+                   first_job: int = 0, fold: tap_fold.TapFold | None = None,
+                   band_config: EngineConfig | None = None) -> int:
         """The band jobs of a convolution for every image, numbered from ``first_job``; returns the
-        bands per image. With ``fold`` the jobs run folded (radix.tap_fold)."""
-        cfg = self.config
+        bands per image. With ``fold`` the jobs run folded (radix.tap_fold), their bands cut for
+        ``band_config`` (:func:`_fold_config`)."""
         geometry = dataclasses.replace(layer.geometry(), c_in=in_ch, groups=1)
         if fold is not None:
-            geometry, cfg = _folded(geometry, fold), _fold_config(cfg, fold, layer, in_ch)
+            geometry = _folded(geometry, fold)
         try:
-            bands = jobs.bands(geometry, cfg)
+            bands = jobs.bands(geometry, band_config or self.config)
         except jobs.LayerFitError as exc:
             raise PlacementError(f"layer {layer.name}: {exc}") from None
         _, comp_w = computed_map(geometry.out_h, geometry.out_w, layer.pool)
