@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from radix import golden, network, stream_format
 from radix.command_exec import ReferenceBusTransport, execute
+from radix.cycle_model import LIST_DONE
 from radix.engine_spec import (tensor_lanes, BUS_REGISTERS, BUS_ENGINE_VERSION, COMMAND_BYTES, COMMAND_FIELDS, COMMAND_WORDS,
                                ENGINE_ID, ERROR_CODE, EngineConfig, bus_register, decode_command, encode_command,
                                field_mask_of)
@@ -640,7 +641,8 @@ def test_reference_transport_registers_and_run():
     assert reg(transport, "CMD_DONE") == placement.cmd_count
     memory = transport.read_memory(0, placement.memory_bytes // 8)
     check_every_tensor(program, placement, memory, x)
-    assert reg(transport, "CYCLES") == placement.command_stats(memory)[-1][0]
+    # DONE follows the last stats word's write (radix.cycle_model)
+    assert reg(transport, "CYCLES") == placement.command_stats(memory)[-1][0] + LIST_DONE
     expected = network.run(program, x)
     assert reg(transport, "SATURATED") == sum(layer.saturated for layer in expected)
     assert reg(transport, "BEATS_READ") > reg(transport, "BEATS_WRITTEN") > 0

@@ -96,6 +96,28 @@ def test_selftest_on_rtl_has_no_mismatch():
     assert result["layers"] == 25 and result["mismatches"] == 0, result["details"]
 
 
+# layers the cycle model's constants were not measured on (radix.cycle_model): pooling, a fold,
+# several input and output tiles, a stride-2 1x1, a kernel of 2, a layer split into two bands
+MODEL_CHECK_LAYERS = [
+    dict(name="conv 16->24 @10 k3 pool", kind="conv", c_in=16, c_out=24, size=10, kernel=3, stride=1, pad=1, pool=True),
+    dict(name="conv 2->8 @12 k3 folded", kind="conv", c_in=2, c_out=8, size=12, kernel=3, stride=1, pad=1, pool=False),
+    dict(name="fc 200->30", kind="fc", c_in=200, c_out=30),
+    dict(name="conv 48->16 @6 k1 s2", kind="conv", c_in=48, c_out=16, size=6, kernel=1, stride=2, pad=0, pool=False),
+    dict(name="conv 16->40 @7 k3 s2", kind="conv", c_in=16, c_out=40, size=7, kernel=3, stride=2, pad=1, pool=False),
+    dict(name="conv 8->70 @5 k2", kind="conv", c_in=8, c_out=70, size=5, kernel=2, stride=1, pad=0, pool=False),
+    dict(name="conv 16->16 @40 k3 bands", kind="conv", c_in=16, c_out=16, size=40, kernel=3, stride=1, pad=1, pool=False),
+]
+
+
+def test_cycle_model_follows_the_rtl():
+    """The analytic model's START-to-DONE cycles within 3% of the RTL's (no memory pauses)."""
+    results = run_host("radix.runner:measure_layers", {"layers": MODEL_CHECK_LAYERS, "seed": 3}, EngineConfig())
+    assert [r["jobs"] for r in results][-1] == 2  # the last layer is two bands
+    for r in results:
+        assert r["bit_exact"], r["name"]
+        assert abs(r["model_cycles"] - r["cycles"]) <= 0.03 * r["cycles"], r
+
+
 def test_program_for_other_width_refused_inside_simulation(digits_program):
     # the W=16 build of tests/test_sim_engine.py (same configuration: one cached build)
     w16 = EngineConfig(rows=5, cols=4, width=16, in_depth=256, wt_depth=512, acc_depth=128)

@@ -19,7 +19,7 @@ from amaranth.hdl import ResetInserter
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from radix.engine_spec import BUS_REGISTERS, ERROR_CODE, EngineConfig
+from radix.engine_spec import BUS_REGISTERS, ERROR_CODE, WRITE_BURSTS, EngineConfig
 
 from .axi4 import BURST_INCR, CACHE_BUFFERABLE_MODIFIABLE, SIZE_8_BYTES, axi4_master_members
 from .axil import RegisterFile, axi_lite_members
@@ -75,7 +75,7 @@ class BusEngine(wiring.Component):
         m.submodules.core = core = reset_behind(self._core_factory(config=cfg))
         m.submodules.commands = cu = reset_behind(CommandUnit(config=cfg))
         m.submodules.reader = reader = reset_behind(ReadMaster())
-        m.submodules.writer = writer = reset_behind(WriteMaster())
+        m.submodules.writer = writer = reset_behind(WriteMaster(max_bursts=WRITE_BURSTS))
 
         for name, member in axi_lite_members().items():
             outer, inner = getattr(self, name), getattr(regs, name)

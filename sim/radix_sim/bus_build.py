@@ -14,14 +14,14 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from radix.engine_spec import EngineConfig
+from radix.engine_spec import MEMORY_LATENCY, EngineConfig
 
 from .build import BUILD_ROOT, Build, compile_verilog, run_tests
 
 TOPLEVEL = "radix_bus_sim"
 TEST_MODULE = "radix_sim.test_bus_engine_cocotb"
 JOB_ENV = "RADIX_BUS_JOB"
-LATENCY = 32  # cycles from a request to the memory seeing it: the issue asks for at least 30
+LATENCY = MEMORY_LATENCY  # cycles from a request to the memory seeing it (radix.engine_spec)
 LATENCY_DEPTH = 48  # requests in flight inside the latency model (one per cycle needs LATENCY + 1)
 
 

@@ -12,8 +12,7 @@ DECERR). The reference checks a command's reads before its writes; the hardware 
 written earlier output tiles of a command whose later read faults.
 
 ``CYCLES`` and the stats words' cycles come from the analytic cycle model
-(:func:`radix.cycle_model.job_cycles`, accumulated over the commands): an estimate, not a
-measurement. Saturation counts are exact (the layer's ``out_ch`` channels).
+(:class:`radix.cycle_model.ListClock`, job by job): an estimate, not a measurement. Saturation counts are exact (the layer's ``out_ch`` channels).
 
 :class:`ReferenceBusTransport` puts this engine behind the bus-master registers
 (``engine_spec.BUS_REGISTERS``) and one memory buffer. Numpy only (runs on the board).
@@ -28,7 +27,7 @@ import numpy as np
 
 from . import golden, stream_format
 from .bus_transport import BusTransport
-from .cycle_model import job_cycles
+from .cycle_model import ListClock
 from .engine_spec import (BURST_BOUNDARY, BUS_ADDR_BITS, BUS_BYTES, BUS_REGISTERS, COMMAND_BYTES, COMMAND_WORDS,
                           DEFAULT_CONFIG, ERROR_CODE, ERROR_CODES, FOLD_SPAN, MAX_BURST_BEATS, OPCODE_CONV, EngineConfig,
                           build_value, bus_register, computed_map, decode_command, field_mask_of,
@@ -240,6 +239,7 @@ def execute(memory_words: np.ndarray, *, cmd_base: int, cmd_count: int, win_base
         raise ValueError(f"memory base 0x{base:X} is not {BUS_BYTES}-byte aligned")
     bus = _Bus(memory_words, base, win_base, win_size)
     result = ExecResult()
+    clock = ListClock(config)
     index = 0
     try:
         if cmd_count and cmd_base % COMMAND_BYTES:
@@ -256,11 +256,12 @@ def execute(memory_words: np.ndarray, *, cmd_base: int, cmd_count: int, win_base
                 raise golden.ContractError(f"command {index}: {exc}; the reference does not model an "
                                            f"accumulator overflow") from None
             result.saturated += saturated
-            result.cycles += job_cycles(config, fields)
+            result.cycles = clock.job(fields)
             if fields["stats"]:
                 stat = (result.cycles & STAT_MAX) | (min(saturated, STAT_MAX) << 32)
                 bus.write(np.array([fields["stat_addr"] // BUS_BYTES]), np.array([stat], dtype=np.uint64))
             result.commands_done += 1
+        result.cycles = clock.done
         result.done = True
     except _Fault as fault:
         result.error, result.error_index, result.error_addr = fault.code, index, fault.addr

@@ -1,48 +1,152 @@
-"""Analytic cycle model of one engine job (an estimate; bench/ compares it with the RTL).
+"""Analytic cycle model of a command list on the engine (an estimate; bench/ compares it with the RTL).
 
-Phases (docs/engine.md, radix.stream_format): the first output tile's bias words and skip
-pixels (residual add) stream in, then for each input tile the first pass's weight rows, the
-input tile and the rest of that tile's weight rows of the first output tile. The first pass
-starts once its weight rows are in and trails the input tile as it streams in, ending about one
-output row after the tile's last word or after ``max(P, min_pass)`` cycles, whichever is later;
-the first output tile then runs the rest of its ``T_in * KH * KW`` passes, unless the stream is
-slower, when it ends one pass after the stream's last word of the tile. Every later output tile runs its passes overlapped with loading
-the next tile's words and draining the previous tile's outputs, whichever is longest; the last
-tile's outputs drain at the end (only the words holding channels); plus the array's pipeline
-latency.
+**One job on the core** (:func:`core_cycles`) is replayed event by event from its stream
+(radix.stream_format, docs/engine.md): the words arrive one a cycle in stream order (the first
+output tile's bias words and skip pixels, then per input tile the first tap's weight rows, the
+input tile and the rest of the tile's weight rows; every later output tile whole), except that
+tile ``o``'s words wait for its weight bank (free once tile ``o - 2``'s last pass began) and its
+skip pixels for its skip bank (free once that pass ended). A pass starts when the running pass
+ends, its weight rows are in and shifted into the array (``rows + 1`` cycles, no sooner than
+``rows + cols - 2`` cycles after the running pass began), and, for a tile's first pass, its
+accumulator bank is drained; its pixels issue one a cycle, and the next pass starts no sooner
+than ``min_pass`` cycles after it. The first pass on an input tile of the first output tile
+trails the tile as it streams in: its last output row issues once the input row that row's
+first tap reads is in. A tile drains once its last pixel is through the array: one cycle per
+computed pixel read, a pixel's words one a cycle, and, where the tensor's pixel holds more words
+than the tile writes (one burst per pixel), no faster than the write bursts in flight
+(``WRITE_BURSTS``) come back from a memory ``MEMORY_LATENCY`` away.
+
+**A command list** (:class:`ListClock`) adds what the bus master costs around the jobs: the
+list's start (command fetch, checks, the first reads) before the first job's core starts; each
+job's end, from its last output word through its last write burst (whose beats follow the
+burst's address across the memory's latency) to the responses, the stats word and the next
+job's start; a synced job with ``add`` waiting for the earlier writes before its skip pixels are
+read; the last stats word's response before DONE. These constants were measured on the
+Verilated RTL behind the simulation's memory model (``radix_sim.bus_build``: every request
+delayed ``MEMORY_LATENCY`` cycles, no pauses) with one-layer programs (``bench/performance.py``)
+and ResNet-8 (``bench/resnet8_performance.py``); ``tests/test_sim_network.py`` holds the model
+to the RTL on other layers.
 """
 
 from __future__ import annotations
 
 import math
 
-from .engine_spec import EngineConfig, computed_map, written_map
-from .stream_format import (cotile_header_words, cotile_word_count, first_tap_words, input_tile_words,
-                            input_word_count, tile_out_words, tiles)
+from .engine_spec import MAX_BURST_BEATS, MEMORY_LATENCY, WRITE_BURSTS, EngineConfig, computed_map, written_map
+from .stream_format import first_tap_words, input_tile_words, tiles, tile_out_words
+
+# Measured list costs (module docstring), in cycles.
+LIST_START = 185
+JOB_END = 46
+SYNCED_SKIP = 16
+LIST_DONE = 42
+# Cycles a pixel's issue takes to reach its accumulator write, beyond rows + cols.
+ARRAY_PIPELINE = 8
+# The registered wait of the first pass on an input row.
+ROW_WAIT = 2
 
 
-def job_cycles(config: EngineConfig, job: dict) -> int:
+def core_cycles(config: EngineConfig, job: dict) -> int:
     """Cycles from the core's start to its last output word for a job's command fields ``job``
-    (``radix.engine_spec.COMMAND_FIELDS`` by name: in_ch, in_h, in_w, out_ch, out_h, out_w,
-    kernel_h, kernel_w, pool, add, sum_pool)."""
-    t_in = tiles(job["in_ch"], config.rows)
-    t_out = tiles(job["out_ch"], config.cols)
-    k = (job["kernel_h"], job["kernel_w"])
-    pool = bool(job["pool"])
-    h, w = computed_map(job["out_h"], job["out_w"], pool)
-    p = h * w
-    pooled = math.prod(written_map(job["out_h"], job["out_w"], pool=pool, sum_pool=bool(job.get("sum_pool", 0))))
-    skip = p if job["add"] else 0
-    load_input = input_word_count(job["in_ch"], job["in_h"], job["in_w"], config)
-    tile_words = cotile_word_count(job["in_ch"], k, config, skip_pixels=skip)
-    header = cotile_header_words(config, skip_pixels=skip)
-    pass_cycles = max(p, config.min_pass)
-    tile_compute = t_in * math.prod(k) * pass_cycles
-    first_pass_start = header + first_tap_words(config)
-    first_pass_end = first_pass_start + max(pass_cycles, input_tile_words(job["in_h"], job["in_w"], config) + w)
-    first_tile = max(first_pass_end + tile_compute - pass_cycles, load_input + tile_words + pass_cycles)
-    tile_drain = pooled * config.wt_words
-    last_drain = pooled * tile_out_words(job["out_ch"], t_out - 1, config)  # the last tile's words only
-    steady = max(tile_compute, tile_words, tile_drain)
-    latency = config.rows + config.cols + 8
-    return first_tile + (t_out - 1) * steady + last_drain + latency
+    (``radix.engine_spec.COMMAND_FIELDS`` by name)."""
+    rows, cols = config.rows, config.cols
+    t_in, t_out = tiles(job["in_ch"], rows), tiles(job["out_ch"], cols)
+    taps = job["kernel_h"] * job["kernel_w"]
+    pool, summed = bool(job["pool"]), bool(job.get("sum_pool", 0))
+    comp_h, comp_w = computed_map(job["out_h"], job["out_w"], pool)
+    pixels = comp_h * comp_w
+    written = math.prod(written_map(job["out_h"], job["out_w"], pool=pool, sum_pool=summed))
+    chunk = first_tap_words(config)
+    in_tile = input_tile_words(job["in_h"], job["in_w"], config)
+    skip = pixels * config.wt_words if job["add"] else 0
+    pass_cycles = max(pixels, config.min_pass)
+    to_accumulator = rows + cols + ARRAY_PIPELINE
+    # the input row that the last output row's first tap reads, and the words up to its end
+    last_row = min(max((comp_h - 1) * job["stride_h"] - job["pad_top"], 0), job["in_h"] - 1)
+    rows_needed = (last_row + 1) * job["in_w"] * config.in_words
+    write_burst = (MEMORY_LATENCY + 2) / WRITE_BURSTS  # cycles per burst the writes' responses allow
+
+    stream = 0  # cycles at which the stream's next word can arrive
+    started = ended = -math.inf  # the running pass
+    last_started, last_ended, drained = [], [], []
+    drain_end = 0
+    for o in range(t_out):
+        if o >= 2:
+            stream = max(stream, last_started[o - 2] + 1)
+        stream += cols
+        if skip:
+            if o >= 2:
+                stream = max(stream, last_ended[o - 2])
+            stream += skip
+        passes = []  # (weight rows in, end of the input rows the pass trails or None)
+        for _ in range(t_in):
+            stream += chunk
+            if o == 0:
+                passes.append((stream, stream + rows_needed))
+                stream += in_tile
+            else:
+                passes.append((stream, None))
+            for _ in range(taps - 1):
+                stream += chunk
+                passes.append((stream, None))
+        for index, (rows_in, trailed) in enumerate(passes):
+            start = max(ended, rows_in + rows + 1, started + rows + cols - 2 + rows + 1)
+            if index == 0 and o >= 2:
+                start = max(start, drained[o - 2])
+            issued = start + pixels  # the pass's last pixel is issued
+            if trailed is not None:
+                issued = max(issued, trailed + comp_w + ROW_WAIT)
+            started, ended = start, max(issued, start + pass_cycles)
+        last_started.append(started)
+        last_ended.append(issued + to_accumulator)
+        words = tile_out_words(job["out_ch"], o, config)
+        per_pixel = words if job["out_pixel_words"] == words else max(words, write_burst)
+        # a pooled tile reads every computed pixel, a pixel's words taking a cycle each beyond the
+        # first; a summed tile holds its one pixel in a register
+        drain = max(pixels + written * (words - 1), written * per_pixel) if pool else written * per_pixel
+        drain_end = max(issued + to_accumulator, drain_end) + math.ceil(drain)
+        drained.append(drain_end)
+    return drain_end
+
+
+def last_burst_beats(config: EngineConfig, job: dict) -> int:
+    """Beats of a job's last write burst (about: bursts end at 128-byte boundaries), which go
+    out after the burst's address has crossed the memory's latency."""
+    pool, summed = bool(job["pool"]), bool(job.get("sum_pool", 0))
+    written = math.prod(written_map(job["out_h"], job["out_w"], pool=pool, sum_pool=summed))
+    words = tile_out_words(job["out_ch"], tiles(job["out_ch"], config.cols) - 1, config)
+    run = written * words if job["out_pixel_words"] == words else words
+    return min(run, MAX_BURST_BEATS)
+
+
+class ListClock:
+    """The cycles of a command list, job by job: :meth:`job` returns the cycle from START at
+    which a job's stats word is written, :attr:`done` the cycle of DONE after the last job."""
+
+    def __init__(self, config: EngineConfig):
+        self.config = config
+        self.cycles = 0
+        self.jobs = 0
+
+    def job(self, fields: dict) -> int:
+        """Account one job (its command fields by name); the cycle of its stats word."""
+        if self.jobs == 0:
+            self.cycles += LIST_START
+        elif fields["sync"] and fields["add"]:
+            self.cycles += SYNCED_SKIP
+        self.cycles += core_cycles(self.config, fields) + JOB_END + last_burst_beats(self.config, fields)
+        self.jobs += 1
+        return self.cycles
+
+    @property
+    def done(self) -> int:
+        """The cycle of DONE (0 for an empty list)."""
+        return self.cycles + LIST_DONE if self.jobs else 0
+
+
+def list_cycles(config: EngineConfig, jobs) -> int:
+    """START to DONE of a command list of the command fields ``jobs``."""
+    clock = ListClock(config)
+    for fields in jobs:
+        clock.job(fields)
+    return clock.done

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .bus_transport import BusTransport
-from .cycle_model import job_cycles
+from .cycle_model import list_cycles
 from .engine_errors import DriverError, EngineFault, EngineMismatch, EngineTimeout
 from .engine_spec import (BUS_BYTES, BUS_ENGINE_VERSION, BUS_REGISTERS, ENGINE_ID, ERROR_CODES, EngineConfig,
                           bus_register, field_mask_of)
@@ -131,7 +131,7 @@ class Driver:
         for name, value in (("CMD_BASE", placement.cmd_base), ("CMD_COUNT", placement.cmd_count),
                             ("WIN_BASE", base), ("WIN_SIZE", placement.memory_bytes)):
             t.write(bus_register(name).offset, value)
-        estimate = sum(job_cycles(self.config, info.fields) for info in placement.commands)
+        estimate = list_cycles(self.config, [info.fields for info in placement.commands])
         return Loaded(placement, max(MIN_WAIT_CYCLES, self.wait_factor * estimate))
 
     def run(self, loaded: Loaded, x_q, *, keep_memory: bool = False) -> BatchRun:

@@ -295,6 +295,11 @@ BUS_ADDR_BITS = 32  # byte addresses on the AXI master
 BUS_BYTES = STREAM_BITS // 8  # bytes per AXI master beat (64-bit data)
 MAX_BURST_BEATS = 16  # the PS7 HP ports are AXI3 inside: at most 16 beats per burst
 BURST_BOUNDARY = 4096  # no burst crosses a 4 KB boundary (AXI)
+WRITE_BURSTS = 16  # write bursts the engine keeps in flight (radix_hw.bus_write.WriteMaster)
+# Cycles from a bus request to the memory seeing it, in the simulation's memory model
+# (radix_sim.bus_build) and in the cycle model (radix.cycle_model); the bus-master issue asked
+# for at least 30.
+MEMORY_LATENCY = 32
 COMMAND_WORDS = 8  # 64-bit words per command; commands are 64-byte aligned, one burst each
 COMMAND_BYTES = COMMAND_WORDS * BUS_BYTES
 OPCODE_CONV = 1  # a convolution job (a fully connected layer is a 1x1 one)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 
 from . import golden, network
-from .cycle_model import job_cycles
+from .cycle_model import list_cycles
 from .driver import Driver, EngineMismatch
 from .placement import place
 from .engine_spec import EngineConfig
@@ -339,7 +339,7 @@ def measure_layers(transport, *, layers: list[dict], seed: int = 0) -> list[dict
         commands = place(program, driver.config).commands
         results.append({
             "name": spec["name"], "macs": layer.macs, "cycles": cycles, "jobs": len(commands),
-            "model_cycles": sum(job_cycles(driver.config, info.fields) for info in commands),
+            "model_cycles": list_cycles(driver.config, [info.fields for info in commands]),
             "bit_exact": first_difference(expected.values[0], got) is None,
         })
     return results

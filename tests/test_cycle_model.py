@@ -1,0 +1,79 @@
+"""The analytic cycle model (radix.cycle_model): bounds it must respect and how the reference uses it.
+
+Its agreement with the RTL is checked on the simulation in tests/test_sim_network.py.
+"""
+
+import math
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from radix.command_exec import ReferenceBusTransport
+from radix.cycle_model import LIST_DONE, ListClock, core_cycles, list_cycles
+from radix.driver import Driver
+from radix.engine_spec import DEFAULT_CONFIG, EngineConfig, bus_register, computed_map, pixel_words
+from radix.placement import place
+from radix.stream_format import cotile_word_count, input_word_count, tiles
+from test_placement import random_input, random_program
+
+CONFIG = EngineConfig(rows=8, cols=8, width=8, in_depth=4096, wt_depth=4096, acc_depth=1024)
+
+
+@st.composite
+def jobs(draw, config=CONFIG):
+    """Command fields of a one-band convolution job that fits ``config``."""
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    out_h, out_w = draw(st.integers(1, 12)), draw(st.integers(1, 12))
+    in_ch = config.rows * draw(st.integers(1, 4))
+    out_ch = draw(st.integers(1, 3 * config.cols))
+    pool = draw(st.booleans()) and out_h >= 2 and out_w >= 2
+    words = pixel_words(out_ch, config)
+    return dict(kernel_h=kh, kernel_w=kw, stride_h=1, pad_top=0, in_ch=in_ch, out_ch=out_ch,
+                in_h=out_h + kh - 1, in_w=out_w + kw - 1, out_h=out_h, out_w=out_w, pool=int(pool),
+                add=int(draw(st.booleans())), sum_pool=0, sync=1, out_pixel_words=words)
+
+
+@settings(max_examples=200, deadline=None)
+@given(jobs())
+def test_a_job_takes_at_least_its_passes_and_its_stream(job):
+    pixels = math.prod(computed_map(job["out_h"], job["out_w"], bool(job["pool"])))
+    t_in, t_out = tiles(job["in_ch"], CONFIG.rows), tiles(job["out_ch"], CONFIG.cols)
+    passes = t_out * t_in * job["kernel_h"] * job["kernel_w"]
+    cycles = core_cycles(CONFIG, job)
+    assert cycles >= (passes - 1) * max(pixels, CONFIG.min_pass) + pixels
+    skip = pixels if job["add"] else 0
+    stream = (input_word_count(job["in_ch"], job["in_h"], job["in_w"], CONFIG)
+              + t_out * cotile_word_count(job["in_ch"], (job["kernel_h"], job["kernel_w"]), CONFIG, skip_pixels=skip))
+    assert cycles >= stream
+
+
+@settings(max_examples=100, deadline=None)
+@given(jobs(), st.integers(1, CONFIG.cols))
+def test_more_output_channels_never_take_fewer_cycles(job, more):
+    wider = dict(job, out_ch=job["out_ch"] + more, out_pixel_words=pixel_words(job["out_ch"] + more, CONFIG))
+    assert core_cycles(CONFIG, wider) >= core_cycles(CONFIG, job)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(jobs(), min_size=1, max_size=5))
+def test_a_list_clock_counts_every_job_and_done_after_the_last(fields):
+    clock = ListClock(CONFIG)
+    stats = [clock.job(job) for job in fields]
+    assert all(later - earlier > core_cycles(CONFIG, job) for earlier, later, job in zip(stats, stats[1:], fields[1:]))
+    assert stats[0] > core_cycles(CONFIG, fields[0])
+    assert clock.done == stats[-1] + LIST_DONE == list_cycles(CONFIG, fields)
+    assert ListClock(CONFIG).done == 0
+
+
+def test_the_reference_engine_reports_the_model_of_its_list():
+    rng = np.random.default_rng(5)
+    program = random_program(rng, DEFAULT_CONFIG.width, 6)
+    transport = ReferenceBusTransport(DEFAULT_CONFIG)
+    driver = Driver(transport)
+    loaded = driver.load(program)
+    run = driver.run(loaded, random_input(rng, program, 1), keep_memory=True)
+    expected = list_cycles(DEFAULT_CONFIG, [info.fields for info in place(program, DEFAULT_CONFIG).commands])
+    assert run.engine_cycles == expected == transport.read(bus_register("CYCLES").offset)
+    # each layer's stats cycles run from the previous layer's last command to its own
+    assert sum(cycles for cycles, _ in run.layer_stats().values()) == expected - LIST_DONE
