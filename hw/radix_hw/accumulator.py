@@ -22,12 +22,15 @@ def skip_address_bits(config: EngineConfig) -> int:
 
 
 def acc_drain_signature(config: EngineConfig) -> wiring.Signature:
-    """The output unit's view of a finished accumulator bank (``Out`` = driven by the reader).
+    """The output unit's view of the accumulator banks (``Out`` = driven by the reader).
 
     ``full[b]`` says bank ``b`` holds a finished tile. The reader selects ``bank``, reads with
-    ``addr``/``en`` (``data`` follows one cycle after an enabled read and holds otherwise),
-    takes the tile's clamped per-lane data shifts from ``shifts`` and pulses ``release`` to hand
-    the bank back once it no longer needs its data.
+    ``addr``/``en`` (``data`` follows one cycle after a read that took place and holds
+    otherwise), takes the tile's clamped per-lane data shifts from ``shifts`` and pulses
+    ``release`` to hand the bank back once it no longer needs its data. While the selected
+    bank's tile is in its last pass, its pixels below ``ready`` are finished and may be read
+    early, in cycles the compute side leaves the bank's read port free: a read while ``taken``
+    does not take place.
     """
     return wiring.Signature({
         "bank": Out(1),
@@ -37,6 +40,8 @@ def acc_drain_signature(config: EngineConfig) -> wiring.Signature:
         "data": In(config.cols * config.acc_width),
         "shifts": In(config.cols * SHIFT_BITS),
         "full": In(2),
+        "ready": In(ceil_log2(config.acc_depth + 1)),
+        "taken": In(1),
     })
 
 
@@ -46,8 +51,9 @@ class Accumulator(wiring.Component):
 
     Two banks of ``acc_depth x cols`` A-bit words (inferred block RAM). The compute side owns a
     bank from the tile's first pass until its last pixel is written (``full`` set), the output
-    unit from then until it pulses ``drain.release``; the read port of each bank follows its
-    owner.
+    unit from then until it pulses ``drain.release``. A bank's read port serves the compute side's
+    later passes first; the output unit reads in the cycles they leave free, during the tile's
+    last pass the pixels that pass has written (``drain.ready``), then the rest.
 
     ``meta`` describes the pixel slot whose column sums arrive on ``sums`` exactly
     :attr:`META_LEAD` cycles later. Four stages:
@@ -167,8 +173,11 @@ class Accumulator(wiring.Component):
         meta3 = Signal(meta_layout)
         m.d.sync += [meta1.eq(self.meta), meta2.eq(meta1), meta3.eq(meta2)]
 
+        # A bank's read port serves the compute side's later passes first and the drain in the
+        # cycles they leave free (all of them once the tile is finished).
         read_data = []
         write_ports = []
+        compute_reads = []
         for b in range(2):
             bank = Memory(shape=cols * acc_w, depth=cfg.acc_depth, init=[])
             m.submodules[f"bank{b}"] = bank
@@ -176,11 +185,24 @@ class Accumulator(wiring.Component):
             wr = bank.write_port()
             compute_read = meta1.valid & ~meta1.first & (meta1.bank == b)
             m.d.comb += [
-                rd.addr.eq(Mux(full[b], self.drain.addr, meta1.addr)),
-                rd.en.eq(Mux(full[b], self.drain.en & (self.drain.bank == b), compute_read)),
+                rd.addr.eq(Mux(compute_read, meta1.addr, self.drain.addr)),
+                rd.en.eq(compute_read | (self.drain.en & (self.drain.bank == b))),
             ]
             read_data.append(rd.data)
             write_ports.append(wr)
+            compute_reads.append(compute_read)
+        taken = Mux(self.drain.bank, compute_reads[1], compute_reads[0])
+        # ``taken`` for the reader, from a register: meta1 is the metadata input a cycle late
+        taken_q = Signal()
+        m.d.sync += taken_q.eq(self.meta.valid & ~self.meta.first & (self.meta.bank == self.drain.bank))
+        # The drain's data is the bank's output in the cycle after its read and a copy of it
+        # afterwards, as the compute side may read the bank again before the reader takes it.
+        drained_q = Signal()
+        bank_data = Mux(self.drain.bank, read_data[1], read_data[0])
+        held = Signal(cols * acc_w, reset_less=True)
+        m.d.sync += drained_q.eq(self.drain.en & ~taken)
+        with m.If(drained_q):
+            m.d.sync += held.eq(bank_data)
 
         m.d.comb += [
             self.skip_rd.addr.eq(Mux(self.meta.bank, cfg.acc_depth, 0) + self.meta.addr),
@@ -249,18 +271,25 @@ class Accumulator(wiring.Component):
         m.d.comb += write.eq(Mux(self.sum_pool, meta4.as_value(), meta3.as_value()))
 
         tile_done = write.valid & write.last
+        # Pixels of a tile's last pass written so far, per bank: the drain may read below it. A
+        # summed job's bank is not written (its sum is ready when the bank is full).
+        ready = Signal(data.ArrayLayout(len(self.drain.ready), 2))
         m.d.comb += [
-            self.drain.data.eq(Mux(self.sum_pool, sum_results[self.drain.bank],
-                                   Mux(self.drain.bank, read_data[1], read_data[0]))),
+            self.drain.data.eq(Mux(self.sum_pool, sum_results[self.drain.bank], Mux(drained_q, bank_data, held))),
             self.drain.shifts.eq(shifts[self.drain.bank]),
             self.drain.full.eq(full),
+            self.drain.ready.eq(ready[self.drain.bank]),
+            self.drain.taken.eq(taken_q),
             self.skip_release.eq(Mux(tile_done, 1 << write.bank, 0)),
         ]
         with m.If(self.start):
-            m.d.sync += full.eq(0)
+            m.d.sync += [full.eq(0), ready[0].eq(0), ready[1].eq(0)]
         with m.Else():
             with m.If(tile_done):
                 m.d.sync += full.bit_select(write.bank, 1).eq(1)
-            with m.If(self.drain.release):
-                m.d.sync += full.bit_select(self.drain.bank, 1).eq(0)
+            for b in range(2):
+                with m.If(self.drain.release & (self.drain.bank == b)):
+                    m.d.sync += [full[b].eq(0), ready[b].eq(0)]
+                with m.Elif(meta3.valid & meta3.final & (meta3.bank == b) & ~self.sum_pool):
+                    m.d.sync += ready[b].eq(meta3.addr + 1)
         return m

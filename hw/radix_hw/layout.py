@@ -20,13 +20,15 @@ def pixel_meta_layout(acc_depth: int) -> data.StructLayout:
     """Metadata of one pixel slot of a pass.
 
     ``valid`` marks a real pixel (bubbles have it clear), ``addr`` is its accumulator address,
-    ``first`` marks the first pass of an output-channel tile (write bias + sum), ``last`` the
-    tile's final pixel (its bank is complete once written), ``bank`` the accumulator bank.
+    ``first`` marks the first pass of an output-channel tile (write bias + sum), ``final`` the
+    tile's last pass (each pixel it writes is finished), ``last`` the tile's final pixel (its
+    bank is complete once written), ``bank`` the accumulator bank.
     """
     return data.StructLayout({
         "valid": 1,
         "addr": max(1, ceil_log2(acc_depth)),
         "first": 1,
+        "final": 1,
         "last": 1,
         "bank": 1,
     })

@@ -26,13 +26,15 @@ TAG_LAYOUT = data.StructLayout({"valid": 1, "i": 16, "j": 16, "last": 1, "words"
 class OutputUnit(wiring.Component):
     """Drains finished accumulator banks into the output stream (docs/arithmetic.md §5, §6).
 
-    Per output-channel tile it waits for the bank in turn (``acc.full``), takes the tile's
-    clamped data shifts, reads the computed map in raster order, one pixel of ``cols`` lanes
-    per cycle, and pushes the pixels through a pipeline that stalls as a whole (one enable,
-    ``ce``) whenever the packer cannot hand its pixel on. ``ce`` drives every stage's clock
-    enable (thousands of loads on the default build), so it is one LUT of registers: the
-    packer's word index, ``S6``'s valid bit and ``room``, the FIFO's level of the previous cycle
-    compared with its depth:
+    Per output-channel tile it waits for the bank in turn (``acc.full``, or the first finished
+    pixel of the tile's last pass: ``acc.ready``), takes the tile's clamped data shifts, reads
+    the computed map in raster order, one pixel of ``cols`` lanes per cycle as the pixels are
+    finished and the bank's read port is free, and pushes the pixels through a pipeline that
+    stalls as a whole (one enable, ``ce``) whenever the packer cannot hand its pixel on, or,
+    while a tile is read, while the compute side takes the read port (``acc.taken``). ``ce``
+    drives every stage's clock enable (thousands of loads on the default build), so it is one
+    LUT of registers: the packer's word index, ``S6``'s valid bit, ``room`` (the FIFO's level of
+    the previous cycle compared with its depth), ``reading`` and ``acc.taken``:
 
     ``S0`` address -> ``S1`` bank data -> ``S2`` registered -> ``S3`` shifted
     (``acc >> (s-1)`` or ``acc << -s``) -> ``S4`` rounded half up -> ``S5`` ReLU and
@@ -108,12 +110,17 @@ class OutputUnit(wiring.Component):
         last_word = Signal(init=words == 1)
         room = Signal()  # the FIFO had room for FIFO_ROOM more words a cycle ago: it has one now
         m.d.sync += room.eq(fifo.level <= FIFO_DEPTH - FIFO_ROOM - 1)
-        ce = ~tag[6].valid | (room & last_word)
+        # While a tile is read, the pipeline also waits out the cycles the compute side takes the
+        # bank's read port, so that S0's reads fall in the free ones (every other cycle during a
+        # slow last pass) instead of leaving bubbles that cost the output stream a cycle each.
+        reading = Signal()
+        yielded = reading & self.acc.taken
+        ce = ~yielded & (~tag[6].valid | (room & last_word))
 
         # Packer: one 64-bit word of the S6 pixel per cycle; a pixel's last word is written only
         # with ``room``, the cycle the pipeline moves on (``ce``), so no word is written twice.
         padded = Cat(y6, Const(0, words * STREAM_BITS - cols * width))
-        write = tag[6].valid & Mux(last_word, room, fifo.w_rdy)
+        write = tag[6].valid & Mux(last_word, room & ~yielded, fifo.w_rdy)
         m.d.comb += [
             fifo.w_data.eq(Cat(padded.word_select(word_index, STREAM_BITS),
                                tag[6].last & last_word)),
@@ -133,14 +140,25 @@ class OutputUnit(wiring.Component):
         # words of the last tile's pixels: those holding its channels
         tile_words = ((layer.out_ch - co + lanes_per_word - 1) >> (lanes_per_word.bit_length() - 1))[:5]
         pixel = Signal(len(self.acc.addr))
+        # S0 reads its pixel (``go``) once the pixel is finished and the bank's read port is free:
+        # always once the bank is full, earlier during the tile's last pass (not a summed job's,
+        # whose one pixel is a register the accumulator fills last); else a bubble moves on.
+        # ``pixel_ready`` and ``begun`` look at ``acc.ready`` a cycle late, which only errs on the
+        # safe side: during a tile it only grows, and ``pixel`` grows by at most one a cycle. A
+        # release switches the bank, so the next cycle's ``begun`` is cleared (the other bank's
+        # tile may not even have started: its shifts are not there yet).
+        pixel_ready, begun = Signal(), Signal()
+        m.d.sync += [pixel_ready.eq(pixel + 1 < self.acc.ready), begun.eq((self.acc.ready != 0) & ~self.acc.release)]
+        go = ~self.acc.taken & (self.acc.full.bit_select(bank, 1) | (~layer.sum_pool & pixel_ready))
         m.d.comb += [
-            self.acc.bank.eq(bank), self.acc.addr.eq(pixel), self.acc.en.eq(ce),
+            self.acc.bank.eq(bank), self.acc.addr.eq(pixel), self.acc.en.eq(ce & go),
             tag[0].last.eq(last_tile & (tag[0].i == last_i) & (tag[0].j == last_j)),
         ]
 
         emit = Mux(layer.pool, tag[5].i[0] & tag[5].j[0], 1)
         with m.If(ce):
-            m.d.sync += [tag[k].eq(tag[k - 1]) for k in range(1, STAGES)]
+            m.d.sync += [tag[k].eq(tag[k - 1]) for k in range(2, STAGES)]
+            m.d.sync += [tag[1].eq(tag[0]), tag[1].valid.eq(tag[0].valid & go)]
             m.d.sync += [tag[6].eq(tag[5]), tag[6].valid.eq(tag[5].valid & emit)]
 
         with m.If(ce):
@@ -211,21 +229,21 @@ class OutputUnit(wiring.Component):
                                  last_j.eq(Mux(layer.sum_pool, 0, computed_size(layer.out_w, layer.pool) - 1))]
                     m.next = "WAIT"
             with m.State("WAIT"):
-                with m.If(self.acc.full.bit_select(bank, 1)):
+                with m.If(self.acc.full.bit_select(bank, 1) | (~layer.sum_pool & begun)):
                     m.d.sync += [tag[0].valid.eq(1), pixel.eq(0), tag[0].i.eq(0), tag[0].j.eq(0),
-                                 tag[0].words.eq(Mux(last_tile, tile_words, words))]
+                                 tag[0].words.eq(Mux(last_tile, tile_words, words)), reading.eq(1)]
                     for c in range(cols):
                         s = lane(self.acc.shifts, c, SHIFT_BITS)
                         m.d.sync += [right_by[c].eq((s - 1)[:shift_bits_r]),
                                      left_by[c].eq((-s)[:shift_bits_l]), shift_right[c].eq(s > 0)]
                     m.next = "READ"
             with m.State("READ"):
-                with m.If(ce):
+                with m.If(ce & go):
                     m.d.sync += pixel.eq(pixel + 1)
                     with m.If(tag[0].j == last_j):
                         m.d.sync += [tag[0].j.eq(0), tag[0].i.eq(tag[0].i + 1)]
                         with m.If(tag[0].i == last_i):
-                            m.d.sync += tag[0].valid.eq(0)
+                            m.d.sync += [tag[0].valid.eq(0), reading.eq(0)]
                             m.next = "DRAIN"
                     with m.Else():
                         m.d.sync += tag[0].j.eq(tag[0].j + 1)

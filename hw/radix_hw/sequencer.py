@@ -50,7 +50,10 @@ class Sequencer(wiring.Component):
 
     With data ready, passes follow each other without gaps and last ``max(P, 2*rows + cols - 1,
     3)`` cycles (``P`` output pixels): ``rows + cols - 2`` cycles of swap wave, ``rows`` shifts
-    and the descriptor hand-over; this needs ``X_LATENCY == W_LATENCY``. Each issue cycle reads
+    and the descriptor hand-over; this needs ``X_LATENCY == W_LATENCY``. The job's last pass, if
+    it is not its tile's first and the tile writes two or more words per pixel, issues every
+    other cycle, leaving the accumulator's read port to the output unit, which drains the
+    tile's finished pixels meanwhile. Each issue cycle reads
     the input buffer; ``x``/``swap`` reach the array :attr:`X_LATENCY` cycles after the issue
     cycle, while ``meta`` describes the slot in the issue cycle itself. ``start`` is honoured
     while idle.
@@ -125,7 +128,7 @@ class Sequencer(wiring.Component):
 
         # The one-entry pass descriptor.
         d_valid = Signal()
-        d_bank, d_first, d_last = Signal(), Signal(), Signal()
+        d_bank, d_first, d_last, d_slow = Signal(), Signal(), Signal(), Signal()
         d_tile = Signal(16)
         d_base = Signal(addr_bits)
         d_y0, d_x0 = Signal(TAP_OFFSET), Signal(TAP_OFFSET)
@@ -139,6 +142,9 @@ class Sequencer(wiring.Component):
         last_t, last_co = Signal(name="last_t"), Signal(name="last_co")
         next_tap_base, next_tile_base = Signal(addr_bits), Signal(addr_bits)
         m.d.sync += [next_tap_base.eq(tap_base + layer.in_w), next_tile_base.eq(tile_base + self.hw)]
+        # the output tile being loaded writes two or more words per pixel (more than one word's lanes)
+        wide_tile = Signal()
+        m.d.sync += wide_tile.eq(layer.out_ch > co + cfg.lanes_per_word)
         single_column, single_row = layer.kernel_w == 1, layer.kernel_h == 1
 
         loading = Signal()
@@ -194,6 +200,7 @@ class Sequencer(wiring.Component):
                 d_y0.eq(u - layer.pad_top), d_x0.eq(v_column - layer.pad_left),
                 d_first.eq((ch == 0) & (u == 0) & (v == 0)),
                 d_last.eq(last_t & last_u & last_v),
+                d_slow.eq(last_t & last_u & last_v & last_co & ~((ch == 0) & (u == 0) & (v == 0)) & wide_tile),
                 row.eq(row_end), row_end.eq(row_end + rows), v.eq(v + 1), last_v.eq(v + 2 == layer.kernel_w),
                 v_column.eq(v_column + column_step),
             ]
@@ -225,7 +232,7 @@ class Sequencer(wiring.Component):
         row_base = Signal(addr_bits)  # address of input row y (modulo the buffer size)
         pixel = Signal(len(self.meta.addr))
         first_pixel = Signal()
-        p_bank, p_first, p_last = Signal(), Signal(), Signal()
+        p_bank, p_first, p_last, p_slow = Signal(), Signal(), Signal(), Signal()
 
         # Per-job constants registered at START (the layer is stable until done), and the
         # last-column/last-row conditions kept as registers one cycle ahead, so that the
@@ -253,8 +260,12 @@ class Sequencer(wiring.Component):
             return ((row >= 0) & (row < layer.in_h)
                     & ((tile > self.in_tiles_done) | ((tile == self.in_tiles_done) & (row >= self.in_rows_done))))
 
-        waiting = Signal()
-        stall = active & waiting
+        # The job's last pass, when it reads the accumulator and its tile writes two or more words
+        # per pixel, issues every other cycle (``yielding`` in between): the output unit reads
+        # the finished pixels in the free cycles of the bank's read port, so the tile's drain
+        # overlaps its last pass instead of following it.
+        waiting, yielding = Signal(), Signal()
+        stall = active & (waiting | yielding)
         bank_free = ~self.acc_full.bit_select(d_bank, 1)
         take = (d_valid & (~active | (last_pixel & ~stall)) & (since >= self.MIN_PASS - 1)
                 & (~d_first | bank_free))
@@ -272,8 +283,9 @@ class Sequencer(wiring.Component):
         m.d.comb += [missing_here.eq(row_missing(y, p_tile)), missing_next.eq(row_missing(y_next, p_tile)),
                      missing_first.eq(row_missing(d_y0, d_tile))]
         m.d.sync += waiting.eq(missing_here)
+        m.d.sync += yielding.eq(p_slow & active & ~yielding)
         with m.If(self.start):
-            m.d.sync += [active.eq(0), d_valid.eq(0), since.eq(since_max), waiting.eq(0)]
+            m.d.sync += [active.eq(0), d_valid.eq(0), since.eq(since_max), waiting.eq(0), yielding.eq(0)]
         with m.Elif(take):
             m.d.sync += [
                 waiting.eq(missing_first), d_valid.eq(0), since.eq(0), active.eq(1), first_pixel.eq(1),
@@ -281,6 +293,7 @@ class Sequencer(wiring.Component):
                 row_base.eq(d_base),
                 j_last.eq(out_w_last == 0), i_last.eq(out_h_last == 0),
                 pixel.eq(0), p_bank.eq(d_bank), p_first.eq(d_first), p_last.eq(d_last), p_tile.eq(d_tile),
+                p_slow.eq(d_slow), yielding.eq(0),
             ]
             m.d.comb += self.acquire.eq(d_first)
             m.d.sync += release.eq(Mux(d_last, 1 << d_bank, 0))
@@ -318,6 +331,7 @@ class Sequencer(wiring.Component):
             self.meta.valid.eq(active & ~stall),
             self.meta.addr.eq(pixel),
             self.meta.first.eq(p_first),
+            self.meta.final.eq(p_last),
             self.meta.last.eq(p_last & last_pixel),
             self.meta.bank.eq(p_bank),
         ]

@@ -11,10 +11,13 @@ ends, its weight rows are in and shifted into the array (``rows + 1`` cycles, no
 accumulator bank is drained; its pixels issue one a cycle, and the next pass starts no sooner
 than ``min_pass`` cycles after it. The first pass on an input tile of the first output tile
 trails the tile as it streams in: its last output row issues once the input row that row's
-first tap reads is in. A tile drains once its last pixel is through the array: one cycle per
-computed pixel read, a pixel's words one a cycle, and, where the tensor's pixel holds more words
-than the tile writes (one burst per pixel), no faster than the write bursts in flight
-(``WRITE_BURSTS``) come back from a memory ``MEMORY_LATENCY`` away.
+first tap reads is in. The job's last pass issues every other cycle when it is not its tile's
+first and the tile writes two or more words a pixel. A tile drains one cycle per computed pixel
+read, a pixel's words one a cycle, and, where the tensor's pixel holds more words than the tile
+writes (one burst per pixel), no faster than the write bursts in flight (``WRITE_BURSTS``) come
+back from a memory ``MEMORY_LATENCY`` away; it starts once its last pass's first pixel is
+through the array where that pass leaves the accumulator's read port free (a tile's only pass,
+or a slow one), else once the last pixel is.
 
 **A command list** (:class:`ListClock`) adds what the bus master costs around the jobs: the
 list's start (command fetch, checks, the first reads) before the first job's core starts; each
@@ -89,22 +92,29 @@ def core_cycles(config: EngineConfig, job: dict) -> int:
             for _ in range(taps - 1):
                 stream += chunk
                 passes.append((stream, None))
+        words = tile_out_words(job["out_ch"], o, config)
+        # the job's last pass issues every other cycle when it reads the accumulator and its
+        # tile writes two or more words a pixel
+        slow = o == t_out - 1 and len(passes) > 1 and words >= 2
         for index, (rows_in, trailed) in enumerate(passes):
             start = max(ended, rows_in + rows + 1, started + rows + cols - 2 + rows + 1)
             if index == 0 and o >= 2:
                 start = max(start, drained[o - 2])
-            issued = start + pixels  # the pass's last pixel is issued
+            issued = start + pixels * (2 if slow and index == len(passes) - 1 else 1)  # its last pixel
             if trailed is not None:
                 issued = max(issued, trailed + comp_w + ROW_WAIT)
             started, ended = start, max(issued, start + pass_cycles)
         last_started.append(started)
         last_ended.append(issued + to_accumulator)
-        words = tile_out_words(job["out_ch"], o, config)
         per_pixel = words if job["out_pixel_words"] == words else max(words, write_burst)
         # a pooled tile reads every computed pixel, a pixel's words taking a cycle each beyond the
         # first; a summed tile holds its one pixel in a register
         drain = max(pixels + written * (words - 1), written * per_pixel) if pool else written * per_pixel
-        drain_end = max(issued + to_accumulator, drain_end) + math.ceil(drain)
+        # the drain follows the last pass where that pass leaves the accumulator's read port free
+        # (a tile's only pass reads no accumulator word; a slow pass every other cycle)
+        early = (len(passes) == 1 or slow) and not summed
+        begin = max((started if early else issued) + to_accumulator, drain_end)
+        drain_end = max(begin + math.ceil(drain), issued + to_accumulator + math.ceil(per_pixel))
         drained.append(drain_end)
     return drain_end
 
