@@ -306,6 +306,26 @@ def run_files(transport, *, program: str, data: str, images: int | None = None, 
     return result
 
 
+def layer_program(spec: dict, width: int, rng: np.random.Generator) -> Program:
+    """A one-layer program of the geometry ``spec`` (see :func:`measure_layers`) with random
+    W-bit weights and biases and a shift that keeps the outputs in range."""
+    lo, hi = golden.int_range(width)
+    k = spec.get("kernel", 1)
+    if spec["kind"] == "conv":
+        in_shape = (spec["c_in"], spec["size"], spec["size"])
+        weights = rng.integers(lo, hi + 1, (spec["c_out"], spec["c_in"], k, k))
+        size = golden.conv_output_size(spec["size"], k, spec["stride"], spec["pad"])
+        out_shape = (spec["c_out"], size // 2, size // 2) if spec["pool"] else (spec["c_out"], size, size)
+    else:
+        in_shape, weights, out_shape = (spec["c_in"],), rng.integers(lo, hi + 1, (spec["c_out"], spec["c_in"])), (spec["c_out"],)
+    shift = natural_shift(width, int(np.prod(weights.shape[1:])))
+    layer = Layer(name=spec["name"], kind=spec["kind"], modules=[], in_shape=in_shape, out_shape=out_shape,
+                  kernel=k, stride=spec.get("stride", 1), padding=golden.padding4(spec.get("pad", 0)), relu=True,
+                  pool=spec.get("pool", False), fl_in=0, fl_w=[shift], fl_out=0, weight_bits=width,
+                  weights=weights, bias=rng.integers(-1000, 1000, spec["c_out"]), inputs=[INPUT])
+    return Program(width=width, input_shape=in_shape, input_fl=0, layers=[layer])
+
+
 def measure_layers(transport, *, layers: list[dict], seed: int = 0) -> list[dict]:
     """Run layers of the given geometry with random data; report cycles and bit-exactness.
 
@@ -318,22 +338,9 @@ def measure_layers(transport, *, layers: list[dict], seed: int = 0) -> list[dict
     rng = np.random.default_rng(seed)
     results = []
     for spec in layers:
-        conv = spec["kind"] == "conv"
-        k = spec.get("kernel", 1)
-        if conv:
-            in_shape = (spec["c_in"], spec["size"], spec["size"])
-            weights = rng.integers(lo, hi + 1, (spec["c_out"], spec["c_in"], k, k))
-            size = golden.conv_output_size(spec["size"], k, spec["stride"], spec["pad"])
-            out_shape = (spec["c_out"], size // 2, size // 2) if spec["pool"] else (spec["c_out"], size, size)
-        else:
-            in_shape, weights, out_shape = (spec["c_in"],), rng.integers(lo, hi + 1, (spec["c_out"], spec["c_in"])), (spec["c_out"],)
-        shift = natural_shift(width, int(np.prod(weights.shape[1:])))
-        layer = Layer(name=spec["name"], kind=spec["kind"], modules=[], in_shape=in_shape, out_shape=out_shape,
-                      kernel=k, stride=spec.get("stride", 1), padding=golden.padding4(spec.get("pad", 0)), relu=True,
-                      pool=spec.get("pool", False), fl_in=0, fl_w=[shift], fl_out=0, weight_bits=width,
-                      weights=weights, bias=rng.integers(-1000, 1000, spec["c_out"]), inputs=[INPUT])
-        x = rng.integers(lo, hi + 1, in_shape)
-        program = Program(width=width, input_shape=in_shape, input_fl=0, layers=[layer])
+        program = layer_program(spec, width, rng)
+        layer = program.layers[0]
+        x = rng.integers(lo, hi + 1, layer.in_shape)
         expected = network.run(program, x[None])[0]
         got, cycles, _ = _run_single(driver, layer, x, None)
         commands = place(program, driver.config).commands
@@ -342,4 +349,17 @@ def measure_layers(transport, *, layers: list[dict], seed: int = 0) -> list[dict
             "model_cycles": list_cycles(driver.config, [info.fields for info in commands]),
             "bit_exact": first_difference(expected.values[0], got) is None,
         })
+    return results
+
+
+def model_layers(config: EngineConfig, *, layers: list[dict]) -> list[dict]:
+    """The analytic cycle model (:func:`radix.cycle_model.list_cycles`) of one-layer programs of
+    the geometries ``layers`` (as :func:`measure_layers` takes them), nothing simulated."""
+    rng = np.random.default_rng(0)
+    results = []
+    for spec in layers:
+        program = layer_program(spec, config.width, rng)
+        commands = place(program, config).commands
+        results.append({"name": spec["name"], "macs": program.layers[0].macs, "jobs": len(commands),
+                        "model_cycles": list_cycles(config, [info.fields for info in commands])})
     return results
