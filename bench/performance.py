@@ -29,6 +29,7 @@ import time
 from common import engine_shape  # bench/common.py, beside this script
 from radix.console import table
 from radix.engine_spec import DEFAULT_CONFIG, EngineConfig
+from radix.runner import model_layers
 
 CLOCKS_MHZ = (100.0, 1000.0 / 7)
 
@@ -87,13 +88,6 @@ def run(config: EngineConfig, layers: list[dict]) -> tuple[list[dict], float]:
     return results, seconds
 
 
-def vgg16_stack(config: EngineConfig) -> list[dict]:
-    """The cycle model of :data:`VGG16_STACK` on ``config``."""
-    from radix.runner import model_layers
-
-    return model_layers(config, layers=VGG16_STACK)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true")
@@ -104,7 +98,7 @@ def main(argv=None) -> int:
 
     layers = LENET + FIRST_LAYERS + (VGG[:1] if args.quick else VGG)
     runs = [(config, *run(config, layers)) for config in args.config]
-    stacks = [(config, vgg16_stack(config)) for config in args.config]
+    stacks = [(config, model_layers(config, layers=VGG16_STACK)) for config in args.config]
     if args.json:
         print(json.dumps([{"config": c.as_dict(), "macs_per_cycle": c.macs_per_cycle, "dsps": c.dsps,
                            "seconds": s, "layers": res, "vgg16_stack_model": stack}

@@ -192,15 +192,17 @@ class Sequencer(wiring.Component):
                     with m.Else():
                         m.next = "WAIT"
 
+        # the pass being loaded is its output tile's first, its last
+        tile_first, tile_last = (ch == 0) & (u == 0) & (v == 0), last_t & last_u & last_v
         # The end of a LOAD, outside the FSM: ``last_step`` is set only in a LOAD's last cycle,
         # so these updates need not decode the state (whose fan-out would lengthen the path).
         with m.If(last_step):
             m.d.sync += [
                 d_valid.eq(1), d_bank.eq(wbank), d_base.eq(tap_base), d_tile.eq(t_index),
                 d_y0.eq(u - layer.pad_top), d_x0.eq(v_column - layer.pad_left),
-                d_first.eq((ch == 0) & (u == 0) & (v == 0)),
-                d_last.eq(last_t & last_u & last_v),
-                d_slow.eq(last_t & last_u & last_v & last_co & ~((ch == 0) & (u == 0) & (v == 0)) & wide_tile),
+                d_first.eq(tile_first),
+                d_last.eq(tile_last),
+                d_slow.eq(tile_last & last_co & ~tile_first & wide_tile),
                 row.eq(row_end), row_end.eq(row_end + rows), v.eq(v + 1), last_v.eq(v + 2 == layer.kernel_w),
                 v_column.eq(v_column + column_step),
             ]

@@ -12,7 +12,8 @@ DECERR). The reference checks a command's reads before its writes; the hardware 
 written earlier output tiles of a command whose later read faults.
 
 ``CYCLES`` and the stats words' cycles come from the analytic cycle model
-(:class:`radix.cycle_model.ListClock`, job by job): an estimate, not a measurement. Saturation counts are exact (the layer's ``out_ch`` channels).
+(:class:`radix.cycle_model.ListClock`, job by job): an estimate, not a measurement. Saturation
+counts are exact (the layer's ``out_ch`` channels).
 
 :class:`ReferenceBusTransport` puts this engine behind the bus-master registers
 (``engine_spec.BUS_REGISTERS``) and one memory buffer. Numpy only (runs on the board).
