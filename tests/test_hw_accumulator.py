@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""The accumulator's first pass with the residual add (docs/arithmetic.md §9), Amaranth simulator.
+"""The accumulator's last pass with the residual add (docs/arithmetic.md §9), Amaranth simulator.
 
 Every skip shift the bias word can carry (in range, at both ends, and beyond them, where the
 accumulator clamps) meets skip values covering the W-bit range, signed or unsigned
@@ -50,14 +50,16 @@ def expected_base(bias, skip, skip_shift, width: int, unsigned: bool) -> np.ndar
     return bias + golden.align_skip(skip, np.clip(skip_shift, lo, hi), width, unsigned=unsigned)
 
 
-def run_first_passes(config: EngineConfig, bias, skip, skip_shift, sums, *, add: bool, unsigned: bool = False,
-                     sum_pool: bool = False):
-    """One single-pass tile per row of ``bias``/``skip_shift`` (``cols`` lanes), pixels
-    ``skip[tile]``/``sums[tile]`` (pixels, cols); returns the drained words (tiles, pixels, cols)
-    and the cycles in which ``skip_release`` pulsed, per tile. With ``sum_pool`` (a summed job)
-    only pixel 0 is drained."""
+def run_tiles(config: EngineConfig, bias, skip, skip_shift, sums, *, add: bool, unsigned: bool = False,
+              sum_pool: bool = False):
+    """One tile per row of ``bias``/``skip_shift`` (``cols`` lanes), with skip pixels
+    ``skip[tile]`` (pixels, cols) and one pass per entry of ``sums`` (passes, tiles, pixels,
+    cols); returns the drained words (tiles, pixels, cols) and the cycles in which
+    ``skip_release`` pulsed, per tile. With ``sum_pool`` (a summed job) only pixel 0 is
+    drained."""
     cols, acc_w, width = config.cols, config.acc_width, config.width
     n_tiles, pixels, _ = skip.shape
+    passes = sums.shape[0]
     harness = SkipHarness(config)
     acc = harness.acc
     drained = np.zeros((n_tiles, pixels, cols), dtype=np.int64)
@@ -73,8 +75,6 @@ def run_first_passes(config: EngineConfig, bias, skip, skip_shift, sums, *, add:
         cycle = 0
         for tile in range(n_tiles):
             bank = tile % 2
-            for p in range(pixels):
-                ctx.set(harness.skip.data[bank * config.acc_depth + p], pack_int(skip[tile, p], width))
             ctx.set(acc.acquire, 1)
             ctx.set(acc.acquire_bank, bank)
             ctx.set(acc.bias, pack_int(bias[tile], acc_w))
@@ -85,20 +85,27 @@ def run_first_passes(config: EngineConfig, bias, skip, skip_shift, sums, *, add:
                 ctx.set(acc.meta, {"valid": 0})
                 await ctx.tick()
                 cycle += 1
-            # Meta of pixel n in cycle n, its sums META_LEAD cycles later.
-            for n in range(pixels + Accumulator.META_LEAD + 2):
-                if n < pixels:
-                    ctx.set(acc.meta, {"valid": 1, "addr": n, "first": 1, "last": int(n == pixels - 1),
-                                       "bank": bank})
-                else:
-                    ctx.set(acc.meta, {"valid": 0})
-                k = n - Accumulator.META_LEAD
-                ctx.set(acc.sums, pack_int(sums[tile, k], acc_w) if 0 <= k < pixels else 0)
-                released = ctx.get(acc.skip_release)
-                if released:
-                    releases[tile].append((cycle, released))
-                await ctx.tick()
-                cycle += 1
+            # Meta of pixel n in cycle n of a pass, its sums META_LEAD cycles later.
+            for index in range(passes):
+                final = index == passes - 1
+                # the skip pixels arrive for the last pass (the loader's order): before it, the
+                # bank holds another tile's
+                for p in range(pixels):
+                    data = skip[tile, p] if final else skip[(tile + 1) % n_tiles, pixels - 1 - p]
+                    ctx.set(harness.skip.data[bank * config.acc_depth + p], pack_int(data, width))
+                for n in range(pixels + Accumulator.META_LEAD + 2):
+                    if n < pixels:
+                        ctx.set(acc.meta, {"valid": 1, "addr": n, "first": int(index == 0), "final": int(final),
+                                           "last": int(final and n == pixels - 1), "bank": bank})
+                    else:
+                        ctx.set(acc.meta, {"valid": 0})
+                    k = n - Accumulator.META_LEAD
+                    ctx.set(acc.sums, pack_int(sums[index, tile, k], acc_w) if 0 <= k < pixels else 0)
+                    released = ctx.get(acc.skip_release)
+                    if released:
+                        releases[tile].append((cycle, released))
+                    await ctx.tick()
+                    cycle += 1
             assert ctx.get(acc.drain.full) >> bank & 1, f"tile {tile}: bank {bank} not full"
             ctx.set(acc.drain.bank, bank)
             ctx.set(acc.drain.en, 1)
@@ -118,9 +125,11 @@ def run_first_passes(config: EngineConfig, bias, skip, skip_shift, sums, *, add:
     return drained, releases
 
 
-@pytest.mark.parametrize("cols,width", [(5, 8), (3, 16)])
+@pytest.mark.parametrize("cols,width,passes", [(5, 8, 1), (3, 16, 2)])
 @pytest.mark.parametrize("add,unsigned", [(True, False), (True, True), (False, False), (False, True)])
-def test_first_pass_adds_aligned_skip(cols, width, add, unsigned):
+def test_last_pass_adds_aligned_skip(cols, width, passes, add, unsigned):
+    """The tile's last pass adds the aligned skip (with one pass, its only one; with two, the
+    second, on top of the first pass's bias and sums)."""
     config = EngineConfig(rows=2, cols=cols, width=width, in_depth=16, wt_depth=16, acc_depth=64)
     rng = np.random.default_rng(cols * 100 + width + add + 2 * unsigned)
     acc_w = config.acc_width
@@ -131,16 +140,16 @@ def test_first_pass_adds_aligned_skip(cols, width, add, unsigned):
     lo, hi = golden.tensor_range(width, unsigned=unsigned)
     skip = rng.integers(lo, hi + 1, (n_tiles, pixels, cols))
     skip[:, :4] = [lo], [hi], [hi - 1 if unsigned else -1], [1]  # the ends and the smallest values that round
-    # |bias|, |aligned skip| and |sums| below 2^(A-3) each: the total stays inside A bits (§9).
+    # |bias|, |aligned skip| and |all sums| below 2^(A-3) each: the total stays inside A bits (§9).
     bias = rng.integers(-(1 << (acc_w - 3)), 1 << (acc_w - 3), (n_tiles, cols))
     bias[0] = 0
-    sums = rng.integers(-(1 << (acc_w - 3)), 1 << (acc_w - 3), (n_tiles, pixels, cols))
-    sums[:, : pixels // 2] = 0  # the aligned skip alone is visible in the low bits
-    drained, releases = run_first_passes(config, bias, skip, skip_shift, sums, add=add, unsigned=unsigned)
+    sums = rng.integers(-(1 << (acc_w - 4)), 1 << (acc_w - 4), (passes, n_tiles, pixels, cols))
+    sums[:, :, : pixels // 2] = 0  # the aligned skip alone is visible in the low bits
+    drained, releases = run_tiles(config, bias, skip, skip_shift, sums, add=add, unsigned=unsigned)
     for tile in range(n_tiles):
         base = (expected_base(bias[tile], skip[tile], skip_shift[tile], width, unsigned) if add
                 else np.broadcast_to(bias[tile], skip[tile].shape))
-        np.testing.assert_array_equal(drained[tile], base + sums[tile], err_msg=f"tile {tile}, "
+        np.testing.assert_array_equal(drained[tile], base + sums[:, tile].sum(axis=0), err_msg=f"tile {tile}, "
                                       f"skip shifts {skip_shift[tile].tolist()}")
         assert [value for _, value in releases[tile]] == [1 << (tile % 2)], f"tile {tile}: {releases[tile]}"
 
@@ -165,8 +174,8 @@ def test_a_summed_job_writes_the_bias_plus_every_pixels_sums(cols, width):
     bias = rng.integers(-(1 << (acc_w - 3)), 1 << (acc_w - 3), (n_tiles, cols))
     sums = rng.integers(-(1 << (acc_w - 3)), 1 << (acc_w - 3), (n_tiles, pixels, cols))
     skip = np.zeros((n_tiles, pixels, cols), dtype=np.int64)
-    drained, releases = run_first_passes(config, bias, skip, np.zeros((n_tiles, cols), dtype=np.int64), sums,
-                                         add=False, sum_pool=True)
+    drained, releases = run_tiles(config, bias, skip, np.zeros((n_tiles, cols), dtype=np.int64), sums[None],
+                                  add=False, sum_pool=True)
     total = bias + sums.sum(axis=1)
     wrapped = (total + (1 << (acc_w - 1))) % (1 << acc_w) - (1 << (acc_w - 1))
     np.testing.assert_array_equal(drained[:, 0], wrapped)

@@ -80,15 +80,19 @@ def test_job_stream_interleaves_the_first_output_tile_with_the_input(seed, rows,
     assert len(got_cotiles) == len(cotiles)
     for got, want in zip(got_cotiles, cotiles):
         np.testing.assert_array_equal(got, want)
-    # What the engine needs for its first pass comes first: the header, the first pass's weight
-    # rows (rows of tile 0, tap (0, 0)), then input tile 0, which the first pass trails.
-    header = cols + (6 * config.wt_words if add else 0)
+    # What the engine needs for its first pass comes first: the bias words, the first pass's
+    # weight rows (rows of tile 0, tap (0, 0)), then input tile 0, which the first pass trails;
+    # the first tile's skip pixels, which only its last pass adds, end its part of the stream.
+    header = cols
     in_tile = inputs.size // sf.tiles(c_in, rows)
     first_pass = sf.first_tap_words(config)
     assert first_pass == rows * config.wt_words
     np.testing.assert_array_equal(words[:header], cotiles[0][:header])
     np.testing.assert_array_equal(words[header:header + first_pass], cotiles[0][header:header + first_pass])
     np.testing.assert_array_equal(words[header + first_pass:header + first_pass + in_tile], inputs[:in_tile])
+    first_end = inputs.size + cotiles[0].size
+    skip_words = 6 * config.wt_words if add else 0
+    np.testing.assert_array_equal(words[first_end - skip_words:first_end], cotiles[0][cotiles[0].size - skip_words:])
     with pytest.raises(ValueError, match="words, but a job of this layer streams"):
         sf.split_job_words(words[:-1], c_in=c_in, height=3, width_px=4, kernel=k, c_out=c_out, config=config,
                            skip_pixels=6 if add else 0)

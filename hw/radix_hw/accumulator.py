@@ -46,8 +46,9 @@ def acc_drain_signature(config: EngineConfig) -> wiring.Signature:
 
 
 class Accumulator(wiring.Component):
-    """Accumulator banks: ``bias + sum`` (with ``add``: ``bias + aligned skip + sum``) on a
-    tile's first pass, ``acc + sum`` on later passes.
+    """Accumulator banks: ``bias + sum`` on a tile's first pass, ``acc + sum`` on later passes;
+    with ``add`` the tile's last pass adds the aligned skip too (a single pass: ``bias + aligned
+    skip + sum``).
 
     Two banks of ``acc_depth x cols`` A-bit words (inferred block RAM). The compute side owns a
     bank from the tile's first pass until its last pixel is written (``full`` set), the output
@@ -56,23 +57,27 @@ class Accumulator(wiring.Component):
     last pass the pixels that pass has written (``drain.ready``), then the rest.
 
     ``meta`` describes the pixel slot whose column sums arrive on ``sums`` exactly
-    :attr:`META_LEAD` cycles later. Four stages:
+    :attr:`META_LEAD` cycles later. Five stages:
 
-    * meta cycle: a first pass of a job with ``add`` reads the pixel's skip lanes (``skip_rd``,
-      skip bank = accumulator bank, address = accumulator address, W bits per lane);
-    * next cycle: a later pass reads the pixel's accumulator word, and the skip lanes read are
-      registered (so the alignment below starts from a flip-flop, not from the block RAM);
-    * next cycle: the base of the write is formed and registered, either the accumulator word
-      read or, on a first pass, ``bias + round_shift(skip, t)`` per lane (docs/arithmetic.md
-      §9; without ``add`` just ``bias``). Both directions of the alignment are one right shift
-      of the skip placed at the top of an (A-2)-bit word (extended to A-1 bits by its sign, or
-      by a zero when ``skip_unsigned``), rounded half up as ``floor(x / 2^u) + bit u-1 of x``,
-      so alignment and bias take one shifter and one adder;
+    * meta cycle: the metadata is registered;
+    * next cycle: a later pass reads the pixel's accumulator word, and a last pass
+      (``meta.final``) of a job with ``add`` the pixel's skip lanes (``skip_rd``, skip bank =
+      accumulator bank, address = accumulator address, W bits per lane);
+    * next cycle: the accumulator word read or, on a first pass, the bias is registered, and
+      the skip lanes read are aligned and registered (zero but on a last pass with ``add``);
+    * next cycle: the base of the write, their sum, ``start + round_shift(skip, t)`` per lane
+      (docs/arithmetic.md §9), is registered. Both directions of the alignment are one right
+      shift of the skip placed at the top of an (A-2)-bit word (extended to A-1 bits by its
+      sign, or by a zero when ``skip_unsigned``), rounded half up as ``floor(x / 2^u) + bit
+      u-1 of x``, so alignment and addition take one shifter and one adder, each starting from
+      flip-flops;
     * sums cycle: ``base + sums`` is written, one A-bit adder per lane as without the add.
 
-    A later pass may read a pixel 3 or more cycles after the earlier pass read it (sequencer
-    guarantee). ``skip_release`` pulses for a bank when its tile's last pixel is written (the
-    bank becomes ``full``): the tile's first pass, the only one that reads skip data, is then
+    The skip joins the tile's last pass rather than its first so that its pixels can stream
+    in while the earlier passes run; the A-bit sum is the same integer in any order. A later
+    pass may read a pixel ``ACC_RMW_CYCLES`` or more cycles after the earlier pass read it
+    (sequencer guarantee: the write is three cycles after the read). ``skip_release`` pulses for a bank when its tile's last pixel is written (the
+    bank becomes ``full``): the tile's last pass, the only one that reads skip data, is then
     over, so the loader may refill that skip bank.
 
     With ``sum_pool`` (the layer's SUM_POOL, a summed job) the sums cycle forms each pixel's
@@ -94,11 +99,11 @@ class Accumulator(wiring.Component):
     stable during a job.
     """
 
-    META_LEAD = 3
+    META_LEAD = 4
     # Cycles from a tile's acquire to its first meta at the earliest: the constants are written
-    # one cycle after acquire and the bank's shift amounts read one cycle before the alignment.
-    # The core's metadata delay (X_LATENCY + array latency - META_LEAD >= rows + cols) exceeds it.
-    ACQUIRE_TO_META = 2
+    # one cycle after acquire and the bank's biases and shift amounts read at meta1. The core's
+    # metadata delay (X_LATENCY + array latency - META_LEAD) must not be shorter.
+    ACQUIRE_TO_META = 1
 
     def __init__(self, *, config: EngineConfig):
         if not isinstance(config, EngineConfig):
@@ -171,7 +176,8 @@ class Accumulator(wiring.Component):
         meta1 = Signal(meta_layout)
         meta2 = Signal(meta_layout)
         meta3 = Signal(meta_layout)
-        m.d.sync += [meta1.eq(self.meta), meta2.eq(meta1), meta3.eq(meta2)]
+        meta4 = Signal(meta_layout)
+        m.d.sync += [meta1.eq(self.meta), meta2.eq(meta1), meta3.eq(meta2), meta4.eq(meta3)]
 
         # A bank's read port serves the compute side's later passes first and the drain in the
         # cycles they leave free (all of them once the tile is finished).
@@ -205,42 +211,43 @@ class Accumulator(wiring.Component):
             m.d.sync += held.eq(bank_data)
 
         m.d.comb += [
-            self.skip_rd.addr.eq(Mux(self.meta.bank, cfg.acc_depth, 0) + self.meta.addr),
-            self.skip_rd.en.eq(self.meta.valid & self.meta.first & self.add),
+            self.skip_rd.addr.eq(Mux(meta1.bank, cfg.acc_depth, 0) + meta1.addr),
+            self.skip_rd.en.eq(meta1.valid & meta1.final & self.add),
         ]
 
-        # Alignment in the cycle after the skip read (meta1), addition in the next (meta2), each
-        # stage starting from flip-flops or the block RAM: the shift amounts and biases of the
-        # pixel's bank are selected a cycle ahead of their stage. Alignment: floor(x / 2^u) +
-        # bit u-1 of x = (x + 2^(u-1)) >> u, round half up (zero for u = 0); the rounding bit
-        # joins the bias addition as a carry.
+        # The skip lanes read at meta1 are aligned in the next cycle (meta2), while the start value
+        # (the accumulator word read at meta1, or the bias) is registered; the base adds them in
+        # the cycle after (meta3). Each stage starts from flip-flops or the block RAM: the shift
+        # amounts and biases of the pixel's bank are selected a cycle ahead of their stage.
+        # Alignment: floor(x / 2^u) + bit u-1 of x = (x + 2^(u-1)) >> u, round half up (zero for
+        # u = 0); the rounding bit joins the addition as a carry.
         bank_amounts = Signal(cols * amount_bits, reset_less=True)
         bank_bias = Signal(cols * acc_w, reset_less=True)
-        m.d.sync += [bank_amounts.eq(skip_amounts[self.meta.bank]), bank_bias.eq(bias[meta1.bank])]
+        m.d.sync += [bank_amounts.eq(skip_amounts[meta1.bank]), bank_bias.eq(bias[meta1.bank])]
         shifted = [Signal(signed(acc_w - 1), name=f"skip_shifted_{c}", reset_less=True) for c in range(cols)]
         rounding = Signal(cols, reset_less=True)
+        skip_here = self.add & meta2.final
         for c in range(cols):
             skip = lane(self.skip_rd.data, c, width)
             placed = Cat(Const(0, skip_top), skip, skip[-1] & ~self.skip_unsigned).as_signed()
             u = lane(bank_amounts, c, amount_bits, signed=False)
-            m.d.sync += [shifted[c].eq(placed >> u), rounding[c].eq(Cat(Const(0, 1), placed).bit_select(u, 1))]
+            m.d.sync += [shifted[c].eq(Mux(skip_here, placed >> u, 0)),
+                         rounding[c].eq(skip_here & Cat(Const(0, 1), placed).bit_select(u, 1))]
 
-        # The base of the pixel in meta2: the accumulator word read (at meta1), or on a first pass
-        # the bias plus the aligned skip; registered so it lines up with meta3 and the sums.
-        first_base = []
-        for c in range(cols):
-            aligned = Mux(self.add, shifted[c], 0)
-            first_base.append((lane(bank_bias, c, acc_w) + aligned + (rounding[c] & self.add))[:acc_w])
         def tile_start(meta):
             """The slot is a tile's first pixel: its first pass's pixel 0."""
             return meta.first & (meta.addr == 0)
 
-        # A summed job's pixels contribute their sums alone, but for the tile's first (the bias).
-        zero_base = Signal()
-        m.d.sync += zero_base.eq(self.sum_pool & ~tile_start(meta1))
+        # The start value in meta2: the accumulator word read, the bias on a first pass, or
+        # nothing for a summed job's pixels but the tile's first (their sums alone add up).
+        start_value = Signal(cols * acc_w, reset_less=True)
+        read_word = Mux(meta2.bank, read_data[1], read_data[0])
+        zero_start = Signal()
+        m.d.sync += zero_start.eq(self.sum_pool & ~tile_start(meta1))
+        m.d.sync += start_value.eq(Mux(zero_start, 0, Mux(meta2.first, bank_bias, read_word)))
         base = Signal(cols * acc_w, reset_less=True)
-        m.d.sync += base.eq(Mux(zero_base, 0, Mux(meta2.first, Cat(*first_base),
-                                                  Mux(meta2.bank, read_data[1], read_data[0]))))
+        m.d.sync += base.eq(Cat(*((lane(start_value, c, acc_w) + shifted[c] + rounding[c])[:acc_w]
+                                  for c in range(cols))))
 
         updated = Cat(*[(lane(base, c, acc_w) + lane(self.sums, c, acc_w))[:acc_w] for c in range(cols)])
 
@@ -248,27 +255,27 @@ class Accumulator(wiring.Component):
         # restarting and adding follows its adder, and its result waits in a register per bank
         # (the drain reads that instead of the bank), so the bank's write data stays ``updated``
         # alone: its path from the array's column sums has no multiplexer.
-        meta4 = Signal(meta_layout)
+        meta5 = Signal(meta_layout)
         contribution = Signal(cols * acc_w, reset_less=True)
         running = Signal(cols * acc_w, reset_less=True)
-        restart4 = Signal()
-        m.d.sync += [meta4.eq(meta3), contribution.eq(updated), restart4.eq(tile_start(meta3))]
-        summed = Cat(*[Mux(restart4, lane(contribution, c, acc_w),
+        restart5 = Signal()
+        m.d.sync += [meta5.eq(meta4), contribution.eq(updated), restart5.eq(tile_start(meta4))]
+        summed = Cat(*[Mux(restart5, lane(contribution, c, acc_w),
                            lane(running, c, acc_w) + lane(contribution, c, acc_w))[:acc_w] for c in range(cols)])
         sum_results = Signal(data.ArrayLayout(cols * acc_w, 2), reset_less=True)
-        with m.If(meta4.valid):
+        with m.If(meta5.valid):
             m.d.sync += running.eq(summed)
-            with m.If(meta4.last):
-                m.d.sync += sum_results[meta4.bank].eq(summed)
+            with m.If(meta5.last):
+                m.d.sync += sum_results[meta5.bank].eq(summed)
         for b, wr in enumerate(write_ports):
             m.d.comb += [
-                wr.addr.eq(meta3.addr),
+                wr.addr.eq(meta4.addr),
                 wr.data.eq(updated),
-                wr.en.eq(meta3.valid & (meta3.bank == b) & ~self.sum_pool),
+                wr.en.eq(meta4.valid & (meta4.bank == b) & ~self.sum_pool),
             ]
-        # the pixel that completes a tile: meta3's, or a summed job's meta4
+        # the pixel that completes a tile: meta4's, or a summed job's meta5
         write = Signal(meta_layout)
-        m.d.comb += write.eq(Mux(self.sum_pool, meta4.as_value(), meta3.as_value()))
+        m.d.comb += write.eq(Mux(self.sum_pool, meta5.as_value(), meta4.as_value()))
 
         tile_done = write.valid & write.last
         # Pixels of a tile's last pass written so far, per bank: the drain may read below it. A
@@ -290,6 +297,6 @@ class Accumulator(wiring.Component):
             for b in range(2):
                 with m.If(self.drain.release & (self.drain.bank == b)):
                     m.d.sync += [full[b].eq(0), ready[b].eq(0)]
-                with m.Elif(meta3.valid & meta3.final & (meta3.bank == b) & ~self.sum_pool):
-                    m.d.sync += ready[b].eq(meta3.addr + 1)
+                with m.Elif(meta4.valid & meta4.final & (meta4.bank == b) & ~self.sum_pool):
+                    m.d.sync += ready[b].eq(meta4.addr + 1)
         return m

@@ -5,10 +5,10 @@ Two cooperating parts:
 * the **issuer** fetches command ``n`` (one 8-beat burst), checks it (``OPCODE``, ``LIMIT``,
   ``BAND``, ``ALIGN``), computes its addresses with one shared multiplier, hands the job to the
   runner and issues the job's read descriptors in the order the core's input stream takes them
-  (bias words, skip pixels, per input tile ``t`` its first tap's weight rows, the tile and the
-  rest of its weight rows, the other tiles' weights).
-  With ``sync`` it waits, before the first input or skip read, until every earlier command is
-  complete. It then goes on with command ``n + 1`` while the core still computes ``n``, so the
+  (bias words, per input tile ``t`` its first tap's weight rows, the tile and the rest of its
+  weight rows, skip pixels, the other tiles' bias words, weights and skip pixels).
+  With ``sync`` it waits, before the first input read, until every earlier command is
+  complete (the skip reads come after it). It then goes on with command ``n + 1`` while the core still computes ``n``, so the
   next command and its weights are read while the current job computes and drains.
 * the **runner** starts the core on each handed-over job, gives the write master the job's
   output tiles, waits for the core's last word and the writes' responses, writes the stats word
@@ -240,6 +240,13 @@ class CommandUnit(wiring.Component):
             m.d.sync += [self.error_code.eq(ERROR_CODE[code]), self.error_index.eq(n), self.error_addr.eq(addr)]
             m.next = "HALT"
 
+        def skip_or_next():
+            """After a tile's weight rows: its skip pixels, with ``add``, then the next tile."""
+            with m.If(cmd.add):
+                m.next = "SKIP"
+            with m.Else():
+                m.next = "NEXT_TILE"
+
         with m.FSM(name="issuer"):
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -317,23 +324,10 @@ class CommandUnit(wiring.Component):
             with m.State("BIAS"):
                 m.d.sync += skip_beats.eq(Mux(skip_have <= 0, 0, Mux(skip_have > wt_words, wt_words, skip_have)))
                 with m.If(read(wt_block, cols)):
-                    with m.If(cmd.add):
-                        m.next = "SKIP"
-                    with m.Elif(o_tile == 0):
+                    with m.If(o_tile == 0):
                         m.next = "FIRST_TAP"
                     with m.Else():
                         m.next = "WEIGHTS"
-            with m.State("SKIP"):
-                with m.If(synced | caught_up):
-                    m.d.sync += synced.eq(1)
-                    with m.If(read(skip_base, skip_beats, count=comp_w, stride=cmd.skip_pixel_words << 3,
-                                   fill=wt_words - skip_beats, outer_count=comp_h, outer_stride=skip_row << 3)):
-                        m.next = "INPUT_OR_WEIGHTS"
-            with m.State("INPUT_OR_WEIGHTS"):
-                with m.If(o_tile == 0):
-                    m.next = "FIRST_TAP"
-                with m.Else():
-                    m.next = "WEIGHTS"
             with m.State("FIRST_TAP"):
                 # the first pass's weight rows, which the core takes before the input tile it trails
                 with m.If(read(tile_wt_addr, chunk_words)):
@@ -353,7 +347,7 @@ class CommandUnit(wiring.Component):
                     m.next = "TILE_DONE"
             with m.State("TILE_DONE"):
                 with m.If(last_in_tile):
-                    m.next = "NEXT_TILE"
+                    skip_or_next()
                 with m.Else():
                     m.d.sync += [t_tile.eq(t_tile + 1), in_base.eq(in_base + (in_words << 3)),
                                  tile_wt_addr.eq(tile_wt_addr + (one_tile << 3)),
@@ -361,6 +355,12 @@ class CommandUnit(wiring.Component):
                     m.next = "FIRST_TAP"
             with m.State("WEIGHTS"):
                 with m.If(read(wt_rest, t_chunk)):
+                    skip_or_next()
+            with m.State("SKIP"):
+                # the tile's skip pixels, after its weights: the input read before them waited
+                # for the earlier commands (sync)
+                with m.If(read(skip_base, skip_beats, count=comp_w, stride=cmd.skip_pixel_words << 3,
+                               fill=wt_words - skip_beats, outer_count=comp_h, outer_stride=skip_row << 3)):
                     m.next = "NEXT_TILE"
             with m.State("NEXT_TILE"):
                 with m.If(last_tile):

@@ -22,8 +22,8 @@ class ConvCore(wiring.Component):
 
     ``start`` (a one-cycle pulse, ignored while ``busy``) begins a job with the layer in
     ``layer``, which must stay stable until ``done``. The job's words arrive on ``s_in``
-    (radix.stream_format: input map, then per output-channel tile its bias words, with
-    ``layer.add`` its skip pixels, and its weight rows; TLAST ignored) and its output words
+    (radix.stream_format: input map, then per output-channel tile its bias words, its weight
+    rows and, with ``layer.add``, its skip pixels; TLAST ignored) and its output words
     leave on ``m_out`` with ``last`` on the final word; ``done`` pulses once that word has been
     accepted and ``busy`` falls with it. ``saturated`` counts saturated outputs of the current
     or last job (docs/arithmetic.md §5).
@@ -32,8 +32,8 @@ class ConvCore(wiring.Component):
     lanes hold neighbouring pixels, docs/engine.md), double-buffered weight banks and double-buffered
     skip banks (block RAM) -> :class:`Sequencer` (pass loops, shadow-weight loads, pixel
     addresses with on-chip padding) -> :class:`SystolicArray` -> :class:`Accumulator` (two
-    banks, read-modify-write; a first pass adds bias and, with ``layer.add``, the aligned skip
-    pixel, docs/arithmetic.md §9) -> :class:`OutputUnit` (shift, ReLU, saturation, pooling,
+    banks, read-modify-write; a first pass adds bias and, with ``layer.add``, a last pass the
+    aligned skip pixel, docs/arithmetic.md §9) -> :class:`OutputUnit` (shift, ReLU, saturation, pooling,
     packing). The pixel metadata is delayed alongside the array so it meets the column sums at
     the accumulator. ``layer.in_unsigned``, ``layer.skip_unsigned`` and ``layer.out_unsigned``
     give the signedness of the input, skip and output tensors (docs/arithmetic.md §1, §12). The
@@ -131,6 +131,7 @@ class ConvCore(wiring.Component):
             accumulator.shifts.eq(loader.shifts[sequencer.acquire_bank]),
             accumulator.skip_shifts.eq(loader.skip_shifts[sequencer.acquire_bank]),
             loader.skip_release.eq(accumulator.skip_release),
+            sequencer.skip_ready.eq(loader.skip_ready),
             array.x_in.eq(sequencer.x),
             array.swap_in.eq(sequencer.swap),
             array.w_in.eq(sequencer.w_row),

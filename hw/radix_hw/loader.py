@@ -15,8 +15,8 @@ from .layout import LayerConfigLayout, input_address_bits, weight_address_bits
 
 
 # Where the loader goes after an input tile: back to the tile's weight rows, or, when the tap
-# before it was the first output tile's last (a 1x1 kernel), on to the next tile or to idle.
-RESUME = ("WEIGHTS", "WAIT_BANK", "IDLE")
+# before it was the first output tile's last (a 1x1 kernel), on to the tile's end.
+RESUME = ("WEIGHTS", "TILE_END")
 
 
 def weight_rows_bits(config: EngineConfig) -> int:
@@ -27,10 +27,10 @@ def weight_rows_bits(config: EngineConfig) -> int:
 class Loader(wiring.Component):
     """Consumes one job's input stream (radix.stream_format) and fills the on-chip buffers.
 
-    The parts arrive in the order of radix.stream_format: the first output tile's bias words
-    and skip pixels, then for each input tile the first output tile's weight rows of its first
-    tap, the input tile, and the rest of that tile's weight rows, then the other output tiles
-    whole.
+    The parts arrive in the order of radix.stream_format: the first output tile's bias words,
+    then for each input tile the first output tile's weight rows of its first tap, the input
+    tile, and the rest of that tile's weight rows, then the first output tile's skip pixels,
+    then the other output tiles whole.
 
     * An input tile: ``in_words`` words per pixel group, written to the input buffer at
       consecutive addresses (``t*IN_H*IN_W + y*IN_W + x``); ``in_tiles_done`` counts the
@@ -40,25 +40,26 @@ class Loader(wiring.Component):
       ``hw_valid`` rises a cycle later.
     * Per output-channel tile ``j``, into weight bank ``j % 2`` once that bank is free: the
       ``cols`` bias words (bias, data shift and skip shift shift into per-bank lane registers
-       ``bias``, ``shifts`` and ``skip_shifts``, lane 0 first); with ``layer.add``, the tile's
-       skip pixels, ``wt_words`` words per computed output pixel, written to skip bank
-       ``j % 2`` at ``bank*acc_depth + pixel`` (the accumulator address of the pixel) once that
-       skip bank is free; then the weight rows (per input tile, ``rows`` per tap ``(u, v)`` of
-       the ``KH x KW`` kernel in raster order), ``wt_words`` words each, written to
-       ``bank*wt_depth + row``. ``wt_avail[b]`` counts the rows written so far, so compute may
+       ``bias``, ``shifts`` and ``skip_shifts``, lane 0 first); then the weight rows (per input
+       tile, ``rows`` per tap ``(u, v)`` of the ``KH x KW`` kernel in raster order),
+       ``wt_words`` words each, written to ``bank*wt_depth + row``; then, with ``layer.add``,
+       the tile's skip pixels, ``wt_words`` words per computed output pixel, written to skip
+       bank ``j % 2`` at ``bank*acc_depth + pixel`` (the accumulator address of the pixel) once
+       that skip bank is free. ``wt_avail[b]`` counts the rows written so far, so compute may
        start on a bank before it is complete; ``wt_release`` (one bit per bank) returns a bank,
-       clearing its count. Since the skip pixels precede the weight rows, a tile's skip data is
-       complete before its first pass can start; since input tile ``t`` precedes the first
-       output tile's weight rows of ``t`` but the first tap's, so is every input tile a pass
-       reads but the first pass on it, which waits for each input row.
+       clearing its count. ``skip_ready[b]`` rises when the tile's skip pixels are all in and
+       falls with the bank's ``wt_release``, which the sequencer pulses as it takes the tile's
+       last pass, the only one that reads skip data: that pass waits for it. Since input tile
+       ``t`` precedes the first output tile's weight rows of ``t`` but the first tap's, every
+       input tile a pass reads is complete but for the first pass on it, which waits for each
+       input row.
 
     A skip bank is free at ``start`` and again once ``skip_release`` pulses for it: the
     accumulator pulses it when the tile that used the bank has its last pixel written, so its
-    first pass, the only one that reads skip data, is over. The pulse is remembered, so a
-    release that comes while the loader is still busy with the other bank is not lost. The
-    loader waits for it only after the weight bank was freed, i.e. once that tile's last pass
-    has started, so the wait is at most one pass plus the array latency, whatever the output
-    stream does.
+    last pass is over. The pulse is remembered, so a release that comes while the loader is
+    still busy with the other bank is not lost. The loader waits for it only after the weight
+    bank was freed, i.e. once that tile's last pass has started, so the wait is at most one
+    pass plus the array latency, whatever the output stream does.
 
     ``s_in`` is ready only while a word can be stored: never before ``start``, while waiting
     for a bank, or after the job's last word. TLAST is ignored. ``start`` is honoured only
@@ -90,6 +91,7 @@ class Loader(wiring.Component):
             "shifts": Out(data.ArrayLayout(cols * SHIFT_BITS, 2)),
             "skip_shifts": Out(data.ArrayLayout(cols * SHIFT_BITS, 2)),
             "skip_release": In(2),
+            "skip_ready": Out(2),
         })
 
     def elaborate(self, platform):
@@ -141,6 +143,9 @@ class Loader(wiring.Component):
         # Per-job sizes registered at start and "last tile" flags kept with ch and co, so the
         # stream parsing compares counters with registers instead of sums of layer fields.
         in_w_last, in_h_last = Signal(16, name="in_w_last"), Signal(16, name="in_h_last")
+        # "x is the input row's last pixel", "y is the input tile's last row", kept with x and y
+        # (which leave INPUT at 0) so the input's counting compares no counters
+        in_x_last, in_y_last = Signal(name="in_x_last"), Signal(name="in_y_last")
         skip_w_last, skip_h_last = Signal(16, name="skip_w_last"), Signal(16, name="skip_h_last")
         kh_last, kw_last = Signal(KERNEL_BITS, name="kh_last"), Signal(KERNEL_BITS, name="kw_last")
         last_tap = Signal(name="last_tap")  # (u, v) == (kh_last, kw_last), kept with u and v
@@ -165,7 +170,7 @@ class Loader(wiring.Component):
 
         for b in range(2):
             with m.If(self.wt_release[b]):
-                m.d.sync += [self.wt_avail[b].eq(0), free[b].eq(1)]
+                m.d.sync += [self.wt_avail[b].eq(0), free[b].eq(1), self.skip_ready[b].eq(0)]
             with m.If(self.skip_release[b]):
                 m.d.sync += skip_free[b].eq(1)
 
@@ -177,14 +182,20 @@ class Loader(wiring.Component):
             with m.Else():
                 m.next = state
 
-        def after_header():
-            m.d.sync += input_due.eq(first_cotile)
-            m.next = "WEIGHTS"
+        def end_tile():
+            """The tile's last part is in: the next tile goes to the other bank, or the job ends."""
+            m.d.sync += [co.eq(co + cols), bank.eq(~bank), first_cotile.eq(0),
+                         last_cotile.eq(co + 2 * cols >= layer.out_ch)]
+            with m.If(last_cotile):
+                m.next = "IDLE"
+            with m.Else():
+                m.next = "WAIT_BANK"
 
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [in_w_last.eq(layer.in_w - 1), in_h_last.eq(layer.in_h - 1),
+                                 in_x_last.eq(layer.in_w == 1), in_y_last.eq(layer.in_h == 1),
                                  skip_w_last.eq(computed_size(layer.out_w, layer.pool) - 1),
                                  skip_h_last.eq(computed_size(layer.out_h, layer.pool) - 1),
                                  kh_last.eq(layer.kernel_h - 1), kw_last.eq(layer.kernel_w - 1),
@@ -192,6 +203,7 @@ class Loader(wiring.Component):
                     m.d.sync += [x.eq(0), y.eq(0), ch.eq(0), co.eq(0), in_addr.eq(0), first_cotile.eq(1),
                                  self.in_tiles_done.eq(0), self.in_rows_done.eq(0), hw_set.eq(0),
                                  word_index.eq(0), bank.eq(0), free.eq(0b11), skip_free.eq(0b11),
+                                 self.skip_ready.eq(0),
                                  self.wt_avail[0].eq(0), self.wt_avail[1].eq(0)]
                     m.next = "WAIT_BANK"
 
@@ -201,11 +213,12 @@ class Loader(wiring.Component):
                     next_word(cfg.in_words)
                     with m.If(group_done(cfg.in_words)):
                         m.d.comb += self.in_wr.en.eq(1)
-                        m.d.sync += [in_addr.eq(in_addr + 1), x.eq(x + 1)]
-                        with m.If(x == in_w_last):
-                            m.d.sync += [x.eq(0), y.eq(y + 1), self.in_rows_done.eq(self.in_rows_done + 1)]
-                            with m.If(y == in_h_last):
-                                m.d.sync += [y.eq(0), self.in_rows_done.eq(0),
+                        m.d.sync += [in_addr.eq(in_addr + 1), x.eq(x + 1), in_x_last.eq(x + 1 == in_w_last)]
+                        with m.If(in_x_last):
+                            m.d.sync += [x.eq(0), y.eq(y + 1), self.in_rows_done.eq(self.in_rows_done + 1),
+                                         in_x_last.eq(in_w_last == 0), in_y_last.eq(y + 1 == in_h_last)]
+                            with m.If(in_y_last):
+                                m.d.sync += [y.eq(0), self.in_rows_done.eq(0), in_y_last.eq(in_h_last == 0),
                                              self.in_tiles_done.eq(self.in_tiles_done + 1)]
                                 with m.If(~hw_set):
                                     m.d.sync += [self.hw.eq(in_addr + 1), hw_set.eq(1)]
@@ -236,11 +249,8 @@ class Loader(wiring.Component):
                     with m.If(lane_count == cols - 1):
                         m.d.sync += [r.eq(0), u.eq(0), v.eq(0), ch.eq(0), x.eq(0), y.eq(0),
                                      last_ch_tile.eq(rows >= layer.in_ch), last_tap.eq(one_tap),
-                                     skip_addr.eq(Mux(bank, cfg.acc_depth, 0))]
-                        with m.If(layer.add):
-                            m.next = "SKIP"
-                        with m.Else():
-                            after_header()
+                                     skip_addr.eq(Mux(bank, cfg.acc_depth, 0)), input_due.eq(first_cotile)]
+                        m.next = "WEIGHTS"
 
             with m.State("SKIP"):
                 # Held off until the tile that last used this skip bank has been accumulated.
@@ -253,8 +263,9 @@ class Loader(wiring.Component):
                         with m.If(last_skip_x):
                             m.d.sync += [x.eq(0), y.eq(y + 1)]
                             with m.If(last_skip_y):
-                                m.d.sync += [y.eq(0), skip_free.bit_select(bank, 1).eq(0)]
-                                after_header()
+                                m.d.sync += [y.eq(0), skip_free.bit_select(bank, 1).eq(0),
+                                             self.skip_ready.bit_select(bank, 1).eq(1)]
+                                end_tile()
 
             with m.State("WEIGHTS"):
                 m.d.comb += self.s_in.ready.eq(1)
@@ -275,17 +286,20 @@ class Loader(wiring.Component):
                                 m.d.sync += [u.eq(0), last_tap.eq(one_tap), ch.eq(ch + rows),
                                              last_ch_tile.eq(ch + 2 * rows >= layer.in_ch)]
                                 with m.If(last_ch_tile):
-                                    m.d.sync += [ch.eq(0), co.eq(co + cols), bank.eq(~bank),
-                                                 first_cotile.eq(0),
-                                                 last_cotile.eq(co + 2 * cols >= layer.out_ch)]
-                                    with m.If(last_cotile):
-                                        goto("IDLE")
-                                    with m.Else():
-                                        goto("WAIT_BANK")
+                                    m.d.sync += ch.eq(0)
+                                    goto("TILE_END")
                                 with m.Else():
                                     goto("WEIGHTS")
                                     # the next input tile follows its first tap (after goto: wins)
                                     m.d.sync += input_due.eq(first_cotile)
                             with m.Else():
                                 goto("WEIGHTS")
+
+            with m.State("TILE_END"):
+                # the tile's weight rows are in (a state of its own keeps the choice below off
+                # the weight rows' counting logic)
+                with m.If(layer.add):
+                    m.next = "SKIP"
+                with m.Else():
+                    end_tile()
         return m

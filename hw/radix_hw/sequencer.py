@@ -5,7 +5,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 
-from radix.engine_spec import KERNEL_BITS, EngineConfig
+from radix.engine_spec import ACC_RMW_CYCLES, KERNEL_BITS, EngineConfig
 
 from .helpers import computed_size, small_product
 from .input_buffer import lane_offset_bits
@@ -42,15 +42,16 @@ class Sequencer(wiring.Component):
       first pixel was issued, when that pass's swap wave has passed every PE;
     * the **pixel issuer** takes the descriptor as its running pass issues its last pixel,
       once a tile's first pass finds its accumulator bank free (``acc_full``; then it pulses
-      ``acquire``) and at least 3 cycles after the previous pass began (accumulator
-      read-modify-write distance). Taking a tile's last pass releases its weight bank (a cycle
+      ``acquire``), a tile's last pass in a job with ``layer.add`` finds the tile's skip pixels
+      in (``skip_ready``), and at least ``ACC_RMW_CYCLES`` cycles after the previous pass
+      began (accumulator read-modify-write distance). Taking a tile's last pass releases its weight bank (a cycle
       later). A pixel whose input row the loader has not yet written (``in_tiles_done``,
       ``in_rows_done``: only the first pass on an input tile gets there, its weight rows
       precede the tile) waits: the slot goes out as a bubble (``meta.valid`` clear).
 
     With data ready, passes follow each other without gaps and last ``max(P, 2*rows + cols - 1,
-    3)`` cycles (``P`` output pixels): ``rows + cols - 2`` cycles of swap wave, ``rows`` shifts
-    and the descriptor hand-over; this needs ``X_LATENCY == W_LATENCY``. The job's last pass, if
+    ACC_RMW_CYCLES)`` cycles (``P`` output pixels): ``rows + cols - 2`` cycles of swap wave,
+    ``rows`` shifts and the descriptor hand-over; this needs ``X_LATENCY == W_LATENCY``. The job's last pass, if
     it is not its tile's first and the tile writes two or more words per pixel, issues every
     other cycle, leaving the accumulator's read port to the output unit, which drains the
     tile's finished pixels meanwhile. Each issue cycle reads
@@ -61,7 +62,7 @@ class Sequencer(wiring.Component):
 
     X_LATENCY = 2
     W_LATENCY = 2
-    MIN_PASS = 3
+    MIN_PASS = ACC_RMW_CYCLES
 
     def __init__(self, *, config: EngineConfig):
         if not isinstance(config, EngineConfig):
@@ -85,6 +86,7 @@ class Sequencer(wiring.Component):
             "lane_unused": In(rows),
             "in_base": In(KERNEL_BITS),
             "acc_full": In(2),
+            "skip_ready": In(2),
             "acquire": Out(1),
             "acquire_bank": Out(1),
             "x": Out(rows * width),
@@ -269,8 +271,9 @@ class Sequencer(wiring.Component):
         waiting, yielding = Signal(), Signal()
         stall = active & (waiting | yielding)
         bank_free = ~self.acc_full.bit_select(d_bank, 1)
+        skip_in = self.skip_ready.bit_select(d_bank, 1)
         take = (d_valid & (~active | (last_pixel & ~stall)) & (since >= self.MIN_PASS - 1)
-                & (~d_first | bank_free))
+                & (~d_first | bank_free) & (~d_last | ~layer.add | skip_in))
 
         # The descriptor's bank, a register: it selects the biases to acquire without waiting
         # for ``take`` (``acquire_bank`` matters only while ``acquire`` is set).

@@ -295,9 +295,6 @@ def _run_job(bus: _Bus, f: dict, cfg: EngineConfig) -> int:
     for o in range(t_out):
         tile = wt + o * block
         parts.append(tile + np.arange(cfg.cols))
-        if f["add"]:
-            word = o * cfg.wt_words + np.arange(cfg.wt_words)
-            parts.append(np.where(word < f["skip_pixel_words"], skip_start + word, -1).reshape(-1))
         if o == 0:
             first_tap = stream_format.first_tap_words(cfg)
             for t in range(t_in):
@@ -307,6 +304,9 @@ def _run_job(bus: _Bus, f: dict, cfg: EngineConfig) -> int:
                 parts.append(weights[first_tap:])
         else:
             parts.append(tile + cfg.cols + np.arange(t_in * tile_weights))
+        if f["add"]:
+            word = o * cfg.wt_words + np.arange(cfg.wt_words)
+            parts.append(np.where(word < f["skip_pixel_words"], skip_start + word, -1).reshape(-1))
     source = np.concatenate(parts)
     stream = np.zeros(source.size, dtype=np.uint64)
     stream[source >= 0] = bus.read(source[source >= 0])

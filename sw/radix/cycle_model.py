@@ -2,14 +2,15 @@
 
 **One job on the core** (:func:`core_cycles`) is replayed event by event from its stream
 (radix.stream_format, docs/engine.md): the words arrive one a cycle in stream order (the first
-output tile's bias words and skip pixels, then per input tile the first tap's weight rows, the
-input tile and the rest of the tile's weight rows; every later output tile whole), except that
-tile ``o``'s words wait for its weight bank (free once tile ``o - 2``'s last pass began) and its
-skip pixels for its skip bank (free once that pass ended). A pass starts when the running pass
-ends, its weight rows are in and shifted into the array (``rows + 1`` cycles, no sooner than
-``rows + cols - 2`` cycles after the running pass began), and, for a tile's first pass, its
-accumulator bank is drained; its pixels issue one a cycle, and the next pass starts no sooner
-than ``min_pass`` cycles after it. The first pass on an input tile of the first output tile
+output tile's bias words, then per input tile the first tap's weight rows, the input tile and
+the rest of the tile's weight rows, then its skip pixels; every later output tile whole),
+except that tile ``o``'s words wait for its weight bank (free once tile ``o - 2``'s last pass
+began) and its skip pixels for its skip bank (free once that pass ended). A pass starts when
+the running pass ends, its weight rows are in and shifted into the array (``rows + 1`` cycles,
+no sooner than ``rows + cols - 2`` cycles after the running pass began), for a tile's first
+pass its accumulator bank is drained, and for a tile's last pass with ``add`` its skip pixels
+are in; its pixels issue one a cycle, and the next pass starts no sooner than ``min_pass``
+cycles after it. The first pass on an input tile of the first output tile
 trails the tile as it streams in: its last output row issues once the input row that row's
 first tap reads is in. The job's last pass issues every other cycle when it is not its tile's
 first and the tile writes two or more words a pixel. A tile drains one cycle per computed pixel
@@ -23,8 +24,7 @@ or a slow one), else once the last pixel is.
 list's start (command fetch, checks, the first reads) before the first job's core starts; each
 job's end, from its last output word through its last write burst (whose beats follow the
 burst's address across the memory's latency) to the responses, the stats word and the next
-job's start; a synced job with ``add`` waiting for the earlier writes before its skip pixels are
-read; the last stats word's response before DONE. These constants were measured on the
+job's start; the last stats word's response before DONE. These constants were measured on the
 Verilated RTL behind the simulation's memory model (``radix_sim.bus_build``: every request
 delayed ``MEMORY_LATENCY`` cycles, no pauses) with one-layer programs (``bench/performance.py``)
 and ResNet-8 (``bench/resnet8_performance.py``); ``tests/test_sim_network.py`` holds the model
@@ -41,12 +41,13 @@ from .stream_format import first_tap_words, input_tile_words, tiles, tile_out_wo
 # Measured list costs (module docstring), in cycles.
 LIST_START = 185
 JOB_END = 46
-SYNCED_SKIP = 16
 LIST_DONE = 42
 # Cycles a pixel's issue takes to reach its accumulator write, beyond rows + cols.
 ARRAY_PIPELINE = 8
 # The registered wait of the first pass on an input row.
 ROW_WAIT = 2
+# From a tile's last skip word to its last pass's first pixel (the loader's flag, then the take).
+SKIP_WAIT = 2
 
 
 def core_cycles(config: EngineConfig, job: dict) -> int:
@@ -77,10 +78,6 @@ def core_cycles(config: EngineConfig, job: dict) -> int:
         if o >= 2:
             stream = max(stream, last_started[o - 2] + 1)
         stream += cols
-        if skip:
-            if o >= 2:
-                stream = max(stream, last_ended[o - 2])
-            stream += skip
         passes = []  # (weight rows in, end of the input rows the pass trails or None)
         for _ in range(t_in):
             stream += chunk
@@ -92,6 +89,13 @@ def core_cycles(config: EngineConfig, job: dict) -> int:
             for _ in range(taps - 1):
                 stream += chunk
                 passes.append((stream, None))
+        stream += 1  # the loader's cycle at the tile's end
+        skip_in = 0
+        if skip:
+            if o >= 2:
+                stream = max(stream, last_ended[o - 2])
+            stream += skip
+            skip_in = stream + SKIP_WAIT
         words = tile_out_words(job["out_ch"], o, config)
         # the job's last pass issues every other cycle when it reads the accumulator and its
         # tile writes two or more words a pixel
@@ -100,6 +104,8 @@ def core_cycles(config: EngineConfig, job: dict) -> int:
             start = max(ended, rows_in + rows + 1, started + rows + cols - 2 + rows + 1)
             if index == 0 and o >= 2:
                 start = max(start, drained[o - 2])
+            if index == len(passes) - 1:
+                start = max(start, skip_in)
             issued = start + pixels * (2 if slow and index == len(passes) - 1 else 1)  # its last pixel
             if trailed is not None:
                 issued = max(issued, trailed + comp_w + ROW_WAIT)
@@ -142,8 +148,6 @@ class ListClock:
         """Account one job (its command fields by name); the cycle of its stats word."""
         if self.jobs == 0:
             self.cycles += LIST_START
-        elif fields["sync"] and fields["add"]:
-            self.cycles += SYNCED_SKIP
         self.cycles += core_cycles(self.config, fields) + JOB_END + last_burst_beats(self.config, fields)
         self.jobs += 1
         return self.cycles

@@ -56,6 +56,11 @@ def max_reduction(*, add: bool = False, unsigned_in: bool = False) -> int:
     return (1 << (ACC_HEADROOM_BITS - int(unsigned_in) - int(add))) - 1
 
 
+# Cycles between two passes' reads of one accumulator word: the accumulator writes a pixel
+# three cycles after reading it (radix_hw.accumulator), and the next pass reads it after that.
+ACC_RMW_CYCLES = 4
+
+
 class EngineConfigError(InputError):
     """An engine build parameter is out of range."""
 
@@ -142,8 +147,9 @@ class EngineConfig:
     @property
     def min_pass(self) -> int:
         """Shortest pass in cycles: the shadow weights of the next pass load behind the swap wave,
-        and the accumulator's read-modify-write needs 3 cycles between passes (a 1x1 array)."""
-        return max(3, 2 * self.rows + self.cols - 1)
+        and the accumulator's read-modify-write needs ``ACC_RMW_CYCLES`` between passes (a
+        1x1 array)."""
+        return max(ACC_RMW_CYCLES, 2 * self.rows + self.cols - 1)
 
     @property
     def lanes_per_word(self) -> int:

@@ -5,22 +5,24 @@ of two kinds of parts:
 
 * the *input tiles*: for each input-channel tile ``t`` (``rows`` channels, the last one
   zero-filled), for each pixel in raster order, one *pixel group* of ``rows`` lanes;
-* for each output-channel tile (``cols`` channels): ``cols`` *bias words*; then, for a job with
-  a residual add (FLAGS.ADD), the tile's *skip pixels*: for each computed output pixel (before
-  pooling; with pooling the even-cropped map, docs/arithmetic.md §6) in raster order, one group
-  of ``cols`` lanes (skip ``b[co, i, j]`` in lane ``co - tile*cols``); then the *weight rows*:
-  for each input-channel tile ``t``, for each kernel tap ``(u, v)`` of the ``KH x KW`` kernel in
-  raster order (``v`` fastest), for each
-  array row ``r``, one row of ``cols`` lanes (weight ``w[co, t*rows + r, u, v]`` in lane
-  ``co - tile*cols``; lanes beyond the layer's channels are zero).
+* for each output-channel tile (``cols`` channels): ``cols`` *bias words*; then the *weight
+  rows*: for each input-channel tile ``t``, for each kernel tap ``(u, v)`` of the ``KH x KW``
+  kernel in raster order (``v`` fastest), for each array row ``r``, one row of ``cols`` lanes
+  (weight ``w[co, t*rows + r, u, v]`` in lane ``co - tile*cols``; lanes beyond the layer's
+  channels are zero); then, for a job with a residual add (FLAGS.ADD), the tile's *skip
+  pixels*: for each computed output pixel (before pooling; with pooling the even-cropped map,
+  docs/arithmetic.md §6) in raster order, one group of ``cols`` lanes (skip ``b[co, i, j]`` in
+  lane ``co - tile*cols``).
 
-They are sent in this order: the first output tile's bias words and skip pixels; then, for
-each input-channel tile ``t``, the first output tile's weight rows of ``t``'s first tap
-(:func:`first_tap_words`), input tile ``t``, and the rest of that tile's weight rows of ``t``;
-then the other output tiles whole, in order. Interleaving the first output tile with the input
-lets its passes on input tile ``t`` run while input tile ``t + 1`` still streams in, and its
-first pass on ``t`` trail input tile ``t`` as it streams in (docs/engine.md): only the first
-pass's weight rows precede it (:func:`job_words`, :func:`split_job_words`).
+They are sent in this order: the first output tile's bias words; then, for each input-channel
+tile ``t``, the first output tile's weight rows of ``t``'s first tap (:func:`first_tap_words`),
+input tile ``t``, and the rest of that tile's weight rows of ``t``; then the first output
+tile's skip pixels; then the other output tiles whole, in order. Interleaving the first output
+tile with the input lets its passes on input tile ``t`` run while input tile ``t + 1`` still
+streams in, and its first pass on ``t`` trail input tile ``t`` as it streams in
+(docs/engine.md): only the first pass's weight rows precede it (:func:`job_words`,
+:func:`split_job_words`). The skip pixels come last because only a tile's last pass adds them:
+they stream while its earlier passes run.
 
 The output stream carries, for each output-channel tile, for each output pixel (after pooling)
 in raster order, one group of ``cols`` lanes, of which only the words that hold the layer's
@@ -120,8 +122,8 @@ def skip_words(skip, tile: int, config: EngineConfig) -> np.ndarray:
 
 
 def cotile_words(weights, bias, shift, tile: int, config: EngineConfig, *, skip=None, skip_shift=None) -> np.ndarray:
-    """Stream words of output-channel tile ``tile``: bias words, skip pixels (with ``skip``, the
-    ``(C_out, h, w)`` computed-size skip map, and its per-channel ``skip_shift``), weight rows."""
+    """Stream words of output-channel tile ``tile``: bias words, weight rows, skip pixels (with
+    ``skip``, the ``(C_out, h, w)`` computed-size skip map, and its per-channel ``skip_shift``)."""
     weights = np.asarray(weights, dtype=np.int64)
     c_out, c_in, kh, kw = weights.shape
     n_in_tiles = tiles(c_in, config.rows)
@@ -132,19 +134,11 @@ def cotile_words(weights, bias, shift, tile: int, config: EngineConfig, *, skip=
     per_channel = (c_out,)
     b = _tile_lanes(np.broadcast_to(np.asarray(bias, dtype=np.int64), per_channel), tile, config.cols)
     s = _tile_lanes(np.broadcast_to(np.asarray(shift, dtype=np.int64), per_channel), tile, config.cols)
-    parts = []
+    weight_rows = pack_lanes(rows.reshape(-1, config.cols), width=config.width)
     if skip is None:
-        parts.append(bias_words(b, s))
-    else:
-        t = _tile_lanes(np.broadcast_to(np.asarray(skip_shift, dtype=np.int64), per_channel), tile, config.cols)
-        parts += [bias_words(b, s, t), skip_words(skip, tile, config)]
-    parts.append(pack_lanes(rows.reshape(-1, config.cols), width=config.width))
-    return np.concatenate(parts)
-
-
-def cotile_header_words(config: EngineConfig, *, skip_pixels: int = 0) -> int:
-    """Words of one output-channel tile before its weight rows: bias words, ``skip_pixels`` skip groups."""
-    return config.cols + skip_pixels * config.wt_words
+        return np.concatenate([bias_words(b, s), weight_rows])
+    t = _tile_lanes(np.broadcast_to(np.asarray(skip_shift, dtype=np.int64), per_channel), tile, config.cols)
+    return np.concatenate([bias_words(b, s, t), weight_rows, skip_words(skip, tile, config)])
 
 
 def tile_weight_words(kernel, config: EngineConfig) -> int:
@@ -155,9 +149,8 @@ def tile_weight_words(kernel, config: EngineConfig) -> int:
 
 
 def cotile_word_count(c_in: int, kernel, config: EngineConfig, *, skip_pixels: int = 0) -> int:
-    """Words of one output-channel tile: bias words, ``skip_pixels`` skip groups, weight rows."""
-    return (cotile_header_words(config, skip_pixels=skip_pixels)
-            + tiles(c_in, config.rows) * tile_weight_words(kernel, config))
+    """Words of one output-channel tile: bias words, weight rows, ``skip_pixels`` skip groups."""
+    return config.cols + tiles(c_in, config.rows) * tile_weight_words(kernel, config) + skip_pixels * config.wt_words
 
 
 def input_tile_words(height: int, width_px: int, config: EngineConfig) -> int:
@@ -177,12 +170,12 @@ def job_words(x, weights, bias, shift, config: EngineConfig, *, skip=None, skip_
     cotiles = [cotile_words(weights, bias, shift, t, config, skip=skip, skip_shift=skip_shift)
                for t in range(tiles(c_out, config.cols))]
     weight_part = tiles(c_in, config.rows) * tile_weight_words(np.asarray(weights).shape[2:], config)
-    header, first_weights = np.split(cotiles[0], [cotiles[0].size - weight_part])
+    bias, first_weights, skip_part = np.split(cotiles[0], [config.cols, config.cols + weight_part])
     first_tap = first_tap_words(config)
-    parts = [header]
+    parts = [bias]
     for tile, tile_weights in zip(inputs, first_weights.reshape(len(inputs), -1)):
         parts += [tile_weights[:first_tap], tile, tile_weights[first_tap:]]
-    return np.concatenate(parts + cotiles[1:])
+    return np.concatenate(parts + [skip_part] + cotiles[1:])
 
 
 def first_tap_words(config: EngineConfig) -> int:
@@ -199,16 +192,18 @@ def split_job_words(words, *, c_in: int, height: int, width_px: int, kernel, c_o
     n_in = tiles(c_in, config.rows)
     in_tile = input_tile_words(height, width_px, config)
     tile_weights = tile_weight_words(kernel, config)
-    header = cotile_header_words(config, skip_pixels=skip_pixels)
     cotile = cotile_word_count(c_in, kernel, config, skip_pixels=skip_pixels)
     expected = n_in * in_tile + tiles(c_out, config.cols) * cotile
     if words.size != expected:
         raise ValueError(f"{words.size} words, but a job of this layer streams {expected}")
-    interleaved = words[header : header + n_in * (in_tile + tile_weights)].reshape(n_in, in_tile + tile_weights)
+    bias = config.cols
+    interleaved_end = bias + n_in * (in_tile + tile_weights)
+    interleaved = words[bias:interleaved_end].reshape(n_in, in_tile + tile_weights)
     first_tap = first_tap_words(config)
     weights = np.concatenate([interleaved[:, :first_tap], interleaved[:, first_tap + in_tile:]], axis=1)
-    first = np.concatenate([words[:header], weights.reshape(-1)])
-    rest = words[header + n_in * (in_tile + tile_weights):].reshape(-1, cotile)
+    skip_end = interleaved_end + skip_pixels * config.wt_words
+    first = np.concatenate([words[:bias], weights.reshape(-1), words[interleaved_end:skip_end]])
+    rest = words[skip_end:].reshape(-1, cotile)
     return interleaved[:, first_tap:first_tap + in_tile].reshape(-1), [first, *rest]
 
 
@@ -240,10 +235,9 @@ def decode_cotile_words(words, c_in: int, kernel, config: EngineConfig, *, skip_
     words = np.asarray(words, dtype=np.uint64)
     n_tiles = tiles(c_in, config.rows)
     bias, shift, skip_shift = decode_bias_words(words[: config.cols])
-    skip_end = config.cols + skip_pixels * config.wt_words
-    skip = unpack_lanes(words[config.cols : skip_end], lanes=config.cols, width=config.width,
-                        unsigned=skip_unsigned).T
-    rows = unpack_lanes(words[skip_end:], lanes=config.cols, width=config.width)
+    skip_start = words.size - skip_pixels * config.wt_words
+    skip = unpack_lanes(words[skip_start:], lanes=config.cols, width=config.width, unsigned=skip_unsigned).T
+    rows = unpack_lanes(words[config.cols : skip_start], lanes=config.cols, width=config.width)
     kh, kw = pair(kernel, "kernel")
     w = rows.reshape(n_tiles, kh, kw, config.rows, config.cols).transpose(4, 0, 3, 1, 2)
     weights = w.reshape(config.cols, n_tiles * config.rows, kh, kw)[:, :c_in]
