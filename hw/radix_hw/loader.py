@@ -34,10 +34,10 @@ class Loader(wiring.Component):
 
     * An input tile: ``in_words`` words per pixel group, written to the input buffer at
       consecutive addresses (``t*IN_H*IN_W + y*IN_W + x``); ``in_tiles_done`` counts the
-      input tiles written since ``start`` and ``in_rows_done`` the rows of the next one (the
-      sequencer's first pass on a tile trails them). ``hw`` is set
-      to ``IN_H*IN_W`` once the first input-channel tile is in (no multiplier needed), and
-      ``hw_valid`` rises a cycle later.
+      input tiles written since ``start`` and ``in_rows_done`` the rows of the next one, a
+      cycle after their last writes (the sequencer's first pass on a tile trails them). ``hw``
+      is set to ``IN_H*IN_W`` as the first input-channel tile is counted (no multiplier
+      needed), and ``hw_valid`` rises a cycle later.
     * Per output-channel tile ``j``, into weight bank ``j % 2`` once that bank is free: the
       ``cols`` bias words (bias, data shift and skip shift shift into per-bank lane registers
        ``bias``, ``shifts`` and ``skip_shifts``, lane 0 first); then the weight rows (per input
@@ -140,6 +140,18 @@ class Loader(wiring.Component):
         resume = Signal(range(len(RESUME)))
         hw_set = Signal()  # the first input tile is in (``hw`` holds IN_H*IN_W)
         m.d.sync += self.hw_valid.eq(hw_set)
+        # An input row / tile has been written (pulses): the counts the sequencer reads follow a
+        # cycle later, off the stream's handshake logic (a late count only makes a pass wait).
+        # ``in_addr`` then holds IN_H*IN_W after the first tile: the next input word is at
+        # least a tap of weight rows away.
+        row_written, tile_written = Signal(), Signal()
+        m.d.sync += [row_written.eq(0), tile_written.eq(0)]
+        with m.If(tile_written):
+            m.d.sync += [self.in_rows_done.eq(0), self.in_tiles_done.eq(self.in_tiles_done + 1)]
+            with m.If(~hw_set):
+                m.d.sync += [self.hw.eq(in_addr), hw_set.eq(1)]
+        with m.Elif(row_written):
+            m.d.sync += self.in_rows_done.eq(self.in_rows_done + 1)
         # Per-job sizes registered at start and "last tile" flags kept with ch and co, so the
         # stream parsing compares counters with registers instead of sums of layer fields.
         in_w_last, in_h_last = Signal(16, name="in_w_last"), Signal(16, name="in_h_last")
@@ -215,13 +227,10 @@ class Loader(wiring.Component):
                         m.d.comb += self.in_wr.en.eq(1)
                         m.d.sync += [in_addr.eq(in_addr + 1), x.eq(x + 1), in_x_last.eq(x + 1 == in_w_last)]
                         with m.If(in_x_last):
-                            m.d.sync += [x.eq(0), y.eq(y + 1), self.in_rows_done.eq(self.in_rows_done + 1),
+                            m.d.sync += [x.eq(0), y.eq(y + 1), row_written.eq(1),
                                          in_x_last.eq(in_w_last == 0), in_y_last.eq(y + 1 == in_h_last)]
                             with m.If(in_y_last):
-                                m.d.sync += [y.eq(0), self.in_rows_done.eq(0), in_y_last.eq(in_h_last == 0),
-                                             self.in_tiles_done.eq(self.in_tiles_done + 1)]
-                                with m.If(~hw_set):
-                                    m.d.sync += [self.hw.eq(in_addr + 1), hw_set.eq(1)]
+                                m.d.sync += [y.eq(0), in_y_last.eq(in_h_last == 0), tile_written.eq(1)]
                                 with m.Switch(resume):
                                     for index, state in enumerate(RESUME):
                                         with m.Case(index):
