@@ -180,6 +180,16 @@ class CommandUnit(wiring.Component):
         out_sum_lo = Signal(WIDE // 2 + 1)
         out_room = Signal(signed(17))  # out_pixel_words - out_word_offset: room for out_words
         checks = Signal(_Checks)  # the failed checks of the command, registered before the verdict
+        # the verdict from them, in the order of docs/engine.md, registered again: the issuer's
+        # state then selects a register, not the checks' reduction and priority
+        verdict = Signal(data.StructLayout({"failed": 1, "code": CODE_BITS, "addr": BUS_ADDR_BITS}))
+        first_failure = [(checks.opcode, "OPCODE"), (checks.limit.any(), "LIMIT"), (checks.band.any(), "BAND"),
+                         (checks.align, "ALIGN")]
+        code = Const(0, CODE_BITS)
+        for failed, name in reversed(first_failure):
+            code = Mux(failed, ERROR_CODE[name], code)
+        m.d.sync += [verdict.failed.eq(Cat(*(failed for failed, _ in first_failure)).any()), verdict.code.eq(code),
+                     verdict.addr.eq(Mux(checks.opcode | checks.limit.any() | checks.band.any(), 0, checks.unaligned))]
         fold_terms = Signal(self._fold_terms_layout())  # a folded job's sizes, registered in CHECK
         fold_checks = Signal(_FoldChecks)  # and its checks, registered in CHECK_WORDS
         synced = Signal()
@@ -295,17 +305,15 @@ class CommandUnit(wiring.Component):
                 self._check(m, cmd, checks, fold_checks, t_in=t_in, band_groups=band_groups, t_kk=t_kk, comp_px=comp_px,
                             rows_out=rows_out, comp_h=comp_h, comp_w=comp_w, out_words=out_words, out_room=out_room,
                             offsets=(in_off, out_off, Mux(cmd.add, skip_off, 0)))
-                m.next = "VERDICT"
+                m.next = "WEIGH"
+            with m.State("WEIGH"):
+                m.next = "VERDICT"  # the verdict's registers below take the checks in this cycle
             with m.State("VERDICT"):
-                # in the order of docs/engine.md; on success go on to HAND
-                with m.If(checks.opcode):
-                    fail("OPCODE")
-                with m.Elif(checks.limit.any()):
-                    fail("LIMIT")
-                with m.Elif(checks.band.any()):
-                    fail("BAND")
-                with m.Elif(checks.align):
-                    fail("ALIGN", checks.unaligned)
+                with m.If(verdict.failed):
+                    m.d.comb += self.error.eq(1)
+                    m.d.sync += [self.error_code.eq(verdict.code), self.error_index.eq(n),
+                                 self.error_addr.eq(verdict.addr)]
+                    m.next = "HALT"
                 with m.Else():
                     m.next = "HAND"
             with m.State("HAND"):
