@@ -76,9 +76,10 @@ class Accumulator(wiring.Component):
     The skip joins the tile's last pass rather than its first so that its pixels can stream
     in while the earlier passes run; the A-bit sum is the same integer in any order. A later
     pass may read a pixel ``ACC_RMW_CYCLES`` or more cycles after the earlier pass read it
-    (sequencer guarantee: the write is three cycles after the read). ``skip_release`` pulses for a bank when its tile's last pixel is written (the
-    bank becomes ``full``): the tile's last pass, the only one that reads skip data, is then
-    over, so the loader may refill that skip bank.
+    (sequencer guarantee: the write is three cycles after the read). ``skip_release`` pulses
+    for a bank when its tile's last pixel is written (the bank becomes ``full``): the tile's
+    last pass, the only one that reads skip data, is then over, so the loader may refill that
+    skip bank.
 
     With ``sum_pool`` (the layer's SUM_POOL, a summed job) the sums cycle forms each pixel's
     contribution (its sums; the bias too for the tile's first pixel, that of the first pass at

@@ -8,8 +8,9 @@ Two cooperating parts:
   (bias words, per input tile ``t`` its first tap's weight rows, the tile and the rest of its
   weight rows, skip pixels, the other tiles' bias words, weights and skip pixels).
   With ``sync`` it waits, before the first input read, until every earlier command is
-  complete (the skip reads come after it). It then goes on with command ``n + 1`` while the core still computes ``n``, so the
-  next command and its weights are read while the current job computes and drains.
+  complete (the skip reads come after it). It then goes on with command ``n + 1`` while the
+  core still computes ``n``, so the next command and its weights are read while the current
+  job computes and drains.
 * the **runner** starts the core on each handed-over job, gives the write master the job's
   output tiles, waits for the core's last word and the writes' responses, writes the stats word
   (with ``stats``) and counts the command complete.

@@ -33,8 +33,8 @@ class ConvCore(wiring.Component):
     skip banks (block RAM) -> :class:`Sequencer` (pass loops, shadow-weight loads, pixel
     addresses with on-chip padding) -> :class:`SystolicArray` -> :class:`Accumulator` (two
     banks, read-modify-write; a first pass adds bias and, with ``layer.add``, a last pass the
-    aligned skip pixel, docs/arithmetic.md §9) -> :class:`OutputUnit` (shift, ReLU, saturation, pooling,
-    packing). The pixel metadata is delayed alongside the array so it meets the column sums at
+    aligned skip pixel, docs/arithmetic.md §9) -> :class:`OutputUnit` (shift, ReLU, saturation,
+    pooling, packing). The pixel metadata is delayed alongside the array so it meets the column sums at
     the accumulator. ``layer.in_unsigned``, ``layer.skip_unsigned`` and ``layer.out_unsigned``
     give the signedness of the input, skip and output tensors (docs/arithmetic.md §1, §12). The
     skip buffer holds ``2 * acc_depth`` pixels of ``cols`` W-bit lanes, one bank per accumulator

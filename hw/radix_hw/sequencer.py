@@ -44,18 +44,18 @@ class Sequencer(wiring.Component):
       once a tile's first pass finds its accumulator bank free (``acc_full``; then it pulses
       ``acquire``), a tile's last pass in a job with ``layer.add`` finds the tile's skip pixels
       in (``skip_ready``), and at least ``ACC_RMW_CYCLES`` cycles after the previous pass
-      began (accumulator read-modify-write distance). Taking a tile's last pass releases its weight bank (a cycle
-      later). A pixel whose input row the loader has not yet written (``in_tiles_done``,
-      ``in_rows_done``: only the first pass on an input tile gets there, its weight rows
-      precede the tile) waits: the slot goes out as a bubble (``meta.valid`` clear).
+      began (accumulator read-modify-write distance). Taking a tile's last pass releases its
+      weight bank (a cycle later). A pixel whose input row the loader has not yet written
+      (``in_tiles_done``, ``in_rows_done``: only the first pass on an input tile gets there,
+      its weight rows precede the tile) waits: the slot goes out as a bubble (``meta.valid``
+      clear).
 
     With data ready, passes follow each other without gaps and last ``max(P, 2*rows + cols - 1,
     ACC_RMW_CYCLES)`` cycles (``P`` output pixels): ``rows + cols - 2`` cycles of swap wave,
-    ``rows`` shifts and the descriptor hand-over; this needs ``X_LATENCY == W_LATENCY``. The job's last pass, if
-    it is not its tile's first and the tile writes two or more words per pixel, issues every
-    other cycle, leaving the accumulator's read port to the output unit, which drains the
-    tile's finished pixels meanwhile. Each issue cycle reads
-    the input buffer; ``x``/``swap`` reach the array :attr:`X_LATENCY` cycles after the issue
+    ``rows`` shifts and the descriptor hand-over; this needs ``X_LATENCY == W_LATENCY``. The
+    job's last pass, if it is not its tile's first and the tile writes two or more words per
+    pixel, issues every other cycle, leaving the accumulator's read port to the output unit,
+    which drains the tile's finished pixels meanwhile. Each issue cycle reads the input buffer; ``x``/``swap`` reach the array :attr:`X_LATENCY` cycles after the issue
     cycle, while ``meta`` describes the slot in the issue cycle itself. ``start`` is honoured
     while idle.
     """
