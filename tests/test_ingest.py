@@ -130,14 +130,53 @@ def test_residual_network_graph_matches_torch():
     model = randomise_batchnorms(SmallResNet())
     graph = assert_float_graph_matches(model, (3, 12, 12))
     by_name = {layer.name: layer for layer in graph.layers}
-    # identity shortcut fused into the block's second conv, projection shortcut into the 1x1 conv
+    # the identity shortcut fused into the block's second conv; of the second conv and the 1x1
+    # projection, the add joins the conv (more multiply-accumulates), which then runs last
     assert by_name["blocks.0.conv2"].inputs == ["blocks.0.conv1", "stem.0"] and by_name["blocks.0.conv2"].relu
-    assert by_name["blocks.1.proj"].skip == "blocks.1.conv2" and by_name["blocks.1.proj"].relu
+    assert by_name["blocks.1.conv2"].skip == "blocks.1.proj" and by_name["blocks.1.conv2"].relu
+    assert not by_name["blocks.1.proj"].relu
+    names = [layer.name for layer in graph.layers]
+    assert names.index("blocks.1.proj") < names.index("blocks.1.conv2")
     # Keras 'same' padding of the stride-2 conv fused as (top, left, bottom, right)
     assert by_name["blocks.1.conv1"].padding == (0, 0, 1, 1)
     # global average pooling folded into the Linear
     assert graph.layers[-1].kind == "fc" and graph.layers[-1].modules == ["fc", "pool"]
     assert graph.layers[-1].in_shape == (16 * 6 * 6,)
+
+
+class TwoBranches(nn.Module):
+    """An add of two convolutions of one input, ``wide`` with ``3 * 3 * 8`` products per output,
+    ``narrow`` with ``8``."""
+
+    def __init__(self, *, narrow_first: bool):
+        super().__init__()
+        self.narrow_first = narrow_first
+        self.wide = nn.Conv2d(8, 4, 3, padding=1)
+        self.narrow = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        if self.narrow_first:
+            narrow = self.narrow(x)
+            return narrow + self.wide(x)
+        wide = self.wide(x)
+        return self.narrow(x) + wide
+
+
+@pytest.mark.parametrize("narrow_first", [False, True])
+def test_an_add_joins_the_layer_with_more_macs_whose_reduction_fits(narrow_first, monkeypatch):
+    from radix import golden
+
+    model = TwoBranches(narrow_first=narrow_first)
+    graph = assert_float_graph_matches(model, (8, 6, 6))
+    assert [layer.name for layer in graph.layers] == ["narrow", "wide"]
+    assert graph.layers[-1].skip == "narrow"
+    # with the add, the wide conv's 72 products per output exceed a limit of 50: the narrow one takes it
+    real = golden.max_reduction
+    monkeypatch.setattr(golden, "max_reduction", lambda *, add=False, unsigned_in=False: 50 if add else real(
+        add=add, unsigned_in=unsigned_in))
+    graph = assert_float_graph_matches(model, (8, 6, 6))
+    assert [layer.name for layer in graph.layers] == ["wide", "narrow"]
+    assert graph.layers[-1].skip == "wide"
 
 
 def test_layers_are_in_an_order_that_computes_every_input_first():

@@ -55,7 +55,8 @@ SUPPORTED_OPERATIONS = (
     ("`nn.ReLU`, `F.relu`, `torch.relu`, `x.relu()`", "fused into the layer before it; elsewhere an identity layer"),
     ("`nn.MaxPool2d(2)`, `F.max_pool2d(x, 2)`", "2x2 stride 2, fused into the convolution before it"),
     ("`x + y`, `torch.add`, `operator.add`", "residual add of two tensors of one shape, fused into the layer that "
-                                             "produces one of them (docs/arithmetic.md §9), else an identity layer"),
+                                             "produces one of them, the one with more multiply-accumulates "
+                                             "(docs/arithmetic.md §9), else an identity layer"),
     ("`nn.ZeroPad2d`, `nn.ConstantPad2d(p, 0)`, `F.pad` (constant 0)", "fused into the next convolution's "
                                                                       "padding, any four sides"),
     ("`nn.AvgPool2d(k)`, `nn.AdaptiveAvgPool2d`, `F.avg_pool2d`, `x.mean((2, 3))`",
@@ -180,6 +181,14 @@ class FloatLayer:
         if self.pool:
             y = F.max_pool2d(y, 2)
         return y
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates of one image (a concatenation: 0)."""
+        if self.weight is None:
+            return 0
+        pixels = int(np.prod(self.out_shape[1:])) * (4 if self.pool else 1)  # a pooled layer computes 2x2 per output
+        return int(self.weight.size) * pixels
 
     def geometry(self) -> jobs.Geometry:
         """The layer as :func:`radix.jobs.band_rows` sees it."""
@@ -656,7 +665,13 @@ class _Walker:
             raise _Refused(f"add of tensors of shapes {tensors[0].shape} and {tensors[1].shape}: they must be equal "
                            "(broadcasting is not supported)")
         if candidates:
-            _, layer, value = max(candidates, key=lambda entry: entry[0])
+            # The add joins a layer whose reduction stays in the accumulator's limit with it (§9), of
+            # those the one with more multiply-accumulates (the later one on a tie): the skip streams
+            # in beside the layer's passes, which the longer layer has more of to hide it behind (a
+            # ResNet's 3x3 convolution rather than its 1x1 projection shortcut).
+            limit = golden.max_reduction(add=True)
+            _, layer, value = max(candidates, key=lambda entry: (
+                int(np.prod(entry[1].weight.shape[1:])) <= limit, entry[1].macs, entry[0]))
             skip = tensors[1] if value is values[0] else tensors[0]
             layer.inputs.append(skip.name)
             layer.modules.append(name)
