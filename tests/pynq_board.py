@@ -1,4 +1,4 @@
-"""A PYNQ-Z2 with a Radix overlay (engine version 8), in software, under PYNQ 3.0.1's own code.
+"""A PYNQ-Z2 with a Radix overlay (engine version 9), in software, under PYNQ 3.0.1's own code.
 
 Nothing of PYNQ is replaced. The model plugs in where PYNQ's own tests plug in (pynq/tests/
 mock_devices.py): ``pynq.Device.active_device`` becomes a :class:`ModelDevice`, a ``pynq.Device``

@@ -1,4 +1,4 @@
-"""The PYNQ-Z2 overlay flow (engine version 8, the bus master), checked without Vivado.
+"""The PYNQ-Z2 overlay flow (engine version 9, the bus master), checked without Vivado.
 
 * The generated Verilog: the top level ``radix_bus_engine`` has every port the overlay Tcl
   connects, with the widths and directions of its interfaces (AXI4-Lite slave ``s_axi``, AXI4

@@ -32,6 +32,7 @@ class Layer:
     unsigned_in: bool = False  # docs/arithmetic.md §1: the input, skip and output tensors' signedness
     unsigned_skip: bool = False
     unsigned_out: bool = False
+    narrow: bool = False  # the input streams one word a pixel (narrow_in): c_in fits a word
 
     @property
     def kernel(self) -> tuple[int, int]:
@@ -72,7 +73,8 @@ class Job:
                 "out_h": self.out_h, "out_w": self.out_w, "kernel_h": kh, "kernel_w": kw, "stride_h": sh,
                 "stride_w": sw, "pad_top": top, "pad_left": left, "relu": int(lay.relu),
                 "pool": int(lay.pool), "add": int(lay.add), "in_unsigned": int(lay.unsigned_in),
-                "skip_unsigned": int(lay.unsigned_skip), "out_unsigned": int(lay.unsigned_out)}
+                "skip_unsigned": int(lay.unsigned_skip), "out_unsigned": int(lay.unsigned_out),
+                "narrow_in": int(lay.narrow)}
 
 
 def random_skip(layer: Layer, out_shape, weights, bias, shift, config: EngineConfig, rng):
@@ -133,7 +135,7 @@ def make_job(layer: Layer, config: EngineConfig, rng) -> Job:
                              unsigned_in=layer.unsigned_in, unsigned_skip=layer.unsigned_skip,
                              unsigned_out=layer.unsigned_out)
     words = [int(w) for w in job_words(x, weights, bias, shift, config, skip=stream_skip,
-                                       skip_shift=skip_shift)]
+                                       skip_shift=skip_shift, narrow=layer.narrow)]
     return Job(layer, words, expected, out_h, out_w)
 
 
@@ -275,6 +277,9 @@ CASES = [
     # padding on its 49x10 map (one channel), and a 15x2 kernel with the largest padding.
     ((2, 3, 8), Layer(1, 3, 49, 10, (10, 4), stride=(2, 2), pad=(4, 1, 5, 1), relu=True), 1.0, 1.0),
     ((3, 2, 8), Layer(2, 3, 16, 5, (15, 2), stride=(1, 2), pad=(14, 1, 13, 0)), 0.8, 0.9),
+    # Narrow inputs (narrow_in): one word a pixel of a two-word input tile, the rest zero.
+    ((5, 3, 16), Layer(3, 4, 6, 7, 3, pad=1, relu=True, narrow=True), 0.7, 0.8),
+    ((9, 4, 8), Layer(8, 5, 7, 6, (3, 2), stride=(2, 1), pad=(1, 1, 1, 0), add=True, narrow=True), 0.6, 0.9),
 ]
 
 

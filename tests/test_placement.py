@@ -1,4 +1,4 @@
-"""Engine version 8 in software: a program laid out in memory (radix.placement) and run by the
+"""Engine version 9 in software: a program laid out in memory (radix.placement) and run by the
 reference bus-master engine (radix.command_exec), against the golden model, bit for bit."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from radix import golden, network, stream_format
 from radix.command_exec import ReferenceBusTransport, execute
 from radix.cycle_model import LIST_DONE
-from radix.engine_spec import (tensor_lanes, BUS_REGISTERS, BUS_ENGINE_VERSION, COMMAND_BYTES, COMMAND_FIELDS, COMMAND_WORDS,
+from radix.engine_spec import (input_group_words, tensor_lanes, BUS_REGISTERS, BUS_ENGINE_VERSION, COMMAND_BYTES, COMMAND_FIELDS, COMMAND_WORDS,
                                ENGINE_ID, ERROR_CODE, EngineConfig, bus_register, decode_command, encode_command,
                                field_mask_of)
 from radix.placement import PlacementError, place
@@ -262,7 +262,7 @@ def expected_beats(placement) -> tuple[int, int]:
         t_in, t_out = f["in_ch"] // cfg.rows, -(-f["out_ch"] // cfg.cols)
         comp_h, comp_w = (f["out_h"] // 2 * 2, f["out_w"] // 2 * 2) if f["pool"] else (f["out_h"], f["out_w"])
         read += COMMAND_WORDS + t_out * (cfg.cols + t_in * f["kernel_h"] * f["kernel_w"] * cfg.rows * cfg.wt_words)
-        read += t_in * f["in_h"] * f["in_w"] * cfg.in_words
+        read += t_in * f["in_h"] * f["in_w"] * input_group_words(cfg, narrow=bool(f["narrow_in"]))
         if f["add"]:
             read += comp_h * comp_w * sum(max(0, min(cfg.wt_words, f["skip_pixel_words"] - o * cfg.wt_words))
                                           for o in range(t_out))
@@ -530,6 +530,7 @@ def first_of_layer(placement, name: str) -> int:
     ({"in_ch": 12}, "LIMIT", None),
     ({"in_y0": "in_height"}, "BAND", None),
     ({"out_word_offset": 1}, "BAND", None),
+    ({"narrow_in": 1, "in_ch": 16}, "BAND", None),  # a narrow input is one input tile
     ({"in_addr": "+4"}, "ALIGN", "in_addr"),
     ({"wt_addr": "+2"}, "ALIGN", "wt_addr"),
     ({"in_addr": "beyond"}, "BUS", "in_addr"),
@@ -540,14 +541,14 @@ def test_a_bad_command_stops_the_list(change, code, addr):
     index = first_of_layer(placement, "l0") + 1 if "out_h" in change else first_of_layer(placement, "l1")
     assert index > 0 and (placement.commands[index].fields["pool"] or "out_h" not in change)
     fields = placement.commands[index].fields
-    (name, value), = change.items()
+    (name, value), *others = change.items()
     if value in ("in_height", "kernel_w"):
         value = fields[value]
     elif value == "beyond":  # inside the window, past the memory: the bus answers DECERR
         value = BASE + placement.memory_bytes
     elif isinstance(value, str):
         value = fields[name] + int(value)
-    corrupt(transport, placement, index, **{name: value})
+    corrupt(transport, placement, index, **{name: value}, **dict(others))
     expected, _ = memory_after(transport, placement, index)
     start(transport, placement, win_size=placement.memory_bytes + (1 << 20))
     assert reg(transport, "STATUS") == field_mask_of("STATUS", "ERROR")
@@ -701,6 +702,36 @@ def test_a_pooled_classifier_runs_as_one_summed_job_per_image():
     assert all(info.fields["sum_pool"] == 1 and (info.fields["in_h"], info.fields["in_w"]) == (8, 8) for info in fc)
     _, fc_words = placement.weights["out1"]
     assert fc_words == config.cols + 3 * config.rows * config.wt_words  # 40 channels: three input tiles
+    check_every_tensor(program, placement, memory, x)
+    assert (result.beats_read, result.beats_written) == expected_beats(placement)
+
+
+def test_few_channel_tensors_are_stored_narrow_where_every_reader_can_take_them():
+    """A tensor of at most a word's channels is one word a pixel (narrow) when every reader reads
+    it as a convolution's (or a one-pixel fully connected layer's) main input: those jobs read a
+    word per pixel instead of an input tile's two, bit-exact. A skip, a grouped convolution's
+    input or a many-pixel fully connected layer's input keeps whole input tiles."""
+    config = EngineConfig(rows=16, cols=24, width=8)
+    net = RandomNet(np.random.default_rng(41), 8, 30)
+    net.tensors[INPUT] = ((3, 8, 10), net.input_fl, net.input_unsigned)
+    first = net.layer("conv", INPUT, 6, kernel=3, padding=(1, 1, 1, 1))
+    sampled = net.layer("conv", first, 5, stride=2)  # a strided 1x1: a view of every other pixel
+    plain = net.layer("conv", sampled, 4, kernel=3, padding=(1, 1, 1, 1))
+    added = net.layer("conv", plain, 4, kernel=3, padding=(1, 1, 1, 1), skip=plain)
+    depthwise = net.layer("conv", added, 4, kernel=3, padding=(1, 1, 1, 1), groups=4)
+    vector = net.layer("fc", depthwise, 8, relu=False)
+    net.layer("fc", vector, 3, relu=False, prefix="out")
+    program = net.program()
+    x = random_input(np.random.default_rng(42), program, 2)
+    placement, memory, result = run_placed(program, config, x, batch=2)
+    assert result.done and not result.error
+    assert {info.fields["in_pixel_words"] for info in placement.commands if info.layer == sampled} == {2}  # the view
+    narrow = {name for name, place in placement.tensors.items() if place.narrow}
+    assert narrow == {INPUT, first, sampled, vector, "out6"}
+    assert all(placement.tensors[name].pixel_words == (1 if name in narrow else 2) for name in placement.tensors)
+    for info in placement.commands:
+        src = program.layers[[layer.name for layer in program.layers].index(info.layer)].inputs[0]
+        assert info.fields["narrow_in"] == int(src in narrow)
     check_every_tensor(program, placement, memory, x)
     assert (result.beats_read, result.beats_written) == expected_beats(placement)
 

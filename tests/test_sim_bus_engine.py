@@ -114,7 +114,8 @@ def corrupt(memory, placement, index: int, **fields) -> None:
     memory[start:start + 8] = encode_command(**values)
 
 
-@pytest.mark.parametrize("case", ["opcode", "limit", "limit_rectangular", "summed", "fold", "band", "align", "window"])
+@pytest.mark.parametrize("case", ["opcode", "limit", "limit_rectangular", "summed", "fold", "band", "narrow", "align",
+                                  "window"])
 def test_errors_stop_the_list_on_the_rtl(case):
     program, placement, rng = fitting_program(5)
     x = random_input(rng, program, 2)
@@ -134,6 +135,9 @@ def test_errors_stop_the_list_on_the_rtl(case):
     elif case == "band":
         fields = decode_command(memory[(placement.cmd_base - BASE) // 8 + bad * 8:][:8])
         corrupt(memory, placement, bad, in_y0=fields["in_height"])
+    elif case == "narrow":  # a narrow input is one input tile
+        bad = next(info.index for info in placement.commands if info.fields["in_ch"] > CONFIG.rows)
+        corrupt(memory, placement, bad, narrow_in=1)
     elif case == "align":
         corrupt(memory, placement, bad, wt_addr=placement.commands[bad].fields["wt_addr"] + 4)
     else:  # the output tensor of command `bad` moved past the window's end
@@ -145,7 +149,7 @@ def test_errors_stop_the_list_on_the_rtl(case):
                     win_size=win_size, seed=7, pause=0.3)
     regs = rtl["registers"]
     assert regs["STATUS"] & 0b111 == 0b100, regs  # ERROR, not DONE, not BUSY
-    code = "LIMIT" if case in ("limit_rectangular", "summed", "fold") else case.upper()
+    code = {"limit_rectangular": "LIMIT", "summed": "LIMIT", "fold": "LIMIT", "narrow": "BAND"}.get(case, case.upper())
     assert (regs["ERR_CODE"], regs["ERR_INDEX"]) == (expected.error, expected.error_index) == (ERROR_CODE[code], bad)
     assert regs["ERR_ADDR"] == expected.error_addr
     assert regs["CMD_DONE"] == bad

@@ -96,3 +96,30 @@ def test_job_stream_interleaves_the_first_output_tile_with_the_input(seed, rows,
     with pytest.raises(ValueError, match="words, but a job of this layer streams"):
         sf.split_job_words(words[:-1], c_in=c_in, height=3, width_px=4, kernel=k, c_out=c_out, config=config,
                            skip_pixels=6 if add else 0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([8, 16]), st.integers(1, 24), st.integers(1, 8), st.booleans())
+def test_a_narrow_input_streams_one_word_a_pixel(seed, width, rows, c_in, unsigned):
+    """A narrow input (at most a word's channels, one input tile) streams the first word of each
+    pixel group; decoded, the group's other lanes are zero. More channels than a word holds, or
+    more than one input tile, are refused."""
+    from radix import stream_format as sf
+
+    config = EngineConfig(rows=rows, cols=3, width=width)
+    c_in = min(c_in, config.lanes_per_word, rows)
+    rng = np.random.default_rng(seed)
+    lo, hi = golden.tensor_range(width, unsigned=unsigned)
+    x = rng.integers(lo, hi + 1, (c_in, 3, 5))
+    words = sf.input_words(x, config, narrow=True)
+    assert words.size == sf.input_tile_words(3, 5, config, narrow=True) == 15
+    np.testing.assert_array_equal(words, sf.input_words(x, config)[:: config.in_words])
+    np.testing.assert_array_equal(sf.decode_input_words(words, c_in, 3, 5, config, unsigned=unsigned, narrow=True), x)
+    w = rng.integers(-8, 8, (2, c_in, 2, 2))
+    job = sf.job_words(x, w, np.zeros(2, dtype=np.int64), np.zeros(2, dtype=np.int64), config, narrow=True)
+    got, _ = sf.split_job_words(job, c_in=c_in, height=3, width_px=5, kernel=2, c_out=2, config=config, narrow=True)
+    np.testing.assert_array_equal(got, words)
+    with pytest.raises(ValueError, match="narrow input holds at most"):
+        sf.input_words(rng.integers(lo, hi + 1, (config.lanes_per_word + 1, 3, 5)), config, narrow=True)
+    with pytest.raises(ValueError, match="narrow input is one input tile"):
+        sf.decode_input_words(words, rows + 1, 3, 5, config, narrow=True)

@@ -56,7 +56,7 @@ TARGET_NS = 1000 / timing.TARGET_MHZ  # 7.0 ns: 142.86 MHz
 # unit's rounding stage and stall).
 DESIGN_BOUND_NS = TARGET_NS
 DESIGN_LUT_LEVELS = 8
-# The bus master of engine version 8 (command unit, read and write masters) is held to the
+# The bus master of engine version 9 (command unit, read and write masters) is held to the
 # target too: with the next group's and row's addresses kept ahead, the burst addresses in a ring
 # and the command unit's read descriptor and computed sizes in registers, its slowest paths (the
 # read issue queue's hand-over, the records FIFO's level) are estimated at 6.92 ns here and on the

@@ -149,7 +149,7 @@ class CommandUnit(wiring.Component):
             (t_kk, t_in, kk, 0),
             (t_chunk, t_kk, Const(chunk_words), 0),
             (extra_lanes, t_out - 1, Const(tile_lanes - cols), 0),
-            (in_run, hw_in, Const(in_words), 0),
+            (in_run, hw_in, Mux(cmd.narrow_in, 1, in_words), 0),
         ]
         # one-hot step: selects the operands in an AND-OR tree and enables the destination, so a
         # destination's enable is three flip-flops ANDed, not a decode of a step count
@@ -217,6 +217,10 @@ class CommandUnit(wiring.Component):
         skip_base = Signal(BUS_ADDR_BITS)  # skip_addr + 8 (skip_off + o_tile * wt_words)
         skip_have = Signal(signed(16 + wt_words.bit_length() + 2))  # skip_pixel_words - o_tile * wt_words
         skip_beats = Signal(range(wt_words + 1))  # the skip read's beats per pixel, set in BIAS
+        # the input read's words per pixel (one for a narrow input) and whether the pixels are
+        # one run (in_pixel_words equal to it), set in CHECK
+        in_group = Signal(range(in_words + 1))
+        in_contiguous = Signal()
 
         # The read descriptors leave through a register (loaded while empty or being taken), so
         # the state decode that forms them ends there, not in the read master's queue.
@@ -293,8 +297,10 @@ class CommandUnit(wiring.Component):
                     m.next = "CHECK"
             with m.State("CHECK"):
                 # out_ch_up + extra_lanes in two adds of half the width (the low half's carry between)
+                group = Mux(cmd.narrow_in, 1, in_words)
                 m.d.sync += [out_sum_lo.eq(out_ch_up + extra_lanes[:WIDE // 2]),
-                             out_room.eq(cmd.out_pixel_words - cmd.out_word_offset)]
+                             out_room.eq(cmd.out_pixel_words - cmd.out_word_offset),
+                             in_group.eq(group), in_contiguous.eq(cmd.in_pixel_words == group)]
                 self._fold_terms(m, cmd, fold_terms, band_groups=band_groups)
                 m.next = "CHECK_WORDS"
             with m.State("CHECK_WORDS"):
@@ -344,8 +350,7 @@ class CommandUnit(wiring.Component):
             with m.State("INPUT"):
                 with m.If(synced | caught_up):
                     m.d.sync += synced.eq(1)
-                    contiguous = cmd.in_pixel_words == in_words
-                    with m.If(read(in_base, Mux(contiguous, in_run, in_words), count=Mux(contiguous, 1, hw_in),
+                    with m.If(read(in_base, Mux(in_contiguous, in_run, in_group), count=Mux(in_contiguous, 1, hw_in),
                                    stride=cmd.in_pixel_words << 3)):
                         with m.If(one_tap):
                             m.next = "TILE_DONE"
@@ -524,7 +529,9 @@ class CommandUnit(wiring.Component):
         # out_word_offset + out_words > out_pixel_words, as out_words > out_room (a 16-bit compare
         # unless out_room is negative or out_words is 2^16 or more)
         out_over = (out_room < 0) | (out_words[16:] != 0) | (out_words[:16] > out_room[:16])
-        band = Cat(cmd.in_y0 + cmd.in_h > cmd.in_height, t_in * cfg.in_words > cmd.in_pixel_words,
+        # a narrow input's one word a pixel is its one input tile
+        tiles_beyond = Mux(cmd.narrow_in, t_in != 1, t_in * cfg.in_words > cmd.in_pixel_words)
+        band = Cat(cmd.in_y0 + cmd.in_h > cmd.in_height, tiles_beyond,
                    cmd.out_y0 + rows_out > cmd.out_height, out_over, skip_band, offsets_wrap)
         # in the reference's order: the first unaligned address is the one reported
         addresses = [cmd.in_addr, cmd.out_addr, Mux(cmd.add, cmd.skip_addr, 0), cmd.wt_addr,

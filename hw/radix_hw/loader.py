@@ -32,7 +32,8 @@ class Loader(wiring.Component):
     tile, and the rest of that tile's weight rows, then the first output tile's skip pixels,
     then the other output tiles whole.
 
-    * An input tile: ``in_words`` words per pixel group, written to the input buffer at
+    * An input tile: ``in_words`` words per pixel group (one for a narrow input,
+      ``layer.narrow_in``: the group's other lanes zero), written to the input buffer at
       consecutive addresses (``t*IN_H*IN_W + y*IN_W + x``); ``in_tiles_done`` counts the
       input tiles written since ``start`` and ``in_rows_done`` the rows of the next one, a
       cycle after their last writes (the sequencer's first pass on a tile trails them). ``hw``
@@ -113,10 +114,12 @@ class Loader(wiring.Component):
         def group_done(words: int):
             return word_index == words - 1
 
-        def next_word(words: int):
-            m.d.sync += word_index.eq(Mux(group_done(words), 0, word_index + 1))
+        def next_word(words: int, done=None):
+            """Count a word of a ``words``-word group (ending early where ``done`` says so)."""
+            done = group_done(words) if done is None else done
+            m.d.sync += word_index.eq(Mux(done, 0, word_index + 1))
             if words > 1:
-                with m.If(~group_done(words)):
+                with m.If(~done):
                     m.d.sync += gather.word_select(word_index, STREAM_BITS).eq(word)
 
         x, y = Signal(16), Signal(16)
@@ -166,9 +169,12 @@ class Loader(wiring.Component):
         last_skip_x = x == skip_w_last
         last_skip_y = y == skip_h_last
 
+        # A narrow input's pixel group is one word, its other lanes zero (layer.narrow_in).
+        in_group_done = layer.narrow_in | group_done(cfg.in_words)
         m.d.comb += [
             self.in_wr.addr.eq(in_addr),
-            self.in_wr.data.eq(group(cfg.in_words, rows * width)),
+            self.in_wr.data.eq(Mux(layer.narrow_in, word[:min(rows * width, STREAM_BITS)],
+                                   group(cfg.in_words, rows * width))),
             self.wt_wr.addr.eq(wt_addr),
             self.wt_wr.data.eq(group(cfg.wt_words, cols * width)),
             self.skip_wr.addr.eq(skip_addr),
@@ -222,8 +228,8 @@ class Loader(wiring.Component):
             with m.State("INPUT"):
                 m.d.comb += self.s_in.ready.eq(1)
                 with m.If(take):
-                    next_word(cfg.in_words)
-                    with m.If(group_done(cfg.in_words)):
+                    next_word(cfg.in_words, in_group_done)
+                    with m.If(in_group_done):
                         m.d.comb += self.in_wr.en.eq(1)
                         m.d.sync += [in_addr.eq(in_addr + 1), x.eq(x + 1), in_x_last.eq(x + 1 == in_w_last)]
                         with m.If(in_x_last):

@@ -1,4 +1,4 @@
-"""The interface between the driver and a bus-master engine (engine version 8): registers plus memory.
+"""The interface between the driver and a bus-master engine (engine version 9): registers plus memory.
 
 A bus-master engine reads its command list, weights and activations from memory and writes its
 outputs there (docs/engine.md, "Memory and commands"). A transport gives the driver the engine's

@@ -1,4 +1,4 @@
-"""The reference bus-master engine (engine version 8): command lists executed over a numpy memory.
+"""The reference bus-master engine (engine version 9): command lists executed over a numpy memory.
 
 :func:`execute` runs a command list exactly as docs/engine.md ("Memory and commands") says: it
 fetches each command, checks it (``OPCODE``, ``LIMIT``, ``BAND``, ``ALIGN``, in that order), reads
@@ -32,7 +32,7 @@ from .cycle_model import ListClock
 from .engine_spec import (BURST_BOUNDARY, BUS_ADDR_BITS, BUS_BYTES, BUS_REGISTERS, COMMAND_BYTES, COMMAND_WORDS,
                           DEFAULT_CONFIG, ERROR_CODE, ERROR_CODES, FOLD_SPAN, MAX_BURST_BEATS, OPCODE_CONV, EngineConfig,
                           build_value, bus_register, computed_map, decode_command, field_mask_of,
-                          pixel_words, skip_shift_range, tensor_lanes, written_map)
+                          input_group_words, pixel_words, skip_shift_range, tensor_lanes, written_map)
 
 WORDS_PER_BOUNDARY = BURST_BOUNDARY // BUS_BYTES
 STAT_MAX = (1 << 32) - 1
@@ -153,7 +153,9 @@ def _band(f: dict, cfg: EngineConfig) -> str:
     if f["add"] and comp_w > f["skip_width"]:
         return f"{comp_w} skip columns beyond skip_width {f['skip_width']}"
     t_in = f["in_ch"] // cfg.rows
-    if t_in * cfg.in_words > f["in_pixel_words"]:
+    if f["narrow_in"] and t_in > 1:
+        return f"{t_in} input tiles of a narrow input (one word a pixel holds one tile)"
+    if not f["narrow_in"] and t_in * cfg.in_words > f["in_pixel_words"]:
         return f"{t_in} input tiles of {cfg.in_words} word(s) beyond in_pixel_words {f['in_pixel_words']}"
     written = _written_words(f["out_ch"], cfg)
     if f["out_word_offset"] + written > f["out_pixel_words"]:
@@ -300,7 +302,8 @@ def _run_job(bus: _Bus, f: dict, cfg: EngineConfig) -> int:
             for t in range(t_in):
                 weights = tile + cfg.cols + t * tile_weights + np.arange(tile_weights)
                 parts.append(weights[:first_tap])
-                parts.append((in_start.reshape(-1, 1) + t * cfg.in_words + np.arange(cfg.in_words)).reshape(-1))
+                group = input_group_words(cfg, narrow=bool(f["narrow_in"]))
+                parts.append((in_start.reshape(-1, 1) + t * cfg.in_words + np.arange(group)).reshape(-1))
                 parts.append(weights[first_tap:])
         else:
             parts.append(tile + cfg.cols + np.arange(t_in * tile_weights))
@@ -337,10 +340,12 @@ def _compute(stream: np.ndarray, f: dict, cfg: EngineConfig, skip_pixels: int) -
     saturated count, with :func:`radix.golden.conv_job` on the decoded stream."""
     k, c_in, c_out = (f["kernel_h"], f["kernel_w"]), f["in_ch"], f["out_ch"]
     comp_h, comp_w = computed_map(f["out_h"], f["out_w"], f["pool"])
+    narrow = bool(f["narrow_in"])
     input_part, cotiles = stream_format.split_job_words(
         stream, c_in=c_in, height=f["in_h"], width_px=f["in_w"], kernel=k, c_out=c_out, config=cfg,
-        skip_pixels=skip_pixels)
-    x = stream_format.decode_input_words(input_part, c_in, f["in_h"], f["in_w"], cfg, unsigned=bool(f["in_unsigned"]))
+        skip_pixels=skip_pixels, narrow=narrow)
+    x = stream_format.decode_input_words(input_part, c_in, f["in_h"], f["in_w"], cfg, unsigned=bool(f["in_unsigned"]),
+                                         narrow=narrow)
     tiles = [stream_format.decode_cotile_words(words, c_in, k, cfg, skip_pixels=skip_pixels,
                                                skip_unsigned=bool(f["skip_unsigned"])) for words in cotiles]
     part = {key: np.concatenate([tile[key] for tile in tiles])[:c_out] for key in tiles[0]}

@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import math
 
-from .engine_spec import MAX_BURST_BEATS, MEMORY_LATENCY, WRITE_BURSTS, EngineConfig, computed_map, written_map
+from .engine_spec import (MAX_BURST_BEATS, MEMORY_LATENCY, WRITE_BURSTS, EngineConfig, computed_map, input_group_words,
+                          written_map)
 from .stream_format import first_tap_words, input_tile_words, tiles, tile_out_words
 
 # Measured list costs (module docstring), in cycles.
@@ -61,13 +62,14 @@ def core_cycles(config: EngineConfig, job: dict) -> int:
     pixels = comp_h * comp_w
     written = math.prod(written_map(job["out_h"], job["out_w"], pool=pool, sum_pool=summed))
     chunk = first_tap_words(config)
-    in_tile = input_tile_words(job["in_h"], job["in_w"], config)
+    narrow = bool(job.get("narrow_in", 0))
+    in_tile = input_tile_words(job["in_h"], job["in_w"], config, narrow=narrow)
     skip = pixels * config.wt_words if job["add"] else 0
     pass_cycles = max(pixels, config.min_pass)
     to_accumulator = rows + cols + ARRAY_PIPELINE
     # the input row that the last output row's first tap reads, and the words up to its end
     last_row = min(max((comp_h - 1) * job["stride_h"] - job["pad_top"], 0), job["in_h"] - 1)
-    rows_needed = (last_row + 1) * job["in_w"] * config.in_words
+    rows_needed = (last_row + 1) * job["in_w"] * input_group_words(config, narrow=narrow)
     write_burst = (MEMORY_LATENCY + 2) / WRITE_BURSTS  # cycles per burst the writes' responses allow
 
     stream = 0  # cycles at which the stream's next word can arrive

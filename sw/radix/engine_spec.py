@@ -215,7 +215,7 @@ CORE_LAYER_FIELDS = {
     "kernel_h": KERNEL_BITS, "kernel_w": KERNEL_BITS, "stride_h": STRIDE_BITS, "stride_w": STRIDE_BITS,
     "pad_top": KERNEL_BITS, "pad_left": KERNEL_BITS,
     "relu": 1, "pool": 1, "add": 1, "in_unsigned": 1, "skip_unsigned": 1, "out_unsigned": 1, "sum_pool": 1,
-    "fold_taps": KERNEL_BITS, "fold_lanes": 8,
+    "fold_taps": KERNEL_BITS, "fold_lanes": 8, "narrow_in": 1,
 }
 FIELD_MAX = (1 << 16) - 1  # the largest size a command's 16-bit fields hold
 
@@ -283,9 +283,10 @@ def _markdown_table(registers) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Engine version 8: the engine as a bus master (docs/engine.md, "Memory and commands"); version 7
-# had no folded jobs (`fold_taps`, `fold_lanes`), version 6 square kernels and strides only
-# (`kernel`, `stride`), version 5 no summed jobs (`sum_pool`).
+# Engine version 9: the engine as a bus master (docs/engine.md, "Memory and commands"); version 8
+# had no narrow inputs (`narrow_in`), version 7 no folded jobs (`fold_taps`, `fold_lanes`),
+# version 6 square kernels and strides only (`kernel`, `stride`), version 5 no summed jobs
+# (`sum_pool`).
 #
 # The tables below are the one definition of the bus-master engine's registers, its command
 # format and the layout of tensors in memory; the gateware (radix_hw.bus_engine), the driver's
@@ -295,8 +296,8 @@ def _markdown_table(registers) -> str:
 
 # 5: the engine fetches a command list and its data over an AXI master; 6: summed jobs; 7: rectangular
 # kernels and strides (kernel_h/kernel_w, stride_h/stride_w); 8: kernel columns folded into the rows
-# of a few-channel layer (fold_taps, fold_lanes)
-BUS_ENGINE_VERSION = 8
+# of a few-channel layer (fold_taps, fold_lanes); 9: narrow input tensors, one word a pixel (narrow_in)
+BUS_ENGINE_VERSION = 9
 BUS_ADDR_BITS = 32  # byte addresses on the AXI master
 BUS_BYTES = STREAM_BITS // 8  # bytes per AXI master beat (64-bit data)
 MAX_BURST_BEATS = 16  # the PS7 HP ports are AXI3 inside: at most 16 beats per burst
@@ -410,6 +411,8 @@ COMMAND_FIELDS: tuple[CommandField, ...] = (
     CommandField("skip_width", 6, 32, 16, "Pixels per row of the skip tensor"),
     CommandField("sum_pool", 6, 48, 1, "Sum all OUT_H x OUT_W computed pixels into one output pixel (a global average "
                  "pool folded into a fully connected layer, docs/arithmetic.md §10): kernel 1x1, stride 1, no pool or add"),
+    CommandField("narrow_in", 6, 49, 1, "The input tensor is narrow (docs/engine.md, \"Tensors in memory\"): its one "
+                 "input tile is the first word of each pixel, the tile's other lanes zero"),
     CommandField("stat_addr", 7, 0, 32, "Byte address of the stats word (with stats)"),
     CommandField("kernel_w", 7, 32, 4, f"Kernel columns KW ({KERNEL_RANGE[0]}..{KERNEL_RANGE[1]})"),
     CommandField("stride_w", 7, 36, 4, f"Horizontal stride SW ({STRIDE_RANGE[0]}..{STRIDE_RANGE[1]})"),
@@ -470,11 +473,26 @@ def tensor_lanes(channels: int, config: EngineConfig) -> int:
     return canonical_lane(channels - 1, config) + 1
 
 
-def pixel_words(lanes: int, config: EngineConfig) -> int:
+def pixel_words(lanes: int, config: EngineConfig, *, narrow: bool = False) -> int:
     """Words per pixel of a tensor whose channels span ``lanes`` lanes: whole input tiles, so an
-    input tile's ``in_words`` words are always inside the pixel."""
+    input tile's ``in_words`` words are always inside the pixel; a ``narrow`` tensor (its lanes
+    in one word where :func:`can_be_narrow` allows) one word."""
+    if narrow and can_be_narrow(lanes, config):
+        return 1
     words = math.ceil(lanes / config.lanes_per_word)
     return math.ceil(words / config.in_words) * config.in_words
+
+
+def can_be_narrow(lanes: int, config: EngineConfig) -> bool:
+    """A tensor whose channels span ``lanes`` lanes may be stored narrow, one word a pixel (a
+    layer reading it then streams that word per pixel, ``narrow_in``, instead of an input tile of
+    ``in_words`` words): its lanes fit one word and an input tile is more than one."""
+    return lanes <= config.lanes_per_word and config.in_words > 1
+
+
+def input_group_words(config: EngineConfig, *, narrow: bool = False) -> int:
+    """Words the engine reads per input pixel group: an input tile's ``in_words``, one for a narrow input."""
+    return 1 if narrow else config.in_words
 
 
 def bus_markdown_table() -> str:

@@ -1,4 +1,4 @@
-"""Lay a program out in the memory of the bus-master engine (engine version 8), once, at load.
+"""Lay a program out in the memory of the bus-master engine (engine version 9), once, at load.
 
 docs/engine.md, "Memory and commands", defines the layout this module makes: every tensor (the
 network input, every layer's output) gets one address per image of the batch, its pixels in
@@ -27,8 +27,8 @@ from . import golden, jobs, space_to_depth, stream_format, tap_fold
 from .command_exec import command_error
 from .engine_errors import EngineMismatch
 from .engine_spec import (BUS_ADDR_BITS, BUS_BYTES, COMMAND_BYTES, COMMAND_FIELD, OPCODE_CONV, EngineConfig,
-                          canonical_lane, computed_map, encode_command, pair, pixel_words, skip_shift_range,
-                          tensor_lanes)
+                          can_be_narrow, canonical_lane, computed_map, encode_command, pair, pixel_words,
+                          skip_shift_range, tensor_lanes)
 from .errors import InputError
 from .program import INPUT, Layer, Program
 
@@ -61,6 +61,7 @@ class TensorPlace:
     pixel_words: int
     lanes: tuple[int, ...]
     unsigned: bool
+    narrow: bool = False  # one word a pixel (engine_spec.can_be_narrow): its readers' jobs set narrow_in
 
     @property
     def channels(self) -> int:
@@ -250,10 +251,11 @@ def _place_tensors(program: Program, config: EngineConfig, batch: int, base: int
     shapes = {INPUT: tuple(program.input_shape), **{name: tuple(shape) for name, (shape, _) in externals.items()},
               **{layer.name: tuple(layer.out_shape) for layer in program.layers}}
     unsigned = {**program.tensor_unsigned(), **{name: bool(u) for name, (_, u) in externals.items()}}
+    narrow = _narrow_tensors(program, shapes, config)
     words, lanes, parent = {}, {}, {}
     for name in [INPUT, *externals] + [layer.name for layer in program.layers]:
         channels = _shape3(shapes[name])[0]
-        words[name] = pixel_words(tensor_lanes(channels, config), config)
+        words[name] = pixel_words(tensor_lanes(channels, config), config, narrow=name in narrow)
         lanes[name] = [canonical_lane(c, config) for c in range(channels)]
     for layer in program.layers:
         if layer.kind != "concat":
@@ -294,8 +296,32 @@ def _place_tensors(program: Program, config: EngineConfig, batch: int, base: int
         _, height, width = _shape3(shapes[name])
         places[name] = TensorPlace(name=name, shape=shapes[name], height=height, width=width, addr=storage[name],
                                    word_offset=offsets[name], words=words[name], pixel_words=words[root],
-                                   lanes=tuple(lanes[name]), unsigned=bool(unsigned[name]))
+                                   lanes=tuple(lanes[name]), unsigned=bool(unsigned[name]), narrow=name in narrow)
     return places, addr - base
+
+
+def _narrow_tensors(program: Program, shapes: dict, config: EngineConfig) -> set[str]:
+    """The tensors stored narrow, one word a pixel (``engine_spec.can_be_narrow``): those whose
+    channels fit a word and which every layer reading them reads as the main input of an
+    ungrouped convolution, or of a fully connected layer when the tensor is one pixel (its
+    ``narrow_in`` jobs stream a word per pixel, half or less of an input tile). A skip,
+    a concatenation or its part, or a grouped convolution's input keeps whole input tiles."""
+    readers: dict[str, list[tuple[Layer, int]]] = {}
+    for layer in program.layers:
+        for index, name in enumerate(layer.inputs):
+            readers.setdefault(name, []).append((layer, index))
+
+    def reads_narrow(layer: Layer, index: int, name: str) -> bool:
+        if index != 0 or layer.kind not in ("conv", "fc") or layer.skip == name:
+            return False
+        if layer.kind == "conv":
+            return layer.groups == 1
+        return _shape3(shapes[name])[1:] == (1, 1)
+
+    concatenated = {name for layer in program.layers if layer.kind == "concat" for name in (layer.name, *layer.inputs)}
+    return {name for name, shape in shapes.items()
+            if name not in concatenated and can_be_narrow(tensor_lanes(_shape3(shape)[0], config), config)
+            and all(reads_narrow(layer, index, name) for layer, index in readers.get(name, []))}
 
 
 class _Builder:
@@ -343,14 +369,7 @@ class _Builder:
         physical[:, core] = weights
         fold, band_config = None, cfg
         if summed is None and layer.kind != "fc":
-            fold = tap_fold.plan(channels=core.size, lanes_in_order=bool(np.array_equal(core, np.arange(core.size))),
-                                 in_ch=in_ch, kernel_w=pair(kernel, "kernel")[1], config=cfg)
-        if fold is not None:
-            band_config = _fold_config(cfg, fold, layer, in_ch)
-            if band_config is None:  # the band would not fit beside the fold's F - 1 extra pixel groups
-                fold, band_config = None, cfg
-        if fold is not None:
-            physical = fold.weights(physical)
+            fold, band_config, physical = self._folded_jobs(layer, core, in_ch, physical)
         wt_addr = self._weight_block(layer, physical)
         skip = self._skip(layer, out) if layer.skip is not None else None
         common = _layer_fields(layer, src, out, in_ch=in_ch, out_ch=c_out, wt_addr=wt_addr, skip=skip)
@@ -361,9 +380,22 @@ class _Builder:
         else:
             self._conv_jobs(layer, src, out, skip, in_ch, common, fold=fold, band_config=band_config)
 
+    def _folded_jobs(self, layer: Layer, core: np.ndarray, in_ch: int, physical: np.ndarray):
+        """``(fold, band_config, weights)`` of a convolution's jobs whose input channels sit in
+        array lanes ``core`` of ``in_ch`` (``physical``: their weights over those lanes): folded
+        where that saves passes and the band still fits (radix.tap_fold), else ``(None, config,
+        physical)``."""
+        fold = tap_fold.plan(channels=core.size, lanes_in_order=bool(np.array_equal(core, np.arange(core.size))),
+                             in_ch=in_ch, kernel_w=physical.shape[3], config=self.config)
+        band_config = None if fold is None else _fold_config(self.config, fold, layer, in_ch)
+        if band_config is None:  # no fold, or the band would not fit beside its F - 1 extra pixel groups
+            return None, self.config, physical
+        return fold, band_config, fold.weights(physical)
+
     def _read_lanes(self, read_words: int) -> int:
-        """The lanes (a job's ``in_ch``) of the input tiles in ``read_words`` words per pixel."""
-        return read_words // self.config.in_words * self.config.rows
+        """The lanes (a job's ``in_ch``) of the input tiles in ``read_words`` words per pixel (a
+        narrow input's one word: one tile)."""
+        return -(-read_words // self.config.in_words) * self.config.rows
 
     def _summed_weights(self, layer: Layer, src: TensorPlace) -> np.ndarray | None:
         """A fully connected layer over a map whose weights repeat over the map's pixels (a global
@@ -569,7 +601,7 @@ def _layer_fields(layer: Layer, src: TensorPlace, out: TensorPlace, *, in_ch: in
     fields = dict(opcode=OPCODE_CONV, relu=int(layer.relu), add=int(skip is not None),
                   in_unsigned=int(layer.unsigned_in), skip_unsigned=int(skip is not None and layer.unsigned_skip),
                   out_unsigned=int(layer.unsigned_out), in_ch=in_ch, out_ch=out_ch,
-                  in_pixel_words=src.pixel_words, out_pixel_words=out.pixel_words,
+                  in_pixel_words=src.pixel_words, narrow_in=int(src.narrow), out_pixel_words=out.pixel_words,
                   out_word_offset=out.word_offset, out_height=out.height, wt_addr=wt_addr)
     if skip is not None:
         fields.update(skip_pixel_words=skip.pixel_words, skip_height=skip.height, skip_width=skip.width)

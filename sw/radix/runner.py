@@ -125,7 +125,8 @@ def random_layer(rng: np.random.Generator, config: EngineConfig, index: int) -> 
     residual add, a random skip tensor (else None).
 
     Channel counts and sizes are chosen not to be multiples of the array, a third of the layers
-    with at most ``rows / 2`` input channels (which the placement folds, docs/engine.md); a fifth of the
+    with at most ``rows / 2`` input channels (which the placement folds, and stores narrow where they
+    fit a word, docs/engine.md); a fifth of the
     convolutions are grouped (half of those depthwise); kernels and strides are rectangular half
     of the time (``KH x KW``, ``SH x SW``, docs/arithmetic.md §7), and a 1x1 kernel's map is cut
     to a multiple of its strides half of the time (the placement's sampling view,

@@ -4,7 +4,8 @@ One job (one layer, or one spatial tile of one) is a single input stream of 64-b
 of two kinds of parts:
 
 * the *input tiles*: for each input-channel tile ``t`` (``rows`` channels, the last one
-  zero-filled), for each pixel in raster order, one *pixel group* of ``rows`` lanes;
+  zero-filled), for each pixel in raster order, one *pixel group* of ``rows`` lanes; a *narrow*
+  input (one tile of at most ``64/W`` channels, ``narrow_in``) sends only the group's first word;
 * for each output-channel tile (``cols`` channels): ``cols`` *bias words*; then the *weight
   rows*: for each input-channel tile ``t``, for each kernel tap ``(u, v)`` of the ``KH x KW``
   kernel in raster order (``v`` fastest), for each array row ``r``, one row of ``cols`` lanes
@@ -44,7 +45,7 @@ import math
 
 import numpy as np
 
-from .engine_spec import STREAM_BITS, EngineConfig, pair
+from .engine_spec import STREAM_BITS, EngineConfig, input_group_words, pair
 
 BIAS_BITS = 48
 SHIFT_BITS = 8  # the data shift and the skip shift fields of a bias word
@@ -84,15 +85,21 @@ def unpack_lanes(words, *, lanes: int, width: int, unsigned: bool = False) -> np
     return raw.astype(np.int64) if unsigned else _signed(raw, width)
 
 
-def input_words(x, config: EngineConfig) -> np.ndarray:
-    """Stream words of one input feature map ``(C_in, H, W)``, input tile after input tile."""
+def input_words(x, config: EngineConfig, *, narrow: bool = False) -> np.ndarray:
+    """Stream words of one input feature map ``(C_in, H, W)``, input tile after input tile
+    (``narrow``: one word per pixel, ``C_in`` at most a word's lanes)."""
     x = np.asarray(x, dtype=np.int64)
     c_in, h, w = x.shape
     n_tiles = tiles(c_in, config.rows)
     lanes = np.zeros((n_tiles * config.rows, h, w), dtype=np.int64)
     lanes[:c_in] = x
     groups = lanes.reshape(n_tiles, config.rows, h * w).transpose(0, 2, 1).reshape(-1, config.rows)
-    return pack_lanes(groups, width=config.width)
+    words = pack_lanes(groups, width=config.width)
+    if narrow:
+        if c_in > config.lanes_per_word:
+            raise ValueError(f"a narrow input holds at most {config.lanes_per_word} channels, not {c_in}")
+        return words.reshape(-1, config.in_words)[:, 0].copy()
+    return words
 
 
 def bias_words(bias, shift, skip_shift=0) -> np.ndarray:
@@ -153,20 +160,23 @@ def cotile_word_count(c_in: int, kernel, config: EngineConfig, *, skip_pixels: i
     return config.cols + tiles(c_in, config.rows) * tile_weight_words(kernel, config) + skip_pixels * config.wt_words
 
 
-def input_tile_words(height: int, width_px: int, config: EngineConfig) -> int:
-    """Words of one input-channel tile of a job's input map."""
-    return height * width_px * config.in_words
+def input_tile_words(height: int, width_px: int, config: EngineConfig, *, narrow: bool = False) -> int:
+    """Words of one input-channel tile of a job's input map (``narrow``: a narrow input's)."""
+    return height * width_px * input_group_words(config, narrow=narrow)
 
 
-def input_word_count(c_in: int, height: int, width_px: int, config: EngineConfig) -> int:
+def input_word_count(c_in: int, height: int, width_px: int, config: EngineConfig, *, narrow: bool = False) -> int:
     """Words of a job's input map."""
-    return tiles(c_in, config.rows) * input_tile_words(height, width_px, config)
+    return tiles(c_in, config.rows) * input_tile_words(height, width_px, config, narrow=narrow)
 
 
-def job_words(x, weights, bias, shift, config: EngineConfig, *, skip=None, skip_shift=None) -> np.ndarray:
-    """The whole input stream of one job, in the order of the module docstring."""
+def job_words(x, weights, bias, shift, config: EngineConfig, *, skip=None, skip_shift=None,
+              narrow: bool = False) -> np.ndarray:
+    """The whole input stream of one job, in the order of the module docstring (``narrow``: its
+    input narrow)."""
     c_out, c_in = np.asarray(weights).shape[:2]
-    inputs = input_words(x, config).reshape(-1, input_tile_words(*np.asarray(x).shape[1:], config))
+    inputs = input_words(x, config, narrow=narrow).reshape(
+        -1, input_tile_words(*np.asarray(x).shape[1:], config, narrow=narrow))
     cotiles = [cotile_words(weights, bias, shift, t, config, skip=skip, skip_shift=skip_shift)
                for t in range(tiles(c_out, config.cols))]
     weight_part = tiles(c_in, config.rows) * tile_weight_words(np.asarray(weights).shape[2:], config)
@@ -185,12 +195,13 @@ def first_tap_words(config: EngineConfig) -> int:
 
 
 def split_job_words(words, *, c_in: int, height: int, width_px: int, kernel, c_out: int,
-                    config: EngineConfig, skip_pixels: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
+                    config: EngineConfig, skip_pixels: int = 0,
+                    narrow: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
     """Inverse of the ordering of :func:`job_words`: ``(input words, [cotile words per output tile])``,
     each as :func:`input_words` and :func:`cotile_words` make them."""
     words = np.asarray(words, dtype=np.uint64)
     n_in = tiles(c_in, config.rows)
-    in_tile = input_tile_words(height, width_px, config)
+    in_tile = input_tile_words(height, width_px, config, narrow=narrow)
     tile_weights = tile_weight_words(kernel, config)
     cotile = cotile_word_count(c_in, kernel, config, skip_pixels=skip_pixels)
     expected = n_in * in_tile + tiles(c_out, config.cols) * cotile
@@ -218,9 +229,16 @@ def decode_bias_words(words) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def decode_input_words(words, c_in: int, height: int, width_px: int, config: EngineConfig, *,
-                       unsigned: bool = False) -> np.ndarray:
-    """Inverse of :func:`input_words`: a ``(C_in, H, W)`` map (of unsigned values with ``unsigned``)."""
+                       unsigned: bool = False, narrow: bool = False) -> np.ndarray:
+    """Inverse of :func:`input_words`: a ``(C_in, H, W)`` map (of unsigned values with ``unsigned``;
+    ``narrow``: one word per pixel, the group's other lanes zero)."""
     n_tiles = tiles(c_in, config.rows)
+    if narrow:
+        if n_tiles != 1:
+            raise ValueError(f"a narrow input is one input tile, not {n_tiles}")
+        padded = np.zeros((np.asarray(words).size, config.in_words), dtype=np.uint64)
+        padded[:, 0] = np.asarray(words, dtype=np.uint64)
+        words = padded.reshape(-1)
     groups = unpack_lanes(words, lanes=config.rows, width=config.width, unsigned=unsigned)
     x = groups.reshape(n_tiles, height * width_px, config.rows).transpose(0, 2, 1)
     return x.reshape(n_tiles * config.rows, height, width_px)[:c_in]
