@@ -708,9 +708,10 @@ def test_a_pooled_classifier_runs_as_one_summed_job_per_image():
 
 def test_few_channel_tensors_are_stored_narrow_where_every_reader_can_take_them():
     """A tensor of at most a word's channels is one word a pixel (narrow) when every reader reads
-    it as a convolution's (or a one-pixel fully connected layer's) main input: those jobs read a
-    word per pixel instead of an input tile's two, bit-exact. A skip, a grouped convolution's
-    input or a many-pixel fully connected layer's input keeps whole input tiles."""
+    it as a convolution's (grouped too) or a one-pixel fully connected layer's main input: those
+    jobs read a word per pixel instead of an input tile's two, bit-exact. A skip or a many-pixel
+    fully connected layer's input keeps whole input tiles. The few-channel depthwise layer runs
+    folded like a dense one."""
     config = EngineConfig(rows=16, cols=24, width=8)
     net = RandomNet(np.random.default_rng(41), 8, 30)
     net.tensors[INPUT] = ((3, 8, 10), net.input_fl, net.input_unsigned)
@@ -727,7 +728,9 @@ def test_few_channel_tensors_are_stored_narrow_where_every_reader_can_take_them(
     assert result.done and not result.error
     assert {info.fields["in_pixel_words"] for info in placement.commands if info.layer == sampled} == {2}  # the view
     narrow = {name for name, place in placement.tensors.items() if place.narrow}
-    assert narrow == {INPUT, first, sampled, vector, "out6"}
+    assert narrow == {INPUT, first, sampled, added, vector, "out6"}
+    assert {(info.fields["fold_lanes"], info.fields["fold_taps"]) for info in placement.commands
+            if info.layer == depthwise} == {(4, 3)}
     assert all(placement.tensors[name].pixel_words == (1 if name in narrow else 2) for name in placement.tensors)
     for info in placement.commands:
         src = program.layers[[layer.name for layer in program.layers].index(info.layer)].inputs[0]

@@ -27,8 +27,8 @@ from . import golden, jobs, space_to_depth, stream_format, tap_fold
 from .command_exec import command_error
 from .engine_errors import EngineMismatch
 from .engine_spec import (BUS_ADDR_BITS, BUS_BYTES, COMMAND_BYTES, COMMAND_FIELD, OPCODE_CONV, EngineConfig,
-                          can_be_narrow, canonical_lane, computed_map, encode_command, pair, pixel_words,
-                          skip_shift_range, tensor_lanes)
+                          can_be_narrow, canonical_lane, computed_map, encode_command, input_group_words, pair,
+                          pixel_words, skip_shift_range, tensor_lanes)
 from .errors import InputError
 from .program import INPUT, Layer, Program
 
@@ -302,10 +302,11 @@ def _place_tensors(program: Program, config: EngineConfig, batch: int, base: int
 
 def _narrow_tensors(program: Program, shapes: dict, config: EngineConfig) -> set[str]:
     """The tensors stored narrow, one word a pixel (``engine_spec.can_be_narrow``): those whose
-    channels fit a word and which every layer reading them reads as the main input of an
-    ungrouped convolution, or of a fully connected layer when the tensor is one pixel (its
-    ``narrow_in`` jobs stream a word per pixel, half or less of an input tile). A skip,
-    a concatenation or its part, or a grouped convolution's input keeps whole input tiles."""
+    channels fit a word and which every layer reading them reads as the main input of a
+    convolution (grouped or not), or of a fully connected layer when the tensor is one pixel
+    (its ``narrow_in`` jobs stream a word per pixel, half or less of an input tile). A skip, a
+    concatenation or its part, or a many-pixel fully connected layer's input keeps whole input
+    tiles."""
     readers: dict[str, list[tuple[Layer, int]]] = {}
     for layer in program.layers:
         for index, name in enumerate(layer.inputs):
@@ -314,9 +315,7 @@ def _narrow_tensors(program: Program, shapes: dict, config: EngineConfig) -> set
     def reads_narrow(layer: Layer, index: int, name: str) -> bool:
         if index != 0 or layer.kind not in ("conv", "fc") or layer.skip == name:
             return False
-        if layer.kind == "conv":
-            return layer.groups == 1
-        return _shape3(shapes[name])[1:] == (1, 1)
+        return layer.kind == "conv" or _shape3(shapes[name])[1:] == (1, 1)
 
     concatenated = {name for layer in program.layers if layer.kind == "concat" for name in (layer.name, *layer.inputs)}
     return {name for name, shape in shapes.items()
@@ -490,9 +489,10 @@ class _Builder:
         for first in range(0, c_out, chunk):
             last = min(first + chunk, c_out)
             lo, hi = first // per_group_out * per_group_in, ((last - 1) // per_group_out + 1) * per_group_in
-            # whole input tiles around the lanes of input channels lo .. hi - 1
-            start = int(lanes[lo:hi].min()) // cfg.lanes_per_word // cfg.in_words * cfg.in_words
-            end = -(-(int(lanes[lo:hi].max()) // cfg.lanes_per_word + 1) // cfg.in_words) * cfg.in_words
+            # whole input tiles around the lanes of input channels lo .. hi - 1 (a narrow input's one word)
+            group = input_group_words(cfg, narrow=src.narrow)
+            start = int(lanes[lo:hi].min()) // cfg.lanes_per_word // group * group
+            end = -(-(int(lanes[lo:hi].max()) // cfg.lanes_per_word + 1) // group) * group
             if src.word_offset + end > src.pixel_words:
                 raise PlacementError(f"layer {layer.name}: the input tiles of output channels {first}..{last - 1} run "
                                      f"past the {src.pixel_words}-word pixels of {src.name}")
@@ -504,11 +504,15 @@ class _Builder:
             for c in range(first, last):
                 group_start = c // per_group_out * per_group_in - lo
                 physical[c - first, core[group_start:group_start + per_group_in]] = layer.weights[c]
+            # a chunk of few channels folds like any convolution: its block-diagonal weights are
+            # dense weights over its lanes
+            fold, band_config, physical = self._folded_jobs(layer, core, in_ch, physical)
             wt_addr = self._weight_block(layer, physical, slice(first, last))
             target = dataclasses.replace(out, word_offset=out.word_offset
                                          + canonical_lane(first, cfg) // cfg.lanes_per_word)
             common = _layer_fields(layer, view, target, in_ch=in_ch, out_ch=last - first, wt_addr=wt_addr)
-            first_job += self._conv_jobs(layer, view, target, None, in_ch, common, first_job=first_job)
+            first_job += self._conv_jobs(layer, view, target, None, in_ch, common, first_job=first_job, fold=fold,
+                                         band_config=band_config)
 
     def _conv_jobs(self, layer: Layer, src: TensorPlace, out: TensorPlace, skip, in_ch: int, common: dict, *,
                    first_job: int = 0, fold: tap_fold.TapFold | None = None,
