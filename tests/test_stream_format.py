@@ -123,3 +123,26 @@ def test_a_narrow_input_streams_one_word_a_pixel(seed, width, rows, c_in, unsign
         sf.input_words(rng.integers(lo, hi + 1, (config.lanes_per_word + 1, 3, 5)), config, narrow=True)
     with pytest.raises(ValueError, match="narrow input is one input tile"):
         sf.decode_input_words(words, rows + 1, 3, 5, config, narrow=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([4, 8, 16]), st.integers(0, 4), st.integers(1, 40))
+def test_packed_lanes_are_the_low_bits_little_endian(seed, width, groups, lanes):
+    """Every width packs lane ``l`` of a group into bits ``(l % (64/W)) * W`` up of word
+    ``l // (64/W)`` (Python integers as the reference, whatever numpy path packs them), and
+    unpacks to the same values read as signed or unsigned."""
+    from radix import stream_format as sf
+
+    rng = np.random.default_rng(seed)
+    values = rng.integers(-(1 << width), 1 << width, (groups, lanes))
+    per_word = 64 // width
+    expected = [sum((int(v) & ((1 << width) - 1)) << (width * (lane % per_word))
+                    for lane, v in enumerate(row) if lane // per_word == word)
+                for row in values for word in range(-(-lanes // per_word))]
+    words = sf.pack_lanes(values, width=width)
+    assert words.dtype == np.uint64 and [int(w) for w in words] == expected
+    low = values & ((1 << width) - 1)
+    np.testing.assert_array_equal(sf.unpack_lanes(words, lanes=lanes, width=width, unsigned=True),
+                                  low.reshape(groups, lanes))
+    np.testing.assert_array_equal(sf.unpack_lanes(words, lanes=lanes, width=width),
+                                  np.where(low >= 1 << (width - 1), low - (1 << width), low).reshape(groups, lanes))

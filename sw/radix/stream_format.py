@@ -57,6 +57,11 @@ def tiles(count: int, size: int) -> int:
     return math.ceil(count / size)
 
 
+# Lanes of 8 or 16 bits are whole bytes of a little-endian word: packing is a cast and a view
+# (the driver packs every batch's input this way, on the board's CPU too).
+_BYTE_LANES = {8: (np.dtype("<u1"), np.dtype("<i1")), 16: (np.dtype("<u2"), np.dtype("<i2"))}
+
+
 def pack_lanes(values, *, width: int) -> np.ndarray:
     """Pack ``(groups, lanes)`` signed or unsigned W-bit integers into 64-bit words,
     ``ceil(lanes*W/64)`` per group (each lane keeps its low W bits)."""
@@ -64,6 +69,11 @@ def pack_lanes(values, *, width: int) -> np.ndarray:
     groups, lanes = values.shape
     per_word = STREAM_BITS // width
     words_per_group = math.ceil(lanes / per_word)
+    if width in _BYTE_LANES:
+        lane_type = _BYTE_LANES[width][0]
+        padded = np.zeros((groups, words_per_group * per_word), dtype=lane_type)
+        padded[:, :lanes] = values.astype(lane_type)  # the low W bits, two's complement
+        return padded.view(np.dtype("<u8")).astype(np.uint64).reshape(-1)
     padded = np.zeros((groups, words_per_group * per_word), dtype=np.uint64)
     padded[:, :lanes] = values.astype(np.uint64) & np.uint64((1 << width) - 1)
     padded = padded.reshape(groups, words_per_group, per_word)
@@ -79,6 +89,11 @@ def unpack_lanes(words, *, lanes: int, width: int, unsigned: bool = False) -> np
     words_per_group = math.ceil(lanes / per_word)
     if words.size % words_per_group:
         raise ValueError(f"{words.size} words do not make whole groups of {words_per_group}")
+    if width in _BYTE_LANES:
+        lane_type = _BYTE_LANES[width][0 if unsigned else 1]
+        raw = words.astype(np.dtype("<u8")).view(lane_type).reshape(words.size // words_per_group,
+                                                                     words_per_group * per_word)
+        return raw[:, :lanes].astype(np.int64)
     shifts = (np.arange(per_word, dtype=np.uint64) * np.uint64(width)).reshape(1, 1, per_word)
     raw = (words.reshape(-1, words_per_group, 1) >> shifts) & np.uint64((1 << width) - 1)
     raw = raw.reshape(words.size // words_per_group, words_per_group * per_word)[:, :lanes]
