@@ -55,9 +55,9 @@ class Sequencer(wiring.Component):
     ``rows`` shifts and the descriptor hand-over; this needs ``X_LATENCY == W_LATENCY``. The
     job's last pass, if it is not its tile's first and the tile writes two or more words per
     pixel, issues every other cycle, leaving the accumulator's read port to the output unit,
-    which drains the tile's finished pixels meanwhile. Each issue cycle reads the input buffer; ``x``/``swap`` reach the array :attr:`X_LATENCY` cycles after the issue
-    cycle, while ``meta`` describes the slot in the issue cycle itself. ``start`` is honoured
-    while idle.
+    which drains the tile's finished pixels meanwhile. Each issue cycle reads the input buffer;
+    ``x``/``swap`` reach the array :attr:`X_LATENCY` cycles after the issue cycle, while
+    ``meta`` describes the slot in the issue cycle itself. ``start`` is honoured while idle.
     """
 
     X_LATENCY = 2

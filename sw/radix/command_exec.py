@@ -299,10 +299,10 @@ def _run_job(bus: _Bus, f: dict, cfg: EngineConfig) -> int:
         parts.append(tile + np.arange(cfg.cols))
         if o == 0:
             first_tap = stream_format.first_tap_words(cfg)
+            group = input_group_words(cfg, narrow=bool(f["narrow_in"]))
             for t in range(t_in):
                 weights = tile + cfg.cols + t * tile_weights + np.arange(tile_weights)
                 parts.append(weights[:first_tap])
-                group = input_group_words(cfg, narrow=bool(f["narrow_in"]))
                 parts.append((in_start.reshape(-1, 1) + t * cfg.in_words + np.arange(group)).reshape(-1))
                 parts.append(weights[first_tap:])
         else:

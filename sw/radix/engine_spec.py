@@ -473,12 +473,10 @@ def tensor_lanes(channels: int, config: EngineConfig) -> int:
     return canonical_lane(channels - 1, config) + 1
 
 
-def pixel_words(lanes: int, config: EngineConfig, *, narrow: bool = False) -> int:
+def pixel_words(lanes: int, config: EngineConfig) -> int:
     """Words per pixel of a tensor whose channels span ``lanes`` lanes: whole input tiles, so an
-    input tile's ``in_words`` words are always inside the pixel; a ``narrow`` tensor (its lanes
-    in one word where :func:`can_be_narrow` allows) one word."""
-    if narrow and can_be_narrow(lanes, config):
-        return 1
+    input tile's ``in_words`` words are always inside the pixel (a narrow tensor, which
+    :func:`can_be_narrow` allows, has one word instead)."""
     words = math.ceil(lanes / config.lanes_per_word)
     return math.ceil(words / config.in_words) * config.in_words
 

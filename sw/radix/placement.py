@@ -255,7 +255,7 @@ def _place_tensors(program: Program, config: EngineConfig, batch: int, base: int
     words, lanes, parent = {}, {}, {}
     for name in [INPUT, *externals] + [layer.name for layer in program.layers]:
         channels = _shape3(shapes[name])[0]
-        words[name] = pixel_words(tensor_lanes(channels, config), config, narrow=name in narrow)
+        words[name] = 1 if name in narrow else pixel_words(tensor_lanes(channels, config), config)
         lanes[name] = [canonical_lane(c, config) for c in range(channels)]
     for layer in program.layers:
         if layer.kind != "concat":
@@ -368,7 +368,7 @@ class _Builder:
         physical[:, core] = weights
         fold, band_config = None, cfg
         if summed is None and layer.kind != "fc":
-            fold, band_config, physical = self._folded_jobs(layer, core, in_ch, physical)
+            fold, band_config, physical = self._fold_plan(layer, core, in_ch, physical)
         wt_addr = self._weight_block(layer, physical)
         skip = self._skip(layer, out) if layer.skip is not None else None
         common = _layer_fields(layer, src, out, in_ch=in_ch, out_ch=c_out, wt_addr=wt_addr, skip=skip)
@@ -379,7 +379,7 @@ class _Builder:
         else:
             self._conv_jobs(layer, src, out, skip, in_ch, common, fold=fold, band_config=band_config)
 
-    def _folded_jobs(self, layer: Layer, core: np.ndarray, in_ch: int, physical: np.ndarray):
+    def _fold_plan(self, layer: Layer, core: np.ndarray, in_ch: int, physical: np.ndarray):
         """``(fold, band_config, weights)`` of a convolution's jobs whose input channels sit in
         array lanes ``core`` of ``in_ch`` (``physical``: their weights over those lanes): folded
         where that saves passes and the band still fits (radix.tap_fold), else ``(None, config,
@@ -506,7 +506,7 @@ class _Builder:
                 physical[c - first, core[group_start:group_start + per_group_in]] = layer.weights[c]
             # a chunk of few channels folds like any convolution: its block-diagonal weights are
             # dense weights over its lanes
-            fold, band_config, physical = self._folded_jobs(layer, core, in_ch, physical)
+            fold, band_config, physical = self._fold_plan(layer, core, in_ch, physical)
             wt_addr = self._weight_block(layer, physical, slice(first, last))
             target = dataclasses.replace(out, word_offset=out.word_offset
                                          + canonical_lane(first, cfg) // cfg.lanes_per_word)

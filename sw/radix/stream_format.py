@@ -73,7 +73,7 @@ def pack_lanes(values, *, width: int) -> np.ndarray:
         lane_type = _BYTE_LANES[width][0]
         padded = np.zeros((groups, words_per_group * per_word), dtype=lane_type)
         padded[:, :lanes] = values.astype(lane_type)  # the low W bits, two's complement
-        return padded.view(np.dtype("<u8")).astype(np.uint64).reshape(-1)
+        return padded.view(np.dtype("<u8")).astype(np.uint64, copy=False).reshape(-1)
     padded = np.zeros((groups, words_per_group * per_word), dtype=np.uint64)
     padded[:, :lanes] = values.astype(np.uint64) & np.uint64((1 << width) - 1)
     padded = padded.reshape(groups, words_per_group, per_word)
@@ -91,7 +91,7 @@ def unpack_lanes(words, *, lanes: int, width: int, unsigned: bool = False) -> np
         raise ValueError(f"{words.size} words do not make whole groups of {words_per_group}")
     if width in _BYTE_LANES:
         lane_type = _BYTE_LANES[width][0 if unsigned else 1]
-        raw = words.astype(np.dtype("<u8")).view(lane_type).reshape(words.size // words_per_group,
+        raw = np.ascontiguousarray(words, dtype=np.dtype("<u8")).view(lane_type).reshape(words.size // words_per_group,
                                                                      words_per_group * per_word)
         return raw[:, :lanes].astype(np.int64)
     shifts = (np.arange(per_word, dtype=np.uint64) * np.uint64(width)).reshape(1, 1, per_word)
