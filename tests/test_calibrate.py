@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from radix import network
+from radix import network, ops
 from radix.calibrate import CalibrationError, CalibrationSettings, best_weight_fl, calibrate, l1_error
 from radix.datasets import load_split
 from radix.ingest import ingest
@@ -161,7 +161,11 @@ class _Layer:
     def __init__(self, kind="conv", kernel=(3, 3), stride=(1, 1), padding=(1, 1, 1, 1), relu=False, pool=False,
                  groups=1):
         self.kind, self.kernel, self.stride, self.padding, self.relu, self.pool = kind, kernel, stride, padding, relu, pool
-        self.groups = groups
+        self.groups, self.name = groups, "layer"
+
+    @property
+    def operation(self):
+        return ops.of(self)
 
 
 @pytest.mark.parametrize("width", [8, 16])

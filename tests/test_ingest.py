@@ -351,7 +351,7 @@ def test_readme_lists_the_supported_operations():
 
 @pytest.mark.parametrize("config", [EngineConfig(), EngineConfig(rows=5, cols=3, wt_depth=37, in_depth=4)])
 def test_the_stated_linear_limit_is_the_fit_rule(config):
-    from radix.ingest import fc_input_limit
+    from radix.ops import fc_input_limit
     from radix.jobs import LayerFitError, band_rows, geometry_of
 
     limit = fc_input_limit(config)

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, golden, network, runner
+from . import __version__, golden, network, ops, runner
 from .command_exec import execute
 from .datasets import load_split
 from .engine_spec import (BUS_BYTES, BUS_ENGINE_VERSION, BUS_REGISTERS, COMMAND_BYTES, ENGINE_ID, ERROR_CODE,
@@ -82,7 +82,7 @@ def tiny_program(config: EngineConfig) -> Program:
     lo, hi = golden.int_range(config.width)
     c_in, c_out, size, k = config.rows + 1, config.cols + 1, 6, 3
     shift = runner.natural_shift(config.width, c_in * k * k)
-    layer = Layer(name="tiny", kind="conv", modules=[], in_shape=(c_in, size, size), out_shape=(c_out, size // 2, size // 2),
+    layer = Layer(name="tiny", kind=ops.CONVOLUTION.kind, modules=[], in_shape=(c_in, size, size), out_shape=(c_out, size // 2, size // 2),
                   kernel=k, stride=1, padding=(1, 1, 1, 1), relu=True, pool=True, fl_in=0, fl_w=[0], fl_out=-shift,
                   weight_bits=config.width, weights=rng.integers(lo, hi + 1, (c_out, c_in, k, k)),
                   bias=rng.integers(-(1 << 10), 1 << 10, c_out), inputs=[INPUT])

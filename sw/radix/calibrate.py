@@ -84,7 +84,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from . import golden
+from . import golden, ops
 from .errors import InputError
 from .ingest import INPUT, FloatGraph, FloatLayer
 from .program import Layer, Program
@@ -197,7 +197,7 @@ class CalibrationSettings:
 
     def check_selectors(self, graph: FloatGraph) -> None:
         """Refuse a ``weight_bits`` selector that names no layer, module or kind of ``graph``."""
-        known = {"conv", "fc"}
+        known = {operation.kind for operation in ops.LAYER_OPERATIONS if operation.has_weights}
         for layer in graph.engine_layers():
             known.update((layer.name, *layer.modules))
         unknown = sorted(set(self.weight_bits) - known)
@@ -417,12 +417,11 @@ def _calibrate_pass(graph: FloatGraph, x_all, floats: dict, settings: Calibratio
     program_layers = []
     for layer in graph.layers:
         inputs = [quantized[name] for name in layer.inputs]
-        if layer.kind == "concat":
+        if layer.operation is ops.CONCATENATION:
             fl_out = fls[layer.inputs[0]]
-            values = np.concatenate([np.reshape(v, (len(x_calib),) + shape) for v, shape in
-                                     zip(inputs, layer.input_shapes)], axis=1)
+            values = layer.operation.run(layer, inputs, width=width).values
             program_layers.append(_concat_layer(layer, fl_out))
-            report_layers.append({"name": layer.name, "kind": "concat", "inputs": list(layer.inputs),
+            report_layers.append({"name": layer.name, "kind": layer.kind, "inputs": list(layer.inputs),
                                   "fl_in": int(fl_out), "fl_out": int(fl_out)})
         else:
             float_inputs = [float_of(name)[:n_fit] for name in layer.inputs] if settings.bias_correction else None
@@ -458,7 +457,7 @@ def unsigned_tensors(graph: FloatGraph, x_calib, settings: CalibrationSettings) 
     concatenation groups with a signed member (§11)."""
     if not settings.unsigned or settings.static:
         return set()
-    unsigned = {layer.name for layer in graph.layers if layer.kind != "concat" and layer.relu}
+    unsigned = {layer.name for layer in graph.layers if layer.operation.has_weights and layer.relu}
     if float(np.min(x_calib)) >= 0:
         unsigned.add(INPUT)
     blocked = {layer.inputs[0] for layer in graph.engine_layers()
@@ -485,20 +484,20 @@ def _concat_groups(graph: FloatGraph) -> dict[frozenset, set[str]]:
         return name
 
     for layer in graph.layers:
-        if layer.kind == "concat":
+        if layer.operation is ops.CONCATENATION:
             for name in layer.inputs:
                 parent[find(name)] = find(layer.name)
     groups: dict[str, set[str]] = {}
     for name in list(parent):
         groups.setdefault(find(name), set()).add(name)
-    concats = {layer.name for layer in graph.layers if layer.kind == "concat"}
+    concats = {layer.name for layer in graph.layers if layer.operation is ops.CONCATENATION}
     return {frozenset(members): members & concats for members in groups.values()}
 
 
 def _concat_members(graph: FloatGraph) -> list[str]:
     members = []
     for layer in graph.layers:
-        if layer.kind == "concat":
+        if layer.operation is ops.CONCATENATION:
             members += [*layer.inputs, layer.name]
     return members
 
@@ -601,7 +600,7 @@ def _layer_weight_fls(layer: FloatLayer, bits: int, per_channel: bool, rule: str
 
 
 def _concat_layer(layer: FloatLayer, fl: int) -> Layer:
-    return Layer(name=layer.name, kind="concat", modules=list(layer.modules), inputs=list(layer.inputs),
+    return Layer(name=layer.name, kind=layer.kind, modules=list(layer.modules), inputs=list(layer.inputs),
                  in_shape=tuple(layer.in_shape), out_shape=tuple(layer.out_shape), kernel=(1, 1),
                  stride=(1, 1), padding=(0, 0, 0, 0), relu=False, pool=False, fl_in=int(fl), fl_w=[0], fl_out=int(fl),
                  weight_bits=0,
@@ -634,38 +633,23 @@ def _saturated_share(scaled, bits: int) -> float:
 
 def _accumulate(layer: FloatLayer, x_q, w_q, b_q, skip, width: int) -> np.ndarray:
     """Exact accumulators (§3), with the aligned skip tensor of a residual add (§9) when ``skip``
-    is ``(values, per-channel skip shift, unsigned)``: the golden model's ``conv_accumulate``, computed as a
-    float64 convolution of the integers. That is exact: every product and partial sum is an
-    integer below 2^(2W+15) <= 2^47 in magnitude (§3), and float64 holds every integer below 2^53,
-    so no operation rounds, in any order (tests/test_calibrate.py checks it against the golden
-    model)."""
-    if layer.kind == "fc":
-        acc = x_q.reshape(x_q.shape[0], -1) @ w_q.T + b_q.reshape(1, -1)
-        if skip is not None:
-            acc = acc + golden.align_skip(skip[0].reshape(acc.shape), skip[1].reshape(1, -1), width, unsigned=skip[2])
-        return acc
+    is ``(values, per-channel skip shift, unsigned)``: the golden model's accumulators, computed as
+    the layer's float64 map of the integers (its operation's ``torch_map``). That is exact: every
+    product and partial sum is an integer below 2^(2W+15) <= 2^47 in magnitude (§3), and float64
+    holds every integer below 2^53, so no operation rounds, in any order (tests/test_calibrate.py
+    checks it against the golden model)."""
     import torch
-    import torch.nn.functional as F
 
-    top, left, bottom, right = layer.padding
-    n, _, h, w = x_q.shape
-    (kh, kw), (sh, sw) = layer.kernel, layer.stride
-    h_out = golden.conv_output_size(h, kh, sh, top, bottom)
-    w_out = golden.conv_output_size(w, kw, sw, left, right)
     with torch.no_grad():
-        xt = F.pad(torch.from_numpy(np.asarray(x_q, dtype=np.float64)), (left, max(right, 0), top, max(bottom, 0)))
-        y = F.conv2d(xt, torch.from_numpy(np.asarray(w_q, dtype=np.float64)), stride=layer.stride,
-                     groups=layer.groups)
-    y = y[:, :, :h_out, :w_out].numpy()
-    if not np.array_equal(y, np.floor(y)):  # never seen: a convolution algorithm that rounds
-        return golden.conv_accumulate(x_q, w_q, b_q, stride=layer.stride, pad=layer.padding, groups=layer.groups,
-                                      **({} if skip is None else {"skip": skip[0].reshape((n, -1, h_out, w_out)),
-                                                                  "skip_shift": skip[1], "width": width,
-                                                                  "unsigned_skip": skip[2]}))
+        y = layer.operation.torch_map(layer, torch.from_numpy(np.asarray(x_q, dtype=np.float64)),
+                                      torch.from_numpy(np.asarray(w_q, dtype=np.float64)), None).numpy()
+    if not np.array_equal(y, np.floor(y)):
+        raise RuntimeError(f"layer {layer.name}: torch rounded an integer accumulation in float64 (internal error)")
     acc = y.astype(np.int64)
-    acc += np.asarray(b_q, dtype=np.int64).reshape(1, -1, 1, 1)
+    per_channel = (1, -1) + (1,) * (acc.ndim - 2)
+    acc += np.asarray(b_q, dtype=np.int64).reshape(per_channel)
     if skip is not None:
-        shifts = np.broadcast_to(np.asarray(skip[1], dtype=np.int64), (acc.shape[1],)).reshape(1, -1, 1, 1)
+        shifts = np.broadcast_to(np.asarray(skip[1], dtype=np.int64), (acc.shape[1],)).reshape(per_channel)
         acc += golden.align_skip(skip[0].reshape(acc.shape), shifts, width, unsigned=skip[2])
     return acc
 
@@ -678,27 +662,16 @@ def _channel_mean(values) -> np.ndarray:
 
 def _mean_preactivation(layer: FloatLayer, float_inputs) -> np.ndarray:
     """The float network's mean pre-activation per output channel (before ReLU and pooling, the
-    skip added) over the given images, from the mean of each kernel tap's input window: the
-    layer is linear, so the mean of its output is the layer applied to the mean window."""
+    skip added) over the given images: the layer is linear, so the mean of its output is the layer
+    applied to the mean image, averaged over the output's pixels."""
+    import torch
+
     x = np.asarray(float_inputs[0], dtype=np.float64)
-    weight = np.asarray(layer.weight, dtype=np.float64)
-    if layer.kind == "fc":
-        mean = weight @ x.reshape(len(x), -1).mean(axis=0) + layer.bias
-    else:
-        top, left, bottom, right = layer.padding
-        _, _, h, w = x.shape
-        (kh, kw), (sh, sw) = layer.kernel, layer.stride
-        h_out = golden.conv_output_size(h, kh, sh, top, bottom)
-        w_out = golden.conv_output_size(w, kw, sw, left, right)
-        xp = np.pad(x, ((0, 0), (0, 0), (top, max(bottom, 0)), (left, max(right, 0))))
-        taps = np.empty((x.shape[1], kh, kw))
-        for u in range(kh):
-            for v in range(kw):
-                window = xp[:, :, u:u + sh * (h_out - 1) + 1:sh, v:v + sw * (w_out - 1) + 1:sw]
-                taps[:, u, v] = window.mean(axis=(0, 2, 3))
-        groups = layer.groups
-        mean = np.einsum("gocuv,gcuv->go", weight.reshape((groups, -1) + weight.shape[1:]),
-                         taps.reshape((groups, -1) + taps.shape[1:])).reshape(-1) + layer.bias
+    with torch.no_grad():
+        y = layer.operation.torch_map(layer, torch.from_numpy(x.mean(axis=0, keepdims=True)),
+                                      torch.from_numpy(np.asarray(layer.weight, dtype=np.float64)),
+                                      torch.from_numpy(np.asarray(layer.bias, dtype=np.float64))).numpy()
+    mean = _channel_mean(y)
     if layer.skip is not None:
         skip = np.asarray(float_inputs[1], dtype=np.float64)
         mean = mean + _channel_mean(skip.reshape((len(skip), len(mean), -1)))

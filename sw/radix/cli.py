@@ -528,8 +528,8 @@ def _report_table(program) -> str:
     rows = []
     for layer in program.layers:
         s = layer.stats
-        if layer.kind == "concat":
-            rows.append([layer.name, "concat", "-", _fl(layer.fl_in, layer.unsigned_in), "-", "-", "-",
+        if not layer.operation.has_weights:
+            rows.append([layer.name, layer.kind, "-", _fl(layer.fl_in, layer.unsigned_in), "-", "-", "-",
                          _fl(layer.fl_out, layer.unsigned_out)] + ["-"] * 5)
             continue
         rows.append([
@@ -738,11 +738,11 @@ def cmd_inspect(args) -> dict:
     rows = [[l.name, (l.role or l.kind) + (f" g{l.groups}" if l.groups > 1 else ""), ", ".join(l.inputs),
              "x".join(map(str, l.in_shape)),
              "x".join(map(str, l.out_shape)),
-             f"{_fmt_pair(l.kernel)}/{_fmt_pair(l.stride)}/{_fmt_padding(l.padding)}" if l.kind == "conv" else "-",
+             f"{_fmt_pair(l.kernel)}/{_fmt_pair(l.stride)}/{_fmt_padding(l.padding)}" if l.operation.windowed else "-",
              "+".join(flag for flag, on in (("add", l.skip), ("relu", l.relu), ("pool", l.pool)) if on) or "-",
              _fl(l.fl_in, l.unsigned_in), "-" if l.fl_skip is None else _fl(l.fl_skip, l.unsigned_skip),
-             _fmt_fl(l.fl_w) if l.kind != "concat" else "-", _fl(l.fl_out, l.unsigned_out),
-             _fmt_fl(l.shift.tolist()) if l.kind != "concat" else "-", l.macs]
+             _fmt_fl(l.fl_w) if l.operation.has_weights else "-", _fl(l.fl_out, l.unsigned_out),
+             _fmt_fl(l.shift.tolist()) if l.operation.has_weights else "-", l.macs]
             for l in program.layers]
     text = table(["layer", "kind", "reads", "in", "out", "k/s/pad", "fused", "fl_in", "fl_skip", "fl_w", "fl_out",
                   "shift", "MACs"], rows)
@@ -751,7 +751,7 @@ def cmd_inspect(args) -> dict:
     layers = []
     for l in program.layers:
         entry = {k: v for k, v in l.__dict__.items() if k not in ("weights", "bias")}
-        if l.kind != "concat":
+        if l.operation.has_weights:
             entry.update(shift=l.shift.tolist(), fl_b=l.fl_b)
         if l.skip is not None:
             entry.update(skip_shift=l.skip_shift.tolist())

@@ -61,7 +61,7 @@ class FinetuneSettings:
 def trainable(layer: FloatLayer) -> bool:
     """A model's own Conv2d/Linear; the layers that stand for an average pool or an identity keep
     their fixed weights."""
-    return layer.kind != "concat" and not layer.role
+    return layer.operation.has_weights and not layer.role
 
 
 class EngineArithmetic(torch.nn.Module):
@@ -101,10 +101,8 @@ class EngineArithmetic(torch.nn.Module):
         for layer in self.graph.layers:
             fixed = self.layers[layer.name]
             inputs = [tensors[name] for name in layer.inputs]
-            if layer.kind == "concat":
-                batch = inputs[0].shape[0]
-                tensors[layer.name] = torch.cat([part.reshape((batch,) + tuple(shape))
-                                                 for part, shape in zip(inputs, layer.input_shapes)], dim=1)
+            if not layer.operation.has_weights:
+                tensors[layer.name] = layer.operation.torch_forward(layer, inputs)
             else:
                 tensors[layer.name] = self._layer(layer, fixed, inputs)
         return tensors
@@ -117,13 +115,7 @@ class EngineArithmetic(torch.nn.Module):
         w_int = _quantize(weight * (2.0 ** fl_w).reshape((-1,) + (1,) * (weight.dim() - 1)), w_lo, w_hi)
         b_lo, b_hi = golden.int_range(golden.acc_width(width) - 1)
         b_int = _quantize(bias * 2.0 ** (fixed.fl_in + fl_w), b_lo, b_hi)  # §4: at fl_b = fl_in + fl_w
-        x = inputs[0]
-        if layer.kind == "fc":
-            acc = F.linear(x.reshape(x.shape[0], -1), w_int, b_int)
-        else:
-            top, left, bottom, right = layer.padding
-            acc = F.conv2d(F.pad(x, (left, right, top, bottom)), w_int, b_int, stride=layer.stride,
-                           groups=layer.groups)
+        acc = layer.operation.torch_map(layer, inputs[0], w_int, b_int)
         if fixed.skip is not None:  # §9: the skip tensor at the accumulator's alignment
             skip = inputs[1].reshape(acc.shape)
             shifts = np.minimum(np.asarray(fixed.skip_shift), skip_shift_range(width)[1])
@@ -232,7 +224,7 @@ def requantized(program: Program, trained: FloatGraph) -> Program:
     out = copy.deepcopy(program)
     floats = {layer.name: layer for layer in trained.layers}
     for layer in out.layers:
-        if layer.kind == "concat" or not trainable(floats[layer.name]):
+        if not layer.operation.has_weights or not trainable(floats[layer.name]):
             continue
         weight, bias = floats[layer.name].weight, floats[layer.name].bias
         fl_w = np.asarray(layer.fl_w).reshape((-1,) + (1,) * (weight.ndim - 1))

@@ -1,7 +1,7 @@
 """Run a whole program on the golden model: the reference backend's arithmetic.
 
-Numpy only (runs on the board). Each layer applies ``radix.golden`` exactly as the engine does;
-a concatenation places its inputs side by side (docs/arithmetic.md §11).
+Numpy only (runs on the board). Each layer applies its operation's arithmetic (:mod:`radix.ops`,
+on ``radix.golden``) exactly as the engine does.
 """
 
 from __future__ import annotations
@@ -40,33 +40,10 @@ def input_saturation(program: Program, x) -> int:
     return int(np.count_nonzero((scaled < lo) | (scaled > hi)))
 
 
-def concatenate(layer: Layer, parts: list[np.ndarray]) -> np.ndarray:
-    """A concatenation's output: its batched inputs, each in its recorded shape, along channels."""
-    batch = parts[0].shape[0]
-    return np.concatenate([np.reshape(p, (batch,) + tuple(s)) for p, s in zip(parts, layer.input_shapes)], axis=1)
-
-
-def skip_of(layer: Layer, skip: np.ndarray) -> np.ndarray:
-    """The skip tensor in the shape of the layer's output before pooling (§9)."""
-    batch = skip.shape[0]
-    if layer.kind == "fc":
-        return np.reshape(skip, (batch, -1))
-    return np.reshape(skip, (batch, layer.weights.shape[0]) + layer.conv_shape)
-
-
 def run_layer(layer: Layer, x, *, width: int, skip=None) -> golden.Requantized:
-    """One engine layer on a batch of integer inputs (and its skip tensor, with an add), each
-    tensor read with the signedness the layer records (§1)."""
-    args = {"unsigned_in": layer.unsigned_in, "unsigned_out": layer.unsigned_out}
-    if layer.skip is not None:
-        args.update(skip=skip_of(layer, skip), skip_shift=layer.skip_shift, unsigned_skip=layer.unsigned_skip)
-    if layer.kind == "fc":
-        return golden.linear(np.reshape(x, (x.shape[0], -1)), layer.weights, layer.bias, shift=layer.shift,
-                             relu=layer.relu, width=width, **args)
-    return golden.conv2d(
-        x, layer.weights, layer.bias, stride=layer.stride, pad=layer.padding, shift=layer.shift,
-        relu=layer.relu, pool=layer.pool, width=width, groups=layer.groups, **args,
-    )
+    """One layer on a batch of integer inputs (and its skip tensor, with an add), each tensor read
+    with the signedness the layer records (§1): its operation's arithmetic (:mod:`radix.ops`)."""
+    return layer.operation.run(layer, [np.asarray(x)] + ([np.asarray(skip)] if skip is not None else []), width=width)
 
 
 def run(program: Program, x_q) -> list[LayerResult]:
@@ -75,11 +52,7 @@ def run(program: Program, x_q) -> list[LayerResult]:
     tensors = {INPUT: np.asarray(x_q, dtype=np.int64)}
     results = []
     for layer in program.layers:
-        inputs = [tensors[name] for name in layer.inputs]
-        if layer.kind == "concat":
-            out = golden.Requantized(concatenate(layer, inputs), 0)
-        else:
-            out = run_layer(layer, inputs[0], width=program.width, skip=inputs[1] if len(inputs) > 1 else None)
+        out = layer.operation.run(layer, [tensors[name] for name in layer.inputs], width=program.width)
         tensors[layer.name] = out.values
         results.append(LayerResult(layer.name, out.values, out.saturated))
     return results

@@ -58,6 +58,7 @@ from google.protobuf.message import DecodeError
 from onnx.reference import ReferenceEvaluator
 from torch import fx, nn
 
+from . import ops
 from .errors import InputError
 
 MIN_OPSET = 9  # before it BatchNormalization, Dropout... carry attributes (spatial, is_test) not read here
@@ -368,6 +369,31 @@ class _Converter:
             return [result]
         return [self.graph.call_function(operator.getitem, (result, i)) for i in range(len(node.output))]
 
+    def linear(self, x, weight: np.ndarray, bias) -> fx.Node:
+        """``nn.Linear`` with ``weight`` ``(F_out, F_in)`` and ``bias`` (or None) applied to ``x``."""
+        linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+        linear.weight = _parameter(weight)
+        if bias is not None:
+            linear.bias = _parameter(bias)
+        out = self.module(linear, x)
+        self.layer_of[out] = linear
+        return out
+
+    @staticmethod
+    def parameter(array: np.ndarray) -> nn.Parameter:
+        """A frozen float32 parameter of a converted module."""
+        return _parameter(array)
+
+    @staticmethod
+    def sizes(values) -> np.ndarray:
+        """Shape arithmetic's values, the symbolic batch size kept (:func:`_sizes`)."""
+        return _sizes(values)
+
+    @staticmethod
+    def unmapped() -> None:
+        """Give up on the node: it stays an opaque operator, which ingest refuses naming it."""
+        raise _Unmapped()
+
     # -- reading inputs ---------------------------------------------------------------------
     @staticmethod
     def runtime(value) -> fx.Node:
@@ -404,60 +430,6 @@ class _Converter:
         return all(not name or self.readers[name] == 0 for name in node.output[first:])
 
     # -- operators that ingest accepts --------------------------------------------------------
-    def conv(self, node, inputs, attrs):
-        x = self.runtime(inputs[0])
-        weight = self.constant(inputs[1], ndim=4)
-        bias = self.constant(inputs[2], ndim=1) if len(inputs) > 2 and inputs[2] is not None else None
-        kernel = tuple(weight.shape[2:])
-        if tuple(attrs.get("kernel_shape", kernel)) != kernel:
-            raise _Unmapped()
-        strides, dilations = self.window_params(attrs)
-        top, left, bottom, right = self.pads(attrs, kernel, strides, dilations)
-        group = int(attrs.get("group", 1))
-        equal = top == bottom and left == right
-        conv = nn.Conv2d(weight.shape[1] * group, weight.shape[0], kernel, stride=strides, dilation=dilations,
-                         groups=group, bias=bias is not None, padding=(top, left) if equal else 0)
-        conv.weight = _parameter(weight)
-        if bias is not None:
-            conv.bias = _parameter(bias)
-        if not equal:
-            x = self.graph.call_function(F.pad, (x, (left, right, top, bottom)), {"mode": "constant", "value": 0.0})
-        out = self.module(conv, x)
-        self.layer_of[out] = conv
-        return [out]
-
-    def gemm(self, node, inputs, attrs):
-        x = self.runtime(inputs[0])
-        b = self.constant(inputs[1], ndim=2)
-        if attrs.get("transA", 0):
-            raise _Unmapped()
-        weight = b if attrs.get("transB", 0) else b.T
-        alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
-        if alpha != 1.0:
-            weight = weight * np.float32(alpha)
-        bias = None
-        if len(inputs) > 2 and inputs[2] is not None:
-            c = self.constant(inputs[2])
-            if c.size not in (1, weight.shape[0]) or (c.ndim == 2 and c.shape[0] != 1) or c.ndim > 2:
-                raise _Unmapped()  # a term per batch row
-            bias = np.broadcast_to(c.reshape(-1), (weight.shape[0],))
-            if beta != 1.0:
-                bias = bias * np.float32(beta)
-        return [self.linear(x, weight, bias)]
-
-    def matmul(self, node, inputs, attrs):
-        # nn.Linear multiplies the last dimension as MatMul does, on any rank
-        return [self.linear(self.runtime(inputs[0]), self.constant(inputs[1], ndim=2).T, None)]
-
-    def linear(self, x, weight: np.ndarray, bias) -> fx.Node:
-        linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
-        linear.weight = _parameter(weight)
-        if bias is not None:
-            linear.bias = _parameter(bias)
-        out = self.module(linear, x)
-        self.layer_of[out] = linear
-        return out
-
     def batchnorm(self, node, inputs, attrs):
         x = self.runtime(inputs[0])
         scale, shift, mean, var = (self.constant(v, ndim=1) for v in inputs[1:5])
@@ -482,41 +454,6 @@ class _Converter:
         if low != 0 or high not in (None, math.inf):
             raise _Unmapped()
         return [self.module(nn.ReLU(), self.runtime(inputs[0]))]
-
-    def maxpool(self, node, inputs, attrs):
-        x = self.runtime(inputs[0])
-        kernel = tuple(_ints(attrs["kernel_shape"]))
-        if len(kernel) != 2 or not self.unread(node, 1):
-            raise _Unmapped()  # 1-D/3-D pooling, or the indices are used
-        strides, dilations = self.window_params(attrs)
-        padding = self.symmetric(self.pads(attrs, kernel, strides, dilations), kernel)
-        pool = nn.MaxPool2d(kernel, strides, padding, dilations, ceil_mode=bool(attrs.get("ceil_mode", 0)))
-        return [self.module(pool, x)]
-
-    def avgpool(self, node, inputs, attrs):
-        x = self.runtime(inputs[0])
-        kernel = tuple(_ints(attrs["kernel_shape"]))
-        strides, dilations = self.window_params(attrs)
-        if len(kernel) != 2 or dilations != (1, 1):
-            raise _Unmapped()
-        padding = self.symmetric(self.pads(attrs, kernel, strides, dilations), kernel)
-        pool = nn.AvgPool2d(kernel, strides, padding, ceil_mode=bool(attrs.get("ceil_mode", 0)),
-                            count_include_pad=bool(attrs.get("count_include_pad", 0)))
-        return [self.module(pool, x)]
-
-    def global_avgpool(self, node, inputs, attrs):
-        if self.rank() != 4:
-            raise _Unmapped()
-        return [self.module(nn.AdaptiveAvgPool2d(1), self.runtime(inputs[0]))]
-
-    def reduce_mean(self, node, inputs, attrs):
-        x = self.runtime(inputs[0])
-        axes = self.attr_or_input(attrs, "axes", inputs, 1)
-        if not axes:
-            raise _Unmapped()  # all dimensions, the batch too (or, with noop_with_empty_axes, none)
-        rank = self.rank()
-        axes = tuple(sorted(a % rank for a in _ints(axes)))
-        return [self.graph.call_method("mean", (x, axes), {"keepdim": bool(attrs.get("keepdims", 1))})]
 
     def flatten(self, node, inputs, attrs):
         x = self.runtime(inputs[0])
@@ -568,22 +505,6 @@ class _Converter:
             raise _Unmapped()
         return [self.flat(data)]  # (N, C, 1, 1) -> (N, C)
 
-    def add(self, node, inputs, attrs):
-        a, b = inputs
-        if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
-            raise _Unmapped()  # arithmetic on the symbolic batch size
-        names = list(node.input)
-        if isinstance(a, np.ndarray):
-            a, b, names = b, a, names[::-1]
-        reader = names[0]
-        if isinstance(b, np.ndarray):
-            if self.join_bias(a, reader, b):
-                return [a]
-            # a scalar stays a number, so that ingest explains what is wrong with adding it
-            other = float(b.ravel()[0]) if b.size == 1 and b.dtype.kind == "f" else self.tensor(b, names[1])
-            return [self.graph.call_function(operator.add, (a, other))]
-        return [self.graph.call_function(operator.add, (a, b))]
-
     def join_bias(self, x: fx.Node, name: str, c: np.ndarray) -> bool:
         """Add the constant ``c`` to the bias of the Conv2d/Linear computing ``x`` when nothing
         else reads ``x`` and ``c`` has one value per output channel (or one for all)."""
@@ -598,12 +519,6 @@ class _Converter:
         bias = layer.bias.detach() if layer.bias is not None else torch.zeros(channels)
         layer.bias = nn.Parameter(bias + _float32(np.broadcast_to(c.reshape(-1), (channels,))), requires_grad=False)
         return True
-
-    def concat(self, node, inputs, attrs):
-        if all(isinstance(v, np.ndarray) for v in inputs):
-            return [_sizes(np.concatenate(inputs, axis=int(attrs["axis"])))]
-        parts = [self.tensor(v, name) for v, name in zip(inputs, node.input)]
-        return [self.graph.call_function(torch.cat, (parts,), {"dim": int(attrs["axis"])})]
 
     def pad(self, node, inputs, attrs):
         x = self.runtime(inputs[0])
@@ -742,24 +657,15 @@ _ACTIVATIONS = {
     "LeakyRelu": lambda alpha=0.01: nn.LeakyReLU(alpha),
     "Elu": lambda alpha=1.0: nn.ELU(alpha),
 }
-_POOL_ATTRS = ("kernel_shape", "strides", "pads", "dilations", "ceil_mode", "auto_pad")
-# operator -> (handler, the attributes it understands: a node with any other stays opaque)
+# operator -> (handler, the attributes it understands: a node with any other stays opaque); the
+# engine operations' own operators are converted by their modules (radix.ops), added below
 _HANDLERS = {
-    "Conv": (_Converter.conv, ("kernel_shape", "strides", "pads", "dilations", "group", "auto_pad")),
-    "Gemm": (_Converter.gemm, ("alpha", "beta", "transA", "transB")),
-    "MatMul": (_Converter.matmul, ()),
     "BatchNormalization": (_Converter.batchnorm, ("epsilon", "momentum", "training_mode")),
     **{op: (_Converter.activation, ("alpha",) if op in ("LeakyRelu", "Elu") else ()) for op in _ACTIVATIONS},
     "Clip": (_Converter.clip, ("min", "max")),
-    "MaxPool": (_Converter.maxpool, _POOL_ATTRS + ("storage_order",)),
-    "AveragePool": (_Converter.avgpool, _POOL_ATTRS + ("count_include_pad",)),
-    "GlobalAveragePool": (_Converter.global_avgpool, ()),
-    "ReduceMean": (_Converter.reduce_mean, ("axes", "keepdims", "noop_with_empty_axes")),
     "Flatten": (_Converter.flatten, ("axis",)),
     "Reshape": (_Converter.reshape, ("allowzero",)),
     "Squeeze": (_Converter.squeeze, ("axes",)),
-    "Add": (_Converter.add, ()),
-    "Concat": (_Converter.concat, ("axis",)),
     "Pad": (_Converter.pad, ("mode", "pads", "value")),
     "Softmax": (_Converter.softmax, ("axis",)),
     "LogSoftmax": (_Converter.softmax, ("axis",)),
@@ -771,3 +677,6 @@ _HANDLERS = {
     "Cast": (_Converter.cast, ("to",)),
     "Slice": (_Converter.slice, ("starts", "ends", "axes")),
 }
+_HANDLERS.update({op_type: (lambda converter, node, inputs, attrs, operation=operation:
+                            operation.onnx_convert(converter, node, inputs, attrs), known)
+                  for operation in ops.OPERATIONS for op_type, known in operation.onnx_ops.items()})

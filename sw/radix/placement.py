@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import golden, jobs, space_to_depth, stream_format, tap_fold
+from . import golden, jobs, ops, space_to_depth, stream_format, tap_fold
 from .command_exec import command_error
 from .engine_errors import EngineMismatch
 from .engine_spec import (BUS_ADDR_BITS, BUS_BYTES, COMMAND_BYTES, COMMAND_FIELD, OPCODE_CONV, EngineConfig,
-                          can_be_narrow, canonical_lane, computed_map, encode_command, input_group_words, pair,
+                          can_be_narrow, canonical_lane, computed_map, encode_command, pair,
                           pixel_words, skip_shift_range, tensor_lanes)
 from .errors import InputError
 from .program import INPUT, Layer, Program
@@ -201,8 +201,7 @@ def place(program: Program, config: EngineConfig, *, batch: int = 1, base: int =
     tensors, tensor_bytes = _place_tensors(engine_program, config, batch, base, externals)
     builder = _Builder(engine_program, config, batch, tensors, weight_base=base + _round_up(tensor_bytes, REGION_ALIGN))
     for layer in engine_program.layers:
-        if layer.kind != "concat":
-            builder.add_layer(layer)
+        builder.add_layer(layer)
     cmd_base = _round_up(builder.weight_end, REGION_ALIGN)
     stat_base = _round_up(cmd_base + len(builder.jobs) * COMMAND_BYTES, REGION_ALIGN)
     memory_bytes = _round_up(stat_base + len(builder.jobs) * BUS_BYTES, REGION_ALIGN) - base
@@ -258,7 +257,7 @@ def _place_tensors(program: Program, config: EngineConfig, batch: int, base: int
         words[name] = 1 if name in narrow else pixel_words(tensor_lanes(channels, config), config)
         lanes[name] = [canonical_lane(c, config) for c in range(channels)]
     for layer in program.layers:
-        if layer.kind != "concat":
+        if layer.operation.has_weights:
             continue
         joined, offset = [], 0
         for index, part in enumerate(layer.inputs):
@@ -313,11 +312,10 @@ def _narrow_tensors(program: Program, shapes: dict, config: EngineConfig) -> set
             readers.setdefault(name, []).append((layer, index))
 
     def reads_narrow(layer: Layer, index: int, name: str) -> bool:
-        if index != 0 or layer.kind not in ("conv", "fc") or layer.skip == name:
-            return False
-        return layer.kind == "conv" or _shape3(shapes[name])[1:] == (1, 1)
+        return layer.skip != name and layer.operation.reads_narrow(layer, index, _shape3(shapes[name]))
 
-    concatenated = {name for layer in program.layers if layer.kind == "concat" for name in (layer.name, *layer.inputs)}
+    concatenated = {name for layer in program.layers if layer.operation is ops.CONCATENATION
+                    for name in (layer.name, *layer.inputs)}
     return {name for name, shape in shapes.items()
             if name not in concatenated and can_be_narrow(tensor_lanes(_shape3(shape)[0], config), config)
             and all(reads_narrow(layer, index, name) for layer, index in readers.get(name, []))}
@@ -334,52 +332,34 @@ class _Builder:
         self.jobs: list[tuple[str, tuple[int, ...], int, dict]] = []
 
     def add_layer(self, layer: Layer) -> None:
-        cfg = self.config
-        src = self.tensors[layer.inputs[0]]
-        out = self.tensors[layer.name]
-        c_out = int(layer.weights.shape[0])
-        if layer.kind == "conv" and layer.groups > 1:
-            self._grouped_layer(layer, src, out)
-            return
-        summed = self._summed_weights(layer, src)
-        if summed is not None:
-            read_words, lanes, weights, kernel = src.words, np.asarray(src.lanes), summed, (1, 1)
-        elif layer.kind == "fc":
-            read_words = src.height * src.width * src.pixel_words
-            # the input as one pixel: pixel (y, x) of the storage is words (y*W + x)*P .., its lanes
-            # follow; torch's flatten order is c*H*W + y*W + x
-            pixel = np.arange(src.height * src.width).reshape(1, src.height, src.width)
-            lanes = ((pixel * src.pixel_words + src.word_offset) * cfg.lanes_per_word
-                     + np.asarray(src.lanes).reshape(-1, 1, 1)).reshape(-1)
-            if layer.weights.shape[1] != lanes.size:
-                raise PlacementError(f"layer {layer.name}: {layer.weights.shape[1]} input features, but its input "
-                                     f"{src.name} holds {lanes.size} values")
-            weights = layer.weights.reshape(c_out, -1, 1, 1)
-            kernel = (1, 1)
-        else:
-            if ((src.channels, src.height, src.width) != _shape3(layer.in_shape)
-                    or layer.weights.shape[1] != src.channels):
-                raise PlacementError(f"layer {layer.name}: reads {src.name} of shape {src.shape}, but its input is "
-                                     f"{tuple(layer.in_shape)} with {layer.weights.shape[1]} weight channels")
-            read_words, lanes, weights, kernel = src.words, np.asarray(src.lanes), layer.weights, layer.kernel
-        core = _core_lanes(lanes, cfg, layer, src)
-        in_ch = self._read_lanes(read_words)
-        physical = np.zeros((c_out, in_ch) + tuple(kernel), dtype=np.int64)
-        physical[:, core] = weights
-        fold, band_config = None, cfg
-        if summed is None and layer.kind != "fc":
-            fold, band_config, physical = self._fold_plan(layer, core, in_ch, physical)
-        wt_addr = self._weight_block(layer, physical)
-        skip = self._skip(layer, out) if layer.skip is not None else None
-        common = _layer_fields(layer, src, out, in_ch=in_ch, out_ch=c_out, wt_addr=wt_addr, skip=skip)
-        if summed is not None:
-            self._summed_jobs(layer, src, out, common)
-        elif layer.kind == "fc":
-            self._fc_jobs(layer, src, out, skip, dict(common, in_pixel_words=read_words))
-        else:
-            self._conv_jobs(layer, src, out, skip, in_ch, common, fold=fold, band_config=band_config)
+        """Lay out a layer's weights and append its jobs: its operation knows how (:mod:`radix.ops`)."""
+        layer.operation.place(self, layer)
 
-    def _fold_plan(self, layer: Layer, core: np.ndarray, in_ch: int, physical: np.ndarray):
+    def layer_fields(self, layer: Layer, src: TensorPlace, out: TensorPlace, *, in_ch: int, out_ch: int,
+                     wt_addr: int, skip: TensorPlace | None = None) -> dict[str, int]:
+        """The command fields every job of a layer shares (:func:`_layer_fields`)."""
+        return _layer_fields(layer, src, out, in_ch=in_ch, out_ch=out_ch, wt_addr=wt_addr, skip=skip)
+
+    def core_lanes(self, lanes: np.ndarray, layer: Layer, src: TensorPlace) -> np.ndarray:
+        """The array lanes that read memory lanes ``lanes`` of ``src`` (:func:`_core_lanes`)."""
+        return _core_lanes(lanes, self.config, layer, src)
+
+    def refuse(self, layer: Layer, problem: str) -> None:
+        """Raise the :class:`PlacementError` that ``layer`` cannot be placed for ``problem``."""
+        raise PlacementError(f"layer {layer.name}: {problem}")
+
+    def physical_weights(self, layer: Layer, src: TensorPlace, read_words: int, lanes: np.ndarray,
+                         weights: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+        """``(core, in_ch, physical)`` of a job reading ``read_words`` words per pixel of ``src``
+        whose input channels sit in memory lanes ``lanes``: the array lanes they reach, the job's
+        input lanes and ``weights`` ``(C_out, C, KH, KW)`` spread over those lanes."""
+        core = self.core_lanes(lanes, layer, src)
+        in_ch = self.read_lanes(read_words)
+        physical = np.zeros((weights.shape[0], in_ch) + tuple(weights.shape[2:]), dtype=np.int64)
+        physical[:, core] = weights
+        return core, in_ch, physical
+
+    def fold_plan(self, layer: Layer, core: np.ndarray, in_ch: int, physical: np.ndarray):
         """``(fold, band_config, weights)`` of a convolution's jobs whose input channels sit in
         array lanes ``core`` of ``in_ch`` (``physical``: their weights over those lanes): folded
         where that saves passes and the band still fits (radix.tap_fold), else ``(None, config,
@@ -391,27 +371,12 @@ class _Builder:
             return None, self.config, physical
         return fold, band_config, fold.weights(physical)
 
-    def _read_lanes(self, read_words: int) -> int:
+    def read_lanes(self, read_words: int) -> int:
         """The lanes (a job's ``in_ch``) of the input tiles in ``read_words`` words per pixel (a
         narrow input's one word: one tile)."""
         return -(-read_words // self.config.in_words) * self.config.rows
 
-    def _summed_weights(self, layer: Layer, src: TensorPlace) -> np.ndarray | None:
-        """A fully connected layer over a map whose weights repeat over the map's pixels (a global
-        average pool folded into it, docs/arithmetic.md §10) as the ``(C_out, C, 1, 1)`` weights of
-        one summed job (``sum_pool``), which reads ``C`` weights per output instead of
-        ``C * H * W``; None when the layer is not such a layer or does not fit one job."""
-        pixels = src.height * src.width
-        if layer.kind != "fc" or layer.skip is not None or pixels == 1:
-            return None
-        per_channel = golden.summed_weights(layer.weights, src.channels, pixels)
-        if per_channel is None or not jobs.summed_job_fits(c_in=self._read_lanes(src.words), height=src.height,
-                                                           width=src.width, c_out=per_channel.shape[0],
-                                                           config=self.config):
-            return None
-        return per_channel.reshape(per_channel.shape + (1, 1))
-
-    def _weight_block(self, layer: Layer, physical: np.ndarray, channels: slice = slice(None)) -> int:
+    def weight_block(self, layer: Layer, physical: np.ndarray, channels: slice = slice(None)) -> int:
         """Place the bias words and weight rows (docs/engine.md) of the layer's output ``channels``
         (all by default), whose weights over the job's lanes are ``physical``; return the block's
         address."""
@@ -449,7 +414,7 @@ class _Builder:
         self.weight_end = _round_up(addr + block.size * BUS_BYTES, TENSOR_ALIGN)
         return addr
 
-    def _skip(self, layer: Layer, out: TensorPlace) -> TensorPlace:
+    def skip_tensor(self, layer: Layer) -> TensorPlace:
         """The skip tensor, refused unless its channels sit in the output's canonical lanes in a map
         of the convolution's (pre-pooling) shape."""
         skip = self.tensors[layer.skip]
@@ -464,57 +429,7 @@ class _Builder:
                 f"the engine adds a skip lane by lane")
         return skip
 
-    def _grouped_layer(self, layer: Layer, src: TensorPlace, out: TensorPlace) -> None:
-        """A grouped (or depthwise) convolution as one dense job set per chunk of output channels:
-        the chunk reads only the input tiles that hold its groups' input channels, with
-        block-diagonal weights over those lanes (docs/engine.md, "Grouped convolutions"). A chunk is
-        an output tile (``cols`` channels), or, for a depthwise layer (one input channel per group)
-        whose tensors' lanes are the channels, the ``rows * C_out/groups`` channels of one input tile,
-        so that no job reads an input tile for a few of its channels."""
-        cfg = self.config
-        if layer.skip is not None:
-            raise PlacementError(f"layer {layer.name}: a grouped convolution with a residual add (the add belongs "
-                                 "to an identity layer after it)")
-        if (src.channels, src.height, src.width) != _shape3(layer.in_shape):
-            raise PlacementError(f"layer {layer.name}: reads {src.name} of shape {src.shape}, but its input is "
-                                 f"{tuple(layer.in_shape)}")
-        c_out, per_group_in = layer.weights.shape[:2]
-        per_group_out = c_out // layer.groups
-        lanes = np.asarray(src.lanes)
-        first_job = 0
-        chunk = cfg.rows * per_group_out
-        if not (per_group_in == 1 and chunk <= cfg.cols and cfg.tile_lanes == cfg.cols
-                and chunk % cfg.lanes_per_word == 0 and cfg.rows % cfg.lanes_per_word == 0):
-            chunk = cfg.cols  # an output tile: its lanes start a word whatever the layout
-        for first in range(0, c_out, chunk):
-            last = min(first + chunk, c_out)
-            lo, hi = first // per_group_out * per_group_in, ((last - 1) // per_group_out + 1) * per_group_in
-            # whole input tiles around the lanes of input channels lo .. hi - 1 (a narrow input's one word)
-            group = input_group_words(cfg, narrow=src.narrow)
-            start = int(lanes[lo:hi].min()) // cfg.lanes_per_word // group * group
-            end = -(-(int(lanes[lo:hi].max()) // cfg.lanes_per_word + 1) // group) * group
-            if src.word_offset + end > src.pixel_words:
-                raise PlacementError(f"layer {layer.name}: the input tiles of output channels {first}..{last - 1} run "
-                                     f"past the {src.pixel_words}-word pixels of {src.name}")
-            view = dataclasses.replace(src, word_offset=src.word_offset + start, words=end - start,
-                                       lanes=tuple(int(v) - start * cfg.lanes_per_word for v in lanes))
-            core = _core_lanes(np.asarray(view.lanes[lo:hi]), cfg, layer, view)
-            in_ch = self._read_lanes(end - start)
-            physical = np.zeros((last - first, in_ch) + tuple(layer.kernel), dtype=np.int64)
-            for c in range(first, last):
-                group_start = c // per_group_out * per_group_in - lo
-                physical[c - first, core[group_start:group_start + per_group_in]] = layer.weights[c]
-            # a chunk of few channels folds like any convolution: its block-diagonal weights are
-            # dense weights over its lanes
-            fold, band_config, physical = self._fold_plan(layer, core, in_ch, physical)
-            wt_addr = self._weight_block(layer, physical, slice(first, last))
-            target = dataclasses.replace(out, word_offset=out.word_offset
-                                         + canonical_lane(first, cfg) // cfg.lanes_per_word)
-            common = _layer_fields(layer, view, target, in_ch=in_ch, out_ch=last - first, wt_addr=wt_addr)
-            first_job += self._conv_jobs(layer, view, target, None, in_ch, common, first_job=first_job, fold=fold,
-                                         band_config=band_config)
-
-    def _conv_jobs(self, layer: Layer, src: TensorPlace, out: TensorPlace, skip, in_ch: int, common: dict, *,
+    def conv_jobs(self, layer: Layer, src: TensorPlace, out: TensorPlace, skip, in_ch: int, common: dict, *,
                    first_job: int = 0, fold: tap_fold.TapFold | None = None,
                    band_config: EngineConfig | None = None) -> int:
         """The band jobs of a convolution for every image, numbered from ``first_job``; returns the
@@ -549,7 +464,7 @@ class _Builder:
                 self.jobs.append((layer.name, (image,), first_job + index, fields))
         return len(bands)
 
-    def _summed_jobs(self, layer: Layer, src: TensorPlace, out: TensorPlace, common: dict) -> None:
+    def summed_jobs(self, layer: Layer, src: TensorPlace, out: TensorPlace, common: dict) -> None:
         """One job per image that sums the whole input map's products into the output vector."""
         for image in range(self.batch):
             fields = dict(common, sum_pool=1, **window_fields(1, 1), in_h=src.height, in_w=src.width, out_h=src.height,
@@ -557,7 +472,7 @@ class _Builder:
                           out_addr=out.addr + image * out.image_bytes)
             self.jobs.append((layer.name, (image,), 0, fields))
 
-    def _fc_jobs(self, layer: Layer, src: TensorPlace, out: TensorPlace, skip, common: dict) -> None:
+    def fc_jobs(self, layer: Layer, src: TensorPlace, out: TensorPlace, skip, common: dict) -> None:
         """A fully connected layer reads each image's input as one pixel; several images make a
         map one pixel high (image ``b``'s input is pixel ``b``: its copies are ``image_bytes``
         apart), so one job reads the weights once for all of them (the FC batching)."""

@@ -53,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import golden, jobs
+from . import golden, jobs, ops
 from .compress import storage
 from .errors import InputError
 
@@ -67,7 +67,7 @@ READABLE_VERSIONS = (1, 2, 3, 4, 5)
 SIGNEDNESS_FIELDS = ("unsigned_in", "unsigned_skip", "unsigned_out")  # per layer, from version 4
 WEIGHT_STORAGE = ("dense", "compressed")
 INPUT = "input"  # the network input's tensor name
-KINDS = ("conv", "fc", "concat")
+KINDS = ops.KINDS
 _PREAMBLE = struct.Struct("<8sIIQ32s")
 
 
@@ -93,6 +93,8 @@ class Layer:
     as ``fl_in`` and ``fl_skip`` repeat their fls: a layer reads a tensor with its producer's
     signedness (:meth:`Program.link_signedness` sets them, loading and saving check them). A
     concatenation's inputs and output share one signedness (§11). All False: every tensor signed.
+    :attr:`operation` is the layer's operation (:mod:`radix.ops`: its arithmetic, geometry and
+    placement).
     """
 
     name: str
@@ -125,9 +127,14 @@ class Layer:
         self.kernel, self.stride = golden.pair(self.kernel, "kernel"), golden.pair(self.stride, "stride")
 
     @property
+    def operation(self) -> ops.LayerOperation:
+        """The layer's operation (:mod:`radix.ops`)."""
+        return ops.of(self)
+
+    @property
     def skip(self) -> str | None:
         """The residual add's skip tensor, or None."""
-        return self.inputs[1] if self.kind != "concat" and len(self.inputs) > 1 else None
+        return self.inputs[1] if self.operation.has_weights and len(self.inputs) > 1 else None
 
     @property
     def skip_shift(self) -> np.ndarray | None:
@@ -150,28 +157,22 @@ class Layer:
 
     def geometry(self) -> jobs.Geometry:
         """The layer as the engine's fit rule sees it (:mod:`radix.jobs`)."""
-        return jobs.geometry_of(kind=self.kind, in_shape=self.in_shape, c_out=self.weights.shape[0],
-                                kernel=self.kernel, stride=self.stride, padding=self.padding, pool=self.pool,
-                                groups=self.groups)
+        return ops.of(self).geometry(self)
 
     @property
     def conv_shape(self) -> tuple[int, int]:
         """The convolution's output height and width before pooling (1x1 for fully connected)."""
-        if self.kind != "conv":
-            return 1, 1
-        top, left, bottom, right = self.padding
-        (kh, kw), (sh, sw) = self.kernel, self.stride
-        return ((self.in_shape[1] + top + bottom - kh) // sh + 1, (self.in_shape[2] + left + right - kw) // sw + 1)
+        return ops.of(self).conv_shape(self)
 
     @property
     def reduction(self) -> int:
         """``K``, the products per output element (docs/arithmetic.md §3); 0 for a concatenation."""
-        return 0 if self.kind == "concat" else int(np.prod(self.weights.shape[1:]))
+        return int(np.prod(self.weights.shape[1:])) if ops.of(self).has_weights else 0
 
     @property
     def macs(self) -> int:
         """Multiply-accumulates per image."""
-        if self.kind == "concat":
+        if not ops.of(self).has_weights:
             return 0
         conv_h, conv_w = self.conv_shape
         return self.reduction * self.weights.shape[0] * conv_h * conv_w
@@ -228,7 +229,7 @@ class Program:
         produced = {INPUT: bool(self.input_unsigned)}
         for layer in self.layers:
             read = [produced.get(name, False) for name in layer.inputs]
-            if layer.kind == "concat":
+            if layer.operation is ops.CONCATENATION:
                 if len(set(read)) > 1:
                     raise ProgramError(_mixed_concat(layer, read))
                 layer.unsigned_out = bool(read and read[0])
@@ -245,7 +246,7 @@ class Program:
         produced = {INPUT: bool(self.input_unsigned)}
         for layer in self.layers:
             read = [produced.get(name) for name in layer.inputs]
-            if layer.kind == "concat" and len({u for u in read if u is not None} | {bool(layer.unsigned_out)}) > 1:
+            if layer.operation is ops.CONCATENATION and len({u for u in read if u is not None} | {bool(layer.unsigned_out)}) > 1:
                 raise ProgramError(f"{where}: {_mixed_concat(layer, read)}")
             roles = [("input", bool(layer.unsigned_in))]
             if layer.skip is not None:
@@ -256,7 +257,7 @@ class Program:
                         f"{where}: layer {layer.name} reads its {role} {name}, which is {_kind(actual)}, as "
                         f"{_kind(says)}: a layer reads a tensor with its producer's signedness "
                         f"(docs/arithmetic.md §7)")
-            if layer.kind != "concat":
+            if layer.operation.has_weights:
                 try:
                     golden.check_reduction(layer.reduction, add=layer.skip is not None,
                                            unsigned_in=bool(layer.unsigned_in))
@@ -290,7 +291,7 @@ class Program:
             entry["kernel"], entry["stride"] = ((list(layer.kernel), list(layer.stride)) if geometry
                                                 else (layer.kernel[0], layer.stride[0]))
             entry["input_shapes"] = [list(s) for s in layer.input_shapes]
-            if compressed and layer.kind != "concat":
+            if compressed and layer.operation.has_weights:
                 entry["weights"] = _encoded_ref(arrays, layer.weights)
             else:
                 entry["weights"] = _array_ref(arrays, layer.weights, np.int32)

@@ -129,7 +129,7 @@ def activation_stats(graph: FloatGraph, program: Program, x) -> dict[str, Tensor
     integer outputs on the same images, ``q 2^-fl_out``."""
     x = np.asarray(x)
     _check(graph, program, x)
-    layers = [layer for layer in program.layers if layer.kind != "concat"]
+    layers = [layer for layer in program.layers if layer.operation.has_weights]
     stats = {layer.name: TensorStats([layer.fl_out], program.width) for layer in layers}
     for start in range(0, len(x), CHUNK):
         chunk = x[start:start + CHUNK]
@@ -187,7 +187,7 @@ def write_plots(graph: FloatGraph, program: Program, x_calib, out_dir, *, x_test
     test = activation_stats(graph, program, x_test) if x_test is not None else None
     weights = {}
     paths = []
-    for index, layer in enumerate(layer for layer in program.layers if layer.kind != "concat"):
+    for index, layer in enumerate(layer for layer in program.layers if layer.operation.has_weights):
         weights[layer.name] = weight_stats(layer, floats[layer.name].weight)
         figure = _layer_figure(program, layer, weights[layer.name], calib[layer.name], len(x_calib))
         paths.append(_save(figure, out_dir / f"{index:02d}-{re.sub(r'[^A-Za-z0-9_.-]', '_', layer.name)}.png"))

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from . import golden, network
+from . import golden, network, ops
 from .cycle_model import list_cycles
 from .driver import Driver, EngineMismatch
 from .placement import place
@@ -120,77 +120,40 @@ def natural_shift(width: int, reduction: int) -> int:
     return width - 2 + int(math.log2(reduction)) // 2
 
 
-def random_layer(rng: np.random.Generator, config: EngineConfig, index: int) -> tuple[Layer, np.ndarray, np.ndarray | None]:
-    """A random layer within the engine's limits, with a random integer input image and, for a
-    residual add, a random skip tensor (else None).
+# what the fuzz draws, and how often: each operation draws its own geometry and weights (radix.ops)
+RANDOM_SHARES = ((ops.FULLY_CONNECTED, 0.2), (ops.AVERAGE_POOL, 0.12), (ops.GROUPED_CONVOLUTION, 0.136),
+                 (ops.CONVOLUTION, 0.544))
+RANDOM_OPERATIONS = tuple(operation for operation, _ in RANDOM_SHARES)
 
-    Channel counts and sizes are chosen not to be multiples of the array, a third of the layers
-    with at most ``rows / 2`` input channels (which the placement folds, and stores narrow where they
-    fit a word, docs/engine.md); a fifth of the
-    convolutions are grouped (half of those depthwise); kernels and strides are rectangular half
-    of the time (``KH x KW``, ``SH x SW``, docs/arithmetic.md §7), and a 1x1 kernel's map is cut
-    to a multiple of its strides half of the time (the placement's sampling view,
-    docs/engine.md); padding differs per side; fl combinations range from left-shifting (negative
-    data shift) to saturating ones; about a third of the layers add a skip tensor with skip shifts from the leftmost the engine executes
-    to right shifts past ``W``, some are average pools (diagonal weights, docs/arithmetic.md §10)
-    and some fully connected layers read a map with weights that repeat over its pixels (a global
-    average pool folded in, which the engine runs as one summed job).
+
+def random_layer(rng: np.random.Generator, config: EngineConfig, index: int, *,
+                 operation: ops.Operation | None = None) -> tuple[Layer, np.ndarray, np.ndarray | None]:
+    """A random layer within the engine's limits, with a random integer input image and, for a
+    residual add, a random skip tensor (else None); of ``operation`` when given (one of
+    :data:`RANDOM_OPERATIONS`).
+
+    The operation is drawn with :data:`RANDOM_SHARES` and draws its own geometry and weights
+    (:mod:`radix.ops`: rectangular kernels and strides, padding per side, grouped and depthwise
+    convolutions, average pools, pooled classifiers); channel counts are chosen not to be
+    multiples of the array, a third of the layers with at most ``rows / 2`` input channels (which
+    the placement folds, and stores narrow where they fit a word, docs/engine.md); fl
+    combinations range from left-shifting (negative data shift) to saturating ones; about a third
+    of the layers that can take one add a skip tensor (:meth:`radix.ops.ResidualAdd.random_skip`).
     Each tensor is unsigned (§1) about as often as signed: the input, the skip tensor and the
     output (an unsigned output without a ReLU saturates its negative values to 0, §5), with
     values over the whole range of their signedness.
     """
     width = config.width
-    lo, hi = golden.int_range(width)
-    fc = rng.random() < 0.2
-    avgpool = not fc and rng.random() < 0.15
     unsigned_in, unsigned_skip, unsigned_out = (bool(u) for u in rng.random(3) < 0.5)
     c_in = int(rng.integers(1, 3 * config.rows + 2))
     if c_in > 2 * config.rows:  # a third of the layers have at most rows / 2 input channels: folded jobs
         c_in = 1 + (c_in - 1) % max(1, config.rows // 2)
-    c_out = c_in if avgpool else int(rng.integers(1, 3 * config.cols + 2))
-    groups = 1
-    if not (fc or avgpool) and rng.random() < 0.2:  # depthwise half of the time, else any divisor of C_in
-        groups = c_in if rng.random() < 0.5 else int(rng.choice([g for g in range(1, c_in + 1) if c_in % g == 0]))
-        c_out = groups * int(rng.integers(1, 3))
-    padding = (0, 0, 0, 0)
-    if fc:
-        k = stride = 1
-        pool = False
-        if rng.random() < 0.4:  # a pooled classifier: the weights repeat over the map (§10)
-            channels, h, w = int(rng.integers(1, 3 * config.rows + 2)), *(int(v) for v in rng.integers(1, 9, 2))
-            in_shape = (channels, h, w)
-            weights = np.repeat(rng.integers(lo, hi + 1, (c_out, channels)), h * w, axis=1)
-        else:
-            features = int(rng.integers(1, 4 * config.rows + 3))
-            in_shape, weights = (features,), rng.integers(lo, hi + 1, (c_out, features))
-    else:
-        # kernels and strides square half of the time, else each dimension drawn on its own (§7)
-        kh, kw = (int(v) for v in (rng.integers(2, 5, 2) if avgpool else rng.integers(1, 8, 2)))
-        sh, sw = (int(v) for v in rng.integers(1, 5, 2))
-        if rng.random() < 0.5:
-            kw, sw = kh, sh
-        if avgpool:
-            sh, sw = (kh, kw) if max(kh, kw) <= golden.STRIDE_RANGE[1] else (sh, sw)
-        k, stride = (kh, kw), (sh, sw)
-        if not avgpool:
-            padding = tuple(int(p) for p in (rng.integers(0, kh), rng.integers(0, kw), rng.integers(0, kh),
-                                             rng.integers(0, kw)))
-        h = int(rng.integers(max(1, kh - padding[0] - padding[2]), kh + 3 * sh + 6))
-        w = int(rng.integers(max(1, kw - padding[1] - padding[3]), kw + 3 * sw + 6))
-        if k == (1, 1) and rng.random() < 0.5:
-            # maps the strides divide: the placement's sampling view of a strided 1x1 convolution
-            h, w = max(sh, h - h % sh), max(sw, w - w % sw)
-        conv_h = golden.conv_output_size(h, kh, sh, padding[0], padding[2])
-        conv_w = golden.conv_output_size(w, kw, sw, padding[1], padding[3])
-        pool = not avgpool and bool(rng.random() < 0.4) and min(conv_h, conv_w) >= 2
-        in_shape = (c_in, h, w)
-        if avgpool:
-            weights = np.zeros((c_out, c_in, kh, kw), dtype=np.int64)
-            weights[np.arange(c_out), np.arange(c_in)] = int(rng.integers(1, hi + 1))
-        else:
-            weights = rng.integers(lo, hi + 1, (c_out, c_in // groups, kh, kw))
-    add = not avgpool and groups == 1 and rng.random() < 0.35
-    reduction = int(np.prod(weights.shape[1:]))
+    if operation is None:
+        operation = RANDOM_OPERATIONS[int(rng.choice(len(RANDOM_OPERATIONS), p=[share for _, share in RANDOM_SHARES]))]
+    drawn = operation.random_layer(rng, config, ops.Draw(c_in=c_in, weight_range=golden.int_range(width)))
+    c_out = drawn.weights.shape[0]
+    add = drawn.can_add and rng.random() < 0.35
+    reduction = int(np.prod(drawn.weights.shape[1:]))
     if add and reduction > golden.max_reduction(add=True, unsigned_in=unsigned_in):
         add = False
     natural = natural_shift(width, reduction) + int(unsigned_in)  # an unsigned input carries one bit more
@@ -198,29 +161,20 @@ def random_layer(rng: np.random.Generator, config: EngineConfig, index: int) -> 
     fl_in, fl_w = int(rng.integers(-2, width + 3)), int(rng.integers(-2, width + 3))
     acc_bits = config.acc_width
     bias = rng.integers(-(2 ** (acc_bits - 2)), 2 ** (acc_bits - 2), c_out) >> int(rng.integers(acc_bits // 2, acc_bits - 2))
-    if avgpool:
+    if drawn.zero_bias:
         bias = np.zeros(c_out, dtype=np.int64)
-    x = rng.integers(*_endpoints(width, unsigned_in), in_shape)
-    if fc:
-        out_shape: tuple = (c_out,)
-        skip_shape: tuple = (c_out,)
-    else:
-        out_shape = (c_out, conv_h // 2, conv_w // 2) if pool else (c_out, conv_h, conv_w)
-        skip_shape = (c_out, conv_h, conv_w)
+    x = rng.integers(*_endpoints(width, unsigned_in), drawn.in_shape)
     fl_skip, skip = None, None
     if add:
-        skip_lo, skip_hi = golden.skip_shift_range(width, unsigned=unsigned_skip)
-        skip_shift = int(rng.choice([skip_lo, int(rng.integers(skip_lo, 1)), 0, int(rng.integers(1, skip_hi + 3)),
-                                     natural - width]))
-        skip_shift = max(skip_shift, skip_lo)
+        skip_shift, skip = ops.RESIDUAL_ADD.random_skip(rng, width=width, unsigned=unsigned_skip, natural_shift=natural,
+                                                        shape=drawn.skip_shape)
         fl_skip = fl_in + fl_w + skip_shift
-        skip = rng.integers(*_endpoints(width, unsigned_skip), skip_shape)
-    layer = Layer(name=f"random{index}", kind="fc" if fc else "conv", modules=[], in_shape=in_shape,
-                  out_shape=out_shape, kernel=k, stride=stride, padding=padding, relu=bool(rng.random() < 0.5),
-                  pool=pool, fl_in=fl_in, fl_w=[fl_w], fl_out=fl_in + fl_w - shift, weight_bits=width,
-                  weights=weights, bias=bias, inputs=[INPUT, "skip"] if add else [INPUT], fl_skip=fl_skip,
-                  role="avgpool" if avgpool else "", unsigned_in=unsigned_in, unsigned_skip=add and unsigned_skip,
-                  unsigned_out=unsigned_out, groups=groups)
+    layer = Layer(name=f"random{index}", kind=drawn.kind, modules=[], in_shape=drawn.in_shape,
+                  out_shape=drawn.out_shape, kernel=drawn.kernel, stride=drawn.stride, padding=drawn.padding,
+                  relu=bool(rng.random() < 0.5), pool=drawn.pool, fl_in=fl_in, fl_w=[fl_w], fl_out=fl_in + fl_w - shift,
+                  weight_bits=width, weights=drawn.weights, bias=bias, inputs=[INPUT, "skip"] if add else [INPUT],
+                  fl_skip=fl_skip, role=drawn.role, unsigned_in=unsigned_in, unsigned_skip=add and unsigned_skip,
+                  unsigned_out=unsigned_out, groups=drawn.groups)
     return layer, x, skip
 
 
@@ -240,10 +194,12 @@ def _externals(layer: Layer, skip) -> dict:
     return {} if skip is None else {"skip": (tuple(np.asarray(skip).shape), layer.unsigned_skip)}
 
 
-def _fitting_layer(driver: Driver, rng: np.random.Generator, index: int, attempts: int = 1000):
-    """Draw random layers until one fits the engine's buffers (small builds refuse large layers)."""
+def fitting_layer(driver: Driver, rng: np.random.Generator, index: int, *, attempts: int = 1000,
+                  operation: ops.Operation | None = None):
+    """Draw random layers (of ``operation`` when given) until one fits the engine's buffers (small
+    builds refuse large layers); returns ``(layer, input image, skip tensor or None)``."""
     for _ in range(attempts):
-        layer, x, skip = random_layer(rng, driver.config, index)
+        layer, x, skip = random_layer(rng, driver.config, index, operation=operation)
         try:
             place(_single_layer_program(layer, driver.config.width), driver.config, externals=_externals(layer, skip))
         except EngineMismatch:
@@ -252,7 +208,7 @@ def _fitting_layer(driver: Driver, rng: np.random.Generator, index: int, attempt
     raise EngineMismatch(f"no random layer fits this engine after {attempts} draws: {driver.config.as_dict()}")
 
 
-def _run_single(driver: Driver, layer: Layer, x, skip) -> tuple[np.ndarray, int, int]:
+def run_single(driver: Driver, layer: Layer, x, skip) -> tuple[np.ndarray, int, int]:
     """One layer as a one-command-list program: its output, CYCLES and saturated outputs."""
     program = _single_layer_program(layer, driver.config.width)
     loaded = driver.load_with(program, externals=_externals(layer, skip))
@@ -271,10 +227,10 @@ def selftest(transport, *, seed: int, count: int, tick: Callable[[], None] | Non
     mismatches = []
     cycles = 0
     for index in range(count):
-        layer, x, skip = _fitting_layer(driver, rng, index)
+        layer, x, skip = fitting_layer(driver, rng, index)
         expected = network.run_layer(layer, x[None], width=driver.config.width,
                                      skip=None if skip is None else skip[None])
-        got, got_cycles, got_saturated = _run_single(driver, layer, x, skip)
+        got, got_cycles, got_saturated = run_single(driver, layer, x, skip)
         cycles += got_cycles
         diff = first_difference(expected.values[0], got)
         if diff:
@@ -343,7 +299,7 @@ def measure_layers(transport, *, layers: list[dict], seed: int = 0) -> list[dict
         layer = program.layers[0]
         x = rng.integers(lo, hi + 1, layer.in_shape)
         expected = network.run(program, x[None])[0]
-        got, cycles, _ = _run_single(driver, layer, x, None)
+        got, cycles, _ = run_single(driver, layer, x, None)
         commands = place(program, driver.config).commands
         results.append({
             "name": spec["name"], "macs": layer.macs, "cycles": cycles, "jobs": len(commands),

@@ -22,6 +22,7 @@ import dataclasses
 
 import numpy as np
 
+from . import ops
 from .engine_spec import EngineConfig
 from .golden import KERNEL_RANGE
 from .program import INPUT, Layer, Program
@@ -92,7 +93,7 @@ def plan(program: Program, config: EngineConfig) -> SpaceToDepth | None:
     if len(readers) != 1 or len(program.input_shape) != 3:
         return None
     layer = readers[0]
-    if layer.kind != "conv" or layer.inputs[0] != INPUT or layer.inputs.count(INPUT) != 1 or layer.groups != 1:
+    if layer.operation is not ops.CONVOLUTION or layer.inputs[0] != INPUT or layer.inputs.count(INPUT) != 1:
         return None
     (sh, sw), (c, _, _) = layer.stride, program.input_shape
     if (sh, sw) == (1, 1) or c * sh * sw > config.rows:

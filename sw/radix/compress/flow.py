@@ -128,7 +128,7 @@ def engine_figures(program) -> dict:
     x = np.zeros((1,) + tuple(program.input_shape), dtype=np.float32)
     run = run_images(ReferenceBusTransport(), program, x, np.zeros(1, dtype=np.int64))
     return {"macs": sum(layer.macs for layer in program.layers),
-            "conv_macs": sum(layer.macs for layer in program.layers if layer.kind == "conv"),
+            "conv_macs": sum(layer.macs for layer in program.layers if layer.operation.windowed),
             "cycles": run["cycles"]["per_image_mean"], "cycles_per_layer": run["cycles"]["per_layer_mean"],
             "cycles_source": CYCLES_SOURCE}
 

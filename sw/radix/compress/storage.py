@@ -411,7 +411,7 @@ def program_storage(program, *, path=None) -> dict:
     nonzeros. With ``path``, also the file's size and the storage the program uses."""
     layers, totals = [], {"int32": 0, "packed": 0, "compressed": 0}
     for layer in program.layers:
-        if layer.kind == "concat":
+        if not layer.operation.has_weights:
             continue
         weights = np.asarray(layer.weights)
         encoded = encode(weights, huffman=True)
