@@ -123,7 +123,7 @@ def radix_row(model, input_shape, x_calib, x_test, y_test, scheme, wbits, abits,
 
 def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     """Inference BatchNorm folded into the preceding convolution: the math of
-    ``radix.ingest._fold_batchnorm`` (docs/arithmetic.md §8), in float64, returned as float32."""
+    ``radix.ops.batch_norm.fold_batchnorm`` (docs/arithmetic.md §8), in float64, returned as float32."""
     weight = conv.weight.detach().double()
     bias = conv.bias.detach().double() if conv.bias is not None else torch.zeros(conv.out_channels, dtype=torch.float64)
     if bn is None:

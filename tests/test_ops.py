@@ -35,12 +35,14 @@ def test_every_program_kind_is_an_operations_and_an_unknown_one_is_named():
 
 
 def test_onnx_operators_and_readme_rows_belong_to_one_operation_each():
-    claimed = [op_type for op in ops.OPERATIONS for op_type in op.onnx_ops]
+    every = ops.OPERATIONS + ops.GRAPH_OPERATIONS
+    claimed = [op_type for op in every for op_type in op.onnx_ops]
     assert len(claimed) == len(set(claimed))
-    assert {"Conv", "Gemm", "MatMul", "Add", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool"} <= set(claimed)
-    rows = [row for op in ops.OPERATIONS for row in op.readme]
+    assert {"Conv", "Gemm", "MatMul", "Add", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool",
+            "BatchNormalization", "Relu", "Clip", "Pad"} <= set(claimed)
+    rows = [row for op in every for row in op.readme]
     assert rows and all(row in SUPPORTED_OPERATIONS for row in rows)
-    assert all(op.readme for op in ops.OPERATIONS)
+    assert all(op.readme for op in every)
 
 
 def test_random_shares_draw_every_operation_that_draws():

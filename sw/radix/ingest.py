@@ -13,10 +13,10 @@ free. Everything else is refused, naming the module or function, its type and th
 before any calibration work starts; a layer that does not fit the engine is refused with the
 driver's own message (:mod:`radix.jobs`).
 
-The engine operations (convolutions, fully connected layers, residual adds, pooling,
-concatenation) are recognised and applied by their own modules (:mod:`radix.ops`,
-docs/operations.md); this module walks the graph and does the bookkeeping that belongs to no
-engine operation (BatchNorm, ReLU, padding, flattening, free operations).
+Each operation (convolutions, fully connected layers, residual adds, pooling, concatenation,
+BatchNorm, ReLU, zero padding) is recognised and applied by its own module (:mod:`radix.ops`,
+docs/operations.md); this module walks the graph and handles what costs nothing (flattening,
+dropout, a final softmax).
 """
 
 from __future__ import annotations
@@ -39,15 +39,11 @@ FREE_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
 SOFTMAX_MODULES = (nn.Softmax, nn.LogSoftmax)
 
 
-# What ingestion accepts and what becomes of it: the engine operations' rows come from their
-# modules (radix.ops), then what folds into them or costs nothing; the README's table is generated
+# What ingestion accepts and what becomes of it: the rows of radix.ops' operations come from their
+# modules, then what costs nothing; the README's table is generated
 # from this (supported_operations_markdown(); tests/test_ingest.py keeps the README in step).
-SUPPORTED_OPERATIONS = tuple(row for operation in ops.OPERATIONS for row in operation.readme) + (
-    ("`nn.BatchNorm1d/2d` (running statistics)", "folded into the Conv2d/Linear before it; elsewhere a per-channel "
-                                                  "scale layer"),
-    ("`nn.ReLU`, `F.relu`, `torch.relu`, `x.relu()`", "fused into the layer before it; elsewhere an identity layer"),
-    ("`nn.ZeroPad2d`, `nn.ConstantPad2d(p, 0)`, `F.pad` (constant 0)", "fused into the next convolution's "
-                                                                      "padding, any four sides"),
+SUPPORTED_OPERATIONS = tuple(row for operation in ops.OPERATIONS + ops.GRAPH_OPERATIONS
+                             for row in operation.readme) + (
     ("`nn.Flatten`, `torch.flatten(x, 1)`, `x.view(x.size(0), -1)`, `x.reshape(x.shape[0], -1)`", "free"),
     ("`nn.Dropout`, `nn.Identity`, `F.dropout`", "free at inference"),
     ("`nn.Softmax`, `nn.LogSoftmax`, `F.softmax`, `F.log_softmax` (last operation only)",
@@ -339,11 +335,9 @@ class _Walker:
         """What is wrong with an operation whatever its input: a conv or pooling's parameters,
         an operation the engine does not have."""
         module = self.modules.get(node.target) if node.op == "call_module" else None
-        operation = _engine_operation(node, module)
-        if operation is not None:
-            return operation.torch_problem(module) if module is not None else None
-        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            return _batchnorm_problem(module)
+        recognised = _recognised(node, module)
+        if recognised is not None:
+            return recognised.torch_problem(module) if module is not None else None
         if _operation(node, module) is None:
             return "not supported by the engine"
         return None
@@ -374,21 +368,10 @@ class _Walker:
         """Apply one operation; returns its value and a note for ``check``."""
         module = self.modules.get(node.target) if node.op == "call_module" else None
         x = self.values.get(node.all_input_nodes[0]) if node.all_input_nodes else None
-        engine_operation = _engine_operation(node, module)
-        if engine_operation is not None:
-            return engine_operation.torch_step(self, node, module, name, x)
+        recognised = _recognised(node, module)
+        if recognised is not None:
+            return recognised.torch_step(self, node, module, name, x)
         operation = _operation(node, module)
-        if operation == "batchnorm":
-            return self.batchnorm(node, module, name, x)
-        if operation == "relu":
-            return self.relu(node, name, x)
-        if operation == "pad" and module is not None:
-            if isinstance(module, nn.ConstantPad2d) and module.value != 0:
-                raise Refused(f"constant padding with {module.value}: only zero padding")
-            left, right, top, bottom = module.padding
-            return self.pad(x, (top, left, bottom, right), name)
-        if operation == "pad":
-            return self.pad(x, _pad_call_params(node), name)
         if operation == "flatten":
             _flatten_params(node, module)
             return self.flatten(x, node), ""
@@ -401,55 +384,13 @@ class _Walker:
             return self.softmax(node, x)
         raise Refused("not supported by the engine")
 
-    # -- operations that are not engine operations of their own ------------------------------
     def note_input_mismatch(self, name: str, module_type: str, what: str, expected: int) -> None:
         """Remember the first layer that does not take the network input's shape."""
         if self.input_mismatch is None:
             self.input_mismatch = {"layer": name, "module_type": module_type, "what": what, "expected": expected,
                                    "input_shape": self.input_shape}
 
-    def batchnorm(self, node, bn, name: str, x):
-        x = self.settle(x, node)
-        problem = _batchnorm_problem(bn)
-        if problem:
-            raise Refused(problem)
-        layer = self.open_layer(x, node)
-        if layer is not None and not (layer.relu or layer.pool or layer.skip) and bn.num_features == layer.weight.shape[0]:
-            _fold_batchnorm(layer, bn)
-            layer.modules.append(name)
-            return Tensor(layer.name, x.shape, True), f"folded into {layer.name}"
-        source = self.materialise(x)
-        if source.shape[0] != bn.num_features:
-            raise Refused(f"BatchNorm of {bn.num_features} features on a tensor of shape {source.shape}")
-        identity = self.identity_layer(source, name, name)
-        _fold_batchnorm(identity, bn)
-        return Tensor(identity.name, source.shape, True), "a per-channel scale layer (it follows no Conv2d/Linear)"
-
-    def relu(self, node, name: str, x):
-        x = self.settle(x, node)
-        layer = self.open_layer(x, node)
-        if layer is not None:
-            layer.relu = True
-            layer.modules.append(name)
-            return Tensor(layer.name, x.shape, True), f"fused into {layer.name}"
-        source = self.materialise(x)
-        if source.name != INPUT and self.by_name[source.name].relu:
-            return alias(source, node), "no-op: the input is already rectified"
-        identity = self.identity_layer(source, name, name)
-        identity.relu = True
-        return Tensor(identity.name, source.shape, True), "an identity layer with ReLU"
-
-    def pad(self, x, padding, name: str):
-        if isinstance(x, Padded):
-            padding = tuple(a + b for a, b in zip(padding, x.padding))
-            x = x.source
-        source = self.materialise(x)
-        if len(source.shape) != 3:
-            raise Refused("zero padding needs a feature map")
-        if min(padding) < 0:
-            raise Refused(f"negative padding {padding} (cropping) is not supported")
-        return Padded(source, tuple(int(p) for p in padding), name), "fused into the next Conv2d"
-
+    # -- free operations (radix.ops has the others) -------------------------------------------
     def flatten(self, x, node: fx.Node):
         if isinstance(x, AvgPooled):
             return AvgPooled(x.source, x.window, x.module, flat=True)
@@ -467,20 +408,15 @@ class _RefusedModel(Exception):
     """The model as a whole cannot be ingested."""
 
 
-def _engine_operation(node: fx.Node, module) -> ops.Operation | None:
-    """The engine operation (:mod:`radix.ops`) ``node`` is, or None."""
-    return next((operation for operation in ops.OPERATIONS if operation.torch_matches(node, module)), None)
+def _recognised(node: fx.Node, module) -> ops.Operation | None:
+    """The operation of :mod:`radix.ops` that ``node`` is, or None."""
+    return next((operation for operation in ops.OPERATIONS + ops.GRAPH_OPERATIONS
+                 if operation.torch_matches(node, module)), None)
 
 
 def _operation(node: fx.Node, module) -> str | None:
-    """Which operation of the graph alone (not an engine operation, :func:`_engine_operation`)
+    """Which free operation (one that costs nothing, not one of :mod:`radix.ops`, :func:`_recognised`)
     ``node`` is (``module`` is the one it calls, if any), or None."""
-    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        return "batchnorm"
-    if isinstance(module, nn.ReLU) or is_call(node, (F.relu, torch.relu), "relu"):
-        return "relu"
-    if isinstance(module, (nn.ZeroPad2d, nn.ConstantPad2d)) or is_call(node, (F.pad,), None):
-        return "pad"
     if isinstance(module, nn.Flatten) or is_call(node, (torch.flatten,), "flatten"):
         return "flatten"
     if is_call(node, (), ("view", "reshape")):
@@ -506,28 +442,6 @@ def _describe(node: fx.Node, modules: dict) -> tuple[str, str]:
     return node.name, prefix + getattr(target, "__name__", str(target))
 
 
-def _batchnorm_problem(bn) -> str | None:
-    if not bn.track_running_stats or bn.running_mean is None:
-        return ("BatchNorm without running statistics (track_running_stats=False) normalises each batch by its own "
-                "statistics: there is no inference form to fold")
-    return None
-
-
-def _pad_call_params(node: fx.Node) -> tuple[int, int, int, int]:
-    pads = arg(node, 1, "pad")
-    mode = arg(node, 2, "mode", "constant")
-    value = arg(node, 3, "value", None)
-    if mode != "constant" or value not in (None, 0, 0.0):
-        raise Refused(f"F.pad mode={mode!r} value={value!r}: only constant zero padding")
-    pads = tuple(pads)
-    if len(pads) == 2:
-        pads = pads + (0, 0)
-    if len(pads) != 4 or not all(isinstance(p, int) for p in pads):
-        raise Refused(f"F.pad {pads}: give (left, right, top, bottom) as integers")
-    left, right, top, bottom = pads
-    return (top, left, bottom, right)
-
-
 def _flatten_params(node: fx.Node, module) -> None:
     start = module.start_dim if module is not None else arg(node, 1, "start_dim", 0 if node.op == "call_function" else 0)
     end = module.end_dim if module is not None else arg(node, 2, "end_dim", -1)
@@ -551,17 +465,6 @@ def _check_view(node: fx.Node, x) -> None:
             sizes[0] == -1 and sizes[1] == -1):
         return
     raise Refused(f"{node.target} to {tuple(str(s) for s in sizes)}: only to (N, -1), e.g. x.view(x.size(0), -1)")
-
-
-def _fold_batchnorm(layer: FloatLayer, bn) -> None:
-    """Fold inference BatchNorm into the layer's weights and bias (docs/arithmetic.md §8)."""
-    scale = bn.weight.detach().double().numpy() if bn.affine else np.ones(bn.num_features)
-    shift = bn.bias.detach().double().numpy() if bn.affine else np.zeros(bn.num_features)
-    mean = bn.running_mean.detach().double().numpy()
-    var = bn.running_var.detach().double().numpy()
-    factor = scale / np.sqrt(var + bn.eps)
-    layer.weight = layer.weight * factor.reshape((-1,) + (1,) * (layer.weight.ndim - 1))
-    layer.bias = (layer.bias - mean) * factor + shift
 
 
 def _trace(model: nn.Module) -> fx.GraphModule:

@@ -53,7 +53,6 @@ import onnx
 import onnx.numpy_helper
 import onnx.shape_inference
 import torch
-import torch.nn.functional as F
 from google.protobuf.message import DecodeError
 from onnx.reference import ReferenceEvaluator
 from torch import fx, nn
@@ -385,6 +384,11 @@ class _Converter:
         return _parameter(array)
 
     @staticmethod
+    def float32(array: np.ndarray) -> torch.Tensor:
+        """A float32 tensor of ``array``."""
+        return _float32(array)
+
+    @staticmethod
     def sizes(values) -> np.ndarray:
         """Shape arithmetic's values, the symbolic batch size kept (:func:`_sizes`)."""
         return _sizes(values)
@@ -430,30 +434,9 @@ class _Converter:
         return all(not name or self.readers[name] == 0 for name in node.output[first:])
 
     # -- operators that ingest accepts --------------------------------------------------------
-    def batchnorm(self, node, inputs, attrs):
-        x = self.runtime(inputs[0])
-        scale, shift, mean, var = (self.constant(v, ndim=1) for v in inputs[1:5])
-        if attrs.get("training_mode", 0) or not self.unread(node, 1):
-            raise _Unmapped()  # training: batch statistics
-        kind = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d}.get(self.rank())
-        if kind is None:
-            raise _Unmapped()
-        bn = kind(len(scale), eps=float(attrs.get("epsilon", 1e-5)))
-        bn.weight, bn.bias = _parameter(scale), _parameter(shift)
-        bn.running_mean.copy_(_float32(mean))
-        bn.running_var.copy_(_float32(var))
-        return [self.module(bn, x)]
-
     def activation(self, node, inputs, attrs):
         module = _ACTIVATIONS[node.op_type](**{name: float(value) for name, value in attrs.items()})
         return [self.module(module, self.runtime(inputs[0]))]
-
-    def clip(self, node, inputs, attrs):
-        low = self.attr_or_input(attrs, "min", inputs, 1)
-        high = self.attr_or_input(attrs, "max", inputs, 2)
-        if low != 0 or high not in (None, math.inf):
-            raise _Unmapped()
-        return [self.module(nn.ReLU(), self.runtime(inputs[0]))]
 
     def flatten(self, node, inputs, attrs):
         x = self.runtime(inputs[0])
@@ -519,30 +502,6 @@ class _Converter:
         bias = layer.bias.detach() if layer.bias is not None else torch.zeros(channels)
         layer.bias = nn.Parameter(bias + _float32(np.broadcast_to(c.reshape(-1), (channels,))), requires_grad=False)
         return True
-
-    def pad(self, node, inputs, attrs):
-        x = self.runtime(inputs[0])
-        rank = self.rank()
-        pads = self.attr_or_input(attrs, "pads", inputs, 1)
-        value = self.attr_or_input(attrs, "value", inputs, 2, 0.0)
-        axes = self.attr_or_input(attrs, "axes", inputs, 3, list(range(rank)))
-        full = [0] * (2 * rank)
-        for i, axis in enumerate(_ints(axes)):
-            full[axis % rank], full[axis % rank + rank] = int(pads[i]), int(pads[i + len(axes)])
-        if not any(full):
-            return [x]  # old exporters pad pooling by nothing
-        # torch's order: last dimension first, (begin, end) pairs; trailing zero pairs dropped
-        torch_pads = [p for axis in reversed(range(rank)) for p in (full[axis], full[axis + rank])]
-        while len(torch_pads) > 4 and torch_pads[-2:] == [0, 0]:
-            torch_pads = torch_pads[:-2]
-        mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}.get(
-            attrs.get("mode", "constant"))
-        if mode is None:
-            raise _Unmapped()
-        kwargs = {"mode": mode}
-        if mode == "constant":
-            kwargs["value"] = float(np.ravel(value)[0]) if np.size(value) else 0.0
-        return [self.graph.call_function(F.pad, (x, tuple(torch_pads)), kwargs)]
 
     def softmax(self, node, inputs, attrs):
         rank = self.rank()
@@ -647,10 +606,9 @@ class _Converter:
         return (top, left)
 
 
-# elementwise functions with an exact PyTorch module (only ReLU runs on the engine; the others
-# are refused by ingest under their module's name, which is the exporter's scope)
+# elementwise functions with an exact PyTorch module that the engine does not run (ReLU is
+# radix.ops.relu's): ingest refuses them under their module's name, which is the exporter's scope
 _ACTIVATIONS = {
-    "Relu": nn.ReLU,
     "Sigmoid": nn.Sigmoid,
     "Tanh": nn.Tanh,
     "HardSwish": nn.Hardswish,
@@ -658,15 +616,12 @@ _ACTIVATIONS = {
     "Elu": lambda alpha=1.0: nn.ELU(alpha),
 }
 # operator -> (handler, the attributes it understands: a node with any other stays opaque); the
-# engine operations' own operators are converted by their modules (radix.ops), added below
+# operators of radix.ops' operations are converted by their modules, added below
 _HANDLERS = {
-    "BatchNormalization": (_Converter.batchnorm, ("epsilon", "momentum", "training_mode")),
     **{op: (_Converter.activation, ("alpha",) if op in ("LeakyRelu", "Elu") else ()) for op in _ACTIVATIONS},
-    "Clip": (_Converter.clip, ("min", "max")),
     "Flatten": (_Converter.flatten, ("axis",)),
     "Reshape": (_Converter.reshape, ("allowzero",)),
     "Squeeze": (_Converter.squeeze, ("axes",)),
-    "Pad": (_Converter.pad, ("mode", "pads", "value")),
     "Softmax": (_Converter.softmax, ("axis",)),
     "LogSoftmax": (_Converter.softmax, ("axis",)),
     "Dropout": (_Converter.dropout, ("ratio", "seed")),
@@ -679,4 +634,5 @@ _HANDLERS = {
 }
 _HANDLERS.update({op_type: (lambda converter, node, inputs, attrs, operation=operation:
                             operation.onnx_convert(converter, node, inputs, attrs), known)
-                  for operation in ops.OPERATIONS for op_type, known in operation.onnx_ops.items()})
+                  for operation in ops.OPERATIONS + ops.GRAPH_OPERATIONS
+                  for op_type, known in operation.onnx_ops.items()})

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from .average_pool import AVGPOOL_ROLE, AveragePool
 from .base import Draw, Drawn, LayerOperation, Operation
+from .batch_norm import BatchNorm
 from .concatenation import Concatenation
 from .convolution import Convolution
 from .fully_connected import FullyConnected, fc_input_limit
 from .grouped_convolution import GroupedConvolution
 from .max_pool import MaxPool
+from .relu import ReLU
 from .residual_add import ResidualAdd
+from .zero_padding import ZeroPadding
 
 CONVOLUTION = Convolution()
 GROUPED_CONVOLUTION = GroupedConvolution()
@@ -26,10 +29,15 @@ CONCATENATION = Concatenation()
 AVERAGE_POOL = AveragePool()
 MAX_POOL = MaxPool()
 RESIDUAL_ADD = ResidualAdd()
+BATCH_NORM = BatchNorm()
+RELU = ReLU()
+ZERO_PADDING = ZeroPadding()
 
 # the operations that are program layers, and those that fuse into one or fold away
 LAYER_OPERATIONS: tuple[LayerOperation, ...] = (CONVOLUTION, GROUPED_CONVOLUTION, FULLY_CONNECTED, CONCATENATION)
 OPERATIONS: tuple[Operation, ...] = LAYER_OPERATIONS + (RESIDUAL_ADD, MAX_POOL, AVERAGE_POOL)
+# what changes the engine's layers without being one: folded, fused or absorbed by the next layer
+GRAPH_OPERATIONS: tuple[Operation, ...] = (BATCH_NORM, RELU, ZERO_PADDING)
 KINDS = tuple(dict.fromkeys(op.kind for op in LAYER_OPERATIONS))  # the program file's layer kinds
 
 
@@ -41,11 +49,6 @@ def of(layer) -> LayerOperation:
     raise ValueError(f"layer {layer.name!r} has unknown kind {layer.kind!r} (known: {', '.join(KINDS)})")
 
 
-def onnx_operation(op_type: str) -> Operation | None:
-    """The operation whose converter takes the ONNX operator ``op_type``, or None."""
-    return next((op for op in OPERATIONS if op_type in op.onnx_ops), None)
-
-
-__all__ = ["AVGPOOL_ROLE", "AVERAGE_POOL", "CONCATENATION", "CONVOLUTION", "Draw", "Drawn", "FULLY_CONNECTED",
-           "GROUPED_CONVOLUTION", "KINDS", "LAYER_OPERATIONS", "LayerOperation", "MAX_POOL", "OPERATIONS", "Operation",
-           "RESIDUAL_ADD", "fc_input_limit", "of", "onnx_operation"]
+__all__ = ["AVGPOOL_ROLE", "AVERAGE_POOL", "BATCH_NORM", "CONCATENATION", "CONVOLUTION", "Draw", "Drawn",
+           "FULLY_CONNECTED", "GRAPH_OPERATIONS", "GROUPED_CONVOLUTION", "KINDS", "LAYER_OPERATIONS", "LayerOperation",
+           "MAX_POOL", "OPERATIONS", "Operation", "RELU", "RESIDUAL_ADD", "ZERO_PADDING", "fc_input_limit", "of"]
