@@ -9,15 +9,16 @@ from radix.stream_format import pack_int, unpack_int
 from radix_hw.array import SystolicArray
 
 
-def schedule(rows: int, cols: int, pixels: list[int]):
-    """Cycles of each pass's swap and of its shifts, packed as tightly as the array allows."""
+def schedule(rows: int, shift_gap: int, pixels: list[int]):
+    """Cycles of each pass's swap and of its shifts, packed as tightly as the array allows: the
+    next pass's shifts ``shift_gap`` cycles after a swap enters, the next swap right after them."""
     starts, shift_cycles = [], []
     start = rows  # pass 0's shifts occupy cycles 0 .. rows-1
     shift_cycles.append(list(range(rows)))
     for n, p in enumerate(pixels):
         starts.append(start)
         if n + 1 < len(pixels):
-            first_shift = start + rows + cols - 2
+            first_shift = start + shift_gap
             shift_cycles.append(list(range(first_shift, first_shift + rows)))
             start = max(start + p, first_shift + rows)
     return starts, shift_cycles
@@ -39,12 +40,13 @@ def test_array_matches_matrix_products(rows, cols, width, macs_per_dsp, unsigned
     inputs = [rng.integers(x_lo, x_hi, (p, rows)) for p in pixels]
     weights[0][:] = lo  # extreme products
     inputs[0][:] = x_hi - 1 if unsigned else lo
-    starts, shift_cycles = schedule(rows, cols, pixels)
+    dut = SystolicArray(rows=rows, cols=cols, width=width, macs_per_dsp=macs_per_dsp)
+    assert dut.shift_gap == rows - 1
+    starts, shift_cycles = schedule(rows, dut.shift_gap, pixels)
 
     total = starts[-1] + pixels[-1] + rows + cols + 4
     x_at = {s + i: (n, i) for n, s in enumerate(starts) for i in range(pixels[n])}
     shift_at = {t: (n, j) for n, cyc in enumerate(shift_cycles) for j, t in enumerate(cyc)}
-    dut = SystolicArray(rows=rows, cols=cols, width=width, macs_per_dsp=macs_per_dsp)
     seen = {}
 
     async def bench(ctx):

@@ -26,10 +26,14 @@ class SystolicArray(wiring.Component):
     Weights: ``w_in`` (one weight row, column ``c`` in bits ``c*W``) is shifted into the top row
     of shadow weights by ``w_shift`` and moves one row down per shift, so a pass's rows are
     shifted in bottom row first. ``swap_in``, presented with the first pixel of a pass, makes
-    every PE switch to its shadow weight as that pixel reaches it. For a pass whose swap enters
-    at cycle ``a``, shifts for the next pass may occur at cycles ``>= a + rows + cols - 2``
-    (every PE has swapped by then), and the next swap may enter at ``a'`` once the last shift
-    lies at ``<= a' - 1``.
+    every PE switch to its shadow weight as that pixel reaches it. Each column's weights and
+    shifts enter skewed like the inputs (column ``c`` as many cycles after column 0 as the swap
+    wave reaches it later), so a column's shadows are rewritten right behind its own swaps: for a
+    pass whose swap enters at cycle ``a``, shifts for the next pass may be presented at cycles
+    ``>= a +`` :attr:`shift_gap` ``= a + rows - 1`` (the bottom row has swapped by then, in every
+    column), and the next swap may enter at ``a'`` once the last shift lies at ``<= a' - 1``. A
+    pass thus lasts at least ``2 * rows`` cycles (until 2026-12-07 the shifts went to every
+    column at once, after the swap wave had crossed the whole array: ``2 * rows + cols - 1``).
 
     With ``macs_per_dsp=2`` (W=8 only) each row is ``ceil(cols/2)`` :class:`PackedPE` s, two
     adjacent columns per DSP48E1 (an odd last column pairs with a zero weight whose sum is
@@ -54,6 +58,7 @@ class SystolicArray(wiring.Component):
         self.macs_per_dsp = macs_per_dsp
         self.acc_width = accumulator_width(width)
         self.latency = rows + cols + 1
+        self.shift_gap = rows - 1
         super().__init__({
             "x_in": In(rows * width),
             "x_unsigned": In(1),
@@ -67,6 +72,19 @@ class SystolicArray(wiring.Component):
     def dsps(self) -> int:
         """Multipliers (DSP48E1s) of the array."""
         return self.rows * -(-self.cols // self.macs_per_dsp)
+
+    def _skewed_weights(self, m, columns: list, delays: list[int]) -> tuple[list, list]:
+        """``(weights, shifts)``: each column's top-row weight ``columns[c]`` and the array's
+        ``w_shift``, delayed ``delays[c]`` cycles (the weights through reset-less chains that map
+        to shift-register LUTs; the shifts through one chain with a tap per column, with reset so
+        that no stale shift survives one)."""
+        chain = [self.w_shift]
+        for stage in range(max(delays)):
+            reg = Signal(name=f"skew_shift_d{stage + 1}")
+            m.d.sync += reg.eq(chain[-1])
+            chain.append(reg)
+        weights = [delay(m, column, d, name=f"skew_w{c}") for c, (column, d) in enumerate(zip(columns, delays))]
+        return weights, [chain[d] for d in delays]
 
     def _activation(self, m, x_lane, r: int):
         """Lane ``r`` extended by its sign bit, or by a zero when ``x_unsigned``: done after the
@@ -85,6 +103,8 @@ class SystolicArray(wiring.Component):
             for c in range(cols):
                 m.submodules[f"pe_{r}_{c}"] = pes[r][c]
 
+        # Column c's swaps come c cycles after column 0's: its weights and shifts do too.
+        top, shifts = self._skewed_weights(m, [lane(self.w_in, c, w) for c in range(cols)], list(range(cols)))
         for r in range(rows):
             # Input skew: lane r reaches column 0 r cycles after the pixel is presented.
             x_lane = self._activation(m, delay(m, lane(self.x_in, r, w), r, name=f"skew_x{r}"), r)
@@ -96,8 +116,8 @@ class SystolicArray(wiring.Component):
                 m.d.comb += [
                     pe.x_in.eq(left.x_out if left else x_lane),
                     pe.swap_in.eq(left.swap_out if left else swap_lane),
-                    pe.w_in.eq(above.w_out if above else lane(self.w_in, c, w)),
-                    pe.w_shift.eq(self.w_shift),
+                    pe.w_in.eq(above.w_out if above else top[c]),
+                    pe.w_shift.eq(shifts[c]),
                     pe.psum_in.eq(above.psum_out if above else Const(0, a)),
                 ]
 
@@ -123,8 +143,11 @@ class SystolicArray(wiring.Component):
             high = lane(self.w_in, 2 * p + 1, w) if 2 * p + 1 < cols else Const(0, w)
             return Cat(lane(self.w_in, 2 * p, w), high)
 
-        # The extra input delay keeps the one-MAC timing (see the class docstring).
+        # The extra input delay keeps the one-MAC timing (see the class docstring); pair p's
+        # swaps come extra + p cycles after the swap enters: its weights and shifts do too.
         extra = cols - pairs
+        top, shifts = self._skewed_weights(m, [top_weights(p) for p in range(pairs)],
+                                           [extra + p for p in range(pairs)])
         for r in range(rows):
             x_lane = self._activation(m, delay(m, lane(self.x_in, r, w), r + extra, name=f"skew_x{r}"), r)
             swap_lane = delay(m, self.swap_in, r + extra, name=f"skew_swap{r}", reset_less=False)
@@ -135,8 +158,8 @@ class SystolicArray(wiring.Component):
                 m.d.comb += [
                     pe.x_in.eq(left.x_out if left else x_lane),
                     pe.swap_in.eq(left.swap_out if left else swap_lane),
-                    pe.w_in.eq(above.w_out if above else top_weights(p)),
-                    pe.w_shift.eq(self.w_shift),
+                    pe.w_in.eq(above.w_out if above else top[p]),
+                    pe.w_shift.eq(shifts[p]),
                     pe.psum0_in.eq(above.psum0_out if above else Const(0, s)),
                     pe.psum1_in.eq(above.psum1_out if above else Const(0, s)),
                 ]

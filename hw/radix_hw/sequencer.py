@@ -38,8 +38,9 @@ class Sequencer(wiring.Component):
       ``rows`` weight rows from the weight bank, last row first, into the array's shadow chain
       (``w_row``/``w_shift``, :attr:`W_LATENCY` cycles after the read), then publishes the
       pass in a one-entry descriptor. It starts only when the rows are in the bank
-      (``wt_avail``), with its first shift ``rows + cols`` cycles after the running pass's
-      first pixel was issued, when that pass's swap wave has passed every PE;
+      (``wt_avail``), with its first shift ``rows`` cycles after the running pass's first
+      pixel was issued, when that pass's swap wave has passed the array's bottom row (the array
+      skews each column's weights like its swaps, :class:`~radix_hw.array.SystolicArray`);
     * the **pixel issuer** takes the descriptor as its running pass issues its last pixel,
       once a tile's first pass finds its accumulator bank free (``acc_full``; then it pulses
       ``acquire``), a tile's last pass in a job with ``layer.add`` finds the tile's skip pixels
@@ -50,9 +51,10 @@ class Sequencer(wiring.Component):
       its weight rows precede the tile) waits: the slot goes out as a bubble (``meta.valid``
       clear).
 
-    With data ready, passes follow each other without gaps and last ``max(P, 2*rows + cols - 1,
-    ACC_RMW_CYCLES)`` cycles (``P`` output pixels): ``rows + cols - 2`` cycles of swap wave,
-    ``rows`` shifts and the descriptor hand-over; this needs ``X_LATENCY == W_LATENCY``. The
+    With data ready, passes follow each other without gaps and last ``max(P, 2*rows,
+    ACC_RMW_CYCLES)`` cycles (``P`` output pixels, ``EngineConfig.min_pass``): ``rows - 1``
+    cycles of swap wave down the rows, ``rows`` shifts and the descriptor hand-over; this needs
+    ``X_LATENCY == W_LATENCY``. The
     job's last pass, if it is not its tile's first and the tile writes two or more words per
     pixel, issues every other cycle, leaving the accumulator's read port to the output unit,
     which drains the tile's finished pixels meanwhile. Each issue cycle reads the input buffer;
@@ -104,7 +106,7 @@ class Sequencer(wiring.Component):
         addr_bits = self.in_addr_bits
 
         # Cycles from a pass's first pixel until the next pass's rows may enter the shadow chain.
-        gap = rows + cols - 2 + self.X_LATENCY - self.W_LATENCY
+        gap = cfg.shift_gap + self.X_LATENCY - self.W_LATENCY
         since_max = max(gap, self.MIN_PASS - 1)
         since = Signal(range(since_max + 1), init=since_max)
 

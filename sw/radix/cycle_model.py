@@ -7,7 +7,7 @@ the rest of the tile's weight rows, then its skip pixels; every later output til
 except that tile ``o``'s words wait for its weight bank (free once tile ``o - 2``'s last pass
 began) and its skip pixels for its skip bank (free once that pass ended). A pass starts when
 the running pass ends, its weight rows are in and shifted into the array (``rows + 1`` cycles,
-no sooner than ``rows + cols - 2`` cycles after the running pass began), for a tile's first
+no sooner than ``shift_gap`` = ``rows - 1`` cycles after the running pass began), for a tile's first
 pass its accumulator bank is drained, and for a tile's last pass with ``add`` its skip pixels
 are in; its pixels issue one a cycle, and the next pass starts no sooner than ``min_pass``
 cycles after it. The first pass on an input tile of the first output tile
@@ -103,7 +103,7 @@ def core_cycles(config: EngineConfig, job: dict) -> int:
         # tile writes two or more words a pixel
         slow = o == t_out - 1 and len(passes) > 1 and words >= 2
         for index, (rows_in, trailed) in enumerate(passes):
-            start = max(ended, rows_in + rows + 1, started + rows + cols - 2 + rows + 1)
+            start = max(ended, rows_in + rows + 1, started + config.shift_gap + rows + 1)
             if index == 0 and o >= 2:
                 start = max(start, drained[o - 2])
             if index == len(passes) - 1:

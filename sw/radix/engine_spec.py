@@ -145,11 +145,18 @@ class EngineConfig:
         return math.ceil(self.cols * self.width / STREAM_BITS)
 
     @property
+    def shift_gap(self) -> int:
+        """Cycles from a pass's swap entering the array until the next pass's weights may shift
+        into the shadow registers: the swap wave's way down the rows (each column's weights
+        enter skewed like its swap, ``radix_hw.array.SystolicArray``)."""
+        return self.rows - 1
+
+    @property
     def min_pass(self) -> int:
-        """Shortest pass in cycles: the shadow weights of the next pass load behind the swap wave,
-        and the accumulator's read-modify-write needs ``ACC_RMW_CYCLES`` between passes (a
-        1x1 array)."""
-        return max(ACC_RMW_CYCLES, 2 * self.rows + self.cols - 1)
+        """Shortest pass in cycles: the swap wave's :attr:`shift_gap`, the ``rows`` shifts of the
+        next pass's weights and the hand-over (``2 * rows``), and the accumulator's
+        read-modify-write needs ``ACC_RMW_CYCLES`` between passes (a 1x1 array)."""
+        return max(ACC_RMW_CYCLES, self.shift_gap + self.rows + 1)
 
     @property
     def lanes_per_word(self) -> int:
