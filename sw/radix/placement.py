@@ -337,12 +337,33 @@ class _Builder:
 
     def layer_fields(self, layer: Layer, src: TensorPlace, out: TensorPlace, *, in_ch: int, out_ch: int,
                      wt_addr: int, skip: TensorPlace | None = None) -> dict[str, int]:
-        """The command fields every job of a layer shares (:func:`_layer_fields`)."""
-        return _layer_fields(layer, src, out, in_ch=in_ch, out_ch=out_ch, wt_addr=wt_addr, skip=skip)
+        """The command fields every job of a layer shares: its flags, channels, weight block and the
+        tensors' pixel layouts (the bands and images set the rest)."""
+        fields = dict(opcode=OPCODE_CONV, relu=int(layer.relu), add=int(skip is not None),
+                      in_unsigned=int(layer.unsigned_in), skip_unsigned=int(skip is not None and layer.unsigned_skip),
+                      out_unsigned=int(layer.unsigned_out), in_ch=in_ch, out_ch=out_ch,
+                      in_pixel_words=src.pixel_words, narrow_in=int(src.narrow), out_pixel_words=out.pixel_words,
+                      out_word_offset=out.word_offset, out_height=out.height, wt_addr=wt_addr)
+        if skip is not None:
+            fields.update(skip_pixel_words=skip.pixel_words, skip_height=skip.height, skip_width=skip.width)
+        return fields
 
     def core_lanes(self, lanes: np.ndarray, layer: Layer, src: TensorPlace) -> np.ndarray:
-        """The array lanes that read memory lanes ``lanes`` of ``src`` (:func:`_core_lanes`)."""
-        return _core_lanes(lanes, self.config, layer, src)
+        """The array lanes (input channels of the job) that read memory lanes ``lanes`` of ``src``.
+
+        Input tile ``t`` is the ``in_words`` words from word ``t * in_words`` of a pixel and carries
+        ``rows`` lanes; the lanes after them in those words are never read (only when ``rows * W`` is
+        not a multiple of 64), so a channel there cannot be read at all."""
+        config = self.config
+        group = config.in_words * config.lanes_per_word
+        tile, lane = np.divmod(lanes, group)
+        if np.any(lane >= config.rows):
+            bad = int(np.flatnonzero(lane >= config.rows)[0])
+            self.refuse(layer, f"its input {src.name} holds a channel in memory lane {int(lanes[bad])}, which the "
+                               f"engine never reads: an input tile is {config.rows} lanes of {group} in "
+                               f"{config.in_words} word(s) ({config.rows}x{config.cols} at W={config.width} cannot "
+                               f"feed a layer with a tensor whose channels fill an output tile's {config.cols} lanes)")
+        return tile * config.rows + lane
 
     def refuse(self, layer: Layer, problem: str) -> None:
         """Raise the :class:`PlacementError` that ``layer`` cannot be placed for ``problem``."""
@@ -513,20 +534,6 @@ def _fold_config(config: EngineConfig, fold: tap_fold.TapFold, layer: Layer, in_
     return folded
 
 
-def _layer_fields(layer: Layer, src: TensorPlace, out: TensorPlace, *, in_ch: int, out_ch: int, wt_addr: int,
-                  skip: TensorPlace | None = None) -> dict[str, int]:
-    """The command fields every job of a layer shares: its flags, channels, weight block and the
-    tensors' pixel layouts (the bands and images set the rest)."""
-    fields = dict(opcode=OPCODE_CONV, relu=int(layer.relu), add=int(skip is not None),
-                  in_unsigned=int(layer.unsigned_in), skip_unsigned=int(skip is not None and layer.unsigned_skip),
-                  out_unsigned=int(layer.unsigned_out), in_ch=in_ch, out_ch=out_ch,
-                  in_pixel_words=src.pixel_words, narrow_in=int(src.narrow), out_pixel_words=out.pixel_words,
-                  out_word_offset=out.word_offset, out_height=out.height, wt_addr=wt_addr)
-    if skip is not None:
-        fields.update(skip_pixel_words=skip.pixel_words, skip_height=skip.height, skip_width=skip.width)
-    return fields
-
-
 def _sampling_view_width(geometry: jobs.Geometry) -> int | None:
     """The view's width (row pitch in view pixels) when a convolution only samples its input: a 1x1 kernel with a
     horizontal stride, no padding and strides that divide the map (ResNet's projection shortcuts).
@@ -549,22 +556,3 @@ def window_fields(kernel, stride) -> dict[str, int]:
     """A job's kernel and stride command fields from one int (square) or ``(vertical, horizontal)``."""
     (kh, kw), (sh, sw) = pair(kernel, "kernel"), pair(stride, "stride")
     return dict(kernel_h=kh, kernel_w=kw, stride_h=sh, stride_w=sw)
-
-
-def _core_lanes(lanes: np.ndarray, config: EngineConfig, layer: Layer, src: TensorPlace) -> np.ndarray:
-    """The array lanes (input channels of the job) that read memory lanes ``lanes``.
-
-    Input tile ``t`` is the ``in_words`` words from word ``t * in_words`` of a pixel and carries
-    ``rows`` lanes; the lanes after them in those words are never read (only when ``rows * W`` is
-    not a multiple of 64), so a channel there cannot be read at all."""
-    group = config.in_words * config.lanes_per_word
-    tile, lane = np.divmod(lanes, group)
-    if np.any(lane >= config.rows):
-        bad = int(np.flatnonzero(lane >= config.rows)[0])
-        raise PlacementError(
-            f"layer {layer.name}: its input {src.name} holds a channel in memory lane {int(lanes[bad])}, which the "
-            f"engine never reads: an input tile is {config.rows} lanes of {group} in {config.in_words} word(s) "
-            f"({config.rows}x{config.cols} at W={config.width} cannot feed a layer with a tensor whose channels "
-            f"fill an output tile's {config.cols} lanes)")
-    return tile * config.rows + lane
-
