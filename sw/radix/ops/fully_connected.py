@@ -18,6 +18,23 @@ def fc_input_limit(config: EngineConfig = DEFAULT_CONFIG) -> int:
     return min(config.wt_depth // config.rows, config.in_depth) * config.rows
 
 
+def summed_form(weights: np.ndarray, *, channels: int, height: int, width: int, read_lanes: int, has_skip: bool,
+                config: EngineConfig) -> np.ndarray | None:
+    """The ``(C_out, C)`` weights of one summed job (``sum_pool``) for a fully connected layer over
+    a ``C x H x W`` map whose weights repeat over the map's pixels (a global average pool folded
+    into it, docs/arithmetic.md §10), reading ``C`` weights per output instead of ``C * H * W``;
+    None when the layer is not such a layer (one pixel, a residual add, weights that differ over
+    the pixels) or the map does not fit one job with ``read_lanes`` input lanes."""
+    pixels = height * width
+    if has_skip or pixels == 1:
+        return None
+    per_channel = golden.summed_weights(weights, channels, pixels)
+    if per_channel is None or not jobs.summed_job_fits(c_in=read_lanes, height=height, width=width,
+                                                       c_out=per_channel.shape[0], config=config):
+        return None
+    return per_channel
+
+
 class FullyConnected(LayerOperation):
     """``(N, F_in) -> (N, F_out)``; its input flattened first."""
 
@@ -106,42 +123,27 @@ class FullyConnected(LayerOperation):
 
     def runs_summed(self, layer, source_shape: tuple, config: EngineConfig) -> bool:
         """Whether the layer (a float layer) over a ``(C, H, W)`` map runs as one summed job per
-        image (its weights repeat over the map's pixels, as after a folded global average pool,
-        and the map fits one job: :meth:`summed_weights`' rule), so that only its ``C`` weights per
-        output count against the weight bank."""
-        if layer.skip is not None or len(source_shape) != 3 or source_shape[1:] == (1, 1):
+        image (:func:`summed_form`), so that only its ``C`` weights per output count against the
+        weight bank."""
+        if len(source_shape) != 3:
             return False
         channels, height, width = source_shape
-        return (golden.summed_weights(layer.weight, channels, height * width) is not None
-                and jobs.summed_job_fits(c_in=channels, height=height, width=width, c_out=layer.weight.shape[0],
-                                         config=config))
+        return summed_form(layer.weight, channels=channels, height=height, width=width, read_lanes=channels,
+                           has_skip=layer.skip is not None, config=config) is not None
 
     # -- on the engine -------------------------------------------------------------------------
     def reads_narrow(self, layer, index: int, shape) -> bool:
         return index == 0 and shape[1:] == (1, 1)
 
-    def summed_weights(self, builder, layer, src) -> np.ndarray | None:
-        """The layer over a map whose weights repeat over the map's pixels (a global average pool
-        folded into it, docs/arithmetic.md §10) as the ``(C_out, C, 1, 1)`` weights of one summed
-        job (``sum_pool``), which reads ``C`` weights per output instead of ``C * H * W``; None
-        when the layer is not such a layer or does not fit one job."""
-        pixels = src.height * src.width
-        if layer.skip is not None or pixels == 1:
-            return None
-        per_channel = golden.summed_weights(layer.weights, src.channels, pixels)
-        if per_channel is None or not jobs.summed_job_fits(c_in=builder.read_lanes(src.words), height=src.height,
-                                                           width=src.width, c_out=per_channel.shape[0],
-                                                           config=builder.config):
-            return None
-        return per_channel.reshape(per_channel.shape + (1, 1))
-
     def place(self, builder, layer) -> None:
         cfg = builder.config
         src, out = builder.tensors[layer.inputs[0]], builder.tensors[layer.name]
         c_out = int(layer.weights.shape[0])
-        summed = self.summed_weights(builder, layer, src)
+        summed = summed_form(layer.weights, channels=src.channels, height=src.height, width=src.width,
+                             read_lanes=builder.read_lanes(src.words), has_skip=layer.skip is not None, config=cfg)
         if summed is not None:
-            core, in_ch, physical = builder.physical_weights(layer, src, src.words, np.asarray(src.lanes), summed)
+            core, in_ch, physical = builder.physical_weights(layer, src, src.words, np.asarray(src.lanes),
+                                                             summed.reshape(summed.shape + (1, 1)))
             wt_addr = builder.weight_block(layer, physical)
             builder.summed_jobs(layer, src, out, builder.layer_fields(layer, src, out, in_ch=in_ch, out_ch=c_out,
                                                                       wt_addr=wt_addr))
