@@ -341,10 +341,10 @@ def test_progress_is_called_once_per_layer_per_pass():
     torch.manual_seed(3)
     graph, _ = ingest(_Residual().eval(), (2, 6, 6))
     x = np.random.default_rng(0).uniform(-1, 1, (16, 2, 6, 6))
-    for settings in (CalibrationSettings(), CalibrationSettings.paper(), CalibrationSettings(activation_rule="maxabs")):
+    for chosen in (CalibrationSettings(), CalibrationSettings.paper(), CalibrationSettings(activation_rule="maxabs")):
         calls = []
-        calibrate(graph, x, settings, progress=calls.append)
-        assert len(calls) == calibration_passes(settings) * len(graph.layers)
+        calibrate(graph, x, chosen, progress=calls.append)
+        assert len(calls) == calibration_passes(chosen) * len(graph.layers)
 
 
 class _Signedness(torch.nn.Module):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from radix.command_exec import execute
-from radix.engine_spec import COMMAND_FIELD, ERROR_CODE, EngineConfig, decode_command, encode_command
+from radix.engine_spec import ERROR_CODE, EngineConfig, decode_command, encode_command
 from radix.placement import PlacementError, place
 from radix_sim.bus_build import LATENCY, run_image
 from test_placement import BASE, INPUT, RandomNet, check_every_tensor, random_input, random_program

@@ -11,7 +11,7 @@ from radix import golden
 from radix.command_exec import command_error, unfold
 from radix.engine_spec import FOLD_SPAN, EngineConfig
 from radix.placement import place
-from radix.program import INPUT, Program
+from radix.program import Program
 from radix.tap_fold import TapFold, plan
 from test_space_to_depth import conv_layer
 

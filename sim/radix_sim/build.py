@@ -24,9 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from amaranth.lib import wiring
-from radix.engine_spec import EngineConfig
-
 SIM_ROOT = Path(__file__).resolve().parent.parent
 BUILD_ROOT = SIM_ROOT / "build"
 SIMULATORS = ("verilator", "icarus")

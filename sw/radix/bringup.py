@@ -46,7 +46,7 @@ import numpy as np
 from . import __version__, golden, network, ops, runner
 from .command_exec import execute
 from .datasets import load_split
-from .engine_spec import (BUS_BYTES, BUS_ENGINE_VERSION, BUS_REGISTERS, COMMAND_BYTES, ENGINE_ID, ERROR_CODE,
+from .engine_spec import (BUS_BYTES, BUS_ENGINE_VERSION, BUS_REGISTERS, ENGINE_ID, ERROR_CODE,
                           EngineConfig, build_value, bus_register, encode_command, field_mask_of)
 from .overlay import ClockError, check_fclk_mhz
 from .placement import place

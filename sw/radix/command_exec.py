@@ -32,7 +32,7 @@ from .cycle_model import ListClock
 from .engine_spec import (BURST_BOUNDARY, BUS_ADDR_BITS, BUS_BYTES, BUS_REGISTERS, COMMAND_BYTES, COMMAND_WORDS,
                           DEFAULT_CONFIG, ERROR_CODE, ERROR_CODES, FOLD_SPAN, MAX_BURST_BEATS, OPCODE_CONV, EngineConfig,
                           build_value, bus_register, computed_map, decode_command, field_mask_of,
-                          input_group_words, pixel_words, skip_shift_range, tensor_lanes, written_map)
+                          input_group_words, skip_shift_range, tensor_lanes, written_map)
 
 WORDS_PER_BOUNDARY = BURST_BOUNDARY // BUS_BYTES
 STAT_MAX = (1 << 32) - 1

@@ -59,7 +59,7 @@ class SpaceToDepth:
 
     def layer(self, layer: Layer) -> Layer:
         """The stride-1 convolution over the block layout that computes ``layer`` exactly."""
-        (sh, sw), (c, h, w) = self.block, self.in_shape
+        (sh, sw), c = self.block, self.in_shape[0]
         kh, kw = layer.kernel
         top, left, _, _ = layer.padding
         rows = _taps(kh, top, sh)
