@@ -105,7 +105,7 @@ class Finding:
 
 
 @dataclass
-class FloatLayer:
+class FloatLayer(ops.OperationLayer):
     """A node of the float engine graph, BN folded.
 
     ``kind`` is ``"conv"`` (weights ``(C_out, C_in / groups, KH, KW)``, ``kernel`` ``(KH, KW)`` and
@@ -133,19 +133,6 @@ class FloatLayer:
     role: str = ""
     input_shapes: list[tuple[int, ...]] = field(default_factory=list)
     groups: int = 1
-
-    def __post_init__(self):
-        self.kernel, self.stride = golden.pair(self.kernel, "kernel"), golden.pair(self.stride, "stride")
-
-    @property
-    def operation(self) -> ops.LayerOperation:
-        """The layer's operation (:mod:`radix.ops`)."""
-        return ops.of(self)
-
-    @property
-    def skip(self) -> str | None:
-        """The residual add's skip tensor, or None."""
-        return self.inputs[1] if self.operation.has_weights and len(self.inputs) > 1 else None
 
     def forward(self, tensors: dict) -> torch.Tensor:
         """The layer in float64 on the float tensors it reads, in the engine's order of operations."""

@@ -76,7 +76,7 @@ class ProgramError(InputError):
 
 
 @dataclass
-class Layer:
+class Layer(ops.OperationLayer):
     """One layer of the program: a convolution or fully connected layer with its fused residual
     add, ReLU and pooling, or a concatenation (``kind="concat"``: no weights, docs/arithmetic.md §11).
 
@@ -122,19 +122,6 @@ class Layer:
     unsigned_skip: bool = False
     unsigned_out: bool = False
     groups: int = 1
-
-    def __post_init__(self):
-        self.kernel, self.stride = golden.pair(self.kernel, "kernel"), golden.pair(self.stride, "stride")
-
-    @property
-    def operation(self) -> ops.LayerOperation:
-        """The layer's operation (:mod:`radix.ops`)."""
-        return ops.of(self)
-
-    @property
-    def skip(self) -> str | None:
-        """The residual add's skip tensor, or None."""
-        return self.inputs[1] if self.operation.has_weights and len(self.inputs) > 1 else None
 
     @property
     def skip_shift(self) -> np.ndarray | None:

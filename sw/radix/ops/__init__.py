@@ -10,6 +10,7 @@ Importable on the board (numpy only).
 
 from __future__ import annotations
 
+from ..golden import pair
 from .average_pool import AVGPOOL_ROLE, AveragePool
 from .base import Draw, Drawn, LayerOperation, Operation
 from .batch_norm import BatchNorm
@@ -49,6 +50,26 @@ def of(layer) -> LayerOperation:
     raise ValueError(f"layer {layer.name!r} has unknown kind {layer.kind!r} (known: {', '.join(KINDS)})")
 
 
+class OperationLayer:
+    """What the fields of a layer dataclass mean whatever its numbers are: the float layer of
+    ingestion (``radix.ingest.FloatLayer``) and the program's integer layer (``radix.program.Layer``)
+    both take their kernel and stride as pairs, their operation from this registry and a residual
+    add's skip tensor from their second input."""
+
+    def __post_init__(self):
+        self.kernel, self.stride = pair(self.kernel, "kernel"), pair(self.stride, "stride")
+
+    @property
+    def operation(self) -> LayerOperation:
+        """The layer's operation."""
+        return of(self)
+
+    @property
+    def skip(self) -> str | None:
+        """The residual add's skip tensor, or None."""
+        return self.inputs[1] if self.operation.has_weights and len(self.inputs) > 1 else None
+
+
 __all__ = ["AVGPOOL_ROLE", "AVERAGE_POOL", "BATCH_NORM", "CONCATENATION", "CONVOLUTION", "Draw", "Drawn",
            "FULLY_CONNECTED", "GRAPH_OPERATIONS", "GROUPED_CONVOLUTION", "KINDS", "LAYER_OPERATIONS", "LayerOperation",
-           "MAX_POOL", "OPERATIONS", "Operation", "RELU", "RESIDUAL_ADD", "ZERO_PADDING", "fc_input_limit", "of"]
+           "MAX_POOL", "OPERATIONS", "Operation", "OperationLayer", "RELU", "RESIDUAL_ADD", "ZERO_PADDING", "fc_input_limit", "of"]
