@@ -44,7 +44,7 @@ demo: $(STAMP)
 	$(BIN)/radix run $(BUILD)/dscnn-8.radix --backend sim --data mnist49x10 --images 2
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
+	$(BIN)/python -m pytest -n 2 -q
 
 verilog: $(STAMP)
 	mkdir -p $(BUILD)

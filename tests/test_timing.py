@@ -12,10 +12,6 @@ from radix.engine_spec import EngineConfig
 from radix_hw import timing
 from radix_hw.verilog import generate
 
-# one synthesis for the whole module: its tests stay on one xdist worker (make test: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("timing")
-
-
 def _ff(d, q):
     return {"type": "FDRE", "port_directions": {"C": "input", "D": "input", "CE": "input", "R": "input", "Q": "output"},
             "connections": {"C": [1], "D": [d], "CE": ["1"], "R": ["0"], "Q": [q]}}
@@ -64,35 +60,28 @@ DESIGN_LUT_LEVELS = 8
 BUS_MASTER_BOUND_NS = TARGET_NS
 
 
-@pytest.fixture(scope="module")
-def engine_timing():
-    netlist = timing.synthesize_netlist(generate(EngineConfig(rows=2, cols=4)))
-    return timing.analyse(netlist, paths=4000)  # enough to reach the core's paths below the bus master's
-
-
 def _ending_in(result, *prefixes):
     return [p for p in result["slowest_paths"] if p["end_net"] and p["end_net"].startswith(prefixes)]
 
 
-def test_packed_array_meets_142_86_mhz_estimate(engine_timing):
-    paths = _ending_in(engine_timing, "core.core.array.")
-    assert paths and max(p["delay_ns"] for p in paths) <= TARGET_NS, paths[:3]
+def _slowest(paths):
+    return max(p["delay_ns"] for p in paths)
 
 
-def test_output_datapath_meets_142_86_mhz_estimate(engine_timing):
-    paths = _ending_in(engine_timing, *(f"core.core.output.{s}_" for s in ("t3", "r4", "y5")))
-    assert paths and max(p["delay_ns"] for p in paths) <= TARGET_NS, paths[:3]
-
-
-def test_sequencer_pixel_issue_is_shallow(engine_timing):
-    # the take/last-pixel logic: registered flags, no size compare on the hand-over
-    paths = _ending_in(engine_timing, "core.core.sequencer.active", "core.core.sequencer.i",
-                       "core.core.sequencer.j", "core.core.sequencer.d_valid")
-    assert paths and max(p["delay_ns"] for p in paths) <= TARGET_NS, paths[:3]
-
-
-def test_design_depth_does_not_regress(engine_timing):
-    core = _ending_in(engine_timing, "core.core.")
-    assert core and max(p["delay_ns"] for p in core) <= DESIGN_BOUND_NS, core[:3]
-    assert engine_timing["critical_path"]["delay_ns"] <= BUS_MASTER_BOUND_NS, engine_timing["critical_path"]
-    assert engine_timing["max_lut_levels"] <= DESIGN_LUT_LEVELS
+def test_engine_meets_its_timing_bounds():
+    # One test for one synthesis (about three minutes): separate tests would synthesise once per
+    # pytest-xdist worker that runs one of them.
+    result = timing.analyse(timing.synthesize_netlist(generate(EngineConfig(rows=2, cols=4))),
+                            paths=4000)  # enough to reach the core's paths below the bus master's
+    array = _ending_in(result, "core.core.array.")
+    assert array and _slowest(array) <= TARGET_NS, ("the packed array misses 142.86 MHz", array[:3])
+    output = _ending_in(result, *(f"core.core.output.{s}_" for s in ("t3", "r4", "y5")))
+    assert output and _slowest(output) <= TARGET_NS, ("the output datapath misses 142.86 MHz", output[:3])
+    # the sequencer's take/last-pixel logic: registered flags, no size compare on the hand-over
+    issue = _ending_in(result, "core.core.sequencer.active", "core.core.sequencer.i", "core.core.sequencer.j",
+                       "core.core.sequencer.d_valid")
+    assert issue and _slowest(issue) <= TARGET_NS, ("the sequencer's pixel issue is too deep", issue[:3])
+    core = _ending_in(result, "core.core.")
+    assert core and _slowest(core) <= DESIGN_BOUND_NS, ("the core's slowest path regressed", core[:3])
+    assert result["critical_path"]["delay_ns"] <= BUS_MASTER_BOUND_NS, result["critical_path"]
+    assert result["max_lut_levels"] <= DESIGN_LUT_LEVELS, result["max_lut_levels"]
