@@ -72,4 +72,5 @@ class OperationLayer:
 
 __all__ = ["AVGPOOL_ROLE", "AVERAGE_POOL", "BATCH_NORM", "CONCATENATION", "CONVOLUTION", "Draw", "Drawn",
            "FULLY_CONNECTED", "GRAPH_OPERATIONS", "GROUPED_CONVOLUTION", "KINDS", "LAYER_OPERATIONS", "LayerOperation",
-           "MAX_POOL", "OPERATIONS", "Operation", "OperationLayer", "RELU", "RESIDUAL_ADD", "ZERO_PADDING", "fc_input_limit", "of"]
+           "MAX_POOL", "OPERATIONS", "Operation", "OperationLayer", "RELU", "RESIDUAL_ADD", "ZERO_PADDING",
+           "fc_input_limit", "of"]
