@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from radix.engine_spec import DEFAULT_CONFIG, EngineConfig
 from radix.stream_format import pack_int, unpack_int
 from radix_hw.array import SystolicArray
 
@@ -91,10 +90,3 @@ def test_array_rejects_bad_parameters():
     with pytest.raises(ValueError):
         SystolicArray(rows=2, cols=2, width=8, macs_per_dsp=3)
 
-
-@pytest.mark.parametrize("config", [DEFAULT_CONFIG, EngineConfig(rows=2, cols=4), EngineConfig(rows=5, cols=3),
-                                    EngineConfig(rows=16, cols=11, width=16)], ids=str)
-def test_array_shift_gap_is_the_configs(config):
-    # the sequencer and the cycle model pace passes by EngineConfig.shift_gap; the array defines it
-    array = SystolicArray(rows=config.rows, cols=config.cols, width=config.width, macs_per_dsp=config.macs_per_dsp)
-    assert array.shift_gap == config.shift_gap

@@ -12,6 +12,7 @@ from radix.engine_spec import EngineConfig
 from radix_hw import timing
 from radix_hw.verilog import generate
 
+
 def _ff(d, q):
     return {"type": "FDRE", "port_directions": {"C": "input", "D": "input", "CE": "input", "R": "input", "Q": "output"},
             "connections": {"C": [1], "D": [d], "CE": ["1"], "R": ["0"], "Q": [q]}}

@@ -4,7 +4,7 @@ from amaranth.hdl import Cat, Const, Module, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from radix.engine_spec import SUPPORTED_WIDTHS, accumulator_width
+from radix.engine_spec import SUPPORTED_WIDTHS, accumulator_width, array_shift_gap
 
 from .helpers import delay, lane
 from .pe import PackedPE, ProcessingElement, activation_width, lane_sum_width
@@ -58,7 +58,7 @@ class SystolicArray(wiring.Component):
         self.macs_per_dsp = macs_per_dsp
         self.acc_width = accumulator_width(width)
         self.latency = rows + cols + 1
-        self.shift_gap = rows - 1
+        self.shift_gap = array_shift_gap(rows)
         super().__init__({
             "x_in": In(rows * width),
             "x_unsigned": In(1),

@@ -76,10 +76,6 @@ class ConvCore(wiring.Component):
         m.submodules.sequencer = sequencer = Sequencer(config=cfg)
         m.submodules.array = array = SystolicArray(
             rows=cfg.rows, cols=cfg.cols, width=cfg.width, macs_per_dsp=cfg.macs_per_dsp)
-        if array.shift_gap != cfg.shift_gap:
-            # the sequencer, the cycle model and the driver pace passes by the config's value
-            raise ValueError(f"the array of {cfg.rows}x{cfg.cols} needs a shift gap of {array.shift_gap} cycles, "
-                             f"but EngineConfig.shift_gap is {cfg.shift_gap}")
         m.submodules.accumulator = accumulator = Accumulator(config=cfg)
         m.submodules.output = output = OutputUnit(config=cfg)
         m.submodules.input_buffer = input_buffer = InputBuffer(config=cfg)

@@ -30,6 +30,13 @@ def accumulator_width(width: int) -> int:
     return 2 * width + ACC_HEADROOM_BITS
 
 
+def array_shift_gap(rows: int) -> int:
+    """Cycles from a pass's swap entering the systolic array until the next pass's weights may
+    shift into its shadow registers: the swap wave's way down the ``rows`` rows (each column's
+    weights enter skewed like its swap, ``radix_hw.array.SystolicArray``, which is built to it)."""
+    return rows - 1
+
+
 def data_shift_range(width: int) -> tuple[int, int]:
     """The data shifts the engine executes, ``[-W, A]`` (docs/arithmetic.md §5)."""
     return -width, accumulator_width(width)
@@ -146,10 +153,8 @@ class EngineConfig:
 
     @property
     def shift_gap(self) -> int:
-        """Cycles from a pass's swap entering the array until the next pass's weights may shift
-        into the shadow registers: the swap wave's way down the rows (each column's weights
-        enter skewed like its swap, ``radix_hw.array.SystolicArray``)."""
-        return self.rows - 1
+        """:func:`array_shift_gap` of this engine's rows."""
+        return array_shift_gap(self.rows)
 
     @property
     def min_pass(self) -> int:
