@@ -74,7 +74,9 @@ def run_tiles(config: EngineConfig, bias, skip, skip_shift, sums, *, add: bool, 
         ctx.set(acc.start, 0)
         cycle = 0
         for tile in range(n_tiles):
-            bank = tile % 2
+            # the skip bank is the output tile's weight bank, not its accumulator bank (which
+            # alternates with strips of rows): here always the other one
+            bank, skip_bank = tile % 2, 1 - tile % 2
             ctx.set(acc.acquire, 1)
             ctx.set(acc.acquire_bank, bank)
             ctx.set(acc.bias, pack_int(bias[tile], acc_w))
@@ -92,11 +94,12 @@ def run_tiles(config: EngineConfig, bias, skip, skip_shift, sums, *, add: bool, 
                 # bank holds another tile's
                 for p in range(pixels):
                     data = skip[tile, p] if final else skip[(tile + 1) % n_tiles, pixels - 1 - p]
-                    ctx.set(harness.skip.data[bank * config.acc_depth + p], pack_int(data, width))
+                    ctx.set(harness.skip.data[skip_bank * config.acc_depth + p], pack_int(data, width))
                 for n in range(pixels + Accumulator.META_LEAD + 2):
                     if n < pixels:
                         ctx.set(acc.meta, {"valid": 1, "addr": n, "first": int(index == 0), "final": int(final),
-                                           "last": int(final and n == pixels - 1), "bank": bank})
+                                           "last": int(final and n == pixels - 1), "bank": bank,
+                                           "tile_end": 1, "skip_bank": skip_bank, "skip_addr": n})
                     else:
                         ctx.set(acc.meta, {"valid": 0})
                     k = n - Accumulator.META_LEAD
@@ -151,7 +154,8 @@ def test_last_pass_adds_aligned_skip(cols, width, passes, add, unsigned):
                 else np.broadcast_to(bias[tile], skip[tile].shape))
         np.testing.assert_array_equal(drained[tile], base + sums[:, tile].sum(axis=0), err_msg=f"tile {tile}, "
                                       f"skip shifts {skip_shift[tile].tolist()}")
-        assert [value for _, value in releases[tile]] == [1 << (tile % 2)], f"tile {tile}: {releases[tile]}"
+        # the tile's skip bank is released, once its last pixel is written
+        assert [value for _, value in releases[tile]] == [1 << (1 - tile % 2)], f"tile {tile}: {releases[tile]}"
 
 
 def test_skip_shift_range_is_the_contracts():
@@ -179,4 +183,4 @@ def test_a_summed_job_writes_the_bias_plus_every_pixels_sums(cols, width):
     total = bias + sums.sum(axis=1)
     wrapped = (total + (1 << (acc_w - 1))) % (1 << acc_w) - (1 << (acc_w - 1))
     np.testing.assert_array_equal(drained[:, 0], wrapped)
-    assert [[value for _, value in tile] for tile in releases] == [[1 << (t % 2)] for t in range(n_tiles)]
+    assert [[value for _, value in tile] for tile in releases] == [[1 << (1 - t % 2)] for t in range(n_tiles)]

@@ -33,6 +33,7 @@ class Layer:
     unsigned_skip: bool = False
     unsigned_out: bool = False
     narrow: bool = False  # the input streams one word a pixel (narrow_in): c_in fits a word
+    strip_rows: int = 0  # passes strip-major over strips of this many computed rows (0: one strip)
 
     @property
     def kernel(self) -> tuple[int, int]:
@@ -74,7 +75,7 @@ class Job:
                 "stride_w": sw, "pad_top": top, "pad_left": left, "relu": int(lay.relu),
                 "pool": int(lay.pool), "add": int(lay.add), "in_unsigned": int(lay.unsigned_in),
                 "skip_unsigned": int(lay.unsigned_skip), "out_unsigned": int(lay.unsigned_out),
-                "narrow_in": int(lay.narrow)}
+                "narrow_in": int(lay.narrow), "strip_rows": lay.strip_rows}
 
 
 def random_skip(layer: Layer, out_shape, weights, bias, shift, config: EngineConfig, rng):
@@ -135,7 +136,8 @@ def make_job(layer: Layer, config: EngineConfig, rng) -> Job:
                              unsigned_in=layer.unsigned_in, unsigned_skip=layer.unsigned_skip,
                              unsigned_out=layer.unsigned_out)
     words = [int(w) for w in job_words(x, weights, bias, shift, config, skip=stream_skip,
-                                       skip_shift=skip_shift, narrow=layer.narrow)]
+                                       skip_shift=skip_shift, narrow=layer.narrow,
+                                       striped=bool(layer.strip_rows))]
     return Job(layer, words, expected, out_h, out_w)
 
 
@@ -280,6 +282,18 @@ CASES = [
     # Narrow inputs (narrow_in): one word a pixel of a two-word input tile, the rest zero.
     ((5, 3, 16), Layer(3, 4, 6, 7, 3, pad=1, relu=True, narrow=True), 0.7, 0.8),
     ((9, 4, 8), Layer(8, 5, 7, 6, (3, 2), stride=(2, 1), pad=(1, 1, 1, 0), add=True, narrow=True), 0.6, 0.9),
+    # Strips of rows (strip_rows): each strip's passes before the next strip's, the accumulator banks
+    # alternating between strips; a last strip of fewer rows, strips across pooled row pairs (odd
+    # strip sizes too), residual adds read from the tile's skip bank at the strip's pixels.
+    ((3, 5, 8), Layer(4, 7, 7, 6, 3, pad=1, relu=True, strip_rows=2), 0.6, 0.8),
+    ((3, 2, 8), Layer(5, 3, 9, 7, 3, stride=1, pad=1, pool=True, strip_rows=3), 0.7, 0.9),
+    ((3, 5, 8), Layer(4, 7, 5, 6, 3, pad=1, relu=True, add=True, strip_rows=1), 0.6, 0.8),  # 2 tiles
+    ((2, 3, 16), Layer(3, 10, 8, 7, 3, pad=0, pool=True, add=True, strip_rows=2), 0.5, 0.9),
+    ((4, 5, 8), Layer(6, 7, 9, 8, 5, stride=2, pad=2, strip_rows=4), 1.0, 1.0),  # strips below min_pass
+    ((4, 3, 16), Layer(5, 3, 6, 5, 5, stride=2, pad=2, add=True, strip_rows=15), 0.9, 1.0),  # one strip
+    ((9, 4, 8), Layer(8, 5, 7, 6, (3, 2), stride=(2, 1), pad=(1, 1, 1, 0), add=True, narrow=True,
+                      strip_rows=1), 0.6, 0.9),
+    ((3, 2, 8), Layer(3, 11, 4, 5, 1, add=True, strip_rows=1), 1.0, 1.0),  # single-pass strips
 ]
 
 
@@ -342,9 +356,10 @@ def random_layer(rng, config: EngineConfig, *, add: bool, rectangular: bool = Fa
         if (t_in * h * w <= config.in_depth and t_in * kh * kw * config.rows <= config.wt_depth
                 and comp_h * comp_w <= config.acc_depth):
             unsigned_in, unsigned_skip, unsigned_out = (bool(u) for u in rng.random(3) < 0.5)
+            strip_rows = int(rng.integers(1, min(comp_h, 15) + 1)) if rng.random() < 0.5 else 0
             return dataclasses.replace(layer, relu=bool(rng.random() < 0.5), pool=pool, add=add,
                                        unsigned_in=unsigned_in, unsigned_skip=add and unsigned_skip,
-                                       unsigned_out=unsigned_out)
+                                       unsigned_out=unsigned_out, strip_rows=strip_rows)
 
 
 @pytest.mark.parametrize("shape,seed", [((3, 5, 8), 21), ((2, 3, 16), 22), ((1, 2, 8), 23)])

@@ -85,6 +85,20 @@ def test_folded_few_channel_layers_are_bit_exact_on_the_rtl(channels, seed):
     check_on_rtl(program, placement, random_input(np.random.default_rng(seed), program, 2), CONFIG, seed)
 
 
+@pytest.mark.parametrize("config, seed", [(CONFIG, 41), (WIDE_CONFIG, 42)])
+def test_strips_of_rows_are_bit_exact_on_the_rtl(config, seed):
+    """Every command but the summed ones rewritten with a random ``strip_rows`` (0 to past the
+    job's rows; docs/engine.md, "Strips of rows"), whatever the placement chose: the striped
+    stream order, the strips' accumulator banks and skip addresses, under pauses."""
+    program, placement, rng = fitting_program(seed, config)
+    for info in placement.commands:
+        if not info.fields["sum_pool"]:
+            corrupt(placement.memory, placement, info.index, strip_rows=int(rng.integers(0, 16)))
+    striped = [info for info in placement.commands if info.fields["out_h"] > 1 and not info.fields["sum_pool"]]
+    assert striped, "no job of several rows to cut into strips"
+    check_on_rtl(program, placement, random_input(rng, program, 2), config, seed)
+
+
 def check_on_rtl(program, placement, x, config, seed) -> None:
     """The RTL under latency and pauses leaves the reference's memory, registers and beats."""
     memory = loaded_memory(placement, x)
@@ -114,8 +128,8 @@ def corrupt(memory, placement, index: int, **fields) -> None:
     memory[start:start + 8] = encode_command(**values)
 
 
-@pytest.mark.parametrize("case", ["opcode", "limit", "limit_rectangular", "summed", "fold", "band", "narrow", "align",
-                                  "window"])
+@pytest.mark.parametrize("case", ["opcode", "limit", "limit_rectangular", "summed", "summed_strips", "fold", "band",
+                                  "narrow", "align", "window"])
 def test_errors_stop_the_list_on_the_rtl(case):
     program, placement, rng = fitting_program(5)
     x = random_input(rng, program, 2)
@@ -130,6 +144,11 @@ def test_errors_stop_the_list_on_the_rtl(case):
         corrupt(memory, placement, bad, kernel_h=2, kernel_w=1, pad_top=0, pad_left=1)
     elif case == "summed":  # a summed job is 1x1 with stride 1
         corrupt(memory, placement, bad, sum_pool=1, stride_w=2)
+    elif case == "summed_strips":  # a 1x1 stride-1 job without add could be summed, but not in strips
+        bad = next(info.index for info in placement.commands
+                   if (info.fields["kernel_h"], info.fields["kernel_w"], info.fields["stride_h"],
+                       info.fields["stride_w"], info.fields["pool"], info.fields["add"]) == (1, 1, 1, 1, 0, 0))
+        corrupt(memory, placement, bad, sum_pool=1, fold_lanes=0, strip_rows=1)
     elif case == "fold":  # 5 lanes folded over 2 taps need 10 of the 8 rows
         corrupt(memory, placement, bad, fold_lanes=5, fold_taps=2)
     elif case == "band":
@@ -149,7 +168,8 @@ def test_errors_stop_the_list_on_the_rtl(case):
                     win_size=win_size, seed=7, pause=0.3)
     regs = rtl["registers"]
     assert regs["STATUS"] & 0b111 == 0b100, regs  # ERROR, not DONE, not BUSY
-    code = {"limit_rectangular": "LIMIT", "summed": "LIMIT", "fold": "LIMIT", "narrow": "BAND"}.get(case, case.upper())
+    code = {"limit_rectangular": "LIMIT", "summed": "LIMIT", "summed_strips": "LIMIT", "fold": "LIMIT",
+            "narrow": "BAND"}.get(case, case.upper())
     assert (regs["ERR_CODE"], regs["ERR_INDEX"]) == (expected.error, expected.error_index) == (ERROR_CODE[code], bad)
     assert regs["ERR_ADDR"] == expected.error_addr
     assert regs["CMD_DONE"] == bad

@@ -62,7 +62,8 @@ class Accumulator(wiring.Component):
     * meta cycle: the metadata is registered;
     * next cycle: a later pass reads the pixel's accumulator word, and a last pass
       (``meta.final``) of a job with ``add`` the pixel's skip lanes (``skip_rd``, skip bank =
-      accumulator bank, address = accumulator address, W bits per lane);
+      the output tile's weight bank, address = the pixel's place in the tile's computed map,
+      ``meta.skip_bank``/``meta.skip_addr``, W bits per lane);
     * next cycle: the accumulator word read or, on a first pass, the bias is registered, and
       the skip lanes read are aligned and registered (zero but on a last pass with ``add``);
     * next cycle: the base of the write, their sum, ``start + round_shift(skip, t)`` per lane
@@ -76,10 +77,11 @@ class Accumulator(wiring.Component):
     The skip joins the tile's last pass rather than its first so that its pixels can stream
     in while the earlier passes run; the A-bit sum is the same integer in any order. A later
     pass may read a pixel ``ACC_RMW_CYCLES`` or more cycles after the earlier pass read it
-    (sequencer guarantee: the write is three cycles after the read). ``skip_release`` pulses
-    for a bank when its tile's last pixel is written (the bank becomes ``full``): the tile's
-    last pass, the only one that reads skip data, is then over, so the loader may refill that
-    skip bank.
+    (sequencer guarantee: the write is three cycles after the read). An accumulator bank holds
+    one strip of rows of a tile (docs/engine.md, "Strips of rows"; the whole map with one strip),
+    the "tile" below. ``skip_release`` pulses for a skip bank when the output tile's last strip
+    has its last pixel written: its last pass, the last that reads skip data, is then over,
+    so the loader may refill that skip bank.
 
     With ``sum_pool`` (the layer's SUM_POOL, a summed job) the sums cycle forms each pixel's
     contribution (its sums; the bias too for the tile's first pixel, that of the first pass at
@@ -212,7 +214,7 @@ class Accumulator(wiring.Component):
             m.d.sync += held.eq(bank_data)
 
         m.d.comb += [
-            self.skip_rd.addr.eq(Mux(meta1.bank, cfg.acc_depth, 0) + meta1.addr),
+            self.skip_rd.addr.eq(Mux(meta1.skip_bank, cfg.acc_depth, 0) + meta1.skip_addr),
             self.skip_rd.en.eq(meta1.valid & meta1.final & self.add),
         ]
 
@@ -288,7 +290,7 @@ class Accumulator(wiring.Component):
             self.drain.full.eq(full),
             self.drain.ready.eq(ready[self.drain.bank]),
             self.drain.taken.eq(taken_q),
-            self.skip_release.eq(Mux(tile_done, 1 << write.bank, 0)),
+            self.skip_release.eq(Mux(tile_done & write.tile_end, 1 << write.skip_bank, 0)),
         ]
         with m.If(self.start):
             m.d.sync += [full.eq(0), ready[0].eq(0), ready[1].eq(0)]

@@ -5,8 +5,8 @@ Two cooperating parts:
 * the **issuer** fetches command ``n`` (one 8-beat burst), checks it (``OPCODE``, ``LIMIT``,
   ``BAND``, ``ALIGN``), computes its addresses with one shared multiplier, hands the job to the
   runner and issues the job's read descriptors in the order the core's input stream takes them
-  (bias words, per input tile ``t`` its first tap's weight rows, the tile and the rest of its
-  weight rows, skip pixels, the other tiles' bias words, weights and skip pixels).
+  (bias words, per input tile ``t`` its first tap's weight rows (a striped job's all), the tile
+  and the rest of its weight rows, skip pixels, the other tiles' bias words, weights and skip pixels).
   With ``sync`` it waits, before the first input read, until every earlier command is
   complete (the skip reads come after it). It then goes on with command ``n + 1`` while the
   core still computes ``n``, so the next command and its weights are read while the current
@@ -204,9 +204,11 @@ class CommandUnit(wiring.Component):
         last_in_tile = Signal()  # t_tile + 1 == t_in
         one_tile = Signal(WIDE)  # kk * chunk_words: one input tile's weight rows
         one_tap = Signal()  # kk == 1: an input tile's weight rows are its first tap's
+        striped = Signal()  # strip_rows != 0: an input tile's weight rows all precede it
         rest_of_tile = Signal(WIDE)  # (kk - 1) * chunk_words: the weight rows after the input tile
         m.d.sync += [last_tile.eq(o_tile + 1 == t_out), last_in_tile.eq(t_tile + 1 == t_in),
                      one_tile.eq(kk * chunk_words), one_tap.eq(kk == 1), rest_of_tile.eq(one_tile - chunk_words),
+                     striped.eq(cmd.strip_rows != 0),
                      out_ch_up.eq(cmd.out_ch + lpw - 1)]
         # The reads' addresses, kept in registers and stepped with the tiles (one adder each):
         fetch_addr = Signal(BUS_ADDR_BITS)  # CMD_BASE + 64 n
@@ -344,15 +346,16 @@ class CommandUnit(wiring.Component):
                     with m.Else():
                         m.next = "WEIGHTS"
             with m.State("FIRST_TAP"):
-                # the first pass's weight rows, which the core takes before the input tile it trails
-                with m.If(read(tile_wt_addr, chunk_words)):
+                # the first pass's weight rows, which the core takes before the input tile it
+                # trails (a striped job's: all the tile's, each tap's first strip trails it)
+                with m.If(read(tile_wt_addr, Mux(striped, one_tile, chunk_words))):
                     m.next = "INPUT"
             with m.State("INPUT"):
                 with m.If(synced | caught_up):
                     m.d.sync += synced.eq(1)
                     with m.If(read(in_base, Mux(in_contiguous, in_run, in_group), count=Mux(in_contiguous, 1, hw_in),
                                    stride=cmd.in_pixel_words << 3)):
-                        with m.If(one_tap):
+                        with m.If(one_tap | striped):
                             m.next = "TILE_DONE"
                         with m.Else():
                             m.next = "TILE_WEIGHTS"
@@ -520,7 +523,8 @@ class CommandUnit(wiring.Component):
                     band_groups > cfg.in_depth, t_kk > cfg.wt_depth // cfg.rows, comp_px > cfg.acc_depth,
                     cmd.pool & ((cmd.out_h < 2) | (cmd.out_w < 2)),
                     cmd.sum_pool & ((cmd.kernel_h != 1) | (cmd.kernel_w != 1) | (cmd.stride_h != 1)
-                                    | (cmd.stride_w != 1) | cmd.pool | cmd.add | fold_checks.folded),
+                                    | (cmd.stride_w != 1) | cmd.pool | cmd.add | fold_checks.folded
+                                    | (cmd.strip_rows != 0)),
                     fold_checks.limit)
         # a band starting 2^29 words (4 GB) or more into its tensor would wrap the address space
         offsets_wrap = Cat(*((offset >> (BUS_ADDR_BITS - 3)) != 0 for offset in offsets)).any()

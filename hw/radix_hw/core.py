@@ -37,9 +37,10 @@ class ConvCore(wiring.Component):
     pooling, packing). The pixel metadata is delayed alongside the array so it meets the column sums at
     the accumulator. ``layer.in_unsigned``, ``layer.skip_unsigned`` and ``layer.out_unsigned``
     give the signedness of the input, skip and output tensors (docs/arithmetic.md §1, §12). The
-    skip buffer holds ``2 * acc_depth`` pixels of ``cols`` W-bit lanes, one bank per accumulator
+    skip buffer holds ``2 * acc_depth`` pixels of ``cols`` W-bit lanes, one bank per weight
     bank; the accumulator hands a skip bank back to the loader once the tile that read it has
-    its last pixel written.
+    its last pixel written. With ``layer.strip_rows`` the passes run strip by strip (docs/engine.md,
+    "Strips of rows"), and the two accumulator banks alternate between strips.
 
     The layer must be one the driver accepts: nonzero sizes, a ``KH x KW`` kernel with
     ``1 <= KH, KW <= 15``, strides ``1 <= SH, SW <= 4`` (rows, columns), ``PAD_TOP < KH`` and
@@ -127,9 +128,9 @@ class ConvCore(wiring.Component):
             sequencer.acc_full.eq(accumulator.drain.full),
             accumulator.acquire.eq(sequencer.acquire),
             accumulator.acquire_bank.eq(sequencer.acquire_bank),
-            accumulator.bias.eq(loader.bias[sequencer.acquire_bank]),
-            accumulator.shifts.eq(loader.shifts[sequencer.acquire_bank]),
-            accumulator.skip_shifts.eq(loader.skip_shifts[sequencer.acquire_bank]),
+            accumulator.bias.eq(loader.bias[sequencer.bias_bank]),
+            accumulator.shifts.eq(loader.shifts[sequencer.bias_bank]),
+            accumulator.skip_shifts.eq(loader.skip_shifts[sequencer.bias_bank]),
             loader.skip_release.eq(accumulator.skip_release),
             sequencer.skip_ready.eq(loader.skip_ready),
             array.x_in.eq(sequencer.x),

@@ -19,18 +19,25 @@ OUTPUT_WORD_LAYOUT = data.StructLayout({"data": 64, "last": 1})
 def pixel_meta_layout(acc_depth: int) -> data.StructLayout:
     """Metadata of one pixel slot of a pass.
 
-    ``valid`` marks a real pixel (bubbles have it clear), ``addr`` is its accumulator address,
-    ``first`` marks the first pass of an output-channel tile (write bias + sum), ``final`` the
-    tile's last pass (each pixel it writes is finished), ``last`` the tile's final pixel (its
-    bank is complete once written), ``bank`` the accumulator bank.
+    ``valid`` marks a real pixel (bubbles have it clear), ``addr`` is its accumulator address
+    (from 0 in each strip of rows), ``first`` marks the first pass of a strip of an output-channel
+    tile (write bias + sum), ``final`` the strip's last pass (each pixel it writes is finished),
+    ``last`` the strip's final pixel (its bank is complete once written), ``bank`` the
+    accumulator bank, ``tile_end`` the output tile's last strip; ``skip_bank`` (the tile's
+    weight bank) and ``skip_addr`` (the pixel's place in the tile's computed map) address its
+    skip pixel.
     """
+    addr_bits = max(1, ceil_log2(acc_depth))
     return data.StructLayout({
         "valid": 1,
-        "addr": max(1, ceil_log2(acc_depth)),
+        "addr": addr_bits,
         "first": 1,
         "final": 1,
         "last": 1,
         "bank": 1,
+        "tile_end": 1,
+        "skip_bank": 1,
+        "skip_addr": addr_bits,
     })
 
 

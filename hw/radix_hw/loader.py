@@ -28,9 +28,9 @@ class Loader(wiring.Component):
     """Consumes one job's input stream (radix.stream_format) and fills the on-chip buffers.
 
     The parts arrive in the order of radix.stream_format: the first output tile's bias words,
-    then for each input tile the first output tile's weight rows of its first tap, the input
-    tile, and the rest of that tile's weight rows, then the first output tile's skip pixels,
-    then the other output tiles whole.
+    then for each input tile the first output tile's weight rows of its first tap (of all its
+    taps in a striped job, ``layer.strip_rows`` set), the input tile, and the rest of that tile's
+    weight rows, then the first output tile's skip pixels, then the other output tiles whole.
 
     * An input tile: ``in_words`` words per pixel group (one for a narrow input,
       ``layer.narrow_in``: the group's other lanes zero), written to the input buffer at
@@ -208,9 +208,15 @@ class Loader(wiring.Component):
             with m.If(self.skip_release[b]):
                 m.d.sync += skip_free[b].eq(1)
 
-        def goto(state: str):
-            """The state after a tap's weight rows: first an input tile if one is due after it."""
-            with m.If(input_due):
+        # A striped job's input tile follows all of the tile's taps, else its first tap.
+        striped = Signal()
+        with m.If(self.start):
+            m.d.sync += striped.eq(layer.strip_rows != 0)
+
+        def goto(state: str, *, tile_end: bool = False):
+            """The state after a tap's weight rows: first an input tile if one is due after it
+            (``tile_end``: the input tile's last tap)."""
+            with m.If(input_due & (~striped if not tile_end else 1)):
                 m.d.sync += [resume.eq(RESUME.index(state)), input_due.eq(0)]
                 m.next = "INPUT"
             with m.Else():
@@ -320,9 +326,9 @@ class Loader(wiring.Component):
                                     m.d.sync += last_ch_tile.eq(ch + 2 * rows >= layer.in_ch)
                                 with m.If(last_ch_tile):
                                     m.d.sync += ch.eq(0)
-                                    goto("TILE_END")
+                                    goto("TILE_END", tile_end=True)
                                 with m.Else():
-                                    goto("WEIGHTS")
+                                    goto("WEIGHTS", tile_end=True)
                                     # the next input tile follows its first tap (after goto: wins)
                                     m.d.sync += input_due.eq(first_cotile)
                             with m.Else():

@@ -26,9 +26,11 @@ TAG_LAYOUT = data.StructLayout({"valid": 1, "i": 16, "j": 16, "last": 1, "words"
 class OutputUnit(wiring.Component):
     """Drains finished accumulator banks into the output stream (docs/arithmetic.md §5, §6).
 
-    Per output-channel tile it waits for the bank in turn (``acc.full``, or the first finished
-    pixel of the tile's last pass: ``acc.ready``), takes the tile's clamped data shifts, reads
-    the computed map in raster order, one pixel of ``cols`` lanes per cycle as the pixels are
+    Per output-channel tile, and in it per strip of ``layer.strip_rows`` computed rows (one strip
+    when 0, docs/engine.md), it waits for the strip's bank in turn (``acc.full``, or the first
+    finished pixel of the strip's last pass: ``acc.ready``), takes the tile's clamped data
+    shifts, reads the strip in raster order (the rows continue across strips, so pooling pairs
+    rows of two strips alike), one pixel of ``cols`` lanes per cycle as the pixels are
     finished and the bank's read port is free, and pushes the pixels through a pipeline that
     stalls as a whole (one enable, ``ce``) whenever the packer cannot hand its pixel on, or,
     while a tile is read, while the compute side takes the read port (``acc.taken``). ``ce``
@@ -135,6 +137,7 @@ class OutputUnit(wiring.Component):
         # is derived here.
         # Per-job constants, registered at start (the layer is stable until finished).
         last_i, last_j = Signal(16), Signal(16)
+        strip_last_i = Signal(16)  # the last computed row of the strip being read (docs/engine.md)
         last_tile = co + cols >= layer.out_ch
         lanes_per_word = STREAM_BITS // width
         # words of the last tile's pixels: those holding its channels
@@ -224,13 +227,16 @@ class OutputUnit(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     # a summed job's tile is one pixel (the accumulator's sum, docs/engine.md)
-                    m.d.sync += [bank.eq(0), co.eq(0), saturated.eq(0),
-                                 last_i.eq(Mux(layer.sum_pool, 0, computed_size(layer.out_h, layer.pool) - 1)),
+                    height = Mux(layer.sum_pool, 1, computed_size(layer.out_h, layer.pool))
+                    m.d.sync += [bank.eq(0), co.eq(0), saturated.eq(0), tag[0].i.eq(0),
+                                 last_i.eq(height - 1),
+                                 strip_last_i.eq(Mux((layer.strip_rows == 0) | (layer.strip_rows >= height),
+                                                    height, layer.strip_rows) - 1),
                                  last_j.eq(Mux(layer.sum_pool, 0, computed_size(layer.out_w, layer.pool) - 1))]
                     m.next = "WAIT"
             with m.State("WAIT"):
                 with m.If(self.acc.full.bit_select(bank, 1) | (~layer.sum_pool & begun)):
-                    m.d.sync += [tag[0].valid.eq(1), pixel.eq(0), tag[0].i.eq(0), tag[0].j.eq(0),
+                    m.d.sync += [tag[0].valid.eq(1), pixel.eq(0), tag[0].j.eq(0),
                                  tag[0].words.eq(Mux(last_tile, tile_words, words)), reading.eq(1)]
                     for c in range(cols):
                         s = lane(self.acc.shifts, c, SHIFT_BITS)
@@ -242,7 +248,7 @@ class OutputUnit(wiring.Component):
                     m.d.sync += pixel.eq(pixel + 1)
                     with m.If(tag[0].j == last_j):
                         m.d.sync += [tag[0].j.eq(0), tag[0].i.eq(tag[0].i + 1)]
-                        with m.If(tag[0].i == last_i):
+                        with m.If(tag[0].i == strip_last_i):
                             m.d.sync += [tag[0].valid.eq(0), reading.eq(0)]
                             m.next = "DRAIN"
                     with m.Else():
@@ -250,10 +256,17 @@ class OutputUnit(wiring.Component):
             with m.State("DRAIN"):
                 with m.If(~tag[1].valid & ~tag[2].valid):
                     m.d.comb += self.acc.release.eq(1)
-                    m.d.sync += [bank.eq(~bank), co.eq(co + cols)]
-                    with m.If(last_tile):
+                    m.d.sync += bank.eq(~bank)
+                    with m.If(strip_last_i != last_i):  # the tile's next strip
+                        m.d.sync += strip_last_i.eq(Mux(strip_last_i + layer.strip_rows >= last_i, last_i,
+                                                       strip_last_i + layer.strip_rows))
+                        m.next = "WAIT"
+                    with m.Elif(last_tile):
                         m.next = "FINISH"
                     with m.Else():
+                        m.d.sync += [co.eq(co + cols), tag[0].i.eq(0),
+                                     strip_last_i.eq(Mux((layer.strip_rows == 0) | (layer.strip_rows > last_i),
+                                                        last_i, layer.strip_rows - 1))]
                         m.next = "WAIT"
             with m.State("FINISH"):
                 busy = [tag[k].valid for k in range(1, STAGES + 1)]

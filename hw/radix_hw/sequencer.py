@@ -19,18 +19,21 @@ TAP_OFFSET = signed(KERNEL_BITS + 1)  # a tap's offset u - PAD_TOP (or v - PAD_L
 class Sequencer(wiring.Component):
     """Runs a job's passes back to back through the array.
 
-    Pass order: for each output-channel tile (weight/accumulator bank ``j % 2``), for each
-    input-channel tile ``t``, for each tap ``(u, v)`` of the ``KH x KW`` kernel in raster order
-    (``u`` the kernel row, ``v`` the column): one pass streams the ``OUT_H x OUT_W`` output
-    pixels in raster order (with pooling, an odd last row or column is not computed), pixel
-    ``(i, j)`` reading input ``(i*SH + u - PAD_TOP, j*SW + v - PAD_LEFT)`` of tile ``t`` (zero
-    outside the tile: padding and edges are formed here). In a folded job (``layer.fold_lanes``,
-    docs/engine.md) tap column ``v`` reads column ``j*SW + v*fold_taps - PAD_LEFT`` from the input
-    buffer's base (``in_base``, ``fold_taps - 1``), and lane ``l`` the column ``lane_offset[l]`` further right:
-    each lane is zeroed outside the tile by its own column bounds, an unused lane
-    (``lane_unused``) always. Addresses are built incrementally
-    modulo the buffer size; the only products, ``PAD_TOP*IN_W`` and ``SH*IN_W``, are 4- and 3-bit
-    shift-and-add.
+    Pass order: for each output-channel tile (weight bank ``o % 2``), for each strip of
+    ``layer.strip_rows`` computed rows (all of them when 0; accumulator bank: the strip's index
+    over the job, modulo 2), for each input-channel tile ``t``, for each tap ``(u, v)`` of the
+    ``KH x KW`` kernel in raster order (``u`` the kernel row, ``v`` the column): one pass
+    streams the strip's output pixels in raster order (with pooling, an odd last row or column
+    is not computed), pixel ``(i, j)`` reading input ``(i*SH + u - PAD_TOP, j*SW + v -
+    PAD_LEFT)`` of tile ``t`` (zero outside the tile: padding and edges are formed here), at
+    accumulator address ``(i - i0) * OUT_W + j`` for the strip's first row ``i0``. In a folded
+    job (``layer.fold_lanes``, docs/engine.md) tap column ``v`` reads column ``j*SW + v*fold_taps
+    - PAD_LEFT`` from the input buffer's base (``in_base``, ``fold_taps - 1``), and lane ``l``
+    the column ``lane_offset[l]`` further right: each lane is zeroed outside the tile by its own
+    column bounds, an unused lane (``lane_unused``) always. Addresses are built incrementally
+    modulo the buffer size; the only products, ``PAD_TOP*IN_W``, ``SH*IN_W`` and the strip's
+    steps (``strip_rows`` times ``SH*IN_W``, ``SH`` and ``OUT_W``), are shift-and-add of 4- and
+    3-bit factors.
 
     Two cooperating parts:
 
@@ -91,6 +94,7 @@ class Sequencer(wiring.Component):
             "skip_ready": In(2),
             "acquire": Out(1),
             "acquire_bank": Out(1),
+            "bias_bank": Out(1),
             "x": Out(rows * width),
             "swap": Out(1),
             "w_row": Out(cols * width),
@@ -113,9 +117,21 @@ class Sequencer(wiring.Component):
         pad_row_offset = Signal(addr_bits)  # PAD_TOP * IN_W
         first_tile_base = Signal(addr_bits)  # in_base - PAD_TOP * IN_W, from pad_row_offset in SETUP
         stride_row = Signal(addr_bits)      # SH * IN_W
+        # Strips of computed rows: a strip's first row and its input address step, row step and
+        # first pixel (for the skip pixels) from the one before, all from the 4-bit strip_rows.
+        comp_h, comp_w = Signal(16), Signal(16)
+        strip_addr_step = Signal(addr_bits)   # strip_rows * SH * IN_W
+        strip_y_step = Signal(COORD)          # strip_rows * SH
+        strip_px_step = Signal(16)            # strip_rows * OUT_W (computed)
 
         # Pass generator state: the pass whose weights load next.
         co, ch = Signal(17), Signal(17)
+        abank = Signal()  # the accumulator bank of the strip being loaded
+        rows_left = Signal(16)  # computed rows from the strip being loaded to the map's end
+        last_strip = Signal()
+        strip_tile_base = Signal(addr_bits)  # the strip's tile_base for input tile 0
+        strip_y = Signal(COORD)  # the strip's first row times SH
+        strip_px = Signal(16)  # the strip's first pixel in the computed map
         u, v = Signal(KERNEL_BITS), Signal(KERNEL_BITS)
         v_column = Signal(KERNEL_BITS)  # the tap's first kernel column: v, or v * fold_taps folded
         column_step = Signal(KERNEL_BITS)  # 1, or fold_taps in a folded job
@@ -132,10 +148,13 @@ class Sequencer(wiring.Component):
 
         # The one-entry pass descriptor.
         d_valid = Signal()
-        d_bank, d_first, d_last, d_slow = Signal(), Signal(), Signal(), Signal()
+        d_bank, d_wbank, d_first, d_last, d_end, d_slow = (
+            Signal(name=name) for name in ("d_bank", "d_wbank", "d_first", "d_last", "d_end", "d_slow"))
         d_tile = Signal(16)
         d_base = Signal(addr_bits)
-        d_y0, d_x0 = Signal(TAP_OFFSET), Signal(TAP_OFFSET)
+        d_y0, d_x0 = Signal(COORD), Signal(TAP_OFFSET)
+        d_rows_last = Signal(16)  # the strip's computed rows - 1
+        d_px0 = Signal(16)
 
         # "the last tap column / row", "the last input-channel tile", "the last output-channel
         # tile" and "the last row of the load", kept as registers updated with v, u, ch, co and
@@ -160,9 +179,14 @@ class Sequencer(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     offset = small_product(layer.pad_top, layer.in_w)[:addr_bits]
+                    height = computed_size(layer.out_h, layer.pool)
                     m.d.sync += [
                         co.eq(0), ch.eq(0), t_index.eq(0), tile_pending.eq(0), u.eq(0), v.eq(0), v_column.eq(0),
-                        wbank.eq(0), row.eq(0),
+                        wbank.eq(0), abank.eq(0), row.eq(0),
+                        comp_h.eq(height), comp_w.eq(computed_size(layer.out_w, layer.pool)),
+                        rows_left.eq(height), last_strip.eq((layer.strip_rows == 0) | (layer.strip_rows >= height)),
+                        strip_y.eq(0), strip_px.eq(0),
+                        strip_y_step.eq(small_product(layer.strip_rows, layer.stride_h)),
                         row_end.eq(rows),
                         column_step.eq(Mux(layer.fold_lanes != 0, layer.fold_taps, 1)),
                         last_step.eq(0),
@@ -176,7 +200,9 @@ class Sequencer(wiring.Component):
                 # A cycle apart from START, so the product above and this negation are two
                 # paths; the first weight rows are many cycles away.
                 base = self.in_base - pad_row_offset
-                m.d.sync += [first_tile_base.eq(base), tile_base.eq(base), tap_base.eq(base)]
+                m.d.sync += [first_tile_base.eq(base), tile_base.eq(base), tap_base.eq(base), strip_tile_base.eq(base),
+                             strip_addr_step.eq(small_product(layer.strip_rows, stride_row)[:addr_bits]),
+                             strip_px_step.eq(small_product(layer.strip_rows, comp_w)[:16])]
                 m.next = "WAIT"
             with m.State("WAIT"):
                 rows_ready = self.wt_avail[wbank] >= row_end
@@ -191,22 +217,26 @@ class Sequencer(wiring.Component):
                 m.d.comb += loading.eq(1)
                 m.d.sync += [row_step.eq(row_step - 1), last_step.eq(row_step == 1)]
                 with m.If(last_step):
-                    with m.If(last_v & last_u & last_t & last_co):
+                    with m.If(last_v & last_u & last_t & last_co & last_strip):
                         m.next = "IDLE"
                     with m.Else():
                         m.next = "WAIT"
 
-        # the pass being loaded is its output tile's first, its last
+        # the pass being loaded is its strip's first, its last
         tile_first, tile_last = (ch == 0) & (u == 0) & (v == 0), last_t & last_u & last_v
+        next_strip_base = Signal(addr_bits)
+        m.d.sync += next_strip_base.eq(strip_tile_base + strip_addr_step)
         # The end of a LOAD, outside the FSM: ``last_step`` is set only in a LOAD's last cycle,
         # so these updates need not decode the state (whose fan-out would lengthen the path).
         with m.If(last_step):
             m.d.sync += [
-                d_valid.eq(1), d_bank.eq(wbank), d_base.eq(tap_base), d_tile.eq(t_index),
-                d_y0.eq(u - layer.pad_top), d_x0.eq(v_column - layer.pad_left),
+                d_valid.eq(1), d_bank.eq(abank), d_wbank.eq(wbank), d_base.eq(tap_base), d_tile.eq(t_index),
+                d_y0.eq(strip_y + u - layer.pad_top), d_x0.eq(v_column - layer.pad_left),
                 d_first.eq(tile_first),
                 d_last.eq(tile_last),
-                d_slow.eq(tile_last & last_co & ~tile_first & wide_tile),
+                d_end.eq(tile_last & last_strip),
+                d_slow.eq(tile_last & last_strip & last_co & ~tile_first & wide_tile),
+                d_rows_last.eq(Mux(last_strip, rows_left, layer.strip_rows) - 1), d_px0.eq(strip_px),
                 row.eq(row_end), row_end.eq(row_end + rows), v.eq(v + 1), last_v.eq(v + 2 == layer.kernel_w),
                 v_column.eq(v_column + column_step),
             ]
@@ -219,11 +249,21 @@ class Sequencer(wiring.Component):
                                  last_t.eq(ch + 2 * rows >= layer.in_ch), tile_pending.eq(1)]
                     with m.If(last_t):
                         m.d.sync += [ch.eq(0), t_index.eq(0), tile_pending.eq(0), row.eq(0), row_end.eq(rows),
-                                     wbank.eq(~wbank),
-                                     co.eq(co + cols), last_t.eq(rows >= layer.in_ch),
-                                     last_co.eq(co + 2 * cols >= layer.out_ch),
-                                     tile_base.eq(first_tile_base),
-                                     tap_base.eq(first_tile_base)]
+                                     abank.eq(~abank), last_t.eq(rows >= layer.in_ch)]
+                        with m.If(last_strip):  # the output tile's last strip: the next tile's first
+                            m.d.sync += [wbank.eq(~wbank),
+                                         co.eq(co + cols), last_co.eq(co + 2 * cols >= layer.out_ch),
+                                         tile_base.eq(first_tile_base), tap_base.eq(first_tile_base),
+                                         strip_tile_base.eq(first_tile_base),
+                                         rows_left.eq(comp_h),
+                                         last_strip.eq((layer.strip_rows == 0) | (layer.strip_rows >= comp_h)),
+                                         strip_y.eq(0), strip_px.eq(0)]
+                        with m.Else():  # the next strip of the same output tile: its weights stay
+                            m.d.sync += [tile_base.eq(next_strip_base), tap_base.eq(next_strip_base),
+                                         strip_tile_base.eq(next_strip_base),
+                                         rows_left.eq(rows_left - layer.strip_rows),
+                                         last_strip.eq(layer.strip_rows >= rows_left - layer.strip_rows),
+                                         strip_y.eq(strip_y + strip_y_step), strip_px.eq(strip_px + strip_px_step)]
 
         # Weight rows reach the shadow chain W_LATENCY cycles after the read.
         read_en = Signal()
@@ -237,18 +277,19 @@ class Sequencer(wiring.Component):
         x0 = Signal(TAP_OFFSET)
         row_base = Signal(addr_bits)  # address of input row y (modulo the buffer size)
         pixel = Signal(len(self.meta.addr))
+        skip_pixel = Signal(len(self.meta.skip_addr))  # the pixel's address in the tile's skip bank
         first_pixel = Signal()
-        p_bank, p_first, p_last, p_slow = Signal(), Signal(), Signal(), Signal()
+        p_bank, p_wbank, p_first, p_last, p_end, p_slow = (
+            Signal(name=name) for name in ("p_bank", "p_wbank", "p_first", "p_last", "p_end", "p_slow"))
 
         # Per-job constants registered at START (the layer is stable until done), and the
         # last-column/last-row conditions kept as registers one cycle ahead, so that the
         # hand-over below (take -> acquire, wt_release) sees two flags instead of the
         # pool -> size -> compare chain.
-        out_h_last, out_w_last = Signal(16), Signal(16)
+        strip_rows_last, out_w_last = Signal(16), Signal(16)
         j_last, i_last = Signal(), Signal()
         with m.If(self.start):
-            m.d.sync += [out_h_last.eq(computed_size(layer.out_h, layer.pool) - 1),
-                         out_w_last.eq(computed_size(layer.out_w, layer.pool) - 1)]
+            m.d.sync += out_w_last.eq(computed_size(layer.out_w, layer.pool) - 1)
         last_pixel = j_last & i_last
         # The first pass on an input tile may start before the tile is in (its weight rows come
         # first): a pixel waits while its input row y is still streaming in. Later passes never
@@ -273,13 +314,14 @@ class Sequencer(wiring.Component):
         waiting, yielding = Signal(), Signal()
         stall = active & (waiting | yielding)
         bank_free = ~self.acc_full.bit_select(d_bank, 1)
-        skip_in = self.skip_ready.bit_select(d_bank, 1)
+        skip_in = self.skip_ready.bit_select(d_wbank, 1)
         take = (d_valid & (~active | (last_pixel & ~stall)) & (since >= self.MIN_PASS - 1)
                 & (~d_first | bank_free) & (~d_last | ~layer.add | skip_in))
 
-        # The descriptor's bank, a register: it selects the biases to acquire without waiting
-        # for ``take`` (``acquire_bank`` matters only while ``acquire`` is set).
-        m.d.comb += self.acquire_bank.eq(d_bank)
+        # The descriptor's banks, registers: they select the biases to acquire (those of the
+        # weight bank, into the accumulator bank's registers) without waiting for ``take``
+        # (``acquire_bank`` and ``bias_bank`` matter only while ``acquire`` is set).
+        m.d.comb += [self.acquire_bank.eq(d_bank), self.bias_bank.eq(d_wbank)]
         # The weight bank's release, registered: d_bank drives the bias selection (a thousand
         # loads on the default build), so the loader's bank bookkeeping starts from a register.
         release = Signal(2)
@@ -298,22 +340,23 @@ class Sequencer(wiring.Component):
                 waiting.eq(missing_first), d_valid.eq(0), since.eq(0), active.eq(1), first_pixel.eq(1),
                 i.eq(0), j.eq(0), y.eq(d_y0), y_next.eq(d_y0 + layer.stride_h), x.eq(d_x0), x0.eq(d_x0),
                 row_base.eq(d_base),
-                j_last.eq(out_w_last == 0), i_last.eq(out_h_last == 0),
-                pixel.eq(0), p_bank.eq(d_bank), p_first.eq(d_first), p_last.eq(d_last), p_tile.eq(d_tile),
-                p_slow.eq(d_slow), yielding.eq(0),
+                j_last.eq(out_w_last == 0), i_last.eq(d_rows_last == 0), strip_rows_last.eq(d_rows_last),
+                pixel.eq(0), skip_pixel.eq(d_px0), p_bank.eq(d_bank), p_wbank.eq(d_wbank), p_first.eq(d_first),
+                p_last.eq(d_last), p_end.eq(d_end), p_tile.eq(d_tile), p_slow.eq(d_slow), yielding.eq(0),
             ]
             m.d.comb += self.acquire.eq(d_first)
-            m.d.sync += release.eq(Mux(d_last, 1 << d_bank, 0))
+            # the output tile's last pass (its last strip's) releases the weight bank
+            m.d.sync += release.eq(Mux(d_end, 1 << d_wbank, 0))
         with m.Else():
             with m.If((since != since_max) & ~stall):
                 m.d.sync += since.eq(since + 1)
             with m.If(active & ~stall):
-                m.d.sync += [pixel.eq(pixel + 1), first_pixel.eq(0)]
+                m.d.sync += [pixel.eq(pixel + 1), skip_pixel.eq(skip_pixel + 1), first_pixel.eq(0)]
                 with m.If(j_last):
                     m.d.sync += [waiting.eq(missing_next),
                                  j.eq(0), i.eq(i + 1), x.eq(x0), y.eq(y_next), y_next.eq(y_next + layer.stride_h),
                                  row_base.eq(row_base + stride_row),
-                                 j_last.eq(out_w_last == 0), i_last.eq(i + 1 == out_h_last)]
+                                 j_last.eq(out_w_last == 0), i_last.eq(i + 1 == strip_rows_last)]
                     with m.If(i_last):
                         m.d.sync += active.eq(0)
                 with m.Else():
@@ -341,6 +384,9 @@ class Sequencer(wiring.Component):
             self.meta.final.eq(p_last),
             self.meta.last.eq(p_last & last_pixel),
             self.meta.bank.eq(p_bank),
+            self.meta.tile_end.eq(p_end),
+            self.meta.skip_bank.eq(p_wbank),
+            self.meta.skip_addr.eq(skip_pixel),
         ]
         m.d.sync += [
             inside_d.eq(inside),

@@ -118,9 +118,10 @@ def _limit(f: dict, cfg: EngineConfig) -> str:
         return f"{comp_h * comp_w} computed pixels exceed ACC_DEPTH {cfg.acc_depth}"
     if f["pool"] and (f["out_h"] < 2 or f["out_w"] < 2):
         return f"pooling a {f['out_h']}x{f['out_w']} map (at least 2x2)"
-    if f["sum_pool"] and ((kh, kw, sh, sw) != (1, 1, 1, 1) or f["pool"] or f["add"] or f["fold_lanes"]):
+    if f["sum_pool"] and ((kh, kw, sh, sw) != (1, 1, 1, 1) or f["pool"] or f["add"] or f["fold_lanes"]
+                          or f["strip_rows"]):
         return (f"sum_pool with kernel {kh}x{kw}, stride {sh}x{sw}, pool {f['pool']}, add {f['add']}, fold_lanes "
-                f"{f['fold_lanes']} (kernel 1x1, stride 1, no pool, add or fold)")
+                f"{f['fold_lanes']}, strip_rows {f['strip_rows']} (kernel 1x1, stride 1, no pool, add, fold or strips)")
     return ""
 
 
@@ -298,7 +299,8 @@ def _run_job(bus: _Bus, f: dict, cfg: EngineConfig) -> int:
         tile = wt + o * block
         parts.append(tile + np.arange(cfg.cols))
         if o == 0:
-            first_tap = stream_format.first_tap_words(cfg)
+            first_tap = stream_format.leading_weight_words((f["kernel_h"], f["kernel_w"]), cfg,
+                                                           striped=bool(f["strip_rows"]))
             group = input_group_words(cfg, narrow=bool(f["narrow_in"]))
             for t in range(t_in):
                 weights = tile + cfg.cols + t * tile_weights + np.arange(tile_weights)
@@ -343,7 +345,7 @@ def _compute(stream: np.ndarray, f: dict, cfg: EngineConfig, skip_pixels: int) -
     narrow = bool(f["narrow_in"])
     input_part, cotiles = stream_format.split_job_words(
         stream, c_in=c_in, height=f["in_h"], width_px=f["in_w"], kernel=k, c_out=c_out, config=cfg,
-        skip_pixels=skip_pixels, narrow=narrow)
+        skip_pixels=skip_pixels, narrow=narrow, striped=bool(f["strip_rows"]))
     x = stream_format.decode_input_words(input_part, c_in, f["in_h"], f["in_w"], cfg, unsigned=bool(f["in_unsigned"]),
                                          narrow=narrow)
     tiles = [stream_format.decode_cotile_words(words, c_in, k, cfg, skip_pixels=skip_pixels,

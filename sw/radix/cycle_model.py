@@ -35,9 +35,9 @@ from __future__ import annotations
 
 import math
 
-from .engine_spec import (MAX_BURST_BEATS, MEMORY_LATENCY, WRITE_BURSTS, EngineConfig, computed_map, input_group_words,
-                          written_map)
-from .stream_format import first_tap_words, input_tile_words, tiles, tile_out_words
+from .engine_spec import (MAX_BURST_BEATS, MEMORY_LATENCY, STRIP_ROWS_BITS, WRITE_BURSTS, EngineConfig, computed_map,
+                          input_group_words, written_map)
+from .stream_format import input_tile_words, leading_weight_words, tiles, tile_out_words
 
 # Measured list costs (module docstring), in cycles.
 LIST_START = 185
@@ -51,80 +51,130 @@ ROW_WAIT = 2
 SKIP_WAIT = 2
 
 
+def job_strips(job: dict) -> list[tuple[int, int]]:
+    """``(first row, rows)`` of each strip of computed rows a job's passes run over, in order
+    (docs/engine.md, "Strips of rows"): one strip of the whole map without ``strip_rows``."""
+    comp_h = computed_map(job["out_h"], job["out_w"], bool(job["pool"]))[0]
+    strip = job.get("strip_rows", 0)
+    if not strip or strip >= comp_h:
+        return [(0, comp_h)]
+    return [(i0, min(strip, comp_h - i0)) for i0 in range(0, comp_h, strip)]
+
+
 def core_cycles(config: EngineConfig, job: dict) -> int:
     """Cycles from the core's start to its last output word for a job's command fields ``job``
     (``radix.engine_spec.COMMAND_FIELDS`` by name)."""
     rows, cols = config.rows, config.cols
     t_in, t_out = tiles(job["in_ch"], rows), tiles(job["out_ch"], cols)
-    taps = job["kernel_h"] * job["kernel_w"]
+    kernel = (job["kernel_h"], job["kernel_w"])
+    taps = math.prod(kernel)
     pool, summed = bool(job["pool"]), bool(job.get("sum_pool", 0))
-    comp_h, comp_w = computed_map(job["out_h"], job["out_w"], pool)
-    pixels = comp_h * comp_w
-    written = math.prod(written_map(job["out_h"], job["out_w"], pool=pool, sum_pool=summed))
-    chunk = first_tap_words(config)
+    comp_w = computed_map(job["out_h"], job["out_w"], pool)[1]
+    pixels = math.prod(computed_map(job["out_h"], job["out_w"], pool))
+    strips = job_strips(job)
+    chunk = config.rows * config.wt_words  # one tap's weight rows of one input tile
+    leading = leading_weight_words(kernel, config, striped=bool(job.get("strip_rows", 0))) // chunk
     narrow = bool(job.get("narrow_in", 0))
     in_tile = input_tile_words(job["in_h"], job["in_w"], config, narrow=narrow)
+    row_words = job["in_w"] * input_group_words(config, narrow=narrow)
     skip = pixels * config.wt_words if job["add"] else 0
-    pass_cycles = max(pixels, config.min_pass)
     to_accumulator = rows + cols + ARRAY_PIPELINE
-    # the input row that the last output row's first tap reads, and the words up to its end
-    last_row = min(max((comp_h - 1) * job["stride_h"] - job["pad_top"], 0), job["in_h"] - 1)
-    rows_needed = (last_row + 1) * job["in_w"] * input_group_words(config, narrow=narrow)
     write_burst = (MEMORY_LATENCY + 2) / WRITE_BURSTS  # cycles per burst the writes' responses allow
+
+    def input_rows_in(tile_start: int, last_row: int, u: int) -> int:
+        """When the input row that output row ``last_row`` reads at kernel row ``u`` is in."""
+        row = min(max(last_row * job["stride_h"] + u - job["pad_top"], 0), job["in_h"] - 1)
+        return tile_start + (row + 1) * row_words
 
     stream = 0  # cycles at which the stream's next word can arrive
     started = ended = -math.inf  # the running pass
-    last_started, last_ended, drained = [], [], []
+    tile_started, tile_ended, strip_drained = [], [], []  # per output tile's last pass; per strip
     drain_end = 0
     for o in range(t_out):
         if o >= 2:
-            stream = max(stream, last_started[o - 2] + 1)
+            stream = max(stream, tile_started[o - 2] + 1)
         stream += cols
-        passes = []  # (weight rows in, end of the input rows the pass trails or None)
+        weights_in, tile_start = [], []  # per input tile: each tap's weight rows in; its input's start
         for _ in range(t_in):
-            stream += chunk
-            if o == 0:
-                passes.append((stream, stream + rows_needed))
-                stream += in_tile
-            else:
-                passes.append((stream, None))
-            for _ in range(taps - 1):
+            arrivals = []
+            for tap in range(taps):
+                if o == 0 and tap == leading:
+                    tile_start.append(stream)
+                    stream += in_tile
                 stream += chunk
-                passes.append((stream, None))
+                arrivals.append(stream)
+            if o == 0 and leading == taps:
+                tile_start.append(stream)
+                stream += in_tile
+            weights_in.append(arrivals)
         stream += 1  # the loader's cycle at the tile's end
         skip_in = 0
         if skip:
             if o >= 2:
-                stream = max(stream, last_ended[o - 2])
+                stream = max(stream, tile_ended[o - 2])
             stream += skip
             skip_in = stream + SKIP_WAIT
         words = tile_out_words(job["out_ch"], o, config)
-        # the job's last pass issues every other cycle when it reads the accumulator and its
-        # tile writes two or more words a pixel
-        slow = o == t_out - 1 and len(passes) > 1 and words >= 2
-        for index, (rows_in, trailed) in enumerate(passes):
-            start = max(ended, rows_in + rows + 1, started + config.shift_gap + rows + 1)
-            if index == 0 and o >= 2:
-                start = max(start, drained[o - 2])
-            if index == len(passes) - 1:
-                start = max(start, skip_in)
-            issued = start + pixels * (2 if slow and index == len(passes) - 1 else 1)  # its last pixel
-            if trailed is not None:
-                issued = max(issued, trailed + comp_w + ROW_WAIT)
-            started, ended = start, max(issued, start + pass_cycles)
-        last_started.append(started)
-        last_ended.append(issued + to_accumulator)
         per_pixel = words if job["out_pixel_words"] == words else max(words, write_burst)
-        # a pooled tile reads every computed pixel, a pixel's words taking a cycle each beyond the
-        # first; a summed tile holds its one pixel in a register
-        drain = max(pixels + written * (words - 1), written * per_pixel) if pool else written * per_pixel
-        # the drain follows the last pass where that pass leaves the accumulator's read port free
-        # (a tile's only pass reads no accumulator word; a slow pass every other cycle)
-        early = (len(passes) == 1 or slow) and not summed
-        begin = max((started if early else issued) + to_accumulator, drain_end)
-        drain_end = max(begin + math.ceil(drain), issued + to_accumulator + math.ceil(per_pixel))
-        drained.append(drain_end)
+        for b, (i0, n) in enumerate(strips):
+            strip_pixels = n * comp_w
+            pass_cycles = max(strip_pixels, config.min_pass)
+            last_strip = b == len(strips) - 1
+            passes = t_in * taps
+            # the job's last pass issues every other cycle when it reads the accumulator and its
+            # tile writes two or more words a pixel
+            slow = o == t_out - 1 and last_strip and passes > 1 and words >= 2
+            index = 0
+            for t in range(t_in):
+                for tap in range(taps):
+                    start = max(ended, weights_in[t][tap] + rows + 1, started + config.shift_gap + rows + 1)
+                    if index == 0 and len(strip_drained) >= 2:
+                        start = max(start, strip_drained[-2])
+                    if index == passes - 1:
+                        start = max(start, skip_in)
+                    issued = start + strip_pixels * (2 if slow and index == passes - 1 else 1)  # its last pixel
+                    if o == 0:  # the pass trails its input rows
+                        issued = max(issued, input_rows_in(tile_start[t], i0 + n - 1, tap // kernel[1])
+                                     + comp_w + ROW_WAIT)
+                    started, ended = start, max(issued, start + pass_cycles)
+                    index += 1
+            if last_strip:
+                tile_started.append(started)
+                tile_ended.append(issued + to_accumulator)
+            # a pooled strip reads every computed pixel, a pixel's words taking a cycle each beyond
+            # the first (an odd row emits); a summed tile holds its one pixel in a register
+            if summed:
+                written = 1
+            elif pool:
+                written = sum(1 for i in range(i0, i0 + n) if i % 2) * (comp_w // 2)
+            else:
+                written = strip_pixels
+            drain = max(strip_pixels + written * (words - 1), written * per_pixel) if pool else written * per_pixel
+            # the drain follows the last pass where that pass leaves the accumulator's read port
+            # free (a strip's only pass reads no accumulator word; a slow pass every other cycle)
+            early = (passes == 1 or slow) and not summed
+            begin = max((started if early else issued) + to_accumulator, drain_end)
+            drain_end = max(begin + math.ceil(drain), issued + to_accumulator + math.ceil(per_pixel))
+            strip_drained.append(drain_end)
     return drain_end
+
+
+def fastest_strip_rows(config: EngineConfig, job: dict) -> int:
+    """The ``strip_rows`` (0 for one strip) with which :func:`core_cycles` finishes ``job`` soonest:
+    strips help a job of several passes, whose first strip trails the input and whose strips'
+    drains overlap the next strips' passes; a strip of fewer pixels than ``min_pass`` wastes the
+    rest of each pass, so smaller ones are not tried. A summed job has one strip."""
+    comp_h, comp_w = computed_map(job["out_h"], job["out_w"], bool(job["pool"]))
+    passes = tiles(job["in_ch"], config.rows) * job["kernel_h"] * job["kernel_w"]
+    if job.get("sum_pool", 0) or passes == 1 or comp_h < 2:
+        return 0
+    smallest = max(1, -(-config.min_pass // comp_w))
+    best, best_cycles = 0, core_cycles(config, dict(job, strip_rows=0))
+    for rows in range(smallest, min(comp_h - 1, (1 << STRIP_ROWS_BITS) - 1) + 1):
+        cycles = core_cycles(config, dict(job, strip_rows=rows))
+        if cycles < best_cycles:
+            best, best_cycles = rows, cycles
+    return best
 
 
 def last_burst_beats(config: EngineConfig, job: dict) -> int:

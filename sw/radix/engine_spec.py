@@ -222,12 +222,15 @@ STRIDE_BITS = STRIDE_RANGE[1].bit_length()
 # A folded job's kernel covers at most this many columns (kernel_w * fold_taps): its tap column
 # offsets then fit the sequencer's KERNEL_BITS + 1 signed bits.
 FOLD_SPAN = 1 << KERNEL_BITS
+# A job's passes run strip-major over strips of at most this many computed rows (docs/engine.md,
+# "Strips of rows"): a 4-bit field, 0 for the whole map.
+STRIP_ROWS_BITS = 4
 CORE_LAYER_FIELDS = {
     "in_ch": 16, "in_h": 16, "in_w": 16, "out_ch": 16, "out_h": 16, "out_w": 16,
     "kernel_h": KERNEL_BITS, "kernel_w": KERNEL_BITS, "stride_h": STRIDE_BITS, "stride_w": STRIDE_BITS,
     "pad_top": KERNEL_BITS, "pad_left": KERNEL_BITS,
     "relu": 1, "pool": 1, "add": 1, "in_unsigned": 1, "skip_unsigned": 1, "out_unsigned": 1, "sum_pool": 1,
-    "fold_taps": KERNEL_BITS, "fold_lanes": 8, "narrow_in": 1,
+    "fold_taps": KERNEL_BITS, "fold_lanes": 8, "narrow_in": 1, "strip_rows": STRIP_ROWS_BITS,
 }
 FIELD_MAX = (1 << 16) - 1  # the largest size a command's 16-bit fields hold
 
@@ -295,10 +298,10 @@ def _markdown_table(registers) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Engine version 9: the engine as a bus master (docs/engine.md, "Memory and commands"); version 8
-# had no narrow inputs (`narrow_in`), version 7 no folded jobs (`fold_taps`, `fold_lanes`),
-# version 6 square kernels and strides only (`kernel`, `stride`), version 5 no summed jobs
-# (`sum_pool`).
+# Engine version 10: the engine as a bus master (docs/engine.md, "Memory and commands"); version 9
+# ran a job's passes tap-major over the whole map (no `strip_rows`), version 8 had no narrow
+# inputs (`narrow_in`), version 7 no folded jobs (`fold_taps`, `fold_lanes`), version 6 square
+# kernels and strides only (`kernel`, `stride`), version 5 no summed jobs (`sum_pool`).
 #
 # The tables below are the one definition of the bus-master engine's registers, its command
 # format and the layout of tensors in memory; the gateware (radix_hw.bus_engine), the driver's
@@ -308,8 +311,9 @@ def _markdown_table(registers) -> str:
 
 # 5: the engine fetches a command list and its data over an AXI master; 6: summed jobs; 7: rectangular
 # kernels and strides (kernel_h/kernel_w, stride_h/stride_w); 8: kernel columns folded into the rows
-# of a few-channel layer (fold_taps, fold_lanes); 9: narrow input tensors, one word a pixel (narrow_in)
-BUS_ENGINE_VERSION = 9
+# of a few-channel layer (fold_taps, fold_lanes); 9: narrow input tensors, one word a pixel (narrow_in);
+# 10: passes strip-major over strips of output rows (strip_rows)
+BUS_ENGINE_VERSION = 10
 BUS_ADDR_BITS = 32  # byte addresses on the AXI master
 BUS_BYTES = STREAM_BITS // 8  # bytes per AXI master beat (64-bit data)
 MAX_BURST_BEATS = 16  # the PS7 HP ports are AXI3 inside: at most 16 beats per burst
@@ -432,6 +436,9 @@ COMMAND_FIELDS: tuple[CommandField, ...] = (
                  f"(2..15, F * fold_lanes <= rows, kernel_w * F <= {FOLD_SPAN})"),
     CommandField("fold_lanes", 7, 48, 8, "Input channels C of a folded job (docs/engine.md, \"Few-channel layers\"): "
                  "lane g*C + c holds channel c of the pixel g columns right; 0: no fold"),
+    CommandField("strip_rows", 7, 56, STRIP_ROWS_BITS, "Computed rows per strip: the passes run strip by strip, "
+                 "each strip's taps before the next strip's (docs/engine.md, \"Strips of rows\"); 0: one strip, the "
+                 "whole map; 0 with sum_pool"),
 )
 COMMAND_FIELD = {f.name: f for f in COMMAND_FIELDS}
 STATS_CYCLES_BITS = 32  # stats word: bits 0..31 cycles from START to the command's end, 32..63 its saturations

@@ -16,13 +16,15 @@ of two kinds of parts:
   lane ``co - tile*cols``).
 
 They are sent in this order: the first output tile's bias words; then, for each input-channel
-tile ``t``, the first output tile's weight rows of ``t``'s first tap (:func:`first_tap_words`),
+tile ``t``, the first output tile's weight rows of ``t``'s first tap (:func:`leading_weight_words`),
 input tile ``t``, and the rest of that tile's weight rows of ``t``; then the first output
 tile's skip pixels; then the other output tiles whole, in order. Interleaving the first output
 tile with the input lets its passes on input tile ``t`` run while input tile ``t + 1`` still
 streams in, and its first pass on ``t`` trail input tile ``t`` as it streams in
 (docs/engine.md): only the first pass's weight rows precede it (:func:`job_words`,
-:func:`split_job_words`). The skip pixels come last because only a tile's last pass adds them:
+:func:`split_job_words`). A *striped* job (``strip_rows`` set: its passes run strip by strip,
+docs/engine.md) sends all of ``t``'s weight rows before input tile ``t``, since its first
+strip's passes on every tap trail the tile. The skip pixels come last because only a tile's last pass adds them:
 they stream while its earlier passes run.
 
 The output stream carries, for each output-channel tile, for each output pixel (after pooling)
@@ -186,9 +188,9 @@ def input_word_count(c_in: int, height: int, width_px: int, config: EngineConfig
 
 
 def job_words(x, weights, bias, shift, config: EngineConfig, *, skip=None, skip_shift=None,
-              narrow: bool = False) -> np.ndarray:
+              narrow: bool = False, striped: bool = False) -> np.ndarray:
     """The whole input stream of one job, in the order of the module docstring (``narrow``: its
-    input narrow)."""
+    input narrow; ``striped``: the job has ``strip_rows``)."""
     c_out, c_in = np.asarray(weights).shape[:2]
     inputs = input_words(x, config, narrow=narrow).reshape(
         -1, input_tile_words(*np.asarray(x).shape[1:], config, narrow=narrow))
@@ -196,22 +198,22 @@ def job_words(x, weights, bias, shift, config: EngineConfig, *, skip=None, skip_
                for t in range(tiles(c_out, config.cols))]
     weight_part = tiles(c_in, config.rows) * tile_weight_words(np.asarray(weights).shape[2:], config)
     bias, first_weights, skip_part = np.split(cotiles[0], [config.cols, config.cols + weight_part])
-    first_tap = first_tap_words(config)
+    leading = leading_weight_words(np.asarray(weights).shape[2:], config, striped=striped)
     parts = [bias]
     for tile, tile_weights in zip(inputs, first_weights.reshape(len(inputs), -1)):
-        parts += [tile_weights[:first_tap], tile, tile_weights[first_tap:]]
+        parts += [tile_weights[:leading], tile, tile_weights[leading:]]
     return np.concatenate(parts + [skip_part] + cotiles[1:])
 
 
-def first_tap_words(config: EngineConfig) -> int:
-    """Words of one tap's weight rows of one input tile, which precede the input tile in a job's
-    stream (the first pass's)."""
-    return config.rows * config.wt_words
+def leading_weight_words(kernel, config: EngineConfig, *, striped: bool) -> int:
+    """Words of an input tile's weight rows that precede the input tile in a job's stream: one
+    tap's (the first pass's), or in a striped job all ``KH * KW`` taps' (every tap's first strip)."""
+    return config.rows * config.wt_words * (math.prod(pair(kernel, "kernel")) if striped else 1)
 
 
 def split_job_words(words, *, c_in: int, height: int, width_px: int, kernel, c_out: int,
-                    config: EngineConfig, skip_pixels: int = 0,
-                    narrow: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
+                    config: EngineConfig, skip_pixels: int = 0, narrow: bool = False,
+                    striped: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
     """Inverse of the ordering of :func:`job_words`: ``(input words, [cotile words per output tile])``,
     each as :func:`input_words` and :func:`cotile_words` make them."""
     words = np.asarray(words, dtype=np.uint64)
@@ -225,7 +227,7 @@ def split_job_words(words, *, c_in: int, height: int, width_px: int, kernel, c_o
     bias = config.cols
     interleaved_end = bias + n_in * (in_tile + tile_weights)
     interleaved = words[bias:interleaved_end].reshape(n_in, in_tile + tile_weights)
-    first_tap = first_tap_words(config)
+    first_tap = leading_weight_words(kernel, config, striped=striped)
     weights = np.concatenate([interleaved[:, :first_tap], interleaved[:, first_tap + in_tile:]], axis=1)
     skip_end = interleaved_end + skip_pixels * config.wt_words
     first = np.concatenate([words[:bias], weights.reshape(-1), words[interleaved_end:skip_end]])
