@@ -133,6 +133,7 @@ class ConvCore(wiring.Component):
             accumulator.skip_shifts.eq(loader.skip_shifts[sequencer.bias_bank]),
             loader.skip_release.eq(accumulator.skip_release),
             sequencer.skip_ready.eq(loader.skip_ready),
+            sequencer.skip_avail.eq(loader.skip_avail),
             array.x_in.eq(sequencer.x),
             array.swap_in.eq(sequencer.swap),
             array.w_in.eq(sequencer.w_row),

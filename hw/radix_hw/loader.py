@@ -19,6 +19,11 @@ from .layout import LayerConfigLayout, input_address_bits, weight_address_bits
 RESUME = ("WEIGHTS", "TILE_END")
 
 
+def skip_count_bits(config: EngineConfig) -> int:
+    """Width of a count of skip pixels in one bank (0 .. acc_depth)."""
+    return max(1, ceil_log2(config.acc_depth + 1))
+
+
 def weight_rows_bits(config: EngineConfig) -> int:
     """Width of a count of weight rows in one bank (0 .. wt_depth)."""
     return max(1, ceil_log2(config.wt_depth + 1))
@@ -49,8 +54,9 @@ class Loader(wiring.Component):
        that skip bank is free. ``wt_avail[b]`` counts the rows written so far, so compute may
        start on a bank before it is complete; ``wt_release`` (one bit per bank) returns a bank,
        clearing its count. ``skip_ready[b]`` rises when the tile's skip pixels are all in and
-       falls with the bank's ``wt_release``, which the sequencer pulses as it takes the tile's
-       last pass, the only one that reads skip data: that pass waits for it. Since input tile
+       ``skip_avail[b]`` counts those written so far; both fall with the bank's ``wt_release``,
+       which the sequencer pulses as it takes the tile's last pass: a strip's last pass, the
+       only one that reads the strip's skip pixels, waits for them (the last strip's for all). Since input tile
        ``t`` precedes the first output tile's weight rows of ``t`` but the first tap's, every
        input tile a pass reads is complete but for the first pass on it, which waits for each
        input row.
@@ -93,6 +99,7 @@ class Loader(wiring.Component):
             "skip_shifts": Out(data.ArrayLayout(cols * SHIFT_BITS, 2)),
             "skip_release": In(2),
             "skip_ready": Out(2),
+            "skip_avail": Out(data.ArrayLayout(skip_count_bits(config), 2)),
         })
 
     def elaborate(self, platform):
@@ -202,9 +209,15 @@ class Loader(wiring.Component):
         skip_bank_free = Signal()
         m.d.sync += skip_bank_free.eq(skip_free.bit_select(bank, 1))
 
+        # skip_avail counts a bank's skip pixels as they are written (from the registered write)
+        skip_wr_bank = Signal()
+        m.d.sync += skip_wr_bank.eq(bank)
         for b in range(2):
             with m.If(self.wt_release[b]):
-                m.d.sync += [self.wt_avail[b].eq(0), free[b].eq(1), self.skip_ready[b].eq(0)]
+                m.d.sync += [self.wt_avail[b].eq(0), free[b].eq(1), self.skip_ready[b].eq(0),
+                             self.skip_avail[b].eq(0)]
+            with m.Elif(self.skip_wr.en & (skip_wr_bank == b)):
+                m.d.sync += self.skip_avail[b].eq(self.skip_avail[b] + 1)
             with m.If(self.skip_release[b]):
                 m.d.sync += skip_free[b].eq(1)
 
@@ -243,7 +256,7 @@ class Loader(wiring.Component):
                     m.d.sync += [x.eq(0), y.eq(0), ch.eq(0), co.eq(0), in_addr.eq(0), first_cotile.eq(1),
                                  self.in_tiles_done.eq(0), self.in_rows_done.eq(0), hw_set.eq(0),
                                  word_index.eq(0), bank.eq(0), free.eq(0b11), skip_free.eq(0b11),
-                                 self.skip_ready.eq(0),
+                                 self.skip_ready.eq(0), self.skip_avail[0].eq(0), self.skip_avail[1].eq(0),
                                  self.wt_avail[0].eq(0), self.wt_avail[1].eq(0)]
                     m.next = "WAIT_BANK"
 

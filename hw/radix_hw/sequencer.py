@@ -10,7 +10,7 @@ from radix.engine_spec import ACC_RMW_CYCLES, KERNEL_BITS, EngineConfig
 from .helpers import computed_size, small_product
 from .input_buffer import lane_offset_bits
 from .layout import LayerConfigLayout, input_address_bits, pixel_meta_layout, weight_address_bits
-from .loader import weight_rows_bits
+from .loader import skip_count_bits, weight_rows_bits
 
 COORD = signed(21)  # an input coordinate i*SH + u - PAD_TOP (or j*SW + v - PAD_LEFT): |value| < 2^19
 TAP_OFFSET = signed(KERNEL_BITS + 1)  # a tap's offset u - PAD_TOP (or v - PAD_LEFT): both below the kernel
@@ -45,14 +45,15 @@ class Sequencer(wiring.Component):
       pixel was issued, when that pass's swap wave has passed the array's bottom row (the array
       skews each column's weights like its swaps, :class:`~radix_hw.array.SystolicArray`);
     * the **pixel issuer** takes the descriptor as its running pass issues its last pixel,
-      once a tile's first pass finds its accumulator bank free (``acc_full``; then it pulses
-      ``acquire``), a tile's last pass in a job with ``layer.add`` finds the tile's skip pixels
-      in (``skip_ready``), and at least ``ACC_RMW_CYCLES`` cycles after the previous pass
-      began (accumulator read-modify-write distance). Taking a tile's last pass releases its
+      once a strip's first pass finds its accumulator bank free (``acc_full``; then it pulses
+      ``acquire``), a strip's last pass in a job with ``layer.add`` finds the skip pixels up
+      to the strip's end in (``skip_avail``; the tile's last strip: all, ``skip_ready``), and
+      at least ``ACC_RMW_CYCLES`` cycles after the previous pass began (accumulator
+      read-modify-write distance). Taking a tile's last pass (its last strip's) releases its
       weight bank (a cycle later). A pixel whose input row the loader has not yet written
-      (``in_tiles_done``, ``in_rows_done``: only the first pass on an input tile gets there,
-      its weight rows precede the tile) waits: the slot goes out as a bubble (``meta.valid``
-      clear).
+      (``in_tiles_done``, ``in_rows_done``: a first pass on an input tile, or in a striped job
+      any pass of the first output tile, whose weight rows precede the tile) waits: the slot
+      goes out as a bubble (``meta.valid`` clear).
 
     With data ready, passes follow each other without gaps and last ``max(P, 2*rows,
     ACC_RMW_CYCLES)`` cycles (``P`` output pixels, ``EngineConfig.min_pass``): ``rows - 1``
@@ -92,6 +93,7 @@ class Sequencer(wiring.Component):
             "in_base": In(KERNEL_BITS),
             "acc_full": In(2),
             "skip_ready": In(2),
+            "skip_avail": In(data.ArrayLayout(skip_count_bits(config), 2)),
             "acquire": Out(1),
             "acquire_bank": Out(1),
             "bias_bank": Out(1),
@@ -154,7 +156,7 @@ class Sequencer(wiring.Component):
         d_base = Signal(addr_bits)
         d_y0, d_x0 = Signal(COORD), Signal(TAP_OFFSET)
         d_rows_last = Signal(16)  # the strip's computed rows - 1
-        d_px0 = Signal(16)
+        d_px0, d_px_end = Signal(16), Signal(16)  # the strip's first pixel in the map, and its end
 
         # "the last tap column / row", "the last input-channel tile", "the last output-channel
         # tile" and "the last row of the load", kept as registers updated with v, u, ch, co and
@@ -237,6 +239,7 @@ class Sequencer(wiring.Component):
                 d_end.eq(tile_last & last_strip),
                 d_slow.eq(tile_last & last_strip & last_co & ~tile_first & wide_tile),
                 d_rows_last.eq(Mux(last_strip, rows_left, layer.strip_rows) - 1), d_px0.eq(strip_px),
+                d_px_end.eq(strip_px + strip_px_step),
                 row.eq(row_end), row_end.eq(row_end + rows), v.eq(v + 1), last_v.eq(v + 2 == layer.kernel_w),
                 v_column.eq(v_column + column_step),
             ]
@@ -314,7 +317,12 @@ class Sequencer(wiring.Component):
         waiting, yielding = Signal(), Signal()
         stall = active & (waiting | yielding)
         bank_free = ~self.acc_full.bit_select(d_bank, 1)
-        skip_in = self.skip_ready.bit_select(d_wbank, 1)
+        # A strip's last pass needs the skip pixels up to the strip's end (the last strip's: all
+        # of them, skip_ready). The count's compare is registered, and cleared as a descriptor is
+        # written, so it never speaks for the descriptor before.
+        strip_skip_in = Signal()
+        m.d.sync += strip_skip_in.eq(~last_step & ~d_end & (self.skip_avail[d_wbank] >= d_px_end))
+        skip_in = self.skip_ready.bit_select(d_wbank, 1) | strip_skip_in
         take = (d_valid & (~active | (last_pixel & ~stall)) & (since >= self.MIN_PASS - 1)
                 & (~d_first | bank_free) & (~d_last | ~layer.add | skip_in))
 

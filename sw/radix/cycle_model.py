@@ -49,6 +49,8 @@ ARRAY_PIPELINE = 8
 ROW_WAIT = 2
 # From a tile's last skip word to its last pass's first pixel (the loader's flag, then the take).
 SKIP_WAIT = 2
+# From a strip's last skip word to its last pass's first pixel (the write, the count, its compare).
+STRIP_SKIP_WAIT = 3
 
 
 def job_strips(job: dict) -> list[tuple[int, int]]:
@@ -108,10 +110,11 @@ def core_cycles(config: EngineConfig, job: dict) -> int:
                 stream += in_tile
             weights_in.append(arrivals)
         stream += 1  # the loader's cycle at the tile's end
-        skip_in = 0
+        skip_in = skip_start = 0
         if skip:
             if o >= 2:
                 stream = max(stream, tile_ended[o - 2])
+            skip_start = stream
             stream += skip
             skip_in = stream + SKIP_WAIT
         words = tile_out_words(job["out_ch"], o, config)
@@ -130,8 +133,9 @@ def core_cycles(config: EngineConfig, job: dict) -> int:
                     start = max(ended, weights_in[t][tap] + rows + 1, started + config.shift_gap + rows + 1)
                     if index == 0 and len(strip_drained) >= 2:
                         start = max(start, strip_drained[-2])
-                    if index == passes - 1:
-                        start = max(start, skip_in)
+                    if index == passes - 1 and skip:  # the skip pixels up to the strip's end
+                        start = max(start, skip_in if last_strip else
+                                    skip_start + (i0 + n) * comp_w * config.wt_words + STRIP_SKIP_WAIT)
                     issued = start + strip_pixels * (2 if slow and index == passes - 1 else 1)  # its last pixel
                     if o == 0:  # the pass trails its input rows
                         issued = max(issued, input_rows_in(tile_start[t], i0 + n - 1, tap // kernel[1])
