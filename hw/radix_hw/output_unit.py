@@ -138,7 +138,21 @@ class OutputUnit(wiring.Component):
         # Per-job constants, registered at start (the layer is stable until finished).
         last_i, last_j = Signal(16), Signal(16)
         strip_last_i = Signal(16)  # the last computed row of the strip being read (docs/engine.md)
-        last_tile = co + cols >= layer.out_ch
+        # Strips: the first strip's last row (set in SETUP, a cycle after last_i), the next
+        # strip's (its sum, then its clamp) and "more strips follow", as registers, so the
+        # strip's end decides on flags rather than on adders and compares. strip_last_i and
+        # last_i are stable while a strip is read and drained: its DRAIN waits for its last
+        # pixel to leave S2, at least three cycles after strip_last_i was set.
+        first_strip_last, strip_sum, next_strip_last = Signal(16), Signal(17), Signal(16)
+        more_strips = Signal()
+        m.d.sync += [
+            first_strip_last.eq(Mux((layer.strip_rows == 0) | (layer.strip_rows > last_i), last_i,
+                                    layer.strip_rows - 1)),
+            strip_sum.eq(strip_last_i + layer.strip_rows),
+            next_strip_last.eq(Mux(strip_sum >= last_i, last_i, strip_sum)),
+            more_strips.eq(strip_last_i != last_i),
+        ]
+        last_tile = Signal()  # co + cols >= out_ch, kept with co
         lanes_per_word = STREAM_BITS // width
         # words of the last tile's pixels: those holding its channels
         tile_words = ((layer.out_ch - co + lanes_per_word - 1) >> (lanes_per_word.bit_length() - 1))[:5]
@@ -228,12 +242,15 @@ class OutputUnit(wiring.Component):
                 with m.If(self.start):
                     # a summed job's tile is one pixel (the accumulator's sum, docs/engine.md)
                     height = Mux(layer.sum_pool, 1, computed_size(layer.out_h, layer.pool))
-                    m.d.sync += [bank.eq(0), co.eq(0), saturated.eq(0), tag[0].i.eq(0),
+                    m.d.sync += [bank.eq(0), co.eq(0), last_tile.eq(cols >= layer.out_ch), saturated.eq(0),
+                                 tag[0].i.eq(0),
                                  last_i.eq(height - 1),
-                                 strip_last_i.eq(Mux((layer.strip_rows == 0) | (layer.strip_rows >= height),
-                                                    height, layer.strip_rows) - 1),
                                  last_j.eq(Mux(layer.sum_pool, 0, computed_size(layer.out_w, layer.pool) - 1))]
-                    m.next = "WAIT"
+                    m.next = "SETUP"
+            with m.State("SETUP"):
+                m.d.sync += strip_last_i.eq(Mux((layer.strip_rows == 0) | (layer.strip_rows > last_i), last_i,
+                                                layer.strip_rows - 1))
+                m.next = "WAIT"
             with m.State("WAIT"):
                 with m.If(self.acc.full.bit_select(bank, 1) | (~layer.sum_pool & begun)):
                     m.d.sync += [tag[0].valid.eq(1), pixel.eq(0), tag[0].j.eq(0),
@@ -257,16 +274,14 @@ class OutputUnit(wiring.Component):
                 with m.If(~tag[1].valid & ~tag[2].valid):
                     m.d.comb += self.acc.release.eq(1)
                     m.d.sync += bank.eq(~bank)
-                    with m.If(strip_last_i != last_i):  # the tile's next strip
-                        m.d.sync += strip_last_i.eq(Mux(strip_last_i + layer.strip_rows >= last_i, last_i,
-                                                       strip_last_i + layer.strip_rows))
+                    with m.If(more_strips):  # the tile's next strip
+                        m.d.sync += strip_last_i.eq(next_strip_last)
                         m.next = "WAIT"
                     with m.Elif(last_tile):
                         m.next = "FINISH"
                     with m.Else():
-                        m.d.sync += [co.eq(co + cols), tag[0].i.eq(0),
-                                     strip_last_i.eq(Mux((layer.strip_rows == 0) | (layer.strip_rows > last_i),
-                                                        last_i, layer.strip_rows - 1))]
+                        m.d.sync += [co.eq(co + cols), last_tile.eq(co + 2 * cols >= layer.out_ch), tag[0].i.eq(0),
+                                     strip_last_i.eq(first_strip_last)]
                         m.next = "WAIT"
             with m.State("FINISH"):
                 busy = [tag[k].valid for k in range(1, STAGES + 1)]

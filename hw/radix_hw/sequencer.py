@@ -155,6 +155,7 @@ class Sequencer(wiring.Component):
         d_tile = Signal(16)
         d_base = Signal(addr_bits)
         d_y0, d_x0 = Signal(COORD), Signal(TAP_OFFSET)
+        d_y1 = Signal(COORD)  # d_y0 + SH: the pass's second row, so the take loads no adder
         d_rows_last = Signal(16)  # the strip's computed rows - 1
         d_px0, d_px_end = Signal(16), Signal(16)  # the strip's first pixel in the map, and its end
 
@@ -233,7 +234,8 @@ class Sequencer(wiring.Component):
         with m.If(last_step):
             m.d.sync += [
                 d_valid.eq(1), d_bank.eq(abank), d_wbank.eq(wbank), d_base.eq(tap_base), d_tile.eq(t_index),
-                d_y0.eq(strip_y + u - layer.pad_top), d_x0.eq(v_column - layer.pad_left),
+                d_y0.eq(strip_y + u - layer.pad_top), d_y1.eq(strip_y + u - layer.pad_top + layer.stride_h),
+                d_x0.eq(v_column - layer.pad_left),
                 d_first.eq(tile_first),
                 d_last.eq(tile_last),
                 d_end.eq(tile_last & last_strip),
@@ -346,7 +348,7 @@ class Sequencer(wiring.Component):
         with m.Elif(take):
             m.d.sync += [
                 waiting.eq(missing_first), d_valid.eq(0), since.eq(0), active.eq(1), first_pixel.eq(1),
-                i.eq(0), j.eq(0), y.eq(d_y0), y_next.eq(d_y0 + layer.stride_h), x.eq(d_x0), x0.eq(d_x0),
+                i.eq(0), j.eq(0), y.eq(d_y0), y_next.eq(d_y1), x.eq(d_x0), x0.eq(d_x0),
                 row_base.eq(d_base),
                 j_last.eq(out_w_last == 0), i_last.eq(d_rows_last == 0), strip_rows_last.eq(d_rows_last),
                 pixel.eq(0), skip_pixel.eq(d_px0), p_bank.eq(d_bank), p_wbank.eq(d_wbank), p_first.eq(d_first),
