@@ -82,19 +82,20 @@ def _cells_from_stat(stat: dict, top: str) -> dict[str, int]:
     return {str(cell).lstrip("\\"): int(n) for cell, n in cells.items()}
 
 
-def synthesize(config: EngineConfig, *, timeout_s: float = SYNTH_TIMEOUT_S) -> dict:
+def synthesize(config: EngineConfig, *, timeout_s: float = SYNTH_TIMEOUT_S, netlist: bool = False) -> dict:
     """Synthesise the engine for ``config``; returns resource counts and the PYNQ-Z2 budget.
 
     The result has ``lut``, ``ff``, ``bram36``, ``dsp``, ``budget`` (a dict with the same keys),
     ``cells`` (every cell type's count), ``rtl_multipliers`` (data multiplies before mapping),
     ``command_dsps`` (the command unit's DSP48E1), ``macs_per_cycle``, ``macs_per_dsp``,
     ``array_dsps`` (the array's multipliers, one DSP48E1 each), ``top`` (the module synthesised)
-    and ``config``.
+    and ``config``; with ``netlist`` also the Yosys JSON netlist (``netlist``), which
+    :func:`radix_hw.timing.analyse` reads, so one synthesis serves both reports.
     """
     if not isinstance(config, EngineConfig):
         raise TypeError(f"config must be an EngineConfig, not {type(config).__name__}")
     return {
-        **synthesize_verilog(generate(config), top=MODULE_NAME, timeout_s=timeout_s),
+        **synthesize_verilog(generate(config), top=MODULE_NAME, timeout_s=timeout_s, netlist=netlist),
         "macs_per_cycle": config.macs_per_cycle,
         "macs_per_dsp": config.macs_per_dsp,
         "array_dsps": config.dsps,
@@ -103,41 +104,45 @@ def synthesize(config: EngineConfig, *, timeout_s: float = SYNTH_TIMEOUT_S) -> d
     }
 
 
-def synthesize_verilog(verilog: str, *, top: str = MODULE_NAME, timeout_s: float = SYNTH_TIMEOUT_S) -> dict:
+def synthesize_verilog(verilog: str, *, top: str = MODULE_NAME, timeout_s: float = SYNTH_TIMEOUT_S,
+                       netlist: bool = False) -> dict:
     """Synthesise Verilog text for xc7 with ``top`` as the top module; see :func:`synthesize`."""
-    if not isinstance(verilog, str) or not verilog.strip():
-        raise ValueError("verilog must be non-empty Verilog text")
-    if not timeout_s > 0:
-        raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
+    # Data multiplies of the RTL: both operands at least 2 bits wide, after opt_expr has
+    # turned multiplies by a power of two into shifts (part-selects make those, and a bank
+    # bit times a constant; neither is a multiplier).
+    script = (f"read_verilog engine.v; hierarchy -top {top}; proc; flatten; opt_expr; "
+              f"tee -q -o rtl_mul.txt select -count t:$mul r:A_WIDTH>=2 %i r:B_WIDTH>=2 %i; "
+              f"synth_xilinx -flatten -family xc7 -top {top}; tee -q -o stat.json stat -json; "
+              f"tee -q -o command_dsp.txt select -count t:DSP48E1 n:*{COMMAND_UNIT}.* %i"
+              + ("; write_json netlist.json" if netlist else ""))
     with tempfile.TemporaryDirectory(prefix="radix-synth-") as tmp:
         tmp_path = Path(tmp)
-        (tmp_path / "engine.v").write_text(verilog)
-        # Data multiplies of the RTL: both operands at least 2 bits wide, after opt_expr has
-        # turned multiplies by a power of two into shifts (part-selects make those, and a bank
-        # bit times a constant; neither is a multiplier).
-        script = (f"read_verilog engine.v; hierarchy -top {top}; proc; flatten; opt_expr; "
-                  f"tee -q -o rtl_mul.txt select -count t:$mul r:A_WIDTH>=2 %i r:B_WIDTH>=2 %i; "
-                  f"synth_xilinx -flatten -family xc7 -top {top}; tee -q -o stat.json stat -json; "
-                  f"tee -q -o command_dsp.txt select -count t:DSP48E1 n:*{COMMAND_UNIT}.* %i")
-        try:
-            proc = subprocess.run(
-                _yosys_command() + ["-q", "-p", script],
-                cwd=tmp_path,
-                capture_output=True,
-                text=True,
-                timeout=timeout_s,
-            )
-        except subprocess.TimeoutExpired:
-            raise SynthesisError(f"Yosys did not finish within {timeout_s} s") from None
-        if proc.returncode != 0:
-            raise SynthesisError(f"Yosys failed ({proc.returncode}):\n{proc.stderr[-4000:] or proc.stdout[-4000:]}")
+        run_yosys(verilog, script, tmp_path, timeout_s=timeout_s)
         found = re.search(r"(\d+) objects", (tmp_path / "rtl_mul.txt").read_text())
         command_dsps = re.search(r"(\d+) objects", (tmp_path / "command_dsp.txt").read_text())
         if found is None or command_dsps is None:
             raise SynthesisError("Yosys did not count the RTL multiplies or the command unit's DSP48E1")
         cells = _cells_from_stat(_read_stat(tmp_path / "stat.json"), top)
+        extra = {"netlist": json.loads((tmp_path / "netlist.json").read_text())} if netlist else {}
     return {**count_cells(cells), "budget": dict(PYNQ_Z2_BUDGET), "cells": cells,
-            "rtl_multipliers": int(found.group(1)), "command_dsps": int(command_dsps.group(1))}
+            "rtl_multipliers": int(found.group(1)), "command_dsps": int(command_dsps.group(1)), **extra}
+
+
+def run_yosys(verilog: str, script: str, directory: Path, *, timeout_s: float = SYNTH_TIMEOUT_S) -> None:
+    """Runs the Yosys ``script`` in ``directory`` on ``verilog``, written there as ``engine.v``;
+    raises :class:`SynthesisError` if Yosys fails or runs past ``timeout_s`` seconds."""
+    if not isinstance(verilog, str) or not verilog.strip():
+        raise ValueError("verilog must be non-empty Verilog text")
+    if not timeout_s > 0:
+        raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
+    (directory / "engine.v").write_text(verilog)
+    try:
+        proc = subprocess.run(_yosys_command() + ["-q", "-p", script], cwd=directory, capture_output=True, text=True,
+                              timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise SynthesisError(f"Yosys did not finish within {timeout_s} s") from None
+    if proc.returncode != 0:
+        raise SynthesisError(f"Yosys failed ({proc.returncode}):\n{proc.stderr[-4000:] or proc.stdout[-4000:]}")
 
 
 def _read_stat(path: Path) -> dict:

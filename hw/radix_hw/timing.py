@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import tempfile
 from pathlib import Path
 
 from radix.engine_spec import EngineConfig
 
-from .resources import SYNTH_TIMEOUT_S, SynthesisError, _yosys_command
+from .resources import SYNTH_TIMEOUT_S, SynthesisError, run_yosys
 from .verilog import MODULE_NAME, generate
 
 CLOCKS_MHZ = (100.0, 125.0, 1000.0 / 7)  # PS7 FCLK0 choices on the PYNQ-Z2 (1000 MHz / 10, 8, 7)
@@ -305,19 +304,10 @@ def _output_name(cell: dict | None, bit_name: dict[int, str]) -> str | None:
 def synthesize_netlist(verilog: str, *, top: str = MODULE_NAME, timeout_s: float = SYNTH_TIMEOUT_S) -> dict:
     """``synth_xilinx -flatten -family xc7`` of ``verilog`` with ``top`` as the top module; the
     Yosys JSON netlist."""
-    if not isinstance(verilog, str) or not verilog.strip():
-        raise ValueError("verilog must be non-empty Verilog text")
     with tempfile.TemporaryDirectory(prefix="radix-timing-") as tmp:
         tmp_path = Path(tmp)
-        (tmp_path / "engine.v").write_text(verilog)
-        script = f"read_verilog engine.v; synth_xilinx -flatten -family xc7 -top {top}; write_json netlist.json"
-        try:
-            proc = subprocess.run(_yosys_command() + ["-q", "-p", script], cwd=tmp_path,
-                                  capture_output=True, text=True, timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            raise SynthesisError(f"Yosys did not finish within {timeout_s} s") from None
-        if proc.returncode != 0:
-            raise SynthesisError(f"Yosys failed ({proc.returncode}):\n{proc.stderr[-4000:] or proc.stdout[-4000:]}")
+        run_yosys(verilog, f"read_verilog engine.v; synth_xilinx -flatten -family xc7 -top {top}; write_json netlist.json",
+                  tmp_path, timeout_s=timeout_s)
         return json.loads((tmp_path / "netlist.json").read_text())
 
 
