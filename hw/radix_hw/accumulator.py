@@ -90,6 +90,12 @@ class Accumulator(wiring.Component):
     register of its bank, which the drain reads at every address: the tile's one pixel, the sum
     over the whole map (docs/engine.md). The banks themselves are not written.
 
+    ``busy[b]`` is set as a tile's first pass acquires bank ``b`` and cleared as the output unit
+    releases it: the compute side may acquire only a bank that is not busy. (``full`` alone
+    would not do: a bank is not full while its tile's last pixels are still in the array, and
+    two short tiles, single-pass strips of a few pixels on a small build, may take less than
+    the array's latency.)
+
     ``acquire`` (with ``acquire_bank``) marks a tile's first pass starting (its registers are
     written one cycle later): the tile's biases,
     data shifts and skip shifts (``bias``/``shifts``/``skip_shifts``, one A-bit / 8-bit / 8-bit
@@ -128,6 +134,7 @@ class Accumulator(wiring.Component):
             "skip_rd": In(ReadPort.Signature(addr_width=skip_address_bits(config),
                                              shape=cols * config.width)),
             "skip_release": Out(2),
+            "busy": Out(2),
             "drain": In(acc_drain_signature(config)),
         })
 
@@ -292,9 +299,15 @@ class Accumulator(wiring.Component):
             self.drain.taken.eq(taken_q),
             self.skip_release.eq(Mux(tile_done & write.tile_end, 1 << write.skip_bank, 0)),
         ]
+        busy = Signal(2)
+        m.d.comb += self.busy.eq(busy)
         with m.If(self.start):
-            m.d.sync += [full.eq(0), ready[0].eq(0), ready[1].eq(0)]
+            m.d.sync += [full.eq(0), busy.eq(0), ready[0].eq(0), ready[1].eq(0)]
         with m.Else():
+            with m.If(self.acquire):
+                m.d.sync += busy.bit_select(self.acquire_bank, 1).eq(1)
+            with m.If(self.drain.release):
+                m.d.sync += busy.bit_select(self.drain.bank, 1).eq(0)
             with m.If(tile_done):
                 m.d.sync += full.bit_select(write.bank, 1).eq(1)
             for b in range(2):

@@ -125,7 +125,7 @@ class ConvCore(wiring.Component):
             sequencer.in_base.eq(input_buffer.base),
             sequencer.wt_avail.eq(loader.wt_avail),
             loader.wt_release.eq(sequencer.wt_release),
-            sequencer.acc_full.eq(accumulator.drain.full),
+            sequencer.acc_busy.eq(accumulator.busy),
             accumulator.acquire.eq(sequencer.acquire),
             accumulator.acquire_bank.eq(sequencer.acquire_bank),
             accumulator.bias.eq(loader.bias[sequencer.bias_bank]),

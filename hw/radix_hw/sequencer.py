@@ -45,7 +45,7 @@ class Sequencer(wiring.Component):
       pixel was issued, when that pass's swap wave has passed the array's bottom row (the array
       skews each column's weights like its swaps, :class:`~radix_hw.array.SystolicArray`);
     * the **pixel issuer** takes the descriptor as its running pass issues its last pixel,
-      once a strip's first pass finds its accumulator bank free (``acc_full``; then it pulses
+      once a strip's first pass finds its accumulator bank free (``acc_busy`` clear; then it pulses
       ``acquire``), a strip's last pass in a job with ``layer.add`` finds the skip pixels up
       to the strip's end in (``skip_avail``; the tile's last strip: all, ``skip_ready``), and
       at least ``ACC_RMW_CYCLES`` cycles after the previous pass began (accumulator
@@ -91,7 +91,7 @@ class Sequencer(wiring.Component):
             "lane_offset": In(rows * lane_offset_bits(config)),
             "lane_unused": In(rows),
             "in_base": In(KERNEL_BITS),
-            "acc_full": In(2),
+            "acc_busy": In(2),
             "skip_ready": In(2),
             "skip_avail": In(data.ArrayLayout(skip_count_bits(config), 2)),
             "acquire": Out(1),
@@ -318,15 +318,25 @@ class Sequencer(wiring.Component):
         # overlaps its last pass instead of following it.
         waiting, yielding = Signal(), Signal()
         stall = active & (waiting | yielding)
-        bank_free = ~self.acc_full.bit_select(d_bank, 1)
-        # A strip's last pass needs the skip pixels up to the strip's end (the last strip's: all
-        # of them, skip_ready). The count's compare is registered, and cleared as a descriptor is
-        # written, so it never speaks for the descriptor before.
-        strip_skip_in = Signal()
-        m.d.sync += strip_skip_in.eq(~last_step & ~d_end & (self.skip_avail[d_wbank] >= d_px_end))
-        skip_in = self.skip_ready.bit_select(d_wbank, 1) | strip_skip_in
-        take = (d_valid & (~active | (last_pixel & ~stall)) & (since >= self.MIN_PASS - 1)
-                & (~d_first | bank_free) & (~d_last | ~layer.add | skip_in))
+        # What a descriptor waits for besides the running pass, as a register: a strip's first
+        # pass its accumulator bank free, a strip's last pass with an add the skip pixels up to
+        # the strip's end (the last strip's: all of them, skip_ready). It is formed from the
+        # descriptor, or, in the cycle one is written (``last_step``; the descriptor is empty
+        # then), from the values being written, so it is there when the descriptor is. A bank
+        # only becomes free and skip pixels only arrive while a descriptor waits, so a cycle's
+        # lateness only waits longer, and ``take`` stays off the descriptor's banks, whose other
+        # load is the biases' selection (over a thousand loads on the default build).
+        def waits_done(first, last, end, acc_bank, weight_bank, px_end):
+            skip_in = (self.skip_ready.bit_select(weight_bank, 1)
+                       | (~end & (self.skip_avail[weight_bank] >= px_end)))
+            return (~first | ~self.acc_busy.bit_select(acc_bank, 1)) & (~last | ~layer.add | skip_in)
+
+        ready = Signal()
+        m.d.sync += ready.eq(Mux(last_step,
+                                 waits_done(tile_first, tile_last, tile_last & last_strip, abank, wbank,
+                                            strip_px + strip_px_step),
+                                 waits_done(d_first, d_last, d_end, d_bank, d_wbank, d_px_end)))
+        take = d_valid & (~active | (last_pixel & ~stall)) & (since >= self.MIN_PASS - 1) & ready
 
         # The descriptor's banks, registers: they select the biases to acquire (those of the
         # weight bank, into the accumulator bank's registers) without waiting for ``take``
