@@ -144,8 +144,9 @@ class Loader(wiring.Component):
         # slowest path, into the weight memory's write enables.
         wt_addr = Signal(self.wt_addr_bits)
         # The first output tile streams each input tile after that tile's first tap of weight rows
-        # (``input_due``: the tap being written is one; in a striped job after its last tap,
-        # ``input_due_tile``), then returns to ``resume``.
+        # (``input_due``: the tap being written is one; ``input_due_tile``: one is due after the
+        # input tile's last tap, in a striped job there only), then returns to ``resume``. Two
+        # registers, so neither test adds a LUT level to the tap's end.
         first_cotile = Signal()
         input_due, input_due_tile = Signal(), Signal()
         resume = Signal(range(len(RESUME)))
@@ -230,7 +231,7 @@ class Loader(wiring.Component):
         def goto(state: str, *, tile_end: bool = False):
             """The state after a tap's weight rows: first an input tile if one is due after it
             (``tile_end``: the input tile's last tap)."""
-            with m.If((input_due | input_due_tile) if tile_end else input_due):
+            with m.If(input_due_tile if tile_end else input_due):
                 m.d.sync += [resume.eq(RESUME.index(state)), input_due.eq(0), input_due_tile.eq(0)]
                 m.next = "INPUT"
             with m.Else():
@@ -300,7 +301,7 @@ class Loader(wiring.Component):
                     with m.If(lane_count == cols - 1):
                         m.d.sync += [r.eq(0), u.eq(0), v.eq(0), ch.eq(0), x.eq(0), y.eq(0), last_tap.eq(one_tap),
                                      skip_addr.eq(Mux(bank, cfg.acc_depth, 0)),
-                                     input_due.eq(first_cotile & ~striped), input_due_tile.eq(first_cotile & striped)]
+                                     input_due.eq(first_cotile & ~striped), input_due_tile.eq(first_cotile)]
                         if not flag_from_ch:
                             m.d.sync += last_ch_tile.eq(rows >= layer.in_ch)
                         m.next = "WEIGHTS"
@@ -346,7 +347,7 @@ class Loader(wiring.Component):
                                     goto("WEIGHTS", tile_end=True)
                                     # the next input tile follows its first tap (after goto: wins)
                                     m.d.sync += [input_due.eq(first_cotile & ~striped),
-                                                 input_due_tile.eq(first_cotile & striped)]
+                                                 input_due_tile.eq(first_cotile)]
                             with m.Else():
                                 goto("WEIGHTS")
 
