@@ -228,7 +228,12 @@ class Sequencer(wiring.Component):
         # the pass being loaded is its strip's first, its last
         tile_first, tile_last = (ch == 0) & (u == 0) & (v == 0), last_t & last_u & last_v
         next_strip_base = Signal(addr_bits)
-        m.d.sync += next_strip_base.eq(strip_tile_base + strip_addr_step)
+        # "the next strip is the map's last" for a tile's first strip and for the strip after the
+        # one being loaded, as registers (rows_left moves only at a strip's end, passes apart)
+        one_strip, next_last_strip = Signal(), Signal()
+        m.d.sync += [next_strip_base.eq(strip_tile_base + strip_addr_step),
+                     one_strip.eq((layer.strip_rows == 0) | (layer.strip_rows >= comp_h)),
+                     next_last_strip.eq(layer.strip_rows >= rows_left - layer.strip_rows)]
         # The end of a LOAD, outside the FSM: ``last_step`` is set only in a LOAD's last cycle,
         # so these updates need not decode the state (whose fan-out would lengthen the path).
         with m.If(last_step):
@@ -261,13 +266,13 @@ class Sequencer(wiring.Component):
                                          tile_base.eq(first_tile_base), tap_base.eq(first_tile_base),
                                          strip_tile_base.eq(first_tile_base),
                                          rows_left.eq(comp_h),
-                                         last_strip.eq((layer.strip_rows == 0) | (layer.strip_rows >= comp_h)),
+                                         last_strip.eq(one_strip),
                                          strip_y.eq(0), strip_px.eq(0)]
                         with m.Else():  # the next strip of the same output tile: its weights stay
                             m.d.sync += [tile_base.eq(next_strip_base), tap_base.eq(next_strip_base),
                                          strip_tile_base.eq(next_strip_base),
                                          rows_left.eq(rows_left - layer.strip_rows),
-                                         last_strip.eq(layer.strip_rows >= rows_left - layer.strip_rows),
+                                         last_strip.eq(next_last_strip),
                                          strip_y.eq(strip_y + strip_y_step), strip_px.eq(strip_px + strip_px_step)]
 
         # Weight rows reach the shadow chain W_LATENCY cycles after the read.
