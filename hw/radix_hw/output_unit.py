@@ -145,9 +145,9 @@ class OutputUnit(wiring.Component):
         # pixel to leave S2, at least three cycles after strip_last_i was set.
         first_strip_last, strip_sum, next_strip_last = Signal(16), Signal(17), Signal(16)
         more_strips = Signal()
+        first_strip_end = Mux((layer.strip_rows == 0) | (layer.strip_rows > last_i), last_i, layer.strip_rows - 1)
         m.d.sync += [
-            first_strip_last.eq(Mux((layer.strip_rows == 0) | (layer.strip_rows > last_i), last_i,
-                                    layer.strip_rows - 1)),
+            first_strip_last.eq(first_strip_end),
             strip_sum.eq(strip_last_i + layer.strip_rows),
             next_strip_last.eq(Mux(strip_sum >= last_i, last_i, strip_sum)),
             more_strips.eq(strip_last_i != last_i),
@@ -248,8 +248,7 @@ class OutputUnit(wiring.Component):
                                  last_j.eq(Mux(layer.sum_pool, 0, computed_size(layer.out_w, layer.pool) - 1))]
                     m.next = "SETUP"
             with m.State("SETUP"):
-                m.d.sync += strip_last_i.eq(Mux((layer.strip_rows == 0) | (layer.strip_rows > last_i), last_i,
-                                                layer.strip_rows - 1))
+                m.d.sync += strip_last_i.eq(first_strip_end)  # first_strip_last is a cycle behind last_i
                 m.next = "WAIT"
             with m.State("WAIT"):
                 with m.If(self.acc.full.bit_select(bank, 1) | (~layer.sum_pool & begun)):

@@ -74,6 +74,7 @@ def core_cycles(config: EngineConfig, job: dict) -> int:
     comp_w = computed_map(job["out_h"], job["out_w"], pool)[1]
     pixels = math.prod(computed_map(job["out_h"], job["out_w"], pool))
     strips = job_strips(job)
+    passes = t_in * taps  # per strip of an output tile
     chunk = config.rows * config.wt_words  # one tap's weight rows of one input tile
     leading = leading_weight_words(kernel, config, striped=bool(job.get("strip_rows", 0))) // chunk
     narrow = bool(job.get("narrow_in", 0))
@@ -123,7 +124,6 @@ def core_cycles(config: EngineConfig, job: dict) -> int:
             strip_pixels = n * comp_w
             pass_cycles = max(strip_pixels, config.min_pass)
             last_strip = b == len(strips) - 1
-            passes = t_in * taps
             # the job's last pass issues every other cycle when it reads the accumulator and its
             # tile writes two or more words a pixel
             slow = o == t_out - 1 and last_strip and passes > 1 and words >= 2

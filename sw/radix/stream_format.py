@@ -227,12 +227,12 @@ def split_job_words(words, *, c_in: int, height: int, width_px: int, kernel, c_o
     bias = config.cols
     interleaved_end = bias + n_in * (in_tile + tile_weights)
     interleaved = words[bias:interleaved_end].reshape(n_in, in_tile + tile_weights)
-    first_tap = leading_weight_words(kernel, config, striped=striped)
-    weights = np.concatenate([interleaved[:, :first_tap], interleaved[:, first_tap + in_tile:]], axis=1)
+    leading = leading_weight_words(kernel, config, striped=striped)
+    weights = np.concatenate([interleaved[:, :leading], interleaved[:, leading + in_tile:]], axis=1)
     skip_end = interleaved_end + skip_pixels * config.wt_words
     first = np.concatenate([words[:bias], weights.reshape(-1), words[interleaved_end:skip_end]])
     rest = words[skip_end:].reshape(-1, cotile)
-    return interleaved[:, first_tap:first_tap + in_tile].reshape(-1), [first, *rest]
+    return interleaved[:, leading:leading + in_tile].reshape(-1), [first, *rest]
 
 
 def decode_bias_words(words) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
