@@ -142,23 +142,45 @@ def make_job(layer: Layer, config: EngineConfig, rng) -> Job:
 
 
 def run_jobs(config: EngineConfig, jobs: list[Job], *, seed: int, ready_prob=1.0, valid_prob=1.0,
-             reset_after: int | None = None):
+             reset_after: int | None = None, ahead: bool = False, loaded_early: list | None = None):
     """Run jobs one after another on one core; returns (words, saturated, cycles) per job.
 
+    With ``ahead``, as the engine's command unit does, the jobs' streams follow each other
+    without a gap and each job's load starts as soon as the loader is idle, while the job
+    before still computes; without it, a job's load starts right before its start.
     With ``reset_after``, a two-cycle reset cuts the first job off that many cycles after its
-    start; that job returns no result.
+    start; that job returns no result. ``loaded_early`` gets, per job after the first, whether
+    its load started before the job before was done.
     """
+    if ahead and reset_after is not None:
+        raise ValueError("reset_after runs the jobs one by one")
     dut = ConvCore(config=config)
     top = Module()
     top.domains.sync = sync = ClockDomain("sync")
     top.submodules.core = dut
     rng = np.random.default_rng(seed)
     results = []
-    state = {"job": None, "epoch": 0, "received": []}
+    state = {"job": None, "epoch": 0, "received": [],
+             "words": [int(word) for job in jobs for word in job.words] if ahead else None}
+    loaded = [False] * len(jobs)
+
+    async def load(ctx, n):
+        for _ in range(1000):
+            if ctx.get(dut.load_idle):
+                break
+            await ctx.tick()
+        assert ctx.get(dut.load_idle), "the loader never became idle"
+        ctx.set(dut.load_layer, jobs[n].registers)
+        ctx.set(dut.load_start, 1)
+        await ctx.tick()
+        ctx.set(dut.load_start, 0)
+        loaded[n] = True
 
     async def control(ctx):
         for n, job in enumerate(jobs):
             received = []
+            if not loaded[n]:
+                await load(ctx, n)
             state.update(job=job, epoch=state["epoch"] + 1, received=received)
             ctx.set(dut.layer, job.registers)
             ctx.set(dut.start, 1)
@@ -167,25 +189,47 @@ def run_jobs(config: EngineConfig, jobs: list[Job], *, seed: int, ready_prob=1.0
             if n == 0 and reset_after is not None:
                 await ctx.tick().repeat(reset_after)
                 state.update(job=None, epoch=state["epoch"] + 1)
+                loaded[n + 1:] = [False] * (len(jobs) - n - 1)
                 ctx.set(sync.rst, 1)
                 for _ in range(2):  # plain ticks: repeat() would raise DomainReset
                     await ctx.tick()
                 ctx.set(sync.rst, 0)
                 await ctx.tick()
                 continue
-            cycles = 1
+            cycles, pulse = 1, False
             limit = 50 * len(job.words) + 20_000 + 4 * _ideal_cycles(config, job)
             while True:
-                _, _, done, busy = await ctx.tick().sample(dut.done, dut.busy)
+                _, _, done, busy, idle = await ctx.tick().sample(dut.done, dut.busy, dut.load_idle)
                 cycles += 1
+                if pulse:
+                    ctx.set(dut.load_start, 0)
+                    pulse = False
                 if done:
                     break
                 assert busy and cycles < limit, "core hung"
+                if ahead and n + 1 < len(jobs) and not loaded[n + 1] and idle:
+                    ctx.set(dut.load_layer, jobs[n + 1].registers)
+                    ctx.set(dut.load_start, 1)
+                    pulse = loaded[n + 1] = True
+            if loaded_early is not None and n + 1 < len(jobs):
+                loaded_early.append(loaded[n + 1])
             assert not ctx.get(dut.busy)
             results.append((received, ctx.get(dut.saturated), cycles))
-            await ctx.tick().repeat(3)
+            if not ahead:
+                await ctx.tick().repeat(3)
 
     async def source(ctx):
+        if ahead:  # one stream of every job's words
+            index, words = 0, state["words"]
+            while index < len(words):
+                valid = rng.random() < valid_prob
+                ctx.set(dut.s_in.valid, int(valid))
+                ctx.set(dut.s_in.payload, words[index])
+                _, _, ready = await ctx.tick().sample(dut.s_in.ready)
+                if valid and ready:
+                    index += 1
+            ctx.set(dut.s_in.valid, 0)
+            return
         while True:
             job, epoch, index = state["job"], state["epoch"], 0
             while job is not None and index < len(job.words) and state["epoch"] == epoch:
@@ -362,15 +406,17 @@ def random_layer(rng, config: EngineConfig, *, add: bool, rectangular: bool = Fa
 
 @pytest.mark.parametrize("shape,seed", [((3, 5, 8), 21), ((2, 3, 16), 22), ((1, 2, 8), 23)])
 def test_core_random_jobs_with_and_without_add(shape, seed):
-    """Random layers back to back on one core, residual adds mixed with plain ones, under
-    random stream stalls on both sides."""
+    """Random layers back to back on one core, each loaded while the one before computes,
+    residual adds mixed with plain ones, under random stream stalls on both sides."""
     config = small_config(*shape)
     rng = np.random.default_rng(seed)
     jobs = [make_job(random_layer(rng, config, add=add), config, rng)
             for add in (True, False, True, True, False, True)]
-    results = run_jobs(config, jobs, seed=seed, ready_prob=0.6, valid_prob=0.8)
+    early = []
+    results = run_jobs(config, jobs, seed=seed, ready_prob=0.6, valid_prob=0.8, ahead=True, loaded_early=early)
     for job, (received, saturated, _) in zip(jobs, results):
         check(config, job, received, saturated)
+    assert all(early), early
 
 
 @pytest.mark.parametrize("shape,seed", [((3, 5, 8), 31), ((2, 3, 16), 32), ((4, 2, 8), 33)])
@@ -381,9 +427,11 @@ def test_core_random_rectangular_jobs(shape, seed):
     rng = np.random.default_rng(seed)
     jobs = [make_job(random_layer(rng, config, add=add, rectangular=True), config, rng)
             for add in (False, True, False, True, False)]
-    results = run_jobs(config, jobs, seed=seed, ready_prob=0.6, valid_prob=0.8)
+    early = []
+    results = run_jobs(config, jobs, seed=seed, ready_prob=0.6, valid_prob=0.8, ahead=True, loaded_early=early)
     for job, (received, saturated, _) in zip(jobs, results):
         check(config, job, received, saturated)
+    assert all(early), early
 
 
 @pytest.mark.parametrize("reset_after", [40, 400, 800])
@@ -399,14 +447,16 @@ def test_core_recovers_from_reset_mid_job(reset_after):
 
 
 def test_core_fully_connected_and_back_to_back_jobs():
-    """A fully connected layer (1x1 conv of a 1x1 map) followed by a conv on the same core."""
+    """A fully connected layer (1x1 conv of a 1x1 map) followed by a conv on the same core, once
+    loaded one by one and once the conv loaded while the fully connected layer computes."""
     config = small_config(3, 2, 8)
     rng = np.random.default_rng(7)
     jobs = [make_job(Layer(20, 7, 1, 1, 1, relu=True), config, rng),
             make_job(Layer(4, 3, 5, 5, 3, pad=1, pool=True), config, rng)]
-    results = run_jobs(config, jobs, seed=7, ready_prob=0.7, valid_prob=0.8)
-    for job, (received, saturated, _) in zip(jobs, results):
-        check(config, job, received, saturated)
+    for ahead in (False, True):
+        results = run_jobs(config, jobs, seed=7, ready_prob=0.7, valid_prob=0.8, ahead=ahead)
+        for job, (received, saturated, _) in zip(jobs, results):
+            check(config, job, received, saturated)
 
 
 @pytest.mark.parametrize("out_size", [3, 5])

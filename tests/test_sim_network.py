@@ -34,16 +34,6 @@ def resnet8_program(tmp_path_factory):
     return path
 
 
-def test_resnet8_through_driver_and_rtl_is_bit_exact(resnet8_program):
-    """Identity and projection shortcuts, per-side padding and the folded average pool on the RTL."""
-    result = run_host("radix.runner:run_files",
-                      {"program": str(resnet8_program), "data": "mnist32rgb", "images": 1}, EngineConfig(),
-                      pause=0.3, seed=9)
-    assert result["bit_exact"] is True and result["first_mismatch"] is None, result["first_mismatch"]
-    assert result["images"] == 1
-    assert all(cycles > 0 for cycles in result["cycles"]["per_layer_mean"].values())
-
-
 def unsigned_where_non_negative(program: Program) -> Program:
     """``program`` with its input (non-negative images) and every ReLU output unsigned, each one
     bit finer (fl + 1: the range the sign bit gave up, docs/arithmetic.md §1), the readers' fls
@@ -67,9 +57,11 @@ def unsigned_where_non_negative(program: Program) -> Program:
 
 
 def test_resnet8_with_unsigned_tensors_through_driver_and_rtl_is_bit_exact(resnet8_program, tmp_path):
-    """The input and every ReLU output unsigned, so the RTL meets unsigned inputs, unsigned skip
-    tensors of the identity shortcuts beside signed projection ones, and unsigned outputs with
-    values above 2^(W-1) - 1; the program goes through the file format (version 4) first."""
+    """ResNet-8's identity and projection shortcuts, per-side padding and folded average pool on
+    the RTL, with the input and every ReLU output unsigned, so the RTL meets unsigned inputs,
+    unsigned skip tensors of the identity shortcuts beside signed projection ones, and unsigned
+    outputs with values above 2^(W-1) - 1; the program goes through the file format (version 4)
+    first. (Signed tensors meet the RTL in the user's ResNet-8 below.)"""
     path = tmp_path / "resnet8-unsigned.radix"
     unsigned_where_non_negative(Program.load(resnet8_program)).save(path)
     program = Program.load(path)
@@ -80,6 +72,8 @@ def test_resnet8_with_unsigned_tensors_through_driver_and_rtl_is_bit_exact(resne
     result = run_host("radix.runner:run_files", {"program": str(path), "data": "mnist32rgb", "images": 1},
                       EngineConfig(), pause=0.3, seed=11)
     assert result["bit_exact"] is True and result["first_mismatch"] is None, result["first_mismatch"]
+    assert result["images"] == 1
+    assert all(cycles > 0 for cycles in result["cycles"]["per_layer_mean"].values())
 
 
 def test_digitsnet_through_driver_and_rtl_is_bit_exact(digits_program):
@@ -118,11 +112,15 @@ def test_cycle_model_follows_the_rtl():
         assert abs(r["model_cycles"] - r["cycles"]) <= 0.03 * r["cycles"], r
 
 
-def test_program_for_other_width_refused_inside_simulation(digits_program):
-    # the W=16 build of tests/test_sim_engine.py (same configuration: one cached build)
-    w16 = EngineConfig(rows=5, cols=4, width=16, in_depth=256, wt_depth=512, acc_depth=128)
-    with pytest.raises(SimulationError, match="program is 8-bit, the engine's DATA_WIDTH is 16"):
-        run_host("radix.runner:run_files", {"program": str(digits_program), "data": "digits", "images": 1}, w16)
+def test_program_for_other_width_refused_inside_simulation(tmp_path):
+    """A 16-bit program on the default (8-bit) build: the driver inside the simulation reads the
+    engine's DATA_WIDTH and refuses it, naming both widths."""
+    x, _ = load_split("digits", "train")
+    graph, _ = ingest(load_builtin("digitsnet"), (1, 8, 8))
+    path = tmp_path / "digitsnet-16.radix"
+    calibrate(graph, x[:100], CalibrationSettings(bits=16)).save(path)
+    with pytest.raises(SimulationError, match="program is 16-bit, the engine's DATA_WIDTH is 8"):
+        run_host("radix.runner:run_files", {"program": str(path), "data": "digits", "images": 1}, EngineConfig())
 
 
 def test_user_resnet8_file_model_check_calibrate_eval_and_rtl(tmp_path, capsys):

@@ -11,7 +11,9 @@ Two cooperating parts:
   complete (the skip reads come after it). It then goes on with command ``n + 1`` while the
   core still computes ``n``, so the next command and its weights are read while the current
   job computes and drains.
-* the **runner** starts the core on each handed-over job, gives the write master the job's
+* the **runner** starts the core's loader on each handed-over job as soon as the loader is
+  idle (so a job's bias words and first weight rows are loaded while the job before still
+  computes and drains), then the core itself once it is free, gives the write master the job's
   output tiles, waits for the core's last word and the writes' responses, writes the stats word
   (with ``stats``) and counts the command complete.
 """
@@ -79,6 +81,9 @@ class CommandUnit(wiring.Component):
             "hold": In(1),
             "layer": Out(LayerConfigLayout),
             "core_start": Out(1),
+            "load_layer": Out(LayerConfigLayout),
+            "load_start": Out(1),
+            "load_idle": In(1),
             "core_busy": In(1),
             "core_done": In(1),
             "core_saturated": In(32),
@@ -249,6 +254,7 @@ class CommandUnit(wiring.Component):
         pending = [Signal.like(s, name=f"pending_{s.name}") for s in (job_t_out, job_out_px, job_out_off,
                                                                         job_out_words)]
         pending_cmd = Signal(CommandLayout)
+        pending_loaded = Signal()  # the core's loader has started on the handed job
         take_job = Signal()
         complete = self.commands_done
 
@@ -328,7 +334,7 @@ class CommandUnit(wiring.Component):
             with m.State("HAND"):
                 # wait for the runner's slot, then issue this job's reads
                 with m.If(~handed):
-                    m.d.sync += [handed.eq(1), pending_cmd.eq(cmd), pending[0].eq(t_out), pending[1].eq(out_px),
+                    m.d.sync += [handed.eq(1), pending_loaded.eq(0), pending_cmd.eq(cmd), pending[0].eq(t_out), pending[1].eq(out_px),
                                  pending[2].eq(out_off + cmd.out_word_offset),
                                  pending[3].eq(out_words),
                                  o_tile.eq(0), t_tile.eq(0), wt_block.eq(cmd.wt_addr),
@@ -416,9 +422,15 @@ class CommandUnit(wiring.Component):
         m.d.sync += caught_up.eq(complete == n)
         # the core's start, from a register: high in the cycle after the job is taken (START)
         m.d.sync += self.core_start.eq(take_job)
+        # The loader starts on the handed job as soon as it is idle, while the core may still
+        # compute the job before (a pulse from a register); the job is taken after that.
+        load_now = handed & ~pending_loaded & self.load_idle
+        m.d.sync += self.load_start.eq(load_now)
+        with m.If(load_now):
+            m.d.sync += pending_loaded.eq(1)
         with m.FSM(name="runner"):
             with m.State("WAIT"):
-                with m.If(handed & ~self.core_busy & ~self.hold):
+                with m.If(handed & pending_loaded & ~self.core_busy & ~self.hold):
                     m.d.comb += take_job.eq(1)
                     m.d.sync += [job.eq(pending_cmd), job_t_out.eq(pending[0]), job_out_px.eq(pending[1]),
                                  job_out_off.eq(pending[2]), job_out_words.eq(pending[3]), handed.eq(0),
@@ -473,6 +485,7 @@ class CommandUnit(wiring.Component):
 
         # the core's fields of the job, at the core's widths (LIMIT has checked the wider ones)
         m.d.comb += [self.layer[name].eq(job[name]) for name in CORE_LAYER_FIELDS]
+        m.d.comb += [self.load_layer[name].eq(pending_cmd[name]) for name in CORE_LAYER_FIELDS]
         return m
 
     def _fold_terms_layout(self) -> data.StructLayout:

@@ -20,8 +20,12 @@ from .sequencer import Sequencer
 class ConvCore(wiring.Component):
     """One convolution job (docs/engine.md): input stream in, output stream out.
 
-    ``start`` (a one-cycle pulse, ignored while ``busy``) begins a job with the layer in
-    ``layer``, which must stay stable until ``done``. The job's words arrive on ``s_in``
+    ``load_start`` (a one-cycle pulse while ``load_idle``) begins loading a job with the layer
+    in ``load_layer`` (read at the pulse): while the core still computes the job before, the
+    loader takes the job's bias words and weight rows into the free weight bank and stops at
+    its input. ``start`` (a one-cycle pulse, ignored while ``busy``) then begins the job's
+    compute with the same layer in ``layer``, which must stay stable until ``done``; a job's
+    ``load_start`` comes before its ``start``, and the next job's after it. The job's words arrive on ``s_in``
     (radix.stream_format: input map, then per output-channel tile its bias words, its weight
     rows and, with ``layer.add``, its skip pixels; TLAST ignored) and its output words
     leave on ``m_out`` with ``last`` on the final word; ``done`` pulses once that word has been
@@ -63,6 +67,9 @@ class ConvCore(wiring.Component):
         super().__init__({
             "layer": In(LayerConfigLayout),
             "start": In(1),
+            "load_layer": In(LayerConfigLayout),
+            "load_start": In(1),
+            "load_idle": Out(1),
             "busy": Out(1),
             "done": Out(1),
             "saturated": Out(32),
@@ -93,10 +100,14 @@ class ConvCore(wiring.Component):
             m.d.sync += self.busy.eq(0)
         m.d.comb += self.done.eq(output.finished)
 
-        for unit in (loader, sequencer, accumulator, output):
+        for unit in (sequencer, accumulator, output):
             m.d.comb += unit.start.eq(job_start)
-        for unit in (loader, sequencer, output):
+        for unit in (sequencer, output):
             m.d.comb += unit.layer.eq(self.layer)
+        # The loader runs a job ahead: started on a job while the core still computes the one
+        # before, it fills the free weight bank and stops at the job's input until its start.
+        m.d.comb += [loader.start.eq(self.load_start), loader.layer.eq(self.load_layer),
+                     loader.job_start.eq(job_start), self.load_idle.eq(loader.idle)]
         # The job's signedness (docs/arithmetic.md §12): the array extends input pixels, the
         # accumulator skip pixels, and the output unit reads ``layer.out_unsigned`` itself.
         m.d.comb += [accumulator.add.eq(self.layer.add), accumulator.skip_unsigned.eq(self.layer.skip_unsigned),
@@ -114,6 +125,7 @@ class ConvCore(wiring.Component):
         wiring.connect(m, output.m_out, wiring.flipped(self.m_out))
 
         m.d.comb += [
+            sequencer.first_wbank.eq(loader.first_bank),
             sequencer.hw.eq(loader.hw),
             sequencer.hw_valid.eq(loader.hw_valid),
             sequencer.in_tiles_done.eq(loader.in_tiles_done),

@@ -40,17 +40,17 @@ class Loader(wiring.Component):
     * An input tile: ``in_words`` words per pixel group (one for a narrow input,
       ``layer.narrow_in``: the group's other lanes zero), written to the input buffer at
       consecutive addresses (``t*IN_H*IN_W + y*IN_W + x``); ``in_tiles_done`` counts the
-      input tiles written since ``start`` and ``in_rows_done`` the rows of the next one, a
+      input tiles written since ``job_start`` and ``in_rows_done`` the rows of the next one, a
       cycle after their last writes (the sequencer's first pass on a tile trails them). ``hw``
       is set to ``IN_H*IN_W`` as the first input-channel tile is counted (no multiplier
       needed), and ``hw_valid`` rises a cycle later.
-    * Per output-channel tile ``j``, into weight bank ``j % 2`` once that bank is free: the
+    * Per output-channel tile ``j``, into the weight bank after the previous tile's once it is free: the
       ``cols`` bias words (bias, data shift and skip shift shift into per-bank lane registers
        ``bias``, ``shifts`` and ``skip_shifts``, lane 0 first); then the weight rows (per input
        tile, ``rows`` per tap ``(u, v)`` of the ``KH x KW`` kernel in raster order),
        ``wt_words`` words each, written to ``bank*wt_depth + row``; then, with ``layer.add``,
        the tile's skip pixels, ``wt_words`` words per computed output pixel, written to skip
-       bank ``j % 2`` at ``bank*acc_depth + pixel`` (the accumulator address of the pixel) once
+       bank of the same index at ``bank*acc_depth + pixel`` (the accumulator address of the pixel) once
        that skip bank is free. ``wt_avail[b]`` counts the rows written so far, so compute may
        start on a bank before it is complete; ``wt_release`` (one bit per bank) returns a bank,
        clearing its count. ``skip_ready[b]`` rises when the tile's skip pixels are all in and
@@ -61,7 +61,7 @@ class Loader(wiring.Component):
        input tile a pass reads is complete but for the first pass on it, which waits for each
        input row.
 
-    A skip bank is free at ``start`` and again once ``skip_release`` pulses for it: the
+    A skip bank is free after a reset and again once ``skip_release`` pulses for it: the
     accumulator pulses it when the tile that used the bank has its last pixel written, so its
     last pass is over. The pulse is remembered, so a release that comes while the loader is
     still busy with the other bank is not lost. The loader waits for it only after the weight
@@ -69,8 +69,13 @@ class Loader(wiring.Component):
     pass plus the array latency, whatever the output stream does.
 
     ``s_in`` is ready only while a word can be stored: never before ``start``, while waiting
-    for a bank, or after the job's last word. TLAST is ignored. ``start`` is honoured only
-    while idle or finished.
+    for a bank, at the job's input before ``job_start``, or after the job's last word. TLAST is
+    ignored. ``start`` (with the job's fields in ``layer``, read then) is honoured only while
+    ``idle``, which the loader is again after the job's last word: it may then start on the next
+    job while the core still computes this one (docs/engine.md, "The next job loads ahead"). The
+    banks carry over between jobs (a job's first tile takes the bank after the previous job's
+    last, ``first_bank``); ``job_start``, the core's start of the job, clears the input counts and
+    lets the job's input in, once the previous job's passes no longer read the input buffer.
     """
 
     def __init__(self, *, config: EngineConfig):
@@ -84,6 +89,9 @@ class Loader(wiring.Component):
         super().__init__({
             "start": In(1),
             "layer": In(LayerConfigLayout),
+            "job_start": In(1),
+            "idle": Out(1),
+            "first_bank": Out(1),
             "s_in": In(stream.Signature(STREAM_BITS)),
             "in_wr": In(WritePort.Signature(addr_width=self.in_addr_bits, shape=rows * width)),
             "wt_wr": In(WritePort.Signature(addr_width=self.wt_addr_bits, shape=cols * width)),
@@ -139,6 +147,14 @@ class Loader(wiring.Component):
         free = Signal(2, init=0b11)
         skip_free = Signal(2, init=0b11)
         skip_addr = Signal(self.skip_addr_bits)
+        # The fields read after ``start``, kept from it: the core may start the job before or
+        # after this one, and its ``layer`` then holds that job.
+        job = Signal(data.StructLayout({"in_ch": 16, "out_ch": 16, "narrow_in": 1, "add": 1}))
+        # The job's input waits for the core's start of the job (``job_start``): until then the
+        # previous job's passes may still read the input buffer and its input counts.
+        input_open = Signal()
+        with m.If(self.job_start):
+            m.d.sync += input_open.eq(1)
         # The weight write address bank*wt_depth + wt_avail[bank], kept as a register: formed from
         # ``bank`` (over a thousand loads: the bias lane registers) it was the default build's
         # slowest path, into the weight memory's write enables.
@@ -158,7 +174,9 @@ class Loader(wiring.Component):
         # least a tap of weight rows away.
         row_written, tile_written = Signal(), Signal()
         m.d.sync += [row_written.eq(0), tile_written.eq(0)]
-        with m.If(tile_written):
+        with m.If(self.job_start):
+            m.d.sync += [self.in_tiles_done.eq(0), self.in_rows_done.eq(0), hw_set.eq(0)]
+        with m.Elif(tile_written):
             m.d.sync += [self.in_rows_done.eq(0), self.in_tiles_done.eq(self.in_tiles_done + 1)]
             with m.If(~hw_set):
                 m.d.sync += [self.hw.eq(in_addr), hw_set.eq(1)]
@@ -182,12 +200,12 @@ class Loader(wiring.Component):
         # one word; there the flag follows ch's updates as before.
         flag_from_ch = rows * cfg.wt_words > 1
         if flag_from_ch:
-            m.d.sync += last_ch_tile.eq(ch + rows >= layer.in_ch)
+            m.d.sync += last_ch_tile.eq(ch + rows >= job.in_ch)
         last_skip_x = x == skip_w_last
         last_skip_y = y == skip_h_last
 
         # A narrow input's pixel group is one word, its other lanes zero (layer.narrow_in).
-        in_group_done = layer.narrow_in | group_done(cfg.in_words)
+        in_group_done = job.narrow_in | group_done(cfg.in_words)
         # Every buffer write leaves from registers, a cycle after its group's last word: the
         # memories' write enables then start at a flip-flop, not at the stream's handshake (the
         # weight and input buffers' were the default build's slowest paths, 7.25 and 7.04 ns).
@@ -198,7 +216,7 @@ class Loader(wiring.Component):
         in_write, wt_write, skip_write = Signal(), Signal(), Signal()
         m.d.sync += [
             self.in_wr.en.eq(in_write), self.in_wr.addr.eq(in_addr),
-            self.in_wr.data.eq(Mux(layer.narrow_in, word[:min(rows * width, STREAM_BITS)],
+            self.in_wr.data.eq(Mux(job.narrow_in, word[:min(rows * width, STREAM_BITS)],
                                    group(cfg.in_words, rows * width))),
             self.wt_wr.en.eq(wt_write), self.wt_wr.addr.eq(wt_addr),
             self.wt_wr.data.eq(group(cfg.wt_words, cols * width)),
@@ -225,8 +243,6 @@ class Loader(wiring.Component):
 
         # A striped job's input tile follows all of the tile's taps, else its first tap.
         striped = Signal()
-        with m.If(self.start):
-            m.d.sync += striped.eq(layer.strip_rows != 0)
 
         def goto(state: str, *, tile_end: bool = False):
             """The state after a tap's weight rows: first an input tile if one is due after it
@@ -240,7 +256,7 @@ class Loader(wiring.Component):
         def end_tile():
             """The tile's last part is in: the next tile goes to the other bank, or the job ends."""
             m.d.sync += [co.eq(co + cols), bank.eq(~bank), first_cotile.eq(0),
-                         last_cotile.eq(co + 2 * cols >= layer.out_ch)]
+                         last_cotile.eq(co + 2 * cols >= job.out_ch)]
             with m.If(last_cotile):
                 m.next = "IDLE"
             with m.Else():
@@ -248,6 +264,7 @@ class Loader(wiring.Component):
 
         with m.FSM():
             with m.State("IDLE"):
+                m.d.comb += self.idle.eq(1)
                 with m.If(self.start):
                     m.d.sync += [in_w_last.eq(layer.in_w - 1), in_h_last.eq(layer.in_h - 1),
                                  in_x_last.eq(layer.in_w == 1), in_y_last.eq(layer.in_h == 1),
@@ -255,15 +272,15 @@ class Loader(wiring.Component):
                                  skip_h_last.eq(computed_size(layer.out_h, layer.pool) - 1),
                                  kh_last.eq(layer.kernel_h - 1), kw_last.eq(layer.kernel_w - 1),
                                  last_cotile.eq(cols >= layer.out_ch)]
+                    m.d.sync += [job.in_ch.eq(layer.in_ch), job.out_ch.eq(layer.out_ch), input_open.eq(0),
+                                 job.narrow_in.eq(layer.narrow_in), job.add.eq(layer.add), self.first_bank.eq(bank), striped.eq(layer.strip_rows != 0)]
+                    # the banks carry on from the previous job: its last tiles may still compute
                     m.d.sync += [x.eq(0), y.eq(0), ch.eq(0), co.eq(0), in_addr.eq(0), first_cotile.eq(1),
-                                 self.in_tiles_done.eq(0), self.in_rows_done.eq(0), hw_set.eq(0),
-                                 word_index.eq(0), bank.eq(0), free.eq(0b11), skip_free.eq(0b11),
-                                 self.skip_ready.eq(0), self.skip_avail[0].eq(0), self.skip_avail[1].eq(0),
-                                 self.wt_avail[0].eq(0), self.wt_avail[1].eq(0)]
+                                 word_index.eq(0)]
                     m.next = "WAIT_BANK"
 
             with m.State("INPUT"):
-                m.d.comb += self.s_in.ready.eq(1)
+                m.d.comb += self.s_in.ready.eq(input_open)
                 with m.If(take):
                     next_word(cfg.in_words, in_group_done)
                     with m.If(in_group_done):
@@ -303,7 +320,7 @@ class Loader(wiring.Component):
                                      skip_addr.eq(Mux(bank, cfg.acc_depth, 0)),
                                      input_due.eq(first_cotile & ~striped), input_due_tile.eq(first_cotile)]
                         if not flag_from_ch:
-                            m.d.sync += last_ch_tile.eq(rows >= layer.in_ch)
+                            m.d.sync += last_ch_tile.eq(rows >= job.in_ch)
                         m.next = "WEIGHTS"
 
             with m.State("SKIP"):
@@ -339,7 +356,7 @@ class Loader(wiring.Component):
                             with m.If(last_tap):
                                 m.d.sync += [u.eq(0), last_tap.eq(one_tap), ch.eq(ch + rows)]
                                 if not flag_from_ch:
-                                    m.d.sync += last_ch_tile.eq(ch + 2 * rows >= layer.in_ch)
+                                    m.d.sync += last_ch_tile.eq(ch + 2 * rows >= job.in_ch)
                                 with m.If(last_ch_tile):
                                     m.d.sync += ch.eq(0)
                                     goto("TILE_END", tile_end=True)
@@ -354,7 +371,7 @@ class Loader(wiring.Component):
             with m.State("TILE_END"):
                 # the tile's weight rows are in (a state of its own keeps the choice below off
                 # the weight rows' counting logic)
-                with m.If(layer.add):
+                with m.If(job.add):
                     m.next = "SKIP"
                 with m.Else():
                     end_tile()

@@ -19,7 +19,8 @@ TAP_OFFSET = signed(KERNEL_BITS + 1)  # a tap's offset u - PAD_TOP (or v - PAD_L
 class Sequencer(wiring.Component):
     """Runs a job's passes back to back through the array.
 
-    Pass order: for each output-channel tile (weight bank ``o % 2``), for each strip of
+    Pass order: for each output-channel tile (weight banks alternating from ``first_wbank``,
+    the loader's bank for the job's first tile), for each strip of
     ``layer.strip_rows`` computed rows (all of them when 0; accumulator bank: the strip's index
     over the job, modulo 2), for each input-channel tile ``t``, for each tap ``(u, v)`` of the
     ``KH x KW`` kernel in raster order (``u`` the kernel row, ``v`` the column): one pass
@@ -80,6 +81,7 @@ class Sequencer(wiring.Component):
         super().__init__({
             "start": In(1),
             "layer": In(LayerConfigLayout),
+            "first_wbank": In(1),
             "hw": In(self.in_addr_bits),
             "hw_valid": In(1),
             "in_tiles_done": In(16),
@@ -185,7 +187,7 @@ class Sequencer(wiring.Component):
                     height = computed_size(layer.out_h, layer.pool)
                     m.d.sync += [
                         co.eq(0), ch.eq(0), t_index.eq(0), tile_pending.eq(0), u.eq(0), v.eq(0), v_column.eq(0),
-                        wbank.eq(0), abank.eq(0), row.eq(0),
+                        wbank.eq(self.first_wbank), abank.eq(0), row.eq(0),
                         comp_h.eq(height), comp_w.eq(computed_size(layer.out_w, layer.pool)),
                         rows_left.eq(height), last_strip.eq((layer.strip_rows == 0) | (layer.strip_rows >= height)),
                         strip_y.eq(0), strip_px.eq(0),
@@ -227,6 +229,8 @@ class Sequencer(wiring.Component):
 
         # the pass being loaded is its strip's first, its last
         tile_first, tile_last = (ch == 0) & (u == 0) & (v == 0), last_t & last_u & last_v
+        tile_last_r = Signal()
+        m.d.sync += tile_last_r.eq(tile_last)
         next_strip_base = Signal(addr_bits)
         # "the next strip is the map's last" for a tile's first strip and for the strip after the
         # one being loaded, as registers (rows_left moves only at a strip's end, passes apart)
@@ -257,23 +261,26 @@ class Sequencer(wiring.Component):
                 with m.If(last_u):
                     m.d.sync += [u.eq(0), last_u.eq(single_row), ch.eq(ch + rows), t_index.eq(t_index + 1),
                                  last_t.eq(ch + 2 * rows >= layer.in_ch), tile_pending.eq(1)]
-                    with m.If(last_t):
-                        m.d.sync += [ch.eq(0), t_index.eq(0), tile_pending.eq(0), row.eq(0), row_end.eq(rows),
-                                     abank.eq(~abank), last_t.eq(rows >= layer.in_ch)]
-                        with m.If(last_strip):  # the output tile's last strip: the next tile's first
-                            m.d.sync += [wbank.eq(~wbank),
-                                         co.eq(co + cols), last_co.eq(co + 2 * cols >= layer.out_ch),
-                                         tile_base.eq(first_tile_base), tap_base.eq(first_tile_base),
-                                         strip_tile_base.eq(first_tile_base),
-                                         rows_left.eq(comp_h),
-                                         last_strip.eq(one_strip),
-                                         strip_y.eq(0), strip_px.eq(0)]
-                        with m.Else():  # the next strip of the same output tile: its weights stay
-                            m.d.sync += [tile_base.eq(next_strip_base), tap_base.eq(next_strip_base),
-                                         strip_tile_base.eq(next_strip_base),
-                                         rows_left.eq(rows_left - layer.strip_rows),
-                                         last_strip.eq(next_last_strip),
-                                         strip_y.eq(strip_y + strip_y_step), strip_px.eq(strip_px + strip_px_step)]
+        # The tile's (or strip's) last pass: ``tile_last`` a cycle late, as a register (it
+        # changes only at a LOAD's end, and the next one is two cycles away at least), so the
+        # strip's updates start from one flag (the AND of three was the 2x4 build's slowest path).
+        with m.If(last_step & tile_last_r):
+            m.d.sync += [ch.eq(0), t_index.eq(0), tile_pending.eq(0), row.eq(0), row_end.eq(rows),
+                         abank.eq(~abank), last_t.eq(rows >= layer.in_ch)]
+            with m.If(last_strip):  # the output tile's last strip: the next tile's first
+                m.d.sync += [wbank.eq(~wbank),
+                             co.eq(co + cols), last_co.eq(co + 2 * cols >= layer.out_ch),
+                             tile_base.eq(first_tile_base), tap_base.eq(first_tile_base),
+                             strip_tile_base.eq(first_tile_base),
+                             rows_left.eq(comp_h),
+                             last_strip.eq(one_strip),
+                             strip_y.eq(0), strip_px.eq(0)]
+            with m.Else():  # the next strip of the same output tile: its weights stay
+                m.d.sync += [tile_base.eq(next_strip_base), tap_base.eq(next_strip_base),
+                             strip_tile_base.eq(next_strip_base),
+                             rows_left.eq(rows_left - layer.strip_rows),
+                             last_strip.eq(next_last_strip),
+                             strip_y.eq(strip_y + strip_y_step), strip_px.eq(strip_px + strip_px_step)]
 
         # Weight rows reach the shadow chain W_LATENCY cycles after the read.
         read_en = Signal()

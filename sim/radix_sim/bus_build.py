@@ -9,6 +9,7 @@ a memory image, runs its command list and returns the memory and registers after
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 from pathlib import Path
@@ -25,8 +26,11 @@ LATENCY = MEMORY_LATENCY  # cycles from a request to the memory seeing it (radix
 LATENCY_DEPTH = 48  # requests in flight inside the latency model (one per cycle needs LATENCY + 1)
 
 
+@functools.cache
 def unit_verilog_of(config: EngineConfig) -> str:
-    """Verilog of the simulation top ``radix_bus_sim`` for ``config``."""
+    """Verilog of the simulation top ``radix_bus_sim`` for ``config``. Kept per process: the
+    gateware cannot change under a running process, and generating the Verilog takes about 20 s
+    (the build's cache key is the text, so every simulation run would pay it)."""
     from radix_hw.bus_engine import BusEngine
 
     from .axi_latency import LatencyTop

@@ -24,7 +24,10 @@ or a slow one), else once the last pixel is.
 list's start (command fetch, checks, the first reads) before the first job's core starts; each
 job's end, from its last output word through its last write burst (whose beats follow the
 burst's address across the memory's latency) to the responses, the stats word and the next
-job's start; the last stats word's response before DONE. These constants were measured on the
+job's start; the last stats word's response before DONE. Each job after the first has its
+stream begun by the loader while the job before computes (docs/engine.md, "The next job loads
+ahead"): where the loader could begin it (:func:`core_timeline`), its input no sooner than
+``INPUT_AFTER_START`` cycles after the job's start. These constants were measured on the
 Verilated RTL behind the simulation's memory model (``radix_sim.bus_build``: every request
 delayed ``MEMORY_LATENCY`` cycles, no pauses) with one-layer programs (``bench/performance.py``)
 and ResNet-8 (``bench/resnet8_performance.py``); ``tests/test_sim_network.py`` holds the model
@@ -51,6 +54,12 @@ ROW_WAIT = 2
 SKIP_WAIT = 2
 # From a strip's last skip word to its last pass's first pixel (the write, the count, its compare).
 STRIP_SKIP_WAIT = 3
+# From a job's last stream word to the next job's first (the next command's words follow the
+# job's in the read stream, its checks, then its first reads cross the memory's latency).
+NEXT_HEAD_DELAY = 48
+# From a job's start to its first input word where it waits for the earlier commands' writes
+# (``sync``: its input reads go out as the job before completes); else a cycle.
+INPUT_AFTER_START = 30
 
 
 def job_strips(job: dict) -> list[tuple[int, int]]:
@@ -63,9 +72,18 @@ def job_strips(job: dict) -> list[tuple[int, int]]:
     return [(i0, min(strip, comp_h - i0)) for i0 in range(0, comp_h, strip)]
 
 
-def core_cycles(config: EngineConfig, job: dict) -> int:
+def core_cycles(config: EngineConfig, job: dict, *, head: float | None = None) -> int:
     """Cycles from the core's start to its last output word for a job's command fields ``job``
-    (``radix.engine_spec.COMMAND_FIELDS`` by name)."""
+    (``radix.engine_spec.COMMAND_FIELDS`` by name). ``head`` is the cycle, from the core's start
+    (negative: before it), at which the loader began the job's stream (None: at the start); the
+    input then arrives no sooner than ``INPUT_AFTER_START`` cycles after the start."""
+    return core_timeline(config, job, head=head)[0]
+
+
+def core_timeline(config: EngineConfig, job: dict, *, head: float | None = None) -> tuple[int, float]:
+    """``(cycles, loader free)``: :func:`core_cycles`, and the cycle from the core's start at which
+    the loader could begin the next job's stream: its own stream is in, and the bank the next
+    job's first tile takes is free (its tile before the last has begun its last pass)."""
     rows, cols = config.rows, config.cols
     t_in, t_out = tiles(job["in_ch"], rows), tiles(job["out_ch"], cols)
     kernel = (job["kernel_h"], job["kernel_w"])
@@ -89,7 +107,8 @@ def core_cycles(config: EngineConfig, job: dict) -> int:
         row = min(max(last_row * job["stride_h"] + u - job["pad_top"], 0), job["in_h"] - 1)
         return tile_start + (row + 1) * row_words
 
-    stream = 0  # cycles at which the stream's next word can arrive
+    stream = 0 if head is None else head  # cycles at which the stream's next word can arrive
+    input_floor = -math.inf if head is None else (INPUT_AFTER_START if job.get("sync", 1) else 1)
     started = ended = -math.inf  # the running pass
     tile_started, tile_ended, strip_drained = [], [], []  # per output tile's last pass; per strip
     drain_end = 0
@@ -102,11 +121,13 @@ def core_cycles(config: EngineConfig, job: dict) -> int:
             arrivals = []
             for tap in range(taps):
                 if o == 0 and tap == leading:
+                    stream = max(stream, input_floor)
                     tile_start.append(stream)
                     stream += in_tile
                 stream += chunk
                 arrivals.append(stream)
             if o == 0 and leading == taps:
+                stream = max(stream, input_floor)
                 tile_start.append(stream)
                 stream += in_tile
             weights_in.append(arrivals)
@@ -160,7 +181,8 @@ def core_cycles(config: EngineConfig, job: dict) -> int:
             begin = max((started if early else issued) + to_accumulator, drain_end)
             drain_end = max(begin + math.ceil(drain), issued + to_accumulator + math.ceil(per_pixel))
             strip_drained.append(drain_end)
-    return drain_end
+    bank_free = tile_started[-2] if t_out >= 2 else -math.inf
+    return drain_end, max(stream + NEXT_HEAD_DELAY, bank_free)
 
 
 def fastest_strip_rows(config: EngineConfig, job: dict) -> int:
@@ -199,12 +221,19 @@ class ListClock:
         self.config = config
         self.cycles = 0
         self.jobs = 0
+        self._loader_free = 0.0  # the cycle at which the loader can begin the next job's stream
 
     def job(self, fields: dict) -> int:
         """Account one job (its command fields by name); the cycle of its stats word."""
         if self.jobs == 0:
             self.cycles += LIST_START
-        self.cycles += core_cycles(self.config, fields) + JOB_END + last_burst_beats(self.config, fields)
+            head = None
+        else:  # the loader began this job while the one before computed
+            head = min(0.0, self._loader_free - self.cycles)
+        start = self.cycles
+        end, loader_free = core_timeline(self.config, fields, head=head)
+        self._loader_free = start + loader_free
+        self.cycles = start + end + JOB_END + last_burst_beats(self.config, fields)
         self.jobs += 1
         return self.cycles
 
