@@ -336,6 +336,10 @@ CASES = [
                       strip_rows=1), 0.6, 0.9),
     # single-pass strips shorter than the array's latency: a strip's bank must wait for its release
     ((3, 2, 8), Layer(3, 11, 4, 5, 1, add=True, strip_rows=1), 1.0, 1.0),
+    # A last output tile's weight rows and skip pixels carry only the words holding its channels
+    # (three-word rows of 10 lanes of 16 bits): 3 lanes, one word; 6 lanes, two words, in strips.
+    ((3, 10, 16), Layer(4, 13, 5, 6, 3, pad=1, relu=True, add=True), 0.6, 0.8),
+    ((3, 10, 16), Layer(5, 16, 4, 4, 2, add=True, strip_rows=2), 0.8, 0.7),
 ]
 
 

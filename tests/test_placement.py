@@ -252,20 +252,24 @@ def check_every_tensor(program: Program, placement, memory, x) -> None:
 
 
 def expected_beats(placement) -> tuple[int, int]:
-    """Beats a list moves by docs/engine.md: per command its fetch, its weight block, its input
-    band's tiles, the skip words inside the skip pixels; the output words holding its channels and
-    the stats word."""
+    """Beats a list moves by docs/engine.md: per command its fetch, its weight block (a tile's rows
+    the words holding its channels), its input band's tiles, the skip words inside the skip pixels
+    (of those holding the tile's channels); the output words holding its channels and the stats
+    word."""
     cfg = placement.config
     read = written = 0
     for info in placement.commands:
         f = info.fields
         t_in, t_out = f["in_ch"] // cfg.rows, -(-f["out_ch"] // cfg.cols)
         comp_h, comp_w = (f["out_h"] // 2 * 2, f["out_w"] // 2 * 2) if f["pool"] else (f["out_h"], f["out_w"])
-        read += COMMAND_WORDS + t_out * (cfg.cols + t_in * f["kernel_h"] * f["kernel_w"] * cfg.rows * cfg.wt_words)
+        row_words = [min(cfg.wt_words, -(-min(cfg.cols, f["out_ch"] - o * cfg.cols) // cfg.lanes_per_word))
+                     for o in range(t_out)]
+        read += COMMAND_WORDS + sum(cfg.cols + t_in * f["kernel_h"] * f["kernel_w"] * cfg.rows * words
+                                    for words in row_words)
         read += t_in * f["in_h"] * f["in_w"] * input_group_words(cfg, narrow=bool(f["narrow_in"]))
         if f["add"]:
-            read += comp_h * comp_w * sum(max(0, min(cfg.wt_words, f["skip_pixel_words"] - o * cfg.wt_words))
-                                          for o in range(t_out))
+            read += comp_h * comp_w * sum(max(0, min(words, f["skip_pixel_words"] - o * cfg.wt_words))
+                                          for o, words in enumerate(row_words))
         pixels = 1 if f["sum_pool"] else comp_h * comp_w // 4 if f["pool"] else comp_h * comp_w
         written += pixels * -(-tensor_lanes(f["out_ch"], cfg) // cfg.lanes_per_word) + 1
     return read, written
@@ -701,7 +705,8 @@ def test_a_pooled_classifier_runs_as_one_summed_job_per_image():
     assert [info.images for info in fc] == [(0,), (1,), (2,)]
     assert all(info.fields["sum_pool"] == 1 and (info.fields["in_h"], info.fields["in_w"]) == (8, 8) for info in fc)
     _, fc_words = placement.weights["out1"]
-    assert fc_words == config.cols + 3 * config.rows * config.wt_words  # 40 channels: three input tiles
+    # 40 channels: three input tiles; 10 classes: rows of the two words holding them
+    assert fc_words == config.cols + 3 * config.rows * 2
     check_every_tensor(program, placement, memory, x)
     assert (result.beats_read, result.beats_written) == expected_beats(placement)
 

@@ -122,6 +122,13 @@ class CommandUnit(wiring.Component):
                                                  "out_off", "skip_off", "skip_row"))
         t_chunk, t_kk, extra_lanes, in_run = (Signal(WIDE, name=name) for name in ("t_chunk", "t_kk", "extra_lanes",
                                                                                       "in_run"))
+        # The last output tile's weight rows and skip pixels carry only the words holding its
+        # channels (radix.stream_format.tile_out_words): its first lane, those words, one tap's
+        # rows of them, one input tile's and all input tiles' (the others' are whole tiles').
+        last_base, one_tile_last, t_chunk_last = (Signal(WIDE, name=name) for name in ("last_base", "one_tile_last",
+                                                                                        "t_chunk_last"))
+        words_last = Signal(range(wt_words + 1))
+        chunk_last = Signal(range(rows * wt_words + 1))
         scratch = Signal(WIDE)
         # the computed map (even-cropped by pooling) and the written one (halved by pooling, one
         # pixel for a summed job), registered: the command is complete cycles before DERIVE
@@ -139,6 +146,7 @@ class CommandUnit(wiring.Component):
         steps = [
             (t_in, (cmd.in_ch + rows - 1), Const(mul_r), shift_r),
             (t_out, (cmd.out_ch + cols - 1), Const(mul_c), shift_c),
+            (last_base, t_out - 1, Const(cols), 0),
             (hw_in, cmd.in_h, cmd.in_w, 0),
             (band_groups, hw_in, t_in, 0),
             (scratch, cmd.in_y0, cmd.in_w, 0),
@@ -155,7 +163,16 @@ class CommandUnit(wiring.Component):
             (t_chunk, t_kk, Const(chunk_words), 0),
             (extra_lanes, t_out - 1, Const(tile_lanes - cols), 0),
             (in_run, hw_in, Mux(cmd.narrow_in, 1, in_words), 0),
+            (one_tile_last, kk, chunk_last, 0),
+            (t_chunk_last, t_kk, chunk_last, 0),
         ]
+        # ceil(lanes / lanes_per_word) of the last tile's lanes, at most wt_words (a stale
+        # last_base only until its step: chunk_last's steps come many cycles later)
+        last_lanes_up = Signal(18)
+        m.d.sync += [last_lanes_up.eq(cmd.out_ch - last_base[:17] + lpw - 1),
+                     words_last.eq(Mux(last_lanes_up[lpw.bit_length() - 1:] >= wt_words, wt_words,
+                                       last_lanes_up[lpw.bit_length() - 1:])),
+                     chunk_last.eq(small_product(words_last, Const(rows)))]
         # one-hot step: selects the operands in an AND-OR tree and enables the destination, so a
         # destination's enable is three flip-flops ANDed, not a decode of a step count
         step_hot = Signal(len(steps))
@@ -209,11 +226,23 @@ class CommandUnit(wiring.Component):
         last_in_tile = Signal()  # t_tile + 1 == t_in
         one_tile = Signal(WIDE)  # kk * chunk_words: one input tile's weight rows
         one_tap = Signal()  # kk == 1: an input tile's weight rows are its first tap's
+        only_tile, next_last = Signal(), Signal()  # t_out == 1; o_tile + 2 == t_out
+        # the output tile's row words, and its weight words per tap, per input tile, after the
+        # first tap, for all input tiles: from ``tile_is_last``, which HAND and NEXT_TILE set as
+        # the tile begins (registers a cycle behind it, off the issuer's state decode; the first
+        # read that takes them is BIAS's successor's, the skip beats' SKIP's)
+        tile_is_last = Signal()
+        tile_row_words = Signal(range(wt_words + 1))
+        tile_chunk, tile_one, tile_rest, tile_t_chunk = (Signal(WIDE, name=name) for name in (
+            "tile_chunk", "tile_one", "tile_rest", "tile_t_chunk"))
+        rest_last = Signal(WIDE)
         striped = Signal()  # strip_rows != 0: an input tile's weight rows all precede it
         rest_of_tile = Signal(WIDE)  # (kk - 1) * chunk_words: the weight rows after the input tile
         m.d.sync += [last_tile.eq(o_tile + 1 == t_out), last_in_tile.eq(t_tile + 1 == t_in),
                      one_tile.eq(kk * chunk_words), one_tap.eq(kk == 1), rest_of_tile.eq(one_tile - chunk_words),
                      striped.eq(cmd.strip_rows != 0),
+                     only_tile.eq(t_out == 1), next_last.eq(o_tile + 2 == t_out),
+                     rest_last.eq(one_tile_last - chunk_last),
                      out_ch_up.eq(cmd.out_ch + lpw - 1)]
         # The reads' addresses, kept in registers and stepped with the tiles (one adder each):
         fetch_addr = Signal(BUS_ADDR_BITS)  # CMD_BASE + 64 n
@@ -223,11 +252,19 @@ class CommandUnit(wiring.Component):
         wt_rest = Signal(BUS_ADDR_BITS)  # wt_block + 8 cols: the weights after the bias words
         skip_base = Signal(BUS_ADDR_BITS)  # skip_addr + 8 (skip_off + o_tile * wt_words)
         skip_have = Signal(signed(16 + wt_words.bit_length() + 2))  # skip_pixel_words - o_tile * wt_words
-        skip_beats = Signal(range(wt_words + 1))  # the skip read's beats per pixel, set in BIAS
+        skip_beats = Signal(range(wt_words + 1))  # the skip read's beats per pixel (read in SKIP)
         # the input read's words per pixel (one for a narrow input) and whether the pixels are
         # one run (in_pixel_words equal to it), set in CHECK
         in_group = Signal(range(in_words + 1))
         in_contiguous = Signal()
+
+        m.d.sync += [skip_beats.eq(Mux(skip_have <= 0, 0, Mux(skip_have > tile_row_words, tile_row_words,
+                                                              skip_have))),
+                     tile_row_words.eq(Mux(tile_is_last, words_last, wt_words)),
+                     tile_chunk.eq(Mux(tile_is_last, chunk_last, chunk_words)),
+                     tile_one.eq(Mux(tile_is_last, one_tile_last, one_tile)),
+                     tile_rest.eq(Mux(tile_is_last, rest_last, rest_of_tile)),
+                     tile_t_chunk.eq(Mux(tile_is_last, t_chunk_last, t_chunk))]
 
         # The read descriptors leave through a register (loaded while empty or being taken), so
         # the state decode that forms them ends there, not in the read master's queue.
@@ -340,12 +377,12 @@ class CommandUnit(wiring.Component):
                                  o_tile.eq(0), t_tile.eq(0), wt_block.eq(cmd.wt_addr),
                                  tile_words.eq(cols + t_chunk), synced.eq(~cmd.sync),
                                  in_base.eq(cmd.in_addr + (in_off << 3)), tile_wt_addr.eq(cmd.wt_addr + (cols << 3)),
-                                 tile_rest_addr.eq(cmd.wt_addr + ((cols + chunk_words) << 3)),
+                                 tile_rest_addr.eq(cmd.wt_addr + ((cols + Mux(only_tile, chunk_last, chunk_words)) << 3)),
                                  wt_rest.eq(cmd.wt_addr + (cols << 3)), skip_base.eq(cmd.skip_addr + (skip_off << 3)),
                                  skip_have.eq(cmd.skip_pixel_words)]
+                    m.d.sync += tile_is_last.eq(only_tile)
                     m.next = "BIAS"
             with m.State("BIAS"):
-                m.d.sync += skip_beats.eq(Mux(skip_have <= 0, 0, Mux(skip_have > wt_words, wt_words, skip_have)))
                 with m.If(read(wt_block, cols)):
                     with m.If(o_tile == 0):
                         m.next = "FIRST_TAP"
@@ -354,7 +391,7 @@ class CommandUnit(wiring.Component):
             with m.State("FIRST_TAP"):
                 # the first pass's weight rows, which the core takes before the input tile it
                 # trails (a striped job's: all the tile's, each tap's first strip trails it)
-                with m.If(read(tile_wt_addr, Mux(striped, one_tile, chunk_words))):
+                with m.If(read(tile_wt_addr, Mux(striped, tile_one, tile_chunk))):
                     m.next = "INPUT"
             with m.State("INPUT"):
                 with m.If(synced | caught_up):
@@ -366,24 +403,24 @@ class CommandUnit(wiring.Component):
                         with m.Else():
                             m.next = "TILE_WEIGHTS"
             with m.State("TILE_WEIGHTS"):
-                with m.If(read(tile_rest_addr, rest_of_tile)):
+                with m.If(read(tile_rest_addr, tile_rest)):
                     m.next = "TILE_DONE"
             with m.State("TILE_DONE"):
                 with m.If(last_in_tile):
                     skip_or_next()
                 with m.Else():
                     m.d.sync += [t_tile.eq(t_tile + 1), in_base.eq(in_base + (in_words << 3)),
-                                 tile_wt_addr.eq(tile_wt_addr + (one_tile << 3)),
-                                 tile_rest_addr.eq(tile_rest_addr + (one_tile << 3))]
+                                 tile_wt_addr.eq(tile_wt_addr + (tile_one << 3)),
+                                 tile_rest_addr.eq(tile_rest_addr + (tile_one << 3))]
                     m.next = "FIRST_TAP"
             with m.State("WEIGHTS"):
-                with m.If(read(wt_rest, t_chunk)):
+                with m.If(read(wt_rest, tile_t_chunk)):
                     skip_or_next()
             with m.State("SKIP"):
                 # the tile's skip pixels, after its weights: the input read before them waited
                 # for the earlier commands (sync)
                 with m.If(read(skip_base, skip_beats, count=comp_w, stride=cmd.skip_pixel_words << 3,
-                               fill=wt_words - skip_beats, outer_count=comp_h, outer_stride=skip_row << 3)):
+                               fill=tile_row_words - skip_beats, outer_count=comp_h, outer_stride=skip_row << 3)):
                     m.next = "NEXT_TILE"
             with m.State("NEXT_TILE"):
                 with m.If(last_tile):
@@ -396,6 +433,7 @@ class CommandUnit(wiring.Component):
                     m.d.sync += [o_tile.eq(o_tile + 1), wt_block.eq(wt_block + (tile_words << 3)),
                                  wt_rest.eq(wt_rest + (tile_words << 3)), skip_base.eq(skip_base + (wt_words << 3)),
                                  skip_have.eq(skip_have - wt_words)]
+                    m.d.sync += tile_is_last.eq(next_last)
                     m.next = "BIAS"
             with m.State("FINISH"):
                 with m.If((complete == self.cmd_count) & self.writer_quiet):

@@ -1,6 +1,6 @@
 """The input-stream loader: fills the input buffer and the weight (and skip) banks from one stream."""
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
@@ -47,9 +47,10 @@ class Loader(wiring.Component):
     * Per output-channel tile ``j``, into the weight bank after the previous tile's once it is free: the
       ``cols`` bias words (bias, data shift and skip shift shift into per-bank lane registers
        ``bias``, ``shifts`` and ``skip_shifts``, lane 0 first); then the weight rows (per input
-       tile, ``rows`` per tap ``(u, v)`` of the ``KH x KW`` kernel in raster order),
-       ``wt_words`` words each, written to ``bank*wt_depth + row``; then, with ``layer.add``,
-       the tile's skip pixels, ``wt_words`` words per computed output pixel, written to skip
+       tile, ``rows`` per tap ``(u, v)`` of the ``KH x KW`` kernel in raster order), each the
+       words holding the tile's channels (``wt_words``, fewer in a last tile of fewer channels;
+       the rest of the row stored as zeros), written to ``bank*wt_depth + row``; then, with
+       ``layer.add``, the tile's skip pixels, as many words per computed output pixel, written to skip
        bank of the same index at ``bank*acc_depth + pixel`` (the accumulator address of the pixel) once
        that skip bank is free. ``wt_avail[b]`` counts the rows written so far, so compute may
        start on a bank before it is complete; ``wt_release`` (one bit per bank) returns a bank,
@@ -70,7 +71,7 @@ class Loader(wiring.Component):
 
     ``s_in`` is ready only while a word can be stored: never before ``start``, while waiting
     for a bank, at the job's input before ``job_start``, or after the job's last word. TLAST is
-    ignored. ``start`` (with the job's fields in ``layer``, read then) is honoured only while
+    ignored. ``start`` (with the job's fields in ``layer``, read then) must come only while
     ``idle``, which the loader is again after the job's last word: it may then start on the next
     job while the core still computes this one (docs/engine.md, "The next job loads ahead"). The
     banks carry over between jobs (a job's first tile takes the bank after the previous job's
@@ -129,6 +130,25 @@ class Loader(wiring.Component):
         def group_done(words: int):
             return word_index == words - 1
 
+        # The output tile's weight rows and skip pixels carry the words holding its channels
+        # (radix.stream_format.tile_out_words): ``row_last`` is the last word's index, set as the
+        # tile begins; the group's other words are stored as zeros.
+        row_last = Signal(range(max(cfg.wt_words, 2)))
+        row_done = word_index == row_last
+        next_row_last = Signal.like(row_last)  # the next output tile's, from co (which moves at a tile's end)
+
+        def tile_group():
+            parts = []
+            for j in range(cfg.wt_words):
+                earlier = gather.word_select(j, STREAM_BITS) if j < cfg.wt_words - 1 else 0
+                parts.append(Mux(j == row_last, word, Mux(j < row_last, earlier, 0)))
+            return Cat(*parts)[:cols * width]
+
+        def tile_words_last(lanes_minus_one):
+            """``min(wt_words, ceil(lanes / lanes_per_word)) - 1`` of a tile's ``lanes`` (at least 1)."""
+            last = lanes_minus_one >> (cfg.lanes_per_word.bit_length() - 1)
+            return Mux(last >= cfg.wt_words - 1, cfg.wt_words - 1, last)
+
         def next_word(words: int, done=None):
             """Count a word of a ``words``-word group (ending early where ``done`` says so)."""
             done = group_done(words) if done is None else done
@@ -151,10 +171,13 @@ class Loader(wiring.Component):
         # after this one, and its ``layer`` then holds that job.
         job = Signal(data.StructLayout({"in_ch": 16, "out_ch": 16, "narrow_in": 1, "add": 1}))
         # The job's input waits for the core's start of the job (``job_start``): until then the
-        # previous job's passes may still read the input buffer and its input counts.
-        input_open = Signal()
+        # previous job's passes may still read the input buffer and its input counts. The loader's
+        # and the core's starts each flip a bit; the input is open while they agree (a register:
+        # it falls a cycle after a load's start, which is then waiting for its bank).
+        load_epoch, core_epoch, input_open = Signal(), Signal(), Signal()
         with m.If(self.job_start):
-            m.d.sync += input_open.eq(1)
+            m.d.sync += core_epoch.eq(~core_epoch)
+        m.d.sync += input_open.eq(load_epoch == core_epoch)
         # The weight write address bank*wt_depth + wt_avail[bank], kept as a register: formed from
         # ``bank`` (over a thousand loads: the bias lane registers) it was the default build's
         # slowest path, into the weight memory's write enables.
@@ -219,9 +242,9 @@ class Loader(wiring.Component):
             self.in_wr.data.eq(Mux(job.narrow_in, word[:min(rows * width, STREAM_BITS)],
                                    group(cfg.in_words, rows * width))),
             self.wt_wr.en.eq(wt_write), self.wt_wr.addr.eq(wt_addr),
-            self.wt_wr.data.eq(group(cfg.wt_words, cols * width)),
+            self.wt_wr.data.eq(tile_group()),
             self.skip_wr.en.eq(skip_write), self.skip_wr.addr.eq(skip_addr),
-            self.skip_wr.data.eq(group(cfg.wt_words, cols * width)),
+            self.skip_wr.data.eq(tile_group()),
         ]
 
         # The skip bank's free bit a cycle late, off the high fan-out ``bank``: within SKIP it
@@ -241,6 +264,11 @@ class Loader(wiring.Component):
             with m.If(self.skip_release[b]):
                 m.d.sync += skip_free[b].eq(1)
 
+        # two registers from co, which moves only at a tile's end: the next tile's lanes less one,
+        # then its last word (a negative count past the last tile is never used)
+        next_lanes_m1 = Signal(signed(18))
+        m.d.sync += [next_lanes_m1.eq(job.out_ch - co - (cols + 1)), next_row_last.eq(tile_words_last(next_lanes_m1))]
+
         # A striped job's input tile follows all of the tile's taps, else its first tap.
         striped = Signal()
 
@@ -256,7 +284,7 @@ class Loader(wiring.Component):
         def end_tile():
             """The tile's last part is in: the next tile goes to the other bank, or the job ends."""
             m.d.sync += [co.eq(co + cols), bank.eq(~bank), first_cotile.eq(0),
-                         last_cotile.eq(co + 2 * cols >= job.out_ch)]
+                         last_cotile.eq(co + 2 * cols >= job.out_ch), row_last.eq(next_row_last)]
             with m.If(last_cotile):
                 m.next = "IDLE"
             with m.Else():
@@ -266,14 +294,6 @@ class Loader(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.idle.eq(1)
                 with m.If(self.start):
-                    m.d.sync += [in_w_last.eq(layer.in_w - 1), in_h_last.eq(layer.in_h - 1),
-                                 in_x_last.eq(layer.in_w == 1), in_y_last.eq(layer.in_h == 1),
-                                 skip_w_last.eq(computed_size(layer.out_w, layer.pool) - 1),
-                                 skip_h_last.eq(computed_size(layer.out_h, layer.pool) - 1),
-                                 kh_last.eq(layer.kernel_h - 1), kw_last.eq(layer.kernel_w - 1),
-                                 last_cotile.eq(cols >= layer.out_ch)]
-                    m.d.sync += [job.in_ch.eq(layer.in_ch), job.out_ch.eq(layer.out_ch), input_open.eq(0),
-                                 job.narrow_in.eq(layer.narrow_in), job.add.eq(layer.add), self.first_bank.eq(bank), striped.eq(layer.strip_rows != 0)]
                     # the banks carry on from the previous job: its last tiles may still compute
                     m.d.sync += [x.eq(0), y.eq(0), ch.eq(0), co.eq(0), in_addr.eq(0), first_cotile.eq(1),
                                  word_index.eq(0)]
@@ -327,8 +347,8 @@ class Loader(wiring.Component):
                 # Held off until the tile that last used this skip bank has been accumulated.
                 m.d.comb += self.s_in.ready.eq(skip_bank_free)
                 with m.If(take):
-                    next_word(cfg.wt_words)
-                    with m.If(group_done(cfg.wt_words)):
+                    next_word(cfg.wt_words, row_done)
+                    with m.If(row_done):
                         m.d.comb += skip_write.eq(1)
                         m.d.sync += [skip_addr.eq(skip_addr + 1), x.eq(x + 1)]
                         with m.If(last_skip_x):
@@ -341,8 +361,8 @@ class Loader(wiring.Component):
             with m.State("WEIGHTS"):
                 m.d.comb += self.s_in.ready.eq(1)
                 with m.If(take):
-                    next_word(cfg.wt_words)
-                    with m.If(group_done(cfg.wt_words)):
+                    next_word(cfg.wt_words, row_done)
+                    with m.If(row_done):
                         m.d.comb += wt_write.eq(1)
                         m.d.sync += [self.wt_avail[bank].eq(self.wt_avail[bank] + 1), wt_addr.eq(wt_addr + 1),
                                      r.eq(r + 1)]
@@ -375,4 +395,16 @@ class Loader(wiring.Component):
                     m.next = "SKIP"
                 with m.Else():
                     end_tile()
+        # The job's sizes and fields, latched at ``start`` (which comes only while idle): off the
+        # state's decode, whose AND with ``start`` into a hundred enables was a slow path.
+        with m.If(self.start):
+            m.d.sync += [in_w_last.eq(layer.in_w - 1), in_h_last.eq(layer.in_h - 1),
+                         in_x_last.eq(layer.in_w == 1), in_y_last.eq(layer.in_h == 1),
+                         skip_w_last.eq(computed_size(layer.out_w, layer.pool) - 1),
+                         skip_h_last.eq(computed_size(layer.out_h, layer.pool) - 1),
+                         kh_last.eq(layer.kernel_h - 1), kw_last.eq(layer.kernel_w - 1),
+                         last_cotile.eq(cols >= layer.out_ch), row_last.eq(tile_words_last(layer.out_ch - 1))]
+            m.d.sync += [job.in_ch.eq(layer.in_ch), job.out_ch.eq(layer.out_ch), job.narrow_in.eq(layer.narrow_in),
+                         job.add.eq(layer.add), self.first_bank.eq(bank), striped.eq(layer.strip_rows != 0),
+                         load_epoch.eq(~load_epoch)]
         return m

@@ -284,8 +284,8 @@ def _run_job(bus: _Bus, f: dict, cfg: EngineConfig) -> int:
     t_in, t_out = c_in // cfg.rows, stream_format.tiles(c_out, cfg.cols)
     comp_h, comp_w = computed_map(f["out_h"], f["out_w"], f["pool"])
     skip_pixels = comp_h * comp_w if f["add"] else 0
-    tile_weights = stream_format.tile_weight_words(k, cfg)
-    block = stream_format.cotile_word_count(c_in, k, cfg)  # one output tile's words in the weight block
+    # one output tile's words in the weight block (all but the last tile's are whole)
+    block = stream_format.cotile_word_count(c_in, k, cfg)
     wt = f["wt_addr"] // BUS_BYTES
     in_pixels = _pixel_rows(f["in_y0"], f["in_h"], f["in_w"], f["in_w"])
     in_start = f["in_addr"] // BUS_BYTES + in_pixels * f["in_pixel_words"]
@@ -297,10 +297,12 @@ def _run_job(bus: _Bus, f: dict, cfg: EngineConfig) -> int:
     parts = []
     for o in range(t_out):
         tile = wt + o * block
+        row_words = stream_format.tile_out_words(c_out, o, cfg)  # a weight row's and a skip pixel's
+        tile_weights = stream_format.tile_weight_words(k, cfg, row_words=row_words)
         parts.append(tile + np.arange(cfg.cols))
         if o == 0:
             first_tap = stream_format.leading_weight_words((f["kernel_h"], f["kernel_w"]), cfg,
-                                                           striped=bool(f["strip_rows"]))
+                                                           striped=bool(f["strip_rows"]), row_words=row_words)
             group = input_group_words(cfg, narrow=bool(f["narrow_in"]))
             for t in range(t_in):
                 weights = tile + cfg.cols + t * tile_weights + np.arange(tile_weights)
@@ -310,7 +312,7 @@ def _run_job(bus: _Bus, f: dict, cfg: EngineConfig) -> int:
         else:
             parts.append(tile + cfg.cols + np.arange(t_in * tile_weights))
         if f["add"]:
-            word = o * cfg.wt_words + np.arange(cfg.wt_words)
+            word = o * cfg.wt_words + np.arange(row_words)
             parts.append(np.where(word < f["skip_pixel_words"], skip_start + word, -1).reshape(-1))
     source = np.concatenate(parts)
     stream = np.zeros(source.size, dtype=np.uint64)
@@ -349,7 +351,9 @@ def _compute(stream: np.ndarray, f: dict, cfg: EngineConfig, skip_pixels: int) -
     x = stream_format.decode_input_words(input_part, c_in, f["in_h"], f["in_w"], cfg, unsigned=bool(f["in_unsigned"]),
                                          narrow=narrow)
     tiles = [stream_format.decode_cotile_words(words, c_in, k, cfg, skip_pixels=skip_pixels,
-                                               skip_unsigned=bool(f["skip_unsigned"])) for words in cotiles]
+                                               skip_unsigned=bool(f["skip_unsigned"]),
+                                               row_words=stream_format.tile_out_words(c_out, o, cfg))
+             for o, words in enumerate(cotiles)]
     part = {key: np.concatenate([tile[key] for tile in tiles])[:c_out] for key in tiles[0]}
     # lanes whose weights are all zero (the tensor's unused lanes) add exactly nothing: leaving
     # them out keeps the golden model's reduction check to the layer's real products

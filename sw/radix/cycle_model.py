@@ -36,11 +36,12 @@ to the RTL on other layers.
 
 from __future__ import annotations
 
+import copy
 import math
 
 from .engine_spec import (MAX_BURST_BEATS, MEMORY_LATENCY, STRIP_ROWS_BITS, WRITE_BURSTS, EngineConfig, computed_map,
                           input_group_words, written_map)
-from .stream_format import input_tile_words, leading_weight_words, tiles, tile_out_words
+from .stream_format import input_tile_words, tiles, tile_out_words
 
 # Measured list costs (module docstring), in cycles.
 LIST_START = 185
@@ -93,12 +94,10 @@ def core_timeline(config: EngineConfig, job: dict, *, head: float | None = None)
     pixels = math.prod(computed_map(job["out_h"], job["out_w"], pool))
     strips = job_strips(job)
     passes = t_in * taps  # per strip of an output tile
-    chunk = config.rows * config.wt_words  # one tap's weight rows of one input tile
-    leading = leading_weight_words(kernel, config, striped=bool(job.get("strip_rows", 0))) // chunk
+    leading = taps if job.get("strip_rows", 0) else 1  # taps of weight rows before an input tile
     narrow = bool(job.get("narrow_in", 0))
     in_tile = input_tile_words(job["in_h"], job["in_w"], config, narrow=narrow)
     row_words = job["in_w"] * input_group_words(config, narrow=narrow)
-    skip = pixels * config.wt_words if job["add"] else 0
     to_accumulator = rows + cols + ARRAY_PIPELINE
     write_burst = (MEMORY_LATENCY + 2) / WRITE_BURSTS  # cycles per burst the writes' responses allow
 
@@ -113,6 +112,9 @@ def core_timeline(config: EngineConfig, job: dict, *, head: float | None = None)
     tile_started, tile_ended, strip_drained = [], [], []  # per output tile's last pass; per strip
     drain_end = 0
     for o in range(t_out):
+        words = tile_out_words(job["out_ch"], o, config)  # a weight row's, skip pixel's, output pixel's
+        chunk = rows * words  # one tap's weight rows of one input tile
+        skip = pixels * words if job["add"] else 0
         if o >= 2:
             stream = max(stream, tile_started[o - 2] + 1)
         stream += cols
@@ -139,7 +141,6 @@ def core_timeline(config: EngineConfig, job: dict, *, head: float | None = None)
             skip_start = stream
             stream += skip
             skip_in = stream + SKIP_WAIT
-        words = tile_out_words(job["out_ch"], o, config)
         per_pixel = words if job["out_pixel_words"] == words else max(words, write_burst)
         for b, (i0, n) in enumerate(strips):
             strip_pixels = n * comp_w
@@ -156,7 +157,7 @@ def core_timeline(config: EngineConfig, job: dict, *, head: float | None = None)
                         start = max(start, strip_drained[-2])
                     if index == passes - 1 and skip:  # the skip pixels up to the strip's end
                         start = max(start, skip_in if last_strip else
-                                    skip_start + (i0 + n) * comp_w * config.wt_words + STRIP_SKIP_WAIT)
+                                    skip_start + (i0 + n) * comp_w * words + STRIP_SKIP_WAIT)
                     issued = start + strip_pixels * (2 if slow and index == passes - 1 else 1)  # its last pixel
                     if o == 0:  # the pass trails its input rows
                         issued = max(issued, input_rows_in(tile_start[t], i0 + n - 1, tap // kernel[1])
@@ -185,21 +186,29 @@ def core_timeline(config: EngineConfig, job: dict, *, head: float | None = None)
     return drain_end, max(stream + NEXT_HEAD_DELAY, bank_free)
 
 
-def fastest_strip_rows(config: EngineConfig, job: dict) -> int:
-    """The ``strip_rows`` (0 for one strip) with which :func:`core_cycles` finishes ``job`` soonest:
-    strips help a job of several passes, whose first strip trails the input and whose strips'
-    drains overlap the next strips' passes; a strip of fewer pixels than ``min_pass`` wastes the
-    rest of each pass, so smaller ones are not tried. A summed job has one strip."""
+def fastest_strip_rows(config: EngineConfig, job: dict, *, clock: ListClock | None = None) -> int:
+    """The ``strip_rows`` (0 for one strip) with which ``job`` finishes soonest: on the core alone
+    (:func:`core_cycles`), or, with ``clock`` (the list's jobs before it, which it leaves as it
+    is), as the list's next job, whose head loads while the job before computes. Strips help a job
+    of several passes, whose first strip trails the input and whose strips' drains overlap the
+    next strips' passes; a strip of fewer pixels than ``min_pass`` wastes the rest of each pass,
+    so smaller ones are not tried. A summed job has one strip."""
     comp_h, comp_w = computed_map(job["out_h"], job["out_w"], bool(job["pool"]))
     passes = tiles(job["in_ch"], config.rows) * job["kernel_h"] * job["kernel_w"]
     if job.get("sum_pool", 0) or passes == 1 or comp_h < 2:
         return 0
+
+    def cycles(rows: int) -> float:
+        if clock is None:
+            return core_cycles(config, dict(job, strip_rows=rows))
+        return copy.copy(clock).job(dict(job, strip_rows=rows))
+
     smallest = max(1, -(-config.min_pass // comp_w))
-    best, best_cycles = 0, core_cycles(config, dict(job, strip_rows=0))
+    best, best_cycles = 0, cycles(0)
     for rows in range(smallest, min(comp_h - 1, (1 << STRIP_ROWS_BITS) - 1) + 1):
-        cycles = core_cycles(config, dict(job, strip_rows=rows))
-        if cycles < best_cycles:
-            best, best_cycles = rows, cycles
+        taken = cycles(rows)
+        if taken < best_cycles:
+            best, best_cycles = rows, taken
     return best
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import golden, jobs, ops, space_to_depth, stream_format, tap_fold
 from .command_exec import command_error
-from .cycle_model import fastest_strip_rows
+from .cycle_model import ListClock, fastest_strip_rows
 from .engine_errors import EngineMismatch
 from .engine_spec import (BUS_ADDR_BITS, BUS_BYTES, COMMAND_BYTES, COMMAND_FIELD, OPCODE_CONV, EngineConfig,
                           can_be_narrow, canonical_lane, computed_map, encode_command, pair,
@@ -213,11 +213,13 @@ def place(program: Program, config: EngineConfig, *, batch: int = 1, base: int =
     for addr, words in builder.blocks:
         memory[(addr - base) // BUS_BYTES : (addr - base) // BUS_BYTES + words.size] = words
     commands = []
+    clock = ListClock(config)  # each job's strips chosen as the list's next job (its head loaded ahead)
     for index, (layer_name, images, job, fields) in enumerate(builder.jobs):
         first_of_layer = index == 0 or builder.jobs[index - 1][0] != layer_name
         fields = dict(dict.fromkeys(COMMAND_FIELD, 0), **fields, sync=int(first_of_layer), stats=1,
                       stat_addr=stat_base + index * BUS_BYTES)
-        fields["strip_rows"] = fastest_strip_rows(config, fields)
+        fields["strip_rows"] = fastest_strip_rows(config, fields, clock=clock)
+        clock.job(fields)
         where = f"layer {layer_name} job {job + 1} (images {images[0]}..{images[-1]})"
         problem = command_error(fields, config)
         if problem is not None:

@@ -13,7 +13,9 @@ of two kinds of parts:
   channels are zero); then, for a job with a residual add (FLAGS.ADD), the tile's *skip
   pixels*: for each computed output pixel (before pooling; with pooling the even-cropped map,
   docs/arithmetic.md §6) in raster order, one group of ``cols`` lanes (skip ``b[co, i, j]`` in
-  lane ``co - tile*cols``).
+  lane ``co - tile*cols``). A tile's weight rows and skip pixels carry only the words that hold
+  its channels, as its output pixels do (:func:`tile_out_words`: all ``wt_words`` but in a last
+  tile of fewer channels); the engine fills the rest of the group with zeros.
 
 They are sent in this order: the first output tile's bias words; then, for each input-channel
 tile ``t``, the first output tile's weight rows of ``t``'s first tap (:func:`leading_weight_words`),
@@ -139,10 +141,24 @@ def _tile_lanes(values, tile: int, cols: int) -> np.ndarray:
     return out
 
 
+def _tile_groups(groups: np.ndarray, c_out: int, tile: int, config: EngineConfig) -> np.ndarray:
+    """Packed ``cols``-lane groups of output tile ``tile`` cut to the words holding its channels."""
+    return groups.reshape(-1, config.wt_words)[:, : tile_out_words(c_out, tile, config)].reshape(-1)
+
+
+def _full_groups(words, row_words: int, config: EngineConfig) -> np.ndarray:
+    """Groups of ``row_words`` words zero-filled to ``wt_words`` (inverse of :func:`_tile_groups`)."""
+    words = np.asarray(words, dtype=np.uint64).reshape(-1, row_words)
+    full = np.zeros((words.shape[0], config.wt_words), dtype=np.uint64)
+    full[:, :row_words] = words
+    return full.reshape(-1)
+
+
 def skip_words(skip, tile: int, config: EngineConfig) -> np.ndarray:
     """The skip pixels of output-channel tile ``tile`` of a ``(C_out, h, w)`` skip map."""
     lanes = _tile_lanes(skip, tile, config.cols)
-    return pack_lanes(lanes.reshape(config.cols, -1).T, width=config.width)
+    groups = pack_lanes(lanes.reshape(config.cols, -1).T, width=config.width)
+    return _tile_groups(groups, np.asarray(skip).shape[0], tile, config)
 
 
 def cotile_words(weights, bias, shift, tile: int, config: EngineConfig, *, skip=None, skip_shift=None) -> np.ndarray:
@@ -158,23 +174,28 @@ def cotile_words(weights, bias, shift, tile: int, config: EngineConfig, *, skip=
     per_channel = (c_out,)
     b = _tile_lanes(np.broadcast_to(np.asarray(bias, dtype=np.int64), per_channel), tile, config.cols)
     s = _tile_lanes(np.broadcast_to(np.asarray(shift, dtype=np.int64), per_channel), tile, config.cols)
-    weight_rows = pack_lanes(rows.reshape(-1, config.cols), width=config.width)
+    weight_rows = _tile_groups(pack_lanes(rows.reshape(-1, config.cols), width=config.width), c_out, tile, config)
     if skip is None:
         return np.concatenate([bias_words(b, s), weight_rows])
     t = _tile_lanes(np.broadcast_to(np.asarray(skip_shift, dtype=np.int64), per_channel), tile, config.cols)
     return np.concatenate([bias_words(b, s, t), weight_rows, skip_words(skip, tile, config)])
 
 
-def tile_weight_words(kernel, config: EngineConfig) -> int:
+def tile_weight_words(kernel, config: EngineConfig, *, row_words: int | None = None) -> int:
     """Words of one output tile's weight rows for one input-channel tile of a ``kernel`` (one int,
-    square, or ``(KH, KW)``) kernel."""
+    square, or ``(KH, KW)``) kernel, ``row_words`` words a row (the tile's :func:`tile_out_words`;
+    by default ``wt_words``, a whole tile's)."""
     kh, kw = pair(kernel, "kernel")
-    return kh * kw * config.rows * config.wt_words
+    return kh * kw * config.rows * (config.wt_words if row_words is None else row_words)
 
 
-def cotile_word_count(c_in: int, kernel, config: EngineConfig, *, skip_pixels: int = 0) -> int:
-    """Words of one output-channel tile: bias words, weight rows, ``skip_pixels`` skip groups."""
-    return config.cols + tiles(c_in, config.rows) * tile_weight_words(kernel, config) + skip_pixels * config.wt_words
+def cotile_word_count(c_in: int, kernel, config: EngineConfig, *, skip_pixels: int = 0,
+                      row_words: int | None = None) -> int:
+    """Words of one output-channel tile: bias words, weight rows, ``skip_pixels`` skip groups,
+    ``row_words`` words a row and a group (by default ``wt_words``, a whole tile's)."""
+    row_words = config.wt_words if row_words is None else row_words
+    return (config.cols + tiles(c_in, config.rows) * tile_weight_words(kernel, config, row_words=row_words)
+            + skip_pixels * row_words)
 
 
 def input_tile_words(height: int, width_px: int, config: EngineConfig, *, narrow: bool = False) -> int:
@@ -196,19 +217,23 @@ def job_words(x, weights, bias, shift, config: EngineConfig, *, skip=None, skip_
         -1, input_tile_words(*np.asarray(x).shape[1:], config, narrow=narrow))
     cotiles = [cotile_words(weights, bias, shift, t, config, skip=skip, skip_shift=skip_shift)
                for t in range(tiles(c_out, config.cols))]
-    weight_part = tiles(c_in, config.rows) * tile_weight_words(np.asarray(weights).shape[2:], config)
+    first_words = tile_out_words(c_out, 0, config)
+    weight_part = tiles(c_in, config.rows) * tile_weight_words(np.asarray(weights).shape[2:], config,
+                                                               row_words=first_words)
     bias, first_weights, skip_part = np.split(cotiles[0], [config.cols, config.cols + weight_part])
-    leading = leading_weight_words(np.asarray(weights).shape[2:], config, striped=striped)
+    leading = leading_weight_words(np.asarray(weights).shape[2:], config, striped=striped, row_words=first_words)
     parts = [bias]
     for tile, tile_weights in zip(inputs, first_weights.reshape(len(inputs), -1)):
         parts += [tile_weights[:leading], tile, tile_weights[leading:]]
     return np.concatenate(parts + [skip_part] + cotiles[1:])
 
 
-def leading_weight_words(kernel, config: EngineConfig, *, striped: bool) -> int:
+def leading_weight_words(kernel, config: EngineConfig, *, striped: bool, row_words: int | None = None) -> int:
     """Words of an input tile's weight rows that precede the input tile in a job's stream: one
-    tap's (the first pass's), or in a striped job all ``KH * KW`` taps' (every tap's first strip)."""
-    return config.rows * config.wt_words * (math.prod(pair(kernel, "kernel")) if striped else 1)
+    tap's (the first pass's), or in a striped job all ``KH * KW`` taps' (every tap's first strip),
+    ``row_words`` words a row (the first output tile's; by default ``wt_words``)."""
+    row_words = config.wt_words if row_words is None else row_words
+    return config.rows * row_words * (math.prod(pair(kernel, "kernel")) if striped else 1)
 
 
 def split_job_words(words, *, c_in: int, height: int, width_px: int, kernel, c_out: int,
@@ -219,19 +244,21 @@ def split_job_words(words, *, c_in: int, height: int, width_px: int, kernel, c_o
     words = np.asarray(words, dtype=np.uint64)
     n_in = tiles(c_in, config.rows)
     in_tile = input_tile_words(height, width_px, config, narrow=narrow)
-    tile_weights = tile_weight_words(kernel, config)
-    cotile = cotile_word_count(c_in, kernel, config, skip_pixels=skip_pixels)
-    expected = n_in * in_tile + tiles(c_out, config.cols) * cotile
+    sizes = [cotile_word_count(c_in, kernel, config, skip_pixels=skip_pixels, row_words=tile_out_words(c_out, o, config))
+             for o in range(tiles(c_out, config.cols))]
+    expected = n_in * in_tile + sum(sizes)
     if words.size != expected:
         raise ValueError(f"{words.size} words, but a job of this layer streams {expected}")
+    first_words = tile_out_words(c_out, 0, config)
+    tile_weights = tile_weight_words(kernel, config, row_words=first_words)
     bias = config.cols
     interleaved_end = bias + n_in * (in_tile + tile_weights)
     interleaved = words[bias:interleaved_end].reshape(n_in, in_tile + tile_weights)
-    leading = leading_weight_words(kernel, config, striped=striped)
+    leading = leading_weight_words(kernel, config, striped=striped, row_words=first_words)
     weights = np.concatenate([interleaved[:, :leading], interleaved[:, leading + in_tile:]], axis=1)
-    skip_end = interleaved_end + skip_pixels * config.wt_words
+    skip_end = interleaved_end + skip_pixels * first_words
     first = np.concatenate([words[:bias], weights.reshape(-1), words[interleaved_end:skip_end]])
-    rest = words[skip_end:].reshape(-1, cotile)
+    rest = np.split(words[skip_end:], np.cumsum(sizes[1:-1])) if len(sizes) > 1 else []
     return interleaved[:, leading:leading + in_tile].reshape(-1), [first, *rest]
 
 
@@ -262,17 +289,21 @@ def decode_input_words(words, c_in: int, height: int, width_px: int, config: Eng
 
 
 def decode_cotile_words(words, c_in: int, kernel, config: EngineConfig, *, skip_pixels: int = 0,
-                        skip_unsigned: bool = False) -> dict:
-    """Inverse of :func:`cotile_words` for one tile of a ``kernel`` (int or ``(KH, KW)``) kernel:
-    ``weights`` (cols, C_in, KH, KW), ``bias``,
+                        skip_unsigned: bool = False, row_words: int | None = None) -> dict:
+    """Inverse of :func:`cotile_words` for one tile of a ``kernel`` (int or ``(KH, KW)``) kernel
+    whose rows and skip groups are ``row_words`` words (the tile's :func:`tile_out_words`; by
+    default ``wt_words``): ``weights`` (cols, C_in, KH, KW), ``bias``,
     ``shift``, ``skip_shift`` (cols,) and ``skip`` (cols, skip_pixels; unsigned values with
     ``skip_unsigned``)."""
     words = np.asarray(words, dtype=np.uint64)
+    row_words = config.wt_words if row_words is None else row_words
     n_tiles = tiles(c_in, config.rows)
     bias, shift, skip_shift = decode_bias_words(words[: config.cols])
-    skip_start = words.size - skip_pixels * config.wt_words
-    skip = unpack_lanes(words[skip_start:], lanes=config.cols, width=config.width, unsigned=skip_unsigned).T
-    rows = unpack_lanes(words[config.cols : skip_start], lanes=config.cols, width=config.width)
+    skip_start = words.size - skip_pixels * row_words
+    skip = unpack_lanes(_full_groups(words[skip_start:], row_words, config), lanes=config.cols, width=config.width,
+                        unsigned=skip_unsigned).T
+    rows = unpack_lanes(_full_groups(words[config.cols : skip_start], row_words, config), lanes=config.cols,
+                        width=config.width)
     kh, kw = pair(kernel, "kernel")
     w = rows.reshape(n_tiles, kh, kw, config.rows, config.cols).transpose(4, 0, 3, 1, 2)
     weights = w.reshape(config.cols, n_tiles * config.rows, kh, kw)[:, :c_in]
@@ -280,7 +311,8 @@ def decode_cotile_words(words, c_in: int, kernel, config: EngineConfig, *, skip_
 
 
 def tile_out_words(c_out: int, tile: int, config: EngineConfig) -> int:
-    """Words per pixel of output tile ``tile`` in the output stream: those holding its channels."""
+    """Words per pixel of output tile ``tile`` in the output stream, and per weight row and skip
+    pixel in the input stream: those holding its channels."""
     lanes = min(config.cols, c_out - tile * config.cols)
     return min(config.wt_words, math.ceil(lanes * config.width / STREAM_BITS))
 
