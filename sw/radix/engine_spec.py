@@ -298,7 +298,8 @@ def _markdown_table(registers) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Engine version 10: the engine as a bus master (docs/engine.md, "Memory and commands"); version 9
+# Engine version 11: the engine as a bus master (docs/engine.md, "Memory and commands"); version 10
+# sent a last output tile's weight rows and skip pixels as whole rows of wt_words words, version 9
 # ran a job's passes tap-major over the whole map (no `strip_rows`), version 8 had no narrow
 # inputs (`narrow_in`), version 7 no folded jobs (`fold_taps`, `fold_lanes`), version 6 square
 # kernels and strides only (`kernel`, `stride`), version 5 no summed jobs (`sum_pool`).
@@ -312,8 +313,9 @@ def _markdown_table(registers) -> str:
 # 5: the engine fetches a command list and its data over an AXI master; 6: summed jobs; 7: rectangular
 # kernels and strides (kernel_h/kernel_w, stride_h/stride_w); 8: kernel columns folded into the rows
 # of a few-channel layer (fold_taps, fold_lanes); 9: narrow input tensors, one word a pixel (narrow_in);
-# 10: passes strip-major over strips of output rows (strip_rows)
-BUS_ENGINE_VERSION = 10
+# 10: passes strip-major over strips of output rows (strip_rows); 11: a last output tile's weight rows
+# and skip pixels carry only the words holding its channels (the weight blocks' layout changed)
+BUS_ENGINE_VERSION = 11
 BUS_ADDR_BITS = 32  # byte addresses on the AXI master
 BUS_BYTES = STREAM_BITS // 8  # bytes per AXI master beat (64-bit data)
 MAX_BURST_BEATS = 16  # the PS7 HP ports are AXI3 inside: at most 16 beats per burst
