@@ -134,10 +134,13 @@ class Loader(wiring.Component):
         # (radix.stream_format.tile_out_words): ``row_last`` is the last word's index, set as the
         # tile begins; the group's other words are stored as zeros.
         row_last = Signal(range(max(cfg.wt_words, 2)))
-        row_done = word_index == row_last
+        # (a one-word row needs no count: the constant keeps the stream's handshake logic short)
+        row_done = word_index == row_last if cfg.wt_words > 1 else group_done(1)
         next_row_last = Signal.like(row_last)  # the next output tile's, from co (which moves at a tile's end)
 
         def tile_group():
+            if cfg.wt_words == 1:
+                return word[:cols * width]
             parts = []
             for j in range(cfg.wt_words):
                 earlier = gather.word_select(j, STREAM_BITS) if j < cfg.wt_words - 1 else 0
