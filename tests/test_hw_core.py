@@ -218,28 +218,25 @@ def run_jobs(config: EngineConfig, jobs: list[Job], *, seed: int, ready_prob=1.0
             if not ahead:
                 await ctx.tick().repeat(3)
 
+    async def send(ctx, words, current=lambda: True):
+        """Offer ``words`` one a cycle under random stalls while ``current()``."""
+        index = 0
+        while index < len(words) and current():
+            valid = rng.random() < valid_prob
+            ctx.set(dut.s_in.valid, int(valid))
+            ctx.set(dut.s_in.payload, words[index])
+            _, _, ready = await ctx.tick().sample(dut.s_in.ready)
+            if valid and ready:
+                index += 1
+        ctx.set(dut.s_in.valid, 0)
+
     async def source(ctx):
         if ahead:  # one stream of every job's words
-            index, words = 0, state["words"]
-            while index < len(words):
-                valid = rng.random() < valid_prob
-                ctx.set(dut.s_in.valid, int(valid))
-                ctx.set(dut.s_in.payload, words[index])
-                _, _, ready = await ctx.tick().sample(dut.s_in.ready)
-                if valid and ready:
-                    index += 1
-            ctx.set(dut.s_in.valid, 0)
+            await send(ctx, state["words"])
             return
         while True:
-            job, epoch, index = state["job"], state["epoch"], 0
-            while job is not None and index < len(job.words) and state["epoch"] == epoch:
-                valid = rng.random() < valid_prob
-                ctx.set(dut.s_in.valid, int(valid))
-                ctx.set(dut.s_in.payload, job.words[index])
-                _, _, ready = await ctx.tick().sample(dut.s_in.ready)
-                if valid and ready:
-                    index += 1
-            ctx.set(dut.s_in.valid, 0)
+            job, epoch = state["job"], state["epoch"]
+            await send(ctx, job.words if job is not None else [], lambda: state["epoch"] == epoch)
             while state["epoch"] == epoch:
                 await ctx.tick()
 
