@@ -3,6 +3,7 @@
 Its agreement with the RTL is checked on the simulation in tests/test_sim_network.py.
 """
 
+import copy
 import math
 
 import numpy as np
@@ -10,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from radix.command_exec import ReferenceBusTransport
-from radix.cycle_model import (INPUT_AFTER_START, JOB_END, LIST_DONE, ListClock, core_cycles, last_burst_beats,
-                                list_cycles)
+from radix.cycle_model import (INPUT_AFTER_START, JOB_END, LIST_DONE, ListClock, core_cycles, fastest_order,
+                                last_burst_beats, list_cycles)
 from radix.driver import Driver
 from radix.engine_spec import DEFAULT_CONFIG, EngineConfig, bus_register, computed_map, pixel_words
 from radix.placement import place
@@ -76,6 +77,42 @@ def test_a_list_clock_counts_every_job_and_done_after_the_last(fields):
     assert stats[0] > core_cycles(CONFIG, fields[0])
     assert clock.done == stats[-1] + LIST_DONE == list_cycles(CONFIG, fields)
     assert ListClock(CONFIG).done == 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(jobs(), st.integers(0, 4))
+def test_weights_loaded_well_ahead_never_make_a_job_slower(job, strip_rows):
+    """With its whole head loaded long before it starts, a job whose first output tile's weight
+    rows all precede its input (weights_first) is never slower than the interleaved order: its
+    input and later tiles stream no later, its weight rows sooner."""
+    early = -10 ** 6
+    interleaved = core_cycles(CONFIG, dict(job, strip_rows=strip_rows), head=early)
+    first = core_cycles(CONFIG, dict(job, strip_rows=strip_rows, weights_first=1), head=early)
+    assert passes_floor(job) <= first <= interleaved
+
+
+def conv_job(in_ch, out_ch, size, *, stride=1):
+    """Command fields of a 3x3 "same" convolution on the default engine."""
+    out = (size - 1) // stride + 1
+    return dict(kernel_h=3, kernel_w=3, stride_h=stride, stride_w=stride, pad_top=1, pad_left=1, in_ch=in_ch,
+                out_ch=out_ch, in_h=size, in_w=size, out_h=out, out_w=out, pool=0, add=0, sum_pool=0, sync=1,
+                out_pixel_words=pixel_words(out_ch, DEFAULT_CONFIG))
+
+
+def test_the_order_puts_weights_first_only_where_the_job_before_leaves_time():
+    """ResNet-8's stride-2 layer into 64 channels: as a list's first job its first pass must trail
+    the input as soon as it can (interleaved); after a long layer, whose passes leave the loader
+    time for all its first tile's weight rows, weights first is the faster order."""
+    job = conv_job(32, 64, 16, stride=2)
+    assert fastest_order(DEFAULT_CONFIG, job)["weights_first"] == 0
+    clock = ListClock(DEFAULT_CONFIG)
+    before = conv_job(32, 32, 16)
+    clock.job(dict(before, **fastest_order(DEFAULT_CONFIG, before, clock=clock)))
+    order = fastest_order(DEFAULT_CONFIG, job, clock=clock)
+    assert order["weights_first"] == 1
+    cycles = {first: ListClock.job(copy.copy(clock), dict(job, strip_rows=order["strip_rows"], weights_first=first))
+              for first in (0, 1)}
+    assert cycles[1] < cycles[0]
 
 
 def test_the_reference_engine_reports_the_model_of_its_list():

@@ -34,6 +34,7 @@ class Layer:
     unsigned_out: bool = False
     narrow: bool = False  # the input streams one word a pixel (narrow_in): c_in fits a word
     strip_rows: int = 0  # passes strip-major over strips of this many computed rows (0: one strip)
+    weights_first: bool = False  # the first output tile's weight rows all precede the input tiles
 
     @property
     def kernel(self) -> tuple[int, int]:
@@ -75,7 +76,7 @@ class Job:
                 "stride_w": sw, "pad_top": top, "pad_left": left, "relu": int(lay.relu),
                 "pool": int(lay.pool), "add": int(lay.add), "in_unsigned": int(lay.unsigned_in),
                 "skip_unsigned": int(lay.unsigned_skip), "out_unsigned": int(lay.unsigned_out),
-                "narrow_in": int(lay.narrow), "strip_rows": lay.strip_rows}
+                "narrow_in": int(lay.narrow), "strip_rows": lay.strip_rows, "weights_first": int(lay.weights_first)}
 
 
 def random_skip(layer: Layer, out_shape, weights, bias, shift, config: EngineConfig, rng):
@@ -137,7 +138,7 @@ def make_job(layer: Layer, config: EngineConfig, rng) -> Job:
                              unsigned_out=layer.unsigned_out)
     words = [int(w) for w in job_words(x, weights, bias, shift, config, skip=stream_skip,
                                        skip_shift=skip_shift, narrow=layer.narrow,
-                                       striped=bool(layer.strip_rows))]
+                                       striped=bool(layer.strip_rows), weights_first=layer.weights_first)]
     return Job(layer, words, expected, out_h, out_w)
 
 
@@ -337,6 +338,13 @@ CASES = [
     # (three-word rows of 10 lanes of 16 bits): 3 lanes, one word; 6 lanes, two words, in strips.
     ((3, 10, 16), Layer(4, 13, 5, 6, 3, pad=1, relu=True, add=True), 0.6, 0.8),
     ((3, 10, 16), Layer(5, 16, 4, 4, 2, add=True, strip_rows=2), 0.8, 0.7),
+    # Weights first (weights_first): the first output tile's weight rows of every input tile, then
+    # the input tiles back to back; with adds, strips, and input tiles of one word each (a 1x1
+    # map: consecutive tile ends), on three-lane and one-lane rows.
+    ((3, 5, 8), Layer(8, 7, 5, 6, 3, pad=1, relu=True, add=True, weights_first=True), 0.6, 0.8),
+    ((3, 2, 8), Layer(7, 3, 6, 5, 3, pad=1, pool=True, strip_rows=2, weights_first=True), 0.7, 0.9),
+    ((2, 3, 8), Layer(7, 4, 1, 1, 1, weights_first=True), 1.0, 1.0),
+    ((1, 2, 8), Layer(3, 3, 2, 1, 1, add=True, weights_first=True), 1.0, 1.0),
 ]
 
 
@@ -402,7 +410,8 @@ def random_layer(rng, config: EngineConfig, *, add: bool, rectangular: bool = Fa
             strip_rows = int(rng.integers(1, min(comp_h, 15) + 1)) if rng.random() < 0.5 else 0
             return dataclasses.replace(layer, relu=bool(rng.random() < 0.5), pool=pool, add=add,
                                        unsigned_in=unsigned_in, unsigned_skip=add and unsigned_skip,
-                                       unsigned_out=unsigned_out, strip_rows=strip_rows)
+                                       unsigned_out=unsigned_out, strip_rows=strip_rows,
+                                       weights_first=bool(rng.random() < 0.3))
 
 
 @pytest.mark.parametrize("shape,seed", [((3, 5, 8), 21), ((2, 3, 16), 22), ((1, 2, 8), 23)])

@@ -226,7 +226,10 @@ def small_depths(program: Program, config: EngineConfig) -> EngineConfig:
         step = 2 if f["pool"] else 1
         rows = f["in_h"] if f["sum_pool"] else (step - 1) * f["stride_h"] + f["kernel_h"]  # a summed job: one band
         fold = f["fold_taps"] - 1 if f["fold_lanes"] else 0  # a folded band starts at F - 1 (docs/engine.md)
-        need_in = max(need_in, t_in * f["in_w"] * rows + fold)
+        # the band rule (jobs.bands) sizes a band by the layer's input width, which a sampling
+        # view's row spans in in_row_pitch rows of in_w view pixels (placement._sampling_view)
+        width = f["in_w"] * max(1, f["in_row_pitch"])
+        need_in = max(need_in, t_in * width * rows + fold)
         need_wt = max(need_wt, t_in * f["kernel_h"] * f["kernel_w"] * config.rows)
         need_acc = max(need_acc, f["out_h"] * f["out_w"] if f["sum_pool"] else step * f["out_w"])
     return EngineConfig(rows=config.rows, cols=config.cols, width=config.width, in_depth=need_in,
@@ -750,8 +753,9 @@ def test_few_channel_tensors_are_stored_narrow_where_every_reader_can_take_them(
 ])
 def test_a_strided_pointwise_conv_reads_only_the_columns_it_samples(shape, stride, sampled):
     """A 1x1 convolution with a stride (a projection shortcut) reads its input as a map of every
-    SW-th pixel and every SH-th row: 1 / SW of the input's words instead of all, bit-exact, within
-    the input tensor's bytes."""
+    SW-th pixel and every SH-th row (rows ``in_row_pitch = SH`` view rows apart): only the pixels
+    it samples, 1 / (SH * SW) of the input's words instead of all, bit-exact, within the input
+    tensor's bytes."""
     config = EngineConfig(rows=16, cols=24, width=8)
     net = RandomNet(np.random.default_rng(21), 8, 30)
     net.tensors[INPUT] = (shape, net.input_fl, net.input_unsigned)
@@ -765,10 +769,10 @@ def test_a_strided_pointwise_conv_reads_only_the_columns_it_samples(shape, strid
     c, h, w = shape
     src_words = placement.tensors[INPUT].pixel_words
     read = sum(info.fields["in_h"] * info.fields["in_w"] for info in placement.commands) // 2  # per image
-    views = {(info.fields["in_pixel_words"], info.fields["stride_h"], info.fields["stride_w"])
-             for info in placement.commands}
+    views = {(info.fields["in_pixel_words"], info.fields["in_row_pitch"], info.fields["stride_h"],
+              info.fields["stride_w"]) for info in placement.commands}
     if sampled:
-        assert read == h * w // stride[1]
-        assert views == {(src_words * stride[1], 1, 1)}
+        assert read == (h // stride[0]) * (w // stride[1])
+        assert views == {(src_words * stride[1], stride[0], 1, 1)}
     else:
-        assert views == {(src_words, *stride)}
+        assert views == {(src_words, 0, *stride)}

@@ -87,11 +87,13 @@ def test_folded_few_channel_layers_are_bit_exact_on_the_rtl(channels, seed):
 
 @pytest.mark.parametrize("config, seed", [(WIDE_CONFIG, 42)])
 def test_strips_of_rows_are_bit_exact_on_the_rtl(config, seed):
-    """Every command but the summed ones rewritten with a random ``strip_rows`` (0 to past the
-    job's rows; docs/engine.md, "Strips of rows"), whatever the placement chose: the striped
-    stream order, the strips' accumulator banks and skip addresses, under pauses."""
+    """Every command rewritten with a random ``weights_first`` and, but the summed ones, a random
+    ``strip_rows`` (0 to past the job's rows; docs/engine.md, "Strips of rows", "Weights
+    first"), whatever the placement chose: the striped and weights-first stream orders, the
+    strips' accumulator banks and skip addresses, under pauses."""
     program, placement, rng = fitting_program(seed, config)
     for info in placement.commands:
+        corrupt(placement.memory, placement, info.index, weights_first=int(rng.integers(0, 2)))
         if not info.fields["sum_pool"]:
             corrupt(placement.memory, placement, info.index, strip_rows=int(rng.integers(0, 16)))
     striped = [info for info in placement.commands if info.fields["out_h"] > 1 and not info.fields["sum_pool"]]

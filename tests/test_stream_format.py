@@ -59,8 +59,9 @@ def test_stream_formats_round_trip(seed, width, rows, cols, c_in, c_out, k):
 
 @settings(max_examples=30, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(1, 4), st.integers(1, 4), st.integers(1, 9), st.integers(1, 9),
-       st.integers(1, 3), st.booleans(), st.booleans())
-def test_job_stream_interleaves_the_first_output_tile_with_the_input(seed, rows, cols, c_in, c_out, k, add, striped):
+       st.integers(1, 3), st.booleans(), st.booleans(), st.booleans())
+def test_job_stream_interleaves_the_first_output_tile_with_the_input(seed, rows, cols, c_in, c_out, k, add, striped,
+                                                                      weights_first):
     from radix import stream_format as sf
 
     config = EngineConfig(rows=rows, cols=cols, width=8)
@@ -70,24 +71,30 @@ def test_job_stream_interleaves_the_first_output_tile_with_the_input(seed, rows,
     bias, shift = rng.integers(-1000, 1000, c_out), rng.integers(-8, 8, c_out)
     skip = rng.integers(-128, 128, (c_out, 2, 3)) if add else None
     skip_shift = rng.integers(-4, 4, c_out) if add else None
-    words = sf.job_words(x, w, bias, shift, config, skip=skip, skip_shift=skip_shift, striped=striped)
+    words = sf.job_words(x, w, bias, shift, config, skip=skip, skip_shift=skip_shift, striped=striped,
+                         weights_first=weights_first)
     cotiles = [sf.cotile_words(w, bias, shift, t, config, skip=skip, skip_shift=skip_shift)
                for t in range(sf.tiles(c_out, cols))]
     inputs = sf.input_words(x, config)
     got_input, got_cotiles = sf.split_job_words(words, c_in=c_in, height=3, width_px=4, kernel=k, c_out=c_out,
-                                                config=config, skip_pixels=6 if add else 0, striped=striped)
+                                                config=config, skip_pixels=6 if add else 0, striped=striped,
+                                                weights_first=weights_first)
     np.testing.assert_array_equal(got_input, inputs)
     assert len(got_cotiles) == len(cotiles)
     for got, want in zip(got_cotiles, cotiles):
         np.testing.assert_array_equal(got, want)
     # What the engine needs for its first pass comes first: the bias words, the first pass's
-    # weight rows (rows of tile 0, tap (0, 0); a striped job's every tap of tile 0), then input
-    # tile 0, which the first pass (strip) trails; the first tile's skip pixels, which only its
-    # last pass adds, end its part of the stream.
+    # weight rows (rows of tile 0, tap (0, 0); a striped job's every tap of tile 0; a
+    # weights-first job's every weight row of the first output tile), then input tile 0, which
+    # the first pass (strip) trails (a weights-first job's input tiles one after another); the
+    # first tile's skip pixels, which only its last pass adds, end its part of the stream.
     header = cols
     in_tile = inputs.size // sf.tiles(c_in, rows)
     first_pass = sf.leading_weight_words(k, config, striped=striped)
     assert first_pass == rows * config.wt_words * (k * k if striped else 1)
+    if weights_first:
+        first_pass = sf.tiles(c_in, rows) * sf.tile_weight_words(k, config)
+        np.testing.assert_array_equal(words[header + first_pass:header + first_pass + inputs.size], inputs)
     np.testing.assert_array_equal(words[:header], cotiles[0][:header])
     np.testing.assert_array_equal(words[header:header + first_pass], cotiles[0][header:header + first_pass])
     np.testing.assert_array_equal(words[header + first_pass:header + first_pass + in_tile], inputs[:in_tile])

@@ -125,11 +125,16 @@ class CommandUnit(wiring.Component):
         # The last output tile's weight rows and skip pixels carry only the words holding its
         # channels (radix.stream_format.tile_out_words): its first lane, those words, one tap's
         # rows of them, one input tile's and all input tiles' (the others' are whole tiles').
-        last_base, one_tile_last, t_chunk_last = (Signal(WIDE, name=name) for name in ("last_base", "one_tile_last",
-                                                                                        "t_chunk_last"))
+        # Registers in a chain from t_out, kk and t_kk, each a shift-and-add of a constant or of
+        # the 2-bit words_last: the multiplier's steps would lengthen every command's derive.
+        last_base, kk_rows, t_kk_rows, one_tile_last, t_chunk_last = (
+            Signal(WIDE, name=name) for name in ("last_base", "kk_rows", "t_kk_rows", "one_tile_last", "t_chunk_last"))
         words_last = Signal(range(wt_words + 1))
         chunk_last = Signal(range(rows * wt_words + 1))
         scratch = Signal(WIDE)
+        # the input's rows in memory: in_row_pitch * in_w pixels apart (in_w with 0 or 1), and in words
+        in_pitch, in_row_words = Signal(16 + 4), Signal(WIDE)
+        m.d.sync += in_pitch.eq(Mux(cmd.in_row_pitch > 1, small_product(cmd.in_row_pitch, cmd.in_w), cmd.in_w))
         # the computed map (even-cropped by pooling) and the written one (halved by pooling, one
         # pixel for a summed job), registered: the command is complete cycles before DERIVE
         # reads them, and the checks then start from flip-flops
@@ -146,11 +151,10 @@ class CommandUnit(wiring.Component):
         steps = [
             (t_in, (cmd.in_ch + rows - 1), Const(mul_r), shift_r),
             (t_out, (cmd.out_ch + cols - 1), Const(mul_c), shift_c),
-            (last_base, t_out - 1, Const(cols), 0),
             (hw_in, cmd.in_h, cmd.in_w, 0),
             (band_groups, hw_in, t_in, 0),
-            (scratch, cmd.in_y0, cmd.in_w, 0),
-            (in_off, scratch, cmd.in_pixel_words, 0),
+            (in_row_words, in_pitch, cmd.in_pixel_words, 0),
+            (in_off, in_row_words, cmd.in_y0, 0),
             (comp_px, comp_h, comp_w, 0),
             (out_px, rows_out, width_out, 0),
             (scratch, cmd.out_y0, width_out, 0),
@@ -163,16 +167,19 @@ class CommandUnit(wiring.Component):
             (t_chunk, t_kk, Const(chunk_words), 0),
             (extra_lanes, t_out - 1, Const(tile_lanes - cols), 0),
             (in_run, hw_in, Mux(cmd.narrow_in, 1, in_words), 0),
-            (one_tile_last, kk, chunk_last, 0),
-            (t_chunk_last, t_kk, chunk_last, 0),
         ]
-        # ceil(lanes / lanes_per_word) of the last tile's lanes, at most wt_words (a stale
-        # last_base only until its step: chunk_last's steps come many cycles later)
+        # ceil(lanes / lanes_per_word) of the last tile's lanes, at most wt_words (the chain is
+        # stale for a few cycles after t_out's and t_kk's steps: HAND, which reads its end, comes
+        # more than a dozen cycles after the last step)
         last_lanes_up = Signal(18)
-        m.d.sync += [last_lanes_up.eq(cmd.out_ch - last_base[:17] + lpw - 1),
+        m.d.sync += [last_base.eq(small_product(Const(cols), t_out - 1)),
+                     last_lanes_up.eq(cmd.out_ch - last_base[:17] + lpw - 1),
                      words_last.eq(Mux(last_lanes_up[lpw.bit_length() - 1:] >= wt_words, wt_words,
                                        last_lanes_up[lpw.bit_length() - 1:])),
-                     chunk_last.eq(small_product(words_last, Const(rows)))]
+                     chunk_last.eq(small_product(words_last, Const(rows))),
+                     kk_rows.eq(small_product(Const(rows), kk)), t_kk_rows.eq(small_product(Const(rows), t_kk)),
+                     one_tile_last.eq(small_product(words_last, kk_rows)),
+                     t_chunk_last.eq(small_product(words_last, t_kk_rows))]
         # one-hot step: selects the operands in an AND-OR tree and enables the destination, so a
         # destination's enable is three flip-flops ANDed, not a decode of a step count
         step_hot = Signal(len(steps))
@@ -237,6 +244,8 @@ class CommandUnit(wiring.Component):
             "tile_chunk", "tile_one", "tile_rest", "tile_t_chunk"))
         rest_last = Signal(WIDE)
         striped = Signal()  # strip_rows != 0: an input tile's weight rows all precede it
+        # weights_first, in the first output tile: all its weight rows precede the input tiles
+        first_tile_weights_first = Signal()
         rest_of_tile = Signal(WIDE)  # (kk - 1) * chunk_words: the weight rows after the input tile
         m.d.sync += [last_tile.eq(o_tile + 1 == t_out), last_in_tile.eq(t_tile + 1 == t_in),
                      one_tile.eq(kk * chunk_words), one_tap.eq(kk == 1), rest_of_tile.eq(one_tile - chunk_words),
@@ -345,7 +354,8 @@ class CommandUnit(wiring.Component):
                 group = Mux(cmd.narrow_in, 1, in_words)
                 m.d.sync += [out_sum_lo.eq(out_ch_up + extra_lanes[:WIDE // 2]),
                              out_room.eq(cmd.out_pixel_words - cmd.out_word_offset),
-                             in_group.eq(group), in_contiguous.eq(cmd.in_pixel_words == group)]
+                             in_group.eq(group),
+                             in_contiguous.eq((cmd.in_pixel_words == group) & (cmd.in_row_pitch <= 1))]
                 self._fold_terms(m, cmd, fold_terms, band_groups=band_groups)
                 m.next = "CHECK_WORDS"
             with m.State("CHECK_WORDS"):
@@ -380,11 +390,11 @@ class CommandUnit(wiring.Component):
                                  tile_rest_addr.eq(cmd.wt_addr + ((cols + Mux(only_tile, chunk_last, chunk_words)) << 3)),
                                  wt_rest.eq(cmd.wt_addr + (cols << 3)), skip_base.eq(cmd.skip_addr + (skip_off << 3)),
                                  skip_have.eq(cmd.skip_pixel_words)]
-                    m.d.sync += tile_is_last.eq(only_tile)
+                    m.d.sync += [tile_is_last.eq(only_tile), first_tile_weights_first.eq(cmd.weights_first)]
                     m.next = "BIAS"
             with m.State("BIAS"):
                 with m.If(read(wt_block, cols)):
-                    with m.If(o_tile == 0):
+                    with m.If((o_tile == 0) & ~first_tile_weights_first):
                         m.next = "FIRST_TAP"
                     with m.Else():
                         m.next = "WEIGHTS"
@@ -396,9 +406,11 @@ class CommandUnit(wiring.Component):
             with m.State("INPUT"):
                 with m.If(synced | caught_up):
                     m.d.sync += synced.eq(1)
-                    with m.If(read(in_base, Mux(in_contiguous, in_run, in_group), count=Mux(in_contiguous, 1, hw_in),
-                                   stride=cmd.in_pixel_words << 3)):
-                        with m.If(one_tap | striped):
+                    # one run, or each pixel's words, row by row
+                    with m.If(read(in_base, Mux(in_contiguous, in_run, in_group), count=Mux(in_contiguous, 1, cmd.in_w),
+                                   stride=cmd.in_pixel_words << 3, outer_count=Mux(in_contiguous, 1, cmd.in_h),
+                                   outer_stride=in_row_words << 3)):
+                        with m.If(one_tap | striped | first_tile_weights_first):
                             m.next = "TILE_DONE"
                         with m.Else():
                             m.next = "TILE_WEIGHTS"
@@ -412,10 +424,16 @@ class CommandUnit(wiring.Component):
                     m.d.sync += [t_tile.eq(t_tile + 1), in_base.eq(in_base + (in_words << 3)),
                                  tile_wt_addr.eq(tile_wt_addr + (tile_one << 3)),
                                  tile_rest_addr.eq(tile_rest_addr + (tile_one << 3))]
-                    m.next = "FIRST_TAP"
+                    with m.If(first_tile_weights_first):
+                        m.next = "INPUT"
+                    with m.Else():
+                        m.next = "FIRST_TAP"
             with m.State("WEIGHTS"):
                 with m.If(read(wt_rest, tile_t_chunk)):
-                    skip_or_next()
+                    with m.If(first_tile_weights_first):
+                        m.next = "INPUT"  # then each input tile, TILE_DONE stepping through them
+                    with m.Else():
+                        skip_or_next()
             with m.State("SKIP"):
                 # the tile's skip pixels, after its weights: the input read before them waited
                 # for the earlier commands (sync)
@@ -433,7 +451,7 @@ class CommandUnit(wiring.Component):
                     m.d.sync += [o_tile.eq(o_tile + 1), wt_block.eq(wt_block + (tile_words << 3)),
                                  wt_rest.eq(wt_rest + (tile_words << 3)), skip_base.eq(skip_base + (wt_words << 3)),
                                  skip_have.eq(skip_have - wt_words)]
-                    m.d.sync += tile_is_last.eq(next_last)
+                    m.d.sync += [tile_is_last.eq(next_last), first_tile_weights_first.eq(0)]
                     m.next = "BIAS"
             with m.State("FINISH"):
                 with m.If((complete == self.cmd_count) & self.writer_quiet):

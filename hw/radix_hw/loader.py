@@ -134,9 +134,11 @@ class Loader(wiring.Component):
         # (radix.stream_format.tile_out_words): ``row_last`` is the last word's index, set as the
         # tile begins; the group's other words are stored as zeros.
         row_last = Signal(range(max(cfg.wt_words, 2)))
-        # (a one-word row needs no count: the constant keeps the stream's handshake logic short)
-        row_done = word_index == row_last if cfg.wt_words > 1 else group_done(1)
         next_row_last = Signal.like(row_last)  # the next output tile's, from co (which moves at a tile's end)
+        # "the next word ends the row" (word_index == row_last) kept as a register, set wherever
+        # either moves: the compare into the buffers' write enables was the default build's
+        # slowest path (7.55 ns, 8 LUT levels).
+        row_done = Signal(init=1)
 
         def tile_group():
             if cfg.wt_words == 1:
@@ -155,7 +157,8 @@ class Loader(wiring.Component):
         def next_word(words: int, done=None):
             """Count a word of a ``words``-word group (ending early where ``done`` says so)."""
             done = group_done(words) if done is None else done
-            m.d.sync += word_index.eq(Mux(done, 0, word_index + 1))
+            m.d.sync += [word_index.eq(Mux(done, 0, word_index + 1)),
+                         row_done.eq(Mux(done, row_last == 0, word_index + 1 == row_last))]
             if words > 1:
                 with m.If(~done):
                     m.d.sync += gather.word_select(word_index, STREAM_BITS).eq(word)
@@ -164,6 +167,8 @@ class Loader(wiring.Component):
         u, v = Signal(KERNEL_BITS), Signal(KERNEL_BITS)
         r = Signal(range(rows))
         ch, co = Signal(17), Signal(17)  # first channel of the input / output tile
+        # a weights-first job's input tile being streamed (its first channel), and whether it is the last
+        input_ch, last_input_tile = Signal(17), Signal()
         in_addr = Signal(self.in_addr_bits)
         lane_count = Signal(range(cols))
         bank = Signal()
@@ -172,7 +177,7 @@ class Loader(wiring.Component):
         skip_addr = Signal(self.skip_addr_bits)
         # The fields read after ``start``, kept from it: the core may start the job before or
         # after this one, and its ``layer`` then holds that job.
-        job = Signal(data.StructLayout({"in_ch": 16, "out_ch": 16, "narrow_in": 1, "add": 1}))
+        job = Signal(data.StructLayout({"in_ch": 16, "out_ch": 16, "narrow_in": 1, "add": 1, "weights_first": 1}))
         # The job's input waits for the core's start of the job (``job_start``): until then the
         # previous job's passes may still read the input buffer and its input counts. The loader's
         # and the core's starts each flip a bit; the input is open while they agree (a register:
@@ -187,10 +192,11 @@ class Loader(wiring.Component):
         wt_addr = Signal(self.wt_addr_bits)
         # The first output tile streams each input tile after that tile's first tap of weight rows
         # (``input_due``: the tap being written is one; ``input_due_tile``: one is due after the
-        # input tile's last tap, in a striped job there only), then returns to ``resume``. Two
-        # registers, so neither test adds a LUT level to the tap's end.
+        # input tile's last tap, in a striped job there only), or, with ``weights_first``, all
+        # input tiles after the last input tile's last tap (``input_due_last``: due there), then
+        # returns to ``resume``. Registers, so no test adds a LUT level to the tap's end.
         first_cotile = Signal()
-        input_due, input_due_tile = Signal(), Signal()
+        input_due, input_due_tile, input_due_last = Signal(), Signal(), Signal()
         resume = Signal(range(len(RESUME)))
         hw_set = Signal()  # the first input tile is in (``hw`` holds IN_H*IN_W)
         m.d.sync += self.hw_valid.eq(hw_set)
@@ -275,11 +281,17 @@ class Loader(wiring.Component):
         # A striped job's input tile follows all of the tile's taps, else its first tap.
         striped = Signal()
 
-        def goto(state: str, *, tile_end: bool = False):
-            """The state after a tap's weight rows: first an input tile if one is due after it
-            (``tile_end``: the input tile's last tap)."""
-            with m.If(input_due_tile if tile_end else input_due):
-                m.d.sync += [resume.eq(RESUME.index(state)), input_due.eq(0), input_due_tile.eq(0)]
+        def interleave_input():
+            """Where the first output tile's next input tile goes (set as its weight rows begin)."""
+            interleaved = first_cotile & ~job.weights_first
+            return [input_due.eq(interleaved & ~striped), input_due_tile.eq(interleaved),
+                    input_due_last.eq(first_cotile & job.weights_first)]
+
+        def goto(state: str, *, due):
+            """The state after a tap's weight rows: first the input if it is ``due`` after it."""
+            with m.If(due):
+                m.d.sync += [resume.eq(RESUME.index(state)), input_due.eq(0), input_due_tile.eq(0),
+                             input_due_last.eq(0)]
                 m.next = "INPUT"
             with m.Else():
                 m.next = state
@@ -287,7 +299,8 @@ class Loader(wiring.Component):
         def end_tile():
             """The tile's last part is in: the next tile goes to the other bank, or the job ends."""
             m.d.sync += [co.eq(co + cols), bank.eq(~bank), first_cotile.eq(0),
-                         last_cotile.eq(co + 2 * cols >= job.out_ch), row_last.eq(next_row_last)]
+                         last_cotile.eq(co + 2 * cols >= job.out_ch), row_last.eq(next_row_last),
+                         row_done.eq(next_row_last == 0)]  # word_index is 0 at a tile's end
             with m.If(last_cotile):
                 m.next = "IDLE"
             with m.Else():
@@ -298,8 +311,11 @@ class Loader(wiring.Component):
                 m.d.comb += self.idle.eq(1)
                 with m.If(self.start):
                     # the banks carry on from the previous job: its last tiles may still compute
-                    m.d.sync += [x.eq(0), y.eq(0), ch.eq(0), co.eq(0), in_addr.eq(0), first_cotile.eq(1),
-                                 word_index.eq(0)]
+                    # (x, y, ch, r, u and v are 0 here: each returns to 0 at the end of its tile)
+                    m.d.sync += [co.eq(0), in_addr.eq(0), first_cotile.eq(1),
+                                 word_index.eq(0),
+                                 # the first tile's row_last is 0: one word a row, or channels in one word
+                                 row_done.eq((layer.out_ch <= cfg.lanes_per_word) | (cfg.wt_words == 1))]
                     m.next = "WAIT_BANK"
 
             with m.State("INPUT"):
@@ -314,10 +330,15 @@ class Loader(wiring.Component):
                                          in_x_last.eq(in_w_last == 0), in_y_last.eq(y + 1 == in_h_last)]
                             with m.If(in_y_last):
                                 m.d.sync += [y.eq(0), in_y_last.eq(in_h_last == 0), tile_written.eq(1)]
-                                with m.Switch(resume):
-                                    for index, state in enumerate(RESUME):
-                                        with m.Case(index):
-                                            m.next = state
+                                with m.If(job.weights_first & ~last_input_tile):
+                                    # the next input tile follows
+                                    m.d.sync += [input_ch.eq(input_ch + rows),
+                                                 last_input_tile.eq(input_ch + 2 * rows >= job.in_ch)]
+                                with m.Else():
+                                    with m.Switch(resume):
+                                        for index, state in enumerate(RESUME):
+                                            with m.Case(index):
+                                                m.next = state
 
             with m.State("WAIT_BANK"):
                 with m.If(free.bit_select(bank, 1)):
@@ -339,9 +360,7 @@ class Loader(wiring.Component):
                         lane_count.eq(lane_count + 1),
                     ]
                     with m.If(lane_count == cols - 1):
-                        m.d.sync += [r.eq(0), u.eq(0), v.eq(0), ch.eq(0), x.eq(0), y.eq(0), last_tap.eq(one_tap),
-                                     skip_addr.eq(Mux(bank, cfg.acc_depth, 0)),
-                                     input_due.eq(first_cotile & ~striped), input_due_tile.eq(first_cotile)]
+                        m.d.sync += [skip_addr.eq(Mux(bank, cfg.acc_depth, 0)), *interleave_input()]
                         if not flag_from_ch:
                             m.d.sync += last_ch_tile.eq(rows >= job.in_ch)
                         m.next = "WEIGHTS"
@@ -359,7 +378,12 @@ class Loader(wiring.Component):
                             with m.If(last_skip_y):
                                 m.d.sync += [y.eq(0), skip_free.bit_select(bank, 1).eq(0),
                                              self.skip_ready.bit_select(bank, 1).eq(1)]
-                                end_tile()
+                                m.next = "SKIP_END"
+
+            with m.State("SKIP_END"):
+                # the tile's end a cycle after its last skip pixel: from the stream's handshake,
+                # end_tile's enables were the default build's slowest path (7.51 ns)
+                end_tile()
 
             with m.State("WEIGHTS"):
                 m.d.comb += self.s_in.ready.eq(1)
@@ -382,14 +406,13 @@ class Loader(wiring.Component):
                                     m.d.sync += last_ch_tile.eq(ch + 2 * rows >= job.in_ch)
                                 with m.If(last_ch_tile):
                                     m.d.sync += ch.eq(0)
-                                    goto("TILE_END", tile_end=True)
+                                    goto("TILE_END", due=input_due_tile | input_due_last)
                                 with m.Else():
-                                    goto("WEIGHTS", tile_end=True)
+                                    goto("WEIGHTS", due=input_due_tile)
                                     # the next input tile follows its first tap (after goto: wins)
-                                    m.d.sync += [input_due.eq(first_cotile & ~striped),
-                                                 input_due_tile.eq(first_cotile)]
+                                    m.d.sync += interleave_input()
                             with m.Else():
-                                goto("WEIGHTS")
+                                goto("WEIGHTS", due=input_due)
 
             with m.State("TILE_END"):
                 # the tile's weight rows are in (a state of its own keeps the choice below off
@@ -406,8 +429,10 @@ class Loader(wiring.Component):
                          skip_w_last.eq(computed_size(layer.out_w, layer.pool) - 1),
                          skip_h_last.eq(computed_size(layer.out_h, layer.pool) - 1),
                          kh_last.eq(layer.kernel_h - 1), kw_last.eq(layer.kernel_w - 1),
+                         last_tap.eq((layer.kernel_h == 1) & (layer.kernel_w == 1)),
+                         input_ch.eq(0), last_input_tile.eq(layer.in_ch <= rows),
                          last_cotile.eq(cols >= layer.out_ch), row_last.eq(tile_words_last(layer.out_ch - 1))]
             m.d.sync += [job.in_ch.eq(layer.in_ch), job.out_ch.eq(layer.out_ch), job.narrow_in.eq(layer.narrow_in),
-                         job.add.eq(layer.add), self.first_bank.eq(bank), striped.eq(layer.strip_rows != 0),
+                         job.add.eq(layer.add), job.weights_first.eq(layer.weights_first), self.first_bank.eq(bank), striped.eq(layer.strip_rows != 0),
                          load_epoch.eq(~load_epoch)]
         return m

@@ -287,7 +287,7 @@ def _run_job(bus: _Bus, f: dict, cfg: EngineConfig) -> int:
     # one output tile's words in the weight block (all but the last tile's are whole)
     block = stream_format.cotile_word_count(c_in, k, cfg)
     wt = f["wt_addr"] // BUS_BYTES
-    in_pixels = _pixel_rows(f["in_y0"], f["in_h"], f["in_w"], f["in_w"])
+    in_pixels = _pixel_rows(f["in_y0"], f["in_h"], max(1, f["in_row_pitch"]) * f["in_w"], f["in_w"])
     in_start = f["in_addr"] // BUS_BYTES + in_pixels * f["in_pixel_words"]
     if f["add"]:
         skip_start = (f["skip_addr"] // BUS_BYTES + f["skip_pixel_words"]
@@ -301,14 +301,16 @@ def _run_job(bus: _Bus, f: dict, cfg: EngineConfig) -> int:
         tile_weights = stream_format.tile_weight_words(k, cfg, row_words=row_words)
         parts.append(tile + np.arange(cfg.cols))
         if o == 0:
-            first_tap = stream_format.leading_weight_words((f["kernel_h"], f["kernel_w"]), cfg,
-                                                           striped=bool(f["strip_rows"]), row_words=row_words)
             group = input_group_words(cfg, narrow=bool(f["narrow_in"]))
-            for t in range(t_in):
-                weights = tile + cfg.cols + t * tile_weights + np.arange(tile_weights)
-                parts.append(weights[:first_tap])
-                parts.append((in_start.reshape(-1, 1) + t * cfg.in_words + np.arange(group)).reshape(-1))
-                parts.append(weights[first_tap:])
+            inputs = [(in_start.reshape(-1, 1) + t * cfg.in_words + np.arange(group)).reshape(-1) for t in range(t_in)]
+            if f["weights_first"]:
+                parts += [tile + cfg.cols + np.arange(t_in * tile_weights), *inputs]
+            else:
+                first_tap = stream_format.leading_weight_words((f["kernel_h"], f["kernel_w"]), cfg,
+                                                               striped=bool(f["strip_rows"]), row_words=row_words)
+                for t in range(t_in):
+                    weights = tile + cfg.cols + t * tile_weights + np.arange(tile_weights)
+                    parts += [weights[:first_tap], inputs[t], weights[first_tap:]]
         else:
             parts.append(tile + cfg.cols + np.arange(t_in * tile_weights))
         if f["add"]:
@@ -347,7 +349,7 @@ def _compute(stream: np.ndarray, f: dict, cfg: EngineConfig, skip_pixels: int) -
     narrow = bool(f["narrow_in"])
     input_part, cotiles = stream_format.split_job_words(
         stream, c_in=c_in, height=f["in_h"], width_px=f["in_w"], kernel=k, c_out=c_out, config=cfg,
-        skip_pixels=skip_pixels, narrow=narrow, striped=bool(f["strip_rows"]))
+        skip_pixels=skip_pixels, narrow=narrow, striped=bool(f["strip_rows"]), weights_first=bool(f["weights_first"]))
     x = stream_format.decode_input_words(input_part, c_in, f["in_h"], f["in_w"], cfg, unsigned=bool(f["in_unsigned"]),
                                          narrow=narrow)
     tiles = [stream_format.decode_cotile_words(words, c_in, k, cfg, skip_pixels=skip_pixels,

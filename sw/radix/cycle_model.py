@@ -3,7 +3,8 @@
 **One job on the core** (:func:`core_cycles`) is replayed event by event from its stream
 (radix.stream_format, docs/engine.md): the words arrive one a cycle in stream order (the first
 output tile's bias words, then per input tile the first tap's weight rows, the input tile and
-the rest of the tile's weight rows, then its skip pixels; every later output tile whole),
+the rest of the tile's weight rows, or with ``weights_first`` all its weight rows and then the
+input tiles, then its skip pixels; every later output tile whole),
 except that tile ``o``'s words wait for its weight bank (free once tile ``o - 2``'s last pass
 began) and its skip pixels for its skip bank (free once that pass ended). A pass starts when
 the running pass ends, its weight rows are in and shifted into the array (``rows + 1`` cycles,
@@ -44,7 +45,7 @@ from .engine_spec import (MAX_BURST_BEATS, MEMORY_LATENCY, STRIP_ROWS_BITS, WRIT
 from .stream_format import input_tile_words, tiles, tile_out_words
 
 # Measured list costs (module docstring), in cycles.
-LIST_START = 200
+LIST_START = 185
 JOB_END = 46
 LIST_DONE = 42
 # Cycles a pixel's issue takes to reach its accumulator write, beyond rows + cols.
@@ -95,6 +96,7 @@ def core_timeline(config: EngineConfig, job: dict, *, head: float | None = None)
     strips = job_strips(job)
     passes = t_in * taps  # per strip of an output tile
     leading = taps if job.get("strip_rows", 0) else 1  # taps of weight rows before an input tile
+    weights_first = bool(job.get("weights_first", 0))  # all the first tile's rows before its input
     narrow = bool(job.get("narrow_in", 0))
     in_tile = input_tile_words(job["in_h"], job["in_w"], config, narrow=narrow)
     row_words = job["in_w"] * input_group_words(config, narrow=narrow)
@@ -119,20 +121,27 @@ def core_timeline(config: EngineConfig, job: dict, *, head: float | None = None)
             stream = max(stream, tile_started[o - 2] + 1)
         stream += cols
         weights_in, tile_start = [], []  # per input tile: each tap's weight rows in; its input's start
+        interleaved = o == 0 and not weights_first
+
+        def input_tile():
+            nonlocal stream
+            stream = max(stream, input_floor)
+            tile_start.append(stream)
+            stream += in_tile
+
         for _ in range(t_in):
             arrivals = []
             for tap in range(taps):
-                if o == 0 and tap == leading:
-                    stream = max(stream, input_floor)
-                    tile_start.append(stream)
-                    stream += in_tile
+                if interleaved and tap == leading:
+                    input_tile()
                 stream += chunk
                 arrivals.append(stream)
-            if o == 0 and leading == taps:
-                stream = max(stream, input_floor)
-                tile_start.append(stream)
-                stream += in_tile
+            if interleaved and leading == taps:
+                input_tile()
             weights_in.append(arrivals)
+        if o == 0 and weights_first:
+            for _ in range(t_in):
+                input_tile()
         stream += 1  # the loader's cycle at the tile's end
         skip_in = skip_start = 0
         if skip:
@@ -141,6 +150,7 @@ def core_timeline(config: EngineConfig, job: dict, *, head: float | None = None)
             skip_start = stream
             stream += skip
             skip_in = stream + SKIP_WAIT
+            stream += 1  # and its cycle after the skip pixels
         per_pixel = words if job["out_pixel_words"] == words else max(words, write_burst)
         for b, (i0, n) in enumerate(strips):
             strip_pixels = n * comp_w
@@ -186,30 +196,33 @@ def core_timeline(config: EngineConfig, job: dict, *, head: float | None = None)
     return drain_end, max(stream + NEXT_HEAD_DELAY, bank_free)
 
 
-def fastest_strip_rows(config: EngineConfig, job: dict, *, clock: ListClock | None = None) -> int:
-    """The ``strip_rows`` (0 for one strip) with which ``job`` finishes soonest: on the core alone
-    (:func:`core_cycles`), or, with ``clock`` (the list's jobs before it, which it leaves as it
-    is), as the list's next job, whose head loads while the job before computes. Strips help a job
-    of several passes, whose first strip trails the input and whose strips' drains overlap the
-    next strips' passes; a strip of fewer pixels than ``min_pass`` wastes the rest of each pass,
-    so smaller ones are not tried. A summed job has one strip."""
+def fastest_order(config: EngineConfig, job: dict, *, clock: ListClock | None = None) -> dict:
+    """The ``strip_rows`` (0 for one strip) and ``weights_first`` with which ``job`` finishes
+    soonest: on the core alone (:func:`core_cycles`), or, with ``clock`` (the list's jobs before
+    it, which it leaves as it is), as the list's next job, whose head loads while the job before
+    computes. Strips help a job of several passes, whose first strip trails the input and whose
+    strips' drains overlap the next strips' passes; a strip of fewer pixels than ``min_pass``
+    wastes the rest of each pass, so smaller ones are not tried. A summed job has one strip.
+    Weights first helps a job whose weights can load during the job before: only its input is
+    then left to stream. On a tie the plainer order wins (no strips, interleaved)."""
     comp_h, comp_w = computed_map(job["out_h"], job["out_w"], bool(job["pool"]))
-    passes = tiles(job["in_ch"], config.rows) * job["kernel_h"] * job["kernel_w"]
-    if job.get("sum_pool", 0) or passes == 1 or comp_h < 2:
-        return 0
+    taps = job["kernel_h"] * job["kernel_w"]
+    t_in = tiles(job["in_ch"], config.rows)
+    strips = [0]
+    if not (job.get("sum_pool", 0) or t_in * taps == 1 or comp_h < 2):
+        smallest = max(1, -(-config.min_pass // comp_w))
+        strips += list(range(smallest, min(comp_h - 1, (1 << STRIP_ROWS_BITS) - 1) + 1))
 
-    def cycles(rows: int) -> float:
+    def cycles(order: dict) -> float:
         if clock is None:
-            return core_cycles(config, dict(job, strip_rows=rows))
-        return copy.copy(clock).job(dict(job, strip_rows=rows))
+            return core_cycles(config, dict(job, **order))
+        return copy.copy(clock).job(dict(job, **order))
 
-    smallest = max(1, -(-config.min_pass // comp_w))
-    best, best_cycles = 0, cycles(0)
-    for rows in range(smallest, min(comp_h - 1, (1 << STRIP_ROWS_BITS) - 1) + 1):
-        taken = cycles(rows)
-        if taken < best_cycles:
-            best, best_cycles = rows, taken
-    return best
+    # weights first differs from the interleaved order only where a tile's weight rows would
+    # follow some of its input: several input tiles, or several taps without strips
+    orders = [{"strip_rows": rows, "weights_first": first} for first in (0, 1) for rows in strips
+              if not first or t_in > 1 or (taps > 1 and not rows)]
+    return min(orders, key=cycles)  # min keeps the first of equals
 
 
 def last_burst_beats(config: EngineConfig, job: dict) -> int:

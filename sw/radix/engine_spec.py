@@ -231,6 +231,7 @@ CORE_LAYER_FIELDS = {
     "pad_top": KERNEL_BITS, "pad_left": KERNEL_BITS,
     "relu": 1, "pool": 1, "add": 1, "in_unsigned": 1, "skip_unsigned": 1, "out_unsigned": 1, "sum_pool": 1,
     "fold_taps": KERNEL_BITS, "fold_lanes": 8, "narrow_in": 1, "strip_rows": STRIP_ROWS_BITS,
+    "weights_first": 1,
 }
 FIELD_MAX = (1 << 16) - 1  # the largest size a command's 16-bit fields hold
 
@@ -298,8 +299,9 @@ def _markdown_table(registers) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Engine version 11: the engine as a bus master (docs/engine.md, "Memory and commands"); version 10
-# sent a last output tile's weight rows and skip pixels as whole rows of wt_words words, version 9
+# Engine version 12: the engine as a bus master (docs/engine.md, "Memory and commands"); version 11
+# streamed a first output tile's weight rows interleaved with its input tiles always (no
+# `weights_first`) and read input rows in_w pixels apart (no `in_row_pitch`), version 10 sent a last output tile's weight rows and skip pixels as whole rows of wt_words words, version 9
 # ran a job's passes tap-major over the whole map (no `strip_rows`), version 8 had no narrow
 # inputs (`narrow_in`), version 7 no folded jobs (`fold_taps`, `fold_lanes`), version 6 square
 # kernels and strides only (`kernel`, `stride`), version 5 no summed jobs (`sum_pool`).
@@ -314,8 +316,10 @@ def _markdown_table(registers) -> str:
 # kernels and strides (kernel_h/kernel_w, stride_h/stride_w); 8: kernel columns folded into the rows
 # of a few-channel layer (fold_taps, fold_lanes); 9: narrow input tensors, one word a pixel (narrow_in);
 # 10: passes strip-major over strips of output rows (strip_rows); 11: a last output tile's weight rows
-# and skip pixels carry only the words holding its channels (the weight blocks' layout changed)
-BUS_ENGINE_VERSION = 11
+# and skip pixels carry only the words holding its channels (the weight blocks' layout changed);
+# 12: a job's first output tile may stream all its weight rows before its input tiles (weights_first),
+# and its input rows may lie further apart than its width (in_row_pitch)
+BUS_ENGINE_VERSION = 12
 BUS_ADDR_BITS = 32  # byte addresses on the AXI master
 BUS_BYTES = STREAM_BITS // 8  # bytes per AXI master beat (64-bit data)
 MAX_BURST_BEATS = 16  # the PS7 HP ports are AXI3 inside: at most 16 beats per burst
@@ -431,6 +435,8 @@ COMMAND_FIELDS: tuple[CommandField, ...] = (
                  "pool folded into a fully connected layer, docs/arithmetic.md §10): kernel 1x1, stride 1, no pool or add"),
     CommandField("narrow_in", 6, 49, 1, "The input tensor is narrow (docs/engine.md, \"Tensors in memory\"): its one "
                  "input tile is the first word of each pixel, the tile's other lanes zero"),
+    CommandField("weights_first", 6, 50, 1, "The first output tile's weight rows, of every input tile, precede its "
+                 "input tiles in the stream (docs/engine.md, \"Weights first\"), which then follow one another"),
     CommandField("stat_addr", 7, 0, 32, "Byte address of the stats word (with stats)"),
     CommandField("kernel_w", 7, 32, 4, f"Kernel columns KW ({KERNEL_RANGE[0]}..{KERNEL_RANGE[1]})"),
     CommandField("stride_w", 7, 36, 4, f"Horizontal stride SW ({STRIDE_RANGE[0]}..{STRIDE_RANGE[1]})"),
@@ -441,6 +447,9 @@ COMMAND_FIELDS: tuple[CommandField, ...] = (
     CommandField("strip_rows", 7, 56, STRIP_ROWS_BITS, "Computed rows per strip: the passes run strip by strip, "
                  "each strip's taps before the next strip's (docs/engine.md, \"Strips of rows\"); 0: one strip, the "
                  "whole map; 0 with sum_pool"),
+    CommandField("in_row_pitch", 7, 60, 4, "Input rows in memory are in_row_pitch * in_w pixels apart, of which the "
+                 "band reads each row's first in_w (a sampling view, docs/engine.md, \"Strided 1x1 convolutions\"); "
+                 "0 or 1: in_w apart"),
 )
 COMMAND_FIELD = {f.name: f for f in COMMAND_FIELDS}
 STATS_CYCLES_BITS = 32  # stats word: bits 0..31 cycles from START to the command's end, 32..63 its saturations

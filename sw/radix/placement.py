@@ -25,7 +25,7 @@ import numpy as np
 
 from . import golden, jobs, ops, space_to_depth, stream_format, tap_fold
 from .command_exec import command_error
-from .cycle_model import ListClock, fastest_strip_rows
+from .cycle_model import ListClock, fastest_order
 from .engine_errors import EngineMismatch
 from .engine_spec import (BUS_ADDR_BITS, BUS_BYTES, COMMAND_BYTES, COMMAND_FIELD, OPCODE_CONV, EngineConfig,
                           can_be_narrow, canonical_lane, computed_map, encode_command, pair,
@@ -213,12 +213,12 @@ def place(program: Program, config: EngineConfig, *, batch: int = 1, base: int =
     for addr, words in builder.blocks:
         memory[(addr - base) // BUS_BYTES : (addr - base) // BUS_BYTES + words.size] = words
     commands = []
-    clock = ListClock(config)  # each job's strips chosen as the list's next job (its head loaded ahead)
+    clock = ListClock(config)  # each job's order chosen as the list's next job (its head loaded ahead)
     for index, (layer_name, images, job, fields) in enumerate(builder.jobs):
         first_of_layer = index == 0 or builder.jobs[index - 1][0] != layer_name
         fields = dict(dict.fromkeys(COMMAND_FIELD, 0), **fields, sync=int(first_of_layer), stats=1,
                       stat_addr=stat_base + index * BUS_BYTES)
-        fields["strip_rows"] = fastest_strip_rows(config, fields, clock=clock)
+        fields.update(fastest_order(config, fields, clock=clock))
         clock.job(fields)
         where = f"layer {layer_name} job {job + 1} (images {images[0]}..{images[-1]})"
         problem = command_error(fields, config)
@@ -469,7 +469,7 @@ class _Builder:
             raise PlacementError(f"layer {layer.name}: {exc}") from None
         _, comp_w = computed_map(geometry.out_h, geometry.out_w, layer.pool)
         div = 2 if layer.pool else 1
-        view_width = _sampling_view_width(geometry) if fold is None else None  # a fold reads every column
+        view = _sampling_view(geometry) if fold is None else None  # a fold reads every column
         for image in range(self.batch):
             for index, (r0, rows) in enumerate(bands):
                 y0, y1 = geometry.input_rows(r0, rows)
@@ -478,8 +478,8 @@ class _Builder:
                               in_h=y1 - y0, in_w=geometry.width, out_h=rows, out_w=comp_w,
                               in_addr=src.view_addr + image * src.image_bytes, in_y0=y0, in_height=src.height,
                               out_y0=r0 // div, out_addr=out.addr + image * out.image_bytes)
-                if view_width is not None:
-                    fields.update(**window_fields(1, 1), in_y0=r0, in_h=rows, in_w=view_width,
+                if view is not None:
+                    fields.update(**window_fields(1, 1), in_y0=r0, in_h=rows, in_w=view[0], in_row_pitch=view[1],
                                   in_height=src.height // geometry.stride[0],
                                   in_pixel_words=src.pixel_words * geometry.stride[1])
                 if skip is not None:
@@ -538,22 +538,23 @@ def _fold_config(config: EngineConfig, fold: tap_fold.TapFold, layer: Layer, in_
     return folded
 
 
-def _sampling_view_width(geometry: jobs.Geometry) -> int | None:
-    """The view's width (row pitch in view pixels) when a convolution only samples its input: a 1x1 kernel with a
-    horizontal stride, no padding and strides that divide the map (ResNet's projection shortcuts).
+def _sampling_view(geometry: jobs.Geometry) -> tuple[int, int] | None:
+    """``(width, row pitch)`` of the view a convolution reads when it only samples its input: a 1x1
+    kernel with a horizontal stride, no padding and strides that divide the map (ResNet's
+    projection shortcuts); None for any other.
 
-    Such a job then reads its input as a stride-1 map whose pixels are every SW-th pixel (the
-    pixel stride times SW) and whose rows are every SH-th row (a row pitch of SH * W / SW of
-    those pixels): it streams ``1 / SW`` of the map instead of all of it, and the columns it
-    computes are the first ``W / SW`` of each view row, exactly the sampled ones. The view covers
-    the same bytes as the tensor, so it reads nothing outside it.
+    Such a job reads its input as a stride-1 map whose pixels are every SW-th pixel (the pixel
+    stride times SW), ``W / SW`` of them a row, exactly the sampled ones, and whose rows are every
+    SH-th row (``in_row_pitch = SH``: rows ``SH * W / SW`` view pixels apart): it streams
+    ``1 / (SH * SW)`` of the map. The view covers the same bytes as the tensor, so it reads
+    nothing outside it.
     """
     (sh, sw), g = geometry.stride, geometry
     if g.kernel != (1, 1) or sw == 1 or g.pool or g.pad_top or g.pad_left:  # SW = 1: the bands read less
         return None
     if g.height % sh or g.width % sw or (g.out_h, g.out_w) != (g.height // sh, g.width // sw):
         return None
-    return sh * g.width // sw
+    return g.width // sw, sh
 
 
 def window_fields(kernel, stride) -> dict[str, int]:

@@ -26,8 +26,11 @@ streams in, and its first pass on ``t`` trail input tile ``t`` as it streams in
 (docs/engine.md): only the first pass's weight rows precede it (:func:`job_words`,
 :func:`split_job_words`). A *striped* job (``strip_rows`` set: its passes run strip by strip,
 docs/engine.md) sends all of ``t``'s weight rows before input tile ``t``, since its first
-strip's passes on every tap trail the tile. The skip pixels come last because only a tile's last pass adds them:
-they stream while its earlier passes run.
+strip's passes on every tap trail the tile. A *weights-first* job (``weights_first``) sends all of the
+first output tile's weight rows, of every input tile, before its input tiles, which then follow one
+another: when the job loads while the job before computes, its head is then all of its weights,
+and only its input streams after the job before is done. The skip pixels come last because only a
+tile's last pass adds them: they stream while its earlier passes run.
 
 The output stream carries, for each output-channel tile, for each output pixel (after pooling)
 in raster order, one group of ``cols`` lanes, of which only the words that hold the layer's
@@ -209,9 +212,9 @@ def input_word_count(c_in: int, height: int, width_px: int, config: EngineConfig
 
 
 def job_words(x, weights, bias, shift, config: EngineConfig, *, skip=None, skip_shift=None,
-              narrow: bool = False, striped: bool = False) -> np.ndarray:
+              narrow: bool = False, striped: bool = False, weights_first: bool = False) -> np.ndarray:
     """The whole input stream of one job, in the order of the module docstring (``narrow``: its
-    input narrow; ``striped``: the job has ``strip_rows``)."""
+    input narrow; ``striped``: the job has ``strip_rows``; ``weights_first``: the job's field)."""
     c_out, c_in = np.asarray(weights).shape[:2]
     inputs = input_words(x, config, narrow=narrow).reshape(
         -1, input_tile_words(*np.asarray(x).shape[1:], config, narrow=narrow))
@@ -221,10 +224,13 @@ def job_words(x, weights, bias, shift, config: EngineConfig, *, skip=None, skip_
     weight_part = tiles(c_in, config.rows) * tile_weight_words(np.asarray(weights).shape[2:], config,
                                                                row_words=first_words)
     bias, first_weights, skip_part = np.split(cotiles[0], [config.cols, config.cols + weight_part])
-    leading = leading_weight_words(np.asarray(weights).shape[2:], config, striped=striped, row_words=first_words)
     parts = [bias]
-    for tile, tile_weights in zip(inputs, first_weights.reshape(len(inputs), -1)):
-        parts += [tile_weights[:leading], tile, tile_weights[leading:]]
+    if weights_first:
+        parts += [first_weights, *inputs]
+    else:
+        leading = leading_weight_words(np.asarray(weights).shape[2:], config, striped=striped, row_words=first_words)
+        for tile, tile_weights in zip(inputs, first_weights.reshape(len(inputs), -1)):
+            parts += [tile_weights[:leading], tile, tile_weights[leading:]]
     return np.concatenate(parts + [skip_part] + cotiles[1:])
 
 
@@ -238,7 +244,7 @@ def leading_weight_words(kernel, config: EngineConfig, *, striped: bool, row_wor
 
 def split_job_words(words, *, c_in: int, height: int, width_px: int, kernel, c_out: int,
                     config: EngineConfig, skip_pixels: int = 0, narrow: bool = False,
-                    striped: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
+                    striped: bool = False, weights_first: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
     """Inverse of the ordering of :func:`job_words`: ``(input words, [cotile words per output tile])``,
     each as :func:`input_words` and :func:`cotile_words` make them."""
     words = np.asarray(words, dtype=np.uint64)
@@ -253,13 +259,17 @@ def split_job_words(words, *, c_in: int, height: int, width_px: int, kernel, c_o
     tile_weights = tile_weight_words(kernel, config, row_words=first_words)
     bias = config.cols
     interleaved_end = bias + n_in * (in_tile + tile_weights)
-    interleaved = words[bias:interleaved_end].reshape(n_in, in_tile + tile_weights)
-    leading = leading_weight_words(kernel, config, striped=striped, row_words=first_words)
-    weights = np.concatenate([interleaved[:, :leading], interleaved[:, leading + in_tile:]], axis=1)
+    if weights_first:
+        weights, inputs = np.split(words[bias:interleaved_end], [n_in * tile_weights])
+    else:
+        interleaved = words[bias:interleaved_end].reshape(n_in, in_tile + tile_weights)
+        leading = leading_weight_words(kernel, config, striped=striped, row_words=first_words)
+        weights = np.concatenate([interleaved[:, :leading], interleaved[:, leading + in_tile:]], axis=1)
+        inputs = interleaved[:, leading:leading + in_tile]
     skip_end = interleaved_end + skip_pixels * first_words
     first = np.concatenate([words[:bias], weights.reshape(-1), words[interleaved_end:skip_end]])
     rest = np.split(words[skip_end:], np.cumsum(sizes[1:-1])) if len(sizes) > 1 else []
-    return interleaved[:, leading:leading + in_tile].reshape(-1), [first, *rest]
+    return inputs.reshape(-1), [first, *rest]
 
 
 def decode_bias_words(words) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
