@@ -56,9 +56,16 @@ ROW_WAIT = 2
 SKIP_WAIT = 2
 # From a strip's last skip word to its last pass's first pixel (the write, the count, its compare).
 STRIP_SKIP_WAIT = 3
-# From a job's last stream word to the next job's first (the next command's words follow the
-# job's in the read stream, its checks, then its first reads cross the memory's latency).
-NEXT_HEAD_DELAY = 48
+# From a job's last stream word to the next job's first: the next command's words follow the
+# job's in the read stream, the command unit derives its sizes (18 steps of its multiplier, 5
+# cycles each) and checks it, then its first reads cross the memory's latency. Measured on
+# VWW's chains of small depthwise jobs, whose heads load during jobs of a few hundred cycles
+# (48 before: the long jobs of ResNet-8 hide it).
+NEXT_HEAD_DELAY = 140
+# Cycles from a write burst's address to the release of its slot (WRITE_BURSTS of them): the
+# memory's latency, the data, the response and the write master's registers (measured with the
+# one-word bursts of ResNet-8's stack2 shortcut, whose second output tile is one word a pixel).
+WRITE_TURNAROUND = MEMORY_LATENCY + 9
 # From a job's start to its first input word where it waits for the earlier commands' writes
 # (``sync``: its input reads go out as the job before completes); else a cycle.
 INPUT_AFTER_START = 30
@@ -101,7 +108,7 @@ def core_timeline(config: EngineConfig, job: dict, *, head: float | None = None)
     in_tile = input_tile_words(job["in_h"], job["in_w"], config, narrow=narrow)
     row_words = job["in_w"] * input_group_words(config, narrow=narrow)
     to_accumulator = rows + cols + ARRAY_PIPELINE
-    write_burst = (MEMORY_LATENCY + 2) / WRITE_BURSTS  # cycles per burst the writes' responses allow
+    write_burst = WRITE_TURNAROUND / WRITE_BURSTS  # cycles per burst the writes' responses allow
 
     def input_rows_in(tile_start: int, last_row: int, u: int) -> int:
         """When the input row that output row ``last_row`` reads at kernel row ``u`` is in."""
@@ -193,7 +200,7 @@ def core_timeline(config: EngineConfig, job: dict, *, head: float | None = None)
             drain_end = max(begin + math.ceil(drain), issued + to_accumulator + math.ceil(per_pixel))
             strip_drained.append(drain_end)
     bank_free = tile_started[-2] if t_out >= 2 else -math.inf
-    return drain_end, max(stream + NEXT_HEAD_DELAY, bank_free)
+    return math.ceil(drain_end), max(stream + NEXT_HEAD_DELAY, bank_free)
 
 
 def fastest_order(config: EngineConfig, job: dict, *, clock: ListClock | None = None) -> dict:
