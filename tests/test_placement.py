@@ -205,9 +205,10 @@ def random_input(rng, program: Program, batch: int) -> np.ndarray:
     return rng.integers(lo, hi + 1, (batch,) + tuple(program.input_shape))
 
 
-def run_placed(program: Program, config: EngineConfig, x, *, batch: int):
-    """Place, write the input, execute the whole list; the placement, the memory and the result."""
-    placement = place(program, config, batch=batch, base=BASE)
+def run_placed(program: Program, config: EngineConfig, x, *, batch: int, order=None):
+    """Place (the jobs' stream orders from ``order``, by default the fastest), write the input,
+    execute the whole list; the placement, the memory and the result."""
+    placement = place(program, config, batch=batch, base=BASE, order=order)
     memory = placement.memory.copy()
     offset, words = placement.input_words(x)
     memory[offset // 8 : offset // 8 + words.size] = words
@@ -308,6 +309,40 @@ def test_random_graphs_are_bit_exact_in_memory(config_name, batch, seed):
     summed = any(info.fields["sum_pool"] for info in placement.commands)
     if small and not summed:
         assert any(info.job > 0 for info in placement.commands if info.layer.startswith("l"))
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_random_stream_orders_are_placed_as_drawn_and_stay_bit_exact(seed):
+    """The self-test's random stream orders (runner.random_order): every job carries the order
+    drawn for it, both orders of weights and strips of many sizes occur, and the list is
+    bit-exact whatever they are (the order changes when words arrive, never what is computed)."""
+    from radix.runner import random_order
+
+    rng = np.random.default_rng(seed)
+    program = random_program(rng, 8, 30)
+    x = random_input(rng, program, 1)
+    pick, drawn = random_order(np.random.default_rng(seed)), []
+
+    def order(fields):
+        drawn.append(pick(fields))
+        return drawn[-1]
+
+    placement, memory, result = run_placed(program, EngineConfig(), x, batch=1, order=order)
+    assert result.done and not result.error
+    check_every_tensor(program, placement, memory, x)
+    assert [{k: info.fields[k] for k in ("strip_rows", "weights_first")} for info in placement.commands] == drawn
+    assert all(info.fields["strip_rows"] == 0 for info in placement.commands if info.fields["sum_pool"])
+
+
+def test_random_orders_draw_every_choice():
+    from radix.runner import random_order
+
+    order = random_order(np.random.default_rng(1))
+    draws = [order({"sum_pool": 0}) for _ in range(200)]
+    assert {d["weights_first"] for d in draws} == {0, 1}
+    assert {d["strip_rows"] for d in draws} == set(range(16))
+    assert {order({"sum_pool": 1})["strip_rows"] for _ in range(20)} == {0}
 
 
 # -- the layout ------------------------------------------------------------------------------

@@ -120,13 +120,15 @@ class Driver:
         """Place ``program`` for batches of up to ``batch`` images in the transport's buffer, once."""
         return self.load_with(program, batch=batch)
 
-    def load_with(self, program: Program, *, batch: int = 1, externals: dict | None = None) -> Loaded:
+    def load_with(self, program: Program, *, batch: int = 1, externals: dict | None = None,
+                  order=None) -> Loaded:
         """:meth:`load` with external tensors (``radix.placement.place``), which the caller writes
-        into the buffer with ``placement.input_words(x, name=...)`` before :meth:`run`."""
+        into the buffer with ``placement.input_words(x, name=...)`` before :meth:`run`, and the
+        jobs' stream orders from ``order`` (``radix.placement.place``; None: the fastest)."""
         t = self.transport
         # the layout does not depend on the base: place once for the size, once at the buffer
         base = t.allocate(place(program, self.config, batch=batch, externals=externals).memory_bytes)
-        placement = place(program, self.config, batch=batch, base=base, externals=externals)
+        placement = place(program, self.config, batch=batch, base=base, externals=externals, order=order)
         t.write_memory(0, placement.memory)
         for name, value in (("CMD_BASE", placement.cmd_base), ("CMD_COUNT", placement.cmd_count),
                             ("WIN_BASE", base), ("WIN_SIZE", placement.memory_bytes)):

@@ -19,6 +19,7 @@ address). Numpy only (runs on the board).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -178,7 +179,8 @@ class Placement:
 
 
 def place(program: Program, config: EngineConfig, *, batch: int = 1, base: int = 0,
-          externals: dict[str, tuple[tuple, bool]] | None = None) -> Placement:
+          externals: dict[str, tuple[tuple, bool]] | None = None,
+          order: Callable[[dict], dict] | None = None) -> Placement:
     """Lay ``program`` out for ``batch`` images in a buffer at bus address ``base`` (64-byte aligned).
 
     Raises :class:`PlacementError` naming the layer for what the engine cannot run: a program of
@@ -186,7 +188,9 @@ def place(program: Program, config: EngineConfig, *, batch: int = 1, base: int =
     canonical lanes, a channel in a lane the reading layer cannot see, a field that overflows.
     ``externals`` names tensors the layers read that no layer makes, ``{name: (shape, unsigned)}``
     (e.g. a random test layer's skip tensor): they are placed like the input and written with
-    :meth:`Placement.input_words`.
+    :meth:`Placement.input_words`. ``order`` gives each job's stream order fields (``strip_rows``,
+    ``weights_first``) from its other command fields; by default the fastest by the cycle model
+    (a self-test draws them at random instead, to cover every order on the engine).
     """
     if program.width != config.width:
         raise PlacementError(f"program is {program.width}-bit, the engine's DATA_WIDTH is {config.width}: "
@@ -218,7 +222,7 @@ def place(program: Program, config: EngineConfig, *, batch: int = 1, base: int =
         first_of_layer = index == 0 or builder.jobs[index - 1][0] != layer_name
         fields = dict(dict.fromkeys(COMMAND_FIELD, 0), **fields, sync=int(first_of_layer), stats=1,
                       stat_addr=stat_base + index * BUS_BYTES)
-        fields.update(fastest_order(config, fields, clock=clock))
+        fields.update(fastest_order(config, fields, clock=clock) if order is None else order(fields))
         clock.job(fields)
         where = f"layer {layer_name} job {job + 1} (images {images[0]}..{images[-1]})"
         problem = command_error(fields, config)

@@ -208,10 +208,11 @@ def fitting_layer(driver: Driver, rng: np.random.Generator, index: int, *, attem
     raise EngineMismatch(f"no random layer fits this engine after {attempts} draws: {driver.config.as_dict()}")
 
 
-def run_single(driver: Driver, layer: Layer, x, skip) -> tuple[np.ndarray, int, int]:
-    """One layer as a one-command-list program: its output, CYCLES and saturated outputs."""
+def run_single(driver: Driver, layer: Layer, x, skip, *, order=None) -> tuple[np.ndarray, int, int]:
+    """One layer as a one-command-list program: its output, CYCLES and saturated outputs (its
+    jobs' stream orders from ``order``, as :func:`radix.placement.place` takes it)."""
     program = _single_layer_program(layer, driver.config.width)
-    loaded = driver.load_with(program, externals=_externals(layer, skip))
+    loaded = driver.load_with(program, externals=_externals(layer, skip), order=order)
     if skip is not None:
         offset, words = loaded.placement.input_words(np.asarray(skip)[None], name="skip")
         driver.transport.write_memory(offset, words)
@@ -220,17 +221,29 @@ def run_single(driver: Driver, layer: Layer, x, skip) -> tuple[np.ndarray, int, 
     return run.tensor(layer.name, 0), run.engine_cycles, saturated
 
 
+def random_order(rng: np.random.Generator) -> Callable[[dict], dict]:
+    """Stream orders drawn at random for each job (``place``'s ``order``): strips of 0 to 15 rows
+    (none for a summed job) and weights first or not, so a self-test covers every order the
+    engine takes, not only the ones the cycle model finds fastest."""
+    def order(fields: dict) -> dict:
+        strips = 0 if fields["sum_pool"] else int(rng.integers(0, 16))
+        return {"strip_rows": strips, "weights_first": int(rng.integers(0, 2))}
+    return order
+
+
 def selftest(transport, *, seed: int, count: int, tick: Callable[[], None] | None = None) -> dict:
-    """``count`` random layers on the engine, each compared word for word with the golden model."""
+    """``count`` random layers on the engine, each compared word for word with the golden model,
+    its jobs in random stream orders (:func:`random_order`)."""
     driver = Driver(transport)
     rng = np.random.default_rng(seed)
+    order = random_order(np.random.default_rng([seed, 1]))  # its own draws: the layers stay the seed's
     mismatches = []
     cycles = 0
     for index in range(count):
         layer, x, skip = fitting_layer(driver, rng, index)
         expected = network.run_layer(layer, x[None], width=driver.config.width,
                                      skip=None if skip is None else skip[None])
-        got, got_cycles, got_saturated = run_single(driver, layer, x, skip)
+        got, got_cycles, got_saturated = run_single(driver, layer, x, skip, order=order)
         cycles += got_cycles
         diff = first_difference(expected.values[0], got)
         if diff:
