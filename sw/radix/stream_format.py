@@ -258,16 +258,17 @@ def split_job_words(words, *, c_in: int, height: int, width_px: int, kernel, c_o
     first_words = tile_out_words(c_out, 0, config)
     tile_weights = tile_weight_words(kernel, config, row_words=first_words)
     bias = config.cols
-    interleaved_end = bias + n_in * (in_tile + tile_weights)
+    # the first output tile's weight rows and the input tiles, in either order, end here
+    weights_end = bias + n_in * (in_tile + tile_weights)
     if weights_first:
-        weights, inputs = np.split(words[bias:interleaved_end], [n_in * tile_weights])
+        weights, inputs = np.split(words[bias:weights_end], [n_in * tile_weights])
     else:
-        interleaved = words[bias:interleaved_end].reshape(n_in, in_tile + tile_weights)
+        interleaved = words[bias:weights_end].reshape(n_in, in_tile + tile_weights)
         leading = leading_weight_words(kernel, config, striped=striped, row_words=first_words)
         weights = np.concatenate([interleaved[:, :leading], interleaved[:, leading + in_tile:]], axis=1)
         inputs = interleaved[:, leading:leading + in_tile]
-    skip_end = interleaved_end + skip_pixels * first_words
-    first = np.concatenate([words[:bias], weights.reshape(-1), words[interleaved_end:skip_end]])
+    skip_end = weights_end + skip_pixels * first_words
+    first = np.concatenate([words[:bias], weights.reshape(-1), words[weights_end:skip_end]])
     rest = np.split(words[skip_end:], np.cumsum(sizes[1:-1])) if len(sizes) > 1 else []
     return inputs.reshape(-1), [first, *rest]
 
