@@ -331,7 +331,8 @@ def test_random_stream_orders_are_placed_as_drawn_and_stay_bit_exact(seed):
     placement, memory, result = run_placed(program, EngineConfig(), x, batch=1, order=order)
     assert result.done and not result.error
     check_every_tensor(program, placement, memory, x)
-    assert [{k: info.fields[k] for k in ("strip_rows", "weights_first")} for info in placement.commands] == drawn
+    assert [{k: info.fields[k] for k in ("strip_rows", "weights_first", "input_ahead")}
+            for info in placement.commands] == drawn
     assert all(info.fields["strip_rows"] == 0 for info in placement.commands if info.fields["sum_pool"])
 
 
@@ -339,10 +340,12 @@ def test_random_orders_draw_every_choice():
     from radix.runner import random_order
 
     order = random_order(np.random.default_rng(1))
-    draws = [order({"sum_pool": 0}) for _ in range(200)]
+    draws = [order({"sum_pool": 0, "input_ahead": 1}) for _ in range(200)]
     assert {d["weights_first"] for d in draws} == {0, 1}
     assert {d["strip_rows"] for d in draws} == set(range(16))
-    assert {order({"sum_pool": 1})["strip_rows"] for _ in range(20)} == {0}
+    assert {d["input_ahead"] for d in draws} == {0, 1}
+    assert {order({"sum_pool": 1, "input_ahead": 0})["strip_rows"] for _ in range(20)} == {0}
+    assert {order({"sum_pool": 0, "input_ahead": 0})["input_ahead"] for _ in range(20)} == {0}
 
 
 # -- the layout ------------------------------------------------------------------------------

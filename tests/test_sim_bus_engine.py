@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from radix.command_exec import execute
-from radix.engine_spec import ERROR_CODE, EngineConfig, decode_command, encode_command
+from radix.engine_spec import ERROR_CODE, EngineConfig, decode_command, encode_command, input_band_groups
 from radix.placement import PlacementError, place
 from radix_sim.bus_build import LATENCY, run_image
 from test_placement import BASE, INPUT, RandomNet, check_every_tensor, random_input, random_program
@@ -87,13 +87,15 @@ def test_folded_few_channel_layers_are_bit_exact_on_the_rtl(channels, seed):
 
 @pytest.mark.parametrize("config, seed", [(WIDE_CONFIG, 42)])
 def test_strips_of_rows_are_bit_exact_on_the_rtl(config, seed):
-    """Every command rewritten with a random ``weights_first`` and, but the summed ones, a random
-    ``strip_rows`` (0 to past the job's rows; docs/engine.md, "Strips of rows", "Weights
-    first"), whatever the placement chose: the striped and weights-first stream orders, the
-    strips' accumulator banks and skip addresses, under pauses."""
+    """Every command rewritten with a random ``weights_first``, an ``input_ahead`` kept or cleared
+    at random and, but the summed ones, a random ``strip_rows`` (0 to past the job's rows;
+    docs/engine.md, "Strips of rows", "Weights first", "The input loads ahead"), whatever the
+    placement chose: the striped and weights-first stream orders, the strips' accumulator banks
+    and skip addresses, the input buffer's halves, under pauses."""
     program, placement, rng = fitting_program(seed, config)
     for info in placement.commands:
-        corrupt(placement.memory, placement, info.index, weights_first=int(rng.integers(0, 2)))
+        corrupt(placement.memory, placement, info.index, weights_first=int(rng.integers(0, 2)),
+                input_ahead=info.fields["input_ahead"] & int(rng.integers(0, 2)))
         if not info.fields["sum_pool"]:
             corrupt(placement.memory, placement, info.index, strip_rows=int(rng.integers(0, 16)))
     striped = [info for info in placement.commands if info.fields["out_h"] > 1 and not info.fields["sum_pool"]]
@@ -130,8 +132,8 @@ def corrupt(memory, placement, index: int, **fields) -> None:
     memory[start:start + 8] = encode_command(**values)
 
 
-@pytest.mark.parametrize("case", ["opcode", "limit", "limit_rectangular", "summed", "summed_strips", "fold", "band",
-                                  "narrow", "align", "window"])
+@pytest.mark.parametrize("case", ["opcode", "limit", "limit_rectangular", "summed", "summed_strips", "fold", "ahead",
+                                  "band", "narrow", "align", "window"])
 def test_errors_stop_the_list_on_the_rtl(case):
     program, placement, rng = fitting_program(5)
     x = random_input(rng, program, 2)
@@ -153,6 +155,11 @@ def test_errors_stop_the_list_on_the_rtl(case):
         corrupt(memory, placement, bad, sum_pool=1, fold_lanes=0, strip_rows=1)
     elif case == "fold":  # 5 lanes folded over 2 taps need 10 of the 8 rows
         corrupt(memory, placement, bad, fold_lanes=5, fold_taps=2)
+    elif case == "ahead":  # an input loaded ahead whose band and the job before's overflow IN_DEPTH
+        commands = placement.commands
+        bad = next(i for i in range(1, len(commands)) if input_band_groups(commands[i].fields, CONFIG)
+                   + input_band_groups(commands[i - 1].fields, CONFIG) > CONFIG.in_depth)
+        corrupt(memory, placement, bad, input_ahead=1)
     elif case == "band":
         fields = decode_command(memory[(placement.cmd_base - BASE) // 8 + bad * 8:][:8])
         corrupt(memory, placement, bad, in_y0=fields["in_height"])
@@ -170,7 +177,7 @@ def test_errors_stop_the_list_on_the_rtl(case):
                     win_size=win_size, seed=7, pause=0.3)
     regs = rtl["registers"]
     assert regs["STATUS"] & 0b111 == 0b100, regs  # ERROR, not DONE, not BUSY
-    code = {"limit_rectangular": "LIMIT", "summed": "LIMIT", "summed_strips": "LIMIT", "fold": "LIMIT",
+    code = {"limit_rectangular": "LIMIT", "summed": "LIMIT", "summed_strips": "LIMIT", "fold": "LIMIT", "ahead": "LIMIT",
             "narrow": "BAND"}.get(case, case.upper())
     assert (regs["ERR_CODE"], regs["ERR_INDEX"]) == (expected.error, expected.error_index) == (ERROR_CODE[code], bad)
     assert regs["ERR_ADDR"] == expected.error_addr

@@ -1,4 +1,4 @@
-# Radix PYNQ-Z2 overlay: the bus-master engine (engine version 12) on the Zynq PS.
+# Radix PYNQ-Z2 overlay: the bus-master engine (engine version 13) on the Zynq PS.
 #
 #   vivado -mode batch -source boards/pynq_z2/build_overlay.tcl \
 #          -tclargs ENGINE_V OUT_DIR [CLOCK_MHZ] [BUILD_DIR] [JOBS]
@@ -167,7 +167,7 @@ set handle [open $engine_v r]
 set engine_text [read $handle]
 close $handle
 if {![regexp "module\\s+$engine_module\\s*\\(" $engine_text]} {
-    fail "$engine_v has no module $engine_module: is it the output of `radix verilog` (the bus-master engine, engine version 12)?"
+    fail "$engine_v has no module $engine_module: is it the output of `radix verilog` (the bus-master engine, engine version 13)?"
 }
 # the clock's FREQ_HZ, in the clk port's X_INTERFACE_PARAMETER (replaced below by FCLK_CLK0's)
 set freq_pattern {(X_INTERFACE_PARAMETER = "[^"]*FREQ_HZ )([0-9]+)}

@@ -223,6 +223,14 @@ class CommandUnit(wiring.Component):
         fold_terms = Signal(self._fold_terms_layout())  # a folded job's sizes, registered in CHECK
         fold_checks = Signal(_FoldChecks)  # and its checks, registered in CHECK_WORDS
         synced = Signal()
+        # input_ahead (docs/engine.md, "The input loads ahead"): the command before's input band and
+        # fold, and the input buffer's half each job's input takes (mirrored: from its top down),
+        # kept at HAND; the command's own check of them, registered in CHECK_WORDS
+        band_bits = self.config.in_depth.bit_length() + 1
+        prev_groups, prev_folded, prev_mirror = Signal(band_bits), Signal(), Signal()
+        ahead_over = Signal()
+        pending_mirror, job_mirror = Signal(), Signal()
+        behind_one = Signal()  # complete + 1 == n: every command before the one before is complete
         # registered compares: n changes only on the way to FETCH, many cycles before these are used,
         # and the commands complete in order (`complete` reaches n only after n's input is read)
         last_command = Signal()  # n + 1 == cmd_count (from next_n, set in FETCH: RECEIVE takes 8 words)
@@ -320,7 +328,8 @@ class CommandUnit(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [n.eq(0), self.busy.eq(1), complete.eq(0), self.saturated.eq(0),
-                                 fetch_addr.eq(self.cmd_base)]
+                                 fetch_addr.eq(self.cmd_base), prev_groups.eq(0), prev_folded.eq(0),
+                                 prev_mirror.eq(0)]
                     with m.If(self.cmd_base[:6] != 0):
                         fail("ALIGN", self.cmd_base)
                     with m.Elif(self.cmd_count == 0):
@@ -360,13 +369,16 @@ class CommandUnit(wiring.Component):
                 m.next = "CHECK_WORDS"
             with m.State("CHECK_WORDS"):
                 self._check_fold(m, cmd, fold_terms, fold_checks)
+                groups = Mux(cmd.fold_lanes != 0, fold_terms.groups, band_groups[:band_bits])
+                m.d.sync += ahead_over.eq(cmd.input_ahead & ((cmd.fold_lanes != 0) | prev_folded
+                                                             | (groups + prev_groups > self.config.in_depth)))
                 out_sum = Cat(out_sum_lo[:WIDE // 2], extra_lanes[WIDE // 2:] + out_sum_lo[WIDE // 2])
                 m.d.sync += out_words.eq(out_sum >> (lpw.bit_length() - 1))
                 m.next = "CHECK_FLAGS"
             with m.State("CHECK_FLAGS"):
                 self._check(m, cmd, checks, fold_checks, t_in=t_in, band_groups=band_groups, t_kk=t_kk, comp_px=comp_px,
                             rows_out=rows_out, comp_h=comp_h, comp_w=comp_w, out_words=out_words, out_room=out_room,
-                            offsets=(in_off, out_off, Mux(cmd.add, skip_off, 0)))
+                            offsets=(in_off, out_off, Mux(cmd.add, skip_off, 0)), ahead_over=ahead_over)
                 m.next = "WEIGH"
             with m.State("WEIGH"):
                 m.next = "VERDICT"  # the verdict's registers below take the checks in this cycle
@@ -391,6 +403,11 @@ class CommandUnit(wiring.Component):
                                  wt_rest.eq(cmd.wt_addr + (cols << 3)), skip_base.eq(cmd.skip_addr + (skip_off << 3)),
                                  skip_have.eq(cmd.skip_pixel_words)]
                     m.d.sync += [tile_is_last.eq(only_tile), first_tile_weights_first.eq(cmd.weights_first)]
+                    # an input loaded ahead takes the other half of the input buffer from the job before's
+                    m.d.sync += [pending_mirror.eq(cmd.input_ahead & ~prev_mirror),
+                                 prev_mirror.eq(cmd.input_ahead & ~prev_mirror),
+                                 prev_folded.eq(cmd.fold_lanes != 0),
+                                 prev_groups.eq(Mux(cmd.fold_lanes != 0, fold_terms.groups, band_groups[:band_bits]))]
                     m.next = "BIAS"
             with m.State("BIAS"):
                 with m.If(read(wt_block, cols)):
@@ -404,8 +421,10 @@ class CommandUnit(wiring.Component):
                 with m.If(read(tile_wt_addr, Mux(striped, tile_one, tile_chunk))):
                     m.next = "INPUT"
             with m.State("INPUT"):
-                with m.If(synced | caught_up):
-                    m.d.sync += synced.eq(1)
+                # an input loaded ahead reads nothing the job before writes: only the commands
+                # before that one must be complete (its skip pixels still wait for all, in SKIP)
+                with m.If(synced | caught_up | (cmd.input_ahead & behind_one)):
+                    m.d.sync += synced.eq(synced | caught_up | ~cmd.input_ahead)
                     # one run, or each pixel's words, row by row
                     with m.If(read(in_base, Mux(in_contiguous, in_run, in_group), count=Mux(in_contiguous, 1, cmd.in_w),
                                    stride=cmd.in_pixel_words << 3, outer_count=Mux(in_contiguous, 1, cmd.in_h),
@@ -436,10 +455,11 @@ class CommandUnit(wiring.Component):
                         skip_or_next()
             with m.State("SKIP"):
                 # the tile's skip pixels, after its weights: the input read before them waited
-                # for the earlier commands (sync)
-                with m.If(read(skip_base, skip_beats, count=comp_w, stride=cmd.skip_pixel_words << 3,
-                               fill=tile_row_words - skip_beats, outer_count=comp_h, outer_stride=skip_row << 3)):
-                    m.next = "NEXT_TILE"
+                # for the earlier commands (sync), but for the one before if the input loaded ahead
+                with m.If(synced | caught_up):
+                    with m.If(read(skip_base, skip_beats, count=comp_w, stride=cmd.skip_pixel_words << 3,
+                                   fill=tile_row_words - skip_beats, outer_count=comp_h, outer_stride=skip_row << 3)):
+                        m.next = "NEXT_TILE"
             with m.State("NEXT_TILE"):
                 with m.If(last_tile):
                     with m.If(last_command):
@@ -475,7 +495,7 @@ class CommandUnit(wiring.Component):
         core_finished = Signal()
         with m.If(self.core_done):
             m.d.sync += core_finished.eq(1)
-        m.d.sync += caught_up.eq(complete == n)
+        m.d.sync += [caught_up.eq(complete == n), behind_one.eq(complete + 1 == n)]
         # the core's start, from a register: high in the cycle after the job is taken (START)
         m.d.sync += self.core_start.eq(take_job)
         # The loader starts on the handed job as soon as it is idle, while the core may still
@@ -490,7 +510,8 @@ class CommandUnit(wiring.Component):
                     m.d.comb += take_job.eq(1)
                     m.d.sync += [job.eq(pending_cmd), job_t_out.eq(pending[0]), job_out_px.eq(pending[1]),
                                  job_out_off.eq(pending[2]), job_out_words.eq(pending[3]), handed.eq(0),
-                                 o_out.eq(0), out_left.eq(pending[3][:16]), core_finished.eq(0)]
+                                 o_out.eq(0), out_left.eq(pending[3][:16]), core_finished.eq(0),
+                                 job_mirror.eq(pending_mirror)]
                     m.next = "START"
             with m.State("START"):  # core_start is high in this state
                 m.d.sync += out_addr.eq(job.out_addr + (job_out_off << 3))
@@ -540,8 +561,10 @@ class CommandUnit(wiring.Component):
                     m.next = "WAIT"
 
         # the core's fields of the job, at the core's widths (LIMIT has checked the wider ones)
-        m.d.comb += [self.layer[name].eq(job[name]) for name in CORE_LAYER_FIELDS]
-        m.d.comb += [self.load_layer[name].eq(pending_cmd[name]) for name in CORE_LAYER_FIELDS]
+        commanded = [name for name in CORE_LAYER_FIELDS if name != "in_mirror"]
+        m.d.comb += [self.layer[name].eq(job[name]) for name in commanded]
+        m.d.comb += [self.load_layer[name].eq(pending_cmd[name]) for name in commanded]
+        m.d.comb += [self.layer.in_mirror.eq(job_mirror), self.load_layer.in_mirror.eq(pending_mirror)]
         return m
 
     def _fold_terms_layout(self) -> data.StructLayout:
@@ -579,7 +602,7 @@ class CommandUnit(wiring.Component):
         ]
 
     def _check(self, m, cmd, checks, fold_checks, *, t_in, band_groups, t_kk, comp_px, rows_out, comp_h, comp_w,
-               out_words, out_room, offsets):
+               out_words, out_room, offsets, ahead_over):
         """Registers the command's checks of docs/engine.md into ``checks`` (a :data:`_Checks`):
         each failing condition is a bit of ``limit`` or ``band``, ORed by the verdict."""
         cfg = self.config
@@ -594,7 +617,7 @@ class CommandUnit(wiring.Component):
                     cmd.sum_pool & ((cmd.kernel_h != 1) | (cmd.kernel_w != 1) | (cmd.stride_h != 1)
                                     | (cmd.stride_w != 1) | cmd.pool | cmd.add | fold_checks.folded
                                     | (cmd.strip_rows != 0)),
-                    fold_checks.limit)
+                    fold_checks.limit, ahead_over)
         # a band starting 2^29 words (4 GB) or more into its tensor would wrap the address space
         offsets_wrap = Cat(*((offset >> (BUS_ADDR_BITS - 3)) != 0 for offset in offsets)).any()
         skip_band = cmd.add & ((cmd.skip_y0 + comp_h > cmd.skip_height) | (comp_w > cmd.skip_width)

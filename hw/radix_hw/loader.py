@@ -97,6 +97,7 @@ class Loader(wiring.Component):
             "in_wr": In(WritePort.Signature(addr_width=self.in_addr_bits, shape=rows * width)),
             "wt_wr": In(WritePort.Signature(addr_width=self.wt_addr_bits, shape=cols * width)),
             "skip_wr": In(WritePort.Signature(addr_width=self.skip_addr_bits, shape=cols * width)),
+            "in_mirror": Out(1),
             "hw": Out(self.in_addr_bits),
             "hw_valid": Out(1),
             "in_tiles_done": Out(16),
@@ -177,15 +178,26 @@ class Loader(wiring.Component):
         skip_addr = Signal(self.skip_addr_bits)
         # The fields read after ``start``, kept from it: the core may start the job before or
         # after this one, and its ``layer`` then holds that job.
-        job = Signal(data.StructLayout({"in_ch": 16, "out_ch": 16, "narrow_in": 1, "add": 1, "weights_first": 1}))
+        job = Signal(data.StructLayout({"in_ch": 16, "out_ch": 16, "narrow_in": 1, "add": 1, "weights_first": 1,
+                                        "input_ahead": 1, "in_mirror": 1}))
+        m.d.comb += self.in_mirror.eq(job.in_mirror)
         # The job's input waits for the core's start of the job (``job_start``): until then the
-        # previous job's passes may still read the input buffer and its input counts. The loader's
-        # and the core's starts each flip a bit; the input is open while they agree (a register:
-        # it falls a cycle after a load's start, which is then waiting for its bank).
+        # previous job's passes may still read the input buffer. The loader's and the core's
+        # starts each flip a bit; the input is open while they agree (a register: it falls a
+        # cycle after a load's start, which is then waiting for its bank), or always for an input
+        # loaded ahead into the other half of the buffer (``input_ahead``).
         load_epoch, core_epoch, input_open = Signal(), Signal(), Signal()
         with m.If(self.job_start):
             m.d.sync += core_epoch.eq(~core_epoch)
         m.d.sync += input_open.eq(load_epoch == core_epoch)
+        # The input counts and ``hw`` are the loaded job's; while the loader is a job ahead of the
+        # core, the core's job has all its input in: the sequencer sees every tile done and the
+        # job's ``hw`` held.
+        loader_ahead = Signal()
+        m.d.comb += loader_ahead.eq(load_epoch != core_epoch)
+        tiles_done, rows_done, hw_load = Signal(16), Signal(16), Signal(self.in_addr_bits)
+        m.d.comb += [self.in_tiles_done.eq(Mux(loader_ahead, (1 << 16) - 1, tiles_done)),
+                     self.in_rows_done.eq(Mux(loader_ahead, 0, rows_done))]
         # The weight write address bank*wt_depth + wt_avail[bank], kept as a register: formed from
         # ``bank`` (over a thousand loads: the bias lane registers) it was the default build's
         # slowest path, into the weight memory's write enables.
@@ -198,22 +210,27 @@ class Loader(wiring.Component):
         first_cotile = Signal()
         input_due, input_due_tile, input_due_last = Signal(), Signal(), Signal()
         resume = Signal(range(len(RESUME)))
-        hw_set = Signal()  # the first input tile is in (``hw`` holds IN_H*IN_W)
-        m.d.sync += self.hw_valid.eq(hw_set)
+        hw_set = Signal()  # the first input tile is in (``hw_load`` holds IN_H*IN_W)
+        # ``hw`` is the job's as soon as it is set (the sequencer's next tile base follows it a
+        # cycle later, when ``hw_valid`` rises); while the loader is ahead, the value it had then
+        hw_held = Signal(self.in_addr_bits)
+        with m.If(~loader_ahead):
+            m.d.sync += [hw_held.eq(hw_load), self.hw_valid.eq(hw_set)]
+        m.d.comb += self.hw.eq(Mux(loader_ahead, hw_held, hw_load))
         # An input row / tile has been written (pulses): the counts the sequencer reads follow a
         # cycle later, off the stream's handshake logic (a late count only makes a pass wait).
         # ``in_addr`` then holds IN_H*IN_W after the first tile: the next input word is at
         # least a tap of weight rows away.
         row_written, tile_written = Signal(), Signal()
         m.d.sync += [row_written.eq(0), tile_written.eq(0)]
-        with m.If(self.job_start):
-            m.d.sync += [self.in_tiles_done.eq(0), self.in_rows_done.eq(0), hw_set.eq(0)]
+        with m.If(self.start):
+            m.d.sync += [tiles_done.eq(0), rows_done.eq(0), hw_set.eq(0)]
         with m.Elif(tile_written):
-            m.d.sync += [self.in_rows_done.eq(0), self.in_tiles_done.eq(self.in_tiles_done + 1)]
+            m.d.sync += [rows_done.eq(0), tiles_done.eq(tiles_done + 1)]
             with m.If(~hw_set):
-                m.d.sync += [self.hw.eq(in_addr), hw_set.eq(1)]
+                m.d.sync += [hw_load.eq(in_addr), hw_set.eq(1)]
         with m.Elif(row_written):
-            m.d.sync += self.in_rows_done.eq(self.in_rows_done + 1)
+            m.d.sync += rows_done.eq(rows_done + 1)
         # Per-job sizes registered at start and "last tile" flags kept with ch and co, so the
         # stream parsing compares counters with registers instead of sums of layer fields.
         in_w_last, in_h_last = Signal(16, name="in_w_last"), Signal(16, name="in_h_last")
@@ -319,7 +336,7 @@ class Loader(wiring.Component):
                     m.next = "WAIT_BANK"
 
             with m.State("INPUT"):
-                m.d.comb += self.s_in.ready.eq(input_open)
+                m.d.comb += self.s_in.ready.eq(input_open | job.input_ahead)
                 with m.If(take):
                     next_word(cfg.in_words, in_group_done)
                     with m.If(in_group_done):
@@ -433,6 +450,8 @@ class Loader(wiring.Component):
                          input_ch.eq(0), last_input_tile.eq(layer.in_ch <= rows),
                          last_cotile.eq(cols >= layer.out_ch), row_last.eq(tile_words_last(layer.out_ch - 1))]
             m.d.sync += [job.in_ch.eq(layer.in_ch), job.out_ch.eq(layer.out_ch), job.narrow_in.eq(layer.narrow_in),
-                         job.add.eq(layer.add), job.weights_first.eq(layer.weights_first), self.first_bank.eq(bank), striped.eq(layer.strip_rows != 0),
+                         job.add.eq(layer.add), job.weights_first.eq(layer.weights_first),
+                         job.input_ahead.eq(layer.input_ahead), job.in_mirror.eq(layer.in_mirror),
+                         self.first_bank.eq(bank), striped.eq(layer.strip_rows != 0),
                          load_epoch.eq(~load_epoch)]
         return m

@@ -1,4 +1,4 @@
-"""A board bring-up session of the bus-master engine (engine version 12) as one JSON record, and
+"""A board bring-up session of the bus-master engine (engine version 13) as one JSON record, and
 its replay check (boards/pynq_z2/README.md §6).
 
 On the board, after the checklist's steps::

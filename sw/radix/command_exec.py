@@ -1,4 +1,4 @@
-"""The reference bus-master engine (engine version 9): command lists executed over a numpy memory.
+"""The reference bus-master engine (engine version 13): command lists executed over a numpy memory.
 
 :func:`execute` runs a command list exactly as docs/engine.md ("Memory and commands") says: it
 fetches each command, checks it (``OPCODE``, ``LIMIT``, ``BAND``, ``ALIGN``, in that order), reads
@@ -32,7 +32,7 @@ from .cycle_model import ListClock
 from .engine_spec import (BURST_BOUNDARY, BUS_ADDR_BITS, BUS_BYTES, BUS_REGISTERS, COMMAND_BYTES, COMMAND_WORDS,
                           DEFAULT_CONFIG, ERROR_CODE, ERROR_CODES, FOLD_SPAN, MAX_BURST_BEATS, OPCODE_CONV, EngineConfig,
                           build_value, bus_register, computed_map, decode_command, field_mask_of,
-                          input_group_words, skip_shift_range, tensor_lanes, written_map)
+                          input_band_groups, input_group_words, skip_shift_range, tensor_lanes, written_map)
 
 WORDS_PER_BOUNDARY = BURST_BOUNDARY // BUS_BYTES
 STAT_MAX = (1 << 32) - 1
@@ -69,14 +69,16 @@ class _Fault(Exception):
         self.code, self.addr = code, addr
 
 
-def command_error(fields: dict, config: EngineConfig) -> tuple[int, str, int] | None:
+def command_error(fields: dict, config: EngineConfig, previous: dict | None = None) -> tuple[int, str, int] | None:
     """The engine's checks of one decoded command (docs/engine.md, "Checks and errors"), in the
     order ``OPCODE``, ``LIMIT``, ``BAND``, ``ALIGN``: ``(ERR_CODE, reason, ERR_ADDR)`` of the first
-    that fails, or None. ``skip_addr`` is checked only with ``add``, ``stat_addr`` only with ``stats``."""
+    that fails, or None. ``skip_addr`` is checked only with ``add``, ``stat_addr`` only with ``stats``.
+    ``previous`` is the list's command before this one (None for the first), against which an
+    ``input_ahead`` job's input band is checked."""
     f, cfg = fields, config
     if f["opcode"] != OPCODE_CONV:
         return ERROR_CODE["OPCODE"], f"OPCODE: opcode {f['opcode']} (this engine knows {OPCODE_CONV})", 0
-    limit = _limit(f, cfg)
+    limit = _limit(f, cfg) or _ahead_limit(f, previous, cfg)
     if limit:
         return ERROR_CODE["LIMIT"], f"LIMIT: {limit}", 0
     band = _band(f, cfg)
@@ -122,6 +124,18 @@ def _limit(f: dict, cfg: EngineConfig) -> str:
                           or f["strip_rows"]):
         return (f"sum_pool with kernel {kh}x{kw}, stride {sh}x{sw}, pool {f['pool']}, add {f['add']}, fold_lanes "
                 f"{f['fold_lanes']}, strip_rows {f['strip_rows']} (kernel 1x1, stride 1, no pool, add, fold or strips)")
+    return ""
+
+
+def _ahead_limit(f: dict, previous: dict | None, cfg: EngineConfig) -> str:
+    """Why an ``input_ahead`` job cannot load its input beside the job before's, or ''."""
+    if not f["input_ahead"]:
+        return ""
+    if f["fold_lanes"] or (previous is not None and previous["fold_lanes"]):
+        return "input_ahead with a folded job or after one"
+    together = input_band_groups(f, cfg) + (0 if previous is None else input_band_groups(previous, cfg))
+    if together > cfg.in_depth:
+        return f"input_ahead: {together} input pixel groups with the job before's exceed IN_DEPTH {cfg.in_depth}"
     return ""
 
 
@@ -244,16 +258,17 @@ def execute(memory_words: np.ndarray, *, cmd_base: int, cmd_count: int, win_base
     bus = _Bus(memory_words, base, win_base, win_size)
     result = ExecResult()
     clock = ListClock(config)
-    index = 0
+    index, previous = 0, None
     try:
         if cmd_count and cmd_base % COMMAND_BYTES:
             raise _Fault(ERROR_CODE["ALIGN"], cmd_base)
         for index in range(cmd_count):
             addr = cmd_base + index * COMMAND_BYTES
             fields = decode_command(bus.read(addr // BUS_BYTES + np.arange(COMMAND_WORDS)))
-            problem = command_error(fields, config)
+            problem = command_error(fields, config, previous)
             if problem is not None:
                 raise _Fault(problem[0], problem[2])
+            previous = fields
             try:
                 saturated = _run_job(bus, fields, config)
             except golden.ContractError as exc:  # only from weights no placement makes

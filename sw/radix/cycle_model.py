@@ -65,7 +65,7 @@ NEXT_HEAD_DELAY = 140
 # Cycles from a write burst's address to the release of its slot (WRITE_BURSTS of them): the
 # memory's latency, the data, the response and the write master's registers (measured with the
 # one-word bursts of ResNet-8's stack2 shortcut, whose second output tile is one word a pixel).
-WRITE_TURNAROUND = MEMORY_LATENCY + 9
+WRITE_TURNAROUND = MEMORY_LATENCY + 5
 # From a job's start to its first input word where it waits for the earlier commands' writes
 # (``sync``: its input reads go out as the job before completes); else a cycle.
 INPUT_AFTER_START = 30
@@ -117,7 +117,10 @@ def core_timeline(config: EngineConfig, job: dict, *, head: float | None = None)
 
     stream = 0 if head is None else head  # cycles at which the stream's next word can arrive
     input_floor = -math.inf if head is None else (INPUT_AFTER_START if job.get("sync", 1) else 1)
-    started = ended = -math.inf  # the running pass
+    skip_floor = input_floor
+    if job.get("input_ahead", 0):
+        input_floor = -math.inf
+    started, ended = -math.inf, 0  # the running pass (none before the core's start)
     tile_started, tile_ended, strip_drained = [], [], []  # per output tile's last pass; per strip
     drain_end = 0
     for o in range(t_out):
@@ -154,6 +157,7 @@ def core_timeline(config: EngineConfig, job: dict, *, head: float | None = None)
         if skip:
             if o >= 2:
                 stream = max(stream, tile_ended[o - 2])
+            stream = max(stream, skip_floor)
             skip_start = stream
             stream += skip
             skip_in = stream + SKIP_WAIT
@@ -176,9 +180,11 @@ def core_timeline(config: EngineConfig, job: dict, *, head: float | None = None)
                         start = max(start, skip_in if last_strip else
                                     skip_start + (i0 + n) * comp_w * words + STRIP_SKIP_WAIT)
                     issued = start + strip_pixels * (2 if slow and index == passes - 1 else 1)  # its last pixel
+                    first_issued = start  # and its first
                     if o == 0:  # the pass trails its input rows
                         issued = max(issued, input_rows_in(tile_start[t], i0 + n - 1, tap // kernel[1])
                                      + comp_w + ROW_WAIT)
+                        first_issued = max(start, input_rows_in(tile_start[t], i0, tap // kernel[1]) + ROW_WAIT)
                     started, ended = start, max(issued, start + pass_cycles)
                     index += 1
             if last_strip:
@@ -196,7 +202,7 @@ def core_timeline(config: EngineConfig, job: dict, *, head: float | None = None)
             # the drain follows the last pass where that pass leaves the accumulator's read port
             # free (a strip's only pass reads no accumulator word; a slow pass every other cycle)
             early = (passes == 1 or slow) and not summed
-            begin = max((started if early else issued) + to_accumulator, drain_end)
+            begin = max((first_issued if early else issued) + to_accumulator, drain_end)
             drain_end = max(begin + math.ceil(drain), issued + to_accumulator + math.ceil(per_pixel))
             strip_drained.append(drain_end)
     bank_free = tile_started[-2] if t_out >= 2 else -math.inf

@@ -1,4 +1,4 @@
-"""The host driver of the bus-master engine (engine version 12): load a program once, then run
+"""The host driver of the bus-master engine (engine version 13): load a program once, then run
 batches of images, each from one START.
 
 :meth:`Driver.load` lays the program out in the transport's buffer (:mod:`radix.placement`:

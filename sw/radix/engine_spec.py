@@ -231,7 +231,9 @@ CORE_LAYER_FIELDS = {
     "pad_top": KERNEL_BITS, "pad_left": KERNEL_BITS,
     "relu": 1, "pool": 1, "add": 1, "in_unsigned": 1, "skip_unsigned": 1, "out_unsigned": 1, "sum_pool": 1,
     "fold_taps": KERNEL_BITS, "fold_lanes": 8, "narrow_in": 1, "strip_rows": STRIP_ROWS_BITS,
-    "weights_first": 1,
+    "weights_first": 1, "input_ahead": 1,
+    # not a command field: the command unit derives it (docs/engine.md, "The input loads ahead")
+    "in_mirror": 1,
 }
 FIELD_MAX = (1 << 16) - 1  # the largest size a command's 16-bit fields hold
 
@@ -299,7 +301,8 @@ def _markdown_table(registers) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Engine version 12: the engine as a bus master (docs/engine.md, "Memory and commands"); version 11
+# Engine version 13: the engine as a bus master (docs/engine.md, "Memory and commands"); version 12
+# loaded a job's input only once the job before was done (no `input_ahead`), version 11
 # streamed a first output tile's weight rows interleaved with its input tiles always (no
 # `weights_first`) and read input rows in_w pixels apart (no `in_row_pitch`), version 10 sent a last output tile's weight rows and skip pixels as whole rows of wt_words words, version 9
 # ran a job's passes tap-major over the whole map (no `strip_rows`), version 8 had no narrow
@@ -318,8 +321,9 @@ def _markdown_table(registers) -> str:
 # 10: passes strip-major over strips of output rows (strip_rows); 11: a last output tile's weight rows
 # and skip pixels carry only the words holding its channels (the weight blocks' layout changed);
 # 12: a job's first output tile may stream all its weight rows before its input tiles (weights_first),
-# and its input rows may lie further apart than its width (in_row_pitch)
-BUS_ENGINE_VERSION = 12
+# and its input rows may lie further apart than its width (in_row_pitch); 13: a job's input may load
+# while the job before computes (input_ahead)
+BUS_ENGINE_VERSION = 13
 BUS_ADDR_BITS = 32  # byte addresses on the AXI master
 BUS_BYTES = STREAM_BITS // 8  # bytes per AXI master beat (64-bit data)
 MAX_BURST_BEATS = 16  # the PS7 HP ports are AXI3 inside: at most 16 beats per burst
@@ -437,6 +441,9 @@ COMMAND_FIELDS: tuple[CommandField, ...] = (
                  "input tile is the first word of each pixel, the tile's other lanes zero"),
     CommandField("weights_first", 6, 50, 1, "The first output tile's weight rows, of every input tile, precede its "
                  "input tiles in the stream (docs/engine.md, \"Weights first\"), which then follow one another"),
+    CommandField("input_ahead", 6, 51, 1, "The job's input loads while the job before computes (docs/engine.md, "
+                 "\"The input loads ahead\"): it reads no input the job before writes, and with sync its input waits only "
+                 "for the commands before that one; neither job folded, their input bands within IN_DEPTH together"),
     CommandField("stat_addr", 7, 0, 32, "Byte address of the stats word (with stats)"),
     CommandField("kernel_w", 7, 32, 4, f"Kernel columns KW ({KERNEL_RANGE[0]}..{KERNEL_RANGE[1]})"),
     CommandField("stride_w", 7, 36, 4, f"Horizontal stride SW ({STRIDE_RANGE[0]}..{STRIDE_RANGE[1]})"),
@@ -521,6 +528,13 @@ def can_be_narrow(lanes: int, config: EngineConfig) -> bool:
 def input_group_words(config: EngineConfig, *, narrow: bool = False) -> int:
     """Words the engine reads per input pixel group: an input tile's ``in_words``, one for a narrow input."""
     return 1 if narrow else config.in_words
+
+
+def input_band_groups(fields: dict, config: EngineConfig) -> int:
+    """The input buffer's pixel groups a job's input takes (its input tiles' pixels; a folded job's
+    ``fold_taps - 1`` more), from its command ``fields`` by name."""
+    groups = -(-fields["in_ch"] // config.rows) * fields["in_h"] * fields["in_w"]
+    return groups + (fields["fold_taps"] - 1 if fields["fold_lanes"] else 0)
 
 
 def bus_markdown_table() -> str:

@@ -1,4 +1,4 @@
-"""Lay a program out in the memory of the bus-master engine (engine version 9), once, at load.
+"""Lay a program out in the memory of the bus-master engine (engine version 13), once, at load.
 
 docs/engine.md, "Memory and commands", defines the layout this module makes: every tensor (the
 network input, every layer's output) gets one address per image of the batch, its pixels in
@@ -30,7 +30,7 @@ from .cycle_model import ListClock, fastest_order
 from .engine_errors import EngineMismatch
 from .engine_spec import (BUS_ADDR_BITS, BUS_BYTES, COMMAND_BYTES, COMMAND_FIELD, OPCODE_CONV, EngineConfig,
                           can_be_narrow, canonical_lane, computed_map, encode_command, pair,
-                          pixel_words, skip_shift_range, tensor_lanes)
+                          pixel_words, skip_shift_range, tensor_lanes, written_map)
 from .errors import InputError
 from .program import INPUT, Layer, Program
 
@@ -218,14 +218,17 @@ def place(program: Program, config: EngineConfig, *, batch: int = 1, base: int =
         memory[(addr - base) // BUS_BYTES : (addr - base) // BUS_BYTES + words.size] = words
     commands = []
     clock = ListClock(config)  # each job's order chosen as the list's next job (its head loaded ahead)
+    previous = None
     for index, (layer_name, images, job, fields) in enumerate(builder.jobs):
         first_of_layer = index == 0 or builder.jobs[index - 1][0] != layer_name
         fields = dict(dict.fromkeys(COMMAND_FIELD, 0), **fields, sync=int(first_of_layer), stats=1,
                       stat_addr=stat_base + index * BUS_BYTES)
+        fields["input_ahead"] = int(_can_load_ahead(fields, previous, config))
         fields.update(fastest_order(config, fields, clock=clock) if order is None else order(fields))
+        previous = fields
         clock.job(fields)
         where = f"layer {layer_name} job {job + 1} (images {images[0]}..{images[-1]})"
-        problem = command_error(fields, config)
+        problem = command_error(fields, config, commands[-1].fields if commands else None)
         if problem is not None:
             raise PlacementError(f"{where}: the engine would refuse the command: {problem[1]}")
         try:
@@ -237,6 +240,28 @@ def place(program: Program, config: EngineConfig, *, batch: int = 1, base: int =
         commands.append(CommandInfo(index, layer_name, images, job, fields, fields["stat_addr"]))
     return Placement(program, config, batch, base, memory_bytes, memory, cmd_base, tensors, builder.weights, commands,
                      tuple(externals), input_blocks)
+
+
+def _can_load_ahead(fields: dict, previous: dict | None, config: EngineConfig) -> bool:
+    """Whether a job's input may load while the job before computes (``input_ahead``,
+    docs/engine.md, "The input loads ahead"): the job before writes nothing of the tensor the
+    job reads (whole tensors compared), and the engine's checks allow it (neither job folded,
+    their input bands within IN_DEPTH together)."""
+    if previous is None:
+        return False
+    # the bytes from the first each job touches to its last (a band's rows, a pixel's first words)
+    pitch = max(1, fields["in_row_pitch"]) * fields["in_w"]
+    group = 1 if fields["narrow_in"] else -(-fields["in_ch"] // config.rows) * config.in_words
+    read_start = fields["in_addr"] + fields["in_y0"] * pitch * fields["in_pixel_words"] * BUS_BYTES
+    read_end = fields["in_addr"] + (((fields["in_y0"] + fields["in_h"] - 1) * pitch + fields["in_w"] - 1)
+                                    * fields["in_pixel_words"] + group) * BUS_BYTES
+    rows, width = written_map(previous["out_h"], previous["out_w"], pool=bool(previous["pool"]),
+                              sum_pool=bool(previous["sum_pool"]))
+    write_start = previous["out_addr"] + previous["out_y0"] * width * previous["out_pixel_words"] * BUS_BYTES
+    write_end = previous["out_addr"] + (((previous["out_y0"] + rows) * width) * previous["out_pixel_words"]) * BUS_BYTES
+    if read_start < write_end and write_start < read_end:
+        return False
+    return command_error(dict(fields, input_ahead=1), config, previous) is None
 
 
 def _round_up(value: int, align: int) -> int:

@@ -1,4 +1,4 @@
-"""The ``pynq`` transport: the bus-master engine (engine version 12) on a PYNQ-Z2, through PYNQ.
+"""The ``pynq`` transport: the bus-master engine (engine version 13) on a PYNQ-Z2, through PYNQ.
 
 Only this module imports pynq, and nothing else in ``radix`` imports this module at import time:
 ``import radix.pynq_transport`` without PYNQ raises an :class:`ImportError` that says so. It runs
