@@ -91,6 +91,24 @@ def test_weights_loaded_well_ahead_never_make_a_job_slower(job, strip_rows):
     assert passes_floor(job) <= first <= interleaved
 
 
+@settings(max_examples=100, deadline=None)
+@given(jobs(), jobs(), st.integers(0, 3))
+def test_an_input_loaded_ahead_never_makes_a_job_slower(before, job, strip_rows):
+    """The job after ``before``, its input loaded ahead (``input_ahead``) or following the job
+    before's written rows (``input_follows``), takes at least its passes and never longer than
+    waiting for the job before to complete; loaded ahead it takes no longer than following."""
+    def second(**order) -> int:
+        clock = ListClock(CONFIG)
+        clock.job(before)
+        start = clock.cycles
+        return clock.job(dict(job, strip_rows=strip_rows, **order)) - start
+
+    waits = second()
+    follows = second(input_ahead=1, input_follows=1)
+    ahead = second(input_ahead=1)
+    assert passes_floor(job) < ahead <= follows <= waits
+
+
 def conv_job(in_ch, out_ch, size, *, stride=1):
     """Command fields of a 3x3 "same" convolution on the default engine."""
     out = (size - 1) // stride + 1

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from radix import golden, network, stream_format
-from radix.command_exec import ReferenceBusTransport, execute
+from radix.command_exec import ReferenceBusTransport, command_error, execute
 from radix.cycle_model import LIST_DONE
 from radix.engine_spec import (input_group_words, tensor_lanes, BUS_REGISTERS, BUS_ENGINE_VERSION, COMMAND_BYTES, COMMAND_FIELDS, COMMAND_WORDS,
-                               ENGINE_ID, ERROR_CODE, EngineConfig, bus_register, decode_command, encode_command,
+                               DEFAULT_CONFIG, ENGINE_ID, ERROR_CODE, EngineConfig, bus_register, decode_command, encode_command,
                                field_mask_of)
 from radix.placement import PlacementError, place
 from radix.program import INPUT, Layer, Program
@@ -331,7 +331,7 @@ def test_random_stream_orders_are_placed_as_drawn_and_stay_bit_exact(seed):
     placement, memory, result = run_placed(program, EngineConfig(), x, batch=1, order=order)
     assert result.done and not result.error
     check_every_tensor(program, placement, memory, x)
-    assert [{k: info.fields[k] for k in ("strip_rows", "weights_first", "input_ahead")}
+    assert [{k: info.fields[k] for k in ("strip_rows", "weights_first", "input_ahead", "input_follows")}
             for info in placement.commands] == drawn
     assert all(info.fields["strip_rows"] == 0 for info in placement.commands if info.fields["sum_pool"])
 
@@ -340,12 +340,43 @@ def test_random_orders_draw_every_choice():
     from radix.runner import random_order
 
     order = random_order(np.random.default_rng(1))
-    draws = [order({"sum_pool": 0, "input_ahead": 1}) for _ in range(200)]
+    draws = [order({"sum_pool": 0, "input_ahead": 1, "input_follows": 1}) for _ in range(200)]
     assert {d["weights_first"] for d in draws} == {0, 1}
     assert {d["strip_rows"] for d in draws} == set(range(16))
-    assert {d["input_ahead"] for d in draws} == {0, 1}
-    assert {order({"sum_pool": 1, "input_ahead": 0})["strip_rows"] for _ in range(20)} == {0}
-    assert {order({"sum_pool": 0, "input_ahead": 0})["input_ahead"] for _ in range(20)} == {0}
+    assert {(d["input_ahead"], d["input_follows"]) for d in draws} == {(0, 0), (1, 1)}
+    assert {order({"sum_pool": 1, "input_ahead": 0, "input_follows": 0})["strip_rows"] for _ in range(20)} == {0}
+    assert {order({"sum_pool": 0, "input_ahead": 1, "input_follows": 0})["input_follows"] for _ in range(20)} == {0}
+    assert {order({"sum_pool": 0, "input_ahead": 0, "input_follows": 0})["input_ahead"] for _ in range(20)} == {0}
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_inputs_load_ahead_where_the_engine_allows_and_follow_what_the_job_before_writes(seed):
+    """Every job after the first loads its input ahead where the engine's checks allow it (the
+    reference accepts the list), and follows the job before's writes wherever it reads a tensor
+    the job before writes (or a concatenation holding it), and only where the two share memory."""
+    rng = np.random.default_rng(seed)
+    program = random_program(rng, 8, 30)
+    placement = place(program, DEFAULT_CONFIG, base=BASE)
+    readers = {layer.name: layer.inputs[0] for layer in program.layers}
+    parts = {part: layer.name for layer in program.layers if not layer.operation.has_weights for part in layer.inputs}
+    commands = placement.commands
+
+    def root(name):
+        while name in parts:
+            name = parts[name]
+        return name
+
+    assert commands[0].fields["input_ahead"] == commands[0].fields["input_follows"] == 0
+    for before, info in zip(commands, commands[1:]):
+        fields, previous = info.fields, before.fields
+        allowed = command_error(dict(fields, input_ahead=1), DEFAULT_CONFIG, previous) is None
+        assert fields["input_ahead"] == int(allowed), info
+        written = {before.layer, parts.get(before.layer), parts.get(parts.get(before.layer))}
+        if allowed and readers[info.layer] in written:
+            assert fields["input_follows"] == 1, info
+        if fields["input_follows"]:
+            assert root(readers[info.layer]) == root(before.layer), info
 
 
 # -- the layout ------------------------------------------------------------------------------

@@ -87,20 +87,42 @@ def test_folded_few_channel_layers_are_bit_exact_on_the_rtl(channels, seed):
 
 @pytest.mark.parametrize("config, seed", [(WIDE_CONFIG, 42)])
 def test_strips_of_rows_are_bit_exact_on_the_rtl(config, seed):
-    """Every command rewritten with a random ``weights_first``, an ``input_ahead`` kept or cleared
-    at random and, but the summed ones, a random ``strip_rows`` (0 to past the job's rows;
+    """Every command rewritten with a random ``weights_first``, an ``input_ahead`` (and
+    ``input_follows``) kept or cleared at random and, but the summed ones, a random ``strip_rows`` (0 to past the job's rows;
     docs/engine.md, "Strips of rows", "Weights first", "The input loads ahead"), whatever the
     placement chose: the striped and weights-first stream orders, the strips' accumulator banks
     and skip addresses, the input buffer's halves, under pauses."""
     program, placement, rng = fitting_program(seed, config)
     for info in placement.commands:
-        corrupt(placement.memory, placement, info.index, weights_first=int(rng.integers(0, 2)),
-                input_ahead=info.fields["input_ahead"] & int(rng.integers(0, 2)))
+        ahead = info.fields["input_ahead"] & int(rng.integers(0, 2))
+        corrupt(placement.memory, placement, info.index, weights_first=int(rng.integers(0, 2)), input_ahead=ahead,
+                input_follows=info.fields["input_follows"] & ahead)
         if not info.fields["sum_pool"]:
             corrupt(placement.memory, placement, info.index, strip_rows=int(rng.integers(0, 16)))
     striped = [info for info in placement.commands if info.fields["out_h"] > 1 and not info.fields["sum_pool"]]
     assert striped, "no job of several rows to cut into strips"
     check_on_rtl(program, placement, random_input(rng, program, 2), config, seed)
+
+
+def test_inputs_following_the_job_before_are_bit_exact_on_the_rtl():
+    """A chain whose every layer reads the one before's output (docs/engine.md, "The input
+    follows the job before"): each job's input rows are read as the job before's writes are
+    answered, under pauses, into the input buffer's other half; pooled, strided, multi-tile,
+    striped and summed producers, a residual add whose skip the job before wrote."""
+    config = EngineConfig(rows=8, cols=8, width=8, in_depth=512, wt_depth=640, acc_depth=128)
+    net = RandomNet(np.random.default_rng(61), config.width, 8)
+    net.tensors[INPUT] = ((8, 10, 11), net.input_fl, net.input_unsigned)
+    a = net.layer("conv", INPUT, 12, kernel=3, padding=(1, 1, 1, 1))
+    b = net.layer("conv", a, 12, kernel=3, padding=(1, 1, 1, 1), pool=True)
+    c = net.layer("conv", b, 8, kernel=1)
+    d = net.layer("conv", c, 8, kernel=3, padding=(1, 1, 1, 1), skip=c)
+    e = net.layer("conv", d, 16, kernel=3, stride=2, padding=(1, 1, 1, 1))
+    net.layer("fc", e, 6, relu=False, unsigned_out=False, prefix="out", summed=True)
+    program = net.program()
+    placement = place(program, config, batch=1, base=BASE)
+    follows = [info.fields["input_follows"] for info in placement.commands]
+    assert follows == [0] + [1] * (len(follows) - 1), follows
+    check_on_rtl(program, placement, random_input(np.random.default_rng(62), program, 1), config, 62)
 
 
 def check_on_rtl(program, placement, x, config, seed) -> None:
@@ -133,7 +155,7 @@ def corrupt(memory, placement, index: int, **fields) -> None:
 
 
 @pytest.mark.parametrize("case", ["opcode", "limit", "limit_rectangular", "summed", "summed_strips", "fold", "ahead",
-                                  "band", "narrow", "align", "window"])
+                                  "follows", "band", "narrow", "align", "window"])
 def test_errors_stop_the_list_on_the_rtl(case):
     program, placement, rng = fitting_program(5)
     x = random_input(rng, program, 2)
@@ -160,6 +182,8 @@ def test_errors_stop_the_list_on_the_rtl(case):
         bad = next(i for i in range(1, len(commands)) if input_band_groups(commands[i].fields, CONFIG)
                    + input_band_groups(commands[i - 1].fields, CONFIG) > CONFIG.in_depth)
         corrupt(memory, placement, bad, input_ahead=1)
+    elif case == "follows":  # following the job before's writes is a way of loading ahead
+        corrupt(memory, placement, bad, input_ahead=0, input_follows=1)
     elif case == "band":
         fields = decode_command(memory[(placement.cmd_base - BASE) // 8 + bad * 8:][:8])
         corrupt(memory, placement, bad, in_y0=fields["in_height"])
@@ -177,7 +201,7 @@ def test_errors_stop_the_list_on_the_rtl(case):
                     win_size=win_size, seed=7, pause=0.3)
     regs = rtl["registers"]
     assert regs["STATUS"] & 0b111 == 0b100, regs  # ERROR, not DONE, not BUSY
-    code = {"limit_rectangular": "LIMIT", "summed": "LIMIT", "summed_strips": "LIMIT", "fold": "LIMIT", "ahead": "LIMIT",
+    code = {"limit_rectangular": "LIMIT", "summed": "LIMIT", "summed_strips": "LIMIT", "fold": "LIMIT", "ahead": "LIMIT", "follows": "LIMIT",
             "narrow": "BAND"}.get(case, case.upper())
     assert (regs["ERR_CODE"], regs["ERR_INDEX"]) == (expected.error, expected.error_index) == (ERROR_CODE[code], bad)
     assert regs["ERR_ADDR"] == expected.error_addr

@@ -141,6 +141,8 @@ class BusEngine(wiring.Component):
             cu.cmd_count.eq(regs.cfg_cmd_count),
             cu.cycles.eq(cycles),
             cu.writer_quiet.eq(writer.quiet),
+            cu.answered_end.eq(writer.answered_end),
+            writer.answered_clear.eq(cu.answered_clear),
             cu.hold.eq(failed | stopping),
             cu.core_busy.eq(core.busy),
             cu.core_done.eq(core.done),

@@ -28,14 +28,18 @@ WriteDescriptor = data.StructLayout({
     "stride": STRIDE_BITS,
     "imm": 1,
     "imm_data": DATA_BITS,
+    "final": 1,
 })
 
 _AddressPart = data.StructLayout({"addr": BUS_ADDR_BITS, "beats": BEATS_BITS, "count": COUNT_BITS,
-                                  "stride": STRIDE_BITS})
+                                  "stride": STRIDE_BITS, "final": 1})
 _DataPart = data.StructLayout({"beats": BEATS_BITS, "imm": 1, "imm_data": DATA_BITS})
 # a burst waiting for its AW: first byte, end (first byte + bytes, 33 bits), beats and, in the issue
 # slot, whether it is in the window
-_Pending = data.StructLayout({"addr": BUS_ADDR_BITS, "end": BUS_ADDR_BITS + 1, "beats": BURST_BITS, "window_ok": 1})
+_Pending = data.StructLayout({"addr": BUS_ADDR_BITS, "end": BUS_ADDR_BITS + 1, "beats": BURST_BITS, "window_ok": 1,
+                              "final": 1})
+# an issued burst, until its response: its first byte (for a bus error), its end, and whether it is final
+_Issued = data.StructLayout({"addr": BUS_ADDR_BITS, "end": BUS_ADDR_BITS + 1, "final": 1})
 
 
 class WriteMaster(wiring.Component):
@@ -45,7 +49,8 @@ class WriteMaster(wiring.Component):
     ``w_*``, ``b_*``), the window, ``stop`` (issue no new burst), ``flush`` (take and drop incoming data),
     and the outcomes: ``window_error`` / ``bus_error`` with ``error_addr``, ``quiet`` (nothing
     planned, held or outstanding; registered, a cycle late), ``drained`` (stopped, with every issued burst
-    complete). The core's output stream carries exactly the words the
+    complete), ``answered_end`` (the end of the last ``final`` burst whose response came, since
+    ``answered_clear``). The core's output stream carries exactly the words the
     descriptors write (its last tile only the words holding channels, ``radix.stream_format``).
 
     An AW is issued only when the whole burst's data is in the FIFO, so once issued a burst always
@@ -76,6 +81,8 @@ class WriteMaster(wiring.Component):
             "b_ready": Out(1),
             **bus_master_control_members(),
             "drained": Out(1),
+            "answered_end": Out(BUS_ADDR_BITS + 1),
+            "answered_clear": In(1),
         })
 
     def elaborate(self, platform):
@@ -84,12 +91,13 @@ class WriteMaster(wiring.Component):
         m.submodules.data_descs = data_descs = SyncFIFOBuffered(width=_DataPart.size, depth=4)
         m.submodules.data_fifo = data_fifo = SyncFIFOBuffered(width=DATA_BITS, depth=self._depth)
         m.submodules.lengths = lengths = SyncFIFOBuffered(width=BURST_BITS, depth=self._max_bursts)
-        m.submodules.burst_addrs = burst_addrs = SyncFIFOBuffered(width=BUS_ADDR_BITS, depth=self._max_bursts)
+        m.submodules.bursts = bursts = SyncFIFOBuffered(width=_Issued.size, depth=self._max_bursts)
 
         p = self.desc.payload
         a_part, d_part = Signal(_AddressPart), Signal(_DataPart)
         m.d.comb += [
             a_part.addr.eq(p.addr), a_part.beats.eq(p.run_beats), a_part.count.eq(p.runs), a_part.stride.eq(p.stride),
+            a_part.final.eq(p.final),
             d_part.beats.eq(p.beats), d_part.imm.eq(p.imm), d_part.imm_data.eq(p.imm_data),
             addr_descs.w_data.eq(a_part), data_descs.w_data.eq(d_part),
             self.desc.ready.eq(addr_descs.w_rdy & data_descs.w_rdy),
@@ -152,23 +160,24 @@ class WriteMaster(wiring.Component):
         # of uncommitted ones, the cycle after the issue: the handshake's path ends at registers.
         # The next AW waits that cycle (at most one every two cycles; a burst's W beats take as many)
         issued, issued_beats = Signal(name="issued"), Signal(BURST_BITS, name="issued_beats")
-        issued_addr = Signal(BUS_ADDR_BITS, name="issued_addr")
-        m.d.sync += [issued.eq(issue), issued_beats.eq(head.beats), issued_addr.eq(head.addr)]
+        issued_burst = Signal(_Issued, name="issued_burst")
+        m.d.sync += [issued.eq(issue), issued_beats.eq(head.beats), issued_burst.addr.eq(head.addr),
+                     issued_burst.end.eq(head.end), issued_burst.final.eq(head.final)]
         m.d.comb += [
             self.aw_addr.eq(head.addr),
             self.aw_len.eq(head.beats - 1),
             self.aw_valid.eq(issue_q.head_valid & ~issued & (uncommitted >= head.beats) & head.window_ok
-                             & lengths.w_rdy & burst_addrs.w_rdy & (~halted | aw_shown)),
+                             & lengths.w_rdy & bursts.w_rdy & (~halted | aw_shown)),
             issue.eq(self.aw_valid & self.aw_ready),
             advance.eq(slot1_valid & issue_q.room),
             walk.eq(a_active & slot_free),
             lengths.w_data.eq(issued_beats),
             lengths.w_en.eq(issued),
-            burst_addrs.w_data.eq(issued_addr),
-            burst_addrs.w_en.eq(issued),
+            bursts.w_data.eq(issued_burst),
+            bursts.w_en.eq(issued),
         ]
         with m.If(slot_free):  # as in the read master: whether or not the walk goes on
-            m.d.sync += [slot1.addr.eq(cursor.addr), slot1.end.eq(end), slot1.beats.eq(beats)]
+            m.d.sync += [slot1.addr.eq(cursor.addr), slot1.end.eq(end), slot1.beats.eq(beats), slot1.final.eq(ad.final)]
         issue_q.feed(m, slot=slot1, slot_valid=slot1_valid, slot_free=slot_free, walk=walk, advance=advance,
                      pop=issue, win_base=self.win_base, win_size=self.win_size)
         with m.If(issue_q.head_valid & ~head.window_ok & ~halted & ~self.window_error & ~self.bus_error):
@@ -212,9 +221,14 @@ class WriteMaster(wiring.Component):
         # -- B: responses, in order -------------------------------------------------------
         outstanding = Signal(range(self._max_bursts + 1))
         b_take = self.b_valid & self.b_ready
-        m.d.comb += [self.b_ready.eq(1), burst_addrs.r_en.eq(b_take)]
+        answered = data.View(_Issued, bursts.r_data)
+        m.d.comb += [self.b_ready.eq(1), bursts.r_en.eq(b_take)]
         with m.If(b_take & self.b_resp[1] & ~self.window_error & ~self.bus_error):
-            m.d.sync += [self.bus_error.eq(1), self.error_addr.eq(burst_addrs.r_data)]
+            m.d.sync += [self.bus_error.eq(1), self.error_addr.eq(answered.addr)]
+        with m.If(self.answered_clear):
+            m.d.sync += self.answered_end.eq(0)
+        with m.Elif(b_take & answered.final & ~self.b_resp[1]):
+            m.d.sync += self.answered_end.eq(answered.end)
         m.d.sync += outstanding.eq(outstanding + issue - b_take)
         # a descriptor takes two cycles to show at a FIFO's output: quiet waits for them
         recent = Signal(2)

@@ -78,6 +78,8 @@ class CommandUnit(wiring.Component):
             "cmd_words": In(stream.Signature(DATA_BITS)),
             "write_desc": Out(stream.Signature(WriteDescriptor)),
             "writer_quiet": In(1),
+            "answered_end": In(BUS_ADDR_BITS + 1),
+            "answered_clear": Out(1),
             "hold": In(1),
             "layer": Out(LayerConfigLayout),
             "core_start": Out(1),
@@ -230,7 +232,17 @@ class CommandUnit(wiring.Component):
         prev_groups, prev_folded, prev_mirror = Signal(band_bits), Signal(), Signal()
         ahead_over = Signal()
         pending_mirror, job_mirror = Signal(), Signal()
-        behind_one = Signal()  # complete + 1 == n: every command before the one before is complete
+        behind_one = Signal()  # complete == n - 1: every command before the one before is complete
+        n_before = Signal(32)  # n - 1, kept with n (an add before the compare was a slow path)
+        # input_follows: the input read row by row, each row once the job before's writes below its
+        # end have their responses (answered_end) or the job before is complete; row_open is
+        # registered from row_end, itself from row_addr, so a row waits ``settle`` cycles after
+        # the address moves before its gate is read
+        row_addr, row_end = Signal(BUS_ADDR_BITS), Signal(BUS_ADDR_BITS + 1)
+        row_left, row_run = Signal(16), Signal(16 + 3)
+        row_beats, row_count, row_outer = Signal(BEATS_BITS), Signal(16), Signal(16)  # the input read's operands
+        row_open, settle = Signal(), Signal(2)
+        m.d.sync += settle.eq(Mux(settle == 0, 0, settle - 1))  # the issuer's states below set it
         # registered compares: n changes only on the way to FETCH, many cycles before these are used,
         # and the commands complete in order (`complete` reaches n only after n's input is read)
         last_command = Signal()  # n + 1 == cmd_count (from next_n, set in FETCH: RECEIVE takes 8 words)
@@ -317,6 +329,13 @@ class CommandUnit(wiring.Component):
             m.d.sync += [self.error_code.eq(ERROR_CODE[code]), self.error_index.eq(n), self.error_addr.eq(addr)]
             m.next = "HALT"
 
+        def after_input():
+            """After an input tile: the rest of its weight rows, unless none follow it."""
+            with m.If(one_tap | striped | first_tile_weights_first):
+                m.next = "TILE_DONE"
+            with m.Else():
+                m.next = "TILE_WEIGHTS"
+
         def skip_or_next():
             """After a tile's weight rows: its skip pixels, with ``add``, then the next tile."""
             with m.If(cmd.add):
@@ -327,7 +346,7 @@ class CommandUnit(wiring.Component):
         with m.FSM(name="issuer"):
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [n.eq(0), self.busy.eq(1), complete.eq(0), self.saturated.eq(0),
+                    m.d.sync += [n.eq(0), n_before.eq((1 << 32) - 1), self.busy.eq(1), complete.eq(0), self.saturated.eq(0),
                                  fetch_addr.eq(self.cmd_base), prev_groups.eq(0), prev_folded.eq(0),
                                  prev_mirror.eq(0)]
                     with m.If(self.cmd_base[:6] != 0):
@@ -363,15 +382,16 @@ class CommandUnit(wiring.Component):
                 group = Mux(cmd.narrow_in, 1, in_words)
                 m.d.sync += [out_sum_lo.eq(out_ch_up + extra_lanes[:WIDE // 2]),
                              out_room.eq(cmd.out_pixel_words - cmd.out_word_offset),
-                             in_group.eq(group),
+                             in_group.eq(group), row_run.eq(small_product(group, cmd.in_w)),
                              in_contiguous.eq((cmd.in_pixel_words == group) & (cmd.in_row_pitch <= 1))]
                 self._fold_terms(m, cmd, fold_terms, band_groups=band_groups)
                 m.next = "CHECK_WORDS"
             with m.State("CHECK_WORDS"):
                 self._check_fold(m, cmd, fold_terms, fold_checks)
                 groups = Mux(cmd.fold_lanes != 0, fold_terms.groups, band_groups[:band_bits])
-                m.d.sync += ahead_over.eq(cmd.input_ahead & ((cmd.fold_lanes != 0) | prev_folded
-                                                             | (groups + prev_groups > self.config.in_depth)))
+                m.d.sync += ahead_over.eq((cmd.input_follows & ~cmd.input_ahead)
+                                          | (cmd.input_ahead & ((cmd.fold_lanes != 0) | prev_folded
+                                                                | (groups + prev_groups > self.config.in_depth))))
                 out_sum = Cat(out_sum_lo[:WIDE // 2], extra_lanes[WIDE // 2:] + out_sum_lo[WIDE // 2])
                 m.d.sync += out_words.eq(out_sum >> (lpw.bit_length() - 1))
                 m.next = "CHECK_FLAGS"
@@ -425,14 +445,23 @@ class CommandUnit(wiring.Component):
                 # before that one must be complete (its skip pixels still wait for all, in SKIP)
                 with m.If(synced | caught_up | (cmd.input_ahead & behind_one)):
                     m.d.sync += synced.eq(synced | caught_up | ~cmd.input_ahead)
-                    # one run, or each pixel's words, row by row
-                    with m.If(read(in_base, Mux(in_contiguous, in_run, in_group), count=Mux(in_contiguous, 1, cmd.in_w),
-                                   stride=cmd.in_pixel_words << 3, outer_count=Mux(in_contiguous, 1, cmd.in_h),
-                                   outer_stride=in_row_words << 3)):
-                        with m.If(one_tap | striped | first_tile_weights_first):
-                            m.next = "TILE_DONE"
-                        with m.Else():
-                            m.next = "TILE_WEIGHTS"
+                    # the tile in one read (one run, or each pixel's words, row by row) or, following
+                    # the job before, one read a row; its operands from registers
+                    follows = cmd.input_follows
+                    m.d.sync += [row_addr.eq(in_base), row_left.eq(Mux(follows, cmd.in_h, 1)),
+                                 settle.eq(Mux(follows, 3, 0)),
+                                 row_beats.eq(Mux(in_contiguous, Mux(follows, row_run, in_run), in_group)),
+                                 row_count.eq(Mux(in_contiguous, 1, cmd.in_w)),
+                                 row_outer.eq(Mux(in_contiguous | follows, 1, cmd.in_h))]
+                    m.next = "INPUT_ROWS"
+            with m.State("INPUT_ROWS"):
+                with m.If((settle == 0) & (row_open | ~cmd.input_follows)):
+                    with m.If(read(row_addr, row_beats, count=row_count, stride=cmd.in_pixel_words << 3,
+                                   outer_count=row_outer, outer_stride=in_row_words << 3)):
+                        m.d.sync += [row_addr.eq(row_addr + (in_row_words << 3)), row_left.eq(row_left - 1),
+                                     settle.eq(3)]
+                        with m.If(row_left == 1):
+                            after_input()
             with m.State("TILE_WEIGHTS"):
                 with m.If(read(tile_rest_addr, tile_rest)):
                     m.next = "TILE_DONE"
@@ -465,7 +494,7 @@ class CommandUnit(wiring.Component):
                     with m.If(last_command):
                         m.next = "FINISH"
                     with m.Else():
-                        m.d.sync += [n.eq(next_n), fetch_addr.eq(fetch_addr + (1 << 6))]
+                        m.d.sync += [n.eq(next_n), n_before.eq(n), fetch_addr.eq(fetch_addr + (1 << 6))]
                         m.next = "FETCH"
                 with m.Else():
                     m.d.sync += [o_tile.eq(o_tile + 1), wt_block.eq(wt_block + (tile_words << 3)),
@@ -495,9 +524,13 @@ class CommandUnit(wiring.Component):
         core_finished = Signal()
         with m.If(self.core_done):
             m.d.sync += core_finished.eq(1)
-        m.d.sync += [caught_up.eq(complete == n), behind_one.eq(complete + 1 == n)]
+        m.d.sync += [caught_up.eq(complete == n), behind_one.eq(complete == n_before)]
+        m.d.sync += [row_end.eq(row_addr + (in_row_words << 3)[:BUS_ADDR_BITS]),
+                     row_open.eq(caught_up | (row_end <= self.answered_end))]
         # the core's start, from a register: high in the cycle after the job is taken (START)
         m.d.sync += self.core_start.eq(take_job)
+        # the write master's answered_end follows the running job's last output tile
+        m.d.comb += self.answered_clear.eq(take_job)
         # The loader starts on the handed job as soon as it is idle, while the core may still
         # compute the job before (a pulse from a register); the job is taken after that.
         load_now = handed & ~pending_loaded & self.load_idle
@@ -534,6 +567,7 @@ class CommandUnit(wiring.Component):
                     w.runs.eq(Mux(out_contiguous, 1, job_out_px)),
                     w.beats.eq(out_run),
                     w.stride.eq(job.out_pixel_words << 3),
+                    w.final.eq(last_out),
                     self.write_desc.valid.eq(1),
                 ]
                 with m.If(self.write_desc.ready):

@@ -129,6 +129,8 @@ def _limit(f: dict, cfg: EngineConfig) -> str:
 
 def _ahead_limit(f: dict, previous: dict | None, cfg: EngineConfig) -> str:
     """Why an ``input_ahead`` job cannot load its input beside the job before's, or ''."""
+    if f["input_follows"] and not f["input_ahead"]:
+        return "input_follows without input_ahead"
     if not f["input_ahead"]:
         return ""
     if f["fold_lanes"] or (previous is not None and previous["fold_lanes"]):

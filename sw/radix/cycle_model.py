@@ -69,6 +69,9 @@ WRITE_TURNAROUND = MEMORY_LATENCY + 5
 # From a job's start to its first input word where it waits for the earlier commands' writes
 # (``sync``: its input reads go out as the job before completes); else a cycle.
 INPUT_AFTER_START = 30
+# From the job before's last word of an output row to an ``input_follows`` job's first word of
+# that row: the write's response, the row's gate, the read across the memory's latency.
+FOLLOW_DELAY = WRITE_TURNAROUND + MEMORY_LATENCY + 12
 
 
 def job_strips(job: dict) -> list[tuple[int, int]]:
@@ -81,18 +84,24 @@ def job_strips(job: dict) -> list[tuple[int, int]]:
     return [(i0, min(strip, comp_h - i0)) for i0 in range(0, comp_h, strip)]
 
 
-def core_cycles(config: EngineConfig, job: dict, *, head: float | None = None) -> int:
+def core_cycles(config: EngineConfig, job: dict, *, head: float | None = None,
+                rows_ready: list[float] | None = None) -> int:
     """Cycles from the core's start to its last output word for a job's command fields ``job``
     (``radix.engine_spec.COMMAND_FIELDS`` by name). ``head`` is the cycle, from the core's start
     (negative: before it), at which the loader began the job's stream (None: at the start); the
-    input then arrives no sooner than ``INPUT_AFTER_START`` cycles after the start."""
-    return core_timeline(config, job, head=head)[0]
+    input then arrives no sooner than ``INPUT_AFTER_START`` cycles after the start (an
+    ``input_ahead`` job's as soon as the loader reaches it; an ``input_follows`` job's row ``r``
+    of the band no sooner than ``rows_ready[r]``)."""
+    return core_timeline(config, job, head=head, rows_ready=rows_ready)[0]
 
 
-def core_timeline(config: EngineConfig, job: dict, *, head: float | None = None) -> tuple[int, float]:
-    """``(cycles, loader free)``: :func:`core_cycles`, and the cycle from the core's start at which
-    the loader could begin the next job's stream: its own stream is in, and the bank the next
-    job's first tile takes is free (its tile before the last has begun its last pass)."""
+def core_timeline(config: EngineConfig, job: dict, *, head: float | None = None,
+                  rows_ready: list[float] | None = None) -> tuple[int, float, list[tuple[int, float]]]:
+    """``(cycles, loader free, rows written)``: :func:`core_cycles`; the cycle from the core's
+    start at which the loader could begin the next job's stream: its own stream is in, and the
+    bank the next job's first tile takes is free (its tile before the last has begun its last
+    pass); and, per strip of the last output tile, ``(end, cycle)``: the output tensor's rows
+    below ``end`` are all written at ``cycle`` (their last word leaves the core)."""
     rows, cols = config.rows, config.cols
     t_in, t_out = tiles(job["in_ch"], rows), tiles(job["out_ch"], cols)
     kernel = (job["kernel_h"], job["kernel_w"])
@@ -110,10 +119,9 @@ def core_timeline(config: EngineConfig, job: dict, *, head: float | None = None)
     to_accumulator = rows + cols + ARRAY_PIPELINE
     write_burst = WRITE_TURNAROUND / WRITE_BURSTS  # cycles per burst the writes' responses allow
 
-    def input_rows_in(tile_start: int, last_row: int, u: int) -> int:
+    def input_rows_in(rows_in: list[float], last_row: int, u: int) -> float:
         """When the input row that output row ``last_row`` reads at kernel row ``u`` is in."""
-        row = min(max(last_row * job["stride_h"] + u - job["pad_top"], 0), job["in_h"] - 1)
-        return tile_start + (row + 1) * row_words
+        return rows_in[min(max(last_row * job["stride_h"] + u - job["pad_top"], 0), job["in_h"] - 1)]
 
     stream = 0 if head is None else head  # cycles at which the stream's next word can arrive
     input_floor = -math.inf if head is None else (INPUT_AFTER_START if job.get("sync", 1) else 1)
@@ -122,6 +130,7 @@ def core_timeline(config: EngineConfig, job: dict, *, head: float | None = None)
         input_floor = -math.inf
     started, ended = -math.inf, 0  # the running pass (none before the core's start)
     tile_started, tile_ended, strip_drained = [], [], []  # per output tile's last pass; per strip
+    written_rows = []  # the last output tile's strips: (output rows below, cycle)
     drain_end = 0
     for o in range(t_out):
         words = tile_out_words(job["out_ch"], o, config)  # a weight row's, skip pixel's, output pixel's
@@ -130,14 +139,20 @@ def core_timeline(config: EngineConfig, job: dict, *, head: float | None = None)
         if o >= 2:
             stream = max(stream, tile_started[o - 2] + 1)
         stream += cols
-        weights_in, tile_start = [], []  # per input tile: each tap's weight rows in; its input's start
+        weights_in, tile_rows = [], []  # per input tile: each tap's weight rows in; each of its rows in
         interleaved = o == 0 and not weights_first
 
         def input_tile():
             nonlocal stream
             stream = max(stream, input_floor)
-            tile_start.append(stream)
-            stream += in_tile
+            if rows_ready is None:
+                tile_rows.append([stream + (r + 1) * row_words for r in range(job["in_h"])])
+                stream += in_tile
+                return
+            tile_rows.append([])
+            for r in range(job["in_h"]):
+                stream = max(stream, rows_ready[r]) + row_words
+                tile_rows[-1].append(stream)
 
         for _ in range(t_in):
             arrivals = []
@@ -182,9 +197,9 @@ def core_timeline(config: EngineConfig, job: dict, *, head: float | None = None)
                     issued = start + strip_pixels * (2 if slow and index == passes - 1 else 1)  # its last pixel
                     first_issued = start  # and its first
                     if o == 0:  # the pass trails its input rows
-                        issued = max(issued, input_rows_in(tile_start[t], i0 + n - 1, tap // kernel[1])
+                        issued = max(issued, input_rows_in(tile_rows[t], i0 + n - 1, tap // kernel[1])
                                      + comp_w + ROW_WAIT)
-                        first_issued = max(start, input_rows_in(tile_start[t], i0, tap // kernel[1]) + ROW_WAIT)
+                        first_issued = max(start, input_rows_in(tile_rows[t], i0, tap // kernel[1]) + ROW_WAIT)
                     started, ended = start, max(issued, start + pass_cycles)
                     index += 1
             if last_strip:
@@ -205,8 +220,12 @@ def core_timeline(config: EngineConfig, job: dict, *, head: float | None = None)
             begin = max((first_issued if early else issued) + to_accumulator, drain_end)
             drain_end = max(begin + math.ceil(drain), issued + to_accumulator + math.ceil(per_pixel))
             strip_drained.append(drain_end)
+            if o == t_out - 1:  # the strip's rows drain one after another
+                for k in range(1, n + 1):
+                    below = 1 if summed else (i0 + k) // 2 if pool else i0 + k
+                    written_rows.append((job.get("out_y0", 0) + below, min(drain_end, begin + drain * k / n)))
     bank_free = tile_started[-2] if t_out >= 2 else -math.inf
-    return math.ceil(drain_end), max(stream + NEXT_HEAD_DELAY, bank_free)
+    return math.ceil(drain_end), max(stream + NEXT_HEAD_DELAY, bank_free), written_rows
 
 
 def fastest_order(config: EngineConfig, job: dict, *, clock: ListClock | None = None) -> dict:
@@ -257,6 +276,8 @@ class ListClock:
         self.cycles = 0
         self.jobs = 0
         self._loader_free = 0.0  # the cycle at which the loader can begin the next job's stream
+        self._written: list[tuple[int, float]] = []  # the job before's (output rows below, cycle)
+        self._written_from = 0  # and its band's first row
 
     def job(self, fields: dict) -> int:
         """Account one job (its command fields by name); the cycle of its stats word."""
@@ -266,11 +287,30 @@ class ListClock:
         else:  # the loader began this job while the one before computed
             head = min(0.0, self._loader_free - self.cycles)
         start = self.cycles
-        end, loader_free = core_timeline(self.config, fields, head=head)
+        rows_ready = self._rows_ready(fields, start) if fields.get("input_follows", 0) and self.jobs else None
+        end, loader_free, written = core_timeline(self.config, fields, head=head, rows_ready=rows_ready)
         self._loader_free = start + loader_free
+        self._written = [(rows, start + cycle) for rows, cycle in written]
+        self._written_from = fields.get("out_y0", 0)
         self.cycles = start + end + JOB_END + last_burst_beats(self.config, fields)
         self.jobs += 1
         return self.cycles
+
+    def _rows_ready(self, fields: dict, start: int) -> list[float]:
+        """When each input row of an ``input_follows`` job's band may arrive, from its start: its
+        rows of the tensor (``in_row_pitch`` rows a view row) written by the job before, its
+        writes answered and its reads back (``FOLLOW_DELAY``), or once the job before is
+        complete (``INPUT_AFTER_START``)."""
+        pitch = max(1, fields.get("in_row_pitch", 0))
+        ready = []
+        for r in range(fields["in_h"]):
+            below = (fields.get("in_y0", 0) + r + 1) * pitch  # the tensor rows the row's read waits for
+            if below <= self._written_from:  # written by the jobs before the job before
+                ready.append(-math.inf)
+                continue
+            cycle = next((when for rows, when in self._written if rows >= below), self._written[-1][1])
+            ready.append(min(cycle + FOLLOW_DELAY - start, INPUT_AFTER_START))
+        return ready
 
     @property
     def done(self) -> int:

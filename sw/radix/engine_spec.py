@@ -322,7 +322,7 @@ def _markdown_table(registers) -> str:
 # and skip pixels carry only the words holding its channels (the weight blocks' layout changed);
 # 12: a job's first output tile may stream all its weight rows before its input tiles (weights_first),
 # and its input rows may lie further apart than its width (in_row_pitch); 13: a job's input may load
-# while the job before computes (input_ahead)
+# while the job before computes (input_ahead), row by row as the job before writes it (input_follows)
 BUS_ENGINE_VERSION = 13
 BUS_ADDR_BITS = 32  # byte addresses on the AXI master
 BUS_BYTES = STREAM_BITS // 8  # bytes per AXI master beat (64-bit data)
@@ -444,6 +444,9 @@ COMMAND_FIELDS: tuple[CommandField, ...] = (
     CommandField("input_ahead", 6, 51, 1, "The job's input loads while the job before computes (docs/engine.md, "
                  "\"The input loads ahead\"): it reads no input the job before writes, and with sync its input waits only "
                  "for the commands before that one; neither job folded, their input bands within IN_DEPTH together"),
+    CommandField("input_follows", 6, 52, 1, "With input_ahead: the job before writes the job's input; each input row is "
+                 "read once the job before's writes below the row's end have their responses (docs/engine.md, \"The "
+                 "input follows the job before\")"),
     CommandField("stat_addr", 7, 0, 32, "Byte address of the stats word (with stats)"),
     CommandField("kernel_w", 7, 32, 4, f"Kernel columns KW ({KERNEL_RANGE[0]}..{KERNEL_RANGE[1]})"),
     CommandField("stride_w", 7, 36, 4, f"Horizontal stride SW ({STRIDE_RANGE[0]}..{STRIDE_RANGE[1]})"),

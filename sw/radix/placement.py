@@ -223,7 +223,7 @@ def place(program: Program, config: EngineConfig, *, batch: int = 1, base: int =
         first_of_layer = index == 0 or builder.jobs[index - 1][0] != layer_name
         fields = dict(dict.fromkeys(COMMAND_FIELD, 0), **fields, sync=int(first_of_layer), stats=1,
                       stat_addr=stat_base + index * BUS_BYTES)
-        fields["input_ahead"] = int(_can_load_ahead(fields, previous, config))
+        fields["input_ahead"], fields["input_follows"] = _load_ahead(fields, previous, config)
         fields.update(fastest_order(config, fields, clock=clock) if order is None else order(fields))
         previous = fields
         clock.job(fields)
@@ -242,13 +242,14 @@ def place(program: Program, config: EngineConfig, *, batch: int = 1, base: int =
                      tuple(externals), input_blocks)
 
 
-def _can_load_ahead(fields: dict, previous: dict | None, config: EngineConfig) -> bool:
-    """Whether a job's input may load while the job before computes (``input_ahead``,
-    docs/engine.md, "The input loads ahead"): the job before writes nothing of the tensor the
-    job reads (whole tensors compared), and the engine's checks allow it (neither job folded,
-    their input bands within IN_DEPTH together)."""
+def _load_ahead(fields: dict, previous: dict | None, config: EngineConfig) -> tuple[int, int]:
+    """``(input_ahead, input_follows)`` of a job after ``previous`` (docs/engine.md, "The input
+    loads ahead", "The input follows the job before"): its input loads while the job before
+    computes wherever the engine's checks allow it (neither job folded, their input bands within
+    IN_DEPTH together), and follows the job before's writes row by row where the job before
+    writes some of the bytes it reads (whole rows of the tensor compared)."""
     if previous is None:
-        return False
+        return 0, 0
     # the bytes from the first each job touches to its last (a band's rows, a pixel's first words)
     pitch = max(1, fields["in_row_pitch"]) * fields["in_w"]
     group = 1 if fields["narrow_in"] else -(-fields["in_ch"] // config.rows) * config.in_words
@@ -259,9 +260,10 @@ def _can_load_ahead(fields: dict, previous: dict | None, config: EngineConfig) -
                               sum_pool=bool(previous["sum_pool"]))
     write_start = previous["out_addr"] + previous["out_y0"] * width * previous["out_pixel_words"] * BUS_BYTES
     write_end = previous["out_addr"] + (((previous["out_y0"] + rows) * width) * previous["out_pixel_words"]) * BUS_BYTES
-    if read_start < write_end and write_start < read_end:
-        return False
-    return command_error(dict(fields, input_ahead=1), config, previous) is None
+    follows = int(read_start < write_end and write_start < read_end)
+    if command_error(dict(fields, input_ahead=1, input_follows=follows), config, previous) is not None:
+        return 0, 0
+    return 1, follows
 
 
 def _round_up(value: int, align: int) -> int:

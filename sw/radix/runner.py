@@ -224,12 +224,13 @@ def run_single(driver: Driver, layer: Layer, x, skip, *, order=None) -> tuple[np
 def random_order(rng: np.random.Generator) -> Callable[[dict], dict]:
     """Stream orders drawn at random for each job (``place``'s ``order``): strips of 0 to 15 rows
     (none for a summed job), weights first or not, and an input the placement may load ahead
-    loaded ahead or not, so a self-test covers every order the engine takes, not only the ones
+    (following the job before's writes) loaded ahead or not, so a self-test covers every order the engine takes, not only the ones
     the cycle model finds fastest."""
     def order(fields: dict) -> dict:
         strips = 0 if fields["sum_pool"] else int(rng.integers(0, 16))
-        return {"strip_rows": strips, "weights_first": int(rng.integers(0, 2)),
-                "input_ahead": fields["input_ahead"] & int(rng.integers(0, 2))}
+        ahead = fields["input_ahead"] & int(rng.integers(0, 2))
+        return {"strip_rows": strips, "weights_first": int(rng.integers(0, 2)), "input_ahead": ahead,
+                "input_follows": fields["input_follows"] & ahead}
     return order
 
 
