@@ -230,7 +230,8 @@ class CommandUnit(wiring.Component):
         # kept at HAND; the command's own check of them, registered in CHECK_WORDS
         band_bits = self.config.in_depth.bit_length() + 1
         prev_groups, prev_folded, prev_mirror = Signal(band_bits), Signal(), Signal()
-        ahead_over = Signal()
+        ahead_groups, ahead_refused = Signal(band_bits + 1), Signal()  # registered in CHECK_WORDS
+        ahead_over = ahead_refused | (cmd.input_ahead & (ahead_groups > self.config.in_depth))
         pending_mirror, job_mirror = Signal(), Signal()
         behind_one = Signal()  # complete == n - 1: every command before the one before is complete
         n_before = Signal(32)  # n - 1, kept with n (an add before the compare was a slow path)
@@ -389,9 +390,9 @@ class CommandUnit(wiring.Component):
             with m.State("CHECK_WORDS"):
                 self._check_fold(m, cmd, fold_terms, fold_checks)
                 groups = Mux(cmd.fold_lanes != 0, fold_terms.groups, band_groups[:band_bits])
-                m.d.sync += ahead_over.eq((cmd.input_follows & ~cmd.input_ahead)
-                                          | (cmd.input_ahead & ((cmd.fold_lanes != 0) | prev_folded
-                                                                | (groups + prev_groups > self.config.in_depth))))
+                m.d.sync += [ahead_groups.eq(groups + prev_groups),
+                             ahead_refused.eq((cmd.input_follows & ~cmd.input_ahead)
+                                              | (cmd.input_ahead & ((cmd.fold_lanes != 0) | prev_folded)))]
                 out_sum = Cat(out_sum_lo[:WIDE // 2], extra_lanes[WIDE // 2:] + out_sum_lo[WIDE // 2])
                 m.d.sync += out_words.eq(out_sum >> (lpw.bit_length() - 1))
                 m.next = "CHECK_FLAGS"

@@ -132,7 +132,6 @@ class ConvCore(wiring.Component):
             sequencer.in_rows_done.eq(loader.in_rows_done),
             input_buffer.fold_lanes.eq(self.layer.fold_lanes),
             input_buffer.fold_taps.eq(self.layer.fold_taps),
-            input_buffer.wr_mirror.eq(loader.in_mirror),
             input_buffer.rd_mirror.eq(self.layer.in_mirror),
             sequencer.lane_offset.eq(input_buffer.lane_offset),
             sequencer.lane_unused.eq(input_buffer.lane_unused),

@@ -42,8 +42,9 @@ class InputBuffer(wiring.Component):
 
     A job with ``in_mirror`` (an input loaded ahead, docs/engine.md) has its addresses mirrored,
     ``a -> in_depth - 1 - a``: its input fills the buffer from the top while the job before's
-    fills it from the bottom. The writes take the loader's job's (``wr_mirror``), the reads the
-    core's (``rd_mirror``).
+    fills it from the bottom. The loader writes such a job's input at mirrored addresses itself
+    (a register: neither that job nor the core's is folded, so nothing is added to them here);
+    the reads take the core's job's mirror (``rd_mirror``).
 
     ``fold_lanes`` and ``fold_taps`` must be stable from a job's start: the lane map and
     ``base`` (``F - 1``, or 0 without a fold) follow them a cycle later, long before the job's
@@ -59,7 +60,6 @@ class InputBuffer(wiring.Component):
         super().__init__({
             "fold_lanes": In(CORE_LAYER_FIELDS["fold_lanes"]),
             "fold_taps": In(CORE_LAYER_FIELDS["fold_taps"]),
-            "wr_mirror": In(1),
             "rd_mirror": In(1),
             "wr": Out(WritePort.Signature(addr_width=addr_bits, shape=rows * width)),
             "rd": Out(ReadPort.Signature(addr_width=addr_bits, shape=rows * width)),
@@ -67,6 +67,16 @@ class InputBuffer(wiring.Component):
             "lane_unused": Out(rows),
             "base": Out(CORE_LAYER_FIELDS["fold_taps"]),
         })
+
+    @staticmethod
+    def physical(config: EngineConfig, addr, mirror):
+        """The memory address of buffer address ``addr`` in a job mirrored (``mirror``) or not:
+        ``in_depth - 1 - addr`` or ``addr``, the complement on a power-of-two buffer (no adder)."""
+        addr_bits = input_address_bits(config)
+        top = config.in_depth - 1
+        if config.in_depth == 1 << addr_bits:
+            return addr ^ Mux(mirror, top, 0)
+        return Mux(mirror, top - addr, addr)[:addr_bits]
 
     def elaborate(self, platform):
         m = Module()
@@ -94,13 +104,6 @@ class InputBuffer(wiring.Component):
         m.d.comb += [unused[index].eq(folded & (offsets[index] >= self.fold_taps)) for index in range(rows)]
         m.d.comb += [self.lane_offset.eq(Cat(*offsets)), self.lane_unused.eq(unused)]
 
-        def physical(addr, mirror):
-            """The memory address of ``addr`` (``addr_bits`` wide) of a job mirrored or not."""
-            top = cfg.in_depth - 1
-            if cfg.in_depth == 1 << addr_bits:  # a power of two: the mirror is the complement
-                return addr ^ Mux(mirror, top, 0)
-            return Mux(mirror, top - addr, addr)[:addr_bits]
-
         read_lanes = []
         for index in range(rows):
             memory = Memory(shape=width, depth=cfg.in_depth, init=[])
@@ -117,10 +120,10 @@ class InputBuffer(wiring.Component):
                 with m.Default():
                     m.d.comb += source.eq(own)
             m.d.comb += [
-                wr.addr.eq(physical((self.wr.addr + base - offsets[index])[:addr_bits], self.wr_mirror)),
+                wr.addr.eq((self.wr.addr + base - offsets[index])[:addr_bits]),
                 wr.data.eq(source),
                 wr.en.eq(self.wr.en & ~unused[index]),
-                rd.addr.eq(physical(self.rd.addr, self.rd_mirror)),
+                rd.addr.eq(self.physical(cfg, self.rd.addr, self.rd_mirror)),
                 rd.en.eq(self.rd.en),
             ]
             read_lanes.append(rd.data)

@@ -11,6 +11,7 @@ from radix.stream_format import BIAS_BITS, SHIFT_BITS, SKIP_SHIFT_OFFSET
 
 from .accumulator import skip_address_bits
 from .helpers import computed_size
+from .input_buffer import InputBuffer
 from .layout import LayerConfigLayout, input_address_bits, weight_address_bits
 
 
@@ -97,7 +98,6 @@ class Loader(wiring.Component):
             "in_wr": In(WritePort.Signature(addr_width=self.in_addr_bits, shape=rows * width)),
             "wt_wr": In(WritePort.Signature(addr_width=self.wt_addr_bits, shape=cols * width)),
             "skip_wr": In(WritePort.Signature(addr_width=self.skip_addr_bits, shape=cols * width)),
-            "in_mirror": Out(1),
             "hw": Out(self.in_addr_bits),
             "hw_valid": Out(1),
             "in_tiles_done": Out(16),
@@ -180,7 +180,10 @@ class Loader(wiring.Component):
         # after this one, and its ``layer`` then holds that job.
         job = Signal(data.StructLayout({"in_ch": 16, "out_ch": 16, "narrow_in": 1, "add": 1, "weights_first": 1,
                                         "input_ahead": 1, "in_mirror": 1}))
-        m.d.comb += self.in_mirror.eq(job.in_mirror)
+
+        def mirror(addr):
+            """The input buffer's address of ``addr`` in a mirrored job (InputBuffer.physical)."""
+            return InputBuffer.physical(cfg, addr, 1)[:self.in_addr_bits]
         # The job's input waits for the core's start of the job (``job_start``): until then the
         # previous job's passes may still read the input buffer. The loader's and the core's
         # starts each flip a bit; the input is open while they agree (a register: it falls a
@@ -264,7 +267,7 @@ class Loader(wiring.Component):
         # by a last pass that takes ``skip_ready`` first.
         in_write, wt_write, skip_write = Signal(), Signal(), Signal()
         m.d.sync += [
-            self.in_wr.en.eq(in_write), self.in_wr.addr.eq(in_addr),
+            self.in_wr.en.eq(in_write), self.in_wr.addr.eq(Mux(job.in_mirror, mirror(in_addr), in_addr)),
             self.in_wr.data.eq(Mux(job.narrow_in, word[:min(rows * width, STREAM_BITS)],
                                    group(cfg.in_words, rows * width))),
             self.wt_wr.en.eq(wt_write), self.wt_wr.addr.eq(wt_addr),
