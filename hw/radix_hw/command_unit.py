@@ -8,13 +8,17 @@ Two cooperating parts:
   (bias words, per input tile ``t`` its first tap's weight rows (a striped job's all), the tile
   and the rest of its weight rows, skip pixels, the other tiles' bias words, weights and skip pixels).
   With ``sync`` it waits, before the first input read, until every earlier command is
-  complete (the skip reads come after it). It then goes on with command ``n + 1`` while the
+  complete (the skip reads come after it); with ``input_ahead`` until every command but the one
+  before is (the skip reads still wait for all), and with ``input_follows`` it reads the input
+  row by row, each row once the write master's ``answered_end`` passes its end or the command
+  before is complete. It then goes on with command ``n + 1`` while the
   core still computes ``n``, so the next command and its weights are read while the current
   job computes and drains.
 * the **runner** starts the core's loader on each handed-over job as soon as the loader is
   idle (so a job's bias words and first weight rows are loaded while the job before still
   computes and drains), then the core itself once it is free, gives the write master the job's
-  output tiles, waits for the core's last word and the writes' responses, writes the stats word
+  output tiles (the last one ``final``, for ``answered_end``), waits for the core's last word and
+  the writes' responses, writes the stats word
   (with ``stats``) and counts the command complete.
 """
 

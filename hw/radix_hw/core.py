@@ -23,7 +23,8 @@ class ConvCore(wiring.Component):
     ``load_start`` (a one-cycle pulse while ``load_idle``) begins loading a job with the layer
     in ``load_layer`` (read at the pulse): while the core still computes the job before, the
     loader takes the job's bias words and weight rows into the free weight bank and stops at
-    its input. ``start`` (a one-cycle pulse, ignored while ``busy``) then begins the job's
+    its input (or, with ``input_ahead``, takes it too, into the input buffer's other end,
+    mirrored with ``in_mirror``). ``start`` (a one-cycle pulse, ignored while ``busy``) then begins the job's
     compute with the same layer in ``layer``, which must stay stable until ``done``; a job's
     ``load_start`` comes before its ``start``, and the next job's after it. The job's words arrive on ``s_in``
     (radix.stream_format: input map, then per output-channel tile its bias words, its weight
@@ -105,7 +106,8 @@ class ConvCore(wiring.Component):
         for unit in (sequencer, output):
             m.d.comb += unit.layer.eq(self.layer)
         # The loader runs a job ahead: started on a job while the core still computes the one
-        # before, it fills the free weight bank and stops at the job's input until its start.
+        # before, it fills the free weight bank and stops at the job's input until its start
+        # (an input loaded ahead goes to the input buffer's other end meanwhile).
         m.d.comb += [loader.start.eq(self.load_start), loader.layer.eq(self.load_layer),
                      loader.job_start.eq(job_start), self.load_idle.eq(loader.idle)]
         # The job's signedness (docs/arithmetic.md §12): the array extends input pixels, the

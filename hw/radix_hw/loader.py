@@ -40,8 +40,9 @@ class Loader(wiring.Component):
 
     * An input tile: ``in_words`` words per pixel group (one for a narrow input,
       ``layer.narrow_in``: the group's other lanes zero), written to the input buffer at
-      consecutive addresses (``t*IN_H*IN_W + y*IN_W + x``); ``in_tiles_done`` counts the
-      input tiles written since ``job_start`` and ``in_rows_done`` the rows of the next one, a
+      consecutive addresses (``t*IN_H*IN_W + y*IN_W + x``, mirrored with ``layer.in_mirror``);
+      ``in_tiles_done`` counts the job's input tiles written and ``in_rows_done`` the rows of the
+      next one (while the loader is a job ahead of the core: every tile, the core's job's), a
       cycle after their last writes (the sequencer's first pass on a tile trails them). ``hw``
       is set to ``IN_H*IN_W`` as the first input-channel tile is counted (no multiplier
       needed), and ``hw_valid`` rises a cycle later.
@@ -71,13 +72,14 @@ class Loader(wiring.Component):
     pass plus the array latency, whatever the output stream does.
 
     ``s_in`` is ready only while a word can be stored: never before ``start``, while waiting
-    for a bank, at the job's input before ``job_start``, or after the job's last word. TLAST is
+    for a bank, at the job's input before ``job_start`` (unless ``layer.input_ahead``: the input
+    then goes to the buffer's other end), or after the job's last word. TLAST is
     ignored. ``start`` (with the job's fields in ``layer``, read then) must come only while
     ``idle``, which the loader is again after the job's last word: it may then start on the next
     job while the core still computes this one (docs/engine.md, "The next job loads ahead"). The
     banks carry over between jobs (a job's first tile takes the bank after the previous job's
-    last, ``first_bank``); ``job_start``, the core's start of the job, clears the input counts and
-    lets the job's input in, once the previous job's passes no longer read the input buffer.
+    last, ``first_bank``); ``job_start``, the core's start of the job, lets the job's input in,
+    once the previous job's passes no longer read the input buffer.
     """
 
     def __init__(self, *, config: EngineConfig):
