@@ -248,6 +248,13 @@ class CommandUnit(wiring.Component):
         row_beats, row_count, row_outer = Signal(BEATS_BITS), Signal(16), Signal(16)  # the input read's operands
         row_open, settle = Signal(), Signal(2)
         m.d.sync += settle.eq(Mux(settle == 0, 0, settle - 1))  # the issuer's states below set it
+        # a row's read taken moves on to the next row a cycle later, from a register (the take's
+        # enables of some fifty flip-flops were the bus master's slowest path); the next row's
+        # read waits that cycle (row_taken), and a new tile's setup (to_input) overrides it
+        input_taken, row_taken = Signal(), Signal()
+        m.d.sync += row_taken.eq(input_taken)
+        with m.If(row_taken):
+            m.d.sync += [row_addr.eq(row_addr + (in_row_words << 3)), row_left.eq(row_left - 1), settle.eq(3)]
         # registered compares: n changes only on the way to FETCH, many cycles before these are used,
         # and the commands complete in order (`complete` reaches n only after n's input is read)
         last_command = Signal()  # n + 1 == cmd_count (from next_n, set in FETCH: RECEIVE takes 8 words)
@@ -312,11 +319,13 @@ class CommandUnit(wiring.Component):
         with m.If(load_desc):
             m.d.sync += [self.read_desc.payload.eq(desc), self.read_desc.valid.eq(want_read)]
 
-        def read(addr, beats, *, count=1, stride=0, fill=0, outer_count=1, outer_stride=0, dest=DEST_CORE):
+        def read(addr, beats, *, count=1, stride=0, fill=0, outer_count=1, outer_stride=0, dest=DEST_CORE, when=None):
+            """Offer a read (only ``when``, if given: its operands are selected by the state alone, so
+            the wait's condition stays off the descriptor's paths); true when it is taken."""
             m.d.comb += [desc.addr.eq(addr), desc.beats.eq(beats), desc.count.eq(count), desc.stride.eq(stride),
                          desc.fill.eq(fill), desc.outer_count.eq(outer_count), desc.outer_stride.eq(outer_stride),
-                         desc.dest.eq(dest), want_read.eq(1)]
-            return load_desc
+                         desc.dest.eq(dest), want_read.eq(1 if when is None else when)]
+            return load_desc if when is None else load_desc & when
 
         # -- runner state -------------------------------------------------------------------
         handed = Signal()  # a checked job waits for the runner
@@ -333,6 +342,12 @@ class CommandUnit(wiring.Component):
             m.d.comb += [self.error.eq(1)]
             m.d.sync += [self.error_code.eq(ERROR_CODE[code]), self.error_index.eq(n), self.error_addr.eq(addr)]
             m.next = "HALT"
+
+        def to_input(base):
+            """On to an input tile's reads, from ``base``: all its rows, or one at a time."""
+            m.d.sync += [row_addr.eq(base), row_left.eq(Mux(cmd.input_follows, cmd.in_h, 1)),
+                         settle.eq(Mux(cmd.input_follows, 3, 0))]  # a row's gate follows its address
+            m.next = "INPUT"
 
         def after_input():
             """After an input tile: the rest of its weight rows, unless none follow it."""
@@ -428,6 +443,9 @@ class CommandUnit(wiring.Component):
                                  wt_rest.eq(cmd.wt_addr + (cols << 3)), skip_base.eq(cmd.skip_addr + (skip_off << 3)),
                                  skip_have.eq(cmd.skip_pixel_words)]
                     m.d.sync += [tile_is_last.eq(only_tile), first_tile_weights_first.eq(cmd.weights_first)]
+                    m.d.sync += [row_beats.eq(Mux(in_contiguous, Mux(cmd.input_follows, row_run, in_run), in_group)),
+                                 row_count.eq(Mux(in_contiguous, 1, cmd.in_w)),
+                                 row_outer.eq(Mux(in_contiguous | cmd.input_follows, 1, cmd.in_h))]
                     # an input loaded ahead takes the other half of the input buffer from the job before's
                     m.d.sync += [pending_mirror.eq(cmd.input_ahead & ~prev_mirror),
                                  prev_mirror.eq(cmd.input_ahead & ~prev_mirror),
@@ -444,29 +462,20 @@ class CommandUnit(wiring.Component):
                 # the first pass's weight rows, which the core takes before the input tile it
                 # trails (a striped job's: all the tile's, each tap's first strip trails it)
                 with m.If(read(tile_wt_addr, Mux(striped, tile_one, tile_chunk))):
-                    m.next = "INPUT"
+                    to_input(in_base)
             with m.State("INPUT"):
-                # an input loaded ahead reads nothing the job before writes: only the commands
-                # before that one must be complete (its skip pixels still wait for all, in SKIP)
-                with m.If(synced | caught_up | (cmd.input_ahead & behind_one)):
+                # An input loaded ahead reads nothing the job before writes: only the commands
+                # before that one must be complete (its skip pixels still wait for all, in SKIP).
+                # The tile in one read (one run, or each pixel's words, row by row) or, following
+                # the job before, one read a row; its operands from registers.
+                ready = synced | caught_up | (cmd.input_ahead & behind_one)
+                with m.If(read(row_addr, row_beats, count=row_count, stride=cmd.in_pixel_words << 3,
+                               outer_count=row_outer, outer_stride=in_row_words << 3,
+                               when=ready & (settle == 0) & (row_open | ~cmd.input_follows) & ~row_taken)):
+                    m.d.comb += input_taken.eq(1)
                     m.d.sync += synced.eq(synced | caught_up | ~cmd.input_ahead)
-                    # the tile in one read (one run, or each pixel's words, row by row) or, following
-                    # the job before, one read a row; its operands from registers
-                    follows = cmd.input_follows
-                    m.d.sync += [row_addr.eq(in_base), row_left.eq(Mux(follows, cmd.in_h, 1)),
-                                 settle.eq(Mux(follows, 3, 0)),
-                                 row_beats.eq(Mux(in_contiguous, Mux(follows, row_run, in_run), in_group)),
-                                 row_count.eq(Mux(in_contiguous, 1, cmd.in_w)),
-                                 row_outer.eq(Mux(in_contiguous | follows, 1, cmd.in_h))]
-                    m.next = "INPUT_ROWS"
-            with m.State("INPUT_ROWS"):
-                with m.If((settle == 0) & (row_open | ~cmd.input_follows)):
-                    with m.If(read(row_addr, row_beats, count=row_count, stride=cmd.in_pixel_words << 3,
-                                   outer_count=row_outer, outer_stride=in_row_words << 3)):
-                        m.d.sync += [row_addr.eq(row_addr + (in_row_words << 3)), row_left.eq(row_left - 1),
-                                     settle.eq(3)]
-                        with m.If(row_left == 1):
-                            after_input()
+                    with m.If(row_left == 1):
+                        after_input()
             with m.State("TILE_WEIGHTS"):
                 with m.If(read(tile_rest_addr, tile_rest)):
                     m.next = "TILE_DONE"
@@ -478,22 +487,22 @@ class CommandUnit(wiring.Component):
                                  tile_wt_addr.eq(tile_wt_addr + (tile_one << 3)),
                                  tile_rest_addr.eq(tile_rest_addr + (tile_one << 3))]
                     with m.If(first_tile_weights_first):
-                        m.next = "INPUT"
+                        to_input(in_base + (in_words << 3))
                     with m.Else():
                         m.next = "FIRST_TAP"
             with m.State("WEIGHTS"):
                 with m.If(read(wt_rest, tile_t_chunk)):
                     with m.If(first_tile_weights_first):
-                        m.next = "INPUT"  # then each input tile, TILE_DONE stepping through them
+                        to_input(in_base)  # then each input tile, TILE_DONE stepping through them
                     with m.Else():
                         skip_or_next()
             with m.State("SKIP"):
                 # the tile's skip pixels, after its weights: the input read before them waited
                 # for the earlier commands (sync), but for the one before if the input loaded ahead
-                with m.If(synced | caught_up):
-                    with m.If(read(skip_base, skip_beats, count=comp_w, stride=cmd.skip_pixel_words << 3,
-                                   fill=tile_row_words - skip_beats, outer_count=comp_h, outer_stride=skip_row << 3)):
-                        m.next = "NEXT_TILE"
+                with m.If(read(skip_base, skip_beats, count=comp_w, stride=cmd.skip_pixel_words << 3,
+                               fill=tile_row_words - skip_beats, outer_count=comp_h, outer_stride=skip_row << 3,
+                               when=synced | caught_up)):
+                    m.next = "NEXT_TILE"
             with m.State("NEXT_TILE"):
                 with m.If(last_tile):
                     with m.If(last_command):
