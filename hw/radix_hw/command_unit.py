@@ -288,6 +288,10 @@ class CommandUnit(wiring.Component):
         # The reads' addresses, kept in registers and stepped with the tiles (one adder each):
         fetch_addr = Signal(BUS_ADDR_BITS)  # CMD_BASE + 64 n
         in_base = Signal(BUS_ADDR_BITS)  # in_addr + 8 (in_off + t_tile * in_words)
+        # the next input tile's, kept a cycle behind in_base (which moves only at a tile's end,
+        # tiles apart): no adder after the issuer's state decode
+        next_in_base = Signal(BUS_ADDR_BITS)
+        m.d.sync += next_in_base.eq(in_base + (in_words << 3))
         tile_wt_addr = Signal(BUS_ADDR_BITS)  # input tile t_tile's weight rows: wt_addr + 8 cols + ...
         tile_rest_addr = Signal(BUS_ADDR_BITS)  # and those after its first tap: tile_wt_addr + 8 chunk_words
         wt_rest = Signal(BUS_ADDR_BITS)  # wt_block + 8 cols: the weights after the bias words
@@ -483,11 +487,11 @@ class CommandUnit(wiring.Component):
                 with m.If(last_in_tile):
                     skip_or_next()
                 with m.Else():
-                    m.d.sync += [t_tile.eq(t_tile + 1), in_base.eq(in_base + (in_words << 3)),
+                    m.d.sync += [t_tile.eq(t_tile + 1), in_base.eq(next_in_base),
                                  tile_wt_addr.eq(tile_wt_addr + (tile_one << 3)),
                                  tile_rest_addr.eq(tile_rest_addr + (tile_one << 3))]
                     with m.If(first_tile_weights_first):
-                        to_input(in_base + (in_words << 3))
+                        to_input(next_in_base)
                     with m.Else():
                         m.next = "FIRST_TAP"
             with m.State("WEIGHTS"):
