@@ -218,17 +218,16 @@ def place(program: Program, config: EngineConfig, *, batch: int = 1, base: int =
         memory[(addr - base) // BUS_BYTES : (addr - base) // BUS_BYTES + words.size] = words
     commands = []
     clock = ListClock(config)  # each job's order chosen as the list's next job (its head loaded ahead)
-    previous = None
     for index, (layer_name, images, job, fields) in enumerate(builder.jobs):
+        previous = commands[-1].fields if commands else None
         first_of_layer = index == 0 or builder.jobs[index - 1][0] != layer_name
         fields = dict(dict.fromkeys(COMMAND_FIELD, 0), **fields, sync=int(first_of_layer), stats=1,
                       stat_addr=stat_base + index * BUS_BYTES)
         fields["input_ahead"], fields["input_follows"] = _load_ahead(fields, previous, config)
         fields.update(fastest_order(config, fields, clock=clock) if order is None else order(fields))
-        previous = fields
         clock.job(fields)
         where = f"layer {layer_name} job {job + 1} (images {images[0]}..{images[-1]})"
-        problem = command_error(fields, config, commands[-1].fields if commands else None)
+        problem = command_error(fields, config, previous)
         if problem is not None:
             raise PlacementError(f"{where}: the engine would refuse the command: {problem[1]}")
         try:
@@ -247,7 +246,7 @@ def _load_ahead(fields: dict, previous: dict | None, config: EngineConfig) -> tu
     loads ahead", "The input follows the job before"): its input loads while the job before
     computes wherever the engine's checks allow it (neither job folded, their input bands within
     IN_DEPTH together), and follows the job before's writes row by row where the job before
-    writes some of the bytes it reads (whole rows of the tensor compared)."""
+    writes some of the bytes it reads (from the first byte each command touches to its last)."""
     if previous is None:
         return 0, 0
     # the bytes from the first each job touches to its last (a band's rows, a pixel's first words)
